@@ -1,0 +1,22 @@
+//! Wire types shared by drove's master, agents and frameworks.
+//!
+//! - [`mesos`]: the Mesos v1 JSON shapes (stout proto2 JSON: snake_case fields, ids as
+//!   `{"value": ..}`, enums as strings), following `mesos.proto` rather than the docs' examples.
+//! - [`scheduler`]: the v1 scheduler API's `Call` and `Event`.
+//! - [`agent`]: drove's own master <-> agent protocol (HTTP/JSON), documented in ARCHITECTURE.md.
+//! - [`resources`]: a compact resource vector with the arithmetic the allocator and agents need.
+//! - [`recordio`]: the RecordIO framing of the scheduler event stream.
+//!
+//! This crate knows nothing about any component's internals; every component depends on it,
+//! and it depends on none of them.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod json;
+pub mod mesos;
+pub mod recordio;
+pub mod resources;
+pub mod scheduler;
+
+pub use json::{decode, DecodeError};
+pub use resources::{Ranges, ResourceError, Resources};

@@ -1,0 +1,4 @@
+//! The `drove` binary: one executable for every component.
+#![forbid(unsafe_code)]
+
+fn main() {}
