@@ -1,0 +1,129 @@
+//! Command-line settings of `drove router`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// `drove router --paas URL [--listen 127.0.0.1:8080] [--admin 127.0.0.1:8081] [--domain localhost]`
+#[derive(clap::Args, Debug, Clone)]
+pub struct RouterArgs {
+    /// Base URL of the PaaS (route stream, wake and stats endpoints live under it).
+    #[arg(long, env = "DROVE_PAAS")]
+    pub paas: String,
+    /// Address the proxy listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Address of the admin listener (`/health`, `/metrics`); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub admin: SocketAddr,
+    /// Apps are served at `<app>.<domain>`.
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
+    /// Requests held per app while it wakes; more get 503 at once.
+    #[arg(long, default_value_t = 1000)]
+    pub hold_queue: usize,
+    /// How long a request may be held waiting for a backend (e.g. `30s`, `500ms`).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub hold_timeout: Duration,
+    /// Seconds announced in `Retry-After` on 503 answers.
+    #[arg(long, default_value_t = 5)]
+    pub retry_after: u64,
+    /// Proxy worker threads (default: one per CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Upstream connect timeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// How long an idle upstream keep-alive connection is kept in the pool.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+    /// Connect attempts per request (a refused connect moves on to another backend).
+    #[arg(long, default_value_t = 3)]
+    pub connect_attempts: u32,
+    /// How often stats are pushed to the PaaS.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub stats_interval: Duration,
+    /// Name this router reports in its stats (default: `router@<listen>`).
+    #[arg(long)]
+    pub id: Option<String>,
+}
+
+impl RouterArgs {
+    /// Settings with every default, for embedding (`drove up`) and tests.
+    pub fn new(paas: impl Into<String>, listen: SocketAddr, admin: SocketAddr) -> Self {
+        Self {
+            paas: paas.into(),
+            listen,
+            admin,
+            domain: "localhost".into(),
+            hold_queue: 1000,
+            hold_timeout: Duration::from_secs(30),
+            retry_after: 5,
+            threads: None,
+            connect_timeout: Duration::from_secs(2),
+            upstream_idle_timeout: Duration::from_secs(60),
+            connect_attempts: 3,
+            stats_interval: Duration::from_secs(1),
+            id: None,
+        }
+    }
+}
+
+/// A duration given on the command line could not be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid duration {0:?}: use a number with ms, s or m (e.g. 30s, 500ms)")]
+pub struct DurationError(pub String);
+
+/// Reads `500ms`, `30s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
+    let t = s.trim();
+    let err = || DurationError(s.to_string());
+    let (num, scale_ms) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = t.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (t, 1000.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| err())?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(err());
+    }
+    Ok(Duration::from_micros((v * scale_ms * 1000.0) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: RouterArgs,
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn cli_defaults() {
+        let cli = Cli::try_parse_from(["x", "--paas", "http://127.0.0.1:9"]).expect("parses");
+        assert_eq!(cli.args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cli.args.admin.to_string(), "127.0.0.1:8081");
+        assert_eq!(cli.args.domain, "localhost");
+        assert_eq!(cli.args.hold_queue, 1000);
+        assert_eq!(cli.args.hold_timeout, Duration::from_secs(30));
+        let cli =
+            Cli::try_parse_from(["x", "--paas", "u", "--hold-timeout", "250ms"]).expect("parses");
+        assert_eq!(cli.args.hold_timeout, Duration::from_millis(250));
+    }
+}

@@ -1,0 +1,320 @@
+//! The Pingora side: host routing, backend choice with passive failover, forwarding headers,
+//! custom 404/503 answers and per-request stats.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use tokio::time::Instant;
+
+use crate::balance::Lease;
+use crate::routes::{App, BackendLive, Table};
+use crate::stats::{now_ms, RouterCounters};
+use crate::wake::{HoldError, Holder};
+
+const X_REQUEST_ID: &str = "x-request-id";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const UNKNOWN_HOST_BODY: &str = "404 no app is served at this address\n";
+
+/// The router's `ProxyHttp` implementation.
+pub struct Router {
+    pub table: Arc<ArcSwap<Table>>,
+    pub holder: Holder,
+    pub global: Arc<RouterCounters>,
+    /// Connect attempts per request, the first included.
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Seconds put in `Retry-After` on 503s.
+    pub retry_after_secs: u64,
+}
+
+/// Decrements the app's in-router gauge when the request ends.
+pub struct AppGuard(Arc<App>);
+
+impl Drop for AppGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    app: Option<AppGuard>,
+    lease: Option<Lease>,
+    backend: Option<Arc<BackendLive>>,
+    failed: Vec<SocketAddr>,
+    attempts: u32,
+    hold_error: Option<HoldError>,
+    request_id: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+fn plain(status: u16, body: &'static str, retry_after: Option<u64>) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    if let Some(s) = retry_after {
+        resp.insert_header(http::header::RETRY_AFTER, s.to_string())?;
+    }
+    Ok(resp)
+}
+
+impl Router {
+    fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.idle_timeout = Some(self.idle_timeout);
+        Box::new(peer)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Router {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestCtx {
+            start: Instant::now(),
+            app: None,
+            lease: None,
+            backend: None,
+            failed: Vec::new(),
+            attempts: 0,
+            hold_error: None,
+            request_id: None,
+            host: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        ctx.start = Instant::now();
+        let req = session.req_header();
+        let host = req.headers.get(HOST).cloned().or_else(|| {
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let app = {
+            let table = self.table.load();
+            host.as_ref()
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| table.lookup(h))
+                .cloned()
+        };
+        let Some(app) = app else {
+            self.global.unknown_host.fetch_add(1, Ordering::Relaxed);
+            let resp = plain(404, UNKNOWN_HOST_BODY, None)?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(Bytes::from_static(UNKNOWN_HOST_BODY.as_bytes())), true)
+                .await?;
+            return Ok(true);
+        };
+        app.stats.start(now_ms());
+        app.inflight.fetch_add(1, Ordering::Relaxed);
+        ctx.app = Some(AppGuard(app));
+        ctx.host = host;
+        ctx.request_id = Some(match session.req_header().headers.get(X_REQUEST_ID) {
+            Some(v) if valid_request_id(v) => v.clone(),
+            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .map_err(|e| Error::because(ErrorType::InternalError, "request id", e))?,
+        });
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.lease = None;
+        ctx.attempts += 1;
+        let Some(app) = ctx.app.as_ref().map(|g| g.0.clone()) else {
+            return Err(Error::explain(ErrorType::InternalError, "no app selected"));
+        };
+        let deadline = ctx.start + self.holder.timeout;
+        match self.holder.acquire(&app, &ctx.failed, deadline).await {
+            Ok((lease, _held)) => {
+                let backend = lease.backend().clone();
+                backend.stats.start(now_ms());
+                let peer = self.peer(backend.addr);
+                ctx.backend = Some(backend);
+                ctx.lease = Some(lease);
+                Ok(peer)
+            }
+            Err(e) => {
+                ctx.hold_error = Some(e);
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(503),
+                    e.message().trim_end(),
+                ))
+            }
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.lease = None;
+        if let Some(b) = ctx.backend.take() {
+            b.passive_down.store(true, Ordering::SeqCst);
+            b.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+            b.stats.finish(None, 0, 0, ctx.start.elapsed());
+            ctx.failed.push(b.addr);
+            if let Some(app) = &ctx.app {
+                app.0.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(app = %app.0.name, backend = %b.label, error = %e,
+                    "connect failed; backend taken out until the route stream restates it");
+            }
+        }
+        if ctx.attempts < self.max_attempts {
+            e.set_retry(true);
+        }
+        tracing::debug!(%peer, attempts = ctx.attempts, "connect failure");
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let xff = match upstream_request
+                .headers
+                .get(X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if let Some(h) = ctx.host.clone() {
+            upstream_request.insert_header("x-forwarded-host", h)?;
+        }
+        if let Some(id) = ctx.request_id.clone() {
+            upstream_request.insert_header(X_REQUEST_ID, id)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if upstream_response.headers.get(X_REQUEST_ID).is_none() {
+            if let Some(id) = ctx.request_id.clone() {
+                upstream_response.insert_header(X_REQUEST_ID, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Self::CTX,
+    ) -> FailToProxy {
+        ctx.lease = None;
+        if let Some(hold) = ctx.hold_error {
+            let body = hold.message();
+            let retry = (hold != HoldError::Stopped).then_some(self.retry_after_secs);
+            let written = match plain(503, body, retry) {
+                Ok(resp) => {
+                    let r = session.write_response_header(Box::new(resp), false).await;
+                    match r {
+                        Ok(()) => session
+                            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+                            .await
+                            .is_ok(),
+                        Err(_) => false,
+                    }
+                }
+                Err(_) => false,
+            };
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: written,
+            };
+        }
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let body = match code {
+                502 => "502 the app did not answer\n",
+                504 => "504 the app took too long to answer\n",
+                400 => "400 bad request\n",
+                _ => "the router could not complete the request\n",
+            };
+            if let Err(err) = session
+                .respond_error_with_body(code, Bytes::from_static(body.as_bytes()))
+                .await
+            {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, _error: &Error) -> bool {
+        ctx.hold_error.is_some()
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+        ctx.lease = None;
+        let Some(app) = ctx.app.as_ref() else {
+            return;
+        };
+        let status = session.response_written().map(|r| r.status.as_u16());
+        let bytes_in = session.body_bytes_read() as u64;
+        let bytes_out = session.body_bytes_sent() as u64;
+        let latency = ctx.start.elapsed();
+        app.0.stats.finish(status, bytes_in, bytes_out, latency);
+        if let Some(b) = &ctx.backend {
+            b.stats.finish(status, bytes_in, bytes_out, latency);
+        }
+    }
+}

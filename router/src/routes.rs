@@ -1,0 +1,493 @@
+//! The route table: which hostnames belong to which app, and which backends serve each app.
+//!
+//! The control plane (see [`crate::route_stream`]) owns a [`Registry`] and publishes an
+//! immutable [`Table`] through an `ArcSwap` after every change; the proxy only ever loads it.
+//! Per-app and per-backend live state (in-flight counters, passive-down marks, stats, the hold
+//! queue) lives in [`App`] and [`BackendLive`], which survive route updates so that counters and
+//! held requests are never lost when the PaaS republishes an app.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::stats::Counters;
+
+/// One message of the route stream (`GET {paas}/v1/routes/stream`, newline-delimited JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RouteMessage {
+    /// The complete table; replaces whatever the router had.
+    Snapshot { apps: Vec<AppSpec> },
+    /// Add or replace one app.
+    Upsert { app: AppSpec },
+    /// Remove one app by name.
+    Remove { app: String },
+    /// Keeps the connection visibly alive; carries no change.
+    Heartbeat,
+}
+
+/// An app as the PaaS describes it on the route stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppSpec {
+    /// The app's name; it is reachable at `<name>.<domain>`.
+    pub name: String,
+    /// Extra hostnames (custom domains), matched case-insensitively.
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    /// `running`, `idle` (scaled to zero, woken on demand) or `stopped` (never woken).
+    #[serde(default)]
+    pub state: AppState,
+    /// Maximum in-flight requests per backend; 0 or absent means unlimited.
+    #[serde(default)]
+    pub concurrency_limit: u32,
+    #[serde(default)]
+    pub backends: Vec<BackendSpec>,
+}
+
+/// One instance of an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendSpec {
+    /// `ip:port` (a hostname is resolved once when the route is applied).
+    pub addr: String,
+    /// Whether the PaaS's health checks pass; unhealthy backends get no traffic.
+    #[serde(default = "yes")]
+    pub healthy: bool,
+    /// Backup backends only get traffic while no primary is healthy.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppState {
+    #[default]
+    Running,
+    /// Scaled to zero: requests are held and the app is woken.
+    Idle,
+    /// Deliberately off: requests get 503 at once and no wake is sent.
+    Stopped,
+}
+
+/// What the router knows about one backend right now (replaced on every upsert).
+#[derive(Debug)]
+pub struct BackendRoute {
+    pub live: Arc<BackendLive>,
+    pub healthy: bool,
+    pub backup: bool,
+}
+
+/// Per-backend state that survives route updates.
+#[derive(Debug)]
+pub struct BackendLive {
+    pub addr: SocketAddr,
+    /// The address as the PaaS wrote it (used as the stats label).
+    pub label: String,
+    /// Requests currently sent to this backend (or waiting on its connection).
+    pub inflight: AtomicUsize,
+    /// Set when a connect to this backend failed; cleared when the route stream
+    /// (re)states the backend as healthy.
+    pub passive_down: AtomicBool,
+    pub stats: Counters,
+}
+
+/// The routable part of an app, replaced wholesale on every upsert.
+#[derive(Debug)]
+pub struct AppRoute {
+    pub state: AppState,
+    pub concurrency_limit: u32,
+    pub hostnames: Vec<String>,
+    pub backends: Vec<BackendRoute>,
+}
+
+impl AppRoute {
+    /// Whether any backend may take traffic (healthy per the PaaS and not passively down).
+    pub fn has_usable_backend(&self) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.healthy && !b.live.passive_down.load(Ordering::Relaxed))
+    }
+}
+
+/// An app and its live state.
+#[derive(Debug)]
+pub struct App {
+    pub name: String,
+    pub route: ArcSwap<AppRoute>,
+    /// Woken on every route change (all waiters) and, while requests are held, whenever a
+    /// lease is released (one waiter).
+    pub notify: Notify,
+    /// Requests currently held waiting for a backend.
+    pub held: AtomicUsize,
+    /// Requests currently inside the router for this app (held or proxied).
+    pub inflight: AtomicUsize,
+    /// A wake call has been requested and the app has not become routable since.
+    pub waking: AtomicBool,
+    /// The app was removed from the route table; held requests fail at once.
+    pub removed: AtomicBool,
+    /// Rotating start index for tie-breaking between equally loaded backends.
+    pub rotor: AtomicUsize,
+    pub stats: Counters,
+}
+
+/// The immutable lookup structure the proxy loads on every request.
+#[derive(Debug, Default)]
+pub struct Table {
+    hosts: HashMap<String, Arc<App>>,
+    /// Every app by name (for stats).
+    pub apps: BTreeMap<String, Arc<App>>,
+}
+
+impl Table {
+    /// Finds the app for a `Host` header value (any case, with or without port).
+    pub fn lookup(&self, host: &str) -> Option<&Arc<App>> {
+        let host = normalize_host(host)?;
+        self.hosts.get(host.as_ref())
+    }
+}
+
+/// Lowercases a Host header value and strips its port and a trailing dot.
+/// Returns `None` for an empty host.
+pub fn normalize_host(host: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // IPv6 literal: "[::1]:8080"
+        let end = rest.find(']')?;
+        &host[..end + 2]
+    } else {
+        match host.rfind(':') {
+            Some(i) if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
+            _ => host,
+        }
+    };
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.is_empty() {
+        return None;
+    }
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(std::borrow::Cow::Owned(name.to_ascii_lowercase()))
+    } else {
+        Some(std::borrow::Cow::Borrowed(name))
+    }
+}
+
+/// A route the stream sent that cannot be applied.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RouteError {
+    #[error("invalid app name {0:?}: use lowercase letters, digits and '-'")]
+    AppName(String),
+    #[error("app {app}: invalid backend address {addr:?}")]
+    BackendAddr { app: String, addr: String },
+}
+
+fn valid_app_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn resolve(addr: &str) -> Option<SocketAddr> {
+    if let Ok(a) = addr.parse() {
+        return Some(a);
+    }
+    addr.to_socket_addrs().ok()?.next()
+}
+
+/// The control plane's mutable view, from which [`Table`]s are published.
+pub struct Registry {
+    domain: String,
+    apps: BTreeMap<String, Arc<App>>,
+    table: Arc<ArcSwap<Table>>,
+}
+
+impl Registry {
+    pub fn new(domain: &str, table: Arc<ArcSwap<Table>>) -> Self {
+        Self {
+            domain: domain.trim_matches('.').to_ascii_lowercase(),
+            apps: BTreeMap::new(),
+            table,
+        }
+    }
+
+    /// Applies one message; the new table is visible to the proxy when this returns.
+    /// Invalid apps are skipped (and reported) without affecting the others.
+    pub fn apply(&mut self, msg: RouteMessage) -> Vec<RouteError> {
+        let mut errors = Vec::new();
+        match msg {
+            RouteMessage::Heartbeat => return errors,
+            RouteMessage::Snapshot { apps } => {
+                let mut seen = std::collections::BTreeSet::new();
+                for spec in apps {
+                    let name = spec.name.clone();
+                    match self.upsert(spec) {
+                        Ok(()) => {
+                            seen.insert(name);
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+                let gone: Vec<String> = self
+                    .apps
+                    .keys()
+                    .filter(|n| !seen.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.remove(&name);
+                }
+            }
+            RouteMessage::Upsert { app } => {
+                if let Err(e) = self.upsert(app) {
+                    errors.push(e);
+                }
+            }
+            RouteMessage::Remove { app } => self.remove(&app),
+        }
+        self.publish();
+        errors
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Some(app) = self.apps.remove(name) {
+            app.removed.store(true, Ordering::SeqCst);
+            app.notify.notify_waiters();
+        }
+    }
+
+    fn upsert(&mut self, spec: AppSpec) -> Result<(), RouteError> {
+        if !valid_app_name(&spec.name) {
+            return Err(RouteError::AppName(spec.name));
+        }
+        let app = self.apps.get(&spec.name).cloned();
+        let old = app.as_ref().map(|a| a.route.load_full());
+        let mut backends = Vec::with_capacity(spec.backends.len());
+        for b in &spec.backends {
+            let addr = resolve(&b.addr).ok_or_else(|| RouteError::BackendAddr {
+                app: spec.name.clone(),
+                addr: b.addr.clone(),
+            })?;
+            let live = old
+                .as_ref()
+                .and_then(|r| r.backends.iter().find(|x| x.live.addr == addr))
+                .map(|x| x.live.clone())
+                .unwrap_or_else(|| {
+                    Arc::new(BackendLive {
+                        addr,
+                        label: b.addr.clone(),
+                        inflight: AtomicUsize::new(0),
+                        passive_down: AtomicBool::new(false),
+                        stats: Counters::default(),
+                    })
+                });
+            if b.healthy {
+                // The PaaS says it is healthy: that overrides a passive mark.
+                live.passive_down.store(false, Ordering::SeqCst);
+            }
+            if backends
+                .iter()
+                .any(|x: &BackendRoute| x.live.addr == live.addr)
+            {
+                continue;
+            }
+            backends.push(BackendRoute {
+                live,
+                healthy: b.healthy,
+                backup: b.backup,
+            });
+        }
+        let mut hostnames: Vec<String> = spec
+            .hostnames
+            .iter()
+            .filter_map(|h| normalize_host(h).map(|h| h.into_owned()))
+            .collect();
+        hostnames.insert(0, format!("{}.{}", spec.name, self.domain));
+        hostnames.dedup();
+        let route = AppRoute {
+            state: spec.state,
+            concurrency_limit: spec.concurrency_limit,
+            hostnames,
+            backends,
+        };
+        let routable = route.has_usable_backend();
+        match app {
+            Some(app) => {
+                app.route.store(Arc::new(route));
+                if routable {
+                    app.waking.store(false, Ordering::SeqCst);
+                }
+                app.notify.notify_waiters();
+            }
+            None => {
+                let app = Arc::new(App {
+                    name: spec.name.clone(),
+                    route: ArcSwap::from_pointee(route),
+                    notify: Notify::new(),
+                    held: AtomicUsize::new(0),
+                    inflight: AtomicUsize::new(0),
+                    waking: AtomicBool::new(false),
+                    removed: AtomicBool::new(false),
+                    rotor: AtomicUsize::new(0),
+                    stats: Counters::default(),
+                });
+                self.apps.insert(spec.name, app);
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        let mut hosts: HashMap<String, Arc<App>> = HashMap::new();
+        for app in self.apps.values() {
+            for h in &app.route.load().hostnames {
+                match hosts.get(h) {
+                    Some(owner) if owner.name != app.name => {
+                        tracing::warn!(host = %h, app = %app.name, owner = %owner.name,
+                            "hostname already claimed by another app; ignored");
+                    }
+                    _ => {
+                        hosts.insert(h.clone(), app.clone());
+                    }
+                }
+            }
+        }
+        self.table.store(Arc::new(Table {
+            hosts,
+            apps: self.apps.clone(),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, backends: &[(&str, bool, bool)]) -> AppSpec {
+        AppSpec {
+            name: name.into(),
+            hostnames: vec!["Shop.Example.COM".into()],
+            state: AppState::Running,
+            concurrency_limit: 0,
+            backends: backends
+                .iter()
+                .map(|(a, h, b)| BackendSpec {
+                    addr: (*a).into(),
+                    healthy: *h,
+                    backup: *b,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn host_normalization() {
+        assert_eq!(
+            normalize_host("Shop.LOCALHOST:8080").as_deref(),
+            Some("shop.localhost")
+        );
+        assert_eq!(
+            normalize_host("shop.localhost.").as_deref(),
+            Some("shop.localhost")
+        );
+        assert_eq!(normalize_host("[::1]:80").as_deref(), Some("[::1]"));
+        assert_eq!(normalize_host(":80"), None);
+        assert_eq!(normalize_host(""), None);
+    }
+
+    #[test]
+    fn messages_parse() {
+        let m: RouteMessage = serde_json::from_str(
+            r#"{"type":"snapshot","apps":[{"name":"a","backends":[{"addr":"127.0.0.1:1"}]}]}"#,
+        )
+        .expect("snapshot parses");
+        let RouteMessage::Snapshot { apps } = m else {
+            panic!("not a snapshot")
+        };
+        assert!(apps[0].backends[0].healthy);
+        assert_eq!(apps[0].state, AppState::Running);
+        let m: RouteMessage =
+            serde_json::from_str(r#"{"type":"remove","app":"a"}"#).expect("remove parses");
+        assert_eq!(m, RouteMessage::Remove { app: "a".into() });
+    }
+
+    #[test]
+    fn snapshot_upsert_remove_keep_live_state() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("LocalHost", table.clone());
+        let errs = reg.apply(RouteMessage::Snapshot {
+            apps: vec![spec("shop", &[("127.0.0.1:9001", true, false)])],
+        });
+        assert!(errs.is_empty());
+        let t = table.load();
+        let app = t
+            .lookup("SHOP.localhost:8080")
+            .expect("app by default host");
+        assert!(Arc::ptr_eq(
+            app,
+            t.lookup("shop.example.com").expect("custom")
+        ));
+        let live = app.route.load().backends[0].live.clone();
+        live.inflight.store(3, Ordering::SeqCst);
+        live.passive_down.store(true, Ordering::SeqCst);
+
+        reg.apply(RouteMessage::Upsert {
+            app: spec(
+                "shop",
+                &[
+                    ("127.0.0.1:9001", true, false),
+                    ("127.0.0.1:9002", false, true),
+                ],
+            ),
+        });
+        let t = table.load();
+        let app2 = t.lookup("shop.localhost").expect("still there");
+        assert!(Arc::ptr_eq(app, app2), "app identity survives upserts");
+        let r = app2.route.load();
+        assert_eq!(r.backends.len(), 2);
+        assert_eq!(r.backends[0].live.inflight.load(Ordering::SeqCst), 3);
+        assert!(!r.backends[0].live.passive_down.load(Ordering::SeqCst));
+
+        let errs = reg.apply(RouteMessage::Upsert {
+            app: spec("Bad_Name", &[]),
+        });
+        assert_eq!(errs, vec![RouteError::AppName("Bad_Name".into())]);
+        let errs = reg.apply(RouteMessage::Upsert {
+            app: spec("x", &[("nope", true, false)]),
+        });
+        assert!(matches!(errs[0], RouteError::BackendAddr { .. }));
+
+        reg.apply(RouteMessage::Remove { app: "shop".into() });
+        assert!(table.load().lookup("shop.localhost").is_none());
+        assert!(app.removed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn snapshot_drops_missing_apps() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Snapshot {
+            apps: vec![spec("a", &[]), {
+                let mut b = spec("b", &[]);
+                b.hostnames.clear();
+                b
+            }],
+        });
+        assert!(table.load().lookup("b.localhost").is_some());
+        reg.apply(RouteMessage::Snapshot {
+            apps: vec![spec("a", &[])],
+        });
+        assert!(table.load().lookup("b.localhost").is_none());
+        assert!(table.load().lookup("a.localhost").is_some());
+    }
+}

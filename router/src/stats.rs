@@ -1,0 +1,585 @@
+//! Request statistics: lock-free counters bumped by the proxy, a JSON report pushed to the PaaS
+//! every second (Flock's stats CSV), and Prometheus text for the admin listener.
+//!
+//! The proxy only touches atomics; building and sending reports happens on the control runtime,
+//! so a slow or absent PaaS costs the proxy nothing.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+
+use crate::routes::Table;
+
+/// Upper bounds of the latency buckets, in microseconds (the last bucket is +Inf).
+pub const BUCKETS_US: [u64; 18] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// A fixed-bucket latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> [u64; BUCKETS_US.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+}
+
+/// Estimates quantile `q` (0..1) in milliseconds from bucket counts, interpolating linearly
+/// inside the bucket. Returns `None` without samples.
+pub fn quantile_ms(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (q * total as f64).max(1.0);
+    let mut seen = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c == 0 {
+            continue;
+        }
+        if (seen + c) as f64 >= rank {
+            let lo = if i == 0 { 0 } else { BUCKETS_US[i - 1] } as f64;
+            let hi = BUCKETS_US
+                .get(i)
+                .copied()
+                .unwrap_or(BUCKETS_US[BUCKETS_US.len() - 1]) as f64;
+            let frac = (rank - seen as f64) / c as f64;
+            return Some((lo + (hi - lo) * frac) / 1000.0);
+        }
+        seen += c;
+    }
+    Some(BUCKETS_US[BUCKETS_US.len() - 1] as f64 / 1000.0)
+}
+
+/// Counters for one app or one backend.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    /// Responses by class: index 0 = no response (connection failed or aborted), 1..=5 = 1xx..5xx.
+    pub classes: [AtomicU64; 6],
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Unix time of the last request, in milliseconds (0 = never).
+    pub last_request_ms: AtomicU64,
+    pub latency: Histogram,
+    /// Requests that had to be held waiting for a backend (app level only).
+    pub held_total: AtomicU64,
+    /// Held requests that gave up after the hold timeout (app level only).
+    pub hold_timeouts: AtomicU64,
+    /// Requests refused because the hold queue was full (app level only).
+    pub hold_rejected: AtomicU64,
+    /// Wake calls sent to the PaaS (app level only).
+    pub wakes: AtomicU64,
+    /// Connect failures (backend level) or retries (app level).
+    pub connect_failures: AtomicU64,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Counters {
+    pub fn start(&self, now_ms: u64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.last_request_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn finish(&self, status: Option<u16>, bytes_in: u64, bytes_out: u64, latency: Duration) {
+        let class = match status {
+            Some(s @ 100..=599) => (s / 100) as usize,
+            _ => 0,
+        };
+        self.classes[class].fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
+        self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
+        self.latency.record(latency);
+    }
+
+    fn report(&self, in_flight: u64) -> CounterReport {
+        let counts = self.latency.counts();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let last = g(&self.last_request_ms);
+        CounterReport {
+            requests: g(&self.requests),
+            responses: Responses {
+                informational: g(&self.classes[1]),
+                success: g(&self.classes[2]),
+                redirect: g(&self.classes[3]),
+                client_error: g(&self.classes[4]),
+                server_error: g(&self.classes[5]),
+                failed: g(&self.classes[0]),
+            },
+            in_flight,
+            bytes_in: g(&self.bytes_in),
+            bytes_out: g(&self.bytes_out),
+            last_request_ms: (last > 0).then_some(last),
+            latency_ms: Quantiles {
+                p50: quantile_ms(&counts, 0.50),
+                p95: quantile_ms(&counts, 0.95),
+                p99: quantile_ms(&counts, 0.99),
+            },
+            connect_failures: g(&self.connect_failures),
+        }
+    }
+}
+
+/// Router-wide counters.
+#[derive(Debug, Default)]
+pub struct RouterCounters {
+    pub unknown_host: AtomicU64,
+    pub route_stream_connected: AtomicBool,
+    pub route_messages: AtomicU64,
+    pub route_errors: AtomicU64,
+    pub stats_pushes: AtomicU64,
+    pub stats_push_failures: AtomicU64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Responses {
+    #[serde(rename = "1xx")]
+    pub informational: u64,
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    #[serde(rename = "3xx")]
+    pub redirect: u64,
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+    /// Requests that ended without any response (client gone, backend failed mid-stream).
+    pub failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Quantiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+/// Counters shared by the app and backend entries of a report (cumulative since the router
+/// started, except the gauges `in_flight`/`held`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CounterReport {
+    pub requests: u64,
+    pub responses: Responses,
+    pub in_flight: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub last_request_ms: Option<u64>,
+    pub latency_ms: Quantiles,
+    pub connect_failures: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BackendReport {
+    pub addr: String,
+    pub healthy: bool,
+    pub backup: bool,
+    pub passive_down: bool,
+    #[serde(flatten)]
+    pub counters: CounterReport,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppReport {
+    pub app: String,
+    #[serde(flatten)]
+    pub counters: CounterReport,
+    pub held: u64,
+    pub held_total: u64,
+    pub hold_timeouts: u64,
+    pub hold_rejected: u64,
+    pub wakes: u64,
+    pub backends: Vec<BackendReport>,
+}
+
+/// The body of `POST {paas}/v1/router/stats`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatsReport {
+    pub router: String,
+    pub at_ms: u64,
+    pub unknown_host: u64,
+    pub apps: Vec<AppReport>,
+}
+
+pub fn report(router: &str, table: &Table, global: &RouterCounters) -> StatsReport {
+    let apps = table
+        .apps
+        .values()
+        .map(|app| {
+            let route = app.route.load();
+            let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            AppReport {
+                app: app.name.clone(),
+                counters: app
+                    .stats
+                    .report(app.inflight.load(Ordering::Relaxed) as u64),
+                held: app.held.load(Ordering::Relaxed) as u64,
+                held_total: g(&app.stats.held_total),
+                hold_timeouts: g(&app.stats.hold_timeouts),
+                hold_rejected: g(&app.stats.hold_rejected),
+                wakes: g(&app.stats.wakes),
+                backends: route
+                    .backends
+                    .iter()
+                    .map(|b| BackendReport {
+                        addr: b.live.label.clone(),
+                        healthy: b.healthy,
+                        backup: b.backup,
+                        passive_down: b.live.passive_down.load(Ordering::Relaxed),
+                        counters: b
+                            .live
+                            .stats
+                            .report(b.live.inflight.load(Ordering::Relaxed) as u64),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    StatsReport {
+        router: router.to_string(),
+        at_ms: now_ms(),
+        unknown_host: global.unknown_host.load(Ordering::Relaxed),
+        apps,
+    }
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn counter_family(out: &mut String, name: &str, kind: &str, help: &str, rows: &[(String, f64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, v) in rows {
+        let _ = writeln!(out, "{name}{{{labels}}} {v}");
+    }
+}
+
+/// Renders Prometheus text exposition format.
+pub fn prometheus(table: &Table, global: &RouterCounters) -> String {
+    let mut out = String::with_capacity(4096);
+    let g = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    for (name, help, v) in [
+        (
+            "drove_router_unknown_host_total",
+            "Requests for hosts no app claims.",
+            g(&global.unknown_host),
+        ),
+        (
+            "drove_router_route_messages_total",
+            "Route stream messages applied.",
+            g(&global.route_messages),
+        ),
+        (
+            "drove_router_route_errors_total",
+            "Route stream entries rejected.",
+            g(&global.route_errors),
+        ),
+        (
+            "drove_router_stats_pushes_total",
+            "Stats reports accepted by the PaaS.",
+            g(&global.stats_pushes),
+        ),
+        (
+            "drove_router_stats_push_failures_total",
+            "Stats reports that failed or timed out.",
+            g(&global.stats_push_failures),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP drove_router_route_stream_connected Whether the route stream is connected.\n# TYPE drove_router_route_stream_connected gauge\ndrove_router_route_stream_connected {}",
+        u8::from(global.route_stream_connected.load(Ordering::Relaxed))
+    );
+
+    // (labels, counters, in_flight) for apps, then backends.
+    let mut apps = Vec::new();
+    let mut backends = Vec::new();
+    for app in table.apps.values() {
+        let l = format!("app=\"{}\"", esc(&app.name));
+        apps.push((l.clone(), app, app.inflight.load(Ordering::Relaxed) as f64));
+        for b in &app.route.load().backends {
+            backends.push((
+                format!("{l},backend=\"{}\"", esc(&b.live.label)),
+                b.live.clone(),
+            ));
+        }
+    }
+    type Rows = Vec<(String, f64)>;
+    let families = |prefix: &str, rows: Vec<(String, &Counters, f64)>, out: &mut String| {
+        let pick = |f: &dyn Fn(&Counters) -> f64| -> Rows {
+            rows.iter().map(|(l, c, _)| (l.clone(), f(c))).collect()
+        };
+        counter_family(
+            out,
+            &format!("{prefix}_requests_total"),
+            "counter",
+            "Requests received.",
+            &pick(&|c| g(&c.requests)),
+        );
+        let mut by_class = Vec::new();
+        for (l, c, _) in &rows {
+            for (i, class) in ["failed", "1xx", "2xx", "3xx", "4xx", "5xx"]
+                .iter()
+                .enumerate()
+            {
+                by_class.push((format!("{l},class=\"{class}\""), g(&c.classes[i])));
+            }
+        }
+        counter_family(
+            out,
+            &format!("{prefix}_responses_total"),
+            "counter",
+            "Responses by status class (failed = no response).",
+            &by_class,
+        );
+        counter_family(
+            out,
+            &format!("{prefix}_in_flight"),
+            "gauge",
+            "Requests in progress.",
+            &rows
+                .iter()
+                .map(|(l, _, v)| (l.clone(), *v))
+                .collect::<Rows>(),
+        );
+        counter_family(
+            out,
+            &format!("{prefix}_received_bytes_total"),
+            "counter",
+            "Request body bytes received from clients.",
+            &pick(&|c| g(&c.bytes_in)),
+        );
+        counter_family(
+            out,
+            &format!("{prefix}_sent_bytes_total"),
+            "counter",
+            "Response body bytes sent to clients.",
+            &pick(&|c| g(&c.bytes_out)),
+        );
+        counter_family(
+            out,
+            &format!("{prefix}_last_request_timestamp_seconds"),
+            "gauge",
+            "Unix time of the last request.",
+            &pick(&|c| g(&c.last_request_ms) / 1000.0),
+        );
+        counter_family(
+            out,
+            &format!("{prefix}_connect_failures_total"),
+            "counter",
+            "Failed upstream connects.",
+            &pick(&|c| g(&c.connect_failures)),
+        );
+        let name = format!("{prefix}_request_duration_seconds");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Request latency until the response completed.\n# TYPE {name} histogram"
+        );
+        for (l, c, _) in &rows {
+            let counts = c.latency.counts();
+            let mut acc = 0;
+            for (i, n) in counts.iter().enumerate() {
+                acc += n;
+                let le = match BUCKETS_US.get(i) {
+                    Some(b) => format!("{}", *b as f64 / 1e6),
+                    None => "+Inf".into(),
+                };
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{le}\"}} {acc}");
+            }
+            let _ = writeln!(out, "{name}_sum{{{l}}} {}", c.latency.sum_us() as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{{l}}} {acc}");
+        }
+        let mut qs = Vec::new();
+        for (l, c, _) in &rows {
+            let counts = c.latency.counts();
+            for q in [0.5, 0.95, 0.99] {
+                if let Some(ms) = quantile_ms(&counts, q) {
+                    qs.push((format!("{l},quantile=\"{q}\""), ms / 1000.0));
+                }
+            }
+        }
+        counter_family(
+            out,
+            &format!("{prefix}_latency_quantile_seconds"),
+            "gauge",
+            "Estimated latency quantiles (from the histogram).",
+            &qs,
+        );
+    };
+    families(
+        "drove_router_app",
+        apps.iter()
+            .map(|(l, a, f)| (l.clone(), &a.stats, *f))
+            .collect(),
+        &mut out,
+    );
+    type AppGauge = fn(&crate::routes::App) -> f64;
+    let app_extra: [(&str, &str, AppGauge); 5] = [
+        (
+            "drove_router_app_held",
+            "Requests currently held waiting for a backend.",
+            |a| a.held.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "drove_router_app_held_total",
+            "Requests that had to wait for a backend.",
+            |a| a.stats.held_total.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "drove_router_app_hold_timeouts_total",
+            "Held requests answered 503 after the hold timeout.",
+            |a| a.stats.hold_timeouts.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "drove_router_app_hold_rejected_total",
+            "Requests answered 503 because the hold queue was full.",
+            |a| a.stats.hold_rejected.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "drove_router_app_wakes_total",
+            "Wake calls sent to the PaaS.",
+            |a| a.stats.wakes.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, help, f) in app_extra {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        counter_family(
+            &mut out,
+            name,
+            kind,
+            help,
+            &apps
+                .iter()
+                .map(|(l, a, _)| (l.clone(), f(a)))
+                .collect::<Rows>(),
+        );
+    }
+    families(
+        "drove_router_backend",
+        backends
+            .iter()
+            .map(|(l, b)| {
+                (
+                    l.clone(),
+                    &b.stats,
+                    b.inflight.load(Ordering::Relaxed) as f64,
+                )
+            })
+            .collect(),
+        &mut out,
+    );
+    out
+}
+
+/// Pushes a report to `{paas}/v1/router/stats` every `interval` until `shutdown` fires.
+/// Each push is bounded by the interval; a failed push is counted and skipped.
+pub async fn push_loop(
+    client: reqwest::Client,
+    paas: String,
+    router_id: String,
+    interval: Duration,
+    table: Arc<ArcSwap<Table>>,
+    global: Arc<RouterCounters>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let url = format!("{}/v1/router/stats", paas.trim_end_matches('/'));
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let body = report(&router_id, &table.load(), &global);
+        let send = client.post(&url).json(&body).timeout(interval).send();
+        match send.await {
+            Ok(r) if r.status().is_success() => {
+                global.stats_pushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => {
+                global.stats_push_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(status = %r.status(), %url, "stats push refused");
+            }
+            Err(e) => {
+                global.stats_push_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, %url, "stats push failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles() {
+        let h = Histogram::default();
+        for _ in 0..90 {
+            h.record(Duration::from_micros(200));
+        }
+        for _ in 0..10 {
+            h.record(Duration::from_millis(40));
+        }
+        let c = h.counts();
+        let p50 = quantile_ms(&c, 0.5).expect("samples");
+        assert!(p50 > 0.1 && p50 <= 0.25, "{p50}");
+        let p99 = quantile_ms(&c, 0.99).expect("samples");
+        assert!(p99 > 25.0 && p99 <= 50.0, "{p99}");
+        assert_eq!(quantile_ms(&[0; 19], 0.5), None);
+    }
+
+    #[test]
+    fn counters_classes() {
+        let c = Counters::default();
+        c.start(5);
+        c.finish(Some(204), 1, 2, Duration::from_millis(1));
+        c.finish(Some(503), 0, 0, Duration::from_millis(1));
+        c.finish(None, 0, 0, Duration::from_millis(1));
+        let r = c.report(0);
+        assert_eq!(r.requests, 1);
+        assert_eq!(r.responses.success, 1);
+        assert_eq!(r.responses.server_error, 1);
+        assert_eq!(r.responses.failed, 1);
+        assert_eq!(r.last_request_ms, Some(5));
+        let json = serde_json::to_value(&r).expect("serializes");
+        assert_eq!(json["responses"]["2xx"], 1);
+    }
+}

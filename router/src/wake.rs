@@ -1,0 +1,320 @@
+//! Scale from zero: holding requests while an app has no usable backend (or every backend is
+//! at the app's concurrency limit), and sending the PaaS one wake call per app.
+//!
+//! A held request waits on the app's `Notify`, which fires on every route change and whenever a
+//! lease is released while requests are held. Held requests are then spread by the normal
+//! balancing policy and limit, so the first instance to come up is not flooded.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::time::Instant;
+
+use crate::balance::{pick, Lease, Pick};
+use crate::routes::{App, AppState};
+
+/// Why a request could not get a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldError {
+    /// The app's hold queue is full.
+    QueueFull,
+    /// No backend became available within the hold timeout.
+    Timeout,
+    /// The app is stopped; it is not woken.
+    Stopped,
+    /// The app disappeared from the route table while the request waited.
+    Removed,
+}
+
+impl HoldError {
+    /// The plain-text body sent with the 503.
+    pub fn message(self) -> &'static str {
+        match self {
+            HoldError::QueueFull => {
+                "503 the app is starting and too many requests are waiting; retry shortly\n"
+            }
+            HoldError::Timeout => "503 the app did not become ready in time; retry shortly\n",
+            HoldError::Stopped => "503 the app is stopped\n",
+            HoldError::Removed => "503 the app is no longer available\n",
+        }
+    }
+}
+
+/// Hold-queue settings plus the channel to the wake caller.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    wake_tx: UnboundedSender<Arc<App>>,
+    pub max_queue: usize,
+    pub timeout: Duration,
+}
+
+/// Decrements the app's held gauge when a held request leaves the queue, however it leaves.
+struct HeldGuard<'a>(&'a App);
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        let left = self.0.held.fetch_sub(1, Ordering::SeqCst) - 1;
+        if left == 0 && !self.0.route.load().has_usable_backend() {
+            // Nobody is waiting any more: the next request starts a new wake episode.
+            self.0.waking.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Holder {
+    pub fn new(wake_tx: UnboundedSender<Arc<App>>, max_queue: usize, timeout: Duration) -> Self {
+        Self {
+            wake_tx,
+            max_queue,
+            timeout,
+        }
+    }
+
+    fn request_wake(&self, app: &Arc<App>) {
+        if app
+            .waking
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            && self.wake_tx.send(app.clone()).is_err()
+        {
+            tracing::warn!(app = %app.name, "wake caller is gone; app not woken");
+        }
+    }
+
+    /// Gets a lease on a backend of `app`, holding the request until `deadline` if none is
+    /// available now. Returns the lease and whether the request was held.
+    pub async fn acquire(
+        &self,
+        app: &Arc<App>,
+        exclude: &[SocketAddr],
+        deadline: Instant,
+    ) -> Result<(Lease, bool), HoldError> {
+        match pick(app, exclude) {
+            Pick::Leased(l) => return Ok((l, false)),
+            Pick::Busy => {}
+            Pick::NoBackend => {
+                if app.route.load().state == AppState::Stopped {
+                    return Err(HoldError::Stopped);
+                }
+            }
+        }
+        if app.removed.load(Ordering::SeqCst) {
+            return Err(HoldError::Removed);
+        }
+        if app.held.fetch_add(1, Ordering::SeqCst) >= self.max_queue {
+            app.held.fetch_sub(1, Ordering::SeqCst);
+            app.stats.hold_rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(HoldError::QueueFull);
+        }
+        let _held = HeldGuard(app);
+        app.stats.held_total.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let notified = app.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if app.removed.load(Ordering::SeqCst) {
+                return Err(HoldError::Removed);
+            }
+            match pick(app, exclude) {
+                Pick::Leased(l) => return Ok((l, true)),
+                Pick::Busy => {}
+                Pick::NoBackend => {
+                    if app.route.load().state == AppState::Stopped {
+                        return Err(HoldError::Stopped);
+                    }
+                    self.request_wake(app);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                app.stats.hold_timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(HoldError::Timeout);
+            }
+        }
+    }
+}
+
+/// Sends `POST {paas}/v1/apps/{app}/wake` for every app the proxy asks to wake. A failed call
+/// is retried with backoff while requests are still held and the app is still not routable.
+pub async fn wake_loop(
+    client: reqwest::Client,
+    paas: String,
+    mut rx: UnboundedReceiver<Arc<App>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let paas = paas.trim_end_matches('/').to_string();
+    loop {
+        let app = tokio::select! {
+            app = rx.recv() => match app { Some(a) => a, None => return },
+            _ = shutdown.changed() => return,
+        };
+        tokio::spawn(wake_one(client.clone(), paas.clone(), app));
+    }
+}
+
+async fn wake_one(client: reqwest::Client, paas: String, app: Arc<App>) {
+    let url = format!("{paas}/v1/apps/{}/wake", app.name);
+    let mut delay = Duration::from_millis(250);
+    for attempt in 1..=8u32 {
+        app.stats.wakes.fetch_add(1, Ordering::Relaxed);
+        let held = app.held.load(Ordering::Relaxed);
+        let res = client
+            .post(&url)
+            .json(&serde_json::json!({ "app": app.name, "held": held }))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!(app = %app.name, held, "wake requested");
+                return;
+            }
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                tracing::warn!(app = %app.name, "the PaaS does not know this app; not woken");
+                return;
+            }
+            Ok(r) => tracing::warn!(app = %app.name, status = %r.status(), attempt, "wake refused"),
+            Err(e) => tracing::warn!(app = %app.name, error = %e, attempt, "wake call failed"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+        if app.removed.load(Ordering::SeqCst)
+            || app.held.load(Ordering::SeqCst) == 0
+            || app.route.load().has_usable_backend()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::{AppSpec, BackendSpec, Registry, RouteMessage, Table};
+    use arc_swap::ArcSwap;
+
+    fn spec(backends: Vec<BackendSpec>, limit: u32, state: AppState) -> AppSpec {
+        AppSpec {
+            name: "a".into(),
+            hostnames: vec![],
+            state,
+            concurrency_limit: limit,
+            backends,
+        }
+    }
+
+    fn b(addr: &str) -> BackendSpec {
+        BackendSpec {
+            addr: addr.into(),
+            healthy: true,
+            backup: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn held_requests_wake_once_and_proceed() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![], 0, AppState::Idle),
+        });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let holder = Holder::new(tx, 10, Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let (h, a) = (holder.clone(), app.clone());
+            tasks.push(tokio::spawn(async move {
+                h.acquire(&a, &[], deadline)
+                    .await
+                    .map(|(l, held)| (l.backend().addr, held))
+            }));
+        }
+        let woken = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .expect("a wake within 2s")
+            .expect("channel open");
+        assert_eq!(woken.name, "a");
+        // Let all five park.
+        for _ in 0..100 {
+            if app.held.load(Ordering::SeqCst) == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(app.held.load(Ordering::SeqCst), 5);
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![b("127.0.0.1:7")], 0, AppState::Running),
+        });
+        for t in tasks {
+            let (addr, held) = t.await.expect("task").expect("lease");
+            assert_eq!(addr.port(), 7);
+            assert!(held);
+        }
+        assert!(rx.try_recv().is_err(), "exactly one wake");
+        assert_eq!(app.held.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn timeout_full_queue_and_stopped() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![], 0, AppState::Idle),
+        });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let holder = Holder::new(tx, 1, Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_millis(300);
+        let (h, a) = (holder.clone(), app.clone());
+        let first = tokio::spawn(async move { h.acquire(&a, &[], deadline).await.err() });
+        for _ in 0..100 {
+            if app.held.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(
+            holder.acquire(&app, &[], deadline).await.err(),
+            Some(HoldError::QueueFull)
+        );
+        assert_eq!(first.await.expect("task"), Some(HoldError::Timeout));
+        assert!(!app.waking.load(Ordering::SeqCst), "episode over");
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![], 0, AppState::Stopped),
+        });
+        assert_eq!(
+            holder.acquire(&app, &[], deadline).await.err(),
+            Some(HoldError::Stopped)
+        );
+    }
+
+    #[tokio::test]
+    async fn limit_releases_let_held_requests_through() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![b("127.0.0.1:7")], 1, AppState::Running),
+        });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let holder = Holder::new(tx, 10, Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (first, held) = holder.acquire(&app, &[], deadline).await.expect("lease");
+        assert!(!held);
+        let (h, a) = (holder.clone(), app.clone());
+        let second = tokio::spawn(async move { h.acquire(&a, &[], deadline).await.map(|x| x.1) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished());
+        drop(first);
+        let held = tokio::time::timeout(Duration::from_secs(2), second)
+            .await
+            .expect("released in time")
+            .expect("task")
+            .expect("lease");
+        assert!(held);
+    }
+}
