@@ -1,4 +1,156 @@
 //! The `drove` binary: one executable for every component.
+//!
+//! `drove master`, `drove agent` and `drove router` run one component each; `drove up` runs a
+//! master and an agent on this machine in one process. `drove executor` is internal: the agent
+//! starts it to supervise one task.
 #![forbid(unsafe_code)]
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "drove", version, about = "A Flock-style PaaS on an offer-based cluster")]
+struct Cli {
+    /// Log filter, e.g. `info` or `drove_master=debug` (also DROVE_LOG).
+    #[arg(long, global = true, env = "DROVE_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the master: agent registry, DRF allocator, Mesos v1 scheduler API.
+    Master(drove_master::MasterArgs),
+    /// Run an agent that registers with a master and runs its tasks.
+    Agent(drove_agent::AgentArgs),
+    /// Run a master and an agent on this machine, in one process.
+    Up(UpArgs),
+    /// Supervise one task (started by the agent; not for direct use).
+    #[command(hide = true)]
+    Executor(drove_agent::ExecutorArgs),
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    /// Where the master's database and the agent's work dir live.
+    #[arg(long, default_value = "/var/lib/drove")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    master_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    agent_listen: SocketAddr,
+    /// The agent's resources, Mesos-style (`cpus:2;mem:2048;ports:[31000-32000]`); detected if
+    /// omitted.
+    #[arg(long)]
+    resources: Option<String>,
+    /// `cgroups` (default) or `none`.
+    #[arg(long, default_value = "cgroups")]
+    isolation: String,
+}
+
+/// Parses a component's flags from an argument list, for `drove up`.
+#[derive(Parser)]
+struct Flags<T: clap::Args> {
+    #[command(flatten)]
+    inner: T,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Executor(args) = cli.command {
+        // No runtime, no logging set-up: the executor must stay small and exec quickly.
+        return drove_agent::run_executor(args);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("drove: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("drove: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match command {
+        Command::Master(args) => drove_master::run(args, shutdown)
+            .await
+            .context("master failed"),
+        Command::Agent(args) => drove_agent::run(args, shutdown)
+            .await
+            .context("agent failed"),
+        Command::Up(args) => up(args, shutdown).await,
+        Command::Executor(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let master_dir = args.data_dir.join("master");
+    let master = Flags::<drove_master::MasterArgs>::try_parse_from([
+        "master".to_string(),
+        format!("--listen={}", args.master_listen),
+        format!("--data-dir={}", master_dir.display()),
+    ])
+    .context("master flags")?
+    .inner;
+    let mut agent_flags = vec![
+        "agent".to_string(),
+        format!("--master=http://{}", args.master_listen),
+        format!("--listen={}", args.agent_listen),
+        format!("--work-dir={}", args.data_dir.join("agent").display()),
+        format!("--isolation={}", args.isolation),
+    ];
+    if let Some(r) = &args.resources {
+        agent_flags.push(format!("--resources={r}"));
+    }
+    let agent = Flags::<drove_agent::AgentArgs>::try_parse_from(agent_flags)
+        .context("agent flags")?
+        .inner;
+    let master_task = tokio::spawn(drove_master::run(master, shutdown.clone()));
+    let agent_task = tokio::spawn(drove_agent::run(agent, shutdown.clone()));
+    println!(
+        "drove is up: master http://{} (state: /master/state), agent http://{}",
+        args.master_listen, args.agent_listen
+    );
+    let (m, a) = tokio::join!(master_task, agent_task);
+    m.context("master task")?.context("master failed")?;
+    a.context("agent task")?.context("agent failed")?;
+    Ok(())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}

@@ -1,1 +1,229 @@
+//! drove's master: agents register their resources, the DRF allocator offers them to
+//! frameworks, and frameworks drive tasks through the Mesos v1 scheduler HTTP API.
+//!
+//! Module map: [`cluster`] is the state machine (agents, frameworks, offers, tasks);
+//! [`allocator`] is the pure DRF allocator it drives; [`scheduler_api`], [`agent_api`] and
+//! [`read_api`] are the HTTP faces; [`agent_client`] carries requests to agents; [`store`]
+//! persists what a restart must not lose.
 #![forbid(unsafe_code)]
+
+pub mod agent_api;
+pub mod agent_client;
+pub mod allocator;
+pub mod cluster;
+pub mod read_api;
+pub mod scheduler_api;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use drove_proto::mesos::{Address, MasterInfo};
+use drove_proto::Resources;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::agent_client::AgentClient;
+use crate::allocator::AllocatorConfig;
+use crate::cluster::{Cluster, ClusterConfig};
+use crate::store::Store;
+
+/// `drove master` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MasterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5050")]
+    pub listen: SocketAddr,
+    /// Where the master keeps its SQLite database.
+    #[arg(long, default_value = "/var/lib/drove/master")]
+    pub data_dir: PathBuf,
+    /// How often agents ping; an agent silent for this × --max-agent-ping-timeouts is unreachable.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub agent_ping_timeout: Duration,
+    #[arg(long, default_value_t = 3)]
+    pub max_agent_ping_timeouts: u32,
+    /// After a master restart, agents that do not re-register within this are unreachable.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub agent_reregister_timeout: Duration,
+    /// Interval of HEARTBEAT events on idle subscription streams.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Period of the batch allocation cycle (event-triggered cycles run in between).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub allocation_interval: Duration,
+    /// Smallest offer worth making, Mesos-style alternatives: `cpus:0.01|mem:32`.
+    #[arg(long, default_value = "cpus:0.01|mem:32", value_parser = AllocatorConfig::parse_min_allocatable)]
+    pub min_allocatable_resources: Vec<Resources>,
+    /// Host name advertised in MasterInfo and /master/state.
+    #[arg(long)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What the HTTP handlers share.
+pub struct Shared {
+    cluster: Mutex<Cluster>,
+    /// Wakes the allocation loop for an event-triggered cycle.
+    pub allocate: Notify,
+    /// `master@ip:port`, as Mesos tools expect in `leader`/`pid`.
+    pub pid: String,
+}
+
+impl Shared {
+    /// Locks the cluster. A panic while holding the lock must not wedge the master, so a
+    /// poisoned lock is taken over as is.
+    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
+        self.cluster.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Builds the master's HTTP router.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/api/v1/scheduler", post(scheduler_api::scheduler))
+        .route("/master/api/v1/scheduler", post(scheduler_api::scheduler))
+        .route(drove_proto::agent::REGISTER_PATH, post(agent_api::register))
+        .route(drove_proto::agent::PING_PATH, post(agent_api::ping))
+        .route(drove_proto::agent::STATUS_PATH, post(agent_api::status))
+        .route("/version", get(read_api::version))
+        .route("/master/version", get(read_api::version))
+        .route("/state", get(read_api::state))
+        .route("/state.json", get(read_api::state))
+        .route("/master/state", get(read_api::state))
+        .route("/master/state.json", get(read_api::state))
+        .route("/health", get(read_api::health))
+        .route("/master/health", get(read_api::health))
+        .route("/metrics", get(read_api::metrics))
+        .with_state(shared)
+}
+
+/// Runs the master until `shutdown` fires.
+pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), MasterError> {
+    let (store, snapshot, writer) = Store::open(&args.data_dir).await?;
+    let writer = tokio::spawn(writer.run());
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| MasterError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(MasterError::Serve)?;
+    let master_id = uuid::Uuid::new_v4().to_string();
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => u32::from_le_bytes(v4.octets()),
+        std::net::IpAddr::V6(_) => 0,
+    };
+    let hostname = args.hostname.clone().unwrap_or_else(|| addr.ip().to_string());
+    let master_info = MasterInfo {
+        id: master_id.clone(),
+        ip,
+        port: addr.port() as u32,
+        hostname: Some(hostname.clone()),
+        version: Some(read_api::MESOS_VERSION.into()),
+        address: Some(Address {
+            hostname: Some(hostname),
+            ip: Some(addr.ip().to_string()),
+            port: addr.port() as u32,
+        }),
+    };
+    let config = ClusterConfig {
+        agent_ping_interval: args.agent_ping_timeout,
+        max_agent_ping_timeouts: args.max_agent_ping_timeouts.max(1),
+        agent_reregister_timeout: args.agent_reregister_timeout,
+        heartbeat_interval: args.heartbeat_interval,
+        allocation_interval: args.allocation_interval,
+        min_allocatable: args.min_allocatable_resources.clone(),
+        completed_tasks_per_framework: 1000,
+    };
+    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
+    let mut cluster = Cluster::new(master_info, config, store, AgentClient::new(internal_tx));
+    cluster.recover(snapshot);
+    let shared = Arc::new(Shared {
+        cluster: Mutex::new(cluster),
+        allocate: Notify::new(),
+        pid: format!("master@{addr}"),
+    });
+    tracing::info!(%addr, master_id, "master listening");
+
+    // The allocation loop: a batch cycle every interval, plus event-triggered cycles. Notifies
+    // that arrive while a cycle runs coalesce into one more cycle.
+    let alloc = {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        let interval = args.allocation_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                    _ = shared.allocate.notified() => {}
+                }
+                shared.lock().allocate();
+            }
+        })
+    };
+    // Liveness: agents that stopped pinging, frameworks whose failover timeout ran out, and
+    // launches that never reached their agent.
+    let watchdog = {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        let mut c = shared.lock();
+                        c.check_agents();
+                        c.check_frameworks();
+                        if c.allocation_wanted { shared.allocate.notify_one(); }
+                    }
+                    Some(msg) = internal_rx.recv() => {
+                        let mut c = shared.lock();
+                        c.handle_internal(msg);
+                        if c.allocation_wanted { shared.allocate.notify_one(); }
+                    }
+                }
+            }
+        })
+    };
+
+    // Subscription streams never end on their own; close them at shutdown (without treating
+    // it as a disconnect) so graceful shutdown can finish.
+    {
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            shared.lock().close_streams();
+        });
+    }
+    let app = router(shared.clone());
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await;
+    alloc.abort();
+    watchdog.abort();
+    // Dropping the cluster drops the last store handle, which lets the writer finish.
+    drop(shared);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    served.map_err(MasterError::Serve)
+}

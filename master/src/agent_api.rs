@@ -1,0 +1,74 @@
+//! The master's side of drove's agent protocol (see `drove_proto::agent` and ARCHITECTURE.md).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use drove_proto::agent::{Ping, Pong, RegisterAgent, StatusUpdate};
+
+use crate::Shared;
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, message).into_response()
+}
+
+pub async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: RegisterAgent = match drove_proto::decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid registration: {e}")),
+    };
+    let result = {
+        let mut cluster = shared.lock();
+        cluster.register_agent(req)
+    };
+    match result {
+        Ok(registered) => {
+            shared.allocate.notify_one();
+            Json(registered).into_response()
+        }
+        Err(message) => bad_request(message),
+    }
+}
+
+pub async fn ping(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: Ping = match drove_proto::decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid ping: {e}")),
+    };
+    let mut cluster = shared.lock();
+    if cluster.ping(&req.agent_id.value) {
+        Json(Pong {
+            master_id: cluster.master_id.clone(),
+        })
+        .into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("agent {} is not registered; re-register", req.agent_id),
+        )
+            .into_response()
+    }
+}
+
+pub async fn status(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: StatusUpdate = match drove_proto::decode(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("invalid status update: {e}")),
+    };
+    let mut cluster = shared.lock();
+    if cluster.agent_status(&req.agent_id.value, &req.framework_id, req.status) {
+        if cluster.allocation_wanted {
+            shared.allocate.notify_one();
+        }
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            format!("agent {} is not registered; re-register", req.agent_id),
+        )
+            .into_response()
+    }
+}
