@@ -98,7 +98,10 @@ pub struct AllocatorConfig {
 impl Default for AllocatorConfig {
     fn default() -> Self {
         AllocatorConfig {
-            min_allocatable: vec![Resources::cpus_mem(0.01, 0.0), Resources::cpus_mem(0.0, 32.0)],
+            min_allocatable: vec![
+                Resources::cpus_mem(0.01, 0.0),
+                Resources::cpus_mem(0.0, 32.0),
+            ],
             filter_min: Duration::from_secs(1),
             seed: None,
         }
@@ -277,7 +280,10 @@ impl Agent {
     }
 
     fn alloc_mut(&mut self, f: u32) -> Option<&mut Resources> {
-        self.allocs.iter_mut().find(|(x, _)| *x == f).map(|(_, r)| r)
+        self.allocs
+            .iter_mut()
+            .find(|(x, _)| *x == f)
+            .map(|(_, r)| r)
     }
 }
 

@@ -92,7 +92,11 @@ fn drf_uses_dominant_resource() {
     let mut a = allocator();
     a.add_framework("f1", "r", true, false);
     a.add_framework("f2", "r", true, false);
-    a.add_agent("big", res("cpus:1;mem:8000"), &[("f1", res("cpus:1;mem:8000"))]);
+    a.add_agent(
+        "big",
+        res("cpus:1;mem:8000"),
+        &[("f1", res("cpus:1;mem:8000"))],
+    );
     a.add_agent("cpu", res("cpus:8;mem:100"), &[("f2", res("cpus:4;mem:0"))]);
     // f1: mem 8000/8100 ≈ 0.99; f2: cpus 4/9 ≈ 0.44.
     let offers = a.allocate(Instant::now());
@@ -169,7 +173,11 @@ fn filters_expire_with_filter_min_floor() {
     assert_eq!(report.filters[0].agent, "a");
     assert_eq!(report.filters[0].expires_at, t0 + secs(5));
     assert_eq!(a.allocate(t0 + secs(5)).len(), 1);
-    assert!(a.framework_report("f", t0 + secs(5)).expect("f").filters.is_empty());
+    assert!(a
+        .framework_report("f", t0 + secs(5))
+        .expect("f")
+        .filters
+        .is_empty());
     assert_eq!(a.filter_count(), 0);
 
     // refuse 100 ms lasts filter_min = 1 s.
@@ -291,7 +299,11 @@ fn remove_framework_releases_everything() {
     let mut a = allocator();
     a.add_framework("f1", "r", true, false);
     a.add_agent("a", res("cpus:4;mem:4096;ports:[31000-31010]"), &[]);
-    a.add_agent("b", res("cpus:4;mem:4096"), &[("f1", res("cpus:1;mem:100"))]);
+    a.add_agent(
+        "b",
+        res("cpus:4;mem:4096"),
+        &[("f1", res("cpus:1;mem:100"))],
+    );
     assert_eq!(a.allocate(t0).len(), 2);
     assert_eq!(a.agent_free("a"), Some(Resources::default()));
     a.recover("f1", "b", &res("cpus:3;mem:3996"), Some(secs(60)), t0);
@@ -355,7 +367,11 @@ fn used_resources_of_unknown_framework_wait_for_it() {
     let t0 = Instant::now();
     let mut a = allocator();
     // Master failover: the agent re-registers before its framework does.
-    a.add_agent("a", res("cpus:4;mem:4096"), &[("f", res("cpus:3;mem:1024"))]);
+    a.add_agent(
+        "a",
+        res("cpus:4;mem:4096"),
+        &[("f", res("cpus:3;mem:1024"))],
+    );
     a.add_agent("b", res("cpus:4;mem:4096"), &[]);
     let r = a.framework_report("f", t0).expect("placeholder");
     assert!(!r.registered);
@@ -369,7 +385,10 @@ fn used_resources_of_unknown_framework_wait_for_it() {
     // f already holds 3/8 cpus; g gets the next agent first (lower share), then f.
     let offers = a.allocate(t0);
     assert_eq!(offers.len(), 2);
-    let g = offers.iter().find(|o| o.framework == "g").expect("g offered");
+    let g = offers
+        .iter()
+        .find(|o| o.framework == "g")
+        .expect("g offered");
     assert_eq!(g.agent, "b");
     assert_eq!(a.agent_free("a"), Some(Resources::default()));
 }
