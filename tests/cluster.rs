@@ -1,0 +1,442 @@
+//! End-to-end tests of the offer cluster: the real `drove` binary as a master and agents on
+//! distinct 127.0.0.N addresses, real processes in real cgroups, driven by a v1 framework.
+//! Needs root (cgroups); run by `cargo nextest run` / `cargo test` like everything else.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const SMALL: &str = "cpus:2;mem:1024;disk:1000;ports:[31000-31099]";
+const T: Duration = Duration::from_secs(20);
+
+async fn subscribe(c: &TestCluster, name: &str) -> Framework {
+    Framework::subscribe(&c.master_url(), framework_info(name)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_runs_to_finished_with_output_captured() {
+    let c = TestCluster::start(&[SMALL, SMALL]).await;
+    let mut fw = subscribe(&c, "finish").await;
+    let offers = fw.offers(T).await;
+    assert!(!offers.is_empty(), "no offers; logs:\n{}", c.logs());
+    let offer = &offers[0];
+    let (code, body) = fw
+        .launch(
+            offer,
+            vec![task(
+                "hello",
+                offer,
+                0.1,
+                32.0,
+                "echo hello from $MESOS_TASK_ID on port $PORT; sleep 1",
+            )],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let running = fw.wait_state("hello", "TASK_RUNNING", T).await;
+    assert_eq!(running["agent_id"], offer["agent_id"]);
+    assert!(running.get("uuid").is_some(), "agent updates carry a uuid");
+    fw.wait_state("hello", "TASK_FINISHED", T).await;
+
+    // The agent serves the captured stdout.
+    let agent = c
+        .specs
+        .iter()
+        .position(|s| s.ip == offer["hostname"].as_str().unwrap_or(""))
+        .expect("offer hostname is an agent ip");
+    let out = c
+        .http
+        .get(format!("{}/agent/v1/tasks/hello/stdout", c.agent_url(agent)))
+        .send()
+        .await
+        .expect("stdout")
+        .text()
+        .await
+        .expect("stdout text");
+    assert!(out.contains("hello from hello"), "stdout was {out:?}");
+
+    let state = c.state().await;
+    let fws = state["frameworks"].as_array().expect("frameworks");
+    assert_eq!(fws.len(), 1);
+    assert!(state["leader"].as_str().unwrap_or("").starts_with("master@"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_leaves_no_process() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "kill").await;
+    let offer = fw.offers(T).await.remove(0);
+    // The shell spawns a child too: both must be gone after the kill.
+    fw.launch(
+        &offer,
+        vec![task("sleeper", &offer, 0.1, 32.0, "sleep 300 & sleep 300; wait")],
+    )
+    .await;
+    let running = fw.wait_state("sleeper", "TASK_RUNNING", T).await;
+    let pid = pid_of(&running).expect("RUNNING carries the task pid");
+    assert!(pid_alive(pid));
+    let (code, body) = fw
+        .call(json!({"type": "KILL", "kill": {"task_id": {"value": "sleeper"}}}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    fw.wait_state("sleeper", "TASK_KILLED", T).await;
+    assert!(!pid_alive(pid), "task process {pid} survived the kill");
+    // Nothing is left in the task cgroups under the agent's root.
+    let leftover = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cat /sys/fs/cgroup/memory/{}/*/*/cgroup.procs 2>/dev/null",
+            c.cgroup_root
+        ))
+        .output()
+        .expect("sh");
+    assert!(
+        String::from_utf8_lossy(&leftover.stdout).trim().is_empty(),
+        "processes left in task cgroups"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_fails_with_memory_reason_and_agent_keeps_working() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "hog").await;
+    let offer = fw.offers(T).await.remove(0);
+    // 64 MiB limit; python allocates and touches 400 MiB.
+    fw.launch(
+        &offer,
+        vec![task(
+            "hog",
+            &offer,
+            0.1,
+            64.0,
+            "python3 -c 'import time; b = bytearray(400 * 1024 * 1024); time.sleep(30)'",
+        )],
+    )
+    .await;
+    let failed = fw.wait_state("hog", "TASK_FAILED", T).await;
+    assert_eq!(failed["reason"], "REASON_CONTAINER_LIMITATION_MEMORY", "{failed}");
+    // The agent lives on and runs the next task.
+    let offer = fw.offers(T).await.remove(0);
+    fw.launch(&offer, vec![task("after", &offer, 0.1, 32.0, "sleep 1")])
+        .await;
+    fw.wait_state("after", "TASK_FINISHED", T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_flips_healthy() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "health").await;
+    let offer = fw.offers(T).await.remove(0);
+    let mut t = task(
+        "checked",
+        &offer,
+        0.1,
+        32.0,
+        "touch $MESOS_SANDBOX/ok; sleep 4; rm $MESOS_SANDBOX/ok; sleep 300",
+    );
+    t["health_check"] = json!({
+        "type": "COMMAND",
+        "command": {"shell": true, "value": "test -f $MESOS_SANDBOX/ok"},
+        "delay_seconds": 0.0, "interval_seconds": 0.5, "timeout_seconds": 2.0,
+        "consecutive_failures": 100, "grace_period_seconds": 0.0
+    });
+    fw.launch(&offer, vec![t]).await;
+    let healthy = fw
+        .next_matching(T, |e| {
+            e["type"] == "UPDATE" && e["update"]["status"]["healthy"] == json!(true)
+        })
+        .await
+        .expect("a healthy update");
+    assert_eq!(healthy["update"]["status"]["state"], "TASK_RUNNING");
+    let unhealthy = fw
+        .next_matching(T, |e| {
+            e["type"] == "UPDATE" && e["update"]["status"]["healthy"] == json!(false)
+        })
+        .await
+        .expect("an unhealthy update");
+    assert_eq!(unhealthy["update"]["status"]["task_id"]["value"], "checked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decline_hides_agent_for_refuse_seconds() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "decline").await;
+    let offer = fw.offers(T).await.remove(0);
+    let declined_at = tokio::time::Instant::now();
+    let (code, body) = fw.decline(&offer, 3.0).await;
+    assert_eq!(code, 202, "{body}");
+    // Nothing for a while (the batch allocator runs every second meanwhile) ...
+    let early = fw.offers(Duration::from_millis(2300)).await;
+    assert!(early.is_empty(), "offered again within refuse_seconds: {early:?}");
+    // ... then the same agent again.
+    let again = fw.offers(Duration::from_secs(10)).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["agent_id"], offer["agent_id"]);
+    assert!(declined_at.elapsed() >= Duration::from_secs(3));
+    assert_ne!(again[0]["id"], offer["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_frameworks_get_drf_fair_shares() {
+    let c = TestCluster::start(&["cpus:4;mem:4096;disk:1000;ports:[31000-31099]"]).await;
+    let mut a = subscribe(&c, "drf-a").await;
+    let mut b = subscribe(&c, "drf-b").await;
+    // Each framework launches one 1-cpu task per offer and returns the rest, until the agent
+    // is full. DRF must split the 4 cpus 2/2.
+    let mut launched = [0usize; 2];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while launched.iter().sum::<usize>() < 4 && tokio::time::Instant::now() < deadline {
+        for (i, fw) in [&mut a, &mut b].into_iter().enumerate() {
+            for offer in fw.offers(Duration::from_millis(300)).await {
+                let id = format!("{}-{}", i, launched[i]);
+                let (code, body) = fw
+                    .launch(&offer, vec![task(&id, &offer, 1.0, 128.0, "sleep 300")])
+                    .await;
+                assert_eq!(code, 202, "{body}");
+                launched[i] += 1;
+            }
+        }
+    }
+    assert_eq!(launched, [2, 2], "DRF split; logs:\n{}", c.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_agent_tasks_are_lost_and_a_partitioned_agent_comes_back() {
+    let mut c = TestCluster::start(&[SMALL, SMALL]).await;
+    let mut fw = subscribe(&c, "lost").await;
+    let mut placed = Vec::new();
+    while placed.len() < 2 {
+        for offer in fw.offers(T).await {
+            let id = format!("t{}", placed.len());
+            fw.launch(&offer, vec![task(&id, &offer, 0.1, 32.0, "sleep 300")])
+                .await;
+            placed.push((id, offer["hostname"].as_str().unwrap_or("").to_string()));
+        }
+    }
+    for (id, _) in &placed {
+        fw.wait_state(id, "TASK_RUNNING", T).await;
+    }
+    let agent_of = |host: &str| c.specs.iter().position(|s| s.ip == host).expect("agent");
+    // SIGKILL one agent: its task is LOST within the ping timeout (0.5 s × 4) and the
+    // framework hears FAILURE for the agent.
+    let (lost_task, lost_host) = placed[0].clone();
+    let lost_agent = agent_of(&lost_host);
+    let started = tokio::time::Instant::now();
+    c.kill_agent(lost_agent);
+    let lost = fw.wait_state(&lost_task, "TASK_LOST", Duration::from_secs(10)).await;
+    assert_eq!(lost["source"], "SOURCE_MASTER");
+    assert!(started.elapsed() < Duration::from_secs(8));
+
+    // SIGSTOP the other (a partition): LOST, then SIGCONT: RUNNING again, same pid.
+    let (other_task, other_host) = placed[1].clone();
+    let other = agent_of(&other_host);
+    let pid_before = c.agent_state(other).await["tasks"][0]["pid"].as_i64();
+    c.agent_proc(other).signal(nix::sys::signal::Signal::SIGSTOP);
+    fw.wait_state(&other_task, "TASK_LOST", Duration::from_secs(10))
+        .await;
+    c.agent_proc(other).signal(nix::sys::signal::Signal::SIGCONT);
+    fw.wait_state(&other_task, "TASK_RUNNING", Duration::from_secs(15))
+        .await;
+    let pid_after = c.agent_state(other).await["tasks"][0]["pid"].as_i64();
+    assert!(pid_before.is_some());
+    assert_eq!(pid_before, pid_after, "the task was restarted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_agent_reattaches_its_running_task() {
+    let mut c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "agent-restart").await;
+    let offer = fw.offers(T).await.remove(0);
+    fw.launch(&offer, vec![task("survivor", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    let running = fw.wait_state("survivor", "TASK_RUNNING", T).await;
+    let pid = pid_of(&running).expect("pid");
+    c.kill_agent(0);
+    assert!(pid_alive(pid), "the task died with its agent");
+    c.start_agent(0);
+    c.wait_agents(1).await;
+    let st = c.agent_state(0).await;
+    assert_eq!(st["tasks"][0]["pid"].as_i64(), Some(pid as i64), "{st}");
+    assert_eq!(st["tasks"][0]["state"], "TASK_RUNNING");
+    // The task is still under management: a kill works and leaves nothing.
+    fw.call(json!({"type": "KILL", "kill": {"task_id": {"value": "survivor"}}}))
+        .await;
+    fw.wait_state("survivor", "TASK_KILLED", T).await;
+    assert!(!pid_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_master_keeps_tasks_and_framework_resubscribes() {
+    let mut c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "master-restart").await;
+    let offer = fw.offers(T).await.remove(0);
+    fw.launch(&offer, vec![task("keep", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    let running = fw.wait_state("keep", "TASK_RUNNING", T).await;
+    let pid = pid_of(&running).expect("pid");
+    let id = fw.id.clone();
+    drop(fw);
+
+    c.kill_master();
+    c.start_master();
+    c.wait_agents(1).await;
+    let mut info = framework_info("master-restart");
+    info["id"] = json!({"value": id});
+    let mut fw = Framework::subscribe(&c.master_url(), info).await;
+    assert_eq!(fw.id, id, "re-subscribed under the same id");
+    let (code, body) = fw
+        .call(json!({"type": "RECONCILE", "reconcile": {"tasks": []}}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let status = fw.update_for("keep", T).await.expect("reconciled status");
+    assert_eq!(status["state"], "TASK_RUNNING");
+    assert!(pid_alive(pid));
+    let state = c.state().await;
+    let tasks = &state["frameworks"][0]["tasks"];
+    assert_eq!(tasks[0]["id"], "keep", "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let url = format!("{}/api/v1/scheduler", c.master_url());
+    let post = |body: &'static str| {
+        c.http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post("{not json").await.expect("post");
+    assert_eq!(r.status(), 400);
+    let r = post(r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u"}}}"#)
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("subscribe.framework_info.name"), "{text}");
+    let r = c
+        .http
+        .post(&url)
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 415);
+
+    let mut fw = subscribe(&c, "bad").await;
+    // A wrong stream id.
+    let r = c
+        .http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", "not-the-stream")
+        .json(&json!({"type": "REVIVE", "framework_id": {"value": fw.id}}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap_or_default().contains("Mesos-Stream-Id"));
+    // An ACCEPT without its payload names the field.
+    let (code, body) = fw.call(json!({"type": "ACCEPT"})).await;
+    assert_eq!(code, 400);
+    assert!(body.contains("accept"), "{body}");
+
+    let offer = fw.offers(T).await.remove(0);
+    // More than offered: TASK_ERROR naming resources.
+    let (code, _) = fw
+        .launch(&offer, vec![task("greedy", &offer, 64.0, 32.0, "true")])
+        .await;
+    assert_eq!(code, 202);
+    let err = fw.wait_state("greedy", "TASK_ERROR", T).await;
+    assert!(err["message"].as_str().unwrap_or("").contains("resources"), "{err}");
+    // The offer is used now: a second LAUNCH on it is dropped.
+    let (code, _) = fw
+        .launch(&offer, vec![task("reuse", &offer, 0.1, 32.0, "true")])
+        .await;
+    assert_eq!(code, 202);
+    let dropped = fw.wait_state("reuse", "TASK_DROPPED", T).await;
+    assert_eq!(dropped["reason"], "REASON_INVALID_OFFERS");
+    // An unknown offer id too.
+    let fake = json!({"id": {"value": "no-such-offer"}, "agent_id": offer["agent_id"]});
+    fw.launch(&fake, vec![task("ghost", &fake, 0.1, 32.0, "true")])
+        .await;
+    fw.wait_state("ghost", "TASK_DROPPED", T).await;
+    // The master is still fine.
+    let r = c
+        .http
+        .get(format!("{}/health", c.master_url()))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(r.status(), 200);
+}
+
+/// pymesos sends SUBSCRIBE with `Connection: close` and insists on a chunked answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_is_chunked_recordio_even_with_connection_close() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let addr = c.master_addr;
+    let reply = tokio::task::spawn_blocking(move || {
+        let body = r#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"raw","capabilities":[{"type":"GPU_RESOURCES"}],"failover_timeout":100}}}"#;
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        write!(
+            s,
+            "POST /api/v1/scheduler HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut buf = vec![0u8; 8192];
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if String::from_utf8_lossy(&got).contains("HEARTBEAT") {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        String::from_utf8_lossy(&got).to_string()
+    })
+    .await
+    .expect("raw subscribe");
+    let lower = reply.to_ascii_lowercase();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(lower.contains("transfer-encoding: chunked"), "{reply}");
+    assert!(lower.contains("mesos-stream-id:"), "{reply}");
+    assert!(reply.contains(r#"{"type":"SUBSCRIBED""#), "{reply}");
+    assert!(reply.contains(r#"{"type":"HEARTBEAT"}"#), "{reply}");
+    // /version is numeric x.y.z.
+    let v: Value = c
+        .http
+        .get(format!("{}/version", c.master_url()))
+        .send()
+        .await
+        .expect("version")
+        .json()
+        .await
+        .expect("json");
+    let version = v["version"].as_str().unwrap_or("");
+    assert!(version.split('.').all(|p| p.parse::<u32>().is_ok()), "{version}");
+    let metrics = c
+        .http
+        .get(format!("{}/metrics", c.master_url()))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(metrics.contains("drove_master_agents_active 1"), "{metrics}");
+}
