@@ -440,3 +440,39 @@ async fn subscribe_is_chunked_recordio_even_with_connection_close() {
         .unwrap_or_default();
     assert!(metrics.contains("drove_master_agents_active 1"), "{metrics}");
 }
+
+/// An existing framework written against pymesos (from PyPI) works unchanged: it launches,
+/// sees RUNNING and FINISHED, kills a task and sees KILLED, acknowledging as it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymesos_framework_works_unchanged() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join("target").join("pymesos-venv");
+    let setup = tokio::process::Command::new("bash")
+        .arg(root.join("tests/compat/setup-pymesos.sh"))
+        .arg(&venv)
+        .output()
+        .await
+        .expect("setup script");
+    assert!(
+        setup.status.success(),
+        "installing pymesos failed: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let c = TestCluster::start(&[SMALL]).await;
+    let run = tokio::process::Command::new(venv.join("bin/python"))
+        .arg(root.join("tests/compat/pymesos_framework.py"))
+        .arg(c.master_addr.to_string())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("pymesos framework finished in time")
+        .expect("python ran");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("RESULT ok"),
+        "pymesos framework failed:\n{stdout}\n{}\nlogs:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+}
