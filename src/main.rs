@@ -29,6 +29,8 @@ enum Command {
     Master(drove_master::MasterArgs),
     /// Run an agent that registers with a master and runs its tasks.
     Agent(drove_agent::AgentArgs),
+    /// Run the HTTP router: host routing, balancing and scale-from-zero in front of the apps.
+    Router(drove_router::RouterArgs),
     /// Run a master and an agent on this machine, in one process.
     Up(UpArgs),
     /// Supervise one task (started by the agent; not for direct use).
@@ -99,9 +101,25 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Agent(args) => drove_agent::run(args, shutdown)
             .await
             .context("agent failed"),
+        Command::Router(args) => router(args, shutdown).await,
         Command::Up(args) => up(args, shutdown).await,
         Command::Executor(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+async fn router(args: drove_router::RouterArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // The router runs Pingora on threads of its own; start/join block, so keep them off the
+    // async workers.
+    let handle = tokio::task::spawn_blocking(move || drove_router::start(args))
+        .await
+        .context("router start task")?
+        .context("router failed to start")?;
+    shutdown.cancelled().await;
+    handle.shutdown();
+    tokio::task::spawn_blocking(move || handle.join())
+        .await
+        .context("router task")?
+        .context("router failed")
 }
 
 async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
