@@ -1,1 +1,236 @@
+//! drove's agent: registers with the master, runs tasks as cgroup-isolated processes under a
+//! small per-task supervisor, reports their status until acknowledged, and recovers running
+//! tasks across its own restarts. See ARCHITECTURE.md (`## agent`).
 #![forbid(unsafe_code)]
+
+pub mod cgroups;
+pub mod checkpoint;
+pub mod executor;
+pub mod fetcher;
+pub mod health;
+pub mod http;
+pub mod launcher;
+pub mod logs;
+pub mod machine;
+pub mod node;
+pub mod registration;
+pub mod sandbox;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use executor::{run_executor, ExecutorArgs};
+
+/// How tasks are isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Isolation {
+    /// One cgroup per task (cpu shares, CFS quota, memory limit); refuses to start without them.
+    Cgroups,
+    /// No isolation: plain processes in their own process group.
+    None,
+}
+
+/// `drove agent` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// The master's base URL, e.g. http://127.0.0.1:5050.
+    #[arg(long, env = "DROVE_MASTER")]
+    pub master: String,
+    /// Address to listen on (the master reaches the agent here).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub listen: SocketAddr,
+    /// Work directory: sandboxes, fetch cache, checkpoints.
+    #[arg(long, default_value = "/var/lib/drove/agent")]
+    pub work_dir: PathBuf,
+    /// Resources to offer, Mesos style ("cpus:2;mem:2048;ports:[31000-32000]"); named
+    /// resources replace the detected ones.
+    #[arg(long)]
+    pub resources: Option<String>,
+    /// Hostname reported to the master and given to tasks as HOST (default: the listen IP when
+    /// it is not unspecified, else the machine's hostname).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Agent attributes, e.g. "rack:r1;zone:a".
+    #[arg(long)]
+    pub attributes: Option<String>,
+    /// Task isolation.
+    #[arg(long, value_enum, default_value = "cgroups")]
+    pub isolation: Isolation,
+    /// Do not cap tasks' CPU with a CFS quota (shares only).
+    #[arg(long)]
+    pub no_cfs_quota: bool,
+    /// User tasks run as (default: nobody when root, else the current user).
+    #[arg(long)]
+    pub task_user: Option<String>,
+    /// Name of the cgroup under which task cgroups are created.
+    #[arg(long, default_value = "drove")]
+    pub cgroup_root: String,
+    /// Ping interval in seconds (default: what the master says at registration).
+    #[arg(long)]
+    pub ping_interval: Option<f64>,
+    /// Per-stream size limit of a task's stdout/stderr before rotation, in bytes.
+    #[arg(long, default_value_t = logs::DEFAULT_MAX_BYTES)]
+    pub log_max_bytes: u64,
+    /// The binary run as `<path> executor --spec FILE` to supervise a task (default: this
+    /// executable).
+    #[arg(long, hide = true)]
+    pub executor_path: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("work dir {path}: {source}")]
+    WorkDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("--resources {spec:?}: {source}")]
+    Resources {
+        spec: String,
+        source: drove_proto::ResourceError,
+    },
+    #[error("--attributes: {0}")]
+    Attributes(String),
+    #[error(transparent)]
+    Cgroups(#[from] cgroups::CgroupError),
+    #[error("--task-user: {0}")]
+    TaskUser(#[from] sandbox::SandboxError),
+    #[error("finding the executor binary: {0}")]
+    ExecutorPath(std::io::Error),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Resolves flags into a configuration (without binding anything).
+fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentError> {
+    std::fs::create_dir_all(&args.work_dir).map_err(|source| AgentError::WorkDir {
+        path: args.work_dir.clone(),
+        source,
+    })?;
+    let work_dir = args
+        .work_dir
+        .canonicalize()
+        .map_err(|source| AgentError::WorkDir {
+            path: args.work_dir.clone(),
+            source,
+        })?;
+    let detected = machine::detect(&work_dir);
+    let resources =
+        machine::with_overrides(detected, args.resources.as_deref()).map_err(|source| {
+            AgentError::Resources {
+                spec: args.resources.clone().unwrap_or_default(),
+                source,
+            }
+        })?;
+    let attributes = match &args.attributes {
+        Some(a) => machine::parse_attributes(a).map_err(AgentError::Attributes)?,
+        None => Vec::new(),
+    };
+    let hostname = match &args.hostname {
+        Some(h) => h.clone(),
+        None if !bound.ip().is_unspecified() => bound.ip().to_string(),
+        None => machine::machine_hostname(),
+    };
+    let endpoint = if bound.ip().is_unspecified() {
+        format!("http://{}:{}", hostname, bound.port())
+    } else {
+        format!("http://{bound}")
+    };
+    let cgroups = match args.isolation {
+        Isolation::Cgroups => Some(cgroups::CgroupManager::detect(&args.cgroup_root)?),
+        Isolation::None => None,
+    };
+    let task_user = if nix::unistd::geteuid().is_root() {
+        let name = args
+            .task_user
+            .clone()
+            .unwrap_or_else(sandbox::TaskUser::default_name);
+        sandbox::TaskUser::lookup(&name)?
+    } else {
+        sandbox::TaskUser::current()
+    };
+    let executor_path = match &args.executor_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(AgentError::ExecutorPath)?,
+    };
+    let mut master = args.master.trim().trim_end_matches('/').to_string();
+    if !master.contains("://") {
+        master = format!("http://{master}");
+    }
+    Ok(node::Config {
+        master,
+        hostname,
+        endpoint,
+        work_dir,
+        resources,
+        attributes,
+        cgroups,
+        cfs_quota: !args.no_cfs_quota,
+        task_user,
+        executor_path,
+        log_max_bytes: args.log_max_bytes.max(1024),
+        ping_interval: args.ping_interval,
+    })
+}
+
+/// Runs the agent until `shutdown` fires. Tasks keep running after it returns; the next agent
+/// started on the same work dir recovers them.
+pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| AgentError::Bind {
+        addr: args.listen,
+        source,
+    })?;
+    let config = configure(&args, bound)?;
+    let meta = checkpoint::Meta::open(&config.work_dir)?;
+    tracing::info!(
+        listen = %bound,
+        endpoint = %config.endpoint,
+        master = %config.master,
+        resources = %config.resources,
+        isolation = ?args.isolation,
+        cgroup_v2 = config.cgroups.as_ref().map(|c| c.is_v2()),
+        task_user = %config.task_user.name,
+        "agent starting"
+    );
+    let inner = shutdown.child_token();
+    let node = Arc::new(node::Node::new(config, meta, inner.clone()));
+    launcher::recover(&node).await;
+
+    let app = http::router(node.clone());
+    let server_token = inner.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { server_token.cancelled().await })
+            .await
+    });
+    let registration = tokio::spawn(registration::run(node.clone()));
+    let sender = tokio::spawn(status::run_sender(node.clone()));
+
+    shutdown.cancelled().await;
+    inner.cancel();
+    tracing::info!("agent stopping; tasks keep running");
+    let _ = registration.await;
+    let _ = sender.await;
+    match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) | Err(_) => Ok(()),
+        Ok(Ok(Err(e))) => Err(AgentError::Serve(e)),
+        Ok(Err(e)) => Err(AgentError::Serve(std::io::Error::other(e.to_string()))),
+    }
+}

@@ -1,0 +1,522 @@
+//! Per-task cgroups (cgroup v1, hybrid, or v2) through `cgroups_rs::fs`.
+//!
+//! Every task gets `<cgroup-root>/<container-id>` in the `cpu`, `cpuacct`, `memory` (and `pids`
+//! when mounted) hierarchies on v1, or one directory on the unified v2 hierarchy with the `cpu`
+//! and `memory` controllers enabled. Limits:
+//! - `cpu.shares` = 1024 × cpus (min 2); v2 `cpu.weight` = the runc/systemd conversion of it.
+//! - CFS quota = cpus × 100 ms per 100 ms period (min 1 ms), unless disabled.
+//! - memory hard limit = mem MiB; v1 also `memory.memsw.limit_in_bytes` (same value) when the
+//!   kernel has swap accounting, v2 `memory.swap.max = 0`, so swap cannot dodge the limit.
+//!
+//! A hybrid host (v1 controllers plus an empty `/sys/fs/cgroup/unified`) is treated as v1, which
+//! is what `cgroups_rs::fs::hierarchies::auto()` does too.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cgroups_rs::fs::cpu::CpuController;
+use cgroups_rs::fs::hierarchies;
+use cgroups_rs::fs::memory::MemController;
+use cgroups_rs::fs::{Cgroup, Controller, Hierarchy};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// CFS period drove uses (Mesos's default): 100 ms.
+pub const CFS_PERIOD_US: u64 = 100_000;
+/// Minimum CFS quota (Mesos): 1 ms.
+pub const MIN_CFS_QUOTA_US: u64 = 1_000;
+/// Minimum `cpu.shares` the kernel accepts.
+pub const MIN_SHARES: u64 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroups are unusable: {0} (run as root on a host with the cpu and memory controllers, or pass --isolation none)")]
+    Unusable(String),
+    #[error("creating cgroup {path}: {source}")]
+    Create {
+        path: String,
+        source: cgroups_rs::fs::error::Error,
+    },
+    #[error("setting {what} on cgroup {path}: {source}")]
+    Limit {
+        path: String,
+        what: &'static str,
+        source: cgroups_rs::fs::error::Error,
+    },
+    #[error("cgroup {path} is missing controller {controller} (cgroup.controllers: {found:?})")]
+    MissingController {
+        path: String,
+        controller: &'static str,
+        found: String,
+    },
+    #[error("removing cgroup {path}: {message}")]
+    Remove { path: String, message: String },
+}
+
+/// What a task's cgroup enforces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub cpus: f64,
+    /// MiB; 0 means no memory limit.
+    pub mem_mb: f64,
+    pub cfs_quota: bool,
+}
+
+impl Limits {
+    pub fn shares(&self) -> u64 {
+        ((self.cpus * 1024.0).round() as u64).max(MIN_SHARES)
+    }
+
+    /// CFS quota in µs for [`CFS_PERIOD_US`], or None for "no cap" (cpus 0 or quota disabled).
+    pub fn cfs_quota_us(&self) -> Option<u64> {
+        if !self.cfs_quota || self.cpus <= 0.0 {
+            return None;
+        }
+        Some(((self.cpus * CFS_PERIOD_US as f64).round() as u64).max(MIN_CFS_QUOTA_US))
+    }
+
+    pub fn mem_bytes(&self) -> Option<u64> {
+        if self.mem_mb <= 0.0 {
+            return None;
+        }
+        Some((self.mem_mb * 1024.0 * 1024.0).round() as u64)
+    }
+}
+
+/// v1 `cpu.shares` → v2 `cpu.weight` (the conversion runc, crun and systemd use):
+/// 2 → 1, 1024 → 39 (≈ 100 × 1024/2621), 262144 → 10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    let s = shares.clamp(2, 262_144);
+    1 + ((s - 2) * 9999) / 262_142
+}
+
+/// The `oom_kill` counter of a v2 `memory.events` file (`oom_kill 3`).
+pub fn parse_memory_events_oom_kill(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == "oom_kill")
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The `oom_kill` counter of a v1 `memory.oom_control` file.
+pub fn parse_oom_control_oom_kill(text: &str) -> u64 {
+    parse_memory_events_oom_kill(text)
+}
+
+/// Creates and loads task cgroups under one root name (`drove` by default).
+#[derive(Debug, Clone)]
+pub struct CgroupManager {
+    root: String,
+    v2: bool,
+}
+
+impl CgroupManager {
+    /// Checks that cgroups are usable: the cpu and memory controllers are mounted and the root
+    /// cgroup can be created.
+    pub fn detect(root: &str) -> Result<CgroupManager, CgroupError> {
+        let root = root.trim_matches('/').to_string();
+        if root.is_empty() || root.split('/').any(|p| p == ".." || p == ".") {
+            return Err(CgroupError::Unusable(format!(
+                "invalid cgroup root {root:?}"
+            )));
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return Err(CgroupError::Unusable(
+                "the agent is not running as root".into(),
+            ));
+        }
+        let v2 = hierarchies::is_cgroup2_unified_mode();
+        let mgr = CgroupManager { root, v2 };
+        if v2 {
+            let controllers = fs::read_to_string(
+                Path::new(hierarchies::UNIFIED_MOUNTPOINT).join("cgroup.controllers"),
+            )
+            .map_err(|e| CgroupError::Unusable(format!("reading cgroup.controllers: {e}")))?;
+            for c in ["cpu", "memory"] {
+                if !controllers.split_whitespace().any(|x| x == c) {
+                    return Err(CgroupError::Unusable(format!(
+                        "the v2 hierarchy lacks the {c} controller"
+                    )));
+                }
+            }
+        } else {
+            let v1 = hierarchies::V1::new();
+            for c in [
+                cgroups_rs::fs::Controllers::Cpu,
+                cgroups_rs::fs::Controllers::Mem,
+            ] {
+                if v1.get_mount_point(c.clone()).is_none() {
+                    return Err(CgroupError::Unusable(format!(
+                        "the {c} controller is not mounted"
+                    )));
+                }
+            }
+        }
+        // Create the root itself so permission problems show at start-up.
+        let probe = mgr.load_path(&mgr.root);
+        probe.create().map_err(|e| {
+            CgroupError::Unusable(format!("creating the root cgroup {:?}: {e}", mgr.root))
+        })?;
+        Ok(mgr)
+    }
+
+    pub fn is_v2(&self) -> bool {
+        self.v2
+    }
+
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    fn controllers(&self) -> Vec<String> {
+        let mut c = vec!["cpu".to_string(), "memory".to_string()];
+        if self.v2 {
+            let available = fs::read_to_string(
+                Path::new(hierarchies::UNIFIED_MOUNTPOINT).join("cgroup.controllers"),
+            )
+            .unwrap_or_default();
+            if available.split_whitespace().any(|x| x == "pids") {
+                c.push("pids".into());
+            }
+        } else {
+            let v1 = hierarchies::V1::new();
+            if v1
+                .get_mount_point(cgroups_rs::fs::Controllers::CpuAcct)
+                .is_some()
+            {
+                c.push("cpuacct".into());
+            }
+            if v1
+                .get_mount_point(cgroups_rs::fs::Controllers::Pids)
+                .is_some()
+            {
+                c.push("pids".into());
+            }
+        }
+        c
+    }
+
+    fn load_path(&self, path: &str) -> Cgroup {
+        let hier: Box<dyn Hierarchy> = if self.v2 {
+            Box::new(hierarchies::V2::new())
+        } else {
+            Box::new(hierarchies::V1::new())
+        };
+        Cgroup::load_with_specified_controllers(hier, path, self.controllers())
+    }
+
+    /// The cgroup path (relative to each hierarchy's root) of a container.
+    pub fn path_of(&self, container_id: &str) -> String {
+        format!("{}/{}", self.root, container_id)
+    }
+
+    /// Loads an existing task cgroup (after an agent restart) by its relative path.
+    pub fn load(&self, path: &str) -> TaskCgroup {
+        TaskCgroup {
+            cg: self.load_path(path),
+            path: path.to_string(),
+            v2: self.v2,
+        }
+    }
+
+    /// Creates `<root>/<container_id>` with the given limits.
+    pub fn create(&self, container_id: &str, limits: &Limits) -> Result<TaskCgroup, CgroupError> {
+        let path = self.path_of(container_id);
+        let cg = self.load_path(&path);
+        cg.create().map_err(|source| CgroupError::Create {
+            path: path.clone(),
+            source,
+        })?;
+        let task_cg = TaskCgroup {
+            cg,
+            path: path.clone(),
+            v2: self.v2,
+        };
+        if let Err(e) = task_cg.apply(limits) {
+            let _ = task_cg.destroy(Duration::from_secs(1));
+            return Err(e);
+        }
+        Ok(task_cg)
+    }
+}
+
+/// One task's cgroup.
+pub struct TaskCgroup {
+    cg: Cgroup,
+    path: String,
+    v2: bool,
+}
+
+impl std::fmt::Debug for TaskCgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskCgroup")
+            .field("path", &self.path)
+            .field("v2", &self.v2)
+            .finish()
+    }
+}
+
+impl TaskCgroup {
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Directories of this cgroup, one per hierarchy (one on v2).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let set: BTreeSet<PathBuf> = self
+            .cg
+            .subsystems()
+            .iter()
+            .map(|s| s.to_controller().path().to_path_buf())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// The `cgroup.procs` files a process writes its pid to in order to join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs()
+            .into_iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect()
+    }
+
+    fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let limit_err = |what: &'static str| {
+            let path = self.path.clone();
+            move |source| CgroupError::Limit { path, what, source }
+        };
+        if self.v2 {
+            // cgroups-rs ignores errors enabling controllers; check they really are there.
+            let dir = PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT).join(&self.path);
+            let found = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            for c in ["cpu", "memory"] {
+                if !found.split_whitespace().any(|x| x == c) {
+                    return Err(CgroupError::MissingController {
+                        path: self.path.clone(),
+                        controller: c,
+                        found,
+                    });
+                }
+            }
+        }
+        let cpu: &CpuController =
+            self.cg
+                .controller_of()
+                .ok_or_else(|| CgroupError::MissingController {
+                    path: self.path.clone(),
+                    controller: "cpu",
+                    found: String::new(),
+                })?;
+        let shares = limits.shares();
+        let value = if self.v2 {
+            shares_to_weight(shares)
+        } else {
+            shares
+        };
+        cpu.set_shares(value).map_err(limit_err("cpu shares"))?;
+        match limits.cfs_quota_us() {
+            Some(q) => {
+                cpu.set_cfs_quota_and_period(Some(q as i64), Some(CFS_PERIOD_US))
+                    .map_err(limit_err("cfs quota"))?;
+            }
+            None => {
+                cpu.set_cfs_quota_and_period(Some(-1), Some(CFS_PERIOD_US))
+                    .map_err(limit_err("cfs quota"))?;
+            }
+        }
+        let mem: &MemController =
+            self.cg
+                .controller_of()
+                .ok_or_else(|| CgroupError::MissingController {
+                    path: self.path.clone(),
+                    controller: "memory",
+                    found: String::new(),
+                })?;
+        if let Some(bytes) = limits.mem_bytes() {
+            mem.set_limit(bytes as i64)
+                .map_err(limit_err("memory limit"))?;
+            if self.v2 {
+                if self.file("memory.swap.max").exists() {
+                    mem.set_memswap_limit(0)
+                        .map_err(limit_err("memory.swap.max"))?;
+                }
+            } else if self.file("memory.memsw.limit_in_bytes").exists() {
+                mem.set_memswap_limit(bytes as i64)
+                    .map_err(limit_err("memory+swap limit"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A file in the memory hierarchy's directory (or the only directory on v2).
+    fn file(&self, name: &str) -> PathBuf {
+        let mem: Option<&MemController> = self.cg.controller_of();
+        match mem {
+            Some(m) => m.path().join(name),
+            None => PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT)
+                .join(&self.path)
+                .join(name),
+        }
+    }
+
+    /// Times the kernel OOM killer fired inside this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        if self.v2 {
+            fs::read_to_string(self.file("memory.events"))
+                .map(|t| parse_memory_events_oom_kill(&t))
+                .unwrap_or(0)
+        } else {
+            fs::read_to_string(self.file("memory.oom_control"))
+                .map(|t| parse_oom_control_oom_kill(&t))
+                .unwrap_or(0)
+        }
+    }
+
+    /// The hard memory limit in bytes, if one is set.
+    pub fn memory_limit(&self) -> Option<u64> {
+        let name = if self.v2 {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        fs::read_to_string(self.file(name))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    }
+
+    /// Peak memory usage in bytes (v1 `max_usage_in_bytes`, v2 `memory.peak` when present).
+    pub fn memory_peak(&self) -> Option<u64> {
+        let names: &[&str] = if self.v2 {
+            &["memory.peak", "memory.current"]
+        } else {
+            &["memory.max_usage_in_bytes", "memory.usage_in_bytes"]
+        };
+        names.iter().find_map(|n| {
+            fs::read_to_string(self.file(n))
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+        })
+    }
+
+    /// Every process in the cgroup (union over hierarchies).
+    pub fn pids(&self) -> Vec<u32> {
+        let mut set = BTreeSet::new();
+        for f in self.procs_files() {
+            if let Ok(text) = fs::read_to_string(&f) {
+                set.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+        }
+        set.into_iter().collect()
+    }
+
+    pub fn exists(&self) -> bool {
+        self.dirs().iter().any(|d| d.exists())
+    }
+
+    /// SIGKILLs every process in the cgroup until it is empty or `timeout` passes.
+    /// Returns whether the cgroup ended up empty.
+    pub fn kill_all(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if self.v2 {
+                // cgroup.kill (5.14+) kills atomically, forks included.
+                let _ = self.cg.kill();
+            }
+            for pid in pids {
+                if let Ok(p) = i32::try_from(pid) {
+                    let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+            }
+            if Instant::now() >= deadline {
+                return self.pids().is_empty();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills whatever is left and removes the cgroup directories.
+    pub fn destroy(&self, timeout: Duration) -> Result<(), CgroupError> {
+        let deadline = Instant::now() + timeout;
+        self.kill_all(timeout);
+        loop {
+            let mut last_err = None;
+            for dir in self.dirs() {
+                if dir.exists() {
+                    if let Err(e) = fs::remove_dir(&dir) {
+                        last_err = Some(format!("{}: {e}", dir.display()));
+                    }
+                }
+            }
+            match last_err {
+                None => return Ok(()),
+                Some(message) if Instant::now() >= deadline => {
+                    return Err(CgroupError::Remove {
+                        path: self.path.clone(),
+                        message,
+                    })
+                }
+                Some(_) => {
+                    self.kill_all(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_follow_mesos() {
+        let l = Limits {
+            cpus: 0.5,
+            mem_mb: 64.0,
+            cfs_quota: true,
+        };
+        assert_eq!(l.shares(), 512);
+        assert_eq!(l.cfs_quota_us(), Some(50_000));
+        assert_eq!(l.mem_bytes(), Some(64 << 20));
+        let tiny = Limits {
+            cpus: 0.0001,
+            mem_mb: 0.0,
+            cfs_quota: true,
+        };
+        assert_eq!(tiny.shares(), 2);
+        assert_eq!(tiny.cfs_quota_us(), Some(1_000));
+        assert_eq!(tiny.mem_bytes(), None);
+        let no_cfs = Limits {
+            cfs_quota: false,
+            ..l
+        };
+        assert_eq!(no_cfs.cfs_quota_us(), None);
+    }
+
+    #[test]
+    fn v2_weight_conversion() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 1);
+        assert_eq!(shares_to_weight(u64::MAX), 10_000);
+        // Monotonic.
+        assert!(shares_to_weight(2048) > shares_to_weight(1024));
+    }
+
+    #[test]
+    fn parses_oom_counters() {
+        let v2 = "low 0\nhigh 0\nmax 12\noom 2\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(parse_memory_events_oom_kill(v2), 1);
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(parse_oom_control_oom_kill(v1), 3);
+        assert_eq!(parse_memory_events_oom_kill(""), 0);
+    }
+}

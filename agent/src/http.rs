@@ -1,0 +1,154 @@
+//! The agent's HTTP API (master → agent calls and the read API).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use drove_proto::agent::{
+    AcknowledgeUpdate, AgentState, KillTask, LaunchTask, ShutdownFramework, ACKNOWLEDGE_PATH,
+    KILL_PATH, LAUNCH_PATH, SHUTDOWN_PATH, STATE_PATH,
+};
+use drove_proto::mesos::KillPolicy;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::checkpoint::KillCause;
+use crate::launcher;
+use crate::logs::{self, Stream};
+use crate::node::{key_of, Node};
+use crate::status;
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route(LAUNCH_PATH, post(launch))
+        .route(KILL_PATH, post(kill))
+        .route(ACKNOWLEDGE_PATH, post(acknowledge))
+        .route(SHUTDOWN_PATH, post(shutdown))
+        .route(STATE_PATH, get(state))
+        .route("/agent/v1/tasks/{task_id}/{stream}", get(task_log))
+        .route("/health", get(health))
+        .with_state(node)
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    drove_proto::decode::<T>(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}\n"),
+        )
+            .into_response()
+    })
+}
+
+async fn launch(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: LaunchTask = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    tracing::info!(task = %req.task.task_id, framework = %req.framework_id, "launch requested");
+    tokio::spawn(launcher::launch(node, req));
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn kill(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: KillTask = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let key = key_of(&req.framework_id, &req.task_id);
+    let policy = {
+        let tasks = node.tasks();
+        match tasks.get(&key) {
+            Some(rec) => req.kill_policy.or(rec.task.kill_policy),
+            None => {
+                tracing::warn!(task = %req.task_id, "kill for an unknown task ignored");
+                return StatusCode::ACCEPTED.into_response();
+            }
+        }
+    };
+    let grace = KillPolicy::grace(policy.as_ref());
+    tracing::info!(task = %req.task_id, ?grace, "kill requested");
+    launcher::request_kill(
+        &node,
+        &key,
+        KillCause::Requested {
+            grace_ms: grace.as_millis() as u64,
+        },
+    );
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn acknowledge(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: AcknowledgeUpdate = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    if !status::acknowledge(&node, &req) {
+        tracing::debug!(task = %req.task_id, uuid = %req.uuid, "acknowledgement matched no pending update");
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn shutdown(State(node): State<Arc<Node>>, body: Bytes) -> Response {
+    let req: ShutdownFramework = match decode(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    tracing::info!(framework = %req.framework_id, "framework shutdown requested");
+    launcher::shutdown_framework(&node, &req.framework_id.value);
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn state(State(node): State<Arc<Node>>) -> Json<AgentState> {
+    Json(AgentState {
+        agent_id: node.agent_id(),
+        hostname: node.config.hostname.clone(),
+        resources: node.config.resources.to_mesos(),
+        tasks: node.task_states(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    offset: Option<u64>,
+    length: Option<u64>,
+}
+
+async fn task_log(
+    State(node): State<Arc<Node>>,
+    Path((task_id, stream)): Path<(String, String)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let Some(stream) = Stream::parse(&stream) else {
+        return (StatusCode::NOT_FOUND, "expected stdout or stderr\n").into_response();
+    };
+    let sandbox = node
+        .tasks()
+        .values()
+        .filter(|r| r.task.task_id.value == task_id)
+        .find_map(|r| r.sandbox.clone());
+    let Some(sandbox) = sandbox else {
+        return (StatusCode::NOT_FOUND, format!("unknown task {task_id:?}\n")).into_response();
+    };
+    let path = stream.path_in(&sandbox);
+    let offset = q.offset.unwrap_or(0);
+    let length = q.length;
+    match tokio::task::spawn_blocking(move || logs::read_range(&path, offset, length)).await {
+        Ok(Ok(bytes)) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, "no such log\n").into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn health() -> &'static str {
+    "OK\n"
+}

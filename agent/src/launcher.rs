@@ -1,0 +1,917 @@
+//! Task lifecycle: launch (validate → sandbox → fetch → cgroup → supervisor), watch, kill,
+//! finish, and recovery after an agent restart.
+//!
+//! The agent spawns the supervisor (`<executor-path> executor --spec FILE`, see
+//! [`crate::executor`]) in its own process group and then only watches its pid (so watching
+//! works the same for a recovered task whose supervisor is no longer the agent's child). The
+//! supervisor writes the task pid and, at the end, the exit status into
+//! `<work-dir>/meta/containers/<container-id>/`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drove_proto::agent::LaunchTask;
+use drove_proto::mesos::{KillPolicy, TaskState};
+use drove_proto::Resources;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cgroups::Limits;
+use crate::checkpoint::{KillCause, TaskRecord};
+use crate::executor::{read_exit_record, read_pid_file, ExecutorSpec, ExitRecord};
+use crate::health::{self, CheckTarget, HealthAction};
+use crate::logs::Stream;
+use crate::node::{key_of, Node, TaskKey};
+use crate::sandbox::{self, TaskUser};
+use crate::status::{self, UpdateOpts};
+
+const WATCH_TICK: Duration = Duration::from_millis(200);
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// `shell: false` commands: Mesos puts `argv[0]` first in `arguments`. When the first argument
+/// is the program (or its base name) it is used as `argv[0]`; otherwise every argument is passed.
+pub fn split_argv<'a>(program: &str, arguments: &'a [String]) -> (Option<&'a str>, &'a [String]) {
+    let base = Path::new(program)
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or(program);
+    match arguments.first() {
+        Some(first) if first == program || first == base => (Some(first.as_str()), &arguments[1..]),
+        _ => (None, arguments),
+    }
+}
+
+/// The task's environment: defaults, drove's variables, then `CommandInfo.environment`.
+pub fn task_env(
+    node_host: &str,
+    agent_id: &str,
+    framework_id: &str,
+    task_id: &str,
+    sandbox: &Path,
+    ports: &[u64],
+    user: &TaskUser,
+    command_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("PATH".into(), DEFAULT_PATH.into()),
+        ("HOME".into(), sandbox.display().to_string()),
+        ("USER".into(), user.name.clone()),
+        ("LOGNAME".into(), user.name.clone()),
+        ("HOST".into(), node_host.into()),
+        ("MESOS_TASK_ID".into(), task_id.into()),
+        ("MESOS_SANDBOX".into(), sandbox.display().to_string()),
+        ("MESOS_DIRECTORY".into(), sandbox.display().to_string()),
+        ("MESOS_FRAMEWORK_ID".into(), framework_id.into()),
+        ("MESOS_AGENT_ID".into(), agent_id.into()),
+    ];
+    if let Some(first) = ports.first() {
+        env.push(("PORT".into(), first.to_string()));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        env.push((format!("PORT{i}"), p.to_string()));
+    }
+    env.push((
+        "PORTS".into(),
+        ports
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    ));
+    for (k, v) in command_env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// Checks a launch; the error is the TASK_ERROR message.
+pub fn validate(req: &LaunchTask) -> Result<Resources, String> {
+    let task = &req.task;
+    if task.executor.is_some() {
+        return Err(
+            "custom executors are not supported by drove; give the task a `command`".into(),
+        );
+    }
+    if task.container.is_some() {
+        tracing::warn!(task = %task.task_id, "ignoring TaskInfo.container (drove runs plain commands)");
+    }
+    let Some(cmd) = &task.command else {
+        return Err("the task has no `command` (drove runs command tasks only)".into());
+    };
+    match cmd.value.as_deref() {
+        Some(v) if !v.trim().is_empty() => {}
+        _ => return Err("the task's `command.value` is missing or empty".into()),
+    }
+    sandbox::validate_id("framework id", &req.framework_id.value).map_err(|e| e.to_string())?;
+    sandbox::validate_id("task id", &task.task_id.value).map_err(|e| e.to_string())?;
+    let res = Resources::from_mesos(&task.resources)
+        .map_err(|e| format!("invalid task resources: {e}"))?;
+    Ok(res)
+}
+
+/// Handles `POST /agent/v1/launch` (already answered 202).
+pub async fn launch(node: Arc<Node>, req: LaunchTask) {
+    let key = key_of(&req.framework_id, &req.task.task_id);
+    let container_id = uuid::Uuid::new_v4().simple().to_string();
+    {
+        let mut tasks = node.tasks();
+        if let Some(existing) = tasks.get(&key) {
+            tracing::warn!(task = %req.task.task_id, state = existing.state.as_str(), "duplicate launch ignored");
+            return;
+        }
+        let rec = TaskRecord::new(
+            req.framework_id.clone(),
+            req.framework_info.clone(),
+            req.task.clone(),
+            container_id.clone(),
+        );
+        node.checkpoint(&rec);
+        tasks.insert(key.clone(), rec);
+    }
+    let resources = match validate(&req) {
+        Ok(r) => r,
+        Err(msg) => {
+            status::update(
+                &node,
+                &key,
+                TaskState::TaskError,
+                UpdateOpts::agent()
+                    .reason("REASON_TASK_INVALID")
+                    .message(msg),
+            );
+            return;
+        }
+    };
+    status::update(&node, &key, TaskState::TaskStarting, UpdateOpts::executor());
+    if let Err((reason, msg)) =
+        prepare_and_start(&node, &key, &req, &resources, &container_id).await
+    {
+        // A kill during the launch wins over the launch failure.
+        let killed = node.tasks().get(&key).is_some_and(|r| r.kill.is_some());
+        if killed {
+            finish_killed_before_start(&node, &key);
+        } else {
+            status::update(
+                &node,
+                &key,
+                TaskState::TaskFailed,
+                UpdateOpts::agent().reason(reason).message(msg),
+            );
+        }
+        cleanup_container(&node, &key).await;
+    }
+}
+
+fn finish_killed_before_start(node: &Node, key: &TaskKey) {
+    status::update(
+        node,
+        key,
+        TaskState::TaskKilled,
+        UpdateOpts::agent().message("killed before the task started"),
+    );
+}
+
+type LaunchFailure = (&'static str, String);
+
+async fn prepare_and_start(
+    node: &Arc<Node>,
+    key: &TaskKey,
+    req: &LaunchTask,
+    resources: &Resources,
+    container_id: &str,
+) -> Result<(), LaunchFailure> {
+    let cfg = &node.config;
+    let launch_failed = |m: String| ("REASON_CONTAINER_LAUNCH_FAILED", m);
+    let cmd = req.task.command.clone().unwrap_or_default();
+    let user = sandbox::resolve_user(
+        &[cmd.user.as_deref(), Some(req.framework_info.user.as_str())],
+        &cfg.task_user,
+    );
+    let sandbox_dir = {
+        let work = cfg.work_dir.clone();
+        let (fw, task, run, user) = (
+            req.framework_id.value.clone(),
+            req.task.task_id.value.clone(),
+            container_id.to_string(),
+            user.clone(),
+        );
+        tokio::task::spawn_blocking(move || sandbox::create(&work, &fw, &task, &run, &user))
+            .await
+            .map_err(|e| launch_failed(e.to_string()))?
+            .map_err(|e| launch_failed(format!("creating the sandbox: {e}")))?
+    };
+    let ports: Vec<u64> = resources.ports.values().collect();
+    let command_env: Vec<(String, String)> = cmd
+        .environment
+        .iter()
+        .flat_map(|e| e.variables.iter())
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect();
+    let agent_id = node.agent_id().map(|a| a.value).unwrap_or_default();
+    let env = task_env(
+        &cfg.hostname,
+        &agent_id,
+        &req.framework_id.value,
+        &req.task.task_id.value,
+        &sandbox_dir,
+        &ports,
+        &user,
+        &command_env,
+    );
+    {
+        let mut tasks = node.tasks();
+        if let Some(rec) = tasks.get_mut(key) {
+            rec.sandbox = Some(sandbox_dir.clone());
+            rec.user = Some(user.clone());
+            rec.ports = ports.clone();
+            rec.env = env.clone();
+            node.checkpoint(rec);
+        }
+    }
+
+    // Standard streams exist before fetching so their owner is the task user.
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let p = stream.path_in(&sandbox_dir);
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| launch_failed(format!("creating {}: {e}", p.display())))?;
+        sandbox::chown_to(&p, &user).map_err(|e| launch_failed(e.to_string()))?;
+    }
+
+    node.fetcher
+        .fetch_all(&cmd.uris, &sandbox_dir, &user)
+        .await
+        .map_err(|e| ("REASON_FETCHER_FAILED", e.to_string()))?;
+
+    if node.tasks().get(key).is_some_and(|r| r.kill.is_some()) {
+        return Err((
+            "REASON_TASK_KILLED_DURING_LAUNCH",
+            "killed during launch".into(),
+        ));
+    }
+
+    // Cgroup.
+    let mut cgroup_procs = Vec::new();
+    if let Some(mgr) = &cfg.cgroups {
+        let limits = Limits {
+            cpus: resources.cpus,
+            mem_mb: resources.mem,
+            cfs_quota: cfg.cfs_quota,
+        };
+        let mgr = mgr.clone();
+        let cid = container_id.to_string();
+        let cg = tokio::task::spawn_blocking(move || mgr.create(&cid, &limits))
+            .await
+            .map_err(|e| launch_failed(e.to_string()))?
+            .map_err(|e| launch_failed(e.to_string()))?;
+        cgroup_procs = cg.procs_files();
+        let mut tasks = node.tasks();
+        if let Some(rec) = tasks.get_mut(key) {
+            rec.cgroup = Some(cg.path().to_string());
+            node.checkpoint(rec);
+        }
+    }
+
+    // Supervisor.
+    let value = cmd.value.clone().unwrap_or_default();
+    let (program, arg0, args) = if cmd.shell.unwrap_or(true) {
+        ("/bin/sh".to_string(), None, vec!["-c".to_string(), value])
+    } else {
+        let (arg0, args) = split_argv(&value, &cmd.arguments);
+        (value.clone(), arg0.map(str::to_string), args.to_vec())
+    };
+    let cdir = node.meta.container_dir(container_id);
+    std::fs::create_dir_all(&cdir)
+        .map_err(|e| launch_failed(format!("creating {}: {e}", cdir.display())))?;
+    let (uid, gid) = if user.switch {
+        (Some(user.uid), Some(user.gid))
+    } else {
+        (None, None)
+    };
+    let spec = ExecutorSpec {
+        program,
+        arg0,
+        args,
+        env,
+        cwd: sandbox_dir.clone(),
+        uid,
+        gid,
+        stdout: Stream::Stdout.path_in(&sandbox_dir),
+        stderr: Stream::Stderr.path_in(&sandbox_dir),
+        cgroup_procs,
+        pid_file: cdir.join("task.pid"),
+        status_file: cdir.join("exit_status.json"),
+    };
+    let spec_path = cdir.join("executor.json");
+    let spec_bytes = serde_json::to_vec_pretty(&spec).map_err(|e| launch_failed(e.to_string()))?;
+    crate::executor::write_atomic(&spec_path, &spec_bytes)
+        .map_err(|e| launch_failed(format!("writing {}: {e}", spec_path.display())))?;
+    let log_path = cdir.join("executor.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| launch_failed(format!("opening {}: {e}", log_path.display())))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| launch_failed(format!("opening {}: {e}", log_path.display())))?;
+    let mut command = std::process::Command::new(&cfg.executor_path);
+    command
+        .arg("executor")
+        .arg("--spec")
+        .arg(&spec_path)
+        .env_clear()
+        .env("PATH", DEFAULT_PATH)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    // The child is reaped by `process_alive`'s waitpid; dropping the handle neither kills nor
+    // waits for it.
+    let child = command.spawn().map_err(|e| {
+        launch_failed(format!(
+            "spawning the supervisor {}: {e}",
+            cfg.executor_path.display()
+        ))
+    })?;
+    let pid = child.id();
+    drop(child);
+    let start = proc_start_time(pid);
+    let kill_now = {
+        let mut tasks = node.tasks();
+        match tasks.get_mut(key) {
+            Some(rec) => {
+                rec.executor_pid = Some(pid);
+                rec.executor_start = start;
+                rec.started_at = Some(drove_proto::mesos::now_secs());
+                node.checkpoint(rec);
+                rec.kill.is_some()
+            }
+            None => false,
+        }
+    };
+    tracing::info!(task = %req.task.task_id, supervisor_pid = pid, sandbox = %sandbox_dir.display(), "task launched");
+    start_watching(node, key);
+    if kill_now {
+        spawn_kill(node, key);
+    }
+    Ok(())
+}
+
+/// Removes the cgroup of a task that never (or no longer) runs.
+async fn cleanup_container(node: &Arc<Node>, key: &TaskKey) {
+    let cgroup = node.tasks().get(key).and_then(|r| r.cgroup.clone());
+    if let (Some(path), Some(mgr)) = (cgroup, node.config.cgroups.clone()) {
+        let _ = tokio::task::spawn_blocking(move || {
+            let cg = mgr.load(&path);
+            if cg.exists() {
+                if let Err(e) = cg.destroy(Duration::from_secs(5)) {
+                    tracing::warn!(error = %e, "removing a cgroup failed");
+                }
+            }
+        })
+        .await;
+    }
+    let mut tasks = node.tasks();
+    if let Some(rec) = tasks.get_mut(key) {
+        rec.watching = false;
+        if rec.state.is_terminal() && rec.pending.is_empty() {
+            node.meta.remove_task(&rec.container_id);
+            tasks.remove(key);
+        }
+    }
+}
+
+/// `/proc/<pid>/stat` field 22 (start time in clock ticks).
+pub fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    // Fields after the command: state is field 3; start time is field 22.
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.chars().next()
+}
+
+/// Is the supervisor still running? Reaps it if it is our child.
+pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => return true,
+        Ok(_) => return false,
+        Err(_) => {}
+    }
+    match proc_state(pid) {
+        None | Some('Z') | Some('X') => false,
+        Some(_) => match (start, proc_start_time(pid)) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        },
+    }
+}
+
+/// Starts the watcher of a task whose supervisor runs.
+pub fn start_watching(node: &Arc<Node>, key: &TaskKey) {
+    let token = {
+        let mut tasks = node.tasks();
+        let Some(rec) = tasks.get_mut(key) else {
+            return;
+        };
+        if rec.watching {
+            return;
+        }
+        rec.watching = true;
+        let token = node.shutdown.child_token();
+        rec.cancel = Some(token.clone());
+        token
+    };
+    let node = node.clone();
+    let key = key.clone();
+    tokio::spawn(async move { watch(node, key, token).await });
+}
+
+async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
+    let (health_tx, mut health_rx) = mpsc::channel::<HealthAction>(8);
+    let mut health_started = false;
+    let mut ticks: u64 = 0;
+    let mut health_tx = Some(health_tx);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_TICK) => {}
+            Some(action) = health_rx.recv() => {
+                on_health(&node, &key, action);
+                continue;
+            }
+        }
+        ticks += 1;
+        let Some(snap) = node.tasks().get(&key).cloned() else {
+            return;
+        };
+        let Some(epid) = snap.executor_pid else {
+            return;
+        };
+        let cdir = node.meta.container_dir(&snap.container_id);
+        if snap.task_pid.is_none() {
+            if let Some(pid) = read_pid_file(&cdir.join("task.pid")) {
+                mark_running(&node, &key, pid);
+            }
+        }
+        if !health_started && snap.task_pid.is_some() && snap.state == TaskState::TaskRunning {
+            health_started = true;
+            if let (Some(check), Some(tx)) = (snap.task.health_check.clone(), health_tx.take()) {
+                let target = CheckTarget {
+                    host: node.config.hostname.clone(),
+                    ports: snap.ports.clone(),
+                    sandbox: snap.sandbox.clone().unwrap_or_else(|| PathBuf::from("/")),
+                    env: snap.env.clone(),
+                    uid: snap.user.as_ref().filter(|u| u.switch).map(|u| u.uid),
+                    gid: snap.user.as_ref().filter(|u| u.switch).map(|u| u.gid),
+                };
+                tokio::spawn(health::run(
+                    check,
+                    target,
+                    Instant::now(),
+                    cancel.child_token(),
+                    tx,
+                ));
+            }
+        }
+        let alive = process_alive(epid, snap.executor_start);
+        if alive {
+            // A memory limitation while running: kill the whole container (Mesos does so
+            // even if the OOM killer only hit a child process).
+            if snap.kill.is_none() {
+                if let (Some(path), Some(mgr)) = (&snap.cgroup, &node.config.cgroups) {
+                    if mgr.load(path).oom_kills() > 0 {
+                        request_kill(&node, &key, KillCause::MemoryLimit);
+                    }
+                }
+            }
+            if ticks % 5 == 0 {
+                if let Some(sb) = snap.sandbox.clone() {
+                    let max = node.config.log_max_bytes;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for s in [Stream::Stdout, Stream::Stderr] {
+                            if let Err(e) = crate::logs::rotate_if_needed(&s.path_in(&sb), max) {
+                                tracing::warn!(error = %e, "log rotation failed");
+                            }
+                        }
+                    })
+                    .await;
+                }
+            }
+            continue;
+        }
+        finish(&node, &key).await;
+        cancel.cancel();
+        return;
+    }
+}
+
+fn mark_running(node: &Node, key: &TaskKey, pid: u32) {
+    let was_starting = {
+        let mut tasks = node.tasks();
+        let Some(rec) = tasks.get_mut(key) else {
+            return;
+        };
+        rec.task_pid = Some(pid);
+        node.checkpoint(rec);
+        rec.state == TaskState::TaskStarting
+    };
+    if was_starting {
+        status::update(node, key, TaskState::TaskRunning, UpdateOpts::executor());
+    }
+}
+
+fn on_health(node: &Arc<Node>, key: &TaskKey, action: HealthAction) {
+    match action {
+        HealthAction::None => {}
+        HealthAction::Report(healthy) => {
+            let running = node
+                .tasks()
+                .get(key)
+                .is_some_and(|r| r.state == TaskState::TaskRunning && r.kill.is_none());
+            if running {
+                status::update(
+                    node,
+                    key,
+                    TaskState::TaskRunning,
+                    UpdateOpts::executor()
+                        .healthy(Some(healthy))
+                        .reason("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED"),
+                );
+            }
+        }
+        HealthAction::Kill => {
+            if let Some(rec) = node.tasks().get_mut(key) {
+                rec.healthy = Some(false);
+            }
+            request_kill(node, key, KillCause::Health);
+        }
+    }
+}
+
+/// Reads how the task ended, cleans the container up and sends the terminal update.
+async fn finish(node: &Arc<Node>, key: &TaskKey) {
+    let Some(snap) = node.tasks().get(key).cloned() else {
+        return;
+    };
+    let cdir = node.meta.container_dir(&snap.container_id);
+    let exit: Option<ExitRecord> = read_exit_record(&cdir.join("exit_status.json"));
+    if snap.task_pid.is_none() {
+        let pid = read_pid_file(&cdir.join("task.pid")).or(exit.as_ref().and_then(|e| e.pid));
+        if let Some(pid) = pid {
+            mark_running(node, key, pid);
+        }
+    }
+    // Memory limitation and cleanup of the cgroup (kills stragglers).
+    let mut oom: Option<(Option<u64>, Option<u64>)> = None;
+    if let (Some(path), Some(mgr)) = (snap.cgroup.clone(), node.config.cgroups.clone()) {
+        oom = tokio::task::spawn_blocking(move || {
+            let cg = mgr.load(&path);
+            let oom = (cg.oom_kills() > 0).then(|| (cg.memory_limit(), cg.memory_peak()));
+            if let Err(e) = cg.destroy(Duration::from_secs(5)) {
+                tracing::warn!(error = %e, "removing the task cgroup failed");
+            }
+            oom
+        })
+        .await
+        .ok()
+        .flatten();
+    } else if let Some(pid) = snap.task_pid.and_then(|p| i32::try_from(p).ok()) {
+        // Without cgroups, at least the task's process group goes.
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    if snap.kill == Some(KillCause::MemoryLimit) && oom.is_none() {
+        oom = Some((None, None));
+    }
+    let (state, opts) = terminal_status(&snap, exit.as_ref(), oom);
+    {
+        let mut tasks = node.tasks();
+        if let Some(rec) = tasks.get_mut(key) {
+            rec.watching = false;
+        }
+    }
+    status::update(node, key, state, opts);
+    // Forget at once if everything is already acknowledged (not the case normally).
+    let mut tasks = node.tasks();
+    if let Some(rec) = tasks.get(key) {
+        if rec.state.is_terminal() && rec.pending.is_empty() {
+            node.meta.remove_task(&rec.container_id);
+            tasks.remove(key);
+        }
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// The terminal state and details for a task that ended.
+pub fn terminal_status(
+    rec: &TaskRecord,
+    exit: Option<&ExitRecord>,
+    oom: Option<(Option<u64>, Option<u64>)>,
+) -> (TaskState, UpdateOpts) {
+    if let Some((limit, peak)) = oom {
+        if rec.kill.is_none() || rec.kill == Some(KillCause::MemoryLimit) {
+            let limit_text = limit
+                .filter(|l| *l < (1u64 << 62))
+                .map(|l| format!("{} ({l} bytes)", mib(l)))
+                .unwrap_or_else(|| "unknown".into());
+            let peak_text = peak
+                .map(|p| format!("{} ({p} bytes)", mib(p)))
+                .unwrap_or_else(|| "unknown".into());
+            return (
+                TaskState::TaskFailed,
+                UpdateOpts::agent()
+                    .reason("REASON_CONTAINER_LIMITATION_MEMORY")
+                    .message(format!(
+                        "Memory limit exceeded: limit {limit_text}, maximum used {peak_text}; the task was OOM-killed"
+                    )),
+            );
+        }
+    }
+    match rec.kill {
+        Some(KillCause::Health) => {
+            return (
+                TaskState::TaskKilled,
+                UpdateOpts::executor()
+                    .healthy(Some(false))
+                    .reason("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED")
+                    .message("killed after failing its health check"),
+            )
+        }
+        Some(KillCause::Requested { .. }) => {
+            return (
+                TaskState::TaskKilled,
+                UpdateOpts::executor().message(match exit {
+                    Some(e) => format!("killed; command {}", e.describe()),
+                    None => "killed".into(),
+                }),
+            )
+        }
+        Some(KillCause::MemoryLimit) | None => {}
+    }
+    match exit {
+        Some(e) if e.success() => (
+            TaskState::TaskFinished,
+            UpdateOpts::executor().message("command exited with status 0"),
+        ),
+        Some(e) if e.error.is_some() => (
+            TaskState::TaskFailed,
+            UpdateOpts::executor()
+                .reason("REASON_COMMAND_EXECUTOR_FAILED")
+                .message(format!("command {}", e.describe())),
+        ),
+        Some(e) => (
+            TaskState::TaskFailed,
+            UpdateOpts::executor()
+                .reason("REASON_COMMAND_EXECUTOR_FAILED")
+                .message(format!("command {}", e.describe())),
+        ),
+        None => (
+            TaskState::TaskFailed,
+            UpdateOpts::agent()
+                .reason("REASON_EXECUTOR_TERMINATED")
+                .message("the task's supervisor ended without recording an exit status"),
+        ),
+    }
+}
+
+/// Marks a task for killing and starts the kill procedure.
+pub fn request_kill(node: &Arc<Node>, key: &TaskKey, cause: KillCause) {
+    let start = {
+        let mut tasks = node.tasks();
+        let Some(rec) = tasks.get_mut(key) else {
+            return;
+        };
+        if rec.state.is_terminal() {
+            return;
+        }
+        if rec.kill.is_none() || cause == KillCause::MemoryLimit {
+            rec.kill = Some(cause);
+        }
+        node.checkpoint(rec);
+        rec.executor_pid.is_some()
+    };
+    if start {
+        spawn_kill(node, key);
+    }
+}
+
+fn spawn_kill(node: &Arc<Node>, key: &TaskKey) {
+    {
+        let mut tasks = node.tasks();
+        let Some(rec) = tasks.get_mut(key) else {
+            return;
+        };
+        if rec.killing {
+            return;
+        }
+        rec.killing = true;
+    }
+    let node = node.clone();
+    let key = key.clone();
+    tokio::spawn(async move { kill_procedure(node, key).await });
+}
+
+/// SIGTERM the task's process group, SIGKILL after the grace period, then everything left in
+/// its cgroup. The watcher sees the supervisor end and sends the terminal update.
+async fn kill_procedure(node: Arc<Node>, key: TaskKey) {
+    let Some(snap) = node.tasks().get(&key).cloned() else {
+        return;
+    };
+    let Some(epid) = snap.executor_pid else {
+        return;
+    };
+    let grace = match snap.kill {
+        Some(KillCause::Requested { grace_ms }) => Duration::from_millis(grace_ms),
+        Some(KillCause::MemoryLimit) => Duration::ZERO,
+        _ => KillPolicy::grace(snap.task.kill_policy.as_ref()),
+    };
+    let cdir = node.meta.container_dir(&snap.container_id);
+    // The supervisor may still be spawning the task.
+    let mut task_pid = snap.task_pid;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while task_pid.is_none()
+        && Instant::now() < deadline
+        && process_alive(epid, snap.executor_start)
+    {
+        task_pid = read_pid_file(&cdir.join("task.pid"));
+        if task_pid.is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let alive = || process_alive(epid, snap.executor_start);
+    let wait_dead = |d: Duration| async move {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if !process_alive(epid, snap.executor_start) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        !process_alive(epid, snap.executor_start)
+    };
+    if let Some(pg) = task_pid.and_then(|p| i32::try_from(p).ok()) {
+        if !grace.is_zero() {
+            tracing::info!(task = %snap.task.task_id, ?grace, "SIGTERM to the task's process group");
+            let _ = killpg(Pid::from_raw(pg), Signal::SIGTERM);
+            if wait_dead(grace).await {
+                return;
+            }
+        }
+        tracing::info!(task = %snap.task.task_id, "SIGKILL to the task's process group");
+        let _ = killpg(Pid::from_raw(pg), Signal::SIGKILL);
+        if wait_dead(Duration::from_secs(3)).await {
+            return;
+        }
+    }
+    if alive() {
+        // Last resort: the supervisor itself and everything in the cgroup.
+        if let Ok(p) = i32::try_from(epid) {
+            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+        }
+        if let (Some(path), Some(mgr)) = (snap.cgroup.clone(), node.config.cgroups.clone()) {
+            let _ = tokio::task::spawn_blocking(move || {
+                mgr.load(&path).kill_all(Duration::from_secs(5))
+            })
+            .await;
+        }
+    }
+}
+
+/// Kills every task of a framework.
+pub fn shutdown_framework(node: &Arc<Node>, framework_id: &str) {
+    let keys: Vec<(TaskKey, Duration)> = node
+        .tasks()
+        .iter()
+        .filter(|(k, r)| k.0 == framework_id && !r.state.is_terminal())
+        .map(|(k, r)| (k.clone(), KillPolicy::grace(r.task.kill_policy.as_ref())))
+        .collect();
+    for (key, grace) in keys {
+        request_kill(
+            node,
+            &key,
+            KillCause::Requested {
+                grace_ms: grace.as_millis() as u64,
+            },
+        );
+    }
+}
+
+/// Re-attaches checkpointed tasks after an agent restart.
+pub async fn recover(node: &Arc<Node>) {
+    let records = node.meta.load_tasks();
+    let mut to_watch = Vec::new();
+    let mut to_kill = Vec::new();
+    let mut lost_during_launch = Vec::new();
+    {
+        let mut tasks = node.tasks();
+        for mut rec in records {
+            let key = key_of(&rec.framework_id, &rec.task.task_id);
+            rec.next_send = Some(Instant::now());
+            rec.backoff = status::FIRST_RETRY;
+            if !rec.state.is_terminal() {
+                match rec.executor_pid {
+                    Some(_) => {
+                        if rec.kill.is_some() {
+                            to_kill.push(key.clone());
+                        }
+                        to_watch.push(key.clone());
+                    }
+                    None => lost_during_launch.push(key.clone()),
+                }
+            }
+            tracing::info!(task = %rec.task.task_id, state = rec.state.as_str(), pid = ?rec.task_pid, pending = rec.pending.len(), "recovered task");
+            tasks.insert(key, rec);
+        }
+    }
+    for key in lost_during_launch {
+        status::update(
+            node,
+            &key,
+            TaskState::TaskFailed,
+            UpdateOpts::agent()
+                .reason("REASON_AGENT_RESTARTED")
+                .message("the agent restarted while launching the task"),
+        );
+        cleanup_container(node, &key).await;
+    }
+    for key in &to_watch {
+        start_watching(node, key);
+    }
+    for key in &to_kill {
+        spawn_kill(node, key);
+    }
+    status::forget_finished(node);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_splitting() {
+        let args = vec!["sleep".to_string(), "10".to_string()];
+        assert_eq!(split_argv("/bin/sleep", &args), (Some("sleep"), &args[1..]));
+        let args2 = vec!["10".to_string()];
+        assert_eq!(split_argv("/bin/sleep", &args2), (None, &args2[..]));
+        let args3 = vec!["/bin/sleep".to_string(), "1".to_string()];
+        assert_eq!(
+            split_argv("/bin/sleep", &args3),
+            (Some("/bin/sleep"), &args3[1..])
+        );
+    }
+
+    #[test]
+    fn environment() {
+        let user = TaskUser::current();
+        let env = task_env(
+            "127.0.0.2",
+            "agent-1",
+            "fw",
+            "t1",
+            Path::new("/sb"),
+            &[31000, 31005],
+            &user,
+            &[("FOO".into(), "bar".into()), ("PATH".into(), "/x".into())],
+        );
+        let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("PORT"), Some("31000"));
+        assert_eq!(get("PORT0"), Some("31000"));
+        assert_eq!(get("PORT1"), Some("31005"));
+        assert_eq!(get("PORTS"), Some("31000,31005"));
+        assert_eq!(get("HOST"), Some("127.0.0.2"));
+        assert_eq!(get("MESOS_TASK_ID"), Some("t1"));
+        assert_eq!(get("MESOS_SANDBOX"), Some("/sb"));
+        assert_eq!(get("MESOS_FRAMEWORK_ID"), Some("fw"));
+        assert_eq!(get("MESOS_AGENT_ID"), Some("agent-1"));
+        assert_eq!(get("FOO"), Some("bar"));
+        assert_eq!(get("PATH"), Some("/x"));
+        assert_eq!(env.iter().filter(|(k, _)| k == "PATH").count(), 1);
+    }
+
+    #[test]
+    fn proc_stat_parsing() {
+        let me = std::process::id();
+        assert!(proc_start_time(me).is_some());
+        assert!(process_alive(me, proc_start_time(me)));
+        assert!(!process_alive(me, Some(1)));
+    }
+}

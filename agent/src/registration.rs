@@ -1,0 +1,133 @@
+//! Registration with the master and the ping loop.
+//!
+//! `POST {master}/agent/v1/register` with [`RegisterAgent`] (the saved agent id and every task
+//! still tracked, on re-registration), retried with a randomized backoff doubling from 0.5 s to
+//! 10 s while the master is unreachable. Then `POST /agent/v1/ping` every
+//! `ping_interval_seconds`; a 404 means the master forgot this agent (it restarted, or declared
+//! the agent gone): the agent re-registers at once with the same id and its tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drove_proto::agent::{Ping, RegisterAgent, Registered, PING_PATH, REGISTER_PATH};
+use rand::Rng;
+
+use crate::node::Node;
+use crate::status;
+
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// A random delay in `[b/2, b]`.
+pub fn jitter(b: Duration) -> Duration {
+    let ms = b.as_millis().max(2) as u64;
+    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
+}
+
+pub fn next_backoff(b: Duration) -> Duration {
+    (b * 2).min(MAX_BACKOFF)
+}
+
+fn register_body(node: &Node) -> RegisterAgent {
+    RegisterAgent {
+        agent_id: node.agent_id(),
+        hostname: node.config.hostname.clone(),
+        endpoint: node.config.endpoint.clone(),
+        resources: node.config.resources.to_mesos(),
+        attributes: node.config.attributes.clone(),
+        tasks: node.agent_tasks(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// Registers, retrying until it works or the agent shuts down.
+async fn register(node: &Node) -> Option<Registered> {
+    let url = format!("{}{}", node.config.master, REGISTER_PATH);
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let body = register_body(node);
+        let result = node.client.post(&url).json(&body).send().await;
+        let err = match result {
+            Ok(resp) if resp.status().is_success() => match resp.json::<Registered>().await {
+                Ok(r) => return Some(r),
+                Err(e) => format!("undecodable Registered: {e}"),
+            },
+            Ok(resp) => {
+                let status = resp.status();
+                let text = resp.text().await.unwrap_or_default();
+                format!("HTTP {status}: {text}")
+            }
+            Err(e) => e.to_string(),
+        };
+        let delay = jitter(backoff);
+        tracing::warn!(master = %node.config.master, error = %err, retry_in = ?delay, "registration failed");
+        backoff = next_backoff(backoff);
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Registration + ping loop; returns when the agent shuts down.
+pub async fn run(node: Arc<Node>) {
+    loop {
+        let Some(reg) = register(&node).await else {
+            return;
+        };
+        let reregistered = node.agent_id().is_some();
+        tracing::info!(agent_id = %reg.agent_id, master_id = %reg.master_id, reregistered, "registered with the master");
+        node.set_agent_id(reg.agent_id.clone());
+        node.registered.send_replace(true);
+        status::resend_all_now(&node);
+
+        let interval = node
+            .config
+            .ping_interval
+            .unwrap_or(reg.ping_interval_seconds);
+        let interval = Duration::from_secs_f64(if interval.is_finite() && interval > 0.0 {
+            interval.clamp(0.05, 60.0)
+        } else {
+            5.0
+        });
+        let url = format!("{}{}", node.config.master, PING_PATH);
+        loop {
+            tokio::select! {
+                _ = node.shutdown.cancelled() => {
+                    node.registered.send_replace(false);
+                    return;
+                }
+                _ = tokio::time::sleep(interval) => {}
+            }
+            let ping = Ping {
+                agent_id: reg.agent_id.clone(),
+            };
+            match node.client.post(&url).json(&ping).send().await {
+                Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
+                    tracing::warn!("the master does not know this agent any more; re-registering");
+                    node.registered.send_replace(false);
+                    break;
+                }
+                Ok(resp) if resp.status().is_success() => {}
+                Ok(resp) => tracing::warn!(status = %resp.status(), "ping refused"),
+                Err(e) => tracing::warn!(error = %e, "ping failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds_with_jitter() {
+        let mut b = MIN_BACKOFF;
+        for _ in 0..10 {
+            let j = jitter(b);
+            assert!(j >= b / 2 && j <= b, "{j:?} vs {b:?}");
+            b = next_backoff(b);
+        }
+        assert_eq!(b, MAX_BACKOFF);
+    }
+}
