@@ -34,20 +34,19 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, String)> {
     drove_proto::decode::<T>(body).map_err(|e| {
         (
             StatusCode::BAD_REQUEST,
             format!("invalid request body: {e}\n"),
         )
-            .into_response()
     })
 }
 
 async fn launch(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     let req: LaunchTask = match decode(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into_response(),
     };
     tracing::info!(task = %req.task.task_id, framework = %req.framework_id, "launch requested");
     tokio::spawn(launcher::launch(node, req));
@@ -57,7 +56,7 @@ async fn launch(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 async fn kill(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     let req: KillTask = match decode(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into_response(),
     };
     let key = key_of(&req.framework_id, &req.task_id);
     let policy = {
@@ -85,7 +84,7 @@ async fn kill(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 async fn acknowledge(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     let req: AcknowledgeUpdate = match decode(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into_response(),
     };
     if !status::acknowledge(&node, &req) {
         tracing::debug!(task = %req.task_id, uuid = %req.uuid, "acknowledgement matched no pending update");
@@ -96,7 +95,7 @@ async fn acknowledge(State(node): State<Arc<Node>>, body: Bytes) -> Response {
 async fn shutdown(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     let req: ShutdownFramework = match decode(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into_response(),
     };
     tracing::info!(framework = %req.framework_id, "framework shutdown requested");
     launcher::shutdown_framework(&node, &req.framework_id.value);

@@ -45,17 +45,30 @@ pub fn split_argv<'a>(program: &str, arguments: &'a [String]) -> (Option<&'a str
     }
 }
 
+/// What a task's environment is made of.
+pub struct EnvInputs<'a> {
+    pub host: &'a str,
+    pub agent_id: &'a str,
+    pub framework_id: &'a str,
+    pub task_id: &'a str,
+    pub sandbox: &'a Path,
+    pub ports: &'a [u64],
+    pub user: &'a TaskUser,
+    pub command_env: &'a [(String, String)],
+}
+
 /// The task's environment: defaults, drove's variables, then `CommandInfo.environment`.
-pub fn task_env(
-    node_host: &str,
-    agent_id: &str,
-    framework_id: &str,
-    task_id: &str,
-    sandbox: &Path,
-    ports: &[u64],
-    user: &TaskUser,
-    command_env: &[(String, String)],
-) -> Vec<(String, String)> {
+pub fn task_env(i: &EnvInputs<'_>) -> Vec<(String, String)> {
+    let EnvInputs {
+        host: node_host,
+        agent_id,
+        framework_id,
+        task_id,
+        sandbox,
+        ports,
+        user,
+        command_env,
+    } = *i;
     let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), DEFAULT_PATH.into()),
         ("HOME".into(), sandbox.display().to_string()),
@@ -213,16 +226,16 @@ async fn prepare_and_start(
         .map(|v| (v.name.clone(), v.value.clone()))
         .collect();
     let agent_id = node.agent_id().map(|a| a.value).unwrap_or_default();
-    let env = task_env(
-        &cfg.hostname,
-        &agent_id,
-        &req.framework_id.value,
-        &req.task.task_id.value,
-        &sandbox_dir,
-        &ports,
-        &user,
-        &command_env,
-    );
+    let env = task_env(&EnvInputs {
+        host: &cfg.hostname,
+        agent_id: &agent_id,
+        framework_id: &req.framework_id.value,
+        task_id: &req.task.task_id.value,
+        sandbox: &sandbox_dir,
+        ports: &ports,
+        user: &user,
+        command_env: &command_env,
+    });
     {
         let mut tasks = node.tasks();
         if let Some(rec) = tasks.get_mut(key) {
@@ -446,7 +459,7 @@ pub fn start_watching(node: &Arc<Node>, key: &TaskKey) {
 async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
     let (health_tx, mut health_rx) = mpsc::channel::<HealthAction>(8);
     let mut health_started = false;
-    let mut ticks: u64 = 0;
+    let mut last_rotation = Instant::now();
     let mut health_tx = Some(health_tx);
     loop {
         tokio::select! {
@@ -457,7 +470,6 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
                 continue;
             }
         }
-        ticks += 1;
         let Some(snap) = node.tasks().get(&key).cloned() else {
             return;
         };
@@ -501,7 +513,8 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
                     }
                 }
             }
-            if ticks % 5 == 0 {
+            if last_rotation.elapsed() >= Duration::from_secs(1) {
+                last_rotation = Instant::now();
                 if let Some(sb) = snap.sandbox.clone() {
                     let max = node.config.log_max_bytes;
                     let _ = tokio::task::spawn_blocking(move || {
@@ -882,16 +895,17 @@ mod tests {
     #[test]
     fn environment() {
         let user = TaskUser::current();
-        let env = task_env(
-            "127.0.0.2",
-            "agent-1",
-            "fw",
-            "t1",
-            Path::new("/sb"),
-            &[31000, 31005],
-            &user,
-            &[("FOO".into(), "bar".into()), ("PATH".into(), "/x".into())],
-        );
+        let command_env = [("FOO".into(), "bar".into()), ("PATH".into(), "/x".into())];
+        let env = task_env(&EnvInputs {
+            host: "127.0.0.2",
+            agent_id: "agent-1",
+            framework_id: "fw",
+            task_id: "t1",
+            sandbox: Path::new("/sb"),
+            ports: &[31000, 31005],
+            user: &user,
+            command_env: &command_env,
+        });
         let get = |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PORT"), Some("31000"));
         assert_eq!(get("PORT0"), Some("31000"));
