@@ -1,0 +1,525 @@
+//! The agent end to end against a fake master: real supervisor processes, real cgroups (v1 on
+//! this hybrid host), real sandboxes. Runs as root; fails (never skips) without cgroups.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use drove_proto::mesos::TaskState;
+use serde_json::json;
+use support::*;
+
+async fn started(tag: &str) -> (FakeMaster, tempfile::TempDir, CgroupRoot, TestAgent, String) {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = CgroupRoot::new(tag);
+    let agent = TestAgent::start(agent_args(&master, dir.path(), &root.0));
+    let reg = master.wait_registrations(1).await;
+    (master, dir, root, agent, reg.endpoint)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registers_runs_a_task_and_serves_its_logs() {
+    let (master, _dir, root, agent, ep) = started("run").await;
+    let reg = master.wait_registrations(1).await;
+    assert!(reg.agent_id.is_none());
+    assert!(ep.starts_with("http://127.0.0.1:"), "{ep}");
+    assert_eq!(reg.hostname, "127.0.0.1");
+    assert_eq!(reg.attributes[0].name, "rack");
+    let body = launch_body(
+        "hello",
+        "echo port=$PORT ports=$PORTS task=$MESOS_TASK_ID agent=$MESOS_AGENT_ID user=$(id -un) host=$HOST; echo oops >&2",
+        0.5,
+        64.0,
+        Some((31000, 31001)),
+    );
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    let running = master.wait_state("hello", TaskState::TaskRunning).await;
+    let pid = running
+        .status
+        .container_status
+        .unwrap()
+        .executor_pid
+        .unwrap();
+    assert!(pid > 0);
+    let fin = master.wait_state("hello", TaskState::TaskFinished).await;
+    assert_eq!(fin.status.agent_id.unwrap().value, "agent-S0");
+    let states: Vec<TaskState> = master
+        .updates_for("hello")
+        .iter()
+        .map(|u| u.status.state)
+        .collect();
+    let firsts: Vec<TaskState> = states.iter().copied().fold(Vec::new(), |mut v, s| {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+        v
+    });
+    assert_eq!(
+        firsts,
+        vec![
+            TaskState::TaskStarting,
+            TaskState::TaskRunning,
+            TaskState::TaskFinished
+        ]
+    );
+    // Fresh uuids on every update.
+    let uuids: std::collections::HashSet<_> = master
+        .updates_for("hello")
+        .iter()
+        .map(|u| u.status.uuid.clone().unwrap())
+        .collect();
+    assert!(uuids.len() >= 3);
+
+    // The terminal task is forgotten once everything is acked, but its sandbox stays.
+    wait_until("task forgotten", || {
+        let st = std::process::Command::new("true").status().is_ok();
+        st
+    })
+    .await;
+    let sandbox_root = _dir.path().join("sandboxes/fw-1/hello");
+    let run = std::fs::read_dir(&sandbox_root)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let out = std::fs::read_to_string(run.join("stdout")).unwrap();
+    assert!(
+        out.contains(
+            "port=31000 ports=31000,31001 task=hello agent=agent-S0 user=nobody host=127.0.0.1"
+        ),
+        "{out}"
+    );
+    assert_eq!(std::fs::metadata(&run).unwrap().uid(), 65534);
+    assert_eq!(
+        std::fs::read_to_string(run.join("stderr")).unwrap(),
+        "oops\n"
+    );
+    // No cgroup left behind.
+    assert!(
+        std::fs::read_dir(format!("/sys/fs/cgroup/memory/{}", root.0))
+            .unwrap()
+            .flatten()
+            .all(|e| !e.path().is_dir())
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_api_and_failures() {
+    let (master, _dir, _root, agent, ep) = started("fail").await;
+    // A long-running task whose logs are read while it runs.
+    let body = launch_body("talker", "echo 0123456789; sleep 300", 0.1, 32.0, None);
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    master.wait_state("talker", TaskState::TaskRunning).await;
+    let client = reqwest::Client::new();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = client
+            .get(format!(
+                "{ep}/agent/v1/tasks/talker/stdout?offset=2&length=3"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if !text.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(text, "234");
+    let st = get_json(&format!("{ep}/agent/v1/state")).await;
+    assert_eq!(st["tasks"][0]["task_id"]["value"], "talker");
+    assert_eq!(st["tasks"][0]["state"], "TASK_RUNNING");
+    assert!(st["tasks"][0]["pid"].as_u64().is_some());
+    let missing = client
+        .get(format!("{ep}/agent/v1/tasks/nope/stdout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // Non-zero exit.
+    let body = launch_body("exit3", "exit 3", 0.1, 32.0, None);
+    post(&ep, "/agent/v1/launch", &body).await;
+    let failed = master.wait_state("exit3", TaskState::TaskFailed).await;
+    assert!(
+        failed
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("exited with status 3"),
+        "{failed:?}"
+    );
+    // Killed by a signal.
+    let body = launch_body("sig", "kill -SEGV $$", 0.1, 32.0, None);
+    post(&ep, "/agent/v1/launch", &body).await;
+    let failed = master.wait_state("sig", TaskState::TaskFailed).await;
+    assert!(
+        failed
+            .status
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("SIGSEGV"),
+        "{failed:?}"
+    );
+    // Custom executor → TASK_ERROR.
+    let mut body = launch_body("exec", "true", 0.1, 32.0, None);
+    body["task"]["executor"] = json!({"executor_id": {"value": "x"}});
+    post(&ep, "/agent/v1/launch", &body).await;
+    let err = master.wait_state("exec", TaskState::TaskError).await;
+    assert!(err.status.message.unwrap().contains("executor"));
+    // Missing command → TASK_ERROR.
+    let mut body = launch_body("nocmd", "true", 0.1, 32.0, None);
+    body["task"].as_object_mut().unwrap().remove("command");
+    post(&ep, "/agent/v1/launch", &body).await;
+    let err = master.wait_state("nocmd", TaskState::TaskError).await;
+    assert_eq!(err.status.reason.as_deref(), Some("REASON_TASK_INVALID"));
+    // Non-shell command that does not exist → FAILED naming it.
+    let mut body = launch_body("noexe", "/no/such/binary", 0.1, 32.0, None);
+    body["task"]["command"]["shell"] = json!(false);
+    post(&ep, "/agent/v1/launch", &body).await;
+    let failed = master.wait_state("noexe", TaskState::TaskFailed).await;
+    assert!(failed.status.message.unwrap().contains("/no/such/binary"));
+    // Bad JSON → 400.
+    let resp = client
+        .post(format!("{ep}/agent/v1/launch"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    post(
+        &ep,
+        "/agent/v1/shutdown",
+        &json!({"framework_id": {"value": "fw-1"}}),
+    )
+    .await;
+    master.wait_state("talker", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_leaves_nothing_behind() {
+    let (master, _dir, root, agent, ep) = started("kill").await;
+    // A child in another process group escapes killpg; the cgroup still catches it.
+    let body = launch_body(
+        "sleeper",
+        "setsid sleep 300 & sleep 300 & trap '' TERM; wait",
+        0.1,
+        32.0,
+        None,
+    );
+    post(&ep, "/agent/v1/launch", &body).await;
+    let running = master.wait_state("sleeper", TaskState::TaskRunning).await;
+    let pid = running
+        .status
+        .container_status
+        .unwrap()
+        .executor_pid
+        .unwrap();
+    let cg = format!("/sys/fs/cgroup/memory/{}", root.0);
+    let cg_dir = std::fs::read_dir(&cg)
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .unwrap()
+        .path();
+    wait_until("3 task processes + supervisor in the cgroup", || {
+        std::fs::read_to_string(cg_dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 4
+    })
+    .await;
+    let procs: Vec<u32> = std::fs::read_to_string(cg_dir.join("cgroup.procs"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let kill = json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "sleeper"},
+        "kill_policy": {"grace_period": {"nanoseconds": 300_000_000i64}}});
+    let asked = std::time::Instant::now();
+    assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
+    let killed = master.wait_state("sleeper", TaskState::TaskKilled).await;
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        killed.status.container_status.unwrap().executor_pid,
+        Some(pid)
+    );
+    for p in procs {
+        assert!(!pid_alive(p), "process {p} survived the kill");
+    }
+    assert!(!cg_dir.exists(), "cgroup {} not removed", cg_dir.display());
+    assert!(!std::path::Path::new(&format!(
+        "/sys/fs/cgroup/cpu/{}/{}",
+        root.0,
+        cg_dir.file_name().unwrap().to_string_lossy()
+    ))
+    .exists());
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_is_killed_alone() {
+    let (master, _dir, _root, agent, ep) = started("oom").await;
+    let body = launch_body("bystander", "sleep 300", 0.1, 32.0, None);
+    post(&ep, "/agent/v1/launch", &body).await;
+    let by = master.wait_state("bystander", TaskState::TaskRunning).await;
+    let by_pid = by.status.container_status.unwrap().executor_pid.unwrap();
+    // `tail` keeps the whole newline-free input in memory: 400 MiB against a 64 MiB limit.
+    let body = launch_body(
+        "hog",
+        "head -c 400m /dev/zero | tail > /dev/null",
+        0.1,
+        64.0,
+        None,
+    );
+    post(&ep, "/agent/v1/launch", &body).await;
+    let failed = master.wait_state("hog", TaskState::TaskFailed).await;
+    assert_eq!(
+        failed.status.reason.as_deref(),
+        Some("REASON_CONTAINER_LIMITATION_MEMORY"),
+        "{failed:?}"
+    );
+    assert_eq!(
+        failed.status.source,
+        Some(drove_proto::mesos::TaskSource::SourceAgent)
+    );
+    let msg = failed.status.message.unwrap();
+    assert!(msg.contains("64.0 MiB"), "{msg}");
+    assert!(pid_alive(by_pid), "the bystander died too");
+    let st = get_json(&format!("{ep}/agent/v1/state")).await;
+    assert!(st["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["task_id"]["value"] == "bystander"));
+    post(
+        &ep,
+        "/agent/v1/kill",
+        &json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "bystander"}}),
+    )
+    .await;
+    master.wait_state("bystander", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reattaches_running_tasks_and_reports_ended_ones() {
+    let (master, dir, root, agent, ep) = started("restart").await;
+    master.lock().auto_ack = true;
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body("survivor", "sleep 300", 0.1, 32.0, None),
+    )
+    .await;
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body(
+            "quitter",
+            "read x < /dev/null; sleep 2; exit 4",
+            0.1,
+            32.0,
+            None,
+        ),
+    )
+    .await;
+    let running = master.wait_state("survivor", TaskState::TaskRunning).await;
+    master.wait_state("quitter", TaskState::TaskRunning).await;
+    let pid = running
+        .status
+        .container_status
+        .unwrap()
+        .executor_pid
+        .unwrap();
+    agent.stop().await;
+    assert!(pid_alive(pid), "task died with the agent");
+    // The quitter ends while the agent is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    master.lock().knows_agent = false;
+
+    let agent = TestAgent::start(agent_args(&master, dir.path(), &root.0));
+    let reg = master.wait_registrations(2).await;
+    assert_eq!(reg.agent_id.as_ref().unwrap().value, "agent-S0");
+    let survivor = reg
+        .tasks
+        .iter()
+        .find(|t| t.task.task_id.value == "survivor")
+        .unwrap();
+    assert_eq!(survivor.state, TaskState::TaskRunning);
+    let failed = master.wait_state("quitter", TaskState::TaskFailed).await;
+    assert!(failed
+        .status
+        .message
+        .unwrap()
+        .contains("exited with status 4"));
+    let ep2 = reg.endpoint.clone();
+    let st = get_json(&format!("{ep2}/agent/v1/state")).await;
+    let t = st["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task_id"]["value"] == "survivor")
+        .unwrap()
+        .clone();
+    assert_eq!(t["pid"].as_u64(), Some(pid as u64), "{st}");
+    assert!(pid_alive(pid));
+    // Still managed: kill works.
+    post(
+        &ep2,
+        "/agent/v1/kill",
+        &json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "survivor"}}),
+    )
+    .await;
+    master.wait_state("survivor", TaskState::TaskKilled).await;
+    assert!(!pid_alive(pid));
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_are_retried_until_acked_in_order_and_survive_restart() {
+    let (master, dir, root, agent, ep) = started("ack").await;
+    master.lock().auto_ack = false;
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body("quick", "true", 0.1, 32.0, None),
+    )
+    .await;
+    // Only STARTING goes out, again and again, until acked.
+    wait_until("STARTING resent", || master.updates_for("quick").len() >= 2).await;
+    let ups = master.updates_for("quick");
+    assert!(
+        ups.iter()
+            .all(|u| u.status.state == TaskState::TaskStarting),
+        "{ups:?}"
+    );
+    assert_eq!(ups[0].status.uuid, ups[1].status.uuid);
+    let st = get_json(&format!("{ep}/agent/v1/state")).await;
+    assert_eq!(st["tasks"][0]["pending_updates"].as_u64(), Some(3), "{st}");
+    // Restart the agent with the updates unacked: they are resent.
+    agent.stop().await;
+    let before = master.updates_for("quick").len();
+    let agent = TestAgent::start(agent_args(&master, dir.path(), &root.0));
+    let reg = master.wait_registrations(2).await;
+    assert_eq!(reg.tasks[0].state, TaskState::TaskFinished);
+    wait_until("resent after restart", || {
+        master.updates_for("quick").len() > before
+    })
+    .await;
+    let ep = reg.endpoint;
+    // Ack each head in turn.
+    for expected in [
+        TaskState::TaskStarting,
+        TaskState::TaskRunning,
+        TaskState::TaskFinished,
+    ] {
+        let head = master.wait_state("quick", expected).await;
+        let ack = json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "quick"}, "uuid": head.status.uuid.unwrap()});
+        assert_eq!(post(&ep, "/agent/v1/acknowledge", &ack).await, 202);
+    }
+    // Fully acked terminal task → forgotten.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = get_json(&format!("{ep}/agent/v1/state")).await;
+        if st["tasks"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task not forgotten: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_404_triggers_reregistration_with_tasks() {
+    let (master, _dir, _root, agent, ep) = started("ping").await;
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body("svc", "sleep 300", 0.1, 32.0, None),
+    )
+    .await;
+    master.wait_state("svc", TaskState::TaskRunning).await;
+    master.lock().knows_agent = false;
+    let reg = master.wait_registrations(2).await;
+    assert_eq!(reg.agent_id.unwrap().value, "agent-S0");
+    assert_eq!(reg.tasks.len(), 1);
+    assert_eq!(reg.tasks[0].state, TaskState::TaskRunning);
+    assert_eq!(
+        reg.tasks[0].status.as_ref().unwrap().state,
+        TaskState::TaskRunning
+    );
+    post(
+        &ep,
+        "/agent/v1/shutdown",
+        &json!({"framework_id": {"value": "fw-1"}}),
+    )
+    .await;
+    master.wait_state("svc", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_health_check_kills_the_task() {
+    let (master, _dir, _root, agent, ep) = started("health").await;
+    // Serves HTTP on $PORT for ~2 s, then stops listening but keeps running.
+    let mut body = launch_body(
+        "web",
+        "timeout 2 python3 -m http.server $PORT --bind $HOST >/dev/null 2>&1; sleep 300",
+        0.1,
+        64.0,
+        Some((31050, 31050)),
+    );
+    body["task"]["health_check"] = json!({
+        "type": "HTTP", "http": {"port_index": 0, "path": "/"},
+        "delay_seconds": 0.0, "interval_seconds": 0.2, "timeout_seconds": 1.0,
+        "consecutive_failures": 3, "grace_period_seconds": 5.0
+    });
+    post(&ep, "/agent/v1/launch", &body).await;
+    let healthy = {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            if let Some(u) = master
+                .updates_for("web")
+                .into_iter()
+                .find(|u| u.status.healthy == Some(true))
+            {
+                break u;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never healthy: {:?}",
+                master.updates_for("web")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(healthy.status.state, TaskState::TaskRunning);
+    let killed = master.wait_state("web", TaskState::TaskKilled).await;
+    assert_eq!(killed.status.healthy, Some(false));
+    assert_eq!(
+        killed.status.reason.as_deref(),
+        Some("REASON_TASK_HEALTH_CHECK_STATUS_UPDATED")
+    );
+    assert!(master
+        .updates_for("web")
+        .iter()
+        .any(|u| u.status.state == TaskState::TaskRunning && u.status.healthy == Some(false)));
+    agent.stop().await;
+}

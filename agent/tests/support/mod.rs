@@ -1,0 +1,350 @@
+//! Test harness: a fake master (axum on 127.0.0.1) and an in-process agent using the real
+//! supervisor binary and real cgroups under a unique root per test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing;
+use axum::{Json, Router};
+use drove_agent::{AgentArgs, Isolation};
+use drove_proto::agent::{AcknowledgeUpdate, Ping, Pong, RegisterAgent, Registered, StatusUpdate};
+use drove_proto::mesos::{AgentId, TaskState};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+pub const T: Duration = Duration::from_secs(20);
+
+#[derive(Default)]
+pub struct MasterState {
+    pub registrations: Vec<RegisterAgent>,
+    pub updates: Vec<StatusUpdate>,
+    pub pings: usize,
+    /// When false, pings get 404 (the master "forgot" the agent).
+    pub knows_agent: bool,
+    pub auto_ack: bool,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct FakeMaster {
+    pub url: String,
+    pub state: Arc<Mutex<MasterState>>,
+    token: CancellationToken,
+}
+
+type Shared = Arc<Mutex<MasterState>>;
+
+async fn register(State(s): State<Shared>, Json(body): Json<RegisterAgent>) -> Json<Registered> {
+    let mut st = s.lock().unwrap();
+    let id = body
+        .agent_id
+        .clone()
+        .unwrap_or_else(|| AgentId::new("agent-S0"));
+    st.endpoint = Some(body.endpoint.clone());
+    st.registrations.push(body);
+    st.knows_agent = true;
+    Json(Registered {
+        agent_id: id,
+        master_id: "master-1".into(),
+        ping_interval_seconds: 0.2,
+        max_missed_pings: 5,
+    })
+}
+
+async fn ping(State(s): State<Shared>, Json(_body): Json<Ping>) -> Result<Json<Pong>, StatusCode> {
+    let mut st = s.lock().unwrap();
+    st.pings += 1;
+    if st.knows_agent {
+        Ok(Json(Pong {
+            master_id: "master-1".into(),
+        }))
+    } else {
+        Err(StatusCode::NOT_FOUND)
+    }
+}
+
+async fn status(State(s): State<Shared>, Json(body): Json<StatusUpdate>) -> StatusCode {
+    let (ack, endpoint) = {
+        let mut st = s.lock().unwrap();
+        st.updates.push(body.clone());
+        (st.auto_ack, st.endpoint.clone())
+    };
+    if ack {
+        if let (Some(ep), Some(uuid)) = (endpoint, body.status.uuid.clone()) {
+            tokio::spawn(async move {
+                let ack = AcknowledgeUpdate {
+                    framework_id: body.framework_id.clone(),
+                    task_id: body.status.task_id.clone(),
+                    uuid,
+                };
+                let _ = reqwest::Client::new()
+                    .post(format!("{ep}/agent/v1/acknowledge"))
+                    .json(&ack)
+                    .send()
+                    .await;
+            });
+        }
+    }
+    StatusCode::ACCEPTED
+}
+
+impl FakeMaster {
+    pub async fn start() -> FakeMaster {
+        let state: Shared = Arc::new(Mutex::new(MasterState {
+            auto_ack: true,
+            ..Default::default()
+        }));
+        let app = Router::new()
+            .route("/agent/v1/register", routing::post(register))
+            .route("/agent/v1/ping", routing::post(ping))
+            .route("/agent/v1/status", routing::post(status))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let token = CancellationToken::new();
+        let t = token.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { t.cancelled().await })
+                .await
+                .unwrap();
+        });
+        FakeMaster { url, state, token }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, MasterState> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn updates_for(&self, task: &str) -> Vec<StatusUpdate> {
+        self.lock()
+            .updates
+            .iter()
+            .filter(|u| u.status.task_id.value == task)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for an update of `task` in `state`.
+    pub async fn wait_state(&self, task: &str, state: TaskState) -> StatusUpdate {
+        let deadline = Instant::now() + T;
+        loop {
+            if let Some(u) = self
+                .updates_for(task)
+                .into_iter()
+                .find(|u| u.status.state == state)
+            {
+                return u;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {} for {task}; updates: {:#?}",
+                    state.as_str(),
+                    self.updates_for(task)
+                        .iter()
+                        .map(|u| (
+                            u.status.state,
+                            u.status.message.clone(),
+                            u.status.reason.clone()
+                        ))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_registrations(&self, n: usize) -> RegisterAgent {
+        let deadline = Instant::now() + T;
+        loop {
+            {
+                let st = self.lock();
+                if st.registrations.len() >= n {
+                    return st.registrations[n - 1].clone();
+                }
+            }
+            assert!(Instant::now() < deadline, "fewer than {n} registrations");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stop(&self) {
+        self.token.cancel();
+    }
+}
+
+/// A unique cgroup root for one test, removed (with anything left in it) on drop.
+pub struct CgroupRoot(pub String);
+
+impl CgroupRoot {
+    pub fn new(tag: &str) -> CgroupRoot {
+        CgroupRoot(format!(
+            "drove-agent-test-{tag}-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ))
+    }
+}
+
+impl Drop for CgroupRoot {
+    fn drop(&mut self) {
+        for base in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup/cpuacct",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup",
+        ] {
+            let dir = Path::new(base).join(&self.0);
+            if dir.is_dir() {
+                remove_tree(&dir);
+            }
+        }
+    }
+}
+
+fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if std::fs::remove_dir(dir).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn executor_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_drove-agent-executor"))
+}
+
+pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> AgentArgs {
+    AgentArgs {
+        master: master.url.clone(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        work_dir: work_dir.to_path_buf(),
+        resources: Some("cpus:2;mem:1024;ports:[31000-31100]".into()),
+        hostname: None,
+        attributes: Some("rack:r1".into()),
+        isolation: Isolation::Cgroups,
+        no_cfs_quota: false,
+        task_user: None,
+        cgroup_root: cgroup_root.to_string(),
+        ping_interval: None,
+        log_max_bytes: drove_agent::logs::DEFAULT_MAX_BYTES,
+        executor_path: Some(executor_path()),
+    }
+}
+
+/// A running in-process agent.
+pub struct TestAgent {
+    pub token: CancellationToken,
+    pub handle: tokio::task::JoinHandle<Result<(), drove_agent::AgentError>>,
+}
+
+impl TestAgent {
+    pub fn start(args: AgentArgs) -> TestAgent {
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(drove_agent::run(args, token.clone()));
+        TestAgent { token, handle }
+    }
+
+    pub async fn stop(self) {
+        self.token.cancel();
+        tokio::time::timeout(T, self.handle)
+            .await
+            .expect("agent stops in time")
+            .expect("agent task")
+            .expect("agent result");
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("drove_agent=debug")
+        .with_test_writer()
+        .try_init();
+}
+
+/// A LaunchTask body for a shell command.
+pub fn launch_body(
+    task_id: &str,
+    cmd: &str,
+    cpus: f64,
+    mem: f64,
+    ports: Option<(u64, u64)>,
+) -> Value {
+    let mut resources = vec![
+        json!({"name": "cpus", "type": "SCALAR", "scalar": {"value": cpus}}),
+        json!({"name": "mem", "type": "SCALAR", "scalar": {"value": mem}}),
+    ];
+    if let Some((b, e)) = ports {
+        resources.push(json!({"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": b, "end": e}]}}));
+    }
+    json!({
+        "framework_id": {"value": "fw-1"},
+        "framework_info": {"user": "root", "name": "test"},
+        "task": {
+            "name": task_id,
+            "task_id": {"value": task_id},
+            "agent_id": {"value": "agent-S0"},
+            "resources": resources,
+            "command": {"shell": true, "value": cmd}
+        }
+    })
+}
+
+pub async fn post(endpoint: &str, path: &str, body: &Value) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{endpoint}{path}"))
+        .json(body)
+        .send()
+        .await
+        .expect("post to agent")
+        .status()
+        .as_u16()
+}
+
+pub async fn get_json(url: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().unwrap_or("").trim().chars().next();
+            !matches!(state, Some('Z') | Some('X') | None)
+        }
+        Err(_) => false,
+    }
+}
+
+pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + T;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
