@@ -83,7 +83,7 @@ async fn run() {
         agent_reregister_timeout: Duration::from_secs(600),
         heartbeat_interval: Duration::from_secs(15),
         allocation_interval: Duration::from_secs(1),
-        min_allocatable_resources: vec![Resources::cpus_mem(0.01, 0.0)],
+        min_allocatable_resources: drove_master::MinAllocatable(vec![Resources::cpus_mem(0.01, 0.0)]),
         hostname: None,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));

@@ -24,40 +24,47 @@ async fn task_runs_to_finished_with_output_captured() {
     let offers = fw.offers(T).await;
     assert!(!offers.is_empty(), "no offers; logs:\n{}", c.logs());
     let offer = &offers[0];
-    let (code, body) = fw
-        .launch(
-            offer,
-            vec![task(
-                "hello",
-                offer,
-                0.1,
-                32.0,
-                "echo hello from $MESOS_TASK_ID on port $PORT; sleep 1",
-            )],
-        )
-        .await;
+    let mut hello = task(
+        "hello",
+        offer,
+        0.1,
+        32.0,
+        "echo hello from $MESOS_TASK_ID on port $PORT; sleep 2",
+    );
+    hello["resources"].as_array_mut().expect("resources").push(json!(
+        {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31005, "end": 31005}]}}
+    ));
+    let (code, body) = fw.launch(offer, vec![hello]).await;
     assert_eq!(code, 202, "{body}");
     let running = fw.wait_state("hello", "TASK_RUNNING", T).await;
     assert_eq!(running["agent_id"], offer["agent_id"]);
     assert!(running.get("uuid").is_some(), "agent updates carry a uuid");
-    fw.wait_state("hello", "TASK_FINISHED", T).await;
 
-    // The agent serves the captured stdout.
+    // The agent serves the captured stdout while the task runs and after it ends.
     let agent = c
         .specs
         .iter()
         .position(|s| s.ip == offer["hostname"].as_str().unwrap_or(""))
         .expect("offer hostname is an agent ip");
-    let out = c
-        .http
-        .get(format!("{}/agent/v1/tasks/hello/stdout", c.agent_url(agent)))
-        .send()
-        .await
-        .expect("stdout")
-        .text()
-        .await
-        .expect("stdout text");
-    assert!(out.contains("hello from hello"), "stdout was {out:?}");
+    let stdout_url = format!("{}/agent/v1/tasks/hello/stdout", c.agent_url(agent));
+    let mut out = String::new();
+    for _ in 0..40 {
+        out = c
+            .http
+            .get(&stdout_url)
+            .send()
+            .await
+            .expect("stdout")
+            .text()
+            .await
+            .expect("stdout text");
+        if out.contains("hello from hello") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(out.contains("hello from hello on port 31005"), "stdout was {out:?}");
+    fw.wait_state("hello", "TASK_FINISHED", T).await;
 
     let state = c.state().await;
     let fws = state["frameworks"].as_array().expect("frameworks");
@@ -220,7 +227,8 @@ async fn killed_agent_tasks_are_lost_and_a_partitioned_agent_comes_back() {
     for (id, _) in &placed {
         fw.wait_state(id, "TASK_RUNNING", T).await;
     }
-    let agent_of = |host: &str| c.specs.iter().position(|s| s.ip == host).expect("agent");
+    let ips: Vec<String> = c.specs.iter().map(|s| s.ip.clone()).collect();
+    let agent_of = |host: &str| ips.iter().position(|ip| ip == host).expect("agent");
     // SIGKILL one agent: its task is LOST within the ping timeout (0.5 s × 4) and the
     // framework hears FAILURE for the agent.
     let (lost_task, lost_host) = placed[0].clone();

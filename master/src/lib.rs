@@ -56,11 +56,21 @@ pub struct MasterArgs {
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub allocation_interval: Duration,
     /// Smallest offer worth making, Mesos-style alternatives: `cpus:0.01|mem:32`.
-    #[arg(long, default_value = "cpus:0.01|mem:32", value_parser = AllocatorConfig::parse_min_allocatable)]
-    pub min_allocatable_resources: Vec<Resources>,
+    #[arg(long, default_value = "cpus:0.01|mem:32", value_parser = MinAllocatable::parse)]
+    pub min_allocatable_resources: MinAllocatable,
     /// Host name advertised in MasterInfo and /master/state.
     #[arg(long)]
     pub hostname: Option<String>,
+}
+
+/// `--min-allocatable-resources`: alternatives, any one of which makes an offer worth making.
+#[derive(Debug, Clone)]
+pub struct MinAllocatable(pub Vec<Resources>);
+
+impl MinAllocatable {
+    fn parse(text: &str) -> Result<MinAllocatable, drove_proto::ResourceError> {
+        AllocatorConfig::parse_min_allocatable(text).map(MinAllocatable)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +158,7 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         agent_reregister_timeout: args.agent_reregister_timeout,
         heartbeat_interval: args.heartbeat_interval,
         allocation_interval: args.allocation_interval,
-        min_allocatable: args.min_allocatable_resources.clone(),
+        min_allocatable: args.min_allocatable_resources.0.clone(),
         completed_tasks_per_framework: 1000,
     };
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();

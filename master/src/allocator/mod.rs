@@ -603,8 +603,8 @@ impl Allocator {
         self.refresh(f);
     }
 
-    fn placeholder(&mut self, name: &str) -> u32 {
-        let role = self.role_slot("*");
+    /// Inserts an unregistered framework (no offers until `add_framework`).
+    fn placeholder(&mut self, name: &str, role: u32) -> u32 {
         self.frameworks.insert(
             name,
             Framework {
@@ -648,7 +648,10 @@ impl Allocator {
         for (fw, res) in used {
             let f = match self.frameworks.slot(fw) {
                 Some(f) => f,
-                None => self.placeholder(fw),
+                None => {
+                    let star = self.role_slot("*");
+                    self.placeholder(fw, star)
+                }
             };
             self.take_free(f, a, res);
         }
@@ -662,7 +665,7 @@ impl Allocator {
         for (f, res) in &removed.allocs {
             self.credit(*f, res);
         }
-        self.live_filters -= removed.filters.len();
+        self.live_filters = self.live_filters.saturating_sub(removed.filters.len());
         sub_scalars(&mut self.total, &removed.total);
         self.dirty = true;
     }
@@ -704,13 +707,14 @@ impl Allocator {
 
     // ----- frameworks --------------------------------------------------------------------------
 
-    /// Adds a framework, or updates one on re-registration (its role may change; its allocations
-    /// move with it).
+    /// Adds a framework, or updates one on re-registration: its role may change, and its
+    /// allocations (running tasks, outstanding offers) move with it to the new role. Don't call
+    /// `remove_framework` first on a role change: that would free its tasks' resources.
     pub fn add_framework(&mut self, fw: &str, role: &str, active: bool, suppressed: bool) {
         let r = self.role_slot(role);
         let f = match self.frameworks.slot(fw) {
             Some(f) => f,
-            None => self.placeholder(fw),
+            None => self.placeholder(fw, r),
         };
         let (old_role, alloc) = match self.frameworks.get(f) {
             Some(x) => (x.role, x.alloc),
@@ -750,7 +754,7 @@ impl Allocator {
             }
             dropped += agent.clear_filters(f);
         }
-        self.live_filters -= dropped;
+        self.live_filters = self.live_filters.saturating_sub(dropped);
         if let Some((_, removed)) = self.frameworks.remove(fw) {
             let role = &mut self.roles[removed.role as usize];
             for (d, v) in role.alloc.iter_mut().zip(removed.alloc) {
@@ -808,7 +812,7 @@ impl Allocator {
         for (_, agent) in self.agents.iter_mut() {
             dropped += agent.clear_filters(f);
         }
-        self.live_filters -= dropped;
+        self.live_filters = self.live_filters.saturating_sub(dropped);
     }
 
     // ----- resources ---------------------------------------------------------------------------
@@ -917,7 +921,7 @@ impl Allocator {
             {
                 agent.filter_fws.remove(start + i);
                 agent.filters.remove(start + i);
-                self.live_filters -= 1;
+                self.live_filters = self.live_filters.saturating_sub(1);
             }
         }
     }
