@@ -266,6 +266,7 @@ async fn restarted_agent_reattaches_its_running_task() {
     c.kill_agent(0);
     assert!(pid_alive(pid), "the task died with its agent");
     c.start_agent(0);
+    c.wait_agent_http(0).await;
     c.wait_agents(1).await;
     let st = c.agent_state(0).await;
     assert_eq!(st["tasks"][0]["pid"].as_i64(), Some(pid as i64), "{st}");

@@ -204,6 +204,11 @@ impl TestCluster {
         self.agents[i].as_ref().expect("agent running")
     }
 
+    /// Waits until agent `i` answers on its own listener.
+    pub async fn wait_agent_http(&self, i: usize) {
+        self.wait_http(&format!("{}/health", self.agent_url(i))).await;
+    }
+
     async fn wait_http(&self, url: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -357,6 +362,8 @@ pub struct Framework {
     pub events: mpsc::UnboundedReceiver<Value>,
     pub auto_ack: bool,
     pub reader: tokio::task::JoinHandle<()>,
+    /// UPDATE events skipped while waiting for something else, so no test loses an update.
+    pub backlog: std::collections::VecDeque<Value>,
 }
 
 impl Drop for Framework {
@@ -420,6 +427,7 @@ impl Framework {
             events: rx,
             auto_ack: true,
             reader,
+            backlog: Default::default(),
         };
         let sub = fw
             .next_of("SUBSCRIBED", Duration::from_secs(10))
@@ -455,6 +463,9 @@ impl Framework {
         timeout: Duration,
         pred: impl Fn(&Value) -> bool,
     ) -> Option<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return self.backlog.remove(i);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -471,6 +482,9 @@ impl Framework {
             }
             if pred(&ev) {
                 return Some(ev);
+            }
+            if ev["type"] == "UPDATE" {
+                self.backlog.push_back(ev);
             }
         }
     }
