@@ -99,7 +99,11 @@ fn bench(agents: usize, frameworks: usize, roles: usize, reps: usize) {
         event.push(t.elapsed());
         assert!(offers.is_empty());
     }
-    report("event cycle (1 agent, all filtered)", &stats(event), reps * 10);
+    report(
+        "event cycle (1 agent, all filtered)",
+        &stats(event),
+        reps * 10,
+    );
 }
 
 fn main() {

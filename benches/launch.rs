@@ -37,9 +37,8 @@ async fn launch(State(sim): State<Arc<Sim>>, Json(msg): Json<LaunchTask>) -> &'s
         let mut status = TaskStatus::new(msg.task.task_id.clone(), TaskState::TaskRunning);
         status.agent_id = Some(msg.task.agent_id.clone());
         status.source = Some(TaskSource::SourceExecutor);
-        status.uuid = Some(
-            base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes()),
-        );
+        status.uuid =
+            Some(base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes()));
         status.container_status = Some(ContainerStatus {
             executor_pid: Some(1),
         });
@@ -83,7 +82,9 @@ async fn run() {
         agent_reregister_timeout: Duration::from_secs(600),
         heartbeat_interval: Duration::from_secs(15),
         allocation_interval: Duration::from_secs(1),
-        min_allocatable_resources: drove_master::MinAllocatable(vec![Resources::cpus_mem(0.01, 0.0)]),
+        min_allocatable_resources: drove_master::MinAllocatable(vec![Resources::cpus_mem(
+            0.01, 0.0,
+        )]),
         hostname: None,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));
@@ -106,7 +107,12 @@ async fn run() {
 
     let http = reqwest::Client::new();
     for _ in 0..100 {
-        if http.get(format!("{master_url}/health")).send().await.is_ok() {
+        if http
+            .get(format!("{master_url}/health"))
+            .send()
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -160,8 +166,10 @@ async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
     let resp = http
         .post(&url)
         .header("Content-Type", "application/json")
-        .json(&json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
-            "user": "bench", "name": format!("bench-{per_accept}"), "failover_timeout": 0.0}}}))
+        .json(
+            &json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
+            "user": "bench", "name": format!("bench-{per_accept}"), "failover_timeout": 0.0}}}),
+        )
         .send()
         .await
         .expect("subscribe");
@@ -189,8 +197,7 @@ async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
                 Some("OFFERS") => {
                     for offer in ev["offers"]["offers"].as_array().into_iter().flatten() {
                         let mut tasks = Vec::new();
-                        while tasks.len() < per_accept && launched < TASKS && tasks.len() < 6000
-                        {
+                        while tasks.len() < per_accept && launched < TASKS && tasks.len() < 6000 {
                             tasks.push(json!({
                                 "name": "t", "task_id": {"value": format!("t{launched}")},
                                 "agent_id": offer["agent_id"],

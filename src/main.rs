@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "drove", version, about = "A Flock-style PaaS on an offer-based cluster")]
+#[command(
+    name = "drove",
+    version,
+    about = "A Flock-style PaaS on an offer-based cluster"
+)]
 struct Cli {
     /// Log filter, e.g. `info` or `drove_master=debug` (also DROVE_LOG).
     #[arg(long, global = true, env = "DROVE_LOG", default_value = "info")]

@@ -63,13 +63,19 @@ async fn task_runs_to_finished_with_output_captured() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(out.contains("hello from hello on port 31005"), "stdout was {out:?}");
+    assert!(
+        out.contains("hello from hello on port 31005"),
+        "stdout was {out:?}"
+    );
     fw.wait_state("hello", "TASK_FINISHED", T).await;
 
     let state = c.state().await;
     let fws = state["frameworks"].as_array().expect("frameworks");
     assert_eq!(fws.len(), 1);
-    assert!(state["leader"].as_str().unwrap_or("").starts_with("master@"));
+    assert!(state["leader"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("master@"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,7 +86,13 @@ async fn kill_leaves_no_process() {
     // The shell spawns a child too: both must be gone after the kill.
     fw.launch(
         &offer,
-        vec![task("sleeper", &offer, 0.1, 32.0, "sleep 300 & sleep 300; wait")],
+        vec![task(
+            "sleeper",
+            &offer,
+            0.1,
+            32.0,
+            "sleep 300 & sleep 300; wait",
+        )],
     )
     .await;
     let running = fw.wait_state("sleeper", "TASK_RUNNING", T).await;
@@ -125,7 +137,10 @@ async fn memory_hog_fails_with_memory_reason_and_agent_keeps_working() {
     )
     .await;
     let failed = fw.wait_state("hog", "TASK_FAILED", T).await;
-    assert_eq!(failed["reason"], "REASON_CONTAINER_LIMITATION_MEMORY", "{failed}");
+    assert_eq!(
+        failed["reason"], "REASON_CONTAINER_LIMITATION_MEMORY",
+        "{failed}"
+    );
     // The agent lives on and runs the next task.
     let offer = fw.offers(T).await.remove(0);
     fw.launch(&offer, vec![task("after", &offer, 0.1, 32.0, "sleep 1")])
@@ -178,7 +193,10 @@ async fn decline_hides_agent_for_refuse_seconds() {
     assert_eq!(code, 202, "{body}");
     // Nothing for a while (the batch allocator runs every second meanwhile) ...
     let early = fw.offers(Duration::from_millis(2300)).await;
-    assert!(early.is_empty(), "offered again within refuse_seconds: {early:?}");
+    assert!(
+        early.is_empty(),
+        "offered again within refuse_seconds: {early:?}"
+    );
     // ... then the same agent again.
     let again = fw.offers(Duration::from_secs(10)).await;
     assert_eq!(again.len(), 1);
@@ -235,7 +253,9 @@ async fn killed_agent_tasks_are_lost_and_a_partitioned_agent_comes_back() {
     let lost_agent = agent_of(&lost_host);
     let started = tokio::time::Instant::now();
     c.kill_agent(lost_agent);
-    let lost = fw.wait_state(&lost_task, "TASK_LOST", Duration::from_secs(10)).await;
+    let lost = fw
+        .wait_state(&lost_task, "TASK_LOST", Duration::from_secs(10))
+        .await;
     assert_eq!(lost["source"], "SOURCE_MASTER");
     assert!(started.elapsed() < Duration::from_secs(8));
 
@@ -243,10 +263,12 @@ async fn killed_agent_tasks_are_lost_and_a_partitioned_agent_comes_back() {
     let (other_task, other_host) = placed[1].clone();
     let other = agent_of(&other_host);
     let pid_before = c.agent_state(other).await["tasks"][0]["pid"].as_i64();
-    c.agent_proc(other).signal(nix::sys::signal::Signal::SIGSTOP);
+    c.agent_proc(other)
+        .signal(nix::sys::signal::Signal::SIGSTOP);
     fw.wait_state(&other_task, "TASK_LOST", Duration::from_secs(10))
         .await;
-    c.agent_proc(other).signal(nix::sys::signal::Signal::SIGCONT);
+    c.agent_proc(other)
+        .signal(nix::sys::signal::Signal::SIGCONT);
     fw.wait_state(&other_task, "TASK_RUNNING", Duration::from_secs(15))
         .await;
     let pid_after = c.agent_state(other).await["tasks"][0]["pid"].as_i64();
@@ -259,8 +281,11 @@ async fn restarted_agent_reattaches_its_running_task() {
     let mut c = TestCluster::start(&[SMALL]).await;
     let mut fw = subscribe(&c, "agent-restart").await;
     let offer = fw.offers(T).await.remove(0);
-    fw.launch(&offer, vec![task("survivor", &offer, 0.1, 32.0, "sleep 300")])
-        .await;
+    fw.launch(
+        &offer,
+        vec![task("survivor", &offer, 0.1, 32.0, "sleep 300")],
+    )
+    .await;
     let running = fw.wait_state("survivor", "TASK_RUNNING", T).await;
     let pid = pid_of(&running).expect("pid");
     c.kill_agent(0);
@@ -350,7 +375,11 @@ async fn bad_input_gets_clear_errors() {
         .await
         .expect("post");
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap_or_default().contains("Mesos-Stream-Id"));
+    assert!(r
+        .text()
+        .await
+        .unwrap_or_default()
+        .contains("Mesos-Stream-Id"));
     // An ACCEPT without its payload names the field.
     let (code, body) = fw.call(json!({"type": "ACCEPT"})).await;
     assert_eq!(code, 400);
@@ -363,7 +392,10 @@ async fn bad_input_gets_clear_errors() {
         .await;
     assert_eq!(code, 202);
     let err = fw.wait_state("greedy", "TASK_ERROR", T).await;
-    assert!(err["message"].as_str().unwrap_or("").contains("resources"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap_or("").contains("resources"),
+        "{err}"
+    );
     // The offer is used now: a second LAUNCH on it is dropped.
     let (code, _) = fw
         .launch(&offer, vec![task("reuse", &offer, 0.1, 32.0, "true")])
@@ -437,7 +469,10 @@ async fn subscribe_is_chunked_recordio_even_with_connection_close() {
         .await
         .expect("json");
     let version = v["version"].as_str().unwrap_or("");
-    assert!(version.split('.').all(|p| p.parse::<u32>().is_ok()), "{version}");
+    assert!(
+        version.split('.').all(|p| p.parse::<u32>().is_ok()),
+        "{version}"
+    );
     let metrics = c
         .http
         .get(format!("{}/metrics", c.master_url()))
@@ -447,7 +482,10 @@ async fn subscribe_is_chunked_recordio_even_with_connection_close() {
         .text()
         .await
         .unwrap_or_default();
-    assert!(metrics.contains("drove_master_agents_active 1"), "{metrics}");
+    assert!(
+        metrics.contains("drove_master_agents_active 1"),
+        "{metrics}"
+    );
 }
 
 /// An existing framework written against pymesos (from PyPI) works unchanged: it launches,

@@ -9,10 +9,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use drove_proto::agent::{
-    AcknowledgeUpdate, AgentTask, KillTask, LaunchTask, RegisterAgent, Registered, ShutdownFramework,
+    AcknowledgeUpdate, AgentTask, KillTask, LaunchTask, RegisterAgent, Registered,
+    ShutdownFramework,
 };
 use drove_proto::mesos::{
-    now_secs, AgentId, Attribute, Filters, FrameworkId, FrameworkInfo, MasterInfo, Offer, OfferId, TaskId, TaskInfo, TaskSource, TaskState, TaskStatus, TimeInfo,
+    now_secs, AgentId, Attribute, Filters, FrameworkId, FrameworkInfo, MasterInfo, Offer, OfferId,
+    TaskId, TaskInfo, TaskSource, TaskState, TaskStatus, TimeInfo,
 };
 use drove_proto::scheduler::{
     Accept, Acknowledge, Call, Decline, Event, Kill, OperationType, Reconcile, Subscribed,
@@ -49,8 +51,12 @@ pub enum CallError {
 pub enum AgentStatus {
     Active,
     /// Known from the store after a master restart; waiting for the agent to re-register.
-    Recovering { deadline: Instant },
-    Unreachable { since_secs: f64 },
+    Recovering {
+        deadline: Instant,
+    },
+    Unreachable {
+        since_secs: f64,
+    },
 }
 
 pub struct Agent {
@@ -423,7 +429,8 @@ impl Cluster {
                 status.message = Some("agent re-registered; task is still running".into());
                 status.agent_id = Some(AgentId::new(agent));
                 status.healthy = at.status.as_ref().and_then(|s| s.healthy);
-                status.container_status = at.status.as_ref().and_then(|s| s.container_status.clone());
+                status.container_status =
+                    at.status.as_ref().and_then(|s| s.container_status.clone());
                 fw.send(Event::update(status));
                 self.counters.events_sent += 1;
             }
@@ -579,7 +586,12 @@ impl Cluster {
     // Status updates
 
     /// An update from an agent. Returns false if the agent must re-register first.
-    pub fn agent_status(&mut self, agent: &str, framework_id: &FrameworkId, status: TaskStatus) -> bool {
+    pub fn agent_status(
+        &mut self,
+        agent: &str,
+        framework_id: &FrameworkId,
+        status: TaskStatus,
+    ) -> bool {
         let Some(a) = self.agents.get(agent) else {
             return false;
         };
@@ -608,8 +620,11 @@ impl Cluster {
                 || status.uuid.is_none();
             if fresh {
                 if task.state != status.state || status.healthy.is_some() {
-                    task.statuses
-                        .push((status.state, status.timestamp.unwrap_or_else(now_secs), status.healthy));
+                    task.statuses.push((
+                        status.state,
+                        status.timestamp.unwrap_or_else(now_secs),
+                        status.healthy,
+                    ));
                 }
                 task.state = status.state;
                 task.status = Some(status.clone());
@@ -641,8 +656,11 @@ impl Cluster {
         let mut recover = None;
         if let Some(task) = fw.tasks.get_mut(&task_key) {
             task.state = status.state;
-            task.statuses
-                .push((status.state, status.timestamp.unwrap_or_else(now_secs), None));
+            task.statuses.push((
+                status.state,
+                status.timestamp.unwrap_or_else(now_secs),
+                None,
+            ));
             task.status = Some(status.clone());
             if (release || status.state.is_terminal()) && !task.released {
                 task.released = true;
@@ -665,7 +683,8 @@ impl Cluster {
             if let Some(a) = self.agents.get_mut(&agent) {
                 a.tasks.remove(&(fw_key.to_string(), task_key));
             }
-            self.allocator.recover(fw_key, &agent, &res, None, Instant::now());
+            self.allocator
+                .recover(fw_key, &agent, &res, None, Instant::now());
             self.allocation_wanted = true;
         }
     }
@@ -693,7 +712,8 @@ impl Cluster {
         if let Some(t) = info.failover_timeout {
             if !(t >= 0.0) {
                 return Err(CallError::BadRequest(
-                    "subscribe.framework_info.failover_timeout: must be a non-negative number".into(),
+                    "subscribe.framework_info.failover_timeout: must be a non-negative number"
+                        .into(),
                 ));
             }
         }
@@ -833,9 +853,8 @@ impl Cluster {
             .frameworks
             .get(&id.value)
             .ok_or_else(|| CallError::BadRequest("Framework cannot be found".into()))?;
-        let stream_id = stream_id.ok_or_else(|| {
-            CallError::BadRequest("Mesos-Stream-Id: header missing".into())
-        })?;
+        let stream_id = stream_id
+            .ok_or_else(|| CallError::BadRequest("Mesos-Stream-Id: header missing".into()))?;
         match &fw.conn {
             None => Err(CallError::NotSubscribed),
             Some(c) if c.stream_id != stream_id => Err(CallError::BadRequest(format!(
@@ -937,7 +956,10 @@ impl Cluster {
             if !matches!(op.kind, OperationType::Launch) {
                 self.send_error(
                     fw_key,
-                    format!("operation {:?} is not supported by drove; only LAUNCH", op.kind),
+                    format!(
+                        "operation {:?} is not supported by drove; only LAUNCH",
+                        op.kind
+                    ),
                 );
             }
         }
@@ -986,7 +1008,13 @@ impl Cluster {
                 }
             }
             for task in &launches {
-                self.task_refused(fw_key, task, TaskState::TaskDropped, "REASON_INVALID_OFFERS", &problem);
+                self.task_refused(
+                    fw_key,
+                    task,
+                    TaskState::TaskDropped,
+                    "REASON_INVALID_OFFERS",
+                    &problem,
+                );
             }
             self.allocation_wanted = true;
             return;
@@ -1009,11 +1037,24 @@ impl Cluster {
         for task in launches {
             match self.validate_task(fw_key, &agent_key, &task, &available) {
                 Err(message) => {
-                    self.task_refused(fw_key, &task, TaskState::TaskError, "REASON_TASK_INVALID", &message);
+                    self.task_refused(
+                        fw_key,
+                        &task,
+                        TaskState::TaskError,
+                        "REASON_TASK_INVALID",
+                        &message,
+                    );
                 }
                 Ok(resources) => {
                     available.subtract(&resources);
-                    self.launch(fw_key, &agent_key, &endpoint, &framework_info, task, resources);
+                    self.launch(
+                        fw_key,
+                        &agent_key,
+                        &endpoint,
+                        &framework_info,
+                        task,
+                        resources,
+                    );
                 }
             }
         }
@@ -1055,10 +1096,14 @@ impl Cluster {
             return Err("executor: custom executors are not supported; use command".into());
         }
         let Some(command) = &task.command else {
-            return Err("command: required (a task needs exactly one of command or executor)".into());
+            return Err(
+                "command: required (a task needs exactly one of command or executor)".into(),
+            );
         };
         let shell = command.shell.unwrap_or(true);
-        if command.value.as_deref().unwrap_or("").is_empty() && (shell || command.arguments.is_empty()) {
+        if command.value.as_deref().unwrap_or("").is_empty()
+            && (shell || command.arguments.is_empty())
+        {
             return Err("command.value: required".into());
         }
         let resources =
@@ -1134,7 +1179,11 @@ impl Cluster {
 
     /// The agent could not be reached to launch a task.
     pub fn launch_failed(&mut self, fw_key: &str, task_key: &str, message: &str) {
-        let Some(task) = self.frameworks.get(fw_key).and_then(|f| f.tasks.get(task_key)) else {
+        let Some(task) = self
+            .frameworks
+            .get(fw_key)
+            .and_then(|f| f.tasks.get(task_key))
+        else {
             return;
         };
         if task.state != TaskState::TaskStaging {
@@ -1193,7 +1242,10 @@ impl Cluster {
             .get(&ack.agent_id.value)
             .map(|a| a.endpoint.clone())
             .ok_or_else(|| {
-                CallError::BadRequest(format!("acknowledge.agent_id: unknown agent {}", ack.agent_id))
+                CallError::BadRequest(format!(
+                    "acknowledge.agent_id: unknown agent {}",
+                    ack.agent_id
+                ))
             })?;
         self.client.acknowledge(
             &endpoint,
@@ -1214,7 +1266,8 @@ impl Cluster {
         if done {
             if let Some(t) = fw.tasks.remove(&ack.task_id.value) {
                 if let Some(a) = self.agents.get_mut(&t.agent_id.value) {
-                    a.tasks.remove(&(fw_key.to_string(), ack.task_id.value.clone()));
+                    a.tasks
+                        .remove(&(fw_key.to_string(), ack.task_id.value.clone()));
                 }
                 complete(fw, t, self.config.completed_tasks_per_framework);
                 self.store.apply(StoreOp::RemoveTask {
@@ -1250,7 +1303,12 @@ impl Cluster {
                 updates.push(known_status(t));
                 continue;
             }
-            if let Some(t) = fw.completed.iter().rev().find(|t| t.info.task_id == rt.task_id) {
+            if let Some(t) = fw
+                .completed
+                .iter()
+                .rev()
+                .find(|t| t.info.task_id == rt.task_id)
+            {
                 updates.push(known_status(t));
                 continue;
             }
@@ -1337,7 +1395,10 @@ impl Cluster {
                     created_secs: now_secs(),
                 },
             );
-            per_framework.entry(alloc.framework).or_default().push(offer);
+            per_framework
+                .entry(alloc.framework)
+                .or_default()
+                .push(offer);
         }
         for (fw_key, offers) in per_framework {
             self.counters.offers_made += offers.len() as u64;

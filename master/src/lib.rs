@@ -139,7 +139,10 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         std::net::IpAddr::V4(v4) => u32::from_le_bytes(v4.octets()),
         std::net::IpAddr::V6(_) => 0,
     };
-    let hostname = args.hostname.clone().unwrap_or_else(|| addr.ip().to_string());
+    let hostname = args
+        .hostname
+        .clone()
+        .unwrap_or_else(|| addr.ip().to_string());
     let master_info = MasterInfo {
         id: master_id.clone(),
         ip,

@@ -279,16 +279,48 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     let c = shared.lock();
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     };
-    let count = |s: fn(&AgentStatus) -> bool| c.agents.values().filter(|a| s(&a.status)).count() as f64;
-    gauge("drove_master_agents_active", "Registered, reachable agents.", count(|s| *s == AgentStatus::Active));
-    gauge("drove_master_agents_unreachable", "Agents declared unreachable.", count(|s| matches!(s, AgentStatus::Unreachable { .. })));
-    gauge("drove_master_agents_recovering", "Agents expected to re-register after a master restart.", count(|s| matches!(s, AgentStatus::Recovering { .. })));
-    gauge("drove_master_frameworks_connected", "Frameworks with an open subscription.", c.frameworks.values().filter(|f| f.conn.is_some()).count() as f64);
-    gauge("drove_master_frameworks_disconnected", "Frameworks within their failover timeout.", c.frameworks.values().filter(|f| f.conn.is_none()).count() as f64);
-    gauge("drove_master_offers_outstanding", "Offers sent and not yet answered.", c.offers.len() as f64);
-    gauge("drove_master_allocation_last_seconds", "Duration of the last allocation cycle.", c.counters.last_allocation_secs);
+    let count =
+        |s: fn(&AgentStatus) -> bool| c.agents.values().filter(|a| s(&a.status)).count() as f64;
+    gauge(
+        "drove_master_agents_active",
+        "Registered, reachable agents.",
+        count(|s| *s == AgentStatus::Active),
+    );
+    gauge(
+        "drove_master_agents_unreachable",
+        "Agents declared unreachable.",
+        count(|s| matches!(s, AgentStatus::Unreachable { .. })),
+    );
+    gauge(
+        "drove_master_agents_recovering",
+        "Agents expected to re-register after a master restart.",
+        count(|s| matches!(s, AgentStatus::Recovering { .. })),
+    );
+    gauge(
+        "drove_master_frameworks_connected",
+        "Frameworks with an open subscription.",
+        c.frameworks.values().filter(|f| f.conn.is_some()).count() as f64,
+    );
+    gauge(
+        "drove_master_frameworks_disconnected",
+        "Frameworks within their failover timeout.",
+        c.frameworks.values().filter(|f| f.conn.is_none()).count() as f64,
+    );
+    gauge(
+        "drove_master_offers_outstanding",
+        "Offers sent and not yet answered.",
+        c.offers.len() as f64,
+    );
+    gauge(
+        "drove_master_allocation_last_seconds",
+        "Duration of the last allocation cycle.",
+        c.counters.last_allocation_secs,
+    );
     let mut by_state: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for f in c.frameworks.values() {
         for t in f.tasks.values() {
@@ -306,12 +338,31 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         let _ = writeln!(out, "drove_master_calls_total{{type=\"{name}\"}} {n}");
     }
     for (name, help, v) in [
-        ("drove_master_events_sent_total", "Events sent to frameworks (heartbeats excluded).", c.counters.events_sent),
-        ("drove_master_offers_total", "Offers made.", c.counters.offers_made),
-        ("drove_master_tasks_launched_total", "Tasks sent to agents.", c.counters.tasks_launched),
-        ("drove_master_allocation_runs_total", "Allocation cycles run.", c.counters.allocation_runs),
+        (
+            "drove_master_events_sent_total",
+            "Events sent to frameworks (heartbeats excluded).",
+            c.counters.events_sent,
+        ),
+        (
+            "drove_master_offers_total",
+            "Offers made.",
+            c.counters.offers_made,
+        ),
+        (
+            "drove_master_tasks_launched_total",
+            "Tasks sent to agents.",
+            c.counters.tasks_launched,
+        ),
+        (
+            "drove_master_allocation_runs_total",
+            "Allocation cycles run.",
+            c.counters.allocation_runs,
+        ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
     }
     let mut resp = out.into_response();
     resp.headers_mut().insert(

@@ -100,7 +100,9 @@ pub async fn scheduler(
     match dispatch(&shared, &call, stream_id.as_deref()) {
         Ok(()) => accepted(),
         Err(CallError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(CallError::NotSubscribed) => error(StatusCode::FORBIDDEN, "Framework is not subscribed"),
+        Err(CallError::NotSubscribed) => {
+            error(StatusCode::FORBIDDEN, "Framework is not subscribed")
+        }
     }
 }
 
@@ -116,7 +118,10 @@ fn dispatch(shared: &Shared, call: &Call, stream_id: Option<&str>) -> Result<(),
     match call.kind {
         CallType::Teardown => cluster.teardown(&fw),
         CallType::Accept => {
-            let accept = call.accept.as_ref().ok_or_else(|| missing("accept", call.kind))?;
+            let accept = call
+                .accept
+                .as_ref()
+                .ok_or_else(|| missing("accept", call.kind))?;
             cluster.accept(&fw, accept);
         }
         CallType::Decline => {
@@ -129,7 +134,10 @@ fn dispatch(shared: &Shared, call: &Call, stream_id: Option<&str>) -> Result<(),
         CallType::Revive => cluster.revive(&fw),
         CallType::Suppress => cluster.suppress(&fw),
         CallType::Kill => {
-            let kill = call.kill.as_ref().ok_or_else(|| missing("kill", call.kind))?;
+            let kill = call
+                .kill
+                .as_ref()
+                .ok_or_else(|| missing("kill", call.kind))?;
             cluster.kill(&fw, kill);
         }
         CallType::Acknowledge => {
@@ -198,7 +206,10 @@ fn subscribe(shared: Arc<Shared>, call: Call) -> Response {
     let body = Body::from_stream(event_stream(rx, heartbeat, guard));
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&stream_id) {
         h.insert(STREAM_ID_HEADER, v);

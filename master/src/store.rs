@@ -27,7 +27,10 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
     #[error("reading {table}: {source}")]
-    Read { table: &'static str, source: sqlx::Error },
+    Read {
+        table: &'static str,
+        source: sqlx::Error,
+    },
     #[error("row {key} of {table} holds bad JSON: {source}")]
     Json {
         table: &'static str,
@@ -40,12 +43,18 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub enum StoreOp {
     UpsertAgent(AgentRow),
-    SetAgentUnreachable { id: String, at_ms: Option<i64> },
+    SetAgentUnreachable {
+        id: String,
+        at_ms: Option<i64>,
+    },
     RemoveAgent(String),
     UpsertFramework(FrameworkRow),
     RemoveFramework(String),
     UpsertTask(TaskRow),
-    RemoveTask { framework_id: String, task_id: String },
+    RemoveTask {
+        framework_id: String,
+        task_id: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -293,11 +302,12 @@ async fn read_snapshot(pool: &SqlitePool) -> Result<Snapshot, StoreError> {
             id,
         });
     }
-    let rows =
-        sqlx::query("SELECT framework_id, task_id, agent_id, info, state, status, updated_at FROM tasks")
-            .fetch_all(pool)
-            .await
-            .map_err(read("tasks"))?;
+    let rows = sqlx::query(
+        "SELECT framework_id, task_id, agent_id, info, state, status, updated_at FROM tasks",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(read("tasks"))?;
     for row in rows {
         let task_id: String = row.try_get("task_id").map_err(read("tasks"))?;
         let info: String = row.try_get("info").map_err(read("tasks"))?;

@@ -642,7 +642,10 @@ mod tests {
             TaskState::parse("TASK_RUNNING"),
             Some(TaskState::TaskRunning)
         );
-        assert_eq!(TaskState::TaskGoneByOperator.as_str(), "TASK_GONE_BY_OPERATOR");
+        assert_eq!(
+            TaskState::TaskGoneByOperator.as_str(),
+            "TASK_GONE_BY_OPERATOR"
+        );
         assert!(!TaskState::TaskLost.is_terminal());
         assert!(TaskState::TaskKilled.is_terminal());
     }

@@ -80,11 +80,10 @@ impl Ranges {
     }
 
     pub fn contains(&self, other: &Ranges) -> bool {
-        other.0.iter().all(|&(ob, oe)| {
-            self.0
-                .iter()
-                .any(|&(b, e)| b <= ob && oe <= e)
-        })
+        other
+            .0
+            .iter()
+            .all(|&(ob, oe)| self.0.iter().any(|&(b, e)| b <= ob && oe <= e))
     }
 
     /// The first `n` values, as ranges.
@@ -131,7 +130,10 @@ pub enum ResourceError {
     #[error("unknown resource {0:?} (drove knows cpus, mem, disk, gpus, ports)")]
     UnknownName(String),
     #[error("resource {name:?} must be of type {expected}")]
-    WrongType { name: String, expected: &'static str },
+    WrongType {
+        name: String,
+        expected: &'static str,
+    },
     #[error("resource {name:?} has an invalid value: {value:?}")]
     BadValue { name: String, value: String },
     #[error("resource {0:?} is negative")]
@@ -230,7 +232,8 @@ impl Resources {
                             })
                         }
                     };
-                    let extra = Ranges::new(ranges.range.iter().map(|x| (x.begin, x.end)).collect());
+                    let extra =
+                        Ranges::new(ranges.range.iter().map(|x| (x.begin, x.end)).collect());
                     r.ports = r.ports.union(&extra);
                 }
                 other => return Err(ResourceError::UnknownName(other.to_string())),
@@ -277,10 +280,12 @@ impl Resources {
     pub fn parse(text: &str) -> Result<Resources, ResourceError> {
         let mut r = Resources::default();
         for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (name, value) = part.split_once(':').ok_or_else(|| ResourceError::BadValue {
-                name: part.to_string(),
-                value: String::new(),
-            })?;
+            let (name, value) = part
+                .split_once(':')
+                .ok_or_else(|| ResourceError::BadValue {
+                    name: part.to_string(),
+                    value: String::new(),
+                })?;
             let name = name.trim().trim_end_matches("(*)");
             let value = value.trim();
             let bad = || ResourceError::BadValue {

@@ -380,8 +380,9 @@ mod tests {
 
     #[test]
     fn unknown_call_types_parse() {
-        let c: Call = serde_json::from_str(r#"{"type":"SOMETHING_NEW","framework_id":{"value":"f"}}"#)
-            .unwrap();
+        let c: Call =
+            serde_json::from_str(r#"{"type":"SOMETHING_NEW","framework_id":{"value":"f"}}"#)
+                .unwrap();
         assert_eq!(c.kind, CallType::Unknown);
     }
 }

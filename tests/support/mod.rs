@@ -206,7 +206,8 @@ impl TestCluster {
 
     /// Waits until agent `i` answers on its own listener.
     pub async fn wait_agent_http(&self, i: usize) {
-        self.wait_http(&format!("{}/health", self.agent_url(i))).await;
+        self.wait_http(&format!("{}/health", self.agent_url(i)))
+            .await;
     }
 
     async fn wait_http(&self, url: &str) {
@@ -327,7 +328,10 @@ fn kill_and_remove(dir: &Path) {
     }
     for _ in 0..20 {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let pids: Vec<i32> = procs
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
         if pids.is_empty() {
             break;
         }
@@ -469,7 +473,9 @@ impl Framework {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let ev = tokio::time::timeout(left, self.events.recv()).await.ok()??;
+            let ev = tokio::time::timeout(left, self.events.recv())
+                .await
+                .ok()??;
             if self.auto_ack && ev["type"] == "UPDATE" {
                 let status = &ev["update"]["status"];
                 if let Some(uuid) = status.get("uuid") {
@@ -496,7 +502,10 @@ impl Framework {
     /// The next OFFERS event's offers.
     pub async fn offers(&mut self, timeout: Duration) -> Vec<Value> {
         match self.next_of("OFFERS", timeout).await {
-            Some(ev) => ev["offers"]["offers"].as_array().cloned().unwrap_or_default(),
+            Some(ev) => ev["offers"]["offers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
             None => Vec::new(),
         }
     }
