@@ -211,7 +211,7 @@ async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
                             "offer_ids": [offer["id"]],
                             "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
                             "filters": {"refuse_seconds": 0.0}}});
-                        post(&http, &url, &stream_id, &call).await;
+                        send_call(&http, &url, &stream_id, &call).await;
                     }
                 }
                 Some("UPDATE") => {
@@ -223,7 +223,7 @@ async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
                         let call = json!({"type": "ACKNOWLEDGE", "framework_id": fw_id,
                             "acknowledge": {"agent_id": status["agent_id"],
                                 "task_id": status["task_id"], "uuid": uuid}});
-                        post(&http, &url, &stream_id, &call).await;
+                        send_call(&http, &url, &stream_id, &call).await;
                     }
                     if running >= TASKS {
                         break 'outer;
@@ -235,11 +235,11 @@ async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
     }
     let elapsed = started.elapsed();
     let teardown = json!({"type": "TEARDOWN", "framework_id": fw_id});
-    post(&http, &url, &stream_id, &teardown).await;
+    send_call(&http, &url, &stream_id, &teardown).await;
     (elapsed, running)
 }
 
-async fn post(http: &reqwest::Client, url: &str, stream_id: &str, call: &Value) {
+async fn send_call(http: &reqwest::Client, url: &str, stream_id: &str, call: &Value) {
     let _ = http
         .post(url)
         .header("Content-Type", "application/json")

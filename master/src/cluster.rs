@@ -437,7 +437,7 @@ impl Cluster {
             if let Some(a) = self.agents.get_mut(agent) {
                 a.tasks.insert((fw_key, task_key));
             }
-            self.store.apply(StoreOp::UpsertTask(row));
+            self.store.apply(StoreOp::UpsertTask(Box::new(row)));
         }
         // Tasks the master placed here that the agent no longer has.
         let known: Vec<(String, String)> = self
@@ -634,7 +634,7 @@ impl Cluster {
                 }
                 let row = task_row(task);
                 let res = task.resources.clone();
-                self.store.apply(StoreOp::UpsertTask(row));
+                self.store.apply(StoreOp::UpsertTask(Box::new(row)));
                 if release {
                     self.allocator
                         .recover(&fw_key, agent, &res, None, Instant::now());
@@ -666,7 +666,7 @@ impl Cluster {
                 task.released = true;
                 recover = Some((task.agent_id.value.clone(), task.resources.clone()));
             }
-            self.store.apply(StoreOp::UpsertTask(task_row(task)));
+            self.store.apply(StoreOp::UpsertTask(Box::new(task_row(task))));
             if status.state.is_terminal() {
                 if let Some(t) = fw.tasks.remove(&task_key) {
                     complete(fw, t, self.config.completed_tasks_per_framework);
@@ -710,7 +710,7 @@ impl Cluster {
             }
         }
         if let Some(t) = info.failover_timeout {
-            if !(t >= 0.0) {
+            if t.is_nan() || t < 0.0 {
                 return Err(CallError::BadRequest(
                     "subscribe.framework_info.failover_timeout: must be a non-negative number"
                         .into(),
@@ -1156,7 +1156,7 @@ impl Cluster {
             statuses: vec![(TaskState::TaskStaging, now_secs(), None)],
             released: false,
         };
-        self.store.apply(StoreOp::UpsertTask(task_row(&task)));
+        self.store.apply(StoreOp::UpsertTask(Box::new(task_row(&task))));
         if let Some(fw) = self.frameworks.get_mut(fw_key) {
             if let Some(old) = fw.tasks.remove(&task_key) {
                 complete(fw, old, self.config.completed_tasks_per_framework);

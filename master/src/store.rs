@@ -50,7 +50,7 @@ pub enum StoreOp {
     RemoveAgent(String),
     UpsertFramework(FrameworkRow),
     RemoveFramework(String),
-    UpsertTask(TaskRow),
+    UpsertTask(Box<TaskRow>),
     RemoveTask {
         framework_id: String,
         task_id: String,
@@ -219,6 +219,7 @@ async fn write_batch(pool: &SqlitePool, ops: &[StoreOp]) -> Result<(), sqlx::Err
                     .await?;
             }
             StoreOp::UpsertTask(t) => {
+                let t = t.as_ref();
                 sqlx::query(
                     "INSERT INTO tasks (framework_id, task_id, agent_id, info, state, status, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -362,14 +363,14 @@ mod tests {
             discovery: None,
             container: None,
         };
-        store.apply(StoreOp::UpsertTask(TaskRow {
+        store.apply(StoreOp::UpsertTask(Box::new(TaskRow {
             framework_id: "f1".into(),
             agent_id: "a1".into(),
             info,
             state: TaskState::TaskRunning,
             status: None,
             updated_at_ms: 2,
-        }));
+        })));
         drop(store);
         handle.await.unwrap();
         let (_store, snap, _writer) = Store::open(dir.path()).await.unwrap();
