@@ -125,11 +125,16 @@ async fn task_log(
     let Some(stream) = Stream::parse(&stream) else {
         return (StatusCode::NOT_FOUND, "expected stdout or stderr\n").into_response();
     };
-    let sandbox = node
+    let live = node
         .tasks()
         .values()
         .filter(|r| r.task.task_id.value == task_id)
         .find_map(|r| r.sandbox.clone());
+    // A forgotten (terminal, acknowledged) task's sandbox is still on disk.
+    let sandbox = match live {
+        Some(s) => Some(s),
+        None => crate::sandbox::latest_run(&node.config.work_dir, &task_id),
+    };
     let Some(sandbox) = sandbox else {
         return (StatusCode::NOT_FOUND, format!("unknown task {task_id:?}\n")).into_response();
     };

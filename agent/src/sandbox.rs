@@ -171,6 +171,26 @@ pub fn create(
     Ok(sandbox)
 }
 
+/// The most recently created sandbox of `task_id` under any framework (for logs of tasks the
+/// agent no longer tracks).
+pub fn latest_run(work_dir: &Path, task_id: &str) -> Option<PathBuf> {
+    validate_id("task id", task_id).ok()?;
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for fw in fs::read_dir(work_dir.join("sandboxes")).ok()?.flatten() {
+        let Ok(runs) = fs::read_dir(fw.path().join(task_id)) else {
+            continue;
+        };
+        for run in runs.flatten() {
+            let Ok(meta) = run.metadata() else { continue };
+            let t = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+            if meta.is_dir() && best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                best = Some((t, run.path()));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+}
+
 /// Changes the owner of `path` to the task user (no-op when not switching users).
 pub fn chown_to(path: &Path, user: &TaskUser) -> Result<(), SandboxError> {
     if !user.switch {

@@ -73,12 +73,24 @@ async fn registers_runs_a_task_and_serves_its_logs() {
         .collect();
     assert!(uuids.len() >= 3);
 
-    // The terminal task is forgotten once everything is acked, but its sandbox stays.
-    wait_until("task forgotten", || {
-        let st = std::process::Command::new("true").status().is_ok();
-        st
-    })
-    .await;
+    // The terminal task is forgotten once everything is acked, but its sandbox (and so its
+    // logs) stays.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = get_json(&format!("{ep}/agent/v1/state")).await;
+        if st["tasks"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not forgotten: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logged = reqwest::get(format!("{ep}/agent/v1/tasks/hello/stderr"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(logged, "oops\n");
     let sandbox_root = _dir.path().join("sandboxes/fw-1/hello");
     let run = std::fs::read_dir(&sandbox_root)
         .unwrap()

@@ -1,0 +1,161 @@
+//! Real cgroups (v1 on this hybrid host): limit files, the kill-everything path, and the OOM
+//! counter. Fails — never skips — when cgroups are unusable.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use drove_agent::cgroups::{CgroupManager, Limits};
+use support::{pid_alive, CgroupRoot};
+
+fn read(p: impl AsRef<Path>) -> String {
+    std::fs::read_to_string(p.as_ref())
+        .unwrap_or_else(|e| panic!("reading {}: {e}", p.as_ref().display()))
+        .trim()
+        .to_string()
+}
+
+/// Spawns `sh -c script` already inside `procs` files (joins via a tiny shell prelude).
+fn spawn_in(procs: &[std::path::PathBuf], script: &str) -> std::process::Child {
+    let mut joins = String::new();
+    for p in procs {
+        joins.push_str(&format!("echo $$ > {} && ", p.display()));
+    }
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!("{joins} exec /bin/sh -c '{script}'"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn")
+}
+
+#[test]
+fn creates_cgroups_with_cpu_and_memory_limits() {
+    let root = CgroupRoot::new("limits");
+    let mgr = CgroupManager::detect(&root.0).expect("cgroups must be usable for this test");
+    let cg = mgr
+        .create(
+            "c1",
+            &Limits {
+                cpus: 1.5,
+                mem_mb: 96.0,
+                cfs_quota: true,
+            },
+        )
+        .unwrap();
+    if mgr.is_v2() {
+        let dir = Path::new("/sys/fs/cgroup").join(&root.0).join("c1");
+        assert_eq!(
+            read(dir.join("cpu.weight")),
+            drove_agent::cgroups::shares_to_weight(1536).to_string()
+        );
+        assert_eq!(read(dir.join("cpu.max")), "150000 100000");
+        assert_eq!(read(dir.join("memory.max")), (96u64 << 20).to_string());
+    } else {
+        let cpu = Path::new("/sys/fs/cgroup/cpu").join(&root.0).join("c1");
+        let mem = Path::new("/sys/fs/cgroup/memory").join(&root.0).join("c1");
+        assert_eq!(read(cpu.join("cpu.shares")), "1536");
+        assert_eq!(read(cpu.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "150000");
+        assert_eq!(
+            read(mem.join("memory.limit_in_bytes")),
+            (96u64 << 20).to_string()
+        );
+        if mem.join("memory.memsw.limit_in_bytes").exists() {
+            assert_eq!(
+                read(mem.join("memory.memsw.limit_in_bytes")),
+                (96u64 << 20).to_string()
+            );
+        }
+    }
+    assert_eq!(cg.memory_limit(), Some(96 << 20));
+    assert!(cg.procs_files().len() >= 2 || mgr.is_v2());
+
+    // No CFS quota: shares only.
+    let cg2 = mgr
+        .create(
+            "c2",
+            &Limits {
+                cpus: 0.25,
+                mem_mb: 0.0,
+                cfs_quota: false,
+            },
+        )
+        .unwrap();
+    if !mgr.is_v2() {
+        let cpu = Path::new("/sys/fs/cgroup/cpu").join(&root.0).join("c2");
+        assert_eq!(read(cpu.join("cpu.shares")), "256");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");
+    }
+    cg.destroy(Duration::from_secs(5)).unwrap();
+    cg2.destroy(Duration::from_secs(5)).unwrap();
+    assert!(!cg.exists());
+}
+
+#[test]
+fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
+    let root = CgroupRoot::new("killall");
+    let mgr = CgroupManager::detect(&root.0).expect("cgroups must be usable for this test");
+    let cg = mgr
+        .create(
+            "k",
+            &Limits {
+                cpus: 0.1,
+                mem_mb: 64.0,
+                cfs_quota: true,
+            },
+        )
+        .unwrap();
+    let mut child = spawn_in(
+        &cg.procs_files(),
+        "setsid sleep 300 & sleep 300 & sleep 300",
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cg.pids().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pids: {:?}",
+            cg.pids()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pids = cg.pids();
+    assert!(cg.kill_all(Duration::from_secs(5)));
+    let _ = child.wait();
+    cg.destroy(Duration::from_secs(5)).unwrap();
+    for p in pids {
+        assert!(!pid_alive(p), "{p} survived");
+    }
+    assert!(!cg.exists());
+}
+
+#[test]
+fn oom_kill_is_counted_and_only_hits_the_cgroup() {
+    let root = CgroupRoot::new("oom");
+    let mgr = CgroupManager::detect(&root.0).expect("cgroups must be usable for this test");
+    let cg = mgr
+        .create(
+            "hog",
+            &Limits {
+                cpus: 0.5,
+                mem_mb: 32.0,
+                cfs_quota: false,
+            },
+        )
+        .unwrap();
+    assert_eq!(cg.oom_kills(), 0);
+    let mut child = spawn_in(
+        &cg.procs_files(),
+        "head -c 300m /dev/zero | tail > /dev/null",
+    );
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert!(cg.oom_kills() >= 1, "no OOM kill recorded");
+    let peak = cg.memory_peak().unwrap();
+    assert!((16 << 20..=33 << 20).contains(&peak), "peak {peak}");
+    cg.destroy(Duration::from_secs(5)).unwrap();
+}
