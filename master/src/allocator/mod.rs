@@ -57,10 +57,12 @@
 //! Agents, frameworks and roles live in dense slot vectors; names are mapped to slots only at the
 //! API boundary. Each role keeps its eligible frameworks in a `BTreeSet` keyed by
 //! `(share, allocations, slot)`, and the roles are in another such set, so an allocation re-keys
-//! one framework and one role in `O(log n)` instead of re-sorting. Filters live on their agent in a
-//! vector sorted by framework slot (one binary search per check), and expire through a min-heap,
-//! so a cycle does no work for filters that are not due. See BENCHMARKS.md (`## allocator`) and
-//! `benches/allocator.rs`: a cycle over 10,000 agents × 100 frameworks takes milliseconds.
+//! one framework and one role in `O(log n)` instead of re-sorting. Filters live on their agent,
+//! sorted by framework slot, split into a hot 64-byte key (expiry, scalars, port span: no pointer
+//! to follow) and a cold half (exact resources, id). Per agent, one sequential pass over its keys
+//! marks the frameworks they hide the offer from in a reused bitset, then the DRF order is walked
+//! to the first unmarked framework. Filters expire through a min-heap, so a cycle does no work
+//! for filters that are not due. See BENCHMARKS.md (`## allocator`) and `benches/allocator.rs`.
 
 pub mod synthetic;
 #[cfg(test)]
@@ -226,11 +228,139 @@ fn intersect(a: &Resources, b: &Resources) -> Resources {
     }
 }
 
+/// A filter's cold half: identity and the exact refused resources.
 #[derive(Debug)]
 struct Filter {
     id: u64,
-    expires_at: Instant,
     resources: Resources,
+}
+
+/// Port ranges in a form the hot path can test without following a pointer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PortSpan {
+    Empty,
+    /// One range `[lo, hi]`.
+    One(u32, u32),
+    /// Several ranges: fall back to `Ranges::contains`.
+    Many,
+}
+
+impl PortSpan {
+    /// For a refused set: its exact shape. For an offer, `One` is its hull (first..last).
+    fn of(ranges: &drove_proto::resources::Ranges, hull: bool) -> PortSpan {
+        let s = ranges.as_slice();
+        let (Some(first), Some(last)) = (s.first(), s.last()) else {
+            return PortSpan::Empty;
+        };
+        match (u32::try_from(first.0), u32::try_from(last.1)) {
+            (Ok(lo), Ok(hi)) if hull || s.len() == 1 => PortSpan::One(lo, hi),
+            _ => PortSpan::Many,
+        }
+    }
+}
+
+/// A filter's hot half, scanned every cycle: 64 bytes, no pointers.
+#[derive(Debug, Clone, Copy)]
+struct FilterKey {
+    expires_at: Instant,
+    scalars: Scalars,
+    ports: PortSpan,
+}
+
+/// Whether a filter covers an offer: `Some(answer)`, or `None` when only the exact port ranges
+/// can tell.
+fn covers(key: &FilterKey, offer: &Scalars, offer_ports: PortSpan) -> Option<bool> {
+    for (k, o) in key.scalars.iter().zip(offer) {
+        if *o > *k + EPSILON {
+            return Some(false);
+        }
+    }
+    match (offer_ports, key.ports) {
+        (PortSpan::Empty, _) => Some(true),
+        (_, PortSpan::Empty) => Some(false),
+        (PortSpan::One(lo, hi), PortSpan::One(klo, khi)) => Some(klo <= lo && hi <= khi),
+        _ => None,
+    }
+}
+
+/// An agent's filters, sorted by framework slot, in three parallel vectors.
+#[derive(Debug, Default)]
+struct AgentFilters {
+    fws: Vec<u32>,
+    keys: Vec<FilterKey>,
+    cold: Vec<Filter>,
+}
+
+impl AgentFilters {
+    /// The positions of framework `f`'s filters.
+    fn range(&self, f: u32) -> std::ops::Range<usize> {
+        let lo = self.fws.partition_point(|&x| x < f);
+        let hi = lo + self.fws[lo..].partition_point(|&x| x == f);
+        lo..hi
+    }
+
+    fn len(&self) -> usize {
+        self.fws.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.fws.is_empty()
+    }
+
+    fn insert(&mut self, f: u32, key: FilterKey, filter: Filter) {
+        let at = self.range(f).end;
+        self.fws.insert(at, f);
+        self.keys.insert(at, key);
+        self.cold.insert(at, filter);
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.fws.remove(i);
+        self.keys.remove(i);
+        self.cold.remove(i);
+    }
+
+    /// Drops every filter of `f`; returns how many.
+    fn clear(&mut self, f: u32) -> usize {
+        let range = self.range(f);
+        let n = range.len();
+        if n > 0 {
+            self.fws.drain(range.clone());
+            self.keys.drain(range.clone());
+            self.cold.drain(range);
+        }
+        n
+    }
+
+    /// Live filters as (framework, key, cold half).
+    fn iter(&self) -> impl Iterator<Item = (u32, &FilterKey, &Filter)> {
+        self.fws
+            .iter()
+            .zip(&self.keys)
+            .zip(&self.cold)
+            .map(|((f, k), c)| (*f, k, c))
+    }
+
+    /// Marks in `blocked` (a bitset over framework slots) every framework whose live filter
+    /// hides an offer of `free`: one sequential pass over the agent's filters.
+    fn mark_blocked(&self, free: &Resources, now: Instant, blocked: &mut [u64]) {
+        let offer = scalars(free);
+        let offer_ports = PortSpan::of(&free.ports, true);
+        for (i, (&f, key)) in self.fws.iter().zip(&self.keys).enumerate() {
+            let (word, bit) = ((f / 64) as usize, 1u64 << (f % 64));
+            let Some(w) = blocked.get_mut(word) else {
+                continue;
+            };
+            if *w & bit != 0 || key.expires_at <= now {
+                continue;
+            }
+            let hides = covers(key, &offer, offer_ports)
+                .unwrap_or_else(|| self.cold[i].resources.contains(free));
+            if hides {
+                *w |= bit;
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -243,42 +373,12 @@ struct Agent {
     active: bool,
     /// What each framework holds here (offered or used).
     allocs: Vec<(u32, Resources)>,
-    /// Framework slot of each filter, sorted; `filters` is parallel to it.
-    filter_fws: Vec<u32>,
-    filters: Vec<Filter>,
+    filters: AgentFilters,
     /// Dedupes candidates in `allocate_agents`.
     stamp: u64,
 }
 
 impl Agent {
-    /// The range of `filters` belonging to framework `f`.
-    fn filter_range(&self, f: u32) -> std::ops::Range<usize> {
-        let lo = self.filter_fws.partition_point(|&x| x < f);
-        let hi = lo + self.filter_fws[lo..].partition_point(|&x| x == f);
-        lo..hi
-    }
-
-    /// Whether a live filter of `f` hides an offer of `offer`.
-    fn filtered(&self, f: u32, offer: &Resources, now: Instant) -> bool {
-        if self.filter_fws.is_empty() {
-            return false;
-        }
-        self.filters[self.filter_range(f)]
-            .iter()
-            .any(|flt| flt.expires_at > now && flt.resources.contains(offer))
-    }
-
-    /// Drops every filter of `f`; returns how many.
-    fn clear_filters(&mut self, f: u32) -> usize {
-        let range = self.filter_range(f);
-        let n = range.len();
-        if n > 0 {
-            self.filter_fws.drain(range.clone());
-            self.filters.drain(range);
-        }
-        n
-    }
-
     fn alloc_mut(&mut self, f: u32) -> Option<&mut Resources> {
         self.allocs
             .iter_mut()
@@ -410,6 +510,8 @@ pub struct Allocator {
     stamp: u64,
     /// Candidate buffer reused across cycles.
     scratch: Vec<u32>,
+    /// Bitset over framework slots reused across agents and cycles.
+    blocked: Vec<u64>,
 }
 
 impl Allocator {
@@ -434,6 +536,7 @@ impl Allocator {
             next_agent_uid: 0,
             stamp: 0,
             scratch: Vec::new(),
+            blocked: Vec::new(),
         }
     }
 
@@ -640,8 +743,7 @@ impl Allocator {
                 total,
                 active: true,
                 allocs: Vec::new(),
-                filter_fws: Vec::new(),
-                filters: Vec::new(),
+                filters: AgentFilters::default(),
                 stamp: 0,
             },
         );
@@ -752,7 +854,7 @@ impl Allocator {
                 let (_, res) = agent.allocs.swap_remove(pos);
                 agent.free.add(&res);
             }
-            dropped += agent.clear_filters(f);
+            dropped += agent.filters.clear(f);
         }
         self.live_filters = self.live_filters.saturating_sub(dropped);
         if let Some((_, removed)) = self.frameworks.remove(fw) {
@@ -810,7 +912,7 @@ impl Allocator {
     fn clear_filters(&mut self, f: u32) {
         let mut dropped = 0;
         for (_, agent) in self.agents.iter_mut() {
-            dropped += agent.clear_filters(f);
+            dropped += agent.filters.clear(f);
         }
         self.live_filters = self.live_filters.saturating_sub(dropped);
     }
@@ -865,25 +967,27 @@ impl Allocator {
         let Some(agent) = self.agents.get_mut(a) else {
             return;
         };
-        let range = agent.filter_range(f);
+        let filters = &mut agent.filters;
         // The same refusal again extends the existing filter rather than stacking another.
-        if let Some(existing) = agent.filters[range.clone()]
-            .iter_mut()
-            .find(|flt| flt.resources == *resources)
+        if let Some(i) = filters
+            .range(f)
+            .find(|&i| filters.cold[i].resources == *resources)
         {
-            existing.expires_at = existing.expires_at.max(expires_at);
-            let (eid, eat) = (existing.id, existing.expires_at);
-            self.expiry.push(Reverse((eat, eid, a, f)));
+            let key = &mut filters.keys[i];
+            key.expires_at = key.expires_at.max(expires_at);
+            self.expiry
+                .push(Reverse((key.expires_at, filters.cold[i].id, a, f)));
         } else {
-            agent.filter_fws.insert(range.end, f);
-            agent.filters.insert(
-                range.end,
-                Filter {
-                    id,
-                    expires_at,
-                    resources: resources.clone(),
-                },
-            );
+            let key = FilterKey {
+                expires_at,
+                scalars: scalars(resources),
+                ports: PortSpan::of(&resources.ports, false),
+            };
+            let filter = Filter {
+                id,
+                resources: resources.clone(),
+            };
+            filters.insert(f, key, filter);
             self.live_filters += 1;
             self.expiry.push(Reverse((expires_at, id, a, f)));
         }
@@ -896,8 +1000,8 @@ impl Allocator {
     fn compact_expiry(&mut self) {
         let mut entries = Vec::with_capacity(self.live_filters);
         for (a, agent) in self.agents.iter() {
-            for (f, flt) in agent.filter_fws.iter().zip(&agent.filters) {
-                entries.push(Reverse((flt.expires_at, flt.id, a, *f)));
+            for (f, key, flt) in agent.filters.iter() {
+                entries.push(Reverse((key.expires_at, flt.id, a, f)));
             }
         }
         self.expiry = BinaryHeap::from(entries);
@@ -913,14 +1017,12 @@ impl Allocator {
             let Some(agent) = self.agents.get_mut(a) else {
                 continue;
             };
-            let range = agent.filter_range(f);
-            let start = range.start;
-            if let Some(i) = agent.filters[range]
-                .iter()
-                .position(|flt| flt.id == id && flt.expires_at <= now)
+            let filters = &mut agent.filters;
+            if let Some(i) = filters
+                .range(f)
+                .find(|&i| filters.cold[i].id == id && filters.keys[i].expires_at <= now)
             {
-                agent.filter_fws.remove(start + i);
-                agent.filters.remove(start + i);
+                filters.remove(i);
                 self.live_filters = self.live_filters.saturating_sub(1);
             }
         }
@@ -976,18 +1078,34 @@ impl Allocator {
             self.rebuild();
         }
         candidates.shuffle(&mut self.rng);
+        let mut blocked = std::mem::take(&mut self.blocked);
+        blocked.clear();
+        blocked.resize(self.frameworks.items.len().div_ceil(64), 0);
         let mut out = Vec::new();
         for &a in &candidates {
             let Some(agent) = self.agents.get(a) else {
                 continue;
             };
-            if !agent.active || !self.allocatable(&agent.free) {
+            if !agent.active || !self.allocatable(&agent.free) || self.role_set.is_empty() {
                 continue;
             }
+            // One pass over the agent's filters marks the frameworks they hide this offer from;
+            // then the first unmarked framework in DRF order wins.
+            let filtered = !agent.filters.is_empty();
+            if filtered {
+                blocked.fill(0);
+                agent.filters.mark_blocked(&agent.free, now, &mut blocked);
+            }
+            let is_blocked = |f: u32| {
+                filtered
+                    && blocked
+                        .get((f / 64) as usize)
+                        .is_some_and(|w| w & (1u64 << (f % 64)) != 0)
+            };
             let mut chosen = None;
             'roles: for &(_, _, r) in &self.role_set {
                 for &(_, _, f) in &self.roles[r as usize].fws {
-                    if !agent.filtered(f, &agent.free, now) {
+                    if !is_blocked(f) {
                         chosen = Some(f);
                         break 'roles;
                     }
@@ -998,6 +1116,7 @@ impl Allocator {
             }
         }
         self.scratch = candidates;
+        self.blocked = blocked;
         out
     }
 
@@ -1034,12 +1153,13 @@ impl Allocator {
         let role = &self.roles[x.role as usize];
         let mut filters = Vec::new();
         for (_, agent) in self.agents.iter() {
-            for flt in &agent.filters[agent.filter_range(f)] {
-                if flt.expires_at > now {
+            for i in agent.filters.range(f) {
+                let expires_at = agent.filters.keys[i].expires_at;
+                if expires_at > now {
                     filters.push(FilterReport {
                         agent: agent.name.clone(),
-                        resources: flt.resources.clone(),
-                        expires_at: flt.expires_at,
+                        resources: agent.filters.cold[i].resources.clone(),
+                        expires_at,
                     });
                 }
             }

@@ -434,3 +434,54 @@ fn ports_only_free_is_not_allocatable_by_default() {
     a.add_agent("a", agent, &[("f", res("cpus:1;mem:64"))]);
     assert!(a.allocate(Instant::now()).is_empty());
 }
+
+#[test]
+fn filter_port_checks_match_exact_subset() {
+    let t = Instant::now() + secs(60);
+    let key_of = |r: &Resources| FilterKey {
+        expires_at: t,
+        scalars: scalars(r),
+        ports: PortSpan::of(&r.ports, false),
+    };
+    let exact = |refused: &Resources, offer: &Resources| {
+        covers(
+            &key_of(refused),
+            &scalars(offer),
+            PortSpan::of(&offer.ports, true),
+        )
+        .unwrap_or_else(|| refused.contains(offer))
+    };
+    let cases = [
+        ("cpus:1;ports:[10-20]", "cpus:1;ports:[12-13,15-20]"),
+        ("cpus:1;ports:[10-20]", "cpus:1;ports:[9-12]"),
+        ("cpus:1;ports:[10-20]", "cpus:1"),
+        ("cpus:1", "cpus:1;ports:[10-10]"),
+        ("cpus:1;ports:[1-5,10-20]", "cpus:1;ports:[1-5]"),
+        ("cpus:1;ports:[1-5,10-20]", "cpus:1;ports:[4-11]"),
+        ("cpus:1;ports:[1-5,10-20]", "cpus:1;ports:[2-3,11-12]"),
+        ("cpus:1;mem:10", "cpus:1;mem:10.0000001"),
+        ("cpus:1;mem:10", "cpus:1;mem:10.1"),
+        (
+            "cpus:1;mem:10;disk:5;gpus:1",
+            "cpus:0.5;mem:10;disk:5;gpus:1",
+        ),
+    ];
+    for (refused, offer) in cases {
+        let (refused, offer) = (res(refused), res(offer));
+        assert_eq!(
+            exact(&refused, &offer),
+            refused.contains(&offer),
+            "{refused} vs {offer}"
+        );
+    }
+    // End to end through a multi-range filter.
+    let t0 = Instant::now();
+    let mut a = allocator();
+    a.add_framework("f", "r", true, false);
+    a.add_agent("a", res("cpus:2;mem:64;ports:[1-5,10-20]"), &[]);
+    let offers = a.allocate(t0);
+    a.recover("f", "a", &offers[0].resources, Some(secs(10)), t0);
+    assert!(a.allocate(t0).is_empty());
+    a.allocate_used("f", "a", &res("ports:[3-3,15-15]"));
+    assert!(a.allocate(t0).is_empty(), "a subset stays hidden");
+}
