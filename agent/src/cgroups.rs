@@ -106,6 +106,70 @@ pub fn parse_oom_control_oom_kill(text: &str) -> u64 {
     parse_memory_events_oom_kill(text)
 }
 
+fn enabled_controllers(dir: &Path) -> String {
+    fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default()
+}
+
+/// Enables `controllers` for `dir`'s children (skipping those already enabled).
+fn enable_subtree(dir: &Path, controllers: &[&str]) -> std::io::Result<()> {
+    let current = enabled_controllers(dir);
+    let missing: Vec<String> = controllers
+        .iter()
+        .filter(|c| !current.split_whitespace().any(|x| x == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs::write(dir.join("cgroup.subtree_control"), missing.join(" "))
+}
+
+/// v2: makes `<hierarchy>/<root>` a domain whose children get `controllers`.
+///
+/// The "no internal processes" rule forbids enabling controllers in a non-root cgroup that holds
+/// processes. The real root is exempt, but inside a cgroup namespace (a container) the visible
+/// root is not: if enabling there fails with EBUSY, the agent moves itself into the leaf
+/// `<root>/agent` and retries (this works when the agent is the only process there). Task
+/// cgroups are siblings of that leaf, so `<root>` itself never holds processes.
+pub fn prepare_v2(
+    hierarchy: &Path,
+    root: &str,
+    controllers: &[&str],
+    self_pid: u32,
+) -> Result<(), CgroupError> {
+    let root_dir = hierarchy.join(root);
+    let unusable = |what: String| CgroupError::Unusable(what);
+    if let Err(e) = enable_subtree(hierarchy, controllers) {
+        if e.raw_os_error() != Some(nix::libc::EBUSY) {
+            return Err(unusable(format!(
+                "enabling {controllers:?} in {}: {e}",
+                hierarchy.display()
+            )));
+        }
+        let leaf = root_dir.join("agent");
+        fs::create_dir_all(&leaf)
+            .map_err(|e| unusable(format!("creating {}: {e}", leaf.display())))?;
+        fs::write(leaf.join("cgroup.procs"), self_pid.to_string())
+            .map_err(|e| unusable(format!("moving the agent into {}: {e}", leaf.display())))?;
+        tracing::info!(leaf = %leaf.display(), "moved the agent into a leaf cgroup (no internal processes rule)");
+        enable_subtree(hierarchy, controllers).map_err(|e| {
+            unusable(format!(
+                "enabling {controllers:?} in {} (other processes live there?): {e}",
+                hierarchy.display()
+            ))
+        })?;
+    }
+    fs::create_dir_all(&root_dir)
+        .map_err(|e| unusable(format!("creating {}: {e}", root_dir.display())))?;
+    enable_subtree(&root_dir, controllers).map_err(|e| {
+        unusable(format!(
+            "enabling {controllers:?} in {}: {e}",
+            root_dir.display()
+        ))
+    })?;
+    Ok(())
+}
+
 /// Creates and loads task cgroups under one root name (`drove` by default).
 #[derive(Debug, Clone)]
 pub struct CgroupManager {
@@ -154,6 +218,18 @@ impl CgroupManager {
                     )));
                 }
             }
+        }
+        if v2 {
+            let mut wanted = vec!["cpu", "memory"];
+            if mgr.controllers().iter().any(|c| c == "pids") {
+                wanted.push("pids");
+            }
+            prepare_v2(
+                Path::new(hierarchies::UNIFIED_MOUNTPOINT),
+                &mgr.root,
+                &wanted,
+                std::process::id(),
+            )?;
         }
         // Create the root itself so permission problems show at start-up.
         let probe = mgr.load_path(&mgr.root);
@@ -509,6 +585,27 @@ mod tests {
         assert_eq!(shares_to_weight(u64::MAX), 10_000);
         // Monotonic.
         assert!(shares_to_weight(2048) > shares_to_weight(1024));
+    }
+
+    #[test]
+    fn v2_preparation_enables_controllers_top_down() {
+        // A fake unified hierarchy: plain files stand in for the kernel's.
+        let dir = tempfile::tempdir().unwrap();
+        let h = dir.path();
+        fs::write(h.join("cgroup.subtree_control"), "").unwrap();
+        fs::create_dir_all(h.join("drove")).unwrap();
+        fs::write(h.join("drove/cgroup.subtree_control"), "cpu").unwrap();
+        prepare_v2(h, "drove", &["cpu", "memory"], 1).unwrap();
+        assert_eq!(
+            fs::read_to_string(h.join("cgroup.subtree_control")).unwrap(),
+            "+cpu +memory"
+        );
+        // Already-enabled controllers are not written again.
+        assert_eq!(
+            fs::read_to_string(h.join("drove/cgroup.subtree_control")).unwrap(),
+            "+memory"
+        );
+        assert!(!h.join("drove/agent").exists());
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct Node {
     pub registered: watch::Sender<bool>,
     /// Wakes the status-update sender.
     pub status_wakeup: Notify,
+    /// Asks the registration loop to re-register (the master answered 404 to a status update).
+    pub reregister: Notify,
     pub client: reqwest::Client,
     pub fetcher: Fetcher,
     /// Cancelled when the agent stops; every loop and watcher listens to it.
@@ -69,6 +71,7 @@ impl Node {
             agent_id: Mutex::new(agent_id),
             registered: watch::Sender::new(false),
             status_wakeup: Notify::new(),
+            reregister: Notify::new(),
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .connect_timeout(std::time::Duration::from_secs(3))

@@ -97,6 +97,10 @@ pub async fn run(node: Arc<Node>) {
                     node.registered.send_replace(false);
                     return;
                 }
+                _ = node.reregister.notified() => {
+                    node.registered.send_replace(false);
+                    break;
+                }
                 _ = tokio::time::sleep(interval) => {}
             }
             let ping = Ping {

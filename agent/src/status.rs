@@ -230,6 +230,11 @@ async fn send_one(node: &Node, key: &TaskKey, mut update: StatusUpdate) {
         Ok(resp) if resp.status().is_success() => {
             tracing::debug!(task = %update.status.task_id, state = update.status.state.as_str(), "update sent");
         }
+        Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
+            tracing::warn!(task = %update.status.task_id, "the master does not know this agent; re-registering");
+            node.registered.send_replace(false);
+            node.reregister.notify_one();
+        }
         Ok(resp) => {
             tracing::warn!(task = %update.status.task_id, status = %resp.status(), "master refused a status update");
         }
