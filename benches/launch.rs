@@ -85,6 +85,7 @@ async fn run() {
         min_allocatable_resources: drove_master::MinAllocatable(vec![Resources::cpus_mem(
             0.01, 0.0,
         )]),
+        weights: Default::default(),
         hostname: None,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));

@@ -523,3 +523,50 @@ async fn pymesos_framework_works_unchanged() {
         c.logs()
     );
 }
+
+/// A framework that stays away past its failover_timeout is torn down and its tasks killed;
+/// a PARTITION_AWARE framework sees TASK_UNREACHABLE rather than TASK_LOST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_timeout_expiry_kills_tasks_and_partition_aware_sees_unreachable() {
+    let mut c = TestCluster::start(&[SMALL, SMALL]).await;
+    let mut info = framework_info("short-failover");
+    info["failover_timeout"] = json!(1.0);
+    let mut short = Framework::subscribe(&c.master_url(), info).await;
+    let offer = short.offers(T).await.remove(0);
+    short
+        .launch(&offer, vec![task("orphan", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    let pid = pid_of(&short.wait_state("orphan", "TASK_RUNNING", T).await).expect("pid");
+    let short_id = short.id.clone();
+    drop(short);
+    let deadline = tokio::time::Instant::now() + T;
+    while pid_alive(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !pid_alive(pid),
+        "the task outlived its framework's failover timeout"
+    );
+    let state = c.state().await;
+    assert!(
+        state["completed_frameworks"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["id"] == short_id.as_str())),
+        "{state}"
+    );
+
+    let mut info = framework_info("partition-aware");
+    info["capabilities"] = json!([{"type": "PARTITION_AWARE"}]);
+    let mut pa = Framework::subscribe(&c.master_url(), info).await;
+    let offer = pa.offers(T).await.remove(0);
+    pa.launch(&offer, vec![task("pa", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    pa.wait_state("pa", "TASK_RUNNING", T).await;
+    let host = offer["hostname"].as_str().unwrap_or("").to_string();
+    let agent = c.specs.iter().position(|s| s.ip == host).expect("agent");
+    c.kill_agent(agent);
+    let failure = pa.next_of("FAILURE", T).await.expect("FAILURE event");
+    assert_eq!(failure["failure"]["agent_id"], offer["agent_id"]);
+    let status = pa.wait_state("pa", "TASK_UNREACHABLE", T).await;
+    assert_eq!(status["reason"], "REASON_AGENT_REMOVED");
+}

@@ -666,7 +666,8 @@ impl Cluster {
                 task.released = true;
                 recover = Some((task.agent_id.value.clone(), task.resources.clone()));
             }
-            self.store.apply(StoreOp::UpsertTask(Box::new(task_row(task))));
+            self.store
+                .apply(StoreOp::UpsertTask(Box::new(task_row(task))));
             if status.state.is_terminal() {
                 if let Some(t) = fw.tasks.remove(&task_key) {
                     complete(fw, t, self.config.completed_tasks_per_framework);
@@ -1156,7 +1157,8 @@ impl Cluster {
             statuses: vec![(TaskState::TaskStaging, now_secs(), None)],
             released: false,
         };
-        self.store.apply(StoreOp::UpsertTask(Box::new(task_row(&task))));
+        self.store
+            .apply(StoreOp::UpsertTask(Box::new(task_row(&task))));
         if let Some(fw) = self.frameworks.get_mut(fw_key) {
             if let Some(old) = fw.tasks.remove(&task_key) {
                 complete(fw, old, self.config.completed_tasks_per_framework);

@@ -58,6 +58,9 @@ pub struct MasterArgs {
     /// Smallest offer worth making, Mesos-style alternatives: `cpus:0.01|mem:32`.
     #[arg(long, default_value = "cpus:0.01|mem:32", value_parser = MinAllocatable::parse)]
     pub min_allocatable_resources: MinAllocatable,
+    /// Role weights for DRF, Mesos-style: `prod=2,dev=0.5` (roles not listed weigh 1).
+    #[arg(long, default_value = "", value_parser = RoleWeights::parse)]
+    pub weights: RoleWeights,
     /// Host name advertised in MasterInfo and /master/state.
     #[arg(long)]
     pub hostname: Option<String>,
@@ -70,6 +73,30 @@ pub struct MinAllocatable(pub Vec<Resources>);
 impl MinAllocatable {
     fn parse(text: &str) -> Result<MinAllocatable, drove_proto::ResourceError> {
         AllocatorConfig::parse_min_allocatable(text).map(MinAllocatable)
+    }
+}
+
+/// `--weights`: `role=weight` pairs.
+#[derive(Debug, Clone, Default)]
+pub struct RoleWeights(pub Vec<(String, f64)>);
+
+impl RoleWeights {
+    fn parse(text: &str) -> Result<RoleWeights, String> {
+        let mut out = Vec::new();
+        for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (role, weight) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?}: expected role=weight"))?;
+            let weight: f64 = weight
+                .trim()
+                .parse()
+                .map_err(|_| format!("{pair:?}: weight is not a number"))?;
+            if !(weight.is_finite() && weight > 0.0) {
+                return Err(format!("{pair:?}: weight must be positive"));
+            }
+            out.push((role.trim().to_string(), weight));
+        }
+        Ok(RoleWeights(out))
     }
 }
 
@@ -166,6 +193,10 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
     };
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
     let mut cluster = Cluster::new(master_info, config, store, AgentClient::new(internal_tx));
+    for (role, weight) in &args.weights.0 {
+        // Parsing already refused non-positive weights.
+        let _ = cluster.allocator.set_role_weight(role, *weight);
+    }
     cluster.recover(snapshot);
     let shared = Arc::new(Shared {
         cluster: Mutex::new(cluster),
