@@ -535,3 +535,64 @@ async fn failing_health_check_kills_the_task() {
         .any(|u| u.status.state == TaskState::TaskRunning && u.status.healthy == Some(false)));
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_none_runs_and_kills_process_groups() {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = agent_args(&master, dir.path(), "unused");
+    args.isolation = drove_agent::Isolation::None;
+    let agent = TestAgent::start(args);
+    let ep = master.wait_registrations(1).await.endpoint;
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body("plain", "sleep 300 & sleep 300; wait", 0.1, 32.0, None),
+    )
+    .await;
+    let running = master.wait_state("plain", TaskState::TaskRunning).await;
+    let pid = running
+        .status
+        .container_status
+        .unwrap()
+        .executor_pid
+        .unwrap();
+    let kill = json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "plain"}});
+    post(&ep, "/agent/v1/kill", &kill).await;
+    master.wait_state("plain", TaskState::TaskKilled).await;
+    assert!(!pid_alive(pid));
+    let pgrep = std::process::Command::new("pgrep")
+        .arg("-g")
+        .arg(pid.to_string())
+        .output()
+        .unwrap();
+    // Zombies awaiting their reaper do not count.
+    let alive: Vec<u32> = String::from_utf8_lossy(&pgrep.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| pid_alive(*p))
+        .collect();
+    let ps = std::process::Command::new("ps")
+        .args(["-o", "pid,stat,args", "-g", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        alive.is_empty(),
+        "process group {pid} survived: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_start_without_usable_cgroups() {
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = agent_args(&master, dir.path(), "../escape");
+    let err = drove_agent::run(args, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, drove_agent::AgentError::Cgroups(_)), "{err}");
+    assert!(err.to_string().contains("--isolation none"), "{err}");
+}
