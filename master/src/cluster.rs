@@ -748,15 +748,14 @@ impl Cluster {
             fw.unregistered_secs = None;
             fw.suppressed = suppressed;
             if old_role != role {
-                self.allocator.remove_framework(&key);
+                // Moves the framework's allocations to its new role.
                 self.allocator.add_framework(&key, &role, true, suppressed);
+            }
+            self.allocator.activate_framework(&key);
+            if suppressed {
+                self.allocator.suppress(&key);
             } else {
-                self.allocator.activate_framework(&key);
-                if suppressed {
-                    self.allocator.suppress(&key);
-                } else {
-                    self.allocator.revive(&key, Instant::now());
-                }
+                self.allocator.revive(&key, Instant::now());
             }
             tracing::info!(framework = %key, name = %info.name, "framework re-subscribed");
         } else {
