@@ -1,8 +1,8 @@
 //! The Pingora side: host routing, backend choice with passive failover, forwarding headers,
 //! custom 404/503 answers and per-request stats.
 
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,39 @@ pub struct Router {
     pub idle_timeout: Duration,
     /// Seconds put in `Retry-After` on 503s.
     pub retry_after_secs: u64,
+    pub request_ids: RequestIds,
+}
+
+/// Generates `X-Request-Id`s: UUIDv4-shaped, random per process, unique by a counter (no
+/// syscall per request).
+pub struct RequestIds {
+    base: u128,
+    next: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new() -> Self {
+        Self {
+            base: uuid::Uuid::new_v4().as_u128(),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as u128 & ((1 << 48) - 1);
+        let bytes =
+            ((self.base & !((1 << 48) - 1)) | ((self.base + n) & ((1 << 48) - 1))).to_be_bytes();
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = id.hyphenated().encode_lower(&mut buf);
+        HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Decrements the app's in-router gauge when the request ends.
@@ -58,6 +91,14 @@ pub struct RequestCtx {
     hold_error: Option<HoldError>,
     request_id: Option<HeaderValue>,
     host: Option<HeaderValue>,
+    /// The client's IP, carried over keep-alive requests on one connection (Pingora would
+    /// otherwise ask the kernel for it on every request).
+    client_ip: Option<IpAddr>,
+}
+
+/// What survives from one request to the next on a keep-alive client connection.
+struct ConnectionMemo {
+    client_ip: Option<IpAddr>,
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {
@@ -100,6 +141,34 @@ impl ProxyHttp for Router {
             hold_error: None,
             request_id: None,
             host: None,
+            client_ip: None,
+        }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // No response compression module: the router passes bodies through untouched.
+    }
+
+    fn persist_connection_context(
+        &self,
+        _session: &Session,
+        ctx: &Self::CTX,
+    ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        ctx.client_ip.map(|ip| {
+            Box::new(ConnectionMemo {
+                client_ip: Some(ip),
+            }) as Box<dyn std::any::Any + Send + Sync>
+        })
+    }
+
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(memo) = prev.downcast::<ConnectionMemo>() {
+            ctx.client_ip = memo.client_ip;
         }
     }
 
@@ -133,8 +202,7 @@ impl ProxyHttp for Router {
         ctx.host = host;
         ctx.request_id = Some(match session.req_header().headers.get(X_REQUEST_ID) {
             Some(v) if valid_request_id(v) => v.clone(),
-            _ => HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .map_err(|e| Error::because(ErrorType::InternalError, "request id", e))?,
+            _ => self.request_ids.next(),
         });
         Ok(false)
     }
@@ -316,5 +384,20 @@ impl ProxyHttp for Router {
         if let Some(b) = &ctx.backend {
             b.stats.finish(status, bytes_in, bytes_out, latency);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_uuids() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        let a = uuid::Uuid::parse_str(a.to_str().expect("ascii")).expect("uuid");
+        assert_eq!(a.get_version_num(), 4);
     }
 }

@@ -45,6 +45,7 @@ pub async fn follow(
 ) {
     let url = format!("{}/v1/routes/stream", paas.trim_end_matches('/'));
     let mut backoff = BACKOFF_MIN;
+    let mut failures: u32 = 0;
     loop {
         let mut got_snapshot = false;
         let result = tokio::select! {
@@ -56,12 +57,19 @@ pub async fn follow(
             .store(false, Ordering::Relaxed);
         if got_snapshot {
             backoff = BACKOFF_MIN;
+            failures = 0;
         }
         let e = match result {
             Ok(()) => StreamError::Closed { url: url.clone() },
             Err(e) => e,
         };
-        tracing::warn!(error = %e, retry_in = ?backoff, "route stream lost; serving the last table");
+        failures += 1;
+        // Warn on the first failure and then every 20th, not on every retry.
+        if failures % 20 == 1 {
+            tracing::warn!(error = %e, retry_in = ?backoff, failures, "route stream lost; serving the last table");
+        } else {
+            tracing::debug!(error = %e, retry_in = ?backoff, "route stream still down");
+        }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return,

@@ -276,11 +276,15 @@ pub fn start(args: RouterArgs) -> Result<RouterHandle, RouterError> {
         connect_timeout: args.connect_timeout,
         idle_timeout: args.upstream_idle_timeout,
         retry_after_secs: args.retry_after,
+        request_ids: crate::proxy::RequestIds::new(),
     };
     let conf = ServerConf {
         threads,
         max_retries: args.connect_attempts.max(1) as usize + 2,
         upstream_keepalive_pool_size: 4096,
+        // Keep work stealing on: Pingora's no-steal runtime keeps its handles in a process-wide
+        // thread-local that goes stale when a second Server starts in the same process.
+        work_stealing: true,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
