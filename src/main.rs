@@ -58,6 +58,9 @@ struct UpArgs {
     /// `cgroups` (default) or `none`.
     #[arg(long, default_value = "cgroups")]
     isolation: String,
+    /// Parent cgroup of the agent's task cgroups.
+    #[arg(long, default_value = "drove")]
+    cgroup_root: String,
 }
 
 /// Parses a component's flags from an argument list, for `drove up`.
@@ -142,6 +145,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         format!("--listen={}", args.agent_listen),
         format!("--work-dir={}", args.data_dir.join("agent").display()),
         format!("--isolation={}", args.isolation),
+        format!("--cgroup-root={}", args.cgroup_root),
     ];
     if let Some(r) = &args.resources {
         agent_flags.push(format!("--resources={r}"));

@@ -570,3 +570,46 @@ async fn failover_timeout_expiry_kills_tasks_and_partition_aware_sees_unreachabl
     let status = pa.wait_state("pa", "TASK_UNREACHABLE", T).await;
     assert_eq!(status["reason"], "REASON_AGENT_REMOVED");
 }
+
+/// `drove up` runs a master and an agent in one process, ready for a framework.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drove_up_runs_master_and_agent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let agent = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let cgroup_root = format!("drove-test-{}", uuid_like());
+    let args = vec![
+        "up".to_string(),
+        format!("--data-dir={}", dir.path().display()),
+        format!("--master-listen={master}"),
+        format!("--agent-listen={agent}"),
+        "--resources=cpus:1;mem:512;ports:[31000-31009]".to_string(),
+        format!("--cgroup-root={cgroup_root}"),
+    ];
+    let _up = Proc::spawn("up", &args, &dir.path().join("up.log"));
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + T;
+    let mut active = 0;
+    while active != 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(r) = http
+            .get(format!("http://{master}/master/state"))
+            .send()
+            .await
+        {
+            if let Ok(v) = r.json::<Value>().await {
+                active = v["activated_slaves"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    assert_eq!(active, 1, "drove up did not register its agent");
+    let mut fw = Framework::subscribe(&format!("http://{master}"), framework_info("up")).await;
+    let offer = fw.offers(T).await.remove(0);
+    assert_eq!(offer["hostname"], "127.0.0.1");
+    fw.launch(&offer, vec![task("up-task", &offer, 0.1, 32.0, "true")])
+        .await;
+    fw.wait_state("up-task", "TASK_FINISHED", T).await;
+    drop(fw);
+    drop(_up);
+    kill_cgroup_tree(&cgroup_root);
+}
