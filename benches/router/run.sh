@@ -24,6 +24,10 @@ done
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 B1=$(free_port); B2=$(free_port); PAAS=$(free_port); ROUTER=$(free_port); ADMIN=$(free_port); HAP=$(free_port)
+ROUTER_JE=$(free_port); ADMIN_JE=$(free_port)
+# Optional extra row: the same router binary with jemalloc preloaded (Debian libjemalloc2),
+# to show what a non-glibc allocator is worth.
+JEMALLOC=${JEMALLOC:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -60,11 +64,16 @@ PIDS+=($!)
 DROVE_LOG=warn "$DROVE" router --paas "http://127.0.0.1:$PAAS" --listen "127.0.0.1:$ROUTER" \
   --admin "127.0.0.1:$ADMIN" --threads "$THREADS" 2>"$WORK/router.log" &
 PIDS+=($!)
+if [ -f "$JEMALLOC" ]; then
+  LD_PRELOAD="$JEMALLOC" DROVE_LOG=warn "$DROVE" router --paas "http://127.0.0.1:$PAAS" \
+    --listen "127.0.0.1:$ROUTER_JE" --admin "127.0.0.1:$ADMIN_JE" --threads "$THREADS" 2>>"$WORK/router.log" &
+  PIDS+=($!)
+fi
 
 cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread $THREADS
-  maxconn 20000
+  maxconn 4000
 defaults
   mode http
   timeout connect 5s
@@ -90,7 +99,9 @@ haproxy -q -f "$WORK/haproxy.cfg" &
 PIDS+=($!)
 
 # Wait until all three answer.
-for url in "http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/"; do
+URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/")
+[ -f "$JEMALLOC" ] && URLS+=("http://127.0.0.1:$ROUTER_JE/")
+for url in "${URLS[@]}"; do
   for _ in $(seq 100); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "$url" || true)
     [ "$code" = 200 ] && break
@@ -120,5 +131,6 @@ echo "|---|---|---|---|---|---|"
 for c in $CONNS; do
   measure "direct (nginx)" "$B1" "$c"
   measure "drove router" "$ROUTER" "$c"
+  [ -f "$JEMALLOC" ] && measure "drove router, jemalloc preloaded" "$ROUTER_JE" "$c"
   measure "haproxy 2.6" "$HAP" "$c"
 done
