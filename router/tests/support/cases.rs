@@ -768,4 +768,31 @@ pub async fn route_stream_reconnects_and_keeps_serving(l: &Launch) {
         assert!(Instant::now() < end, "removed app still routed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // A change is live within 100 ms of being streamed.
+    let t = Instant::now();
+    paas.upsert(app_json("third", &[(b.addr, true, false)]));
+    while get(&c, &r, "third.localhost", "/").await.0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(5), "upsert never applied");
+    }
+    let applied = t.elapsed();
+    assert!(
+        applied < Duration::from_millis(100),
+        "upsert applied after {applied:?}"
+    );
+
+    // With the PaaS gone entirely (no stream, no stats, no wake), the last table keeps serving
+    // at full speed.
+    paas.stop();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t = Instant::now();
+    for _ in 0..50 {
+        assert_eq!(get(&c, &r, "second.localhost", "/").await.0, 200);
+    }
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "50 requests took {took:?} without a PaaS"
+    );
+    let m = r.metrics().await;
+    assert_eq!(metric(&m, "drove_router_route_stream_connected"), Some(0.0));
 }
