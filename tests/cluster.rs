@@ -488,40 +488,51 @@ async fn subscribe_is_chunked_recordio_even_with_connection_close() {
     );
 }
 
-/// An existing framework written against pymesos (from PyPI) works unchanged: it launches,
-/// sees RUNNING and FINISHED, kills a task and sees KILLED, acknowledging as it goes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pymesos_framework_works_unchanged() {
+/// Runs one of the published-client frameworks in tests/compat against a fresh cluster.
+async fn run_published_client(script: &str, master_arg: impl Fn(&TestCluster) -> String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join("target").join("pymesos-venv");
+    let venv = root.join("target").join("mesos-clients-venv");
     let setup = tokio::process::Command::new("bash")
-        .arg(root.join("tests/compat/setup-pymesos.sh"))
+        .arg(root.join("tests/compat/setup-mesos-clients.sh"))
         .arg(&venv)
         .output()
         .await
         .expect("setup script");
     assert!(
         setup.status.success(),
-        "installing pymesos failed: {}",
+        "installing the Mesos client libraries failed: {}",
         String::from_utf8_lossy(&setup.stderr)
     );
     let c = TestCluster::start(&[SMALL]).await;
     let run = tokio::process::Command::new(venv.join("bin/python"))
-        .arg(root.join("tests/compat/pymesos_framework.py"))
-        .arg(c.master_addr.to_string())
+        .arg(root.join("tests/compat").join(script))
+        .arg(master_arg(&c))
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(90), run)
         .await
-        .expect("pymesos framework finished in time")
+        .expect("the framework finished in time")
         .expect("python ran");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("RESULT ok"),
-        "pymesos framework failed:\n{stdout}\n{}\nlogs:\n{}",
+        "{script} failed:\n{stdout}\n{}\nlogs:\n{}",
         String::from_utf8_lossy(&out.stderr),
         c.logs()
     );
+}
+
+/// A framework written against pymesos (from PyPI) works unchanged: it launches, sees RUNNING
+/// and FINISHED, kills a task and sees KILLED, acknowledging as it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pymesos_framework_works_unchanged() {
+    run_published_client("pymesos_framework.py", |c| c.master_addr.to_string()).await;
+}
+
+/// The same with mesoshttp, which only handles an event when the next record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesoshttp_framework_works_unchanged() {
+    run_published_client("mesoshttp_framework.py", |c| c.master_url()).await;
 }
 
 /// A framework that stays away past its failover_timeout is torn down and its tasks killed;
