@@ -154,6 +154,13 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         .context("agent flags")?
         .inner;
     let master_task = tokio::spawn(drove_master::run(master, shutdown.clone()));
+    // Let the master bind before the agent's first registration attempt (it would retry anyway).
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(args.master_listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let agent_task = tokio::spawn(drove_agent::run(agent, shutdown.clone()));
     println!(
         "drove is up: master http://{} (state: /master/state), agent http://{}",
