@@ -288,6 +288,8 @@ async fn restarted_agent_reattaches_its_running_task() {
     .await;
     let running = fw.wait_state("survivor", "TASK_RUNNING", T).await;
     let pid = pid_of(&running).expect("pid");
+    // The rest of the agent comes back as a new offer, which the restart must rescind.
+    let outstanding = fw.offers(T).await.remove(0);
     c.kill_agent(0);
     assert!(pid_alive(pid), "the task died with its agent");
     c.start_agent(0);
@@ -296,6 +298,8 @@ async fn restarted_agent_reattaches_its_running_task() {
     let st = c.agent_state(0).await;
     assert_eq!(st["tasks"][0]["pid"].as_i64(), Some(pid as i64), "{st}");
     assert_eq!(st["tasks"][0]["state"], "TASK_RUNNING");
+    let rescind = fw.next_of("RESCIND", T).await.expect("RESCIND");
+    assert_eq!(rescind["rescind"]["offer_id"], outstanding["id"]);
     // The task is still under management: a kill works and leaves nothing.
     fw.call(json!({"type": "KILL", "kill": {"task_id": {"value": "survivor"}}}))
         .await;
@@ -306,19 +310,24 @@ async fn restarted_agent_reattaches_its_running_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_master_keeps_tasks_and_framework_resubscribes() {
     let mut c = TestCluster::start(&[SMALL]).await;
-    let mut fw = subscribe(&c, "master-restart").await;
+    // Mesos' default failover_timeout of 0: the restart must still not tear the framework down.
+    let mut info = framework_info("master-restart");
+    info["failover_timeout"] = json!(0.0);
+    let mut fw = Framework::subscribe(&c.master_url(), info).await;
     let offer = fw.offers(T).await.remove(0);
     fw.launch(&offer, vec![task("keep", &offer, 0.1, 32.0, "sleep 300")])
         .await;
     let running = fw.wait_state("keep", "TASK_RUNNING", T).await;
     let pid = pid_of(&running).expect("pid");
     let id = fw.id.clone();
-    drop(fw);
-
     c.kill_master();
+    drop(fw);
     c.start_master();
     c.wait_agents(1).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(pid_alive(pid), "the restarted master killed the task");
     let mut info = framework_info("master-restart");
+    info["failover_timeout"] = json!(0.0);
     info["id"] = json!({"value": id});
     let mut fw = Framework::subscribe(&c.master_url(), info).await;
     assert_eq!(fw.id, id, "re-subscribed under the same id");
@@ -363,7 +372,9 @@ async fn bad_input_gets_clear_errors() {
         .expect("post");
     assert_eq!(r.status(), 415);
 
-    let mut fw = subscribe(&c, "bad").await;
+    let mut info = framework_info("bad");
+    info["capabilities"] = json!([{"type": "PARTITION_AWARE"}]);
+    let mut fw = Framework::subscribe(&c.master_url(), info).await;
     // A wrong stream id.
     let r = c
         .http
@@ -408,6 +419,30 @@ async fn bad_input_gets_clear_errors() {
     fw.launch(&fake, vec![task("ghost", &fake, 0.1, 32.0, "true")])
         .await;
     fw.wait_state("ghost", "TASK_DROPPED", T).await;
+    // A task id still in use is refused.
+    let offer = fw.offers(T).await.remove(0);
+    fw.launch(&offer, vec![task("twice", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    fw.wait_state("twice", "TASK_RUNNING", T).await;
+    let offer = fw.offers(T).await.remove(0);
+    fw.launch(&offer, vec![task("twice", &offer, 0.1, 32.0, "true")])
+        .await;
+    let err = fw.wait_state("twice", "TASK_ERROR", T).await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already in use"),
+        "{err}"
+    );
+    // A framework that is not PARTITION_AWARE hears TASK_LOST where others hear TASK_DROPPED.
+    let mut classic = subscribe(&c, "classic").await;
+    let fake = json!({"id": {"value": "no-such-offer"}, "agent_id": offer["agent_id"]});
+    classic
+        .launch(&fake, vec![task("ghost2", &fake, 0.1, 32.0, "true")])
+        .await;
+    let lost = classic.wait_state("ghost2", "TASK_LOST", T).await;
+    assert_eq!(lost["reason"], "REASON_INVALID_OFFERS");
     // The master is still fine.
     let r = c
         .http
@@ -623,4 +658,29 @@ async fn drove_up_runs_master_and_agent() {
     drop(fw);
     drop(_up);
     kill_cgroup_tree(&cgroup_root);
+}
+
+/// A framework that fails over (re-subscribes while its old stream is still open) gets offers:
+/// the old instance's offers are rescinded, not leaked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_with_the_old_stream_open_gets_offers_again() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let mut old = subscribe(&c, "failover").await;
+    let first = old.offers(T).await.remove(0);
+    let mut info = framework_info("failover");
+    info["id"] = json!({"value": old.id});
+    let mut new = Framework::subscribe(&c.master_url(), info).await;
+    assert_eq!(new.id, old.id);
+    let again = new.offers(T).await;
+    assert_eq!(again.len(), 1, "the new instance got no offers");
+    assert_ne!(again[0]["id"], first["id"]);
+    // The old stream was told and closed.
+    let err = old
+        .next_of("ERROR", T)
+        .await
+        .expect("ERROR on the old stream");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("failed over"));
 }

@@ -36,7 +36,14 @@ impl AgentClient {
         let this = self.clone();
         let url = format!("{endpoint}{LAUNCH_PATH}");
         tokio::spawn(async move {
-            if let Err(message) = this.post(&url, &msg).await {
+            let result = this.post(&url, &msg).await;
+            if result.is_ok() {
+                let _ = this.internal.send(Internal::LaunchDelivered {
+                    framework_id: msg.framework_id.value.clone(),
+                    task_id: msg.task.task_id.value.clone(),
+                });
+            }
+            if let Err(message) = result {
                 tracing::warn!(%url, task = %msg.task.task_id, %message, "launch not delivered");
                 let _ = this.internal.send(Internal::LaunchFailed {
                     framework_id: msg.framework_id.value,

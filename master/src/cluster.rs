@@ -21,6 +21,7 @@ use drove_proto::scheduler::{
 };
 use drove_proto::Resources;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::AgentClient;
 use crate::allocator::{Allocator, AllocatorConfig};
@@ -36,6 +37,15 @@ pub struct ClusterConfig {
     pub allocation_interval: Duration,
     pub min_allocatable: Vec<Resources>,
     pub completed_tasks_per_framework: usize,
+}
+
+/// A new subscription stream: its id, and the events to write to it until `overflow` fires or
+/// the master drops the sender.
+pub struct Subscription {
+    pub stream_id: String,
+    pub framework_id: FrameworkId,
+    pub events: mpsc::Receiver<Event>,
+    pub overflow: CancellationToken,
 }
 
 /// Why a scheduler call was refused; the HTTP layer maps these to status codes.
@@ -73,9 +83,15 @@ pub struct Agent {
     pub tasks: HashSet<(String, String)>,
 }
 
+/// Events queued for one subscription stream before the master gives up on a reader that does
+/// not keep up and closes the stream (the framework then counts as disconnected).
+pub const EVENT_QUEUE: usize = 10_000;
+
 pub struct Connection {
     pub stream_id: String,
-    tx: mpsc::UnboundedSender<Event>,
+    tx: mpsc::Sender<Event>,
+    /// Cancelled when the queue overflows: the stream ends, which disconnects the framework.
+    overflow: CancellationToken,
 }
 
 pub struct Framework {
@@ -88,6 +104,9 @@ pub struct Framework {
     pub unregistered_secs: Option<f64>,
     pub suppressed: bool,
     pub recovered: bool,
+    /// A recovered framework is given at least this long to re-subscribe after a master restart,
+    /// whatever its failover_timeout (Mesos' default of 0 would otherwise kill its tasks).
+    pub failover_grace: Duration,
     pub offers: HashSet<String>,
     pub tasks: HashMap<String, Task>,
     pub completed: VecDeque<Task>,
@@ -102,7 +121,10 @@ impl Framework {
 
     fn send(&self, event: Event) {
         if let Some(conn) = &self.conn {
-            let _ = conn.tx.send(event);
+            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(event) {
+                tracing::warn!(framework = %self.id, "event queue full; closing the subscription");
+                conn.overflow.cancel();
+            }
         }
     }
 }
@@ -118,6 +140,11 @@ pub struct Task {
     pub statuses: Vec<(TaskState, f64, Option<bool>)>,
     /// The task's resources went back to the allocator (it reached a terminal state).
     pub released: bool,
+    /// The agent accepted the launch request (so an agent that re-registers without the task
+    /// has lost it).
+    pub launch_acked: bool,
+    /// A kill the framework asked for, re-sent when the agent re-registers with the task.
+    pub kill_requested: Option<KillTask>,
 }
 
 pub struct OutstandingOffer {
@@ -131,6 +158,10 @@ pub struct OutstandingOffer {
 /// Work for the master's own loop, raised from spawned requests.
 #[derive(Debug)]
 pub enum Internal {
+    LaunchDelivered {
+        framework_id: String,
+        task_id: String,
+    },
     LaunchFailed {
         framework_id: String,
         task_id: String,
@@ -231,6 +262,7 @@ impl Cluster {
                     unregistered_secs: Some(now_secs()),
                     suppressed: false,
                     recovered: true,
+                    failover_grace: self.config.agent_reregister_timeout,
                     offers: HashSet::new(),
                     tasks: HashMap::new(),
                     completed: VecDeque::new(),
@@ -285,6 +317,8 @@ impl Cluster {
                     statuses: vec![(row.state, row.updated_at_ms as f64 / 1000.0, None)],
                     status: row.status,
                     released: row.state.is_terminal(),
+                    launch_acked: true,
+                    kill_requested: None,
                     info: row.info,
                 },
             );
@@ -315,7 +349,7 @@ impl Cluster {
         let was = self.agents.get(&key).map(|a| a.status);
         if was.is_some() {
             self.allocator.remove_agent(&key);
-            self.rescind_agent_offers(&key, false);
+            self.rescind_agent_offers(&key, true);
         }
         let agent = self.agents.entry(key.clone()).or_insert_with(|| Agent {
             id: id.clone(),
@@ -408,12 +442,24 @@ impl Cluster {
                 status: at.status.clone(),
                 statuses: Vec::new(),
                 released: at.state.is_terminal(),
+                launch_acked: true,
+                kill_requested: None,
             });
             let came_back = matches!(
                 task.state,
                 TaskState::TaskLost | TaskState::TaskUnreachable | TaskState::TaskUnknown
             ) && !at.state.is_terminal();
             task.agent_id = AgentId::new(agent);
+            task.launch_acked = true;
+            if at.state.is_terminal() && !task.released {
+                // It ended while the agent was away; add_agent below must not count it.
+                task.released = true;
+            }
+            if let (Some(kill), false) = (&task.kill_requested, at.state.is_terminal()) {
+                if let Some(a) = self.agents.get(agent) {
+                    self.client.kill(&a.endpoint, kill.clone());
+                }
+            }
             if task.state != at.state {
                 task.state = at.state;
                 task.statuses.push((at.state, now_secs(), None));
@@ -455,7 +501,10 @@ impl Cluster {
             let Some(task) = fw.tasks.get(&task_key) else {
                 continue;
             };
-            if task.state.is_terminal() || task.state == TaskState::TaskStaging {
+            // A launch still on its way is not lost; one the agent accepted and forgot is.
+            if task.state.is_terminal()
+                || (task.state == TaskState::TaskStaging && !task.launch_acked)
+            {
                 continue;
             }
             let state = if fw.partition_aware() {
@@ -601,10 +650,9 @@ impl Cluster {
         let endpoint = a.endpoint.clone();
         let fw_key = framework_id.value.clone();
         let task_key = status.task_id.value.clone();
-        let Some(fw) = self.frameworks.get_mut(&fw_key) else {
-            // Nobody will acknowledge this: do it for the framework that is gone.
+        let ack_for_framework = |client: &AgentClient| {
             if let Some(uuid) = &status.uuid {
-                self.client.acknowledge(
+                client.acknowledge(
                     &endpoint,
                     AcknowledgeUpdate {
                         framework_id: framework_id.clone(),
@@ -613,33 +661,68 @@ impl Cluster {
                     },
                 );
             }
+        };
+        let Some(fw) = self.frameworks.get_mut(&fw_key) else {
+            // The framework is gone: nobody will acknowledge this, and whatever still runs for
+            // it on this agent must stop (a launch may have raced the teardown).
+            ack_for_framework(&self.client);
+            self.client.shutdown(
+                &endpoint,
+                ShutdownFramework {
+                    framework_id: framework_id.clone(),
+                },
+            );
             return true;
         };
-        if let Some(task) = fw.tasks.get_mut(&task_key) {
-            let fresh = task.status.as_ref().and_then(|s| s.uuid.as_ref()) != status.uuid.as_ref()
-                || status.uuid.is_none();
-            if fresh {
-                if task.state != status.state || status.healthy.is_some() {
-                    task.statuses.push((
-                        status.state,
-                        status.timestamp.unwrap_or_else(now_secs),
-                        status.healthy,
-                    ));
-                }
-                task.state = status.state;
-                task.status = Some(status.clone());
-                let release = status.state.is_terminal() && !task.released;
-                if release {
-                    task.released = true;
-                }
-                let row = task_row(task);
-                let res = task.resources.clone();
-                self.store.apply(StoreOp::UpsertTask(Box::new(row)));
-                if release {
-                    self.allocator
-                        .recover(&fw_key, agent, &res, None, Instant::now());
-                    self.allocation_wanted = true;
-                }
+        let Some(task) = fw.tasks.get_mut(&task_key) else {
+            if !status.state.is_terminal() {
+                // Running, but the master no longer tracks it (e.g. its launch was declared
+                // dropped): stop it rather than let it hold resources nobody accounts for.
+                tracing::warn!(framework = %fw_key, task = %task_key, agent, "killing a task the master does not track");
+                self.client.kill(
+                    &endpoint,
+                    KillTask {
+                        framework_id: framework_id.clone(),
+                        task_id: status.task_id.clone(),
+                        kill_policy: None,
+                    },
+                );
+                ack_for_framework(&self.client);
+            } else {
+                fw.send(Event::update(status));
+                self.counters.events_sent += 1;
+            }
+            return true;
+        };
+        if task.agent_id.value != agent {
+            // A stale update from an agent the task no longer lives on.
+            ack_for_framework(&self.client);
+            return true;
+        }
+        task.launch_acked = true;
+        let fresh = task.status.as_ref().and_then(|s| s.uuid.as_ref()) != status.uuid.as_ref()
+            || status.uuid.is_none();
+        if fresh {
+            if task.state != status.state || status.healthy.is_some() {
+                task.statuses.push((
+                    status.state,
+                    status.timestamp.unwrap_or_else(now_secs),
+                    status.healthy,
+                ));
+            }
+            task.state = status.state;
+            task.status = Some(status.clone());
+            let release = status.state.is_terminal() && !task.released;
+            if release {
+                task.released = true;
+            }
+            let row = task_row(task);
+            let res = task.resources.clone();
+            self.store.apply(StoreOp::UpsertTask(Box::new(row)));
+            if release {
+                self.allocator
+                    .recover(&fw_key, agent, &res, None, Instant::now());
+                self.allocation_wanted = true;
             }
         }
         fw.send(Event::update(status));
@@ -694,10 +777,7 @@ impl Cluster {
     // Frameworks
 
     /// SUBSCRIBE: returns the stream id and the event receiver for the new stream.
-    pub fn subscribe(
-        &mut self,
-        call: &Call,
-    ) -> Result<(String, FrameworkId, mpsc::UnboundedReceiver<Event>), CallError> {
+    pub fn subscribe(&mut self, call: &Call) -> Result<Subscription, CallError> {
         let sub = call
             .subscribe
             .as_ref()
@@ -730,19 +810,31 @@ impl Cluster {
         let key = id.value.clone();
         let role = framework_role(&info);
         let stream_id = uuid::Uuid::new_v4().to_string();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let overflow = CancellationToken::new();
         let suppressed = !sub.suppressed_roles.is_empty();
 
+        // Offers do not survive a failover: the new instance never heard of them.
+        let stale_offers: Vec<String> = self
+            .frameworks
+            .get(&key)
+            .map(|fw| fw.offers.iter().cloned().collect())
+            .unwrap_or_default();
+        for offer in stale_offers {
+            self.rescind_offer(&offer, false);
+        }
         if let Some(fw) = self.frameworks.get_mut(&key) {
             if let Some(old) = fw.conn.take() {
-                let _ = old.tx.send(Event::error("Framework failed over"));
+                let _ = old.tx.try_send(Event::error("Framework failed over"));
             }
+            fw.failover_grace = Duration::ZERO;
             let old_role = fw.role.clone();
             fw.info = info.clone();
             fw.role = role.clone();
             fw.conn = Some(Connection {
                 stream_id: stream_id.clone(),
                 tx,
+                overflow: overflow.clone(),
             });
             fw.disconnected_at = None;
             fw.unregistered_secs = None;
@@ -769,12 +861,14 @@ impl Cluster {
                     conn: Some(Connection {
                         stream_id: stream_id.clone(),
                         tx,
+                        overflow: overflow.clone(),
                     }),
                     registered_secs: now_secs(),
                     disconnected_at: None,
                     unregistered_secs: None,
                     suppressed,
                     recovered: false,
+                    failover_grace: Duration::ZERO,
                     offers: HashSet::new(),
                     tasks: HashMap::new(),
                     completed: VecDeque::new(),
@@ -795,7 +889,12 @@ impl Cluster {
             master_info: Some(self.master_info.clone()),
         }));
         self.allocation_wanted = true;
-        Ok((stream_id, id, rx))
+        Ok(Subscription {
+            stream_id,
+            framework_id: id,
+            events: rx,
+            overflow,
+        })
     }
 
     /// The subscription stream `stream_id` ended (client went away or was replaced).
@@ -894,7 +993,7 @@ impl Cluster {
         }
         self.allocator.remove_framework(framework);
         if let Some(conn) = fw.conn.take() {
-            let _ = conn.tx.send(Event::error("Framework has been removed"));
+            let _ = conn.tx.try_send(Event::error("Framework has been removed"));
         }
         self.completed_frameworks
             .push_back((fw.id.clone(), fw.info.name.clone()));
@@ -953,14 +1052,22 @@ impl Cluster {
             .flat_map(|op| op.launch.iter().flat_map(|l| l.task_infos.iter().cloned()))
             .collect();
         for op in &accept.operations {
-            if !matches!(op.kind, OperationType::Launch) {
-                self.send_error(
-                    fw_key,
-                    format!(
-                        "operation {:?} is not supported by drove; only LAUNCH",
-                        op.kind
-                    ),
-                );
+            match op.kind {
+                OperationType::Launch => {}
+                OperationType::LaunchGroup => {
+                    for task in launch_group_tasks(op) {
+                        self.task_refused(
+                            fw_key,
+                            &task,
+                            TaskState::TaskError,
+                            "REASON_TASK_GROUP_INVALID",
+                            "LAUNCH_GROUP needs a custom executor, which drove does not run; use LAUNCH",
+                        );
+                    }
+                }
+                other => {
+                    tracing::warn!(framework = fw_key, operation = ?other, "unsupported offer operation ignored");
+                }
             }
         }
 
@@ -1007,14 +1114,9 @@ impl Cluster {
                     );
                 }
             }
+            let dropped = self.dropped_state(fw_key);
             for task in &launches {
-                self.task_refused(
-                    fw_key,
-                    task,
-                    TaskState::TaskDropped,
-                    "REASON_INVALID_OFFERS",
-                    &problem,
-                );
+                self.task_refused(fw_key, task, dropped, "REASON_INVALID_OFFERS", &problem);
             }
             self.allocation_wanted = true;
             return;
@@ -1033,7 +1135,9 @@ impl Cluster {
             .get(&agent_key)
             .map(|a| a.endpoint.clone())
             .unwrap_or_default();
-        let framework_info = self.frameworks[fw_key].info.clone();
+        let Some(framework_info) = self.frameworks.get(fw_key).map(|f| f.info.clone()) else {
+            return;
+        };
         for task in launches {
             match self.validate_task(fw_key, &agent_key, &task, &available) {
                 Err(message) => {
@@ -1081,10 +1185,16 @@ impl Cluster {
         if task.task_id.value.is_empty() {
             return Err("task_id: must not be empty".into());
         }
-        if let Some(existing) = self.frameworks[fw_key].tasks.get(&task.task_id.value) {
-            if !existing.state.is_terminal() {
-                return Err(format!("task_id: {} is already in use", task.task_id.value));
-            }
+        if let Some(existing) = self
+            .frameworks
+            .get(fw_key)
+            .and_then(|f| f.tasks.get(&task.task_id.value))
+        {
+            return Err(format!(
+                "task_id: {} is already in use (state {})",
+                task.task_id.value,
+                existing.state.as_str()
+            ));
         }
         if task.agent_id.value != agent {
             return Err(format!(
@@ -1155,13 +1265,12 @@ impl Cluster {
             status: None,
             statuses: vec![(TaskState::TaskStaging, now_secs(), None)],
             released: false,
+            launch_acked: false,
+            kill_requested: None,
         };
         self.store
             .apply(StoreOp::UpsertTask(Box::new(task_row(&task))));
         if let Some(fw) = self.frameworks.get_mut(fw_key) {
-            if let Some(old) = fw.tasks.remove(&task_key) {
-                complete(fw, old, self.config.completed_tasks_per_framework);
-            }
             fw.tasks.insert(task_key.clone(), task);
         }
         if let Some(a) = self.agents.get_mut(agent) {
@@ -1190,7 +1299,7 @@ impl Cluster {
         if task.state != TaskState::TaskStaging {
             return;
         }
-        let mut status = TaskStatus::new(TaskId::new(task_key), TaskState::TaskDropped);
+        let mut status = TaskStatus::new(TaskId::new(task_key), self.dropped_state(fw_key));
         status.source = Some(TaskSource::SourceMaster);
         status.reason = Some("REASON_AGENT_DISCONNECTED".into());
         status.message = Some(message.into());
@@ -1199,20 +1308,23 @@ impl Cluster {
     }
 
     pub fn kill(&mut self, fw_key: &str, kill: &Kill) {
-        let fw = &self.frameworks[fw_key];
-        let task = fw.tasks.get(&kill.task_id.value);
-        match task {
+        let Some(fw) = self.frameworks.get_mut(fw_key) else {
+            return;
+        };
+        let fw_id = fw.id.clone();
+        match fw.tasks.get_mut(&kill.task_id.value) {
             Some(t) if !t.state.is_terminal() => {
-                let agent = t.agent_id.value.clone();
-                if let Some(a) = self.agents.get(&agent) {
-                    self.client.kill(
-                        &a.endpoint,
-                        KillTask {
-                            framework_id: fw.id.clone(),
-                            task_id: kill.task_id.clone(),
-                            kill_policy: kill.kill_policy.or(t.info.kill_policy),
-                        },
-                    );
+                let msg = KillTask {
+                    framework_id: fw_id,
+                    task_id: kill.task_id.clone(),
+                    kill_policy: kill.kill_policy.or(t.info.kill_policy),
+                };
+                // Remembered so an agent that is away now gets it when it re-registers.
+                t.kill_requested = Some(msg.clone());
+                if let Some(a) = self.agents.get(&t.agent_id.value) {
+                    if a.status == AgentStatus::Active {
+                        self.client.kill(&a.endpoint, msg);
+                    }
                 }
             }
             _ => {
@@ -1281,7 +1393,9 @@ impl Cluster {
     }
 
     pub fn reconcile(&mut self, fw_key: &str, reconcile: &Reconcile) {
-        let fw = &self.frameworks[fw_key];
+        let Some(fw) = self.frameworks.get(fw_key) else {
+            return;
+        };
         let pa = fw.partition_aware();
         let mut updates = Vec::new();
         let known_status = |t: &Task| {
@@ -1348,10 +1462,11 @@ impl Cluster {
         self.allocation_wanted = true;
     }
 
-    fn send_error(&mut self, fw_key: &str, message: String) {
-        if let Some(fw) = self.frameworks.get(fw_key) {
-            fw.send(Event::error(message));
-            self.counters.events_sent += 1;
+    /// TASK_DROPPED for PARTITION_AWARE frameworks; others only know TASK_LOST.
+    fn dropped_state(&self, fw_key: &str) -> TaskState {
+        match self.frameworks.get(fw_key) {
+            Some(fw) if fw.partition_aware() => TaskState::TaskDropped,
+            _ => TaskState::TaskLost,
         }
     }
 
@@ -1418,6 +1533,18 @@ impl Cluster {
                 task_id,
                 message,
             } => self.launch_failed(&framework_id, &task_id, &message),
+            Internal::LaunchDelivered {
+                framework_id,
+                task_id,
+            } => {
+                if let Some(t) = self
+                    .frameworks
+                    .get_mut(&framework_id)
+                    .and_then(|f| f.tasks.get_mut(&task_id))
+                {
+                    t.launch_acked = true;
+                }
+            }
         }
     }
 }
@@ -1426,7 +1553,9 @@ fn fw_failover_expired(fw: &Framework, now: Instant) -> bool {
     match fw.disconnected_at {
         Some(at) if fw.conn.is_none() => {
             let timeout = fw.info.failover_timeout.unwrap_or(0.0).max(0.0);
-            let timeout = Duration::try_from_secs_f64(timeout).unwrap_or(Duration::MAX);
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .unwrap_or(Duration::MAX)
+                .max(fw.failover_grace);
             now.duration_since(at) >= timeout
         }
         _ => false,
@@ -1449,4 +1578,20 @@ fn task_row(task: &Task) -> TaskRow {
         status: task.status.clone(),
         updated_at_ms: now_ms(),
     }
+}
+
+/// The tasks of a LAUNCH_GROUP operation (`launch_group.task_group.tasks`), as far as they parse.
+fn launch_group_tasks(op: &drove_proto::scheduler::Operation) -> Vec<TaskInfo> {
+    op.launch_group
+        .as_ref()
+        .and_then(|g| g.get("task_group"))
+        .and_then(|g| g.get("tasks"))
+        .and_then(|t| t.as_array())
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter_map(|t| serde_json::from_value(t.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

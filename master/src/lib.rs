@@ -261,9 +261,16 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         });
     }
     let app = router(shared.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Graceful, but bounded: a client that never reads must not keep the master alive.
+    let served = tokio::select! {
+        served = server => served,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        } => Ok(()),
+    };
     alloc.abort();
     watchdog.abort();
     // Dropping the cluster drops the last store handle, which lets the writer finish.

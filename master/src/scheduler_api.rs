@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use drove_proto::recordio;
 use drove_proto::scheduler::{encode_event, Call, CallType, Event, EventType};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::CallError;
 use crate::Shared;
@@ -186,11 +187,11 @@ fn call_name(kind: CallType) -> &'static str {
 }
 
 fn subscribe(shared: Arc<Shared>, call: Call) -> Response {
-    let (stream_id, framework_id, rx, heartbeat) = {
+    let (sub, heartbeat) = {
         let mut cluster = shared.lock();
         cluster.count_call("subscribe");
         match cluster.subscribe(&call) {
-            Ok((stream_id, fw, rx)) => (stream_id, fw, rx, cluster.config.heartbeat_interval),
+            Ok(sub) => (sub, cluster.config.heartbeat_interval),
             Err(CallError::BadRequest(m)) => return error(StatusCode::BAD_REQUEST, m),
             Err(CallError::NotSubscribed) => {
                 return error(StatusCode::FORBIDDEN, "Framework is not subscribed")
@@ -198,12 +199,13 @@ fn subscribe(shared: Arc<Shared>, call: Call) -> Response {
         }
     };
     shared.allocate.notify_one();
+    let stream_id = sub.stream_id.clone();
     let guard = StreamGuard {
         shared: shared.clone(),
-        framework: framework_id.value.clone(),
-        stream_id: stream_id.clone(),
+        framework: sub.framework_id.value.clone(),
+        stream_id: sub.stream_id.clone(),
     };
-    let body = Body::from_stream(event_stream(rx, heartbeat, guard));
+    let body = Body::from_stream(event_stream(sub.events, sub.overflow, heartbeat, guard));
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(
@@ -235,30 +237,36 @@ impl Drop for StreamGuard {
 }
 
 fn event_stream(
-    rx: mpsc::UnboundedReceiver<Event>,
+    rx: mpsc::Receiver<Event>,
+    overflow: CancellationToken,
     heartbeat: Duration,
     guard: StreamGuard,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> {
     let tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    futures::stream::unfold((rx, tick, guard), |(mut rx, mut tick, guard)| async move {
-        let heartbeat_record = || recordio::encode(&encode_event(&Event::heartbeat()));
-        tokio::select! {
-            // The stream ends when the master drops the sender (teardown, failover).
-            ev = rx.recv() => {
-                let first = ev?;
-                let mut last = first.kind;
-                let mut buf = recordio::encode(&encode_event(&first));
-                while let Ok(ev) = rx.try_recv() {
-                    last = ev.kind;
-                    buf.extend(recordio::encode(&encode_event(&ev)));
+    futures::stream::unfold(
+        (rx, tick, guard, overflow),
+        |(mut rx, mut tick, guard, overflow)| async move {
+            let heartbeat_record = || recordio::encode(&encode_event(&Event::heartbeat()));
+            tokio::select! {
+                // A reader too slow for its queue is cut off; it re-subscribes and reconciles.
+                _ = overflow.cancelled() => None,
+                // The stream ends when the master drops the sender (teardown, failover).
+                ev = rx.recv() => {
+                    let first = ev?;
+                    let mut last = first.kind;
+                    let mut buf = recordio::encode(&encode_event(&first));
+                    while let Ok(ev) = rx.try_recv() {
+                        last = ev.kind;
+                        buf.extend(recordio::encode(&encode_event(&ev)));
+                    }
+                    if last != EventType::Heartbeat {
+                        buf.extend(heartbeat_record());
+                    }
+                    tick.reset();
+                    Some((Ok(Bytes::from(buf)), (rx, tick, guard, overflow)))
                 }
-                if last != EventType::Heartbeat {
-                    buf.extend(heartbeat_record());
-                }
-                tick.reset();
-                Some((Ok(Bytes::from(buf)), (rx, tick, guard)))
+                _ = tick.tick() => Some((Ok(Bytes::from(heartbeat_record())), (rx, tick, guard, overflow))),
             }
-            _ = tick.tick() => Some((Ok(Bytes::from(heartbeat_record())), (rx, tick, guard))),
-        }
-    })
+        },
+    )
 }

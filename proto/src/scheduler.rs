@@ -117,6 +117,9 @@ pub struct Operation {
     pub kind: OperationType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch: Option<Launch>,
+    /// Kept as JSON: drove refuses LAUNCH_GROUP, but names each task it refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_group: Option<Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

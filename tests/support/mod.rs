@@ -366,7 +366,8 @@ pub struct Framework {
     pub events: mpsc::UnboundedReceiver<Value>,
     pub auto_ack: bool,
     pub reader: tokio::task::JoinHandle<()>,
-    /// UPDATE events skipped while waiting for something else, so no test loses an update.
+    /// Events skipped while waiting for something else (all but HEARTBEATs), so no test loses
+    /// an update or an offer.
     pub backlog: std::collections::VecDeque<Value>,
 }
 
@@ -489,7 +490,7 @@ impl Framework {
             if pred(&ev) {
                 return Some(ev);
             }
-            if ev["type"] == "UPDATE" {
+            if ev["type"] != "HEARTBEAT" {
                 self.backlog.push_back(ev);
             }
         }
