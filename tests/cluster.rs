@@ -194,8 +194,14 @@ async fn decline_hides_agent_for_refuse_seconds() {
     // /master/state tells the framework why it gets nothing: its filter, and its last offer.
     let state = c.state().await;
     let report = &state["frameworks"][0];
-    assert_eq!(report["allocator"]["filters"][0]["agent_id"], offer["agent_id"], "{report}");
-    assert!(report["last_offer"]["resources"]["cpus"].as_f64() > Some(0.0), "{report}");
+    assert_eq!(
+        report["allocator"]["filters"][0]["agent_id"], offer["agent_id"]["value"],
+        "{report}"
+    );
+    assert!(
+        report["last_offer"]["resources"]["cpus"].as_f64() > Some(0.0),
+        "{report}"
+    );
     // Nothing for a while (the batch allocator runs every second meanwhile) ...
     let early = fw.offers(Duration::from_millis(2300)).await;
     assert!(
