@@ -8,14 +8,16 @@
 //! - `meta/containers/<container-id>/`: the supervisor's spec, its log, the task pid file and the
 //!   exit-status file (kept out of the sandbox so the task cannot tamper with them).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use drove_proto::agent::StatusUpdate;
 use drove_proto::mesos::{AgentId, FrameworkId, FrameworkInfo, TaskInfo, TaskState, TaskStatus};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::executor::write_atomic;
@@ -72,6 +74,14 @@ pub struct TaskRecord {
     pub executor_start: Option<u64>,
     #[serde(default)]
     pub task_pid: Option<u32>,
+    /// `/proc/<pid>/stat` start time of the task process, read when it was first seen as the
+    /// supervisor's child; the agent signals that pid (or its process group) only while a
+    /// process with this start time holds it.
+    #[serde(default)]
+    pub task_start: Option<u64>,
+    /// The task's process group (the task is its leader), checked alongside `task_start`.
+    #[serde(default)]
+    pub task_pgid: Option<u32>,
     pub state: TaskState,
     #[serde(default)]
     pub latest: Option<TaskStatus>,
@@ -99,6 +109,9 @@ pub struct TaskRecord {
     pub watching: bool,
     #[serde(skip)]
     pub killing: bool,
+    /// Cancelled by a kill while the task is launching (aborts a fetch in progress).
+    #[serde(skip)]
+    pub launch_abort: CancellationToken,
 }
 
 impl TaskRecord {
@@ -121,6 +134,8 @@ impl TaskRecord {
             executor_pid: None,
             executor_start: None,
             task_pid: None,
+            task_start: None,
+            task_pgid: None,
             state: TaskState::TaskStaging,
             latest: None,
             healthy: None,
@@ -133,6 +148,7 @@ impl TaskRecord {
             cancel: None,
             watching: false,
             killing: false,
+            launch_abort: CancellationToken::new(),
         }
     }
 }
@@ -141,6 +157,8 @@ impl TaskRecord {
 #[derive(Debug, Clone)]
 pub struct Meta {
     dir: PathBuf,
+    /// Test hook: an artificial delay in every task write (a slow disk).
+    write_delay: Option<Duration>,
 }
 
 impl Meta {
@@ -152,7 +170,17 @@ impl Meta {
                 source,
             })?;
         }
-        Ok(Meta { dir })
+        Ok(Meta {
+            dir,
+            write_delay: None,
+        })
+    }
+
+    /// Test hook: makes every task checkpoint write take at least `delay`.
+    #[doc(hidden)]
+    pub fn with_write_delay(mut self, delay: Duration) -> Meta {
+        self.write_delay = Some(delay);
+        self
     }
 
     pub fn container_dir(&self, container_id: &str) -> PathBuf {
@@ -176,12 +204,25 @@ impl Meta {
     }
 
     pub fn save_task(&self, record: &TaskRecord) -> Result<(), CheckpointError> {
-        let path = self.task_file(&record.container_id);
-        let bytes = serde_json::to_vec(record).map_err(|source| CheckpointError::Json {
-            path: path.clone(),
+        let bytes = self.encode_task(record)?;
+        self.save_task_bytes(&record.container_id, &bytes)
+    }
+
+    /// A record as it is written to disk.
+    pub fn encode_task(&self, record: &TaskRecord) -> Result<Vec<u8>, CheckpointError> {
+        serde_json::to_vec(record).map_err(|source| CheckpointError::Json {
+            path: self.task_file(&record.container_id),
             source,
-        })?;
-        write_atomic(&path, &bytes).map_err(|source| CheckpointError::Io { path, source })
+        })
+    }
+
+    /// Writes an encoded record atomically (temp file, fsync, rename).
+    pub fn save_task_bytes(&self, container_id: &str, bytes: &[u8]) -> Result<(), CheckpointError> {
+        if let Some(d) = self.write_delay {
+            std::thread::sleep(d);
+        }
+        let path = self.task_file(container_id);
+        write_atomic(&path, bytes).map_err(|source| CheckpointError::Io { path, source })
     }
 
     /// Forgets a task: its record and its container directory (the sandbox stays).
@@ -213,5 +254,173 @@ impl Meta {
             }
         }
         out
+    }
+}
+
+/// One queued change to a task's checkpoint.
+enum Op {
+    Save(Vec<u8>),
+    Remove,
+}
+
+/// Per-container queue state: only the newest op is kept (older ones are superseded).
+struct Slot {
+    next_seq: u64,
+    latest: Option<(u64, Op)>,
+    writing: bool,
+    /// The sequence number of the last op performed.
+    written: watch::Sender<u64>,
+}
+
+struct WriterInner {
+    meta: Meta,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+/// Writes task checkpoints off the caller's thread (and off the agent's tasks lock).
+///
+/// Per container at most one write is in progress; a newer snapshot submitted meanwhile
+/// replaces any older one still queued, so the newest snapshot always ends up on disk and
+/// writes of one task are never reordered. Removal goes through the same queue, so a stale
+/// write can never resurrect a forgotten task.
+#[derive(Clone)]
+pub struct Writer {
+    inner: Arc<WriterInner>,
+}
+
+/// A queued write; [`Durable::wait`] returns once it (or a newer one) is on disk.
+pub struct Durable {
+    seq: u64,
+    written: watch::Receiver<u64>,
+}
+
+impl Durable {
+    pub async fn wait(mut self) {
+        let seq = self.seq;
+        // An error means the slot was dropped, which happens only after its last op ran.
+        let _ = self.written.wait_for(|w| *w >= seq).await;
+    }
+}
+
+impl Writer {
+    pub fn new(meta: Meta) -> Writer {
+        Writer {
+            inner: Arc::new(WriterInner {
+                meta,
+                slots: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        match self.inner.slots.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Queues a snapshot of `record` (encoding it now, writing it later).
+    pub fn save(&self, record: &TaskRecord) -> Option<Durable> {
+        match self.inner.meta.encode_task(record) {
+            Ok(bytes) => Some(self.submit(&record.container_id, Op::Save(bytes))),
+            Err(e) => {
+                tracing::error!(error = %e, task = %record.task.task_id, "checkpoint failed");
+                None
+            }
+        }
+    }
+
+    /// Queues the removal of a task's record and container directory.
+    pub fn remove(&self, container_id: &str) -> Durable {
+        self.submit(container_id, Op::Remove)
+    }
+
+    fn submit(&self, container_id: &str, op: Op) -> Durable {
+        let spawn = {
+            let mut slots = self.slots();
+            let slot = slots
+                .entry(container_id.to_string())
+                .or_insert_with(|| Slot {
+                    next_seq: 0,
+                    latest: None,
+                    writing: false,
+                    written: watch::Sender::new(0),
+                });
+            slot.next_seq += 1;
+            let seq = slot.next_seq;
+            slot.latest = Some((seq, op));
+            let durable = Durable {
+                seq,
+                written: slot.written.subscribe(),
+            };
+            let spawn = !slot.writing;
+            slot.writing = true;
+            (durable, spawn)
+        };
+        let (durable, spawn) = spawn;
+        if spawn {
+            let this = self.clone();
+            let id = container_id.to_string();
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || this.drain(&id));
+                }
+                Err(_) => this.drain(&id),
+            }
+        }
+        durable
+    }
+
+    /// Performs the queued ops of one container, newest first-come, until none is left.
+    fn drain(&self, container_id: &str) {
+        loop {
+            let next = {
+                let mut slots = self.slots();
+                let Some(slot) = slots.get_mut(container_id) else {
+                    return;
+                };
+                match slot.latest.take() {
+                    Some(next) => next,
+                    None => {
+                        slot.writing = false;
+                        return;
+                    }
+                }
+            };
+            let (seq, op) = next;
+            let removed = matches!(op, Op::Remove);
+            match op {
+                Op::Save(bytes) => {
+                    if let Err(e) = self.inner.meta.save_task_bytes(container_id, &bytes) {
+                        tracing::error!(error = %e, container = container_id, "checkpoint failed");
+                    }
+                }
+                Op::Remove => self.inner.meta.remove_task(container_id),
+            }
+            let mut slots = self.slots();
+            if let Some(slot) = slots.get_mut(container_id) {
+                slot.written.send_replace(seq);
+                if removed && slot.latest.is_none() {
+                    slot.writing = false;
+                    slots.remove(container_id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is on disk.
+    pub async fn flush(&self) {
+        let pending: Vec<Durable> = self
+            .slots()
+            .values()
+            .map(|s| Durable {
+                seq: s.next_seq,
+                written: s.written.subscribe(),
+            })
+            .collect();
+        for d in pending {
+            d.wait().await;
+        }
     }
 }

@@ -49,7 +49,8 @@ async fn launch(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(resp) => return resp.into_response(),
     };
     tracing::info!(task = %req.task.task_id, framework = %req.framework_id, "launch requested");
-    tokio::spawn(launcher::launch(node, req));
+    // Recorded before the 202, so a kill or shutdown sent after it always finds the task.
+    launcher::accept_launch(&node, req);
     StatusCode::ACCEPTED.into_response()
 }
 
@@ -59,17 +60,25 @@ async fn kill(State(node): State<Arc<Node>>, body: Bytes) -> Response {
         Err(resp) => return resp.into_response(),
     };
     let key = key_of(&req.framework_id, &req.task_id);
-    let policy = {
+    let grace = {
         let tasks = node.tasks();
         match tasks.get(&key) {
-            Some(rec) => req.kill_policy.or(rec.task.kill_policy),
+            Some(rec) => KillPolicy::grace(req.kill_policy.or(rec.task.kill_policy).as_ref()),
             None => {
-                tracing::warn!(task = %req.task_id, "kill for an unknown task ignored");
+                // Its launch may still be on the way (requests can be reordered): remembered
+                // for a while, under the tasks lock so a concurrent launch cannot slip by.
+                let grace = KillPolicy::grace(req.kill_policy.as_ref());
+                node.tombstone_task(
+                    &key,
+                    KillCause::Requested {
+                        grace_ms: grace.as_millis() as u64,
+                    },
+                );
+                tracing::warn!(task = %req.task_id, "kill for an unknown task: remembered in case its launch comes late");
                 return StatusCode::ACCEPTED.into_response();
             }
         }
     };
-    let grace = KillPolicy::grace(policy.as_ref());
     tracing::info!(task = %req.task_id, ?grace, "kill requested");
     launcher::request_kill(
         &node,

@@ -127,8 +127,13 @@ pub fn validate(req: &LaunchTask) -> Result<Resources, String> {
     Ok(res)
 }
 
-/// Handles `POST /agent/v1/launch` (already answered 202).
-pub async fn launch(node: Arc<Node>, req: LaunchTask) {
+/// Handles `POST /agent/v1/launch` before it is answered: the task is recorded (STAGING) at
+/// once, so a kill or shutdown arriving right after the 202 always finds it. A kill for this
+/// task or a shutdown of its framework that came first (tombstones, [`TOMBSTONE_TTL`]) makes
+/// it end in TASK_KILLED without running anything. The launch itself goes on in the background.
+///
+/// [`TOMBSTONE_TTL`]: crate::node::TOMBSTONE_TTL
+pub fn accept_launch(node: &Arc<Node>, req: LaunchTask) {
     let key = key_of(&req.framework_id, &req.task.task_id);
     let container_id = uuid::Uuid::new_v4().simple().to_string();
     {
@@ -137,14 +142,34 @@ pub async fn launch(node: Arc<Node>, req: LaunchTask) {
             tracing::warn!(task = %req.task.task_id, state = existing.state.as_str(), "duplicate launch ignored");
             return;
         }
-        let rec = TaskRecord::new(
+        let mut rec = TaskRecord::new(
             req.framework_id.clone(),
             req.framework_info.clone(),
             req.task.clone(),
             container_id.clone(),
         );
+        let grace = KillPolicy::grace(req.task.kill_policy.as_ref());
+        rec.kill = node.take_tombstone(&key, grace);
+        if rec.kill.is_some() {
+            tracing::info!(task = %req.task.task_id, "launch arrived after its kill (or its framework's shutdown)");
+            rec.launch_abort.cancel();
+        }
         node.checkpoint(&rec);
         tasks.insert(key.clone(), rec);
+    }
+    tokio::spawn(launch(node.clone(), key, req, container_id));
+}
+
+fn kill_requested(node: &Node, key: &TaskKey) -> bool {
+    node.tasks().get(key).is_some_and(|r| r.kill.is_some())
+}
+
+/// The background part of a launch accepted by [`accept_launch`].
+async fn launch(node: Arc<Node>, key: TaskKey, req: LaunchTask, container_id: String) {
+    if kill_requested(&node, &key) {
+        finish_killed_before_start(&node, &key);
+        cleanup_container(&node, &key).await;
+        return;
     }
     let resources = match validate(&req) {
         Ok(r) => r,
@@ -157,6 +182,7 @@ pub async fn launch(node: Arc<Node>, req: LaunchTask) {
                     .reason("REASON_TASK_INVALID")
                     .message(msg),
             );
+            cleanup_container(&node, &key).await;
             return;
         }
     };
@@ -165,8 +191,7 @@ pub async fn launch(node: Arc<Node>, req: LaunchTask) {
         prepare_and_start(&node, &key, &req, &resources, &container_id).await
     {
         // A kill during the launch wins over the launch failure.
-        let killed = node.tasks().get(&key).is_some_and(|r| r.kill.is_some());
-        if killed {
+        if kill_requested(&node, &key) {
             finish_killed_before_start(&node, &key);
         } else {
             status::update(
@@ -200,6 +225,19 @@ async fn prepare_and_start(
 ) -> Result<(), LaunchFailure> {
     let cfg = &node.config;
     let launch_failed = |m: String| ("REASON_CONTAINER_LAUNCH_FAILED", m);
+    let killed = || -> Result<(), LaunchFailure> {
+        if kill_requested(node, key) {
+            return Err((
+                "REASON_TASK_KILLED_DURING_LAUNCH",
+                "killed during launch".into(),
+            ));
+        }
+        Ok(())
+    };
+    let abort = match node.tasks().get(key) {
+        Some(rec) => rec.launch_abort.clone(),
+        None => return Err(launch_failed("the task record disappeared".into())),
+    };
     let cmd = req.task.command.clone().unwrap_or_default();
     let user = sandbox::resolve_user(
         &[cmd.user.as_deref(), Some(req.framework_info.user.as_str())],
@@ -246,6 +284,7 @@ async fn prepare_and_start(
             node.checkpoint(rec);
         }
     }
+    killed()?;
 
     // Standard streams exist before fetching so their owner is the task user.
     for stream in [Stream::Stdout, Stream::Stderr] {
@@ -258,17 +297,14 @@ async fn prepare_and_start(
         sandbox::chown_to(&p, &user).map_err(|e| launch_failed(e.to_string()))?;
     }
 
-    node.fetcher
-        .fetch_all(&cmd.uris, &sandbox_dir, &user)
-        .await
-        .map_err(|e| ("REASON_FETCHER_FAILED", e.to_string()))?;
-
-    if node.tasks().get(key).is_some_and(|r| r.kill.is_some()) {
-        return Err((
-            "REASON_TASK_KILLED_DURING_LAUNCH",
-            "killed during launch".into(),
-        ));
+    // A kill aborts a fetch in progress.
+    tokio::select! {
+        r = node.fetcher.fetch_all(&cmd.uris, &sandbox_dir, &user) => {
+            r.map_err(|e| ("REASON_FETCHER_FAILED", e.to_string()))?;
+        }
+        _ = abort.cancelled() => {}
     }
+    killed()?;
 
     // Cgroup.
     let mut cgroup_procs = Vec::new();
@@ -285,12 +321,19 @@ async fn prepare_and_start(
             .map_err(|e| launch_failed(e.to_string()))?
             .map_err(|e| launch_failed(e.to_string()))?;
         cgroup_procs = cg.procs_files();
-        let mut tasks = node.tasks();
-        if let Some(rec) = tasks.get_mut(key) {
-            rec.cgroup = Some(cg.path().to_string());
-            node.checkpoint(rec);
+        let durable = {
+            let mut tasks = node.tasks();
+            tasks.get_mut(key).and_then(|rec| {
+                rec.cgroup = Some(cg.path().to_string());
+                node.checkpoint(rec)
+            })
+        };
+        // On disk before anything runs in it, so a restarted agent can clean it up.
+        if let Some(d) = durable {
+            d.wait().await;
         }
     }
+    killed()?;
 
     // Supervisor.
     let value = cmd.value.clone().unwrap_or_default();
@@ -358,23 +401,27 @@ async fn prepare_and_start(
     let pid = child.id();
     drop(child);
     let start = proc_start_time(pid);
-    let kill_now = {
+    let (kill_now, durable) = {
         let mut tasks = node.tasks();
         match tasks.get_mut(key) {
             Some(rec) => {
                 rec.executor_pid = Some(pid);
                 rec.executor_start = start;
                 rec.started_at = Some(drove_proto::mesos::now_secs());
-                node.checkpoint(rec);
-                rec.kill.is_some()
+                (rec.kill.is_some(), node.checkpoint(rec))
             }
-            None => false,
+            None => (false, None),
         }
     };
     tracing::info!(task = %req.task.task_id, supervisor_pid = pid, sandbox = %sandbox_dir.display(), "task launched");
+    // A kill that arrived while spawning is carried out now (it is recorded under the same
+    // lock that recorded the supervisor, so it is never missed).
     start_watching(node, key);
     if kill_now {
         spawn_kill(node, key);
+    }
+    if let Some(d) = durable {
+        d.wait().await;
     }
     Ok(())
 }
@@ -397,24 +444,130 @@ async fn cleanup_container(node: &Arc<Node>, key: &TaskKey) {
     if let Some(rec) = tasks.get_mut(key) {
         rec.watching = false;
         if rec.state.is_terminal() && rec.pending.is_empty() {
-            node.meta.remove_task(&rec.container_id);
+            node.remove_checkpoint(&rec.container_id);
             tasks.remove(key);
         }
     }
 }
 
+/// The parts of `/proc/<pid>/stat` the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+    /// Field 22: start time in clock ticks since boot.
+    pub start: u64,
+}
+
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    // Fields after the command: state (3), ppid (4), pgrp (5), ..., starttime (22).
+    let f: Vec<&str> = after.split_whitespace().collect();
+    Some(ProcStat {
+        state: f.first()?.chars().next()?,
+        ppid: f.get(1)?.parse().ok()?,
+        pgid: f.get(2)?.parse().ok()?,
+        start: f.get(19)?.parse().ok()?,
+    })
+}
+
 /// `/proc/<pid>/stat` field 22 (start time in clock ticks).
 pub fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    // Fields after the command: state is field 3; start time is field 22.
-    after.split_whitespace().nth(19)?.parse().ok()
+    proc_stat(pid).map(|s| s.start)
 }
 
 fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    after.chars().next()
+    proc_stat(pid).map(|s| s.state)
+}
+
+/// The environment entries that mark a process as started for this task (its container's
+/// sandbox path is unique).
+fn task_markers(rec: &TaskRecord) -> Vec<String> {
+    let markers: Vec<String> = ["MESOS_SANDBOX", "MESOS_TASK_ID", "MESOS_FRAMEWORK_ID"]
+        .iter()
+        .filter_map(|k| {
+            rec.env
+                .iter()
+                .rev()
+                .find(|(ek, _)| ek == k)
+                .map(|(k, v)| format!("{k}={v}"))
+        })
+        .collect();
+    if markers.len() == 3 {
+        markers
+    } else {
+        Vec::new()
+    }
+}
+
+fn has_markers(pid: u32, markers: &[String]) -> bool {
+    if markers.is_empty() {
+        return false;
+    }
+    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        return false;
+    };
+    let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+    markers.iter().all(|m| vars.contains(&m.as_bytes()))
+}
+
+/// Sends `sig` to the task's process group, but only to processes that are provably the
+/// task's: the group leader when its pid still has the recorded start time and process group
+/// (or, for records without one, the task's environment); if the leader is gone, each
+/// remaining member of the group that carries the task's environment. A pid or group id reused
+/// by an unrelated process is never signalled. Returns whether anything was signalled.
+pub fn signal_task_group(rec: &TaskRecord, sig: Signal) -> bool {
+    let Some(pg) = rec.task_pgid.or(rec.task_pid) else {
+        return false;
+    };
+    let Ok(raw) = i32::try_from(pg) else {
+        return false;
+    };
+    let markers = task_markers(rec);
+    match proc_stat(pg) {
+        Some(leader) if !(rec.task_start.is_none() && leader.state == 'Z') => {
+            let ours = match rec.task_start {
+                Some(start) => leader.start == start && leader.pgid == pg,
+                None => leader.pgid == pg && has_markers(pg, &markers),
+            };
+            if !ours {
+                // The number now names another process, so the task's group (which would
+                // hold it) is gone.
+                tracing::warn!(task = %rec.task.task_id, pid = pg, "task pid reused by another process; not signalling it");
+                return false;
+            }
+            killpg(Pid::from_raw(raw), sig).is_ok()
+        }
+        _ => {
+            // The leader exited (or is an unverifiable zombie); its group lives on while
+            // members remain.
+            let mut any = false;
+            for member in group_members(pg) {
+                if has_markers(member, &markers) {
+                    if let Ok(m) = i32::try_from(member) {
+                        any |= kill(Pid::from_raw(m), sig).is_ok();
+                    }
+                }
+            }
+            any
+        }
+    }
+}
+
+/// Live processes whose process group is `pgid`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            proc_stat(*pid).is_some_and(|s| s.pgid == pgid && !matches!(s.state, 'Z' | 'X'))
+        })
+        .collect()
 }
 
 /// Is the supervisor still running? Reaps it if it is our child.
@@ -535,13 +688,25 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
     }
 }
 
+/// Records the task pid, first seen, with its identity: its start time and process group,
+/// taken only while it is provably the supervisor's child (the task is its group leader).
 fn mark_running(node: &Node, key: &TaskKey, pid: u32) {
     let was_starting = {
         let mut tasks = node.tasks();
         let Some(rec) = tasks.get_mut(key) else {
             return;
         };
+        if rec.task_pid.is_some() {
+            return;
+        }
         rec.task_pid = Some(pid);
+        if let (Some(stat), Some(epid)) = (proc_stat(pid), rec.executor_pid) {
+            let supervisor_alive = process_alive(epid, rec.executor_start);
+            if supervisor_alive && stat.ppid == epid && stat.pgid == pid {
+                rec.task_start = Some(stat.start);
+                rec.task_pgid = Some(stat.pgid);
+            }
+        }
         node.checkpoint(rec);
         rec.state == TaskState::TaskStarting
     };
@@ -591,6 +756,10 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
             mark_running(node, key, pid);
         }
     }
+    // Fresh: mark_running may just have recorded the task pid.
+    let Some(snap) = node.tasks().get(key).cloned() else {
+        return;
+    };
     // Memory limitation and cleanup of the cgroup (kills stragglers).
     let mut oom: Option<(Option<u64>, Option<u64>)> = None;
     if let (Some(path), Some(mgr)) = (snap.cgroup.clone(), node.config.cgroups.clone()) {
@@ -605,9 +774,9 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
         .await
         .ok()
         .flatten();
-    } else if let Some(pid) = snap.task_pid.and_then(|p| i32::try_from(p).ok()) {
-        // Without cgroups, at least the task's process group goes.
-        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    } else {
+        // Without cgroups, at least the task's process group goes (if it still is the task's).
+        signal_task_group(&snap, Signal::SIGKILL);
     }
     if snap.kill == Some(KillCause::MemoryLimit) && oom.is_none() {
         oom = Some((None, None));
@@ -624,7 +793,7 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
     let mut tasks = node.tasks();
     if let Some(rec) = tasks.get(key) {
         if rec.state.is_terminal() && rec.pending.is_empty() {
-            node.meta.remove_task(&rec.container_id);
+            node.remove_checkpoint(&rec.container_id);
             tasks.remove(key);
         }
     }
@@ -719,6 +888,7 @@ pub fn request_kill(node: &Arc<Node>, key: &TaskKey, cause: KillCause) {
         if rec.kill.is_none() || cause == KillCause::MemoryLimit {
             rec.kill = Some(cause);
         }
+        rec.launch_abort.cancel();
         node.checkpoint(rec);
         rec.executor_pid.is_some()
     };
@@ -766,10 +936,15 @@ async fn kill_procedure(node: Arc<Node>, key: TaskKey) {
         && process_alive(epid, snap.executor_start)
     {
         task_pid = read_pid_file(&cdir.join("task.pid"));
-        if task_pid.is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        match task_pid {
+            Some(pid) => mark_running(&node, &key, pid),
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
+    // With the task's identity as recorded when it was first seen.
+    let Some(snap) = node.tasks().get(&key).cloned() else {
+        return;
+    };
     let alive = || process_alive(epid, snap.executor_start);
     let wait_dead = |d: Duration| async move {
         let until = Instant::now() + d;
@@ -781,42 +956,57 @@ async fn kill_procedure(node: Arc<Node>, key: TaskKey) {
         }
         !process_alive(epid, snap.executor_start)
     };
-    if let Some(pg) = task_pid.and_then(|p| i32::try_from(p).ok()) {
+    if snap.task_pid.is_some() {
         if !grace.is_zero() {
             tracing::info!(task = %snap.task.task_id, ?grace, "SIGTERM to the task's process group");
-            let _ = killpg(Pid::from_raw(pg), Signal::SIGTERM);
+            signal_task_group(&snap, Signal::SIGTERM);
             if wait_dead(grace).await {
                 return;
             }
         }
         tracing::info!(task = %snap.task.task_id, "SIGKILL to the task's process group");
-        let _ = killpg(Pid::from_raw(pg), Signal::SIGKILL);
+        signal_task_group(&snap, Signal::SIGKILL);
         if wait_dead(Duration::from_secs(3)).await {
             return;
         }
     }
     if alive() {
-        // Last resort: the supervisor itself and everything in the cgroup.
-        if let Ok(p) = i32::try_from(epid) {
-            let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
-        }
+        // Last resort: everything in the cgroup, then the supervisor itself (whose end the
+        // watcher reports). Without cgroups, the task's group once more first: a supervisor
+        // killed before its task would leave the task running unwatched.
         if let (Some(path), Some(mgr)) = (snap.cgroup.clone(), node.config.cgroups.clone()) {
             let _ = tokio::task::spawn_blocking(move || {
                 mgr.load(&path).kill_all(Duration::from_secs(5))
             })
             .await;
+        } else {
+            signal_task_group(&snap, Signal::SIGKILL);
         }
+        if alive() {
+            if let Ok(p) = i32::try_from(epid) {
+                let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+            }
+        }
+    }
+    // Allow a later kill to try again if this one could not end the supervisor.
+    if let Some(rec) = node.tasks().get_mut(&key) {
+        rec.killing = false;
     }
 }
 
 /// Kills every task of a framework.
+/// The framework is remembered for [`crate::node::TOMBSTONE_TTL`]: its launches that arrive
+/// later end in TASK_KILLED without running.
 pub fn shutdown_framework(node: &Arc<Node>, framework_id: &str) {
-    let keys: Vec<(TaskKey, Duration)> = node
-        .tasks()
-        .iter()
-        .filter(|(k, r)| k.0 == framework_id && !r.state.is_terminal())
-        .map(|(k, r)| (k.clone(), KillPolicy::grace(r.task.kill_policy.as_ref())))
-        .collect();
+    let keys: Vec<(TaskKey, Duration)> = {
+        let tasks = node.tasks();
+        node.tombstone_framework(framework_id);
+        tasks
+            .iter()
+            .filter(|(k, r)| k.0 == framework_id && !r.state.is_terminal())
+            .map(|(k, r)| (k.clone(), KillPolicy::grace(r.task.kill_policy.as_ref())))
+            .collect()
+    };
     for (key, grace) in keys {
         request_kill(
             node,
@@ -856,14 +1046,18 @@ pub async fn recover(node: &Arc<Node>) {
         }
     }
     for key in lost_during_launch {
-        status::update(
-            node,
-            &key,
-            TaskState::TaskFailed,
-            UpdateOpts::agent()
-                .reason("REASON_AGENT_RESTARTED")
-                .message("the agent restarted while launching the task"),
-        );
+        if kill_requested(node, &key) {
+            finish_killed_before_start(node, &key);
+        } else {
+            status::update(
+                node,
+                &key,
+                TaskState::TaskFailed,
+                UpdateOpts::agent()
+                    .reason("REASON_AGENT_RESTARTED")
+                    .message("the agent restarted while launching the task"),
+            );
+        }
         cleanup_container(node, &key).await;
     }
     for key in &to_watch {

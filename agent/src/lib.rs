@@ -228,6 +228,13 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
     tracing::info!("agent stopping; tasks keep running");
     let _ = registration.await;
     let _ = sender.await;
+    // Queued checkpoints reach the disk before the next agent on this work dir reads them.
+    if tokio::time::timeout(std::time::Duration::from_secs(10), node.flush_checkpoints())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some task checkpoints were still being written at shutdown");
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) | Err(_) => Ok(()),
         Ok(Ok(Err(e))) => Err(AgentError::Serve(e)),

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use drove_proto::agent::{AgentTask, AgentTaskState};
 use drove_proto::mesos::{AgentId, Attribute, FrameworkId, TaskId};
@@ -11,7 +12,7 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::cgroups::CgroupManager;
-use crate::checkpoint::{Meta, TaskRecord};
+use crate::checkpoint::{Durable, KillCause, Meta, TaskRecord, Writer};
 use crate::fetcher::Fetcher;
 use crate::sandbox::TaskUser;
 
@@ -43,10 +44,43 @@ pub struct Config {
     pub ping_interval: Option<f64>,
 }
 
+/// How long a kill for an unknown task, or a framework shutdown, is remembered for a launch
+/// that arrives late.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// Kills and shutdowns that found nothing to kill (yet).
+#[derive(Default)]
+struct Tombstones {
+    tasks: HashMap<TaskKey, (Instant, KillCause)>,
+    frameworks: HashMap<String, Instant>,
+}
+
+impl Tombstones {
+    fn prune(&mut self, now: Instant) {
+        self.tasks
+            .retain(|_, (at, _)| now.duration_since(*at) < TOMBSTONE_TTL);
+        self.frameworks
+            .retain(|_, at| now.duration_since(*at) < TOMBSTONE_TTL);
+    }
+}
+
+/// Where the registration loop is; keeps 404s from causing back-to-back re-registrations.
+#[derive(Default)]
+struct RegState {
+    /// Successful registrations so far.
+    generation: u64,
+    registering: bool,
+    /// A re-registration was asked for and has not started yet.
+    wanted: bool,
+}
+
 pub struct Node {
     pub config: Config,
     pub meta: Meta,
+    writer: Writer,
     tasks: Mutex<HashMap<TaskKey, TaskRecord>>,
+    tombstones: Mutex<Tombstones>,
+    reg: Mutex<RegState>,
     agent_id: Mutex<Option<AgentId>>,
     /// True while registered with the master (updates are only sent then).
     pub registered: watch::Sender<bool>,
@@ -66,8 +100,11 @@ impl Node {
         let fetcher = Fetcher::new(config.work_dir.join("cache"));
         Node {
             config,
+            writer: Writer::new(meta.clone()),
             meta,
             tasks: Mutex::new(HashMap::new()),
+            tombstones: Mutex::new(Tombstones::default()),
+            reg: Mutex::new(RegState::default()),
             agent_id: Mutex::new(agent_id),
             registered: watch::Sender::new(false),
             status_wakeup: Notify::new(),
@@ -110,11 +147,108 @@ impl Node {
         *self.registered.borrow()
     }
 
-    /// Checkpoints a record (logging failures: the task goes on either way).
-    pub fn checkpoint(&self, record: &TaskRecord) {
-        if let Err(e) = self.meta.save_task(record) {
-            tracing::error!(error = %e, task = %record.task.task_id, "checkpoint failed");
+    /// Checkpoints a record: the snapshot is taken now (normally under the tasks lock) and
+    /// written by a background writer, newest snapshot winning, in order per task. Failures
+    /// are logged (the task goes on either way). Await the result for durability.
+    pub fn checkpoint(&self, record: &TaskRecord) -> Option<Durable> {
+        self.writer.save(record)
+    }
+
+    /// Forgets a task's checkpoint (ordered after its pending writes).
+    pub fn remove_checkpoint(&self, container_id: &str) -> Durable {
+        self.writer.remove(container_id)
+    }
+
+    /// Waits until every checkpoint queued so far is on disk.
+    pub async fn flush_checkpoints(&self) {
+        self.writer.flush().await
+    }
+
+    fn tombstones_lock(&self) -> MutexGuard<'_, Tombstones> {
+        match self.tombstones.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
         }
+    }
+
+    /// Remembers a kill for a task the agent does not know (yet). Call it with the tasks lock
+    /// held (the order is tasks → tombstones), after finding no record.
+    pub fn tombstone_task(&self, key: &TaskKey, cause: KillCause) {
+        let now = Instant::now();
+        let mut t = self.tombstones_lock();
+        t.prune(now);
+        t.tasks.insert(key.clone(), (now, cause));
+    }
+
+    /// Remembers a framework shutdown (tasks lock held, as for [`Node::tombstone_task`]).
+    pub fn tombstone_framework(&self, framework_id: &str) {
+        let now = Instant::now();
+        let mut t = self.tombstones_lock();
+        t.prune(now);
+        t.frameworks.insert(framework_id.to_string(), now);
+    }
+
+    /// The kill a launch arriving now must apply at once, consuming a task tombstone (tasks
+    /// lock held).
+    pub fn take_tombstone(&self, key: &TaskKey, grace: Duration) -> Option<KillCause> {
+        let now = Instant::now();
+        let mut t = self.tombstones_lock();
+        t.prune(now);
+        if let Some((_, cause)) = t.tasks.remove(key) {
+            return Some(cause);
+        }
+        t.frameworks
+            .contains_key(&key.0)
+            .then_some(KillCause::Requested {
+                grace_ms: grace.as_millis() as u64,
+            })
+    }
+
+    fn reg_lock(&self) -> MutexGuard<'_, RegState> {
+        match self.reg.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The number of successful registrations so far; taken before a request so that its
+    /// 404 can be told stale.
+    pub fn registration_generation(&self) -> u64 {
+        self.reg_lock().generation
+    }
+
+    /// A request sent during registration `seen` got 404. Asks for a re-registration unless
+    /// one is already wanted or running, or one completed since the request was sent.
+    /// Returns whether this call asked.
+    pub fn request_reregistration(&self, seen: u64) -> bool {
+        {
+            let mut r = self.reg_lock();
+            if r.registering || r.wanted || r.generation != seen {
+                return false;
+            }
+            r.wanted = true;
+        }
+        self.registered.send_replace(false);
+        self.reregister.notify_one();
+        true
+    }
+
+    pub fn reregistration_wanted(&self) -> bool {
+        self.reg_lock().wanted
+    }
+
+    pub fn registration_started(&self) {
+        let mut r = self.reg_lock();
+        r.registering = true;
+        r.wanted = false;
+    }
+
+    pub fn registration_done(&self) -> u64 {
+        let mut r = self.reg_lock();
+        r.registering = false;
+        r.wanted = false;
+        r.generation += 1;
+        r.generation
     }
 
     /// Tasks to report when (re-)registering.
@@ -152,5 +286,111 @@ impl Node {
             .collect();
         v.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn test_node(dir: &std::path::Path, delay: Duration) -> Arc<Node> {
+        let config = Config {
+            master: "http://127.0.0.1:1".into(),
+            hostname: "127.0.0.1".into(),
+            endpoint: "http://127.0.0.1:2".into(),
+            work_dir: dir.to_path_buf(),
+            resources: Resources::default(),
+            attributes: Vec::new(),
+            cgroups: None,
+            cfs_quota: true,
+            task_user: TaskUser::current(),
+            executor_path: "/bin/false".into(),
+            log_max_bytes: 1 << 20,
+            ping_interval: None,
+        };
+        let meta = Meta::open(dir).unwrap().with_write_delay(delay);
+        Arc::new(Node::new(config, meta, CancellationToken::new()))
+    }
+
+    fn record(task: &str) -> TaskRecord {
+        let info = serde_json::json!({"user": "root", "name": "fw"});
+        let task_info = serde_json::json!({"name": task, "task_id": {"value": task},
+            "agent_id": {"value": "a"}});
+        TaskRecord::new(
+            FrameworkId::new("fw"),
+            serde_json::from_value(info).unwrap(),
+            serde_json::from_value(task_info).unwrap(),
+            format!("c-{task}"),
+        )
+    }
+
+    /// A slow disk must not stall everyone waiting for the tasks lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoint_io_happens_off_the_tasks_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = test_node(dir.path(), Duration::from_millis(400));
+        let rec = record("t1");
+        let writer = {
+            let node = node.clone();
+            let rec = rec.clone();
+            // Like an async worker thread of the agent's runtime.
+            let rt = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                let _rt = rt.enter();
+                let mut tasks = node.tasks();
+                tasks.insert(("fw".into(), "t1".into()), rec.clone());
+                node.checkpoint(&rec);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let t0 = Instant::now();
+        drop(node.tasks());
+        let waited = t0.elapsed();
+        writer.join().unwrap();
+        assert!(
+            waited < Duration::from_millis(150),
+            "the tasks lock was held for {waited:?} by a checkpoint write"
+        );
+    }
+
+    /// Snapshots are written in order per task and the newest wins; a removal is ordered
+    /// after the writes before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checkpoints_are_ordered_and_the_newest_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = test_node(dir.path(), Duration::from_millis(20));
+        let mut rec = record("t2");
+        for i in 0..50 {
+            rec.started_at = Some(f64::from(i));
+            node.checkpoint(&rec);
+        }
+        node.flush_checkpoints().await;
+        let loaded = node.meta.load_tasks();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].started_at, Some(49.0));
+
+        let other = record("t3");
+        node.checkpoint(&other);
+        for i in 50..60 {
+            rec.started_at = Some(f64::from(i));
+            node.checkpoint(&rec);
+        }
+        node.remove_checkpoint(&rec.container_id).wait().await;
+        node.flush_checkpoints().await;
+        let loaded = node.meta.load_tasks();
+        assert_eq!(loaded.len(), 1, "a stale write resurrected a removed task");
+        assert_eq!(loaded[0].task.task_id.value, "t3");
+        // Durable::wait returns once that write (or a newer one) is on disk.
+        let mut last = record("t4");
+        last.started_at = Some(7.0);
+        node.checkpoint(&last).unwrap().wait().await;
+        assert!(node
+            .meta
+            .load_tasks()
+            .iter()
+            .any(|r| r.task.task_id.value == "t4" && r.started_at == Some(7.0)));
     }
 }

@@ -5,6 +5,10 @@
 //! 10 s while the master is unreachable. Then `POST /agent/v1/ping` every
 //! `ping_interval_seconds`; a 404 means the master forgot this agent (it restarted, or declared
 //! the agent gone): the agent re-registers at once with the same id and its tasks.
+//!
+//! One re-registration at a time: ping and status 404s go through
+//! [`Node::request_reregistration`], which ignores a 404 while a registration is wanted or in
+//! flight, or when the request that got it was sent before the latest registration completed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,9 +76,11 @@ async fn register(node: &Node) -> Option<Registered> {
 /// Registration + ping loop; returns when the agent shuts down.
 pub async fn run(node: Arc<Node>) {
     loop {
+        node.registration_started();
         let Some(reg) = register(&node).await else {
             return;
         };
+        let generation = node.registration_done();
         let reregistered = node.agent_id().is_some();
         tracing::info!(agent_id = %reg.agent_id, master_id = %reg.master_id, reregistered, "registered with the master");
         node.set_agent_id(reg.agent_id.clone());
@@ -98,8 +104,13 @@ pub async fn run(node: Arc<Node>) {
                     return;
                 }
                 _ = node.reregister.notified() => {
-                    node.registered.send_replace(false);
-                    break;
+                    // A stale wake-up (its request was answered by this registration) is
+                    // ignored: one re-registration per 404 episode.
+                    if node.reregistration_wanted() {
+                        node.registered.send_replace(false);
+                        break;
+                    }
+                    continue;
                 }
                 _ = tokio::time::sleep(interval) => {}
             }
@@ -109,6 +120,7 @@ pub async fn run(node: Arc<Node>) {
             match node.client.post(&url).json(&ping).send().await {
                 Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
                     tracing::warn!("the master does not know this agent any more; re-registering");
+                    node.request_reregistration(generation);
                     node.registered.send_replace(false);
                     break;
                 }

@@ -137,7 +137,7 @@ pub fn acknowledge(node: &Node, ack: &AcknowledgeUpdate) -> bool {
         }
         if rec.state.is_terminal() && rec.pending.is_empty() && !rec.watching {
             tracing::info!(task = %rec.task.task_id, "terminal task fully acknowledged; forgetting it");
-            node.meta.remove_task(&rec.container_id);
+            node.remove_checkpoint(&rec.container_id);
             if let Some(c) = &rec.cancel {
                 c.cancel();
             }
@@ -174,7 +174,7 @@ pub fn forget_finished(node: &Node) {
         .collect();
     for k in done {
         if let Some(r) = tasks.remove(&k) {
-            node.meta.remove_task(&r.container_id);
+            node.remove_checkpoint(&r.container_id);
         }
     }
 }
@@ -225,15 +225,18 @@ async fn send_one(node: &Node, key: &TaskKey, mut update: StatusUpdate) {
         }
     }
     let url = format!("{}{}", node.config.master, STATUS_PATH);
+    let generation = node.registration_generation();
     let result = node.client.post(&url).json(&update).send().await;
     match result {
         Ok(resp) if resp.status().is_success() => {
             tracing::debug!(task = %update.status.task_id, state = update.status.state.as_str(), "update sent");
         }
         Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
-            tracing::warn!(task = %update.status.task_id, "the master does not know this agent; re-registering");
-            node.registered.send_replace(false);
-            node.reregister.notify_one();
+            if node.request_reregistration(generation) {
+                tracing::warn!(task = %update.status.task_id, "the master does not know this agent; re-registering");
+            } else {
+                tracing::debug!(task = %update.status.task_id, "status 404 while (or before) re-registering; no new registration");
+            }
         }
         Ok(resp) => {
             tracing::warn!(task = %update.status.task_id, status = %resp.status(), "master refused a status update");

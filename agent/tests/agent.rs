@@ -596,3 +596,249 @@ async fn refuses_to_start_without_usable_cgroups() {
     assert!(matches!(err, drove_agent::AgentError::Cgroups(_)), "{err}");
     assert!(err.to_string().contains("--isolation none"), "{err}");
 }
+
+fn files_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_named(&p, name));
+            } else if p.file_name().is_some_and(|n| n == name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn kill_body(fw: &str, task: &str) -> serde_json::Value {
+    json!({"framework_id": {"value": fw}, "task_id": {"value": task},
+        "kill_policy": {"grace_period": {"nanoseconds": 100_000_000i64}}})
+}
+
+fn launch_in(fw: &str, task: &str, cmd: &str) -> serde_json::Value {
+    let mut b = launch_body(task, cmd, 0.1, 32.0, None);
+    b["framework_id"]["value"] = json!(fw);
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_and_shutdowns_racing_launches_are_never_lost() {
+    let (master, dir, root, agent, ep) = started("race").await;
+    let cmd = "touch started; sleep 300";
+    // A kill overtaken by nothing: it arrives before its launch (reordered requests).
+    assert_eq!(
+        post(&ep, "/agent/v1/kill", &kill_body("fw-1", "early")).await,
+        202
+    );
+    assert_eq!(
+        post(&ep, "/agent/v1/launch", &launch_in("fw-1", "early", cmd)).await,
+        202
+    );
+    // A framework shut down before one of its launches arrives.
+    let shutdown = |fw: &str| json!({"framework_id": {"value": fw}});
+    assert_eq!(
+        post(&ep, "/agent/v1/shutdown", &shutdown("fw-2")).await,
+        202
+    );
+    assert_eq!(
+        post(&ep, "/agent/v1/launch", &launch_in("fw-2", "orphan", cmd)).await,
+        202
+    );
+    // Launch and kill sent at the same time, in either order.
+    let racers: Vec<String> = (0..8).map(|i| format!("racer{i}")).collect();
+    futures::future::join_all(racers.iter().map(|id| {
+        let ep = ep.clone();
+        async move {
+            let launch = launch_in("fw-1", id, cmd);
+            let kill = kill_body("fw-1", id);
+            tokio::join!(
+                post(&ep, "/agent/v1/launch", &launch),
+                post(&ep, "/agent/v1/kill", &kill)
+            )
+        }
+    }))
+    .await;
+    // ACCEPT then TEARDOWN: launches answered, then the framework shut down at once.
+    let torn: Vec<String> = (0..6).map(|i| format!("torn{i}")).collect();
+    futures::future::join_all(
+        torn.iter()
+            .map(|id| async { post(&ep, "/agent/v1/launch", &launch_in("fw-3", id, cmd)).await }),
+    )
+    .await;
+    assert_eq!(
+        post(&ep, "/agent/v1/shutdown", &shutdown("fw-3")).await,
+        202
+    );
+
+    for id in ["early", "orphan"] {
+        let killed = master.wait_state(id, TaskState::TaskKilled).await;
+        assert!(
+            master
+                .updates_for(id)
+                .iter()
+                .all(|u| u.status.state == TaskState::TaskKilled),
+            "{id} started: {:?}",
+            master.updates_for(id)
+        );
+        assert_eq!(killed.status.task_id.value, id);
+    }
+    for id in racers.iter().chain(&torn) {
+        master.wait_state(id, TaskState::TaskKilled).await;
+    }
+    // Tombstoned launches never ran their command.
+    for fw_task in ["fw-1/early", "fw-2/orphan"] {
+        let d = dir.path().join("sandboxes").join(fw_task);
+        assert!(files_named(&d, "started").is_empty(), "{fw_task} ran");
+    }
+    // Nothing left running: every task cgroup is gone.
+    wait_until("task cgroups removed", || {
+        std::fs::read_dir(format!("/sys/fs/cgroup/memory/{}", root.0))
+            .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
+            .unwrap_or(true)
+    })
+    .await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_404s_during_reregistration_register_once() {
+    let (master, _dir, _root, agent, ep) = started("rereg").await;
+    {
+        let mut m = master.lock();
+        m.auto_ack = false;
+        m.pings_ok_when_unknown = true;
+        m.status_404_when_unknown = true;
+        m.status_404_stagger = Duration::from_millis(150);
+        m.register_delay = Duration::from_millis(600);
+    }
+    let ids: Vec<String> = (0..5).map(|i| format!("svc{i}")).collect();
+    futures::future::join_all(ids.iter().map(|id| async {
+        let body = launch_body(id, "sleep 300", 0.1, 16.0, None);
+        post(&ep, "/agent/v1/launch", &body).await
+    }))
+    .await;
+    wait_until("every STARTING sent", || {
+        ids.iter().all(|id| !master.updates_for(id).is_empty())
+    })
+    .await;
+    // The next resend round (unacked STARTINGs) is answered 404, the answers staggered so
+    // that some arrive while the re-registration they caused is still in flight.
+    master.lock().knows_agent = false;
+    master.wait_registrations(2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (n, st404) = {
+        let m = master.lock();
+        (m.registrations.len(), m.status_404s)
+    };
+    assert!(
+        st404 >= 2,
+        "only {st404} status 404s: the race was not provoked"
+    );
+    assert_eq!(n, 2, "re-registered {} times for one 404 episode", n - 1);
+    master.lock().auto_ack = true;
+    post(
+        &ep,
+        "/agent/v1/shutdown",
+        &json!({"framework_id": {"value": "fw-1"}}),
+    )
+    .await;
+    for id in &ids {
+        master.wait_state(id, TaskState::TaskKilled).await;
+    }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_never_signals_a_reused_task_pid() {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = agent_args(&master, dir.path(), "unused");
+    args.isolation = drove_agent::Isolation::None;
+    let agent = TestAgent::start(args.clone());
+    let ep = master.wait_registrations(1).await.endpoint;
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body("quitter", "sleep 2; exit 4", 0.1, 32.0, None),
+    )
+    .await;
+    master.wait_state("quitter", TaskState::TaskRunning).await;
+    agent.stop().await;
+    // The task ends while the agent is down...
+    let meta = dir.path().join("meta");
+    wait_until("the task ended", || {
+        !files_named(&meta.join("containers"), "exit_status.json").is_empty()
+    })
+    .await;
+    // ...and its pid is reused by an unrelated process group leader.
+    let mut innocent = std::process::Command::new("sleep");
+    std::os::unix::process::CommandExt::process_group(&mut innocent, 0);
+    let mut innocent = innocent.arg("300").spawn().unwrap();
+    let record = std::fs::read_dir(meta.join("tasks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .unwrap();
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    rec["task_pid"] = json!(innocent.id());
+    std::fs::write(&record, serde_json::to_vec(&rec).unwrap()).unwrap();
+
+    let agent = TestAgent::start(args);
+    let failed = master.wait_state("quitter", TaskState::TaskFailed).await;
+    assert!(failed
+        .status
+        .message
+        .unwrap()
+        .contains("exited with status 4"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let survived = innocent.try_wait().unwrap().is_none();
+    let _ = innocent.kill();
+    let _ = innocent.wait();
+    assert!(
+        survived,
+        "the agent killed an unrelated process with a reused pid"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_aborts_a_fetch_in_progress() {
+    let (master, dir, _root, agent, ep) = started("fetchkill").await;
+    // A URI that takes 60 s to answer.
+    let app = axum::Router::new().route(
+        "/slow.tar.gz",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            "late"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow.tar.gz", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut body = launch_body("fetching", "touch started; sleep 300", 0.1, 32.0, None);
+    body["task"]["command"]["uris"] = json!([{"value": url}]);
+    post(&ep, "/agent/v1/launch", &body).await;
+    master.wait_state("fetching", TaskState::TaskStarting).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    post(&ep, "/agent/v1/kill", &kill_body("fw-1", "fetching")).await;
+    let killed = master.wait_state("fetching", TaskState::TaskKilled).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the kill waited for the fetch: {:?}",
+        asked.elapsed()
+    );
+    assert!(master
+        .updates_for("fetching")
+        .iter()
+        .all(|u| u.status.state != TaskState::TaskRunning));
+    assert!(killed.status.message.is_some());
+    let sb = dir.path().join("sandboxes/fw-1/fetching");
+    assert!(files_named(&sb, "started").is_empty());
+    agent.stop().await;
+}

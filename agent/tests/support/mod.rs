@@ -27,6 +27,15 @@ pub struct MasterState {
     pub knows_agent: bool,
     pub auto_ack: bool,
     pub endpoint: Option<String>,
+    /// Pings succeed even when the master does not know the agent (only status 404s then).
+    pub pings_ok_when_unknown: bool,
+    /// Status updates get 404 while the master does not know the agent.
+    pub status_404_when_unknown: bool,
+    /// The n-th status 404 (0-based) is answered after n × this delay.
+    pub status_404_stagger: Duration,
+    pub status_404s: u32,
+    /// How long answering a registration takes.
+    pub register_delay: Duration,
 }
 
 #[derive(Clone)]
@@ -39,6 +48,8 @@ pub struct FakeMaster {
 type Shared = Arc<Mutex<MasterState>>;
 
 async fn register(State(s): State<Shared>, Json(body): Json<RegisterAgent>) -> Json<Registered> {
+    let delay = s.lock().unwrap().register_delay;
+    tokio::time::sleep(delay).await;
     let mut st = s.lock().unwrap();
     let id = body
         .agent_id
@@ -58,7 +69,7 @@ async fn register(State(s): State<Shared>, Json(body): Json<RegisterAgent>) -> J
 async fn ping(State(s): State<Shared>, Json(_body): Json<Ping>) -> Result<Json<Pong>, StatusCode> {
     let mut st = s.lock().unwrap();
     st.pings += 1;
-    if st.knows_agent {
+    if st.knows_agent || st.pings_ok_when_unknown {
         Ok(Json(Pong {
             master_id: "master-1".into(),
         }))
@@ -68,6 +79,17 @@ async fn ping(State(s): State<Shared>, Json(_body): Json<Ping>) -> Result<Json<P
 }
 
 async fn status(State(s): State<Shared>, Json(body): Json<StatusUpdate>) -> StatusCode {
+    let not_found_after = {
+        let mut st = s.lock().unwrap();
+        (!st.knows_agent && st.status_404_when_unknown).then(|| {
+            st.status_404s += 1;
+            st.status_404_stagger * (st.status_404s - 1)
+        })
+    };
+    if let Some(delay) = not_found_after {
+        tokio::time::sleep(delay).await;
+        return StatusCode::NOT_FOUND;
+    }
     let (ack, endpoint) = {
         let mut st = s.lock().unwrap();
         st.updates.push(body.clone());
