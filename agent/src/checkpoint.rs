@@ -112,6 +112,13 @@ pub struct TaskRecord {
     /// Cancelled by a kill while the task is launching (aborts a fetch in progress).
     #[serde(skip)]
     pub launch_abort: CancellationToken,
+    /// The launcher still owns the record (its container may need cleaning up), so an
+    /// acknowledgement must not forget it yet.
+    #[serde(skip)]
+    pub launching: bool,
+    /// The checkpoint holding the newest queued update; the update is sent once it is on disk.
+    #[serde(skip)]
+    pub durable: Option<Durable>,
 }
 
 impl TaskRecord {
@@ -149,7 +156,14 @@ impl TaskRecord {
             watching: false,
             killing: false,
             launch_abort: CancellationToken::new(),
+            launching: false,
+            durable: None,
         }
+    }
+
+    /// Something (launcher or watcher) still works on this task; it must not be forgotten.
+    pub fn busy(&self) -> bool {
+        self.watching || self.launching
     }
 }
 
@@ -289,6 +303,7 @@ pub struct Writer {
 }
 
 /// A queued write; [`Durable::wait`] returns once it (or a newer one) is on disk.
+#[derive(Debug, Clone)]
 pub struct Durable {
     seq: u64,
     written: watch::Receiver<u64>,

@@ -154,6 +154,7 @@ pub fn accept_launch(node: &Arc<Node>, req: LaunchTask) {
             tracing::info!(task = %req.task.task_id, "launch arrived after its kill (or its framework's shutdown)");
             rec.launch_abort.cancel();
         }
+        rec.launching = true;
         node.checkpoint(&rec);
         tasks.insert(key.clone(), rec);
     }
@@ -202,6 +203,9 @@ async fn launch(node: Arc<Node>, key: TaskKey, req: LaunchTask, container_id: St
             );
         }
         cleanup_container(&node, &key).await;
+    } else if let Some(rec) = node.tasks().get_mut(&key) {
+        // The watcher owns the task now.
+        rec.launching = false;
     }
 }
 
@@ -443,6 +447,7 @@ async fn cleanup_container(node: &Arc<Node>, key: &TaskKey) {
     let mut tasks = node.tasks();
     if let Some(rec) = tasks.get_mut(key) {
         rec.watching = false;
+        rec.launching = false;
         if rec.state.is_terminal() && rec.pending.is_empty() {
             node.remove_checkpoint(&rec.container_id);
             tasks.remove(key);
@@ -1038,7 +1043,10 @@ pub async fn recover(node: &Arc<Node>) {
                         }
                         to_watch.push(key.clone());
                     }
-                    None => lost_during_launch.push(key.clone()),
+                    None => {
+                        rec.launching = true;
+                        lost_during_launch.push(key.clone());
+                    }
                 }
             }
             tracing::info!(task = %rec.task.task_id, state = rec.state.as_str(), pid = ?rec.task_pid, pending = rec.pending.len(), "recovered task");

@@ -13,6 +13,7 @@ use base64::Engine;
 use drove_proto::agent::{AcknowledgeUpdate, StatusUpdate, STATUS_PATH};
 use drove_proto::mesos::{ContainerStatus, TaskSource, TaskState, TaskStatus};
 
+use crate::checkpoint::Durable;
 use crate::node::{key_of, Node, TaskKey};
 
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -108,7 +109,8 @@ pub fn update(node: &Node, key: &TaskKey, state: TaskState, opts: UpdateOpts) ->
             rec.next_send = Some(Instant::now());
             rec.backoff = FIRST_RETRY;
         }
-        node.checkpoint(rec);
+        // Sent only once on disk, so an update the master saw survives an agent crash.
+        rec.durable = node.checkpoint(rec);
     }
     node.status_wakeup.notify_one();
     true
@@ -135,7 +137,7 @@ pub fn acknowledge(node: &Node, ack: &AcknowledgeUpdate) -> bool {
                 rec.next_send = Some(Instant::now());
             }
         }
-        if rec.state.is_terminal() && rec.pending.is_empty() && !rec.watching {
+        if rec.state.is_terminal() && rec.pending.is_empty() && !rec.busy() {
             tracing::info!(task = %rec.task.task_id, "terminal task fully acknowledged; forgetting it");
             node.remove_checkpoint(&rec.container_id);
             if let Some(c) = &rec.cancel {
@@ -169,7 +171,7 @@ pub fn forget_finished(node: &Node) {
     let mut tasks = node.tasks();
     let done: Vec<TaskKey> = tasks
         .iter()
-        .filter(|(_, r)| r.state.is_terminal() && r.pending.is_empty() && !r.watching)
+        .filter(|(_, r)| r.state.is_terminal() && r.pending.is_empty() && !r.busy())
         .map(|(k, _)| k.clone())
         .collect();
     for k in done {
@@ -193,7 +195,7 @@ pub async fn run_sender(node: Arc<Node>) {
             continue;
         }
         let now = Instant::now();
-        let due: Vec<(TaskKey, StatusUpdate)> = {
+        let due: Vec<(TaskKey, StatusUpdate, Option<Durable>)> = {
             let mut tasks = node.tasks();
             tasks
                 .iter_mut()
@@ -203,13 +205,16 @@ pub async fn run_sender(node: Arc<Node>) {
                         return None;
                     }
                     r.in_flight = true;
-                    Some((k.clone(), head.clone()))
+                    Some((k.clone(), head.clone(), r.durable.clone()))
                 })
                 .collect()
         };
-        for (key, update) in due {
+        for (key, update, durable) in due {
             let node = node.clone();
             tokio::spawn(async move {
+                if let Some(d) = durable {
+                    d.wait().await;
+                }
                 send_one(&node, &key, update).await;
             });
         }

@@ -842,3 +842,46 @@ async fn kill_aborts_a_fetch_in_progress() {
     assert!(files_named(&sb, "started").is_empty());
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_spawn_removes_the_cgroup_even_when_acked_at_once() {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = CgroupRoot::new("spawnfail");
+    let mut args = agent_args(&master, dir.path(), &root.0);
+    args.executor_path = Some("/nonexistent/drove-executor".into());
+    let agent = TestAgent::start(args);
+    let ep = master.wait_registrations(1).await.endpoint;
+    for i in 0..5 {
+        let id = format!("nospawn{i}");
+        post(
+            &ep,
+            "/agent/v1/launch",
+            &launch_body(&id, "true", 0.1, 16.0, None),
+        )
+        .await;
+    }
+    for i in 0..5 {
+        let failed = master
+            .wait_state(&format!("nospawn{i}"), TaskState::TaskFailed)
+            .await;
+        assert_eq!(
+            failed.status.reason.as_deref(),
+            Some("REASON_CONTAINER_LAUNCH_FAILED")
+        );
+    }
+    wait_until("no task cgroup left", || {
+        std::fs::read_dir(format!("/sys/fs/cgroup/memory/{}", root.0))
+            .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
+            .unwrap_or(true)
+    })
+    .await;
+    wait_until("failed tasks forgotten", || {
+        std::fs::read_dir(dir.path().join("meta/tasks"))
+            .map(|rd| rd.count() == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    agent.stop().await;
+}
