@@ -111,12 +111,10 @@ async fn registers_runs_a_task_and_serves_its_logs() {
         "oops\n"
     );
     // No cgroup left behind.
-    assert!(
-        std::fs::read_dir(format!("/sys/fs/cgroup/memory/{}", root.0))
-            .unwrap()
-            .flatten()
-            .all(|e| !e.path().is_dir())
-    );
+    assert!(std::fs::read_dir(cgroup_dir(&root.0))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.path().is_dir()));
     agent.stop().await;
 }
 
@@ -238,7 +236,7 @@ async fn kill_leaves_nothing_behind() {
         .unwrap()
         .executor_pid
         .unwrap();
-    let cg = format!("/sys/fs/cgroup/memory/{}", root.0);
+    let cg = cgroup_dir(&root.0);
     let cg_dir = std::fs::read_dir(&cg)
         .unwrap()
         .flatten()
@@ -272,8 +270,8 @@ async fn kill_leaves_nothing_behind() {
         assert!(!pid_alive(p), "process {p} survived the kill");
     }
     assert!(!cg_dir.exists(), "cgroup {} not removed", cg_dir.display());
-    assert!(!std::path::Path::new(&format!(
-        "/sys/fs/cgroup/cpu/{}/{}",
+    assert!(!cpu_cgroup_dir(&format!(
+        "{}/{}",
         root.0,
         cg_dir.file_name().unwrap().to_string_lossy()
     ))
@@ -292,7 +290,8 @@ async fn memory_hog_is_killed_alone() {
     let body = launch_body(
         "hog",
         "head -c 400m /dev/zero | tail > /dev/null",
-        0.1,
+        // A whole cpu, so the hog reaches its limit quickly even on an emulated CPU.
+        1.0,
         64.0,
         None,
     );
@@ -419,8 +418,16 @@ async fn updates_are_retried_until_acked_in_order_and_survive_restart() {
         "{ups:?}"
     );
     assert_eq!(ups[0].status.uuid, ups[1].status.uuid);
-    let st = get_json(&format!("{ep}/agent/v1/state")).await;
-    assert_eq!(st["tasks"][0]["pending_updates"].as_u64(), Some(3), "{st}");
+    // `true` ends at once; on a slow (emulated) CPU that may take longer than the first resend.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = get_json(&format!("{ep}/agent/v1/state")).await;
+        if st["tasks"][0]["pending_updates"].as_u64() == Some(3) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Restart the agent with the updates unacked: they are resent.
     agent.stop().await;
     let before = master.updates_for("quick").len();
@@ -490,11 +497,13 @@ async fn ping_404_triggers_reregistration_with_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_health_check_kills_the_task() {
     let (master, _dir, _root, agent, ep) = started("health").await;
-    // Serves HTTP on $PORT for ~2 s, then stops listening but keeps running.
+    // Serves HTTP on $PORT for ~4 s, then stops listening but keeps running.
     let mut body = launch_body(
         "web",
-        "timeout 2 python3 -m http.server $PORT --bind $HOST >/dev/null 2>&1; sleep 300",
-        0.1,
+        "timeout 4 python3 -m http.server $PORT --bind $HOST >/dev/null 2>&1; sleep 300",
+        // A whole cpu: python's start-up under a 0.1-cpu quota on an emulated CPU (the v2 VM)
+        // takes longer than the time it serves.
+        1.0,
         64.0,
         Some((31050, 31050)),
     );
@@ -694,7 +703,7 @@ async fn kills_and_shutdowns_racing_launches_are_never_lost() {
     }
     // Nothing left running: every task cgroup is gone.
     wait_until("task cgroups removed", || {
-        std::fs::read_dir(format!("/sys/fs/cgroup/memory/{}", root.0))
+        std::fs::read_dir(cgroup_dir(&root.0))
             .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
             .unwrap_or(true)
     })
@@ -872,7 +881,7 @@ async fn failed_spawn_removes_the_cgroup_even_when_acked_at_once() {
         );
     }
     wait_until("no task cgroup left", || {
-        std::fs::read_dir(format!("/sys/fs/cgroup/memory/{}", root.0))
+        std::fs::read_dir(cgroup_dir(&root.0))
             .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
             .unwrap_or(true)
     })

@@ -1,4 +1,4 @@
-//! Real cgroups (v1 on this hybrid host): limit files, the kill-everything path, and the OOM
+//! Real cgroups (v1 on the hybrid dev host, v2 in the VM of tests/vm/run-cgroup-v2.sh): limit files, the kill-everything path, and the OOM
 //! counter. Fails — never skips — when cgroups are unusable.
 
 mod support;
@@ -55,6 +55,22 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
         );
         assert_eq!(read(dir.join("cpu.max")), "150000 100000");
         assert_eq!(read(dir.join("memory.max")), (96u64 << 20).to_string());
+        if dir.join("memory.swap.max").exists() {
+            assert_eq!(read(dir.join("memory.swap.max")), "0");
+        }
+        // The agent enabled the controllers itself, top-down, nothing was pre-enabled for it.
+        for d in [Path::new("/sys/fs/cgroup").to_path_buf(), dir.join("..")] {
+            let enabled = read(d.join("cgroup.subtree_control"));
+            for c in ["cpu", "memory"] {
+                assert!(
+                    enabled.split_whitespace().any(|x| x == c),
+                    "{c} not enabled in {}: {enabled:?}",
+                    d.display()
+                );
+            }
+        }
+        let controllers = read(dir.join("cgroup.controllers"));
+        assert!(controllers.contains("cpu") && controllers.contains("memory"));
     } else {
         let cpu = Path::new("/sys/fs/cgroup/cpu").join(&root.0).join("c1");
         let mem = Path::new("/sys/fs/cgroup/memory").join(&root.0).join("c1");
@@ -86,7 +102,15 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
             },
         )
         .unwrap();
-    if !mgr.is_v2() {
+    if mgr.is_v2() {
+        let dir = Path::new("/sys/fs/cgroup").join(&root.0).join("c2");
+        assert_eq!(
+            read(dir.join("cpu.weight")),
+            drove_agent::cgroups::shares_to_weight(256).to_string()
+        );
+        assert_eq!(read(dir.join("cpu.max")), "max 100000");
+        assert_eq!(read(dir.join("memory.max")), "max");
+    } else {
         let cpu = Path::new("/sys/fs/cgroup/cpu").join(&root.0).join("c2");
         assert_eq!(read(cpu.join("cpu.shares")), "256");
         assert_eq!(read(cpu.join("cpu.cfs_quota_us")), "-1");

@@ -251,6 +251,32 @@ fn remove_tree(dir: &Path) {
     }
 }
 
+/// Whether `/sys/fs/cgroup` is a unified (v2) hierarchy (on a hybrid host it is a tmpfs holding
+/// the v1 hierarchies).
+pub fn cgroup_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The directory of the cgroup `rel` in the memory hierarchy (v1) or the unified one (v2).
+pub fn cgroup_dir(rel: &str) -> PathBuf {
+    let base = if cgroup_v2() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/memory"
+    };
+    Path::new(base).join(rel)
+}
+
+/// The directory of the cgroup `rel` in the cpu hierarchy (v1) or the unified one (v2).
+pub fn cpu_cgroup_dir(rel: &str) -> PathBuf {
+    let base = if cgroup_v2() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/cpu"
+    };
+    Path::new(base).join(rel)
+}
+
 pub fn executor_path() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_drove-agent-executor"))
 }
