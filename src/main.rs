@@ -13,6 +13,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc malloc: the router allocates per request, and glibc's malloc/free
+/// were ~15 % of its CPU (see BENCHMARKS.md `## router`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "drove",

@@ -1,33 +1,54 @@
 #!/usr/bin/env bash
 # Router benchmark: the same keep-alive load with wrk straight to a backend, through
 # `drove router`, and through HAProxy configured the same way (Host ACL, leastconn, the same
-# forwarding headers), with equal worker threads. Everything binds 127.0.0.1 only.
+# forwarding headers, upstream keep-alive), with equal worker threads. Everything binds
+# 127.0.0.1 only.
 #
-#   benches/router/run.sh            # THREADS=1 DURATION=15 CONNS="64 8"
-#   THREADS=2 DURATION=20 benches/router/run.sh
+#   benches/router/run.sh                       # THREADS=1 DURATION=10 CONNS="64 8" REPEAT=3
+#   THREADS=2 benches/router/run.sh
 #
-# Needs: wrk, haproxy, nginx-light (Debian packages), python3, and a release build of drove
-# (built here if missing). Prints a markdown table of req/s and p50/p99 latency.
+# Each (target, connections) pair is measured REPEAT times, interleaved with the other targets
+# (so a burst of load from elsewhere on the machine hits all of them alike); the table shows
+# the median of each column and the raw runs follow it. Besides wrk's req/s and p50/p99, it
+# reports the proxy's CPU time per request (user+sys of the proxy process over the run, from
+# /proc, divided by the requests served): the figure least disturbed by other load.
+#
+# With THREADS=1 on a machine of 2+ CPUs (PIN=auto), each proxy is pinned to CPU 1 and wrk,
+# nginx and the stand-in PaaS to CPU 0, so both proxies get one core of their own and the
+# result does not depend on where the scheduler puts three busy processes. PIN=0 turns that
+# off; with THREADS>1 nothing is pinned.
+#
+# Needs: wrk, haproxy, nginx-light (Debian packages), python3, taskset (util-linux), and a
+# release build of drove (built here if missing; DROVE=path selects another binary).
+# DROVE_BEFORE=path adds a row for a second drove binary (e.g. a build of the previous commit),
+# run alongside, for before/after figures from the same run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 THREADS=${THREADS:-1}
-DURATION=${DURATION:-15}
+DURATION=${DURATION:-10}
 CONNS=${CONNS:-"64 8"}
+REPEAT=${REPEAT:-3}
+PIN=${PIN:-auto}
 HOST=bench.localhost
 DROVE=${DROVE:-target/release/drove}
+DROVE_BEFORE=${DROVE_BEFORE:-}
 
-for tool in wrk haproxy nginx python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk haproxy nginx-light)" >&2; exit 1; }
+for tool in wrk haproxy nginx python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk haproxy nginx-light util-linux)" >&2; exit 1; }
 done
 [ -x "$DROVE" ] || cargo build --release --bin drove
 
+if [ "$PIN" = auto ]; then
+  if [ "$THREADS" = 1 ] && [ "$(nproc)" -ge 2 ]; then PIN=1; else PIN=0; fi
+fi
+# pin CPU PID...: every thread of each process.
+pin() { local cpu=$1; shift; [ "$PIN" = 1 ] || return 0; for p in "$@"; do taskset -a -p -c "$cpu" "$p" >/dev/null; done; }
+LOADGEN=()
+[ "$PIN" = 1 ] && LOADGEN=(taskset -c 0)
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 B1=$(free_port); B2=$(free_port); PAAS=$(free_port); ROUTER=$(free_port); ADMIN=$(free_port); HAP=$(free_port)
-ROUTER_JE=$(free_port); ADMIN_JE=$(free_port)
-# Optional extra row: the same router binary with jemalloc preloaded (Debian libjemalloc2),
-# to show what a non-glibc allocator is worth.
-JEMALLOC=${JEMALLOC:-/usr/lib/x86_64-linux-gnu/libjemalloc.so.2}
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -60,16 +81,25 @@ nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
 
 python3 benches/router/paas.py "$PAAS" bench "127.0.0.1:$B1" "127.0.0.1:$B2" &
 PIDS+=($!)
+PAAS_PID=$!
 
 DROVE_LOG=warn "$DROVE" router --paas "http://127.0.0.1:$PAAS" --listen "127.0.0.1:$ROUTER" \
   --admin "127.0.0.1:$ADMIN" --threads "$THREADS" 2>"$WORK/router.log" &
 PIDS+=($!)
-if [ -f "$JEMALLOC" ]; then
-  LD_PRELOAD="$JEMALLOC" DROVE_LOG=warn "$DROVE" router --paas "http://127.0.0.1:$PAAS" \
-    --listen "127.0.0.1:$ROUTER_JE" --admin "127.0.0.1:$ADMIN_JE" --threads "$THREADS" 2>>"$WORK/router.log" &
+DROVE_PID=$!
+BEFORE_PID=
+if [ -n "$DROVE_BEFORE" ]; then
+  ROUTER_B=$(free_port); ADMIN_B=$(free_port)
+  DROVE_LOG=warn "$DROVE_BEFORE" router --paas "http://127.0.0.1:$PAAS" --listen "127.0.0.1:$ROUTER_B" \
+    --admin "127.0.0.1:$ADMIN_B" --threads "$THREADS" 2>>"$WORK/router.log" &
   PIDS+=($!)
+  BEFORE_PID=$!
 fi
 
+# The same features as drove: Host ACL, least outstanding requests, X-Forwarded-For/-Proto/
+# -Host, an X-Request-Id, client and upstream keep-alive (`http-reuse always` lets any idle
+# upstream connection serve any request, as drove's pool does). No logging, like drove at
+# DROVE_LOG=warn.
 cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread $THREADS
@@ -97,10 +127,11 @@ backend bench
 CONF
 haproxy -q -f "$WORK/haproxy.cfg" &
 PIDS+=($!)
+HAP_PID=$!
 
 # Wait until all three answer.
 URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/")
-[ -f "$JEMALLOC" ] && URLS+=("http://127.0.0.1:$ROUTER_JE/")
+[ -n "$BEFORE_PID" ] && URLS+=("http://127.0.0.1:$ROUTER_B/")
 for url in "${URLS[@]}"; do
   for _ in $(seq 100); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "$url" || true)
@@ -109,28 +140,73 @@ for url in "${URLS[@]}"; do
   done
   [ "$code" = 200 ] || { echo "$url did not answer 200 (got $code)" >&2; cat "$WORK/router.log" >&2; exit 1; }
 done
+NGINX_PIDS=$(cat "$WORK/nginx.pid"; pgrep -P "$(cat "$WORK/nginx.pid")" || true)
+# shellcheck disable=SC2086
+pin 0 $NGINX_PIDS "$PAAS_PID"
+pin 1 "$DROVE_PID" "$HAP_PID" $BEFORE_PID
 
 # wrk prints e.g. "Requests/sec:  12345.67" and "     50%  1.23ms" — normalise latencies to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
-measure() { # name port conns
-  wrk -t1 -c"$3" -d2s -H "Host: $HOST" "http://127.0.0.1:$2/" >/dev/null 2>&1  # warm-up
-  out=$(wrk -t1 -c"$3" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$2/")
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
-  errs=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$3" "$rps" "$p50" "$p99" "${errs:-none}"
+cpu_ticks() { [ -n "$1" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+RAW="$WORK/raw"
+measure() { # name port conns pid-of-proxy-or-empty -> one raw line
+  local out t0 t1 n
+  t0=$(cpu_ticks "$4")
+  out=$("${LOADGEN[@]}" wrk -t1 -c"$3" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$2/")
+  t1=$(cpu_ticks "$4")
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  printf '%s|%s|%s|%s|%s|%s|%s\n' "$1" "$3" \
+    "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
+    "$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)" \
+    "$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)" \
+    "$([ -n "$4" ] && awk -v t=$((t1 - t0)) -v n="$n" -v u="$TICK_US" 'BEGIN {printf "%.1f", t * u / n}' || echo -)" \
+    "$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ' | sed 's/ *$//')" >>"$RAW"
 }
+TARGETS=("direct (nginx)|$B1|" "drove router|$ROUTER|$DROVE_PID")
+[ -n "$BEFORE_PID" ] && TARGETS+=("drove router (DROVE_BEFORE)|$ROUTER_B|$BEFORE_PID")
+TARGETS+=("haproxy 2.6|$HAP|$HAP_PID")
 
-echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r)"
-echo "versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$DROVE" --version)"
-echo "threads: proxy worker threads=$THREADS (drove --threads, haproxy nbthread), wrk -t1, nginx 1 worker, ${DURATION}s per run"
+echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
+echo "versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$DROVE" --version) ($DROVE${DROVE_BEFORE:+; before: $DROVE_BEFORE})"
+echo "threads: proxy worker threads=$THREADS (drove --threads, haproxy nbthread), wrk -t1, nginx 1 worker; pinned: $([ "$PIN" = 1 ] && echo 'proxies on CPU 1, wrk+nginx+PaaS on CPU 0' || echo no)"
+echo "runs: ${DURATION}s each after a 2s warm-up, $REPEAT interleaved runs per row, medians shown"
 echo
-echo "| target | connections | req/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
 for c in $CONNS; do
-  measure "direct (nginx)" "$B1" "$c"
-  measure "drove router" "$ROUTER" "$c"
-  [ -f "$JEMALLOC" ] && measure "drove router, jemalloc preloaded" "$ROUTER_JE" "$c"
-  measure "haproxy 2.6" "$HAP" "$c"
+  for t in "${TARGETS[@]}"; do
+    IFS='|' read -r _ port _ <<<"$t"
+    "${LOADGEN[@]}" wrk -t1 -c"$c" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null 2>&1
+  done
+  for _ in $(seq "$REPEAT"); do
+    for t in "${TARGETS[@]}"; do
+      IFS='|' read -r name port pid <<<"$t"
+      measure "$name" "$port" "$c" "$pid"
+    done
+  done
 done
+# Upstream connections the proxies hold open to the backends (keep-alive reuse check).
+UP_DROVE=$(ss -tnp state established "( dport = :$B1 or dport = :$B2 )" 2>/dev/null | grep -c "pid=$DROVE_PID," || true)
+UP_HAP=$(ss -tnp state established "( dport = :$B1 or dport = :$B2 )" 2>/dev/null | grep -c "pid=$HAP_PID," || true)
+
+python3 - "$RAW" <<'PY'
+import sys, statistics as st
+rows = [l.rstrip("\n").split("|") for l in open(sys.argv[1])]
+groups = {}
+for r in rows:
+    groups.setdefault((r[1], r[0]), []).append(r)
+def med(rs, i):
+    vals = [float(r[i]) for r in rs if r[i] not in ("", "-")]
+    return st.median(vals) if vals else None
+fmt = lambda v, f: "-" if v is None else f.format(v)
+print("| target | connections | req/s | p50 ms | p99 ms | proxy CPU µs/req | errors |")
+print("|---|---|---|---|---|---|---|")
+for (c, name), rs in groups.items():
+    errs = "; ".join(sorted({r[6] for r in rs if r[6]})) or "none"
+    print(f"| {name} | {c} | {fmt(med(rs,2),'{:.0f}')} | {fmt(med(rs,3),'{:.3f}')} | {fmt(med(rs,4),'{:.3f}')} | {fmt(med(rs,5),'{:.1f}')} | {errs} |")
+print()
+print("raw runs (target, connections: req/s p50/p99 ms, proxy CPU µs/req):")
+for (c, name), rs in groups.items():
+    print(f"- {name}, {c}: " + ", ".join(f"{r[2]} {r[3]}/{r[4]} {r[5]}" for r in rs))
+PY
+echo
+echo "upstream connections held after the runs: drove $UP_DROVE, haproxy $UP_HAP (max connections used: ${CONNS// /, })"

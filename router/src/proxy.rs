@@ -1,7 +1,7 @@
 //! The Pingora side: host routing, backend choice with passive failover, forwarding headers,
 //! custom 404/503 answers and per-request stats.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,14 +91,14 @@ pub struct RequestCtx {
     hold_error: Option<HoldError>,
     request_id: Option<HeaderValue>,
     host: Option<HeaderValue>,
-    /// The client's IP, carried over keep-alive requests on one connection (Pingora would
-    /// otherwise ask the kernel for it on every request).
-    client_ip: Option<IpAddr>,
+    /// The client's IP rendered as a header value, carried over keep-alive requests on one
+    /// connection so it is formatted once per connection, not once per request.
+    client_ip: Option<HeaderValue>,
 }
 
 /// What survives from one request to the next on a keep-alive client connection.
 struct ConnectionMemo {
-    client_ip: Option<IpAddr>,
+    client_ip: HeaderValue,
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {
@@ -154,10 +154,8 @@ impl ProxyHttp for Router {
         _session: &Session,
         ctx: &Self::CTX,
     ) -> Option<Box<dyn std::any::Any + Send + Sync>> {
-        ctx.client_ip.map(|ip| {
-            Box::new(ConnectionMemo {
-                client_ip: Some(ip),
-            }) as Box<dyn std::any::Any + Send + Sync>
+        ctx.client_ip.clone().map(|client_ip| {
+            Box::new(ConnectionMemo { client_ip }) as Box<dyn std::any::Any + Send + Sync>
         })
     }
 
@@ -168,7 +166,7 @@ impl ProxyHttp for Router {
         prev: Box<dyn std::any::Any + Send + Sync>,
     ) {
         if let Ok(memo) = prev.downcast::<ConnectionMemo>() {
-            ctx.client_ip = memo.client_ip;
+            ctx.client_ip = Some(memo.client_ip);
         }
     }
 
@@ -269,22 +267,25 @@ impl ProxyHttp for Router {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let xff = match upstream_request
+        if ctx.client_ip.is_none() {
+            ctx.client_ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .and_then(|a| HeaderValue::try_from(a.ip().to_string()).ok());
+        }
+        if let Some(ip) = &ctx.client_ip {
+            let joined = upstream_request
                 .headers
                 .get(X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-                _ => ip.to_string(),
-            };
-            upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
+                .filter(|prev| !prev.trim().is_empty())
+                .map(|prev| format!("{prev}, {}", ip.to_str().unwrap_or_default()));
+            match joined {
+                Some(xff) => upstream_request.insert_header(X_FORWARDED_FOR, xff)?,
+                None => upstream_request.insert_header(X_FORWARDED_FOR, ip.clone())?,
+            }
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         if let Some(h) = ctx.host.clone() {
             upstream_request.insert_header("x-forwarded-host", h)?;
         }
