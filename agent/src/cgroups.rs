@@ -159,14 +159,20 @@ pub fn prepare_v2(
             ))
         })?;
     }
-    fs::create_dir_all(&root_dir)
-        .map_err(|e| unusable(format!("creating {}: {e}", root_dir.display())))?;
-    enable_subtree(&root_dir, controllers).map_err(|e| {
-        unusable(format!(
-            "enabling {controllers:?} in {}: {e}",
-            root_dir.display()
-        ))
-    })?;
+    // Every level below the hierarchy root down to `<root>` itself: a controller can be enabled
+    // in `a/b` only once `a` hands it down, so a nested root (`--cgroup-root a/b`) needs `a` too.
+    let mut dir = hierarchy.to_path_buf();
+    for part in root.split('/').filter(|p| !p.is_empty()) {
+        dir.push(part);
+        fs::create_dir_all(&dir)
+            .map_err(|e| unusable(format!("creating {}: {e}", dir.display())))?;
+        enable_subtree(&dir, controllers).map_err(|e| {
+            unusable(format!(
+                "enabling {controllers:?} in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     Ok(())
 }
 
@@ -606,6 +612,16 @@ mod tests {
             "+memory"
         );
         assert!(!h.join("drove/agent").exists());
+
+        // A nested root: every level hands the controllers down.
+        prepare_v2(h, "outer/inner", &["cpu", "memory"], 1).unwrap();
+        for d in ["outer", "outer/inner"] {
+            assert_eq!(
+                fs::read_to_string(h.join(d).join("cgroup.subtree_control")).unwrap(),
+                "+cpu +memory",
+                "{d}"
+            );
+        }
     }
 
     #[test]

@@ -111,10 +111,7 @@ async fn registers_runs_a_task_and_serves_its_logs() {
         "oops\n"
     );
     // No cgroup left behind.
-    assert!(std::fs::read_dir(cgroup_dir(&root.0))
-        .unwrap()
-        .flatten()
-        .all(|e| !e.path().is_dir()));
+    assert!(task_cgroups(&root.0).is_empty());
     agent.stop().await;
 }
 
@@ -236,13 +233,7 @@ async fn kill_leaves_nothing_behind() {
         .unwrap()
         .executor_pid
         .unwrap();
-    let cg = cgroup_dir(&root.0);
-    let cg_dir = std::fs::read_dir(&cg)
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().is_dir())
-        .unwrap()
-        .path();
+    let cg_dir = task_cgroups(&root.0).pop().expect("a task cgroup");
     wait_until("3 task processes + supervisor in the cgroup", || {
         std::fs::read_to_string(cg_dir.join("cgroup.procs"))
             .unwrap_or_default()
@@ -702,12 +693,7 @@ async fn kills_and_shutdowns_racing_launches_are_never_lost() {
         assert!(files_named(&d, "started").is_empty(), "{fw_task} ran");
     }
     // Nothing left running: every task cgroup is gone.
-    wait_until("task cgroups removed", || {
-        std::fs::read_dir(cgroup_dir(&root.0))
-            .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
-            .unwrap_or(true)
-    })
-    .await;
+    wait_until("task cgroups removed", || task_cgroups(&root.0).is_empty()).await;
     agent.stop().await;
 }
 
@@ -880,12 +866,7 @@ async fn failed_spawn_removes_the_cgroup_even_when_acked_at_once() {
             Some("REASON_CONTAINER_LAUNCH_FAILED")
         );
     }
-    wait_until("no task cgroup left", || {
-        std::fs::read_dir(cgroup_dir(&root.0))
-            .map(|rd| rd.flatten().all(|e| !e.path().is_dir()))
-            .unwrap_or(true)
-    })
-    .await;
+    wait_until("no task cgroup left", || task_cgroups(&root.0).is_empty()).await;
     wait_until("failed tasks forgotten", || {
         std::fs::read_dir(dir.path().join("meta/tasks"))
             .map(|rd| rd.count() == 0)

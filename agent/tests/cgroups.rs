@@ -183,3 +183,31 @@ fn oom_kill_is_counted_and_only_hits_the_cgroup() {
     assert!((16 << 20..=33 << 20).contains(&peak), "peak {peak}");
     cg.destroy(Duration::from_secs(5)).unwrap();
 }
+
+#[test]
+fn a_nested_cgroup_root_works() {
+    let root = CgroupRoot::new("nested");
+    let mgr = CgroupManager::detect(&format!("{}/agents/a1", root.0))
+        .expect("cgroups must be usable for this test");
+    let cg = mgr
+        .create(
+            "n",
+            &Limits {
+                cpus: 0.5,
+                mem_mb: 48.0,
+                cfs_quota: true,
+            },
+        )
+        .unwrap();
+    assert_eq!(cg.memory_limit(), Some(48 << 20));
+    let mut child = spawn_in(&cg.procs_files(), "sleep 300");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while cg.pids().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing joined");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(cg.kill_all(Duration::from_secs(5)));
+    let _ = child.wait();
+    cg.destroy(Duration::from_secs(5)).unwrap();
+    assert!(!cg.exists());
+}

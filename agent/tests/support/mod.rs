@@ -238,7 +238,13 @@ fn remove_tree(dir: &Path) {
     }
     for _ in 0..50 {
         let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+        // Never ourselves: in a cgroup namespace the test process may live in `<root>/agent`.
+        let me = std::process::id() as i32;
+        for pid in procs
+            .lines()
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .filter(|p| *p != me)
+        {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
@@ -275,6 +281,22 @@ pub fn cpu_cgroup_dir(rel: &str) -> PathBuf {
         "/sys/fs/cgroup/cpu"
     };
     Path::new(base).join(rel)
+}
+
+/// The task cgroups under a cgroup root: its subdirectories (memory hierarchy on v1), except the
+/// leaf `agent` a v2 agent moves itself into when the root of its cgroup namespace holds
+/// processes (see `prepare_v2`).
+pub fn task_cgroups(root: &str) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cgroup_dir(root))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !(cgroup_v2() && p.ends_with("agent")))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
 }
 
 pub fn executor_path() -> PathBuf {

@@ -25,14 +25,33 @@ echo "DROVE-VM-ROOT controllers='$(cat /sys/fs/cgroup/cgroup.controllers)' subtr
 pre=$(cat /drove-tests/pre)
 [ -z "$pre" ] || sh -c "$pre"
 filter=$(cat /drove-tests/filter)
+echo "DROVE-VM-ARGS --test-threads=1 $filter"
 failed=0
-for t in $(cat /drove-tests/plan); do
-    echo "DROVE-VM-RUN $t"
+# Plan entries: NAME runs /drove-tests/NAME in the root cgroup (like an agent on a systemd host,
+# where <root> hangs off the real root); ns:NAME runs it as the only process of a fresh cgroup
+# namespace whose root is the non-root cgroup /ctr-NAME, with cgroup2 remounted in a private
+# mount namespace (like an agent in a container with a private cgroupns): there the "no internal
+# processes" rule applies to the visible root and the agent must move itself into a leaf.
+for entry in $(cat /drove-tests/plan); do
+    echo "DROVE-VM-RUN $entry"
     start=$(date +%s)
-    # shellcheck disable=SC2086
-    (cd /tmp && /drove-tests/"$t" --test-threads=1 $filter)
-    rc=$?
-    echo "DROVE-VM-RESULT $t $(( $(date +%s) - start ))s rc=$rc"
+    case "$entry" in
+        ns:*)
+            t=${entry#ns:}
+            mkdir -p "/sys/fs/cgroup/ctr-$t"
+            # shellcheck disable=SC2016
+            sh -c 'echo $$ > "$1/cgroup.procs" && cd /tmp && exec unshare --cgroup --mount sh -c "mount -t cgroup2 none /sys/fs/cgroup && exec /drove-tests/$2 --test-threads=1 $3"' \
+                ns "/sys/fs/cgroup/ctr-$t" "$t" "$filter"
+            rc=$?
+            echo "DROVE-VM-NS ctr-$t after: $(cd /sys/fs/cgroup/ctr-$t && find . -mindepth 1 -type d | head -5 | tr '\n' ' ')"
+            ;;
+        *)
+            # shellcheck disable=SC2086
+            (cd /tmp && /drove-tests/"$entry" --test-threads=1 $filter)
+            rc=$?
+            ;;
+    esac
+    echo "DROVE-VM-RESULT $entry $(( $(date +%s) - start ))s rc=$rc"
     [ "$rc" = 0 ] || failed=$((failed + 1))
 done
 

@@ -17,7 +17,10 @@
 #   DROVE_VM_CARGO_ARGS  package selection for `cargo test --no-run` (default: -p drove-agent;
 #                        the Rust wrapper test passes what matches the running build)
 #   DROVE_VM_TESTS       which test binaries to run (default: "lib cgroups agent")
-#   DROVE_VM_FILTER      extra arguments for every test binary (e.g. a name filter, --skip X)
+#   DROVE_VM_NS_TESTS    which to run again inside a cgroup namespace rooted at a non-root
+#                        cgroup, as in a container (default: "cgroups agent"; empty: none)
+#   DROVE_VM_SKIP        test names excluded (default: the one timing-provoked race, see below)
+#   DROVE_VM_FILTER      extra arguments for every test binary (e.g. a name filter)
 #   DROVE_VM_PRE         a shell command the VM runs before the tests (diagnosis)
 #   DROVE_VM_TIMEOUT     seconds for the whole VM run (default 900)
 #   DROVE_VM_MEM         MiB of guest RAM (default 2048)
@@ -30,7 +33,14 @@ repo=$(cd "$here/../../.." && pwd)
 cargo=${CARGO:-cargo}
 cargo_args=${DROVE_VM_CARGO_ARGS:--p drove-agent}
 tests=${DROVE_VM_TESTS:-lib cgroups agent}
+ns_tests=${DROVE_VM_NS_TESTS-cgroups agent}
+# Tests excluded in the VM, by name, with the reason:
+# - status_404s_during_reregistration_register_once provokes a race by timing (status 404s
+#   staggered by 150 ms against a 600 ms registration); on an emulated CPU the launches spread
+#   out and the race is not provoked, so its precondition assertion fails. Not cgroup-related.
+skip=${DROVE_VM_SKIP-status_404s_during_reregistration_register_once}
 filter=${DROVE_VM_FILTER:-}
+for s in $skip; do filter="$filter --skip $s"; done
 timeout_s=${DROVE_VM_TIMEOUT:-900}
 mem=${DROVE_VM_MEM:-2048}
 export DEBIAN_FRONTEND=noninteractive
@@ -145,7 +155,7 @@ done
 # script's last command, changing process counts), coreutils (busybox tail is ~3x slower, which
 # matters for a memory hog under a 0.1-cpu CFS quota on an emulated CPU), procps (pgrep -g),
 # util-linux setsid.
-for f in /usr/bin/dash $(dpkg -L coreutils | grep -E '^(/usr)?/s?bin/') /usr/bin/pgrep /usr/bin/pkill /usr/bin/ps /usr/bin/setsid; do
+for f in /usr/bin/dash $(dpkg -L coreutils | grep -E '^(/usr)?/s?bin/') /usr/bin/pgrep /usr/bin/pkill /usr/bin/ps /usr/bin/setsid /usr/bin/unshare; do
     [ -f "$f" ] && [ ! -L "$f" ] || continue
     rm -f "$root$f"
     put "$f"
@@ -173,6 +183,11 @@ for t in $tests; do
     put_libs "$src"
     echo "$t" >>"$plan"
 done
+for t in $ns_tests; do
+    [ -f "$root/drove-tests/$t" ] || die "DROVE_VM_NS_TESTS: '$t' is not in DROVE_VM_TESTS"
+    echo "ns:$t" >>"$plan"
+done
+entries=$(cat "$plan")
 # The tests find the supervisor at its compile-time path (CARGO_BIN_EXE_drove-agent-executor).
 mkdir -p "$root$(dirname "$bin_executor")"
 objcopy --strip-debug "$bin_executor" "$root$bin_executor"
@@ -243,7 +258,7 @@ t_end=$(date +%s)
 fail=0
 [ "$qemu_rc" = 0 ] || { log "qemu exited with $qemu_rc (124 = timed out)"; fail=1; }
 grep -q '^DROVE-VM-DONE' "$console" || { log "the VM never reported completion"; fail=1; }
-for t in $tests; do
+for t in $entries; do
     line=$(grep "^DROVE-VM-RESULT $t " "$console" || true)
     case "$line" in
         *" rc=0") ;;
@@ -254,8 +269,8 @@ done
 grep -q '^DROVE-VM-CGROUP cgroup2fs' "$console" || { log "the VM did not run on a pure cgroup2 /sys/fs/cgroup"; fail=1; }
 log "timings: build+initramfs $((t_built - t0)) s, VM $((t_end - t_built)) s, total $((t_end - t0)) s"
 if [ "$fail" = 0 ]; then
-    log "PASS: cgroup v2 VM tests ($tests)"
+    log "PASS: cgroup v2 VM tests ($(echo $entries); skipped: ${skip:-none})"
 else
-    log "FAIL: cgroup v2 VM tests ($tests)"
+    log "FAIL: cgroup v2 VM tests ($(echo $entries); skipped: ${skip:-none})"
 fi
 exit "$fail"
