@@ -38,12 +38,16 @@ for entry in $(cat /drove-tests/plan); do
     case "$entry" in
         ns:*)
             t=${entry#ns:}
+            # The "container runtime" delegates the controllers to its containers (the plain
+            # entries, run first, left them enabled already: the agent did it).
+            echo "+cpu +memory +pids" >/sys/fs/cgroup/cgroup.subtree_control
             mkdir -p "/sys/fs/cgroup/ctr-$t"
             # shellcheck disable=SC2016
-            sh -c 'echo $$ > "$1/cgroup.procs" && cd /tmp && exec unshare --cgroup --mount sh -c "mount -t cgroup2 none /sys/fs/cgroup && exec /drove-tests/$2 --test-threads=1 $3"' \
+            sh -c 'echo $$ > "$1/cgroup.procs" && cd /tmp && exec unshare --cgroup --mount sh -c "umount /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup && exec /drove-tests/$2 --test-threads=1 $3"' \
                 ns "/sys/fs/cgroup/ctr-$t" "$t" "$filter"
             rc=$?
             echo "DROVE-VM-NS ctr-$t after: $(cd /sys/fs/cgroup/ctr-$t && find . -mindepth 1 -type d | head -5 | tr '\n' ' ')"
+            find "/sys/fs/cgroup/ctr-$t" -depth -type d -exec rmdir {} \; 2>/dev/null
             ;;
         *)
             # shellcheck disable=SC2086

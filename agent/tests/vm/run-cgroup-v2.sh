@@ -21,6 +21,9 @@
 #                        cgroup, as in a container (default: "cgroups agent"; empty: none)
 #   DROVE_VM_SKIP        test names excluded (default: the one timing-provoked race, see below)
 #   DROVE_VM_FILTER      extra arguments for every test binary (e.g. a name filter)
+#   DROVE_VM_BINARIES    "lib=PATH cgroups=PATH agent=PATH executor=PATH": use these instead of
+#                        building (the executor must be the one the tests were compiled against)
+#   DROVE_VM_WORK        work directory (default: <target>/vm-cgroup-v2)
 #   DROVE_VM_PRE         a shell command the VM runs before the tests (diagnosis)
 #   DROVE_VM_TIMEOUT     seconds for the whole VM run (default 900)
 #   DROVE_VM_MEM         MiB of guest RAM (default 2048)
@@ -67,9 +70,16 @@ if [ -n "$missing" ]; then
 fi
 
 cd "$repo"
-target_dir=${CARGO_TARGET_DIR:-$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
-work=$target_dir/vm-cgroup-v2
+if [ -n "${DROVE_VM_WORK:-}" ]; then
+    work=$DROVE_VM_WORK
+else
+    target_dir=${CARGO_TARGET_DIR:-$("$cargo" metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')}
+    work=$target_dir/vm-cgroup-v2
+fi
 mkdir -p "$work"
+# One run at a time per work directory (the image and the console log live there).
+exec 9>"$work/lock"
+flock 9
 
 # --- kernel -------------------------------------------------------------------------------
 kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)
@@ -94,6 +104,13 @@ for opt in CGROUPS MEMCG CGROUP_SCHED CFS_BANDWIDTH CGROUP_PIDS BLK_DEV_INITRD D
 done
 
 # --- test binaries --------------------------------------------------------------------------
+if [ -n "${DROVE_VM_BINARIES:-}" ]; then
+    # Prebuilt: "lib=PATH cgroups=PATH agent=PATH executor=PATH" (the Rust wrapper test).
+    for kv in $DROVE_VM_BINARIES; do
+        k=${kv%%=*}
+        printf -v "bin_${k//-/_}" '%s' "${kv#*=}"
+    done
+else
 log "building test binaries: cargo test $cargo_args --no-run"
 # shellcheck disable=SC2086
 "$cargo" test $cargo_args --no-run --message-format=json-render-diagnostics >"$work/build.json"
@@ -121,6 +138,7 @@ for k, v in found.items():
     print(f"bin_{k.replace('-', '_')}='{v}'")
 EOF
 )"
+fi
 [ -n "${bin_executor:-}" ] || die "no drove-agent-executor artifact in the cargo output"
 
 # --- initramfs ----------------------------------------------------------------------------
@@ -249,7 +267,7 @@ timeout -k 10 "$timeout_s" qemu-system-x86_64 "${accel_args[@]}" -m "$mem" -smp 
     -nographic -no-reboot -nic none \
     -kernel "$vmlinuz" -initrd "$work/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 quiet systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
-    </dev/null 2>&1 | tr -d '\r' | tee "$console"
+    </dev/null 2>&1 | sed -u 's/\r$//' | tee "$console"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 t_end=$(date +%s)
