@@ -161,7 +161,10 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let master_task = tokio::spawn(drove_master::run(master, shutdown.clone()));
     // Let the master bind before the agent's first registration attempt (it would retry anyway).
     for _ in 0..50 {
-        if tokio::net::TcpStream::connect(args.master_listen).await.is_ok() {
+        if tokio::net::TcpStream::connect(args.master_listen)
+            .await
+            .is_ok()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -190,6 +193,11 @@ async fn cancel_on_signal(token: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down (a second signal exits at once)");
     token.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    std::process::exit(130);
 }
