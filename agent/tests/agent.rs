@@ -1,5 +1,6 @@
 //! The agent end to end against a fake master: real supervisor processes, real cgroups (v1 on
-//! this hybrid host), real sandboxes. Runs as root; fails (never skips) without cgroups.
+//! the hybrid dev host, v2 in the VM of tests/vm/run-cgroup-v2.sh), real sandboxes. Runs as
+//! root; fails (never skips) without cgroups.
 
 mod support;
 

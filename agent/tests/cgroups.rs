@@ -1,5 +1,6 @@
-//! Real cgroups (v1 on the hybrid dev host, v2 in the VM of tests/vm/run-cgroup-v2.sh): limit files, the kill-everything path, and the OOM
-//! counter. Fails — never skips — when cgroups are unusable.
+//! Real cgroups (v1 on the hybrid dev host, v2 in the VM of tests/vm/run-cgroup-v2.sh): limit
+//! files, the kill-everything path, the OOM counter, a nested root. Fails — never skips — when
+//! cgroups are unusable.
 
 mod support;
 
