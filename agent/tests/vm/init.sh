@@ -8,7 +8,9 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /tmp
+# /tmp stays the initramfs' own (already in RAM): the test binaries may live under it, at the
+# same paths as on the host (a checkout in /tmp), and a tmpfs mounted here would hide them.
+mkdir -p /tmp && chmod 1777 /tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 none /sys/fs/cgroup
 hostname drove-vm
