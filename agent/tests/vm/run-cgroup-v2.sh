@@ -41,7 +41,10 @@ ns_tests=${DROVE_VM_NS_TESTS-cgroups agent}
 # - status_404s_during_reregistration_register_once provokes a race by timing (status 404s
 #   staggered by 150 ms against a 600 ms registration); on an emulated CPU the launches spread
 #   out and the race is not provoked, so its precondition assertion fails. Not cgroup-related.
-skip=${DROVE_VM_SKIP-status_404s_during_reregistration_register_once}
+# - restart_never_signals_a_reused_task_pid runs with --isolation none (no cgroups at all); in
+#   one CI-like run under software emulation the guest kernel soft-locked during it. It runs on
+#   the host with every `cargo nextest run`.
+skip=${DROVE_VM_SKIP-status_404s_during_reregistration_register_once restart_never_signals_a_reused_task_pid}
 filter=${DROVE_VM_FILTER:-}
 for s in $skip; do filter="$filter --skip $s"; done
 timeout_s=${DROVE_VM_TIMEOUT:-900}
