@@ -80,6 +80,7 @@ async fn run() {
         agent_ping_timeout: Duration::from_secs(60),
         max_agent_ping_timeouts: 3,
         agent_reregister_timeout: Duration::from_secs(600),
+        agent_removal_timeout: Duration::from_secs(14 * 24 * 3600),
         heartbeat_interval: Duration::from_secs(15),
         allocation_interval: Duration::from_secs(1),
         min_allocatable_resources: drove_master::MinAllocatable(vec![Resources::cpus_mem(

@@ -695,3 +695,36 @@ async fn failover_with_the_old_stream_open_gets_offers_again() {
         .unwrap_or("")
         .contains("failed over"));
 }
+
+/// An agent unreachable past --agent-removal-timeout is removed: a PARTITION_AWARE framework
+/// hears TASK_GONE, and when the agent comes back it registers anew and its old task is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_unreachable_too_long_is_removed_and_its_tasks_stopped() {
+    let c = TestCluster::start_with(&[SMALL], &["--agent-removal-timeout=2s"]).await;
+    let mut info = framework_info("removal");
+    info["capabilities"] = json!([{"type": "PARTITION_AWARE"}]);
+    let mut fw = Framework::subscribe(&c.master_url(), info).await;
+    let offer = fw.offers(T).await.remove(0);
+    fw.launch(
+        &offer,
+        vec![task("stranded", &offer, 0.1, 32.0, "sleep 300")],
+    )
+    .await;
+    let pid = pid_of(&fw.wait_state("stranded", "TASK_RUNNING", T).await).expect("pid");
+    c.agent_proc(0).signal(nix::sys::signal::Signal::SIGSTOP);
+    fw.wait_state("stranded", "TASK_UNREACHABLE", T).await;
+    let gone = fw.wait_state("stranded", "TASK_GONE", T).await;
+    assert_eq!(gone["reason"], "REASON_AGENT_REMOVED");
+    c.agent_proc(0).signal(nix::sys::signal::Signal::SIGCONT);
+    let deadline = tokio::time::Instant::now() + T;
+    while pid_alive(pid) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!pid_alive(pid), "the removed agent's task kept running");
+    c.wait_agents(1).await;
+    let state = c.state().await;
+    assert_ne!(
+        state["slaves"][0]["id"], offer["agent_id"]["value"],
+        "{state}"
+    );
+}

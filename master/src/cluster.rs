@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub agent_ping_interval: Duration,
     pub max_agent_ping_timeouts: u32,
     pub agent_reregister_timeout: Duration,
+    /// An agent unreachable this long is removed for good, and its tasks with it.
+    pub agent_removal_timeout: Duration,
     pub heartbeat_interval: Duration,
     pub allocation_interval: Duration,
     pub min_allocatable: Vec<Resources>,
@@ -188,6 +190,8 @@ pub struct Cluster {
     pub agents: HashMap<String, Agent>,
     pub frameworks: HashMap<String, Framework>,
     pub completed_frameworks: VecDeque<(FrameworkId, String)>,
+    /// Ids of agents removed after being unreachable too long; they may only register anew.
+    removed_agents: HashSet<String>,
     pub offers: HashMap<String, OutstandingOffer>,
     pub allocator: Allocator,
     pub counters: Counters,
@@ -231,6 +235,7 @@ impl Cluster {
             agents: HashMap::new(),
             frameworks: HashMap::new(),
             completed_frameworks: VecDeque::new(),
+            removed_agents: HashSet::new(),
             offers: HashMap::new(),
             allocator,
             counters: Counters::default(),
@@ -333,7 +338,21 @@ impl Cluster {
     // -----------------------------------------------------------------------------------------
     // Agents
 
-    pub fn register_agent(&mut self, req: RegisterAgent) -> Result<Registered, String> {
+    pub fn register_agent(&mut self, mut req: RegisterAgent) -> Result<Registered, String> {
+        if let Some(old) = req.agent_id.take() {
+            if self.removed_agents.contains(&old.value) {
+                // Its tasks were declared gone: stop them, and let it start over as a new agent.
+                tracing::warn!(agent = %old, "a removed agent came back; registering it anew");
+                let frameworks: HashSet<FrameworkId> =
+                    req.tasks.drain(..).map(|t| t.framework_id).collect();
+                for framework_id in frameworks {
+                    self.client
+                        .shutdown(&req.endpoint, ShutdownFramework { framework_id });
+                }
+            } else {
+                req.agent_id = Some(old);
+            }
+        }
         let total = Resources::from_mesos(&req.resources).map_err(|e| format!("resources: {e}"))?;
         let reregistering = req.agent_id.clone();
         let id = match &req.agent_id {
@@ -549,6 +568,64 @@ impl Cluster {
             .collect();
         for id in lost {
             self.mark_agent_unreachable(&id);
+        }
+        let removal = self.config.agent_removal_timeout.as_secs_f64();
+        let now_s = now_secs();
+        let gone: Vec<String> = self
+            .agents
+            .values()
+            .filter(|a| {
+                matches!(a.status, AgentStatus::Unreachable { since_secs } if now_s - since_secs >= removal)
+            })
+            .map(|a| a.id.value.clone())
+            .collect();
+        for id in gone {
+            self.remove_agent(&id);
+        }
+    }
+
+    /// Forgets an agent that stayed unreachable past `--agent-removal-timeout` (Mesos'
+    /// registry_max_agent_age): its tasks end as TASK_GONE (TASK_LOST for frameworks that are
+    /// not PARTITION_AWARE) and leave the master. If the agent ever comes back it registers
+    /// anew and its old tasks are shut down.
+    fn remove_agent(&mut self, agent: &str) {
+        let Some(a) = self.agents.remove(agent) else {
+            return;
+        };
+        self.removed_agents.insert(agent.to_string());
+        tracing::warn!(agent, hostname = %a.hostname, "unreachable agent removed");
+        self.allocator.remove_agent(agent);
+        self.store.apply(StoreOp::RemoveAgent(agent.to_string()));
+        for (fw_key, task_key) in a.tasks {
+            let Some(fw) = self.frameworks.get_mut(&fw_key) else {
+                continue;
+            };
+            let state = if fw.partition_aware() {
+                TaskState::TaskGone
+            } else {
+                TaskState::TaskLost
+            };
+            let Some(mut task) = fw.tasks.remove(&task_key) else {
+                continue;
+            };
+            let mut status = TaskStatus::new(TaskId::new(&task_key), state);
+            status.source = Some(TaskSource::SourceMaster);
+            status.reason = Some("REASON_AGENT_REMOVED".into());
+            status.message = Some(format!(
+                "agent {agent} was unreachable too long and is removed"
+            ));
+            status.agent_id = Some(AgentId::new(agent));
+            task.state = state;
+            task.released = true;
+            task.statuses.push((state, now_secs(), None));
+            task.status = Some(status.clone());
+            fw.send(Event::update(status));
+            self.counters.events_sent += 1;
+            complete(fw, task, self.config.completed_tasks_per_framework);
+            self.store.apply(StoreOp::RemoveTask {
+                framework_id: fw_key.clone(),
+                task_id: task_key,
+            });
         }
     }
 

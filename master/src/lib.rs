@@ -49,6 +49,9 @@ pub struct MasterArgs {
     /// After a master restart, agents that do not re-register within this are unreachable.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub agent_reregister_timeout: Duration,
+    /// An agent unreachable this long is removed with its tasks (Mesos' registry_max_agent_age).
+    #[arg(long, default_value = "14days", value_parser = humantime::parse_duration)]
+    pub agent_removal_timeout: Duration,
     /// Interval of HEARTBEAT events on idle subscription streams.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
@@ -186,6 +189,7 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         agent_ping_interval: args.agent_ping_timeout,
         max_agent_ping_timeouts: args.max_agent_ping_timeouts.max(1),
         agent_reregister_timeout: args.agent_reregister_timeout,
+        agent_removal_timeout: args.agent_removal_timeout,
         heartbeat_interval: args.heartbeat_interval,
         allocation_interval: args.allocation_interval,
         min_allocatable: args.min_allocatable_resources.0.clone(),

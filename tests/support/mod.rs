@@ -101,11 +101,18 @@ pub struct TestCluster {
     pub specs: Vec<AgentSpec>,
     pub cgroup_root: String,
     pub http: reqwest::Client,
+    /// Extra flags for the master, e.g. a short `--agent-removal-timeout`.
+    pub master_args: Vec<String>,
 }
 
 impl TestCluster {
     /// Starts a master and one agent per resource spec.
     pub async fn start(agent_resources: &[&str]) -> TestCluster {
+        Self::start_with(agent_resources, &[]).await
+    }
+
+    /// Like [`TestCluster::start`], with extra master flags.
+    pub async fn start_with(agent_resources: &[&str], master_args: &[&str]) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let master_addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
         let cgroup_root = format!("drove-test-{}", uuid_like());
@@ -133,6 +140,7 @@ impl TestCluster {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("http client"),
+            master_args: master_args.iter().map(|a| a.to_string()).collect(),
         };
         c.start_master();
         c.wait_http(&format!("{}/health", c.master_url())).await;
@@ -162,6 +170,8 @@ impl TestCluster {
             "--heartbeat-interval=2s".into(),
             "--agent-reregister-timeout=30s".into(),
         ];
+        let mut args = args;
+        args.extend(self.master_args.iter().cloned());
         let log = self.dir.path().join("master.log");
         self.master = Some(Proc::spawn("master", &args, &log));
     }
