@@ -205,12 +205,7 @@ async fn log_api_and_failures() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    post(
-        &ep,
-        "/agent/v1/shutdown",
-        &json!({"framework_id": {"value": "fw-1"}}),
-    )
-    .await;
+    shutdown_framework(&ep, "fw-1").await;
     master.wait_state("talker", TaskState::TaskKilled).await;
     agent.stop().await;
 }
@@ -476,12 +471,7 @@ async fn ping_404_triggers_reregistration_with_tasks() {
         reg.tasks[0].status.as_ref().unwrap().state,
         TaskState::TaskRunning
     );
-    post(
-        &ep,
-        "/agent/v1/shutdown",
-        &json!({"framework_id": {"value": "fw-1"}}),
-    )
-    .await;
+    shutdown_framework(&ep, "fw-1").await;
     master.wait_state("svc", TaskState::TaskKilled).await;
     agent.stop().await;
 }
@@ -638,11 +628,8 @@ async fn kills_and_shutdowns_racing_launches_are_never_lost() {
         202
     );
     // A framework shut down before one of its launches arrives.
-    let shutdown = |fw: &str| json!({"framework_id": {"value": fw}});
-    assert_eq!(
-        post(&ep, "/agent/v1/shutdown", &shutdown("fw-2")).await,
-        202
-    );
+
+    assert_eq!(shutdown_framework(&ep, "fw-2").await, 202);
     assert_eq!(
         post(&ep, "/agent/v1/launch", &launch_in("fw-2", "orphan", cmd)).await,
         202
@@ -668,10 +655,7 @@ async fn kills_and_shutdowns_racing_launches_are_never_lost() {
             .map(|id| async { post(&ep, "/agent/v1/launch", &launch_in("fw-3", id, cmd)).await }),
     )
     .await;
-    assert_eq!(
-        post(&ep, "/agent/v1/shutdown", &shutdown("fw-3")).await,
-        202
-    );
+    assert_eq!(shutdown_framework(&ep, "fw-3").await, 202);
 
     for id in ["early", "orphan"] {
         let killed = master.wait_state(id, TaskState::TaskKilled).await;
@@ -734,12 +718,7 @@ async fn status_404s_during_reregistration_register_once() {
     );
     assert_eq!(n, 2, "re-registered {} times for one 404 episode", n - 1);
     master.lock().auto_ack = true;
-    post(
-        &ep,
-        "/agent/v1/shutdown",
-        &json!({"framework_id": {"value": "fw-1"}}),
-    )
-    .await;
+    shutdown_framework(&ep, "fw-1").await;
     for id in &ids {
         master.wait_state(id, TaskState::TaskKilled).await;
     }

@@ -379,6 +379,16 @@ pub fn launch_body(
     })
 }
 
+/// `POST /agent/v1/shutdown` for one framework; returns the status code.
+pub async fn shutdown_framework(endpoint: &str, framework: &str) -> u16 {
+    post(
+        endpoint,
+        "/agent/v1/shutdown",
+        &serde_json::json!({"framework_id": {"value": framework}}),
+    )
+    .await
+}
+
 pub async fn post(endpoint: &str, path: &str, body: &Value) -> u16 {
     reqwest::Client::new()
         .post(format!("{endpoint}{path}"))
