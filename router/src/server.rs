@@ -227,6 +227,10 @@ pub fn start(args: RouterArgs) -> Result<RouterHandle, RouterError> {
             global.clone(),
             shutdown_rx.clone(),
         ));
+        control_rt.spawn(crate::stats::window_loop(
+            table.clone(),
+            shutdown_rx.clone(),
+        ));
         control_rt.spawn(crate::stats::push_loop(
             client.clone(),
             paas.clone(),

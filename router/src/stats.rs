@@ -4,10 +4,11 @@
 //! The proxy only touches atomics; building and sending reports happens on the control runtime,
 //! so a slow or absent PaaS costs the proxy nothing.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -20,11 +21,23 @@ pub const BUCKETS_US: [u64; 18] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
-/// A fixed-bucket latency histogram.
+/// Latency quantiles (in reports and in `/metrics`) cover the requests of about this long ago
+/// until now, so they follow the app's current behaviour instead of its whole history.
+pub const LATENCY_WINDOW: Duration = Duration::from_secs(60);
+/// How often the control runtime snapshots each histogram for the window; the window's start
+/// is accurate to this.
+pub const WINDOW_STEP: Duration = Duration::from_secs(5);
+
+type Counts = [u64; BUCKETS_US.len() + 1];
+
+/// A fixed-bucket latency histogram: cumulative counts (bumped by the proxy, lock-free) plus
+/// snapshots of them taken every [`WINDOW_STEP`] by the control runtime, from which the counts
+/// of the last [`LATENCY_WINDOW`] are a subtraction. The proxy never touches the snapshots.
 #[derive(Debug, Default)]
 pub struct Histogram {
     buckets: [AtomicU64; BUCKETS_US.len() + 1],
     sum_us: AtomicU64,
+    snapshots: Mutex<VecDeque<(Instant, Counts)>>,
 }
 
 impl Histogram {
@@ -35,8 +48,42 @@ impl Histogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    pub fn counts(&self) -> [u64; BUCKETS_US.len() + 1] {
+    /// Cumulative counts since the router started.
+    pub fn counts(&self) -> Counts {
         std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
+    /// Takes a snapshot for the window (at most one per [`WINDOW_STEP`]) and forgets the ones
+    /// no longer needed to cover [`LATENCY_WINDOW`].
+    pub fn snapshot(&self, now: Instant) {
+        let mut snaps = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((last, _)) = snaps.back() {
+            if now.saturating_duration_since(*last) < WINDOW_STEP {
+                return;
+            }
+        }
+        snaps.push_back((now, self.counts()));
+        // Keep the newest snapshot that is at least a window old: it is the window's start.
+        while snaps
+            .get(1)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= LATENCY_WINDOW)
+        {
+            snaps.pop_front();
+        }
+    }
+
+    /// Counts of the requests recorded in the last [`LATENCY_WINDOW`] (up to one
+    /// [`WINDOW_STEP`] more), as of `now`: everything since the newest snapshot at least a
+    /// window old, or since the start when there is none yet.
+    pub fn recent(&self, now: Instant) -> Counts {
+        let counts = self.counts();
+        let snaps = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        match snaps.front() {
+            Some((t, base)) if now.saturating_duration_since(*t) >= LATENCY_WINDOW => {
+                std::array::from_fn(|i| counts[i].saturating_sub(base[i]))
+            }
+            _ => counts,
+        }
     }
 
     pub fn sum_us(&self) -> u64 {
@@ -119,7 +166,7 @@ impl Counters {
     }
 
     fn report(&self, in_flight: u64) -> CounterReport {
-        let counts = self.latency.counts();
+        let counts = self.latency.recent(Instant::now());
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let last = g(&self.last_request_ms);
         CounterReport {
@@ -423,8 +470,9 @@ pub fn prometheus(table: &Table, global: &RouterCounters) -> String {
             let _ = writeln!(out, "{name}_count{{{l}}} {acc}");
         }
         let mut qs = Vec::new();
+        let now = Instant::now();
         for (l, c, _) in &rows {
-            let counts = c.latency.counts();
+            let counts = c.latency.recent(now);
             for q in [0.5, 0.95, 0.99] {
                 if let Some(ms) = quantile_ms(&counts, q) {
                     qs.push((format!("{l},quantile=\"{q}\""), ms / 1000.0));
@@ -435,7 +483,7 @@ pub fn prometheus(table: &Table, global: &RouterCounters) -> String {
             out,
             &format!("{prefix}_latency_quantile_seconds"),
             "gauge",
-            "Estimated latency quantiles (from the histogram).",
+            "Estimated latency quantiles over the last minute (from the histogram).",
             &qs,
         );
     };
@@ -508,6 +556,29 @@ pub fn prometheus(table: &Table, global: &RouterCounters) -> String {
     out
 }
 
+/// Snapshots every app's and backend's latency histogram each [`WINDOW_STEP`], so that
+/// quantiles cover the last [`LATENCY_WINDOW`]. Runs on the control runtime.
+pub async fn window_loop(
+    table: Arc<ArcSwap<Table>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(WINDOW_STEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = Instant::now();
+        for app in table.load().apps.values() {
+            app.stats.latency.snapshot(now);
+            for b in &app.route.load().backends {
+                b.live.stats.latency.snapshot(now);
+            }
+        }
+    }
+}
+
 /// Pushes a report to `{paas}/v1/router/stats` every `interval` until `shutdown` fires.
 /// Each push is bounded by the interval; a failed push is counted and skipped.
 pub async fn push_loop(
@@ -564,6 +635,39 @@ mod tests {
         let p99 = quantile_ms(&c, 0.99).expect("samples");
         assert!(p99 > 25.0 && p99 <= 50.0, "{p99}");
         assert_eq!(quantile_ms(&[0; 19], 0.5), None);
+    }
+
+    #[test]
+    fn quantiles_follow_the_last_window() {
+        let h = Histogram::default();
+        let t0 = Instant::now();
+        h.snapshot(t0);
+        for _ in 0..100 {
+            h.record(Duration::from_millis(40));
+        }
+        assert!(quantile_ms(&h.recent(t0), 0.5).expect("samples") > 25.0);
+        // Snapshots younger than the window do not cut it short.
+        h.snapshot(t0 + WINDOW_STEP);
+        assert_eq!(h.recent(t0 + WINDOW_STEP).iter().sum::<u64>(), 100);
+        // Snapshots every step (the control runtime's loop); extra calls within a step are
+        // ignored. Once the slow requests are a window old they no longer count.
+        let mut t = t0;
+        while t < t0 + LATENCY_WINDOW + WINDOW_STEP {
+            t += WINDOW_STEP;
+            h.snapshot(t);
+            h.snapshot(t + Duration::from_millis(1));
+        }
+        assert_eq!(h.recent(t).iter().sum::<u64>(), 0);
+        for _ in 0..10 {
+            h.record(Duration::from_micros(200));
+        }
+        let p99 = quantile_ms(&h.recent(t), 0.99).expect("samples");
+        assert!(p99 <= 0.25, "{p99}");
+        // The cumulative counts (the Prometheus histogram) keep everything.
+        assert_eq!(h.counts().iter().sum::<u64>(), 110);
+        // Snapshots are bounded by the window, however long the router runs.
+        let kept = h.snapshots.lock().expect("lock").len();
+        assert!(kept <= 14, "{kept}");
     }
 
     #[test]
