@@ -4,7 +4,7 @@
 # forwarding headers, upstream keep-alive), with equal worker threads. Everything binds
 # 127.0.0.1 only.
 #
-#   benches/router/run.sh                       # THREADS=1 DURATION=10 CONNS="64 8" REPEAT=3
+#   benches/router/run.sh                       # THREADS=1 DURATION=10 CONNS="64 8 1" REPEAT=3
 #   THREADS=2 benches/router/run.sh
 #
 # Each (target, connections) pair is measured REPEAT times, interleaved with the other targets
@@ -13,13 +13,18 @@
 # reports the proxy's CPU time per request (user+sys of the proxy process over the run, from
 # /proc, divided by the requests served): the figure least disturbed by other load.
 #
+# A fourth target, "pingora alone", is Pingora's HTTP proxy with none of drove's code (the
+# router crate's `bare_pingora` example: one fixed upstream, default hooks, the same allocator):
+# the floor any Pingora-based router starts from.
+#
 # With THREADS=1 on a machine of 2+ CPUs (PIN=auto), each proxy is pinned to CPU 1 and wrk,
 # nginx and the stand-in PaaS to CPU 0, so both proxies get one core of their own and the
 # result does not depend on where the scheduler puts three busy processes. PIN=0 turns that
 # off; with THREADS>1 nothing is pinned.
 #
-# Needs: wrk, haproxy, nginx-light (Debian packages), python3, taskset (util-linux), and a
-# release build of drove (built here if missing; DROVE=path selects another binary).
+# Needs: wrk, haproxy, nginx-light (Debian packages), python3, taskset (util-linux), and
+# release builds of drove and of the bare_pingora example (built here if missing; DROVE=path
+# selects another drove binary).
 # DROVE_BEFORE=path adds a row for a second drove binary (e.g. a build of the previous commit),
 # run alongside, for before/after figures from the same run.
 set -euo pipefail
@@ -27,17 +32,19 @@ cd "$(dirname "$0")/../.."
 
 THREADS=${THREADS:-1}
 DURATION=${DURATION:-10}
-CONNS=${CONNS:-"64 8"}
+CONNS=${CONNS:-"64 8 1"}
 REPEAT=${REPEAT:-3}
 PIN=${PIN:-auto}
 HOST=bench.localhost
 DROVE=${DROVE:-target/release/drove}
 DROVE_BEFORE=${DROVE_BEFORE:-}
+BARE=${BARE:-target/release/examples/bare_pingora}
 
 for tool in wrk haproxy nginx python3 taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk haproxy nginx-light util-linux)" >&2; exit 1; }
 done
 [ -x "$DROVE" ] || cargo build --release --bin drove
+[ -x "$BARE" ] || cargo build --release -p drove-router --example bare_pingora
 
 if [ "$PIN" = auto ]; then
   if [ "$THREADS" = 1 ] && [ "$(nproc)" -ge 2 ]; then PIN=1; else PIN=0; fi
@@ -49,6 +56,7 @@ LOADGEN=()
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 B1=$(free_port); B2=$(free_port); PAAS=$(free_port); ROUTER=$(free_port); ADMIN=$(free_port); HAP=$(free_port)
+BARE_PORT=$(free_port)
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -96,6 +104,11 @@ if [ -n "$DROVE_BEFORE" ]; then
   BEFORE_PID=$!
 fi
 
+# Pingora alone: one worker thread, work stealing on (as drove runs it), one fixed upstream.
+"$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$B1" "$THREADS" steal 2>>"$WORK/router.log" &
+PIDS+=($!)
+BARE_PID=$!
+
 # The same features as drove: Host ACL, least outstanding requests, X-Forwarded-For/-Proto/
 # -Host, an X-Request-Id, client and upstream keep-alive (`http-reuse always` lets any idle
 # upstream connection serve any request, as drove's pool does). No logging, like drove at
@@ -130,7 +143,7 @@ PIDS+=($!)
 HAP_PID=$!
 
 # Wait until all three answer.
-URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/")
+URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/" "http://127.0.0.1:$BARE_PORT/")
 [ -n "$BEFORE_PID" ] && URLS+=("http://127.0.0.1:$ROUTER_B/")
 for url in "${URLS[@]}"; do
   for _ in $(seq 100); do
@@ -143,7 +156,7 @@ done
 NGINX_PIDS=$(cat "$WORK/nginx.pid"; pgrep -P "$(cat "$WORK/nginx.pid")" || true)
 # shellcheck disable=SC2086
 pin 0 $NGINX_PIDS "$PAAS_PID"
-pin 1 "$DROVE_PID" "$HAP_PID" $BEFORE_PID
+pin 1 "$DROVE_PID" "$HAP_PID" "$BARE_PID" $BEFORE_PID
 
 # wrk prints e.g. "Requests/sec:  12345.67" and "     50%  1.23ms" — normalise latencies to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
@@ -165,7 +178,7 @@ measure() { # name port conns pid-of-proxy-or-empty -> one raw line
 }
 TARGETS=("direct (nginx)|$B1|" "drove router|$ROUTER|$DROVE_PID")
 [ -n "$BEFORE_PID" ] && TARGETS+=("drove router (DROVE_BEFORE)|$ROUTER_B|$BEFORE_PID")
-TARGETS+=("haproxy 2.6|$HAP|$HAP_PID")
+TARGETS+=("pingora alone (no drove code)|$BARE_PORT|$BARE_PID" "haproxy 2.6|$HAP|$HAP_PID")
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$DROVE" --version) ($DROVE${DROVE_BEFORE:+; before: $DROVE_BEFORE})"

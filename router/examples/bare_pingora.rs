@@ -5,6 +5,10 @@
 //!
 //!   cargo run --release -p drove-router --example bare_pingora -- LISTEN UPSTREAM [THREADS] [steal|nosteal]
 
+// The same allocator as the `drove` binary, so the comparison is Pingora against Pingora.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_trait::async_trait;
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
