@@ -44,6 +44,9 @@ fn main() {
         threads,
         upstream_keepalive_pool_size: 4096,
         work_stealing: args.get(4).map(String::as_str) != Some("nosteal"),
+        // Exit promptly on SIGTERM, as `drove router` does.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
