@@ -30,6 +30,7 @@ case!(wake_timeout_and_full_queue_give_503);
 case!(route_changes_under_load_drop_nothing);
 case!(websocket_and_streaming_pass_through);
 case!(stats_match_requests_sent);
+case!(hung_paas_does_not_slow_the_proxy);
 case!(route_stream_reconnects_and_keeps_serving);
 
 /// The binary refuses a taken port with a message naming it.

@@ -742,6 +742,56 @@ pub async fn stats_match_requests_sent(l: &Launch) {
     assert_eq!(health["route_stream_connected"], true);
 }
 
+/// A PaaS that hangs on stats pushes costs the proxy nothing: requests keep flowing, each push
+/// gives up within its interval and is counted as failed, and once the PaaS answers again the
+/// next push carries every request made meanwhile.
+pub async fn hung_paas_does_not_slow_the_proxy(l: &Launch) {
+    let paas = Paas::start().await;
+    let b = Backend::start("steady").await;
+    paas.upsert(app_json("steady", &[(b.addr, true, false)]));
+    let r = l.router(&paas.url, &["--stats-interval", "100ms"]).await;
+    let c = client();
+    wait_known(&r, "steady").await;
+    paas.stall_stats(true);
+    let failures = |m: &str| metric(m, "drove_router_stats_push_failures_total").unwrap_or(0.0);
+    let before = failures(&r.metrics().await);
+    // 40 requests over at least a second (10 push intervals), each answered promptly.
+    let began = Instant::now();
+    for i in 0..40 {
+        let answered =
+            tokio::time::timeout(Duration::from_secs(2), get(&c, &r, "steady.localhost", "/"))
+                .await
+                .unwrap_or_else(|_| panic!("request {i} hung while the PaaS was stalled"));
+        assert_eq!(answered.0, 200);
+        assert_eq!(answered.2, "steady");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(began.elapsed() >= Duration::from_secs(1));
+    let stalled = failures(&r.metrics().await) - before;
+    assert!(
+        stalled >= 3.0,
+        "pushes to a hung PaaS must time out and be counted (got {stalled})"
+    );
+    paas.stall_stats(false);
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let counted = paas.stats().iter().any(|s| {
+            s["apps"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["app"] == "steady"))
+                .is_some_and(|x| x["requests"] == 40 && x["responses"]["2xx"] == 40)
+        });
+        if counted {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no push with the 40 requests after the PaaS recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn route_stream_reconnects_and_keeps_serving(l: &Launch) {
     let paas = Paas::start().await;
     let a = Backend::start("first").await;

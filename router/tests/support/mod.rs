@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -351,6 +351,8 @@ struct PaasState {
     wakes: Mutex<Vec<String>>,
     stats: Mutex<Vec<Value>>,
     streams: AtomicUsize,
+    /// While set, stats pushes are read but never answered (a hung PaaS).
+    stall_stats: AtomicBool,
 }
 
 /// A fake PaaS: `GET /v1/routes/stream`, `POST /v1/apps/{app}/wake`, `POST /v1/router/stats`.
@@ -429,6 +431,11 @@ impl Paas {
         self.state.wakes.lock().expect("wakes lock").clone()
     }
 
+    /// Makes the stats endpoint hang (true) or answer again (false).
+    pub fn stall_stats(&self, stall: bool) {
+        self.state.stall_stats.store(stall, Ordering::SeqCst);
+    }
+
     pub fn stats(&self) -> Vec<Value> {
         self.state.stats.lock().expect("stats lock").clone()
     }
@@ -491,6 +498,11 @@ async fn paas_connection(
             state.wakes.lock().expect("wakes lock").push(app);
             response(202, &[], b"{}")
         } else if head.method == "POST" && head.path == "/v1/router/stats" {
+            if state.stall_stats.load(Ordering::SeqCst) {
+                // Hang: never answer this push (the router must give up on its own).
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                return;
+            }
             if let Ok(v) = serde_json::from_slice::<Value>(&body) {
                 state.stats.lock().expect("stats lock").push(v);
             }
