@@ -207,7 +207,7 @@ impl ProxyHttp for Router {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         ctx.lease = None;
@@ -216,7 +216,21 @@ impl ProxyHttp for Router {
             return Err(Error::explain(ErrorType::InternalError, "no app selected"));
         };
         let deadline = ctx.start + self.holder.timeout;
-        match self.holder.acquire(&app, &ctx.failed, deadline).await {
+        let acquire = self.holder.acquire(&app, &ctx.failed, deadline);
+        let acquired = if session.is_body_empty() {
+            // While held, watch the client: one that hangs up gives its place in the queue
+            // back at once instead of being forwarded to a backend later for nobody. (A request
+            // with a body is left alone: reading would consume the body.) The lease is tried
+            // first, so a request that gets a backend at once never reads the client here.
+            tokio::select! {
+                biased;
+                got = acquire => got,
+                _ = session.downstream_session.read_body_or_idle(true) => Err(HoldError::ClientGone),
+            }
+        } else {
+            acquire.await
+        };
+        match acquired {
             Ok((lease, _held)) => {
                 let backend = lease.backend().clone();
                 backend.stats.start(now_ms());
@@ -316,6 +330,12 @@ impl ProxyHttp for Router {
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
         ctx.lease = None;
+        if ctx.hold_error == Some(HoldError::ClientGone) {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         if let Some(hold) = ctx.hold_error {
             let body = hold.message();
             let retry = (hold != HoldError::Stopped).then_some(self.retry_after_secs);

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -129,8 +129,11 @@ pub struct App {
     pub held: AtomicUsize,
     /// Requests currently inside the router for this app (held or proxied).
     pub inflight: AtomicUsize,
-    /// A wake call has been requested and the app has not become routable since.
-    pub waking: AtomicBool,
+    /// When the current wake episode last sent a wake call (see [`crate::wake::mono_ms`]);
+    /// 0 when no episode is open. Cleared when the app becomes routable or nobody waits.
+    pub wake_sent_ms: AtomicU64,
+    /// A wake call (with its retries) is in progress; further wakes wait for it to end.
+    pub wake_calling: AtomicBool,
     /// The app was removed from the route table; held requests fail at once.
     pub removed: AtomicBool,
     /// Rotating start index for tie-breaking between equally loaded backends.
@@ -325,7 +328,7 @@ impl Registry {
             Some(app) => {
                 app.route.store(Arc::new(route));
                 if routable {
-                    app.waking.store(false, Ordering::SeqCst);
+                    app.wake_sent_ms.store(0, Ordering::SeqCst);
                 }
                 app.notify.notify_waiters();
             }
@@ -336,7 +339,8 @@ impl Registry {
                     notify: Notify::new(),
                     held: AtomicUsize::new(0),
                     inflight: AtomicUsize::new(0),
-                    waking: AtomicBool::new(false),
+                    wake_sent_ms: AtomicU64::new(0),
+                    wake_calling: AtomicBool::new(false),
                     removed: AtomicBool::new(false),
                     rotor: AtomicUsize::new(0),
                     stats: Counters::default(),

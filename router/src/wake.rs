@@ -4,10 +4,16 @@
 //! A held request waits on the app's `Notify`, which fires on every route change and whenever a
 //! lease is released while requests are held. Held requests are then spread by the normal
 //! balancing policy and limit, so the first instance to come up is not flooded.
+//!
+//! A wake episode starts with the first held request of an app that has no usable backend and
+//! ends when the app becomes routable or nobody waits any more. Within an episode the PaaS gets
+//! one wake call, repeated every [`WAKE_RESEND`] while requests are still held and the app is
+//! still not routable (a lost call or a PaaS that accepted the wake but never started an
+//! instance must not leave the app asleep for good).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -27,6 +33,18 @@ pub enum HoldError {
     Stopped,
     /// The app disappeared from the route table while the request waited.
     Removed,
+    /// The client closed its connection while the request was held.
+    ClientGone,
+}
+
+/// How often a wake call is repeated while requests stay held and the app is not routable.
+pub const WAKE_RESEND: Duration = Duration::from_secs(10);
+
+/// Milliseconds on a monotonic clock, never 0 (0 marks "no wake episode").
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
 }
 
 impl HoldError {
@@ -39,6 +57,7 @@ impl HoldError {
             HoldError::Timeout => "503 the app did not become ready in time; retry shortly\n",
             HoldError::Stopped => "503 the app is stopped\n",
             HoldError::Removed => "503 the app is no longer available\n",
+            HoldError::ClientGone => "the client closed the connection\n",
         }
     }
 }
@@ -49,6 +68,8 @@ pub struct Holder {
     wake_tx: UnboundedSender<Arc<App>>,
     pub max_queue: usize,
     pub timeout: Duration,
+    /// See [`WAKE_RESEND`]; shorter in tests.
+    pub wake_resend: Duration,
 }
 
 /// Decrements the app's held gauge when a held request leaves the queue, however it leaves.
@@ -59,7 +80,7 @@ impl Drop for HeldGuard<'_> {
         let left = self.0.held.fetch_sub(1, Ordering::SeqCst) - 1;
         if left == 0 && !self.0.route.load().has_usable_backend() {
             // Nobody is waiting any more: the next request starts a new wake episode.
-            self.0.waking.store(false, Ordering::SeqCst);
+            self.0.wake_sent_ms.store(0, Ordering::SeqCst);
         }
     }
 }
@@ -70,13 +91,22 @@ impl Holder {
             wake_tx,
             max_queue,
             timeout,
+            wake_resend: WAKE_RESEND,
         }
     }
 
+    /// Sends a wake call unless this episode sent one less than `wake_resend` ago. Of many
+    /// requests calling at once, one wins the compare-exchange and sends.
     fn request_wake(&self, app: &Arc<App>) {
+        let now = mono_ms();
+        let last = app.wake_sent_ms.load(Ordering::SeqCst);
+        let resend_ms = u64::try_from(self.wake_resend.as_millis()).unwrap_or(u64::MAX);
+        if last != 0 && now.saturating_sub(last) < resend_ms {
+            return;
+        }
         if app
-            .waking
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .wake_sent_ms
+            .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
             && self.wake_tx.send(app.clone()).is_err()
         {
@@ -85,7 +115,10 @@ impl Holder {
     }
 
     /// Gets a lease on a backend of `app`, holding the request until `deadline` if none is
-    /// available now. Returns the lease and whether the request was held.
+    /// available now. Returns the lease and whether the request was held. `exclude` (backends
+    /// that already failed for this request) only applies to the immediate pick: a held request
+    /// may use any backend the route stream offers, including a restarted one at the same
+    /// address (failed backends stay out through their passive mark until then).
     pub async fn acquire(
         &self,
         app: &Arc<App>,
@@ -118,7 +151,7 @@ impl Holder {
             if app.removed.load(Ordering::SeqCst) {
                 return Err(HoldError::Removed);
             }
-            match pick(app, exclude) {
+            match pick(app, &[]) {
                 Pick::Leased(l) => return Ok((l, true)),
                 Pick::Busy => {}
                 Pick::NoBackend => {
@@ -128,7 +161,9 @@ impl Holder {
                     self.request_wake(app);
                 }
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // Wake up at the deadline, or earlier to repeat the wake call if need be.
+            let until = deadline.min(Instant::now() + self.wake_resend);
+            if tokio::time::timeout_at(until, notified).await.is_err() && until == deadline {
                 app.stats.hold_timeouts.fetch_add(1, Ordering::Relaxed);
                 return Err(HoldError::Timeout);
             }
@@ -150,7 +185,16 @@ pub async fn wake_loop(
             app = rx.recv() => match app { Some(a) => a, None => return },
             _ = shutdown.changed() => return,
         };
-        tokio::spawn(wake_one(client.clone(), paas.clone(), app));
+        // One call (with its retries) per app at a time: a resend while the previous call is
+        // still retrying adds nothing.
+        if app.wake_calling.swap(true, Ordering::SeqCst) {
+            continue;
+        }
+        let (client, paas) = (client.clone(), paas.clone());
+        tokio::spawn(async move {
+            wake_one(client, paas, app.clone()).await;
+            app.wake_calling.store(false, Ordering::SeqCst);
+        });
     }
 }
 
@@ -282,7 +326,7 @@ mod tests {
             Some(HoldError::QueueFull)
         );
         assert_eq!(first.await.expect("task"), Some(HoldError::Timeout));
-        assert!(!app.waking.load(Ordering::SeqCst), "episode over");
+        assert_eq!(app.wake_sent_ms.load(Ordering::SeqCst), 0, "episode over");
         reg.apply(RouteMessage::Upsert {
             app: spec(vec![], 0, AppState::Stopped),
         });
@@ -290,6 +334,83 @@ mod tests {
             holder.acquire(&app, &[], deadline).await.err(),
             Some(HoldError::Stopped)
         );
+    }
+
+    #[tokio::test]
+    async fn wake_is_repeated_while_the_app_stays_unroutable() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![], 0, AppState::Idle),
+        });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut holder = Holder::new(tx, 10, Duration::from_secs(5));
+        holder.wake_resend = Duration::from_millis(200);
+        let began = Instant::now();
+        let deadline = began + Duration::from_secs(5);
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                let (h, a) = (holder.clone(), app.clone());
+                tokio::spawn(async move { h.acquire(&a, &[], deadline).await.map(|x| x.1) })
+            })
+            .collect();
+        // The PaaS accepted the first wake but never started an instance: the held requests
+        // call again after the resend interval, once per interval (not once each).
+        for n in 0..2 {
+            tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("wake {n} within 2s"))
+                .expect("channel open");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![b("127.0.0.1:7")], 0, AppState::Running),
+        });
+        let intervals = began.elapsed().as_millis() / 200;
+        let mut wakes = 2;
+        while rx.try_recv().is_ok() {
+            wakes += 1;
+        }
+        assert!(
+            wakes <= intervals + 1,
+            "{wakes} wakes in {intervals} resend intervals"
+        );
+        for t in held {
+            assert!(t.await.expect("task").expect("lease"));
+        }
+        assert_eq!(app.wake_sent_ms.load(Ordering::SeqCst), 0, "episode over");
+    }
+
+    #[tokio::test]
+    async fn held_request_may_use_a_restarted_backend_that_failed_it() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![b("127.0.0.1:7")], 0, AppState::Running),
+        });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        // The only backend refused this request's connect and was taken out passively.
+        let failed = app.route.load().backends[0].live.clone();
+        failed.passive_down.store(true, Ordering::SeqCst);
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let holder = Holder::new(tx, 10, Duration::from_secs(5));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (h, a, addr) = (holder.clone(), app.clone(), failed.addr);
+        let retry = tokio::spawn(async move { h.acquire(&a, &[addr], deadline).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!retry.is_finished(), "held while nothing is usable");
+        // The PaaS restarts the instance at the same address and restates it healthy.
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![b("127.0.0.1:7")], 0, AppState::Running),
+        });
+        let (lease, held) = tokio::time::timeout(Duration::from_secs(2), retry)
+            .await
+            .expect("released in time")
+            .expect("task")
+            .expect("lease");
+        assert!(held);
+        assert_eq!(lease.backend().addr, addr);
     }
 
     #[tokio::test]

@@ -25,6 +25,7 @@ case!(least_outstanding_spreads_slow_requests);
 case!(backup_serves_only_while_primaries_are_down);
 case!(dead_backend_is_retried_elsewhere);
 case!(held_requests_complete_after_one_wake);
+case!(held_client_that_hangs_up_leaves_the_queue);
 case!(wake_timeout_and_full_queue_give_503);
 case!(route_changes_under_load_drop_nothing);
 case!(websocket_and_streaming_pass_through);

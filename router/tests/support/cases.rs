@@ -416,6 +416,46 @@ pub async fn held_requests_complete_after_one_wake(l: &Launch) {
     );
 }
 
+/// A client that hangs up while its request is held leaves the queue at once, and its request
+/// is never forwarded once the app is up.
+pub async fn held_client_that_hangs_up_leaves_the_queue(l: &Launch) {
+    let paas = Paas::start().await;
+    paas.upsert(app_json("sleepy", &[]));
+    let r = l.router(&paas.url, &[]).await;
+    wait_known(&r, "sleepy").await;
+    let mut sock = tokio::net::TcpStream::connect(r.proxy)
+        .await
+        .expect("connect to the router");
+    sock.write_all(b"GET /gone HTTP/1.1\r\nHost: sleepy.localhost\r\n\r\n")
+        .await
+        .expect("send request");
+    let end = Instant::now() + Duration::from_secs(10);
+    while held(&r, "sleepy").await < 1.0 {
+        assert!(Instant::now() < end, "request held");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(sock);
+    // Well before the 30 s hold timeout.
+    let end = Instant::now() + Duration::from_secs(5);
+    while held(&r, "sleepy").await != 0.0 {
+        assert!(
+            Instant::now() < end,
+            "a hung-up client still holds a place in the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b = Backend::start("awake").await;
+    paas.upsert(app_json("sleepy", &[(b.addr, true, false)]));
+    let c = client();
+    wait_routed(&c, &r, "sleepy.localhost").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        b.hits.load(Ordering::SeqCst),
+        1,
+        "only the routing probe reached the backend, not the abandoned request"
+    );
+}
+
 pub async fn wake_timeout_and_full_queue_give_503(l: &Launch) {
     let paas = Paas::start().await;
     paas.upsert(app_json("cold", &[]));
