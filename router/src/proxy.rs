@@ -106,8 +106,16 @@ fn valid_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-fn plain(status: u16, body: &'static str, retry_after: Option<u64>) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+/// The router's own answers (404 for unknown hosts, 503 while holding fails), with the
+/// request's `X-Request-Id` like every proxied response.
+fn plain(
+    status: u16,
+    body: &'static str,
+    retry_after: Option<u64>,
+    request_id: HeaderValue,
+) -> Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    resp.insert_header(X_REQUEST_ID, request_id)?;
     resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -118,6 +126,14 @@ fn plain(status: u16, body: &'static str, retry_after: Option<u64>) -> Result<Re
 }
 
 impl Router {
+    /// The client's `X-Request-Id` if it sent a sane one, else a new one.
+    fn request_id(&self, session: &Session) -> HeaderValue {
+        match session.req_header().headers.get(X_REQUEST_ID) {
+            Some(v) if valid_request_id(v) => v.clone(),
+            _ => self.request_ids.next(),
+        }
+    }
+
     fn peer(&self, addr: SocketAddr) -> Box<HttpPeer> {
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
@@ -187,7 +203,7 @@ impl ProxyHttp for Router {
         };
         let Some(app) = app else {
             self.global.unknown_host.fetch_add(1, Ordering::Relaxed);
-            let resp = plain(404, UNKNOWN_HOST_BODY, None)?;
+            let resp = plain(404, UNKNOWN_HOST_BODY, None, self.request_id(session))?;
             session.write_response_header(Box::new(resp), false).await?;
             session
                 .write_response_body(Some(Bytes::from_static(UNKNOWN_HOST_BODY.as_bytes())), true)
@@ -198,10 +214,7 @@ impl ProxyHttp for Router {
         app.inflight.fetch_add(1, Ordering::Relaxed);
         ctx.app = Some(AppGuard(app));
         ctx.host = host;
-        ctx.request_id = Some(match session.req_header().headers.get(X_REQUEST_ID) {
-            Some(v) if valid_request_id(v) => v.clone(),
-            _ => self.request_ids.next(),
-        });
+        ctx.request_id = Some(self.request_id(session));
         Ok(false)
     }
 
@@ -288,15 +301,22 @@ impl ProxyHttp for Router {
                 .and_then(|a| HeaderValue::try_from(a.ip().to_string()).ok());
         }
         if let Some(ip) = &ctx.client_ip {
-            let joined = upstream_request
-                .headers
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-                .filter(|prev| !prev.trim().is_empty())
-                .map(|prev| format!("{prev}, {}", ip.to_str().unwrap_or_default()));
-            match joined {
-                Some(xff) => upstream_request.insert_header(X_FORWARDED_FOR, xff)?,
-                None => upstream_request.insert_header(X_FORWARDED_FOR, ip.clone())?,
+            // Earlier proxies' addresses, from every X-Forwarded-For line the client sent,
+            // then the client's own (the common case: none, so no string is built).
+            let mut prev = String::new();
+            for v in upstream_request.headers.get_all(X_FORWARDED_FOR) {
+                if let Some(t) = v.to_str().ok().map(str::trim).filter(|t| !t.is_empty()) {
+                    if !prev.is_empty() {
+                        prev.push_str(", ");
+                    }
+                    prev.push_str(t);
+                }
+            }
+            if prev.is_empty() {
+                upstream_request.insert_header(X_FORWARDED_FOR, ip.clone())?;
+            } else {
+                let xff = format!("{prev}, {}", ip.to_str().unwrap_or_default());
+                upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
             }
         }
         upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
@@ -339,7 +359,11 @@ impl ProxyHttp for Router {
         if let Some(hold) = ctx.hold_error {
             let body = hold.message();
             let retry = (hold != HoldError::Stopped).then_some(self.retry_after_secs);
-            let written = match plain(503, body, retry) {
+            let id = ctx
+                .request_id
+                .clone()
+                .unwrap_or_else(|| self.request_id(session));
+            let written = match plain(503, body, retry, id) {
                 Ok(resp) => {
                     let r = session.write_response_header(Box::new(resp), false).await;
                     match r {

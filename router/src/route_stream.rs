@@ -85,11 +85,14 @@ async fn stream_once(
     global: &RouterCounters,
     got_snapshot: &mut bool,
 ) -> Result<(), StreamError> {
-    let resp = client
+    // A PaaS that accepts the connection but never answers must not stall us forever.
+    let send = client
         .get(url)
         .header("accept", "application/x-ndjson")
-        .send()
+        .send();
+    let resp = tokio::time::timeout(IDLE_LIMIT, send)
         .await
+        .map_err(|_| StreamError::Idle { url: url.into() })?
         .map_err(|source| StreamError::Connect {
             url: url.into(),
             source,

@@ -233,12 +233,12 @@ impl Registry {
             RouteMessage::Snapshot { apps } => {
                 let mut seen = std::collections::BTreeSet::new();
                 for spec in apps {
-                    let name = spec.name.clone();
-                    match self.upsert(spec) {
-                        Ok(()) => {
-                            seen.insert(name);
-                        }
-                        Err(e) => errors.push(e),
+                    // An app whose new route cannot be applied (say, a backend name that does
+                    // not resolve right now) is still listed: it keeps its previous route
+                    // rather than disappearing, as with a failed upsert.
+                    seen.insert(spec.name.clone());
+                    if let Err(e) = self.upsert(spec) {
+                        errors.push(e);
                     }
                 }
                 let gone: Vec<String> = self
@@ -351,8 +351,15 @@ impl Registry {
         Ok(())
     }
 
+    /// Builds the host map. An app's own `<app>.<domain>` always routes to it; a custom
+    /// hostname goes to the first app (by name) claiming it, unless it is another app's own
+    /// name. (Keeping custom domains unique across apps is the PaaS's job; the router only
+    /// makes sure no app can take over another's default hostname.)
     fn publish(&self) {
         let mut hosts: HashMap<String, Arc<App>> = HashMap::new();
+        for app in self.apps.values() {
+            hosts.insert(format!("{}.{}", app.name, self.domain), app.clone());
+        }
         for app in self.apps.values() {
             for h in &app.route.load().hostnames {
                 match hosts.get(h) {
@@ -474,6 +481,40 @@ mod tests {
         reg.apply(RouteMessage::Remove { app: "shop".into() });
         assert!(table.load().lookup("shop.localhost").is_none());
         assert!(app.removed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn own_hostname_cannot_be_claimed_by_another_app() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        let mut thief = spec("aaa", &[]);
+        thief.hostnames = vec!["shop.localhost".into(), "www.shop.com".into()];
+        let mut shop = spec("shop", &[]);
+        shop.hostnames = vec!["www.shop.com".into()];
+        reg.apply(RouteMessage::Snapshot {
+            apps: vec![thief, shop],
+        });
+        let t = table.load();
+        assert_eq!(t.lookup("shop.localhost").expect("shop").name, "shop");
+        assert_eq!(t.lookup("aaa.localhost").expect("aaa").name, "aaa");
+        // A custom domain claimed twice goes to one app, the same one every time.
+        assert_eq!(t.lookup("www.shop.com").expect("custom").name, "aaa");
+    }
+
+    #[test]
+    fn snapshot_keeps_an_app_whose_new_route_fails() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Snapshot {
+            apps: vec![spec("a", &[("127.0.0.1:9001", true, false)])],
+        });
+        let errs = reg.apply(RouteMessage::Snapshot {
+            apps: vec![spec("a", &[("127.0.0.1:99999", true, false)])],
+        });
+        assert_eq!(errs.len(), 1);
+        let t = table.load();
+        let app = t.lookup("a.localhost").expect("still routed");
+        assert_eq!(app.route.load().backends[0].live.addr.port(), 9001);
     }
 
     #[test]

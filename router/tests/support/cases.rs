@@ -91,6 +91,11 @@ pub async fn host_routing_and_unknown_hosts(l: &Launch) {
             !body.contains("alpha") && !body.contains("beta"),
             "reveals apps: {body}"
         );
+        assert_eq!(
+            headers["x-request-id"].len(),
+            36,
+            "the 404 carries a request id"
+        );
     }
 
     // Forwarding headers: X-Forwarded-* set, X-Request-Id kept...
@@ -123,6 +128,27 @@ pub async fn host_routing_and_unknown_hosts(l: &Launch) {
     assert_eq!(id.len(), 36, "uuid request id: {id}");
     assert!(seen.contains(&format!("x-request-id: {id}\n")), "{seen}");
     assert!(seen.contains("x-forwarded-for: 127.0.0.1\n"), "{seen}");
+    // Several X-Forwarded-For lines (two proxies in front) are all kept, in order; an
+    // X-Request-Id that is not a printable token is replaced.
+    let resp = c
+        .get(r.url("/headers"))
+        .header("host", "alpha.localhost")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-request-id", "bad id with spaces")
+        .header("x-forwarded-for", "10.0.0.2, 10.0.0.3")
+        .send()
+        .await
+        .expect("request");
+    let id = resp.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii id")
+        .to_string();
+    assert_eq!(id.len(), 36, "replaced request id: {id}");
+    let seen = resp.text().await.expect("body");
+    assert!(
+        seen.contains("x-forwarded-for: 10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1\n"),
+        "{seen}"
+    );
 }
 
 pub async fn least_outstanding_spreads_slow_requests(l: &Launch) {
@@ -479,6 +505,7 @@ pub async fn wake_timeout_and_full_queue_give_503(l: &Launch) {
     let waited = t.elapsed();
     assert_eq!(status, 503);
     assert_eq!(headers["retry-after"], "7");
+    assert_eq!(headers["x-request-id"].len(), 36, "the 503 carries a request id");
     assert!(headers["content-type"]
         .to_str()
         .unwrap_or("")
