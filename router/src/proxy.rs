@@ -225,6 +225,11 @@ impl ProxyHttp for Router {
     ) -> Result<Box<HttpPeer>> {
         ctx.lease = None;
         ctx.attempts += 1;
+        if let Some(b) = ctx.backend.take() {
+            // Pingora retries a request whose reused upstream connection failed before any
+            // response: close the books on that backend's attempt.
+            b.stats.finish(None, 0, 0, ctx.start.elapsed());
+        }
         let Some(app) = ctx.app.as_ref().map(|g| g.0.clone()) else {
             return Err(Error::explain(ErrorType::InternalError, "no app selected"));
         };

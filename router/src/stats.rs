@@ -273,6 +273,12 @@ pub struct StatsReport {
     pub apps: Vec<AppReport>,
 }
 
+/// An app's requests being proxied right now (the held ones are reported apart).
+fn proxied(app: &crate::routes::App) -> u64 {
+    let inside = app.inflight.load(Ordering::Relaxed);
+    inside.saturating_sub(app.held.load(Ordering::Relaxed)) as u64
+}
+
 pub fn report(router: &str, table: &Table, global: &RouterCounters) -> StatsReport {
     let apps = table
         .apps
@@ -282,9 +288,7 @@ pub fn report(router: &str, table: &Table, global: &RouterCounters) -> StatsRepo
             let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
             AppReport {
                 app: app.name.clone(),
-                counters: app
-                    .stats
-                    .report(app.inflight.load(Ordering::Relaxed) as u64),
+                counters: app.stats.report(proxied(app)),
                 held: app.held.load(Ordering::Relaxed) as u64,
                 held_total: g(&app.stats.held_total),
                 hold_timeouts: g(&app.stats.hold_timeouts),
@@ -376,7 +380,7 @@ pub fn prometheus(table: &Table, global: &RouterCounters) -> String {
     let mut backends = Vec::new();
     for app in table.apps.values() {
         let l = format!("app=\"{}\"", esc(&app.name));
-        apps.push((l.clone(), app, app.inflight.load(Ordering::Relaxed) as f64));
+        apps.push((l.clone(), app, proxied(app) as f64));
         for b in &app.route.load().backends {
             backends.push((
                 format!("{l},backend=\"{}\"", esc(&b.live.label)),
@@ -416,7 +420,7 @@ pub fn prometheus(table: &Table, global: &RouterCounters) -> String {
             out,
             &format!("{prefix}_in_flight"),
             "gauge",
-            "Requests in progress.",
+            "Requests being proxied (held requests are counted apart).",
             &rows
                 .iter()
                 .map(|(l, _, v)| (l.clone(), *v))
