@@ -414,6 +414,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn removing_the_app_fails_its_held_requests_at_once() {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert {
+            app: spec(vec![], 0, AppState::Idle),
+        });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let holder = Holder::new(tx, 10, Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (h, a) = (holder.clone(), app.clone());
+        let waiting = tokio::spawn(async move { h.acquire(&a, &[], deadline).await.err() });
+        for _ in 0..100 {
+            if app.held.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        reg.apply(RouteMessage::Remove { app: "a".into() });
+        let err = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("failed at once, not at the hold timeout")
+            .expect("task");
+        assert_eq!(err, Some(HoldError::Removed));
+        assert_eq!(app.held.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
     async fn limit_releases_let_held_requests_through() {
         let table = Arc::new(ArcSwap::from_pointee(Table::default()));
         let mut reg = Registry::new("localhost", table.clone());

@@ -505,7 +505,11 @@ pub async fn wake_timeout_and_full_queue_give_503(l: &Launch) {
     let waited = t.elapsed();
     assert_eq!(status, 503);
     assert_eq!(headers["retry-after"], "7");
-    assert_eq!(headers["x-request-id"].len(), 36, "the 503 carries a request id");
+    assert_eq!(
+        headers["x-request-id"].len(),
+        36,
+        "the 503 carries a request id"
+    );
     assert!(headers["content-type"]
         .to_str()
         .unwrap_or("")
@@ -764,6 +768,13 @@ pub async fn stats_match_requests_sent(l: &Launch) {
     assert_eq!(backend["requests"], 30);
     assert_eq!(backend["responses"]["2xx"], 25);
     assert_eq!(b.hits.load(Ordering::SeqCst), 30);
+    // Upstream keep-alive: one client sending one request at a time is served over a pooled
+    // connection or two, not one connection per request.
+    let conns = b.connections.load(Ordering::SeqCst);
+    assert!(
+        conns <= 3,
+        "{conns} upstream connections for 30 sequential requests"
+    );
 
     let m = r.metrics().await;
     assert_eq!(

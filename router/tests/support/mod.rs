@@ -128,6 +128,8 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted (keep-alive reuse shows as fewer connections than hits).
+    pub connections: Arc<AtomicUsize>,
     pub inflight: Arc<AtomicUsize>,
     pub max_inflight: Arc<AtomicUsize>,
     /// Extra delay before every answer, in milliseconds.
@@ -156,6 +158,7 @@ impl Backend {
             name: name.to_string(),
             addr,
             hits: Arc::default(),
+            connections: Arc::default(),
             inflight: Arc::default(),
             max_inflight: Arc::default(),
             delay_ms: Arc::default(),
@@ -168,6 +171,7 @@ impl Backend {
             b.max_inflight.clone(),
             b.delay_ms.clone(),
         );
+        let connections = b.connections.clone();
         let mut stop_accept = stop_rx.clone();
         tokio::spawn(async move {
             loop {
@@ -176,6 +180,7 @@ impl Backend {
                     _ = stop_accept.changed() => return,
                 };
                 let Ok((sock, _)) = conn else { continue };
+                connections.fetch_add(1, Ordering::SeqCst);
                 let (name, hits, inflight, max, delay) = (
                     name.clone(),
                     hits.clone(),
