@@ -16,7 +16,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tokio::time::Instant;
 
-use crate::balance::Lease;
+use crate::balance::{pick, Lease, Pick};
 use crate::routes::{App, BackendLive, Table};
 use crate::stats::{now_ms, RouterCounters};
 use crate::wake::{HoldError, Holder};
@@ -233,20 +233,27 @@ impl ProxyHttp for Router {
         let Some(app) = ctx.app.as_ref().map(|g| g.0.clone()) else {
             return Err(Error::explain(ErrorType::InternalError, "no app selected"));
         };
-        let deadline = ctx.start + self.holder.timeout;
-        let acquire = self.holder.acquire(&app, &ctx.failed, deadline);
-        let acquired = if session.is_body_empty() {
-            // While held, watch the client: one that hangs up gives its place in the queue
-            // back at once instead of being forwarded to a backend later for nobody. (A request
-            // with a body is left alone: reading would consume the body.) The lease is tried
-            // first, so a request that gets a backend at once never reads the client here.
-            tokio::select! {
-                biased;
-                got = acquire => got,
-                _ = session.downstream_session.read_body_or_idle(true) => Err(HoldError::ClientGone),
+        let acquired = match pick(&app, &ctx.failed) {
+            // The common case: a backend is free now. No future, no client watch.
+            Pick::Leased(lease) => Ok((lease, false)),
+            Pick::Busy | Pick::NoBackend => {
+                let deadline = ctx.start + self.holder.timeout;
+                let acquire = self.holder.acquire(&app, &ctx.failed, deadline);
+                if session.is_body_empty() {
+                    // While held, watch the client: one that hangs up gives its place in the
+                    // queue back at once instead of being forwarded later for nobody. (A request
+                    // with a body is left alone: reading would consume the body.)
+                    tokio::select! {
+                        biased;
+                        got = acquire => got,
+                        _ = session.downstream_session.read_body_or_idle(true) => {
+                            Err(HoldError::ClientGone)
+                        }
+                    }
+                } else {
+                    acquire.await
+                }
             }
-        } else {
-            acquire.await
         };
         match acquired {
             Ok((lease, _held)) => {
