@@ -31,4 +31,5 @@ case!(route_changes_under_load_drop_nothing);
 case!(websocket_and_streaming_pass_through);
 case!(stats_match_requests_sent);
 case!(hung_paas_does_not_slow_the_proxy);
+case!(stop_with_held_and_inflight_requests_is_prompt);
 case!(route_stream_reconnects_and_keeps_serving);

@@ -870,6 +870,45 @@ pub async fn hung_paas_does_not_slow_the_proxy(l: &Launch) {
     }
 }
 
+/// Stopping the router with a request held and another in flight is prompt: neither the
+/// hold timeout (30 s) nor a slow backend keeps it running, and both clients get an answer or
+/// a closed connection rather than hanging.
+pub async fn stop_with_held_and_inflight_requests_is_prompt(l: &Launch) {
+    let paas = Paas::start().await;
+    let b = Backend::start("slow").await;
+    paas.upsert(app_json("slow", &[(b.addr, true, false)]));
+    paas.upsert(app_json("sleepy", &[]));
+    let r = l.router(&paas.url, &[]).await;
+    wait_known(&r, "slow").await;
+    wait_known(&r, "sleepy").await;
+    let c = client();
+    let mut clients = Vec::new();
+    for (host, path) in [("slow.localhost", "/slow/20000"), ("sleepy.localhost", "/")] {
+        let (c, url) = (c.clone(), r.url(path));
+        clients.push(tokio::spawn(async move {
+            c.get(url)
+                .header("host", host)
+                .send()
+                .await
+                .map(|r| r.status())
+        }));
+    }
+    let end = Instant::now() + Duration::from_secs(10);
+    while held(&r, "sleepy").await < 1.0 || b.inflight.load(Ordering::SeqCst) < 1 {
+        assert!(Instant::now() < end, "one request held and one in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = r.stop(Duration::from_secs(15)).await;
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    for t in clients {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .expect("the client is not left hanging")
+            .expect("client task")
+            .ok();
+    }
+}
+
 pub async fn route_stream_reconnects_and_keeps_serving(l: &Launch) {
     let paas = Paas::start().await;
     let a = Backend::start("first").await;

@@ -601,6 +601,41 @@ impl RouterUnderTest {
         format!("http://{}{path}", self.proxy)
     }
 
+    /// Stops the router as its operator would (SIGTERM for the binary, `shutdown` in process)
+    /// and waits, bounded by `limit`, until it has exited. Returns how long that took.
+    pub async fn stop(mut self, limit: Duration) -> Duration {
+        let began = tokio::time::Instant::now();
+        let exited = if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            tokio::task::spawn_blocking(move || {
+                let end = std::time::Instant::now() + limit;
+                loop {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return true;
+                    }
+                    if std::time::Instant::now() > end {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .await
+            .expect("wait task")
+        } else if let Some(h) = self.inproc.take() {
+            h.shutdown();
+            let joined = tokio::task::spawn_blocking(move || h.join());
+            matches!(tokio::time::timeout(limit, joined).await, Ok(Ok(Ok(()))))
+        } else {
+            true
+        };
+        assert!(exited, "the router did not stop within {limit:?}");
+        began.elapsed()
+    }
+
     pub async fn metrics(&self) -> String {
         client()
             .get(format!("http://{}/metrics", self.admin))
