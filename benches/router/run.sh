@@ -25,6 +25,8 @@
 # Needs: wrk, haproxy, nginx-light (Debian packages), python3, taskset (util-linux), and
 # release builds of drove and of the bare_pingora example (built here if missing; DROVE=path
 # selects another drove binary).
+# BARE_VARIANTS=1 adds two rows: the Pingora floor with drove's peer timeouts, and with the same
+# five header inserts drove makes, to take drove's cost over the floor apart.
 # DROVE_BEFORE=path adds a row for a second drove binary (e.g. a build of the previous commit),
 # run alongside, for before/after figures from the same run.
 set -euo pipefail
@@ -56,7 +58,7 @@ LOADGEN=()
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 B1=$(free_port); B2=$(free_port); PAAS=$(free_port); ROUTER=$(free_port); ADMIN=$(free_port); HAP=$(free_port)
-BARE_PORT=$(free_port)
+BARE_PORT=$(free_port); BARE_TO_PORT=$(free_port); BARE_HDR_PORT=$(free_port)
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -108,6 +110,14 @@ fi
 "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$B1" "$THREADS" steal 2>>"$WORK/router.log" &
 PIDS+=($!)
 BARE_PID=$!
+# BARE_VARIANTS=1: the floor plus drove's peer timeouts, and plus drove's five header inserts.
+BARE_TO_PID=; BARE_HDR_PID=
+if [ "${BARE_VARIANTS:-0}" = 1 ]; then
+  BARE_TIMEOUTS=1 "$BARE" "127.0.0.1:$BARE_TO_PORT" "127.0.0.1:$B1" "$THREADS" steal 2>>"$WORK/router.log" &
+  PIDS+=($!); BARE_TO_PID=$!
+  BARE_HEADERS=1 "$BARE" "127.0.0.1:$BARE_HDR_PORT" "127.0.0.1:$B1" "$THREADS" steal 2>>"$WORK/router.log" &
+  PIDS+=($!); BARE_HDR_PID=$!
+fi
 
 # The same features as drove: Host ACL, least outstanding requests, X-Forwarded-For/-Proto/
 # -Host, an X-Request-Id, client and upstream keep-alive (`http-reuse always` lets any idle
@@ -145,6 +155,7 @@ HAP_PID=$!
 # Wait until all three answer.
 URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/" "http://127.0.0.1:$BARE_PORT/")
 [ -n "$BEFORE_PID" ] && URLS+=("http://127.0.0.1:$ROUTER_B/")
+[ -n "$BARE_TO_PID" ] && URLS+=("http://127.0.0.1:$BARE_TO_PORT/" "http://127.0.0.1:$BARE_HDR_PORT/")
 for url in "${URLS[@]}"; do
   for _ in $(seq 100); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "$url" || true)
@@ -156,7 +167,7 @@ done
 NGINX_PIDS=$(cat "$WORK/nginx.pid"; pgrep -P "$(cat "$WORK/nginx.pid")" || true)
 # shellcheck disable=SC2086
 pin 0 $NGINX_PIDS "$PAAS_PID"
-pin 1 "$DROVE_PID" "$HAP_PID" "$BARE_PID" $BEFORE_PID
+pin 1 "$DROVE_PID" "$HAP_PID" "$BARE_PID" $BEFORE_PID $BARE_TO_PID $BARE_HDR_PID
 
 # wrk prints e.g. "Requests/sec:  12345.67" and "     50%  1.23ms" — normalise latencies to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
@@ -178,7 +189,9 @@ measure() { # name port conns pid-of-proxy-or-empty -> one raw line
 }
 TARGETS=("direct (nginx)|$B1|" "drove router|$ROUTER|$DROVE_PID")
 [ -n "$BEFORE_PID" ] && TARGETS+=("drove router (DROVE_BEFORE)|$ROUTER_B|$BEFORE_PID")
-TARGETS+=("pingora alone (no drove code)|$BARE_PORT|$BARE_PID" "haproxy 2.6|$HAP|$HAP_PID")
+TARGETS+=("pingora alone (no drove code)|$BARE_PORT|$BARE_PID")
+[ -n "$BARE_TO_PID" ] && TARGETS+=("pingora + drove's peer timeouts|$BARE_TO_PORT|$BARE_TO_PID" "pingora + drove's 5 header inserts|$BARE_HDR_PORT|$BARE_HDR_PID")
+TARGETS+=("haproxy 2.6|$HAP|$HAP_PID")
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$DROVE" --version) ($DROVE${DROVE_BEFORE:+; before: $DROVE_BEFORE})"

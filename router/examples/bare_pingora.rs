@@ -4,6 +4,10 @@
 //! cost per request is Pingora's own.
 //!
 //!   cargo run --release -p drove-router --example bare_pingora -- LISTEN UPSTREAM [THREADS] [steal|nosteal]
+//!
+//! To take drove's costs apart, `BARE_TIMEOUTS=1` sets drove's peer timeouts and
+//! `BARE_HEADERS=1` makes the same five header inserts drove makes (`BARE_VARIANTS=1` in the
+//! benchmark script runs both beside the plain floor).
 
 // The same allocator as the `drove` binary, so the comparison is Pingora against Pingora.
 #[global_allocator]
@@ -25,13 +29,45 @@ impl ProxyHttp for Fixed {
         _session: &mut Session,
         _ctx: &mut (),
     ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(
-            self.0.as_str(),
-            false,
-            String::new(),
-        )))
+        let mut peer = HttpPeer::new(self.0.as_str(), false, String::new());
+        if std::env::var_os("BARE_TIMEOUTS").is_some() {
+            // drove's peer options (connect timeout, pooled connection idle timeout).
+            peer.options.connection_timeout = Some(std::time::Duration::from_secs(2));
+            peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut pingora::http::RequestHeader,
+        _ctx: &mut (),
+    ) -> pingora::Result<()> {
+        if std::env::var_os("BARE_HEADERS").is_some() {
+            // The four headers drove adds to every request (fixed values here).
+            req.insert_header("x-forwarded-for", "127.0.0.1")?;
+            req.insert_header("x-forwarded-proto", "http")?;
+            req.insert_header("x-forwarded-host", "bench.localhost")?;
+            req.insert_header("x-request-id", REQUEST_ID)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut pingora::http::ResponseHeader,
+        _ctx: &mut (),
+    ) -> pingora::Result<()> {
+        if std::env::var_os("BARE_HEADERS").is_some() {
+            resp.insert_header("x-request-id", REQUEST_ID)?;
+        }
+        Ok(())
     }
 }
+
+const REQUEST_ID: &str = "0b7c5bb2-6b4e-4c4e-9a53-2b9a4a3c5d11";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
