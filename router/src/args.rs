@@ -24,6 +24,10 @@ pub struct RouterArgs {
     /// How long a request may be held waiting for a backend (e.g. `30s`, `500ms`).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub hold_timeout: Duration,
+    /// While requests stay held and the app has no usable backend, the wake call is repeated
+    /// this often.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub wake_resend: Duration,
     /// Seconds announced in `Retry-After` on 503 answers.
     #[arg(long, default_value_t = 5)]
     pub retry_after: u64,
@@ -57,6 +61,7 @@ impl RouterArgs {
             domain: "localhost".into(),
             hold_queue: 1000,
             hold_timeout: Duration::from_secs(30),
+            wake_resend: crate::wake::WAKE_RESEND,
             retry_after: 5,
             threads: None,
             connect_timeout: Duration::from_secs(2),
@@ -118,6 +123,7 @@ mod tests {
     fn cli_defaults() {
         let cli = Cli::try_parse_from(["x", "--paas", "http://127.0.0.1:9"]).expect("parses");
         assert_eq!(cli.args.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cli.args.wake_resend, Duration::from_secs(10));
         assert_eq!(cli.args.admin.to_string(), "127.0.0.1:8081");
         assert_eq!(cli.args.domain, "localhost");
         assert_eq!(cli.args.hold_queue, 1000);

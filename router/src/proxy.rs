@@ -264,6 +264,13 @@ impl ProxyHttp for Router {
                 ctx.lease = Some(lease);
                 Ok(peer)
             }
+            Err(HoldError::ClientGone) => {
+                ctx.hold_error = Some(HoldError::ClientGone);
+                Err(Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the client closed the connection while its request was held",
+                ))
+            }
             Err(e) => {
                 ctx.hold_error = Some(e);
                 Err(Error::explain(
@@ -436,6 +443,11 @@ impl ProxyHttp for Router {
         let status = session.response_written().map(|r| r.status.as_u16());
         let bytes_in = session.body_bytes_read() as u64;
         let bytes_out = session.body_bytes_sent() as u64;
+        if ctx.hold_error == Some(HoldError::ClientGone) {
+            // Abandoned while held: no response, and its wait is not a latency sample.
+            app.0.stats.abandon();
+            return;
+        }
         let latency = ctx.start.elapsed();
         app.0.stats.finish(status, bytes_in, bytes_out, latency);
         if let Some(b) = &ctx.backend {

@@ -274,7 +274,8 @@ pub fn start(args: RouterArgs) -> Result<RouterHandle, RouterError> {
         .max(1);
     let router = Router {
         table,
-        holder: Holder::new(wake_tx, args.hold_queue, args.hold_timeout),
+        holder: Holder::new(wake_tx, args.hold_queue, args.hold_timeout)
+            .with_wake_resend(args.wake_resend.max(Duration::from_millis(100))),
         global,
         max_attempts: args.connect_attempts.max(1),
         connect_timeout: args.connect_timeout,

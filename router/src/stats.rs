@@ -57,8 +57,10 @@ impl Histogram {
     /// no longer needed to cover [`LATENCY_WINDOW`].
     pub fn snapshot(&self, now: Instant) {
         let mut snaps = self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        // Half a step: the control loop's ticks (a step apart, give or take scheduling
+        // jitter) are all taken, so the window's start stays within a step of a window ago.
         if let Some((last, _)) = snaps.back() {
-            if now.saturating_duration_since(*last) < WINDOW_STEP {
+            if now.saturating_duration_since(*last) < WINDOW_STEP / 2 {
                 return;
             }
         }
@@ -163,6 +165,12 @@ impl Counters {
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
         self.latency.record(latency);
+    }
+
+    /// A request that ended without a response and whose duration says nothing about the app
+    /// (its client hung up while it was held).
+    pub fn abandon(&self) {
+        self.classes[0].fetch_add(1, Ordering::Relaxed);
     }
 
     fn report(&self, in_flight: u64) -> CounterReport {

@@ -73,15 +73,13 @@ pub struct Holder {
 }
 
 /// Decrements the app's held gauge when a held request leaves the queue, however it leaves.
+/// (The wake episode's timestamp stays: requests that come and go quickly, such as probes
+/// that hang up, still cause at most one wake call per resend interval.)
 struct HeldGuard<'a>(&'a App);
 
 impl Drop for HeldGuard<'_> {
     fn drop(&mut self) {
-        let left = self.0.held.fetch_sub(1, Ordering::SeqCst) - 1;
-        if left == 0 && !self.0.route.load().has_usable_backend() {
-            // Nobody is waiting any more: the next request starts a new wake episode.
-            self.0.wake_sent_ms.store(0, Ordering::SeqCst);
-        }
+        self.0.held.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -93,6 +91,12 @@ impl Holder {
             timeout,
             wake_resend: WAKE_RESEND,
         }
+    }
+
+    /// Sets how often a wake call is repeated while requests stay held.
+    pub fn with_wake_resend(mut self, every: Duration) -> Self {
+        self.wake_resend = every;
+        self
     }
 
     /// Sends a wake call unless this episode sent one less than `wake_resend` ago. Of many
@@ -107,9 +111,19 @@ impl Holder {
         if app
             .wake_sent_ms
             .compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-            && self.wake_tx.send(app.clone()).is_err()
+            .is_err()
         {
+            return;
+        }
+        // The route may have become routable (and cleared the episode) just before the
+        // compare-exchange: then there is nothing to wake.
+        if app.route.load().has_usable_backend() {
+            let _ = app
+                .wake_sent_ms
+                .compare_exchange(now, 0, Ordering::SeqCst, Ordering::SeqCst);
+            return;
+        }
+        if self.wake_tx.send(app.clone()).is_err() {
             tracing::warn!(app = %app.name, "wake caller is gone; app not woken");
         }
     }
@@ -192,9 +206,19 @@ pub async fn wake_loop(
         }
         let (client, paas) = (client.clone(), paas.clone());
         tokio::spawn(async move {
-            wake_one(client, paas, app.clone()).await;
-            app.wake_calling.store(false, Ordering::SeqCst);
+            let calling = CallingGuard(app.clone());
+            wake_one(client, paas, app).await;
+            drop(calling);
         });
+    }
+}
+
+/// Clears the app's `wake_calling` flag however the call task ends.
+struct CallingGuard(Arc<App>);
+
+impl Drop for CallingGuard {
+    fn drop(&mut self) {
+        self.0.wake_calling.store(false, Ordering::SeqCst);
     }
 }
 
@@ -326,7 +350,9 @@ mod tests {
             Some(HoldError::QueueFull)
         );
         assert_eq!(first.await.expect("task"), Some(HoldError::Timeout));
-        assert_eq!(app.wake_sent_ms.load(Ordering::SeqCst), 0, "episode over");
+        // The episode's wake was sent less than a resend interval ago: a new request (say, a
+        // probe retrying) does not send another.
+        assert_ne!(app.wake_sent_ms.load(Ordering::SeqCst), 0);
         reg.apply(RouteMessage::Upsert {
             app: spec(vec![], 0, AppState::Stopped),
         });

@@ -530,8 +530,25 @@ pub struct RouterUnderTest {
 }
 
 impl RouterUnderTest {
-    /// Starts the router in this process with `drove router`-style arguments.
+    /// Starts the router in this process with `drove router`-style arguments. A port picked by
+    /// [`free_port`] can be taken by another test before the router binds it; then it tries
+    /// again on another port (at most three times).
     pub fn in_process(paas: &str, extra: &[&str]) -> RouterUnderTest {
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_in_process(paas, extra) {
+                Ok(r) => return r,
+                Err(e @ drove_router::RouterError::Bind { .. }) => last = Some(e),
+                Err(e) => panic!("router starts: {e}"),
+            }
+        }
+        panic!("router starts: {last:?}");
+    }
+
+    fn try_in_process(
+        paas: &str,
+        extra: &[&str],
+    ) -> Result<RouterUnderTest, drove_router::RouterError> {
         use clap::Parser;
         #[derive(clap::Parser)]
         struct Cli {
@@ -552,17 +569,30 @@ impl RouterUnderTest {
         ];
         argv.extend(extra.iter().map(|s| s.to_string()));
         let cli = Cli::try_parse_from(argv).expect("router arguments parse");
-        let handle = drove_router::start(cli.args).expect("router starts");
-        RouterUnderTest {
+        let handle = drove_router::start(cli.args)?;
+        Ok(RouterUnderTest {
             proxy: handle.listen,
             admin: handle.admin,
             inproc: Some(handle),
             child: None,
-        }
+        })
     }
 
-    /// Runs `bin router ...` as a child process and waits for its admin `/health`.
+    /// Runs `bin router ...` as a child process and waits for its admin `/health`; if the
+    /// child exits while starting (a port taken meanwhile), tries again on other ports (at most
+    /// three times).
     pub async fn binary(bin: &str, paas: &str, extra: &[&str]) -> RouterUnderTest {
+        for _ in 0..2 {
+            if let Some(r) = Self::try_binary(bin, paas, extra).await {
+                return r;
+            }
+        }
+        Self::try_binary(bin, paas, extra)
+            .await
+            .expect("drove router exited while starting, three times")
+    }
+
+    async fn try_binary(bin: &str, paas: &str, extra: &[&str]) -> Option<RouterUnderTest> {
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let child = std::process::Command::new(bin)
@@ -573,7 +603,7 @@ impl RouterUnderTest {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn drove router");
-        let rut = RouterUnderTest {
+        let mut rut = RouterUnderTest {
             proxy,
             admin,
             inproc: None,
@@ -588,13 +618,20 @@ impl RouterUnderTest {
                     break;
                 }
             }
+            if let Some(child) = rut.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    eprintln!("drove router exited while starting ({status}); retrying");
+                    rut.child = None;
+                    return None;
+                }
+            }
             assert!(
                 tokio::time::Instant::now() < end,
                 "drove router did not come up"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        rut
+        Some(rut)
     }
 
     pub fn url(&self, path: &str) -> String {
