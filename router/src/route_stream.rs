@@ -151,7 +151,14 @@ fn apply_line(
                 RouteMessage::Remove { app } => format!("remove {app}"),
                 RouteMessage::Heartbeat => "heartbeat".into(),
             };
-            for e in registry.apply(msg) {
+            // A name lookup blocks: let the control runtime's other tasks (wakes, stats, the
+            // admin listener) move to another thread meanwhile.
+            let errors = if msg.needs_name_lookup() {
+                tokio::task::block_in_place(|| registry.apply(msg))
+            } else {
+                registry.apply(msg)
+            };
+            for e in errors {
                 global.route_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "route rejected");
             }

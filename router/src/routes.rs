@@ -31,6 +31,23 @@ pub enum RouteMessage {
     Heartbeat,
 }
 
+impl RouteMessage {
+    /// Whether applying this message may look up a host name (a backend given as `name:port`
+    /// rather than `ip:port`), which blocks.
+    pub fn needs_name_lookup(&self) -> bool {
+        let named = |app: &AppSpec| {
+            app.backends
+                .iter()
+                .any(|b| b.addr.parse::<SocketAddr>().is_err())
+        };
+        match self {
+            RouteMessage::Snapshot { apps } => apps.iter().any(named),
+            RouteMessage::Upsert { app } => named(app),
+            RouteMessage::Remove { .. } | RouteMessage::Heartbeat => false,
+        }
+    }
+}
+
 /// An app as the PaaS describes it on the route stream.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AppSpec {
@@ -481,6 +498,22 @@ mod tests {
         reg.apply(RouteMessage::Remove { app: "shop".into() });
         assert!(table.load().lookup("shop.localhost").is_none());
         assert!(app.removed.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn only_named_backends_need_a_lookup() {
+        let ips = spec(
+            "a",
+            &[("127.0.0.1:80", true, false), ("[::1]:80", true, false)],
+        );
+        let named = spec("b", &[("app.internal:80", true, false)]);
+        assert!(!RouteMessage::Upsert { app: ips.clone() }.needs_name_lookup());
+        assert!(RouteMessage::Upsert { app: named.clone() }.needs_name_lookup());
+        assert!(RouteMessage::Snapshot {
+            apps: vec![ips, named]
+        }
+        .needs_name_lookup());
+        assert!(!RouteMessage::Remove { app: "b".into() }.needs_name_lookup());
     }
 
     #[test]
