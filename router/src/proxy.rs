@@ -16,7 +16,7 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tokio::time::Instant;
 
-use crate::balance::{pick, Lease, Pick};
+use crate::balance::Lease;
 use crate::routes::{App, BackendLive, Table};
 use crate::stats::{now_ms, RouterCounters};
 use crate::wake::{HoldError, Holder};
@@ -233,27 +233,19 @@ impl ProxyHttp for Router {
         let Some(app) = ctx.app.as_ref().map(|g| g.0.clone()) else {
             return Err(Error::explain(ErrorType::InternalError, "no app selected"));
         };
-        let acquired = match pick(&app, &ctx.failed) {
-            // The common case: a backend is free now. No future, no client watch.
-            Pick::Leased(lease) => Ok((lease, false)),
-            Pick::Busy | Pick::NoBackend => {
-                let deadline = ctx.start + self.holder.timeout;
-                let acquire = self.holder.acquire(&app, &ctx.failed, deadline);
-                if session.is_body_empty() {
-                    // While held, watch the client: one that hangs up gives its place in the
-                    // queue back at once instead of being forwarded later for nobody. (A request
-                    // with a body is left alone: reading would consume the body.)
-                    tokio::select! {
-                        biased;
-                        got = acquire => got,
-                        _ = session.downstream_session.read_body_or_idle(true) => {
-                            Err(HoldError::ClientGone)
-                        }
-                    }
-                } else {
-                    acquire.await
-                }
-            }
+        let deadline = ctx.start + self.holder.timeout;
+        let acquired = if session.is_body_empty() {
+            // If held, watch the client for a hang-up. (A request with a body is left alone:
+            // reading would consume the body.)
+            let hang_up = session.downstream_session.read_body_or_idle(true);
+            self.holder
+                .acquire(&app, &ctx.failed, deadline, hang_up)
+                .await
+        } else {
+            let never = std::future::pending::<()>();
+            self.holder
+                .acquire(&app, &ctx.failed, deadline, never)
+                .await
         };
         match acquired {
             Ok((lease, _held)) => {

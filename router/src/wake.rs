@@ -68,8 +68,8 @@ pub struct Holder {
     wake_tx: UnboundedSender<Arc<App>>,
     pub max_queue: usize,
     pub timeout: Duration,
-    /// See [`WAKE_RESEND`]; shorter in tests.
-    pub wake_resend: Duration,
+    /// See [`WAKE_RESEND`] and [`Holder::with_wake_resend`].
+    wake_resend: Duration,
 }
 
 /// Decrements the app's held gauge when a held request leaves the queue, however it leaves.
@@ -133,11 +133,16 @@ impl Holder {
     /// that already failed for this request) only applies to the immediate pick: a held request
     /// may use any backend the route stream offers, including a restarted one at the same
     /// address (failed backends stay out through their passive mark until then).
+    ///
+    /// `hang_up` completes when the client goes away; it is only polled while the request is
+    /// held, which it then leaves at once ([`HoldError::ClientGone`]) instead of being
+    /// forwarded later for nobody.
     pub async fn acquire(
         &self,
         app: &Arc<App>,
         exclude: &[SocketAddr],
         deadline: Instant,
+        hang_up: impl std::future::Future,
     ) -> Result<(Lease, bool), HoldError> {
         match pick(app, exclude) {
             Pick::Leased(l) => return Ok((l, false)),
@@ -158,6 +163,20 @@ impl Holder {
         }
         let _held = HeldGuard(app);
         app.stats.held_total.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            biased;
+            got = self.wait_for_backend(app, deadline) => got.map(|lease| (lease, true)),
+            _ = hang_up => Err(HoldError::ClientGone),
+        }
+    }
+
+    /// The hold loop: waits for a route change or a released lease, retries the pick, and
+    /// keeps the wake episode going, until a lease or `deadline`.
+    async fn wait_for_backend(
+        &self,
+        app: &Arc<App>,
+        deadline: Instant,
+    ) -> Result<Lease, HoldError> {
         loop {
             let notified = app.notify.notified();
             tokio::pin!(notified);
@@ -166,7 +185,7 @@ impl Holder {
                 return Err(HoldError::Removed);
             }
             match pick(app, &[]) {
-                Pick::Leased(l) => return Ok((l, true)),
+                Pick::Leased(l) => return Ok(l),
                 Pick::Busy => {}
                 Pick::NoBackend => {
                     if app.route.load().state == AppState::Stopped {
@@ -263,6 +282,11 @@ mod tests {
     use crate::routes::{AppSpec, BackendSpec, Registry, RouteMessage, Table};
     use arc_swap::ArcSwap;
 
+    /// A client that never hangs up.
+    fn connected() -> std::future::Pending<()> {
+        std::future::pending()
+    }
+
     fn spec(backends: Vec<BackendSpec>, limit: u32, state: AppState) -> AppSpec {
         AppSpec {
             name: "a".into(),
@@ -271,6 +295,29 @@ mod tests {
             concurrency_limit: limit,
             backends,
         }
+    }
+
+    /// A registry with app `a` upserted from `spec`, and that app.
+    fn registered(spec: AppSpec) -> (Registry, Arc<App>) {
+        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
+        let mut reg = Registry::new("localhost", table.clone());
+        reg.apply(RouteMessage::Upsert { app: spec });
+        let app = table.load().lookup("a.localhost").expect("app").clone();
+        (reg, app)
+    }
+
+    /// Waits (at most 2 s) until `n` requests of `app` are held.
+    async fn wait_held(app: &App, n: usize) {
+        for _ in 0..400 {
+            if app.held.load(Ordering::SeqCst) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "{n} requests never held (now {})",
+            app.held.load(Ordering::SeqCst)
+        );
     }
 
     fn b(addr: &str) -> BackendSpec {
@@ -283,12 +330,7 @@ mod tests {
 
     #[tokio::test]
     async fn held_requests_wake_once_and_proceed() {
-        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let mut reg = Registry::new("localhost", table.clone());
-        reg.apply(RouteMessage::Upsert {
-            app: spec(vec![], 0, AppState::Idle),
-        });
-        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (mut reg, app) = registered(spec(vec![], 0, AppState::Idle));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let holder = Holder::new(tx, 10, Duration::from_secs(5));
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -296,7 +338,7 @@ mod tests {
         for _ in 0..5 {
             let (h, a) = (holder.clone(), app.clone());
             tasks.push(tokio::spawn(async move {
-                h.acquire(&a, &[], deadline)
+                h.acquire(&a, &[], deadline, connected())
                     .await
                     .map(|(l, held)| (l.backend().addr, held))
             }));
@@ -307,13 +349,7 @@ mod tests {
             .expect("channel open");
         assert_eq!(woken.name, "a");
         // Let all five park.
-        for _ in 0..100 {
-            if app.held.load(Ordering::SeqCst) == 5 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(app.held.load(Ordering::SeqCst), 5);
+        wait_held(&app, 5).await;
         reg.apply(RouteMessage::Upsert {
             app: spec(vec![b("127.0.0.1:7")], 0, AppState::Running),
         });
@@ -328,25 +364,16 @@ mod tests {
 
     #[tokio::test]
     async fn timeout_full_queue_and_stopped() {
-        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let mut reg = Registry::new("localhost", table.clone());
-        reg.apply(RouteMessage::Upsert {
-            app: spec(vec![], 0, AppState::Idle),
-        });
-        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (mut reg, app) = registered(spec(vec![], 0, AppState::Idle));
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let holder = Holder::new(tx, 1, Duration::from_millis(100));
         let deadline = Instant::now() + Duration::from_millis(300);
         let (h, a) = (holder.clone(), app.clone());
-        let first = tokio::spawn(async move { h.acquire(&a, &[], deadline).await.err() });
-        for _ in 0..100 {
-            if app.held.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        let first =
+            tokio::spawn(async move { h.acquire(&a, &[], deadline, connected()).await.err() });
+        wait_held(&app, 1).await;
         assert_eq!(
-            holder.acquire(&app, &[], deadline).await.err(),
+            holder.acquire(&app, &[], deadline, connected()).await.err(),
             Some(HoldError::QueueFull)
         );
         assert_eq!(first.await.expect("task"), Some(HoldError::Timeout));
@@ -357,28 +384,25 @@ mod tests {
             app: spec(vec![], 0, AppState::Stopped),
         });
         assert_eq!(
-            holder.acquire(&app, &[], deadline).await.err(),
+            holder.acquire(&app, &[], deadline, connected()).await.err(),
             Some(HoldError::Stopped)
         );
     }
 
     #[tokio::test]
     async fn wake_is_repeated_while_the_app_stays_unroutable() {
-        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let mut reg = Registry::new("localhost", table.clone());
-        reg.apply(RouteMessage::Upsert {
-            app: spec(vec![], 0, AppState::Idle),
-        });
-        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (mut reg, app) = registered(spec(vec![], 0, AppState::Idle));
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut holder = Holder::new(tx, 10, Duration::from_secs(5));
-        holder.wake_resend = Duration::from_millis(200);
+        let holder = Holder::new(tx, 10, Duration::from_secs(5))
+            .with_wake_resend(Duration::from_millis(200));
         let began = Instant::now();
         let deadline = began + Duration::from_secs(5);
         let held: Vec<_> = (0..3)
             .map(|_| {
                 let (h, a) = (holder.clone(), app.clone());
-                tokio::spawn(async move { h.acquire(&a, &[], deadline).await.map(|x| x.1) })
+                tokio::spawn(
+                    async move { h.acquire(&a, &[], deadline, connected()).await.map(|x| x.1) },
+                )
             })
             .collect();
         // The PaaS accepted the first wake but never started an instance: the held requests
@@ -410,12 +434,7 @@ mod tests {
 
     #[tokio::test]
     async fn held_request_may_use_a_restarted_backend_that_failed_it() {
-        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let mut reg = Registry::new("localhost", table.clone());
-        reg.apply(RouteMessage::Upsert {
-            app: spec(vec![b("127.0.0.1:7")], 0, AppState::Running),
-        });
-        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (mut reg, app) = registered(spec(vec![b("127.0.0.1:7")], 0, AppState::Running));
         // The only backend refused this request's connect and was taken out passively.
         let failed = app.route.load().backends[0].live.clone();
         failed.passive_down.store(true, Ordering::SeqCst);
@@ -423,7 +442,8 @@ mod tests {
         let holder = Holder::new(tx, 10, Duration::from_secs(5));
         let deadline = Instant::now() + Duration::from_secs(5);
         let (h, a, addr) = (holder.clone(), app.clone(), failed.addr);
-        let retry = tokio::spawn(async move { h.acquire(&a, &[addr], deadline).await });
+        let retry =
+            tokio::spawn(async move { h.acquire(&a, &[addr], deadline, connected()).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!retry.is_finished(), "held while nothing is usable");
         // The PaaS restarts the instance at the same address and restates it healthy.
@@ -441,23 +461,14 @@ mod tests {
 
     #[tokio::test]
     async fn removing_the_app_fails_its_held_requests_at_once() {
-        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let mut reg = Registry::new("localhost", table.clone());
-        reg.apply(RouteMessage::Upsert {
-            app: spec(vec![], 0, AppState::Idle),
-        });
-        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (mut reg, app) = registered(spec(vec![], 0, AppState::Idle));
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let holder = Holder::new(tx, 10, Duration::from_secs(30));
         let deadline = Instant::now() + Duration::from_secs(30);
         let (h, a) = (holder.clone(), app.clone());
-        let waiting = tokio::spawn(async move { h.acquire(&a, &[], deadline).await.err() });
-        for _ in 0..100 {
-            if app.held.load(Ordering::SeqCst) == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let waiting =
+            tokio::spawn(async move { h.acquire(&a, &[], deadline, connected()).await.err() });
+        wait_held(&app, 1).await;
         reg.apply(RouteMessage::Remove { app: "a".into() });
         let err = tokio::time::timeout(Duration::from_secs(2), waiting)
             .await
@@ -468,20 +479,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_held_client_that_hangs_up_leaves_the_queue() {
+        let (_reg, app) = registered(spec(vec![], 0, AppState::Idle));
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let holder = Holder::new(tx, 10, Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (hung_up_tx, hung_up) = tokio::sync::oneshot::channel::<()>();
+        let (h, a) = (holder.clone(), app.clone());
+        let waiting =
+            tokio::spawn(async move { h.acquire(&a, &[], deadline, hung_up).await.err() });
+        wait_held(&app, 1).await;
+        drop(hung_up_tx);
+        let err = tokio::time::timeout(Duration::from_secs(2), waiting)
+            .await
+            .expect("left at once, not at the hold timeout")
+            .expect("task");
+        assert_eq!(err, Some(HoldError::ClientGone));
+        assert_eq!(app.held.load(Ordering::SeqCst), 0);
+        // A client that is there when a backend is free is never watched.
+        let (_reg, app) = registered(spec(vec![b("127.0.0.1:7")], 0, AppState::Running));
+        let gone = std::future::ready(());
+        let (_, held) = holder
+            .acquire(&app, &[], deadline, gone)
+            .await
+            .expect("lease");
+        assert!(!held);
+    }
+
+    #[tokio::test]
     async fn limit_releases_let_held_requests_through() {
-        let table = Arc::new(ArcSwap::from_pointee(Table::default()));
-        let mut reg = Registry::new("localhost", table.clone());
-        reg.apply(RouteMessage::Upsert {
-            app: spec(vec![b("127.0.0.1:7")], 1, AppState::Running),
-        });
-        let app = table.load().lookup("a.localhost").expect("app").clone();
+        let (_reg, app) = registered(spec(vec![b("127.0.0.1:7")], 1, AppState::Running));
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let holder = Holder::new(tx, 10, Duration::from_secs(5));
         let deadline = Instant::now() + Duration::from_secs(5);
-        let (first, held) = holder.acquire(&app, &[], deadline).await.expect("lease");
+        let (first, held) = holder
+            .acquire(&app, &[], deadline, connected())
+            .await
+            .expect("lease");
         assert!(!held);
         let (h, a) = (holder.clone(), app.clone());
-        let second = tokio::spawn(async move { h.acquire(&a, &[], deadline).await.map(|x| x.1) });
+        let second =
+            tokio::spawn(
+                async move { h.acquire(&a, &[], deadline, connected()).await.map(|x| x.1) },
+            );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!second.is_finished());
         drop(first);
