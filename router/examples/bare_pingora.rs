@@ -18,7 +18,13 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
-struct Fixed(String);
+struct Fixed {
+    upstream: String,
+    /// `BARE_TIMEOUTS`, read once at start.
+    timeouts: bool,
+    /// `BARE_HEADERS`, read once at start.
+    headers: bool,
+}
 
 #[async_trait]
 impl ProxyHttp for Fixed {
@@ -29,8 +35,8 @@ impl ProxyHttp for Fixed {
         _session: &mut Session,
         _ctx: &mut (),
     ) -> pingora::Result<Box<HttpPeer>> {
-        let mut peer = HttpPeer::new(self.0.as_str(), false, String::new());
-        if std::env::var_os("BARE_TIMEOUTS").is_some() {
+        let mut peer = HttpPeer::new(self.upstream.as_str(), false, String::new());
+        if self.timeouts {
             // drove's peer options (connect timeout, pooled connection idle timeout).
             peer.options.connection_timeout = Some(std::time::Duration::from_secs(2));
             peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
@@ -44,7 +50,7 @@ impl ProxyHttp for Fixed {
         req: &mut pingora::http::RequestHeader,
         _ctx: &mut (),
     ) -> pingora::Result<()> {
-        if std::env::var_os("BARE_HEADERS").is_some() {
+        if self.headers {
             // The four headers drove adds to every request (fixed values here).
             req.insert_header("x-forwarded-for", "127.0.0.1")?;
             req.insert_header("x-forwarded-proto", "http")?;
@@ -60,7 +66,7 @@ impl ProxyHttp for Fixed {
         resp: &mut pingora::http::ResponseHeader,
         _ctx: &mut (),
     ) -> pingora::Result<()> {
-        if std::env::var_os("BARE_HEADERS").is_some() {
+        if self.headers {
             resp.insert_header("x-request-id", REQUEST_ID)?;
         }
         Ok(())
@@ -87,8 +93,12 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut service =
-        pingora::proxy::http_proxy_service(&server.configuration, Fixed(upstream.clone()));
+    let fixed = Fixed {
+        upstream: upstream.clone(),
+        timeouts: std::env::var_os("BARE_TIMEOUTS").is_some(),
+        headers: std::env::var_os("BARE_HEADERS").is_some(),
+    };
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, fixed);
     service.add_tcp(listen);
     server.add_service(service);
     server.run_forever();
