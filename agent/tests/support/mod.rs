@@ -263,24 +263,24 @@ pub fn cgroup_v2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
+/// The directory of the cgroup `rel` in the v1 `controller` hierarchy, or the unified one (v2).
+fn controller_dir(controller: &str, rel: &str) -> PathBuf {
+    let base = Path::new("/sys/fs/cgroup");
+    if cgroup_v2() {
+        base.join(rel)
+    } else {
+        base.join(controller).join(rel)
+    }
+}
+
 /// The directory of the cgroup `rel` in the memory hierarchy (v1) or the unified one (v2).
 pub fn cgroup_dir(rel: &str) -> PathBuf {
-    let base = if cgroup_v2() {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/memory"
-    };
-    Path::new(base).join(rel)
+    controller_dir("memory", rel)
 }
 
 /// The directory of the cgroup `rel` in the cpu hierarchy (v1) or the unified one (v2).
 pub fn cpu_cgroup_dir(rel: &str) -> PathBuf {
-    let base = if cgroup_v2() {
-        "/sys/fs/cgroup"
-    } else {
-        "/sys/fs/cgroup/cpu"
-    };
-    Path::new(base).join(rel)
+    controller_dir("cpu", rel)
 }
 
 /// The task cgroups under a cgroup root: its subdirectories (memory hierarchy on v1), except the

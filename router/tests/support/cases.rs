@@ -40,6 +40,24 @@ async fn wait_known(r: &RouterUnderTest, app: &str) {
     }
 }
 
+/// Waits (at most 10 s) for a stats push whose entry for `app` satisfies `want`, and returns
+/// the newest such push.
+async fn push_where(paas: &Paas, app: &str, want: impl Fn(&Value) -> bool) -> Option<Value> {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = paas.stats().into_iter().rev().find(|s| {
+            s["apps"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["app"] == app))
+                .is_some_and(&want)
+        });
+        if found.is_some() || Instant::now() >= end {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn held(r: &RouterUnderTest, app: &str) -> f64 {
     metric(
         &r.metrics().await,
@@ -731,22 +749,9 @@ pub async fn stats_match_requests_sent(l: &Launch) {
     for _ in 0..3 {
         assert_eq!(get(&c, &r, "nobody.localhost", "/").await.0, 404);
     }
-    let mut report: Option<Value> = None;
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        let found = paas.stats().into_iter().rev().find(|s| {
-            s["apps"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["app"] == "counted"))
-                .is_some_and(|x| x["requests"] == 30)
-        });
-        if found.is_some() {
-            report = found;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let report = report.expect("a stats push with the 30 requests");
+    let report = push_where(&paas, "counted", |x| x["requests"] == 30)
+        .await
+        .expect("a stats push with the 30 requests");
     assert_eq!(report["unknown_host"], 3);
     let app = report["apps"]
         .as_array()
@@ -852,23 +857,11 @@ pub async fn hung_paas_does_not_slow_the_proxy(l: &Launch) {
         "pushes to a hung PaaS must time out and be counted (got {stalled})"
     );
     paas.stall_stats(false);
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let counted = paas.stats().iter().any(|s| {
-            s["apps"]
-                .as_array()
-                .and_then(|a| a.iter().find(|x| x["app"] == "steady"))
-                .is_some_and(|x| x["requests"] == 40 && x["responses"]["2xx"] == 40)
-        });
-        if counted {
-            break;
-        }
-        assert!(
-            Instant::now() < end,
-            "no push with the 40 requests after the PaaS recovered"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    push_where(&paas, "steady", |x| {
+        x["requests"] == 40 && x["responses"]["2xx"] == 40
+    })
+    .await
+    .expect("a push with the 40 requests after the PaaS recovered");
 }
 
 /// Stopping the router with a request held and another in flight is prompt: neither the
