@@ -1,9 +1,12 @@
 //! The `drove` binary: one executable for every component.
 //!
-//! `drove master`, `drove agent` and `drove router` run one component each; `drove up` runs a
-//! master and an agent on this machine in one process. `drove executor` is internal: the agent
-//! starts it to supervise one task.
+//! `drove master`, `drove agent`, `drove paas` and `drove router` run one component each;
+//! `drove up` runs all four on this machine in one process. `drove apps`, `drove deploy`, ... are
+//! a thin client of the PaaS's API (`cli`). `drove executor` is internal: the agent starts it to
+//! supervise one task.
 #![forbid(unsafe_code)]
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,8 +43,12 @@ enum Command {
     Agent(drove_agent::AgentArgs),
     /// Run the HTTP router: host routing, balancing and scale-from-zero in front of the apps.
     Router(drove_router::RouterArgs),
-    /// Run a master and an agent on this machine, in one process.
+    /// Run the PaaS: the framework that keeps apps running, with the Marathon-compatible API.
+    Paas(drove_paas::PaasArgs),
+    /// Run a master, an agent, the PaaS and the router on this machine, in one process.
     Up(UpArgs),
+    #[command(flatten)]
+    Client(cli::ClientCommand),
     /// Supervise one task (started by the agent; not for direct use).
     #[command(hide = true)]
     Executor(drove_agent::ExecutorArgs),
@@ -49,13 +56,22 @@ enum Command {
 
 #[derive(clap::Args)]
 struct UpArgs {
-    /// Where the master's database and the agent's work dir live.
-    #[arg(long, default_value = "/var/lib/drove")]
+    /// Where every component keeps its state (master/, agent/, paas/).
+    #[arg(long, default_value = ".drove")]
     data_dir: PathBuf,
     #[arg(long, default_value = "127.0.0.1:5050")]
     master_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:5051")]
     agent_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    paas_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    router_listen: SocketAddr,
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    router_admin: SocketAddr,
+    /// Apps are served at `<app>.<domain>`.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
     /// The agent's resources, Mesos-style (`cpus:2;mem:2048;ports:[31000-32000]`); detected if
     /// omitted.
     #[arg(long)]
@@ -105,9 +121,14 @@ fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    if let Command::Client(c) = command {
+        return cli::run(c).await;
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match command {
+        Command::Paas(args) => drove_paas::run(args, shutdown).await.context("PaaS failed"),
+        Command::Client(_) => unreachable!("handled above"),
         Command::Master(args) => drove_master::run(args, shutdown)
             .await
             .context("master failed"),
@@ -136,11 +157,16 @@ async fn router(args: drove_router::RouterArgs, shutdown: CancellationToken) -> 
 }
 
 async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let master_dir = args.data_dir.join("master");
+    let data_dir = args.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data dir {}", data_dir.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", data_dir.display()))?;
     let master = Flags::<drove_master::MasterArgs>::try_parse_from([
         "master".to_string(),
         format!("--listen={}", args.master_listen),
-        format!("--data-dir={}", master_dir.display()),
+        format!("--data-dir={}", data_dir.join("master").display()),
     ])
     .context("master flags")?
     .inner;
@@ -148,7 +174,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         "agent".to_string(),
         format!("--master=http://{}", args.master_listen),
         format!("--listen={}", args.agent_listen),
-        format!("--work-dir={}", args.data_dir.join("agent").display()),
+        format!("--work-dir={}", data_dir.join("agent").display()),
         format!("--isolation={}", args.isolation),
         format!("--cgroup-root={}", args.cgroup_root),
     ];
@@ -158,6 +184,15 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let agent = Flags::<drove_agent::AgentArgs>::try_parse_from(agent_flags)
         .context("agent flags")?
         .inner;
+    let paas = Flags::<drove_paas::PaasArgs>::try_parse_from([
+        "paas".to_string(),
+        format!("--master=http://{}", args.master_listen),
+        format!("--listen={}", args.paas_listen),
+        format!("--data-dir={}", data_dir.join("paas").display()),
+        format!("--domain={}", args.domain),
+    ])
+    .context("PaaS flags")?
+    .inner;
     let master_task = tokio::spawn(drove_master::run(master, shutdown.clone()));
     // Let the master bind before the agent's first registration attempt (it would retry anyway).
     for _ in 0..50 {
@@ -170,13 +205,41 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let agent_task = tokio::spawn(drove_agent::run(agent, shutdown.clone()));
-    println!(
-        "drove is up: master http://{} (state: /master/state), agent http://{}",
-        args.master_listen, args.agent_listen
+    let paas = drove_paas::start(paas, shutdown.clone())
+        .await
+        .context("PaaS failed to start")?;
+    let mut router = drove_router::RouterArgs::new(
+        format!("http://{}", paas.addr),
+        args.router_listen,
+        args.router_admin,
     );
-    let (m, a) = tokio::join!(master_task, agent_task);
+    router.domain = args.domain.clone();
+    router.paas_token = Some(paas.router_token.clone());
+    let router_handle = tokio::task::spawn_blocking(move || drove_router::start(router))
+        .await
+        .context("router start task")?
+        .context("router failed to start")?;
+    println!(
+        "drove is up:\n  master  http://{}  (cluster state: /master/state)\n  agent   http://{}\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
+        args.master_listen,
+        args.agent_listen,
+        paas.addr,
+        args.domain,
+        args.router_listen.port(),
+        paas.admin_token,
+        data_dir.join("paas").join("admin-token").display(),
+        args.domain,
+        args.router_listen.port(),
+    );
+    let (m, a, p) = tokio::join!(master_task, agent_task, paas.task);
+    router_handle.shutdown();
+    tokio::task::spawn_blocking(move || router_handle.join())
+        .await
+        .context("router task")?
+        .context("router failed")?;
     m.context("master task")?.context("master failed")?;
     a.context("agent task")?.context("agent failed")?;
+    p.context("PaaS task")?.context("PaaS failed")?;
     Ok(())
 }
 

@@ -23,7 +23,7 @@
 # off; with THREADS>1 nothing is pinned.
 #
 # Needs: wrk, haproxy, nginx-light (Debian packages), python3, taskset (util-linux), and
-# release builds of drove and of the bare_pingora example (built here if missing; DROVE=path
+# `dist`-profile (fat LTO) builds of drove and of the bare_pingora example (built here if missing; DROVE=path
 # selects another drove binary).
 # BARE_VARIANTS=1 adds two rows: the Pingora floor with drove's peer timeouts, and with the same
 # five header inserts drove makes, to take drove's cost over the floor apart.
@@ -38,15 +38,15 @@ CONNS=${CONNS:-"64 8 1"}
 REPEAT=${REPEAT:-3}
 PIN=${PIN:-auto}
 HOST=bench.localhost
-DROVE=${DROVE:-target/release/drove}
+DROVE=${DROVE:-target/dist/drove}
 DROVE_BEFORE=${DROVE_BEFORE:-}
-BARE=${BARE:-target/release/examples/bare_pingora}
+BARE=${BARE:-target/dist/examples/bare_pingora}
 
 for tool in wrk haproxy nginx python3 taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk haproxy nginx-light util-linux)" >&2; exit 1; }
 done
-[ -x "$DROVE" ] || cargo build --release --bin drove
-[ -x "$BARE" ] || cargo build --release -p drove-router --example bare_pingora
+[ -x "$DROVE" ] || cargo build --profile dist --bin drove
+[ -x "$BARE" ] || cargo build --profile dist -p drove-router --example bare_pingora
 
 if [ "$PIN" = auto ]; then
   if [ "$THREADS" = 1 ] && [ "$(nproc)" -ge 2 ]; then PIN=1; else PIN=0; fi

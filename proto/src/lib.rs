@@ -1,4 +1,4 @@
-//! Wire types shared by drove's master, agents and frameworks.
+//! Wire types shared by drove's master, agents, router and frameworks (and the PaaS).
 //!
 //! - [`mesos`]: the Mesos v1 JSON shapes (stout proto2 JSON: snake_case fields, ids as
 //!   `{"value": ..}`, enums as strings), following `mesos.proto` rather than the docs' examples.
@@ -6,6 +6,8 @@
 //! - [`agent`]: drove's own master <-> agent protocol (HTTP/JSON), documented in ARCHITECTURE.md.
 //! - [`resources`]: a compact resource vector with the arithmetic the allocator and agents need.
 //! - [`recordio`]: the RecordIO framing of the scheduler event stream.
+//! - [`routing`]: the router <-> PaaS contract (route stream, wake and stats bodies and paths),
+//!   documented in ARCHITECTURE.md.
 //!
 //! This crate knows nothing about any component's internals; every component depends on it,
 //! and it depends on none of them.
@@ -16,6 +18,7 @@ pub mod json;
 pub mod mesos;
 pub mod recordio;
 pub mod resources;
+pub mod routing;
 pub mod scheduler;
 
 pub use json::{decode, DecodeError};

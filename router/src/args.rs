@@ -49,6 +49,9 @@ pub struct RouterArgs {
     /// Name this router reports in its stats (default: `router@<listen>`).
     #[arg(long)]
     pub id: Option<String>,
+    /// The PaaS's router token, sent as `Authorization: Bearer` on every call to the PaaS.
+    #[arg(long, env = "DROVE_ROUTER_TOKEN", hide_env_values = true)]
+    pub paas_token: Option<String>,
 }
 
 impl RouterArgs {
@@ -69,6 +72,7 @@ impl RouterArgs {
             connect_attempts: 3,
             stats_interval: Duration::from_secs(1),
             id: None,
+            paas_token: None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! spreads requests over them by least outstanding requests, and, when the app is scaled to
 //! zero, holds the request while the app wakes. It follows the PaaS's route stream (no config
 //! files, no reloads), pushes stats to the PaaS every second and serves `/metrics` + `/health`
-//! on an admin listener. See ARCHITECTURE.md (`## router`) for the wire contract.
+//! on an admin listener. See ARCHITECTURE.md (`## router`) for the wire contract,
+//! whose types live in [`drove_proto::routing`].
 //!
 //! Embedding: [`start`] runs everything on threads of its own (Pingora's `Server` owns its
 //! runtimes) and returns a [`RouterHandle`]; it may be called from inside a tokio runtime.
@@ -21,6 +22,6 @@ pub mod stats;
 mod wake;
 
 pub use args::{parse_duration, DurationError, RouterArgs};
-pub use routes::{AppSpec, AppState, BackendSpec, RouteMessage};
+pub use drove_proto::routing::StatsReport;
+pub use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
 pub use server::{run, start, RouterError, RouterHandle};
-pub use stats::StatsReport;

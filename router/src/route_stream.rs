@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use drove_proto::routing::ROUTES_STREAM_PATH;
 use futures::StreamExt;
 
 use crate::routes::{Registry, RouteMessage};
@@ -43,7 +44,7 @@ pub async fn follow(
     global: Arc<RouterCounters>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let url = format!("{}/v1/routes/stream", paas.trim_end_matches('/'));
+    let url = format!("{}{ROUTES_STREAM_PATH}", paas.trim_end_matches('/'));
     let mut backoff = BACKOFF_MIN;
     let mut failures: u32 = 0;
     loop {

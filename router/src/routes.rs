@@ -12,87 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use serde::{Deserialize, Serialize};
+use drove_proto::routing::valid_app_name;
 use tokio::sync::Notify;
 
+// The route stream's wire types are the router <-> PaaS contract, defined in `drove-proto`.
+pub use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
+
 use crate::stats::Counters;
-
-/// One message of the route stream (`GET {paas}/v1/routes/stream`, newline-delimited JSON).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum RouteMessage {
-    /// The complete table; replaces whatever the router had.
-    Snapshot { apps: Vec<AppSpec> },
-    /// Add or replace one app.
-    Upsert { app: AppSpec },
-    /// Remove one app by name.
-    Remove { app: String },
-    /// Keeps the connection visibly alive; carries no change.
-    Heartbeat,
-}
-
-impl RouteMessage {
-    /// Whether applying this message may look up a host name (a backend given as `name:port`
-    /// rather than `ip:port`), which blocks.
-    pub fn needs_name_lookup(&self) -> bool {
-        let named = |app: &AppSpec| {
-            app.backends
-                .iter()
-                .any(|b| b.addr.parse::<SocketAddr>().is_err())
-        };
-        match self {
-            RouteMessage::Snapshot { apps } => apps.iter().any(named),
-            RouteMessage::Upsert { app } => named(app),
-            RouteMessage::Remove { .. } | RouteMessage::Heartbeat => false,
-        }
-    }
-}
-
-/// An app as the PaaS describes it on the route stream.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AppSpec {
-    /// The app's name; it is reachable at `<name>.<domain>`.
-    pub name: String,
-    /// Extra hostnames (custom domains), matched case-insensitively.
-    #[serde(default)]
-    pub hostnames: Vec<String>,
-    /// `running`, `idle` (scaled to zero, woken on demand) or `stopped` (never woken).
-    #[serde(default)]
-    pub state: AppState,
-    /// Maximum in-flight requests per backend; 0 or absent means unlimited.
-    #[serde(default)]
-    pub concurrency_limit: u32,
-    #[serde(default)]
-    pub backends: Vec<BackendSpec>,
-}
-
-/// One instance of an app.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BackendSpec {
-    /// `ip:port` (a hostname is resolved once when the route is applied).
-    pub addr: String,
-    /// Whether the PaaS's health checks pass; unhealthy backends get no traffic.
-    #[serde(default = "yes")]
-    pub healthy: bool,
-    /// Backup backends only get traffic while no primary is healthy.
-    #[serde(default)]
-    pub backup: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AppState {
-    #[default]
-    Running,
-    /// Scaled to zero: requests are held and the app is woken.
-    Idle,
-    /// Deliberately off: requests get 503 at once and no wake is sent.
-    Stopped,
-}
 
 /// What the router knows about one backend right now (replaced on every upsert).
 #[derive(Debug)]
@@ -206,16 +132,6 @@ pub enum RouteError {
     AppName(String),
     #[error("app {app}: invalid backend address {addr:?}")]
     BackendAddr { app: String, addr: String },
-}
-
-fn valid_app_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
 }
 
 fn resolve(addr: &str) -> Option<SocketAddr> {
@@ -434,22 +350,6 @@ mod tests {
     }
 
     #[test]
-    fn messages_parse() {
-        let m: RouteMessage = serde_json::from_str(
-            r#"{"type":"snapshot","apps":[{"name":"a","backends":[{"addr":"127.0.0.1:1"}]}]}"#,
-        )
-        .expect("snapshot parses");
-        let RouteMessage::Snapshot { apps } = m else {
-            panic!("not a snapshot")
-        };
-        assert!(apps[0].backends[0].healthy);
-        assert_eq!(apps[0].state, AppState::Running);
-        let m: RouteMessage =
-            serde_json::from_str(r#"{"type":"remove","app":"a"}"#).expect("remove parses");
-        assert_eq!(m, RouteMessage::Remove { app: "a".into() });
-    }
-
-    #[test]
     fn snapshot_upsert_remove_keep_live_state() {
         let table = Arc::new(ArcSwap::from_pointee(Table::default()));
         let mut reg = Registry::new("LocalHost", table.clone());
@@ -498,22 +398,6 @@ mod tests {
         reg.apply(RouteMessage::Remove { app: "shop".into() });
         assert!(table.load().lookup("shop.localhost").is_none());
         assert!(app.removed.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn only_named_backends_need_a_lookup() {
-        let ips = spec(
-            "a",
-            &[("127.0.0.1:80", true, false), ("[::1]:80", true, false)],
-        );
-        let named = spec("b", &[("app.internal:80", true, false)]);
-        assert!(!RouteMessage::Upsert { app: ips.clone() }.needs_name_lookup());
-        assert!(RouteMessage::Upsert { app: named.clone() }.needs_name_lookup());
-        assert!(RouteMessage::Snapshot {
-            apps: vec![ips, named]
-        }
-        .needs_name_lookup());
-        assert!(!RouteMessage::Remove { app: "b".into() }.needs_name_lookup());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum RouterError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    #[error("the PaaS token is not a valid header value")]
+    Token,
     #[error("the proxy did not accept connections on {addr} within {waited:?}")]
     NotListening { addr: SocketAddr, waited: Duration },
     #[error("the {0} thread panicked")]
@@ -186,9 +188,18 @@ pub fn start(args: RouterArgs) -> Result<RouterHandle, RouterError> {
             source,
         })?;
 
+    // Every call to the PaaS (route stream, wakes, stats) carries the router token.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.paas_token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| RouterError::Token)?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(30))
+        .default_headers(headers)
         .build()
         .map_err(RouterError::Client)?;
     let table = Arc::new(ArcSwap::from_pointee(Table::default()));

@@ -11,7 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use serde::{Deserialize, Serialize};
+use drove_proto::routing::STATS_PATH;
+
+// The report's wire types are the router <-> PaaS contract, defined in `drove-proto`.
+pub use drove_proto::routing::{
+    AppReport, BackendReport, CounterReport, Quantiles, Responses, StatsReport,
+};
 
 use crate::routes::Table;
 
@@ -210,75 +215,6 @@ pub struct RouterCounters {
     pub route_errors: AtomicU64,
     pub stats_pushes: AtomicU64,
     pub stats_push_failures: AtomicU64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Responses {
-    #[serde(rename = "1xx")]
-    pub informational: u64,
-    #[serde(rename = "2xx")]
-    pub success: u64,
-    #[serde(rename = "3xx")]
-    pub redirect: u64,
-    #[serde(rename = "4xx")]
-    pub client_error: u64,
-    #[serde(rename = "5xx")]
-    pub server_error: u64,
-    /// Requests that ended without any response (client gone, backend failed mid-stream).
-    pub failed: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Quantiles {
-    pub p50: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-}
-
-/// Counters shared by the app and backend entries of a report (cumulative since the router
-/// started, except the gauges `in_flight`/`held`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct CounterReport {
-    pub requests: u64,
-    pub responses: Responses,
-    pub in_flight: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub last_request_ms: Option<u64>,
-    pub latency_ms: Quantiles,
-    pub connect_failures: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct BackendReport {
-    pub addr: String,
-    pub healthy: bool,
-    pub backup: bool,
-    pub passive_down: bool,
-    #[serde(flatten)]
-    pub counters: CounterReport,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AppReport {
-    pub app: String,
-    #[serde(flatten)]
-    pub counters: CounterReport,
-    pub held: u64,
-    pub held_total: u64,
-    pub hold_timeouts: u64,
-    pub hold_rejected: u64,
-    pub wakes: u64,
-    pub backends: Vec<BackendReport>,
-}
-
-/// The body of `POST {paas}/v1/router/stats`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StatsReport {
-    pub router: String,
-    pub at_ms: u64,
-    pub unknown_host: u64,
-    pub apps: Vec<AppReport>,
 }
 
 /// An app's requests being proxied right now (the held ones are reported apart).
@@ -602,7 +538,7 @@ pub async fn push_loop(
     global: Arc<RouterCounters>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let url = format!("{}/v1/router/stats", paas.trim_end_matches('/'));
+    let url = format!("{}{STATS_PATH}", paas.trim_end_matches('/'));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {

@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use drove_proto::routing::{wake_path, WakeRequest};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
@@ -242,14 +243,18 @@ impl Drop for CallingGuard {
 }
 
 async fn wake_one(client: reqwest::Client, paas: String, app: Arc<App>) {
-    let url = format!("{paas}/v1/apps/{}/wake", app.name);
+    let url = format!("{paas}{}", wake_path(&app.name));
     let mut delay = Duration::from_millis(250);
     for attempt in 1..=8u32 {
         app.stats.wakes.fetch_add(1, Ordering::Relaxed);
         let held = app.held.load(Ordering::Relaxed);
+        let body = WakeRequest {
+            app: app.name.clone(),
+            held: held as u64,
+        };
         let res = client
             .post(&url)
-            .json(&serde_json::json!({ "app": app.name, "held": held }))
+            .json(&body)
             .timeout(Duration::from_secs(5))
             .send()
             .await;

@@ -2,6 +2,8 @@
 //! v1 scheduler client, as an external framework would.
 #![allow(dead_code)]
 
+pub mod paas;
+
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

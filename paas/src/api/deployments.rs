@@ -1,0 +1,234 @@
+//! `/v2/deployments`, `/v2/queue` and the `/v2/events` stream.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::apps::app_json;
+use super::{error, wants};
+use crate::placement::Reject;
+use crate::state::{new_rt, timestamp, AppRt};
+use crate::store::Op;
+use crate::Paas;
+
+fn deployment_json(a: &AppRt) -> Option<Value> {
+    let d = a.deployment.as_ref()?;
+    let readiness: Vec<Value> = d
+        .waiting
+        .iter()
+        .map(|w| {
+            json!({"name": "drove", "taskId": null, "ready": false,
+                        "lastResponse": {"status": 0, "contentType": "text/plain", "body": w}})
+        })
+        .collect();
+    Some(json!({
+        "id": d.id, "version": d.version, "affectedApps": [a.def.id], "affectedPods": [],
+        "steps": [{"actions": [{"action": d.action, "app": a.def.id}]}],
+        "currentActions": [{"action": d.action, "app": a.def.id,
+                            "readinessCheckResults": readiness}],
+        "currentStep": 1, "totalSteps": 1,
+    }))
+}
+
+pub async fn list(State(paas): State<Arc<Paas>>) -> Json<Value> {
+    let s = paas.lock();
+    Json(Value::Array(
+        s.apps.values().filter_map(deployment_json).collect(),
+    ))
+}
+
+pub async fn get_one(State(paas): State<Arc<Paas>>, Path(id): Path<String>) -> Response {
+    let s = paas.lock();
+    match s
+        .apps
+        .values()
+        .find(|a| a.deployment.as_ref().is_some_and(|d| d.id == id))
+        .and_then(deployment_json)
+    {
+        Some(d) => Json(d).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("DeploymentPlan {id} does not exist"),
+        ),
+    }
+}
+
+/// Without `force`, rolls the app back to where it was before the deployment (a new
+/// deployment); with `force`, only forgets the deployment.
+pub async fn delete(
+    State(paas): State<Arc<Paas>>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let force = raw
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p == "force=true" || p == "force"));
+    let found = {
+        let mut s = paas.lock();
+        let app = s
+            .apps
+            .values_mut()
+            .find(|a| a.deployment.as_ref().is_some_and(|d| d.id == id));
+        match app {
+            None => None,
+            Some(a) if force => {
+                a.deployment = None;
+                Some(None)
+            }
+            Some(a) => Some(Some((
+                a.def.clone(),
+                a.deployment.as_ref().and_then(|d| d.previous.clone()),
+                a.deleting,
+            ))),
+        }
+    };
+    let Some(rollback) = found else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("DeploymentPlan {id} does not exist"),
+        );
+    };
+    let Some((current, previous, deleting)) = rollback else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let version = timestamp();
+    let result = match previous {
+        // The deployment created the app: rolling back removes it.
+        None => {
+            let mut rt = new_rt(
+                current.clone(),
+                version.clone(),
+                version.clone(),
+                version.clone(),
+            );
+            rt.deleting = true;
+            paas.store
+                .write(Op::DeleteApp(current.id.clone()))
+                .await
+                .map(|_| rt)
+        }
+        Some(prev) => {
+            let rt = new_rt(prev, version.clone(), version.clone(), version.clone());
+            paas.store.write(Op::PutApp(rt.stored())).await.map(|_| rt)
+        }
+    };
+    let rt = match result {
+        Ok(rt) => rt,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let _ = deleting;
+    let action = if rt.deleting {
+        "StopApplication"
+    } else {
+        "RestartApplication"
+    };
+    let deployment = paas.lock().install(rt, action, Some(current));
+    paas.kick.notify_one();
+    Json(json!({"deploymentId": deployment, "version": version})).into_response()
+}
+
+/// Apps waiting for launches, with why: the backoff delay and what the last offers lacked.
+pub async fn queue(State(paas): State<Arc<Paas>>) -> Json<Value> {
+    let s = paas.lock();
+    let now = Instant::now();
+    let mut queue = Vec::new();
+    for a in s.apps.values().filter(|a| !a.deleting) {
+        let live = s
+            .instances_of(&a.def.id)
+            .filter(|i| !i.killing && i.config_version == a.config_version)
+            .count();
+        let missing = (a.def.instances as usize).saturating_sub(live);
+        if missing == 0 {
+            continue;
+        }
+        let left = a
+            .delay_until
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(Duration::ZERO);
+        let o = &a.offers;
+        let summary: Vec<Value> = Reject::ALL
+            .iter()
+            .map(|r| {
+                json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
+                            "processed": o.processed})
+            })
+            .collect();
+        queue.push(json!({
+            "app": app_json(&s, a, false),
+            "count": missing,
+            "delay": {"timeLeftSeconds": left.as_secs_f64().ceil() as u64, "overdue": left.is_zero()},
+            "since": a.waiting_since.clone().unwrap_or_else(timestamp),
+            "processedOffersSummary": {
+                "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
+                "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
+                "rejectSummaryLastOffers": summary,
+            },
+            "lastUnusedOffers": o.last_unused.iter().collect::<Vec<_>>(),
+        }));
+    }
+    Json(json!({ "queue": queue }))
+}
+
+/// `GET /v2/events`: server-sent events, `event_stream_attached` first; `?event_type=` (may
+/// repeat) filters.
+pub async fn events(
+    State(paas): State<Arc<Paas>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    if !wants(&headers, "text/event-stream") {
+        return error(
+            StatusCode::NOT_ACCEPTABLE,
+            "the event stream needs 'Accept: text/event-stream'",
+        );
+    }
+    let filter: Vec<String> = raw
+        .as_deref()
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == "event_type")
+        .map(|(_, v)| v)
+        .collect();
+    let rx = paas.events.subscribe();
+    let attached = json!({"eventType": "event_stream_attached", "remoteAddress": peer.ip().to_string(),
+                          "timestamp": timestamp()});
+    let first =
+        futures::stream::once(async move { Ok::<Value, BroadcastStreamRecvError>(attached) });
+    let stream = first
+        .chain(BroadcastStream::new(rx))
+        .filter_map(move |item| {
+            let filter = filter.clone();
+            async move {
+                let ev = match item {
+                    Ok(ev) => ev,
+                    Err(BroadcastStreamRecvError::Lagged(n)) => {
+                        return Some(Ok::<_, Infallible>(
+                            SseEvent::default().comment(format!("{n} events dropped")),
+                        ))
+                    }
+                };
+                let kind = ev["eventType"].as_str().unwrap_or("event").to_string();
+                if !filter.is_empty() && !filter.contains(&kind) {
+                    return None;
+                }
+                Some(Ok(SseEvent::default().event(kind).data(ev.to_string())))
+            }
+        });
+    let stream = stream.take_until(paas.shutdown.clone().cancelled_owned());
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}

@@ -1,0 +1,150 @@
+//! The PaaS's HTTP API. Marathon's `/v2` subset with Marathon's shapes and status codes, the
+//! router contract under `/v1`, `/ping` and `/metrics`.
+//!
+//! **Access**: every path needs a token (`Authorization: Bearer <t>`, or HTTP basic with the
+//! token as password). The admin token opens everything; the router token opens only the route
+//! stream, wakes and stats pushes. Anything else is 401 with `WWW-Authenticate: Basic`.
+
+mod apps;
+mod deployments;
+mod logs;
+pub mod metrics;
+mod routing;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use drove_proto::routing::{ROUTES_STREAM_PATH, STATS_PATH};
+use serde_json::{json, Value};
+
+use crate::tokens::Caller;
+use crate::Paas;
+
+/// Bodies larger than this are refused (413).
+pub const MAX_BODY: usize = 4 * 1024 * 1024;
+
+pub fn router(paas: Arc<Paas>) -> Router {
+    Router::new()
+        .route("/v2/apps", get(apps::list).post(apps::create))
+        .route(
+            "/v2/apps/{*rest}",
+            get(apps::get_sub)
+                .put(apps::put)
+                .patch(apps::patch)
+                .delete(apps::delete_sub)
+                .post(apps::post_sub),
+        )
+        .route("/v2/tasks", get(apps::all_tasks))
+        .route("/v2/tasks/delete", post(apps::delete_tasks))
+        .route("/v2/deployments", get(deployments::list))
+        .route(
+            "/v2/deployments/{id}",
+            get(deployments::get_one).delete(deployments::delete),
+        )
+        .route("/v2/queue", get(deployments::queue))
+        .route("/v2/events", get(deployments::events))
+        .route("/v2/info", get(info))
+        .route("/v2/leader", get(leader))
+        .route("/ping", get(ping))
+        .route("/metrics", get(metrics::metrics))
+        .route(ROUTES_STREAM_PATH, get(routing::stream))
+        .route("/v1/apps/{app}/wake", post(routing::wake))
+        .route("/v1/apps/{app}/stats", get(routing::app_stats))
+        .route(STATS_PATH, post(routing::stats))
+        .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(paas.clone(), auth))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(paas)
+}
+
+/// Only the router contract's paths are open to the router token.
+fn router_may(path: &str) -> bool {
+    path == ROUTES_STREAM_PATH
+        || path == STATS_PATH
+        || (path.starts_with("/v1/apps/") && path.ends_with("/wake"))
+}
+
+async fn auth(State(paas): State<Arc<Paas>>, req: Request, next: Next) -> Response {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = paas.tokens.caller(header);
+    let path = req.uri().path();
+    let allowed = match caller {
+        Caller::Admin => true,
+        Caller::Router => router_may(path),
+        Caller::Nobody => false,
+    };
+    paas.metrics.request(allowed);
+    if !allowed {
+        let message = match caller {
+            Caller::Nobody if header.is_none() => "authentication required: give the admin token as a Bearer token or as the HTTP basic password",
+            Caller::Nobody => "invalid credentials",
+            _ => "the router token may only use the route stream, wakes and stats",
+        };
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"drove\"")],
+            Json(json!({ "message": message })),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Marathon's plain error: `{"message": ...}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"message": message.into()}))).into_response()
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such resource")
+}
+
+fn wants(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains(media))
+}
+
+async fn ping() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain")], "pong").into_response()
+}
+
+async fn info(State(paas): State<Arc<Paas>>) -> Json<Value> {
+    let s = paas.lock();
+    let a = &paas.args;
+    Json(json!({
+        "name": "drove",
+        "version": env!("CARGO_PKG_VERSION"),
+        "buildref": "drove",
+        "elected": true,
+        "leader": a.listen.to_string(),
+        "frameworkId": s.framework_id,
+        "marathon_config": {
+            "master": a.master,
+            "failover_timeout": a.failover_timeout.as_secs(),
+            "framework_name": a.framework_name,
+            "checkpoint": true,
+            "mesos_user": a.task_user,
+            "hostname": a.listen.ip().to_string(),
+            "task_launch_timeout": 300000,
+        },
+        "http_config": {"http_port": a.listen.port(), "https_port": null},
+        "event_subscriber": {"type": "sse"},
+        "zookeeper_config": {},
+        "drove": {"domain": a.domain, "subscribed": s.subscribed},
+    }))
+}
+
+async fn leader(State(paas): State<Arc<Paas>>) -> Json<Value> {
+    Json(json!({"leader": paas.args.listen.to_string()}))
+}

@@ -1,0 +1,153 @@
+//! The router contract (ARCHITECTURE.md): the route stream, wakes and stats pushes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use drove_proto::routing::{RouteMessage, StatsReport};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::BroadcastStream;
+
+use super::error;
+use crate::state::timestamp;
+use crate::store::Op;
+use crate::Paas;
+
+/// Well under the router's 30 s silence limit.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+fn line(msg: &RouteMessage) -> Bytes {
+    let mut v = serde_json::to_vec(msg).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+/// `GET /v1/routes/stream`: a snapshot, then every change, as NDJSON. A reader too slow to
+/// keep up is cut off; it reconnects and gets a fresh snapshot.
+pub async fn stream(State(paas): State<Arc<Paas>>) -> Response {
+    // Subscribe before the snapshot, under the same lock, so no change falls between them.
+    let (rx, snapshot) = {
+        let s = paas.lock();
+        (s.routes.subscribe(), s.route_snapshot())
+    };
+    let first = line(&RouteMessage::Snapshot { apps: snapshot });
+    let changes = BroadcastStream::new(rx)
+        .take_while(|m| {
+            let ok = !matches!(m, Err(BroadcastStreamRecvError::Lagged(_)));
+            async move { ok }
+        })
+        .filter_map(|m| async move { m.ok().map(|m| line(&m)) });
+    let heartbeats = futures::stream::unfold((), |_| async {
+        tokio::time::sleep(HEARTBEAT).await;
+        Some((line(&RouteMessage::Heartbeat), ()))
+    });
+    let body = futures::stream::once(async move { first })
+        .chain(
+            futures::stream::select(changes, heartbeats)
+                .take_until(paas.shutdown.clone().cancelled_owned()),
+        )
+        .map(Ok::<_, std::convert::Infallible>);
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `POST /v1/apps/{app}/wake`: an app at zero gets one instance; idempotent; 404 for an app
+/// the PaaS does not know.
+pub async fn wake(
+    State(paas): State<Arc<Paas>>,
+    Path(name): Path<String>,
+    _body: Bytes,
+) -> Response {
+    let started = Instant::now();
+    let (def, version, config) = {
+        let s = paas.lock();
+        let Some(a) = s.app_by_route(&name) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no app is served as {name:?}"),
+            );
+        };
+        if a.def.instances > 0 {
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({"app": a.def.id, "instances": a.def.instances})),
+            )
+                .into_response();
+        }
+        (a.def.clone(), timestamp(), a.config_version.clone())
+    };
+    let previous = def.clone();
+    let mut def = def;
+    def.instances = 1;
+    let rt = crate::state::new_rt(def.clone(), version.clone(), config, version);
+    if let Err(e) = paas.store.write(Op::PutApp(rt.stored())).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    {
+        let mut s = paas.lock();
+        // Another wake may have won the race; it already raised the app.
+        if s.apps.get(&def.id).is_some_and(|a| a.def.instances > 0) {
+            return (
+                StatusCode::ACCEPTED,
+                Json(json!({"app": def.id, "instances": 1})),
+            )
+                .into_response();
+        }
+        s.install(rt, "ScaleApplication", Some(previous));
+        s.events.publish(crate::events::scheduler(
+            "drove_wake_event",
+            json!({"appId": def.id, "reason": "wake: requests held at the router"}),
+        ));
+    }
+    paas.kick.notify_one();
+    tracing::info!(app = %def.id, took = ?started.elapsed(), "woken");
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"app": def.id, "instances": 1})),
+    )
+        .into_response()
+}
+
+/// `POST /v1/router/stats`.
+pub async fn stats(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
+    let report: StatsReport = match drove_proto::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(StatusCode::BAD_REQUEST, format!("stats report: {e}"));
+        }
+    };
+    paas.stats.record(&report);
+    let now = Instant::now();
+    {
+        let mut s = paas.lock();
+        for a in &report.apps {
+            for b in &a.backends {
+                s.backend_in_flight
+                    .insert(b.addr.clone(), (b.counters.in_flight, now));
+            }
+        }
+        s.last_stats = Some(now);
+    }
+    paas.kick.notify_one();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `GET /v1/apps/{app}/stats`: what the routers reported for an app (by its route name).
+pub async fn app_stats(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    match paas.stats.of(&name) {
+        Some(v) => Json(v).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no router has reported {name:?}"),
+        ),
+    }
+}

@@ -1,0 +1,651 @@
+//! Marathon's app definition: the fields drove supports, their defaults, and validation that
+//! names the field at fault (Marathon's `{"message", "details":[{"path","errors"}]}` shape).
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// One failed rule: the field's path in Marathon's notation (`/healthChecks(0)/path`) and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Violation {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+/// Why a definition was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InvalidApp {
+    /// Not JSON at all: 400.
+    #[error("Invalid JSON: {0}")]
+    Json(String),
+    /// JSON, but a field has the wrong type or breaks a rule: 422.
+    #[error("Object is not valid: {}", .0.iter().map(|v| format!("{}: {}", v.path, v.errors.join("; "))).collect::<Vec<_>>().join(", "))]
+    Rules(Vec<Violation>),
+}
+
+impl InvalidApp {
+    pub fn field(path: &str, error: impl Into<String>) -> Self {
+        InvalidApp::Rules(vec![Violation {
+            path: path.to_string(),
+            errors: vec![error.into()],
+        }])
+    }
+
+    /// Marathon's error body.
+    pub fn body(&self) -> Value {
+        match self {
+            InvalidApp::Json(e) => json!({
+                "message": "Invalid JSON",
+                "details": [{"path": "/", "errors": [e]}],
+            }),
+            InvalidApp::Rules(v) => json!({"message": "Object is not valid", "details": v}),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortDefinition {
+    #[serde(default)]
+    pub port: u32,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FetchUri {
+    pub uri: String,
+    #[serde(default)]
+    pub executable: bool,
+    #[serde(default = "yes")]
+    pub extract: bool,
+    #[serde(default)]
+    pub cache: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_file: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandCheck {
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckDef {
+    #[serde(default = "http")]
+    pub protocol: String,
+    #[serde(default = "slash", skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub port_index: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandCheck>,
+    #[serde(default = "d15")]
+    pub grace_period_seconds: u32,
+    #[serde(default = "d10")]
+    pub interval_seconds: u32,
+    #[serde(default = "d20")]
+    pub timeout_seconds: u32,
+    #[serde(default = "d3")]
+    pub max_consecutive_failures: u32,
+    #[serde(default)]
+    pub ignore_http1xx: bool,
+}
+
+fn http() -> String {
+    "HTTP".into()
+}
+fn slash() -> Option<String> {
+    Some("/".into())
+}
+fn d15() -> u32 {
+    15
+}
+fn d10() -> u32 {
+    10
+}
+fn d20() -> u32 {
+    20
+}
+fn d3() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStrategy {
+    #[serde(default = "one_f")]
+    pub minimum_health_capacity: f64,
+    #[serde(default = "one_f")]
+    pub maximum_over_capacity: f64,
+}
+
+impl Default for UpgradeStrategy {
+    fn default() -> Self {
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
+    }
+}
+
+fn one_f() -> f64 {
+    1.0
+}
+
+/// An app as Marathon defines it (v1 app model, the fields drove runs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDefinition {
+    pub id: String,
+    #[serde(default)]
+    pub cmd: Option<String>,
+    #[serde(default)]
+    pub args: Option<Vec<String>>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default = "one_u")]
+    pub instances: u32,
+    #[serde(default = "one_f")]
+    pub cpus: f64,
+    #[serde(default = "mem_default")]
+    pub mem: f64,
+    #[serde(default)]
+    pub disk: f64,
+    /// Input only (deprecated in Marathon): folded into `portDefinitions`.
+    #[serde(default, skip_serializing)]
+    pub ports: Option<Vec<u32>>,
+    #[serde(default)]
+    pub port_definitions: Option<Vec<PortDefinition>>,
+    #[serde(default)]
+    pub require_ports: bool,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub fetch: Vec<FetchUri>,
+    /// Input only: folded into `fetch`.
+    #[serde(default, skip_serializing)]
+    pub uris: Option<Vec<String>>,
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheckDef>,
+    #[serde(default)]
+    pub upgrade_strategy: UpgradeStrategy,
+    #[serde(default = "one_f")]
+    pub backoff_seconds: f64,
+    #[serde(default = "backoff_factor_default")]
+    pub backoff_factor: f64,
+    #[serde(default = "max_delay_default")]
+    pub max_launch_delay_seconds: f64,
+    #[serde(default)]
+    pub constraints: Vec<Vec<String>>,
+}
+
+fn one_u() -> u32 {
+    1
+}
+fn mem_default() -> f64 {
+    128.0
+}
+fn backoff_factor_default() -> f64 {
+    1.15
+}
+fn max_delay_default() -> f64 {
+    3600.0
+}
+
+/// Upper bounds that keep a definition from asking for the absurd.
+pub const MAX_INSTANCES: u32 = 10_000;
+const MAX_PORTS: usize = 64;
+
+/// Marathon's id segment rule.
+fn segment_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| {
+        Regex::new(
+            r"^(([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])\.)*([a-z0-9]|[a-z0-9][a-z0-9\-]*[a-z0-9])$",
+        )
+        .unwrap_or_else(|e| panic!("static regex: {e}"))
+    })
+}
+
+/// Normalises an app id to Marathon's absolute form (`shop` → `/shop`), or says why it is not
+/// one.
+pub fn normalize_id(id: &str) -> Result<String, String> {
+    let trimmed = id.trim_matches('/');
+    if trimmed.is_empty() {
+        return Err("id must not be empty".into());
+    }
+    for seg in trimmed.split('/') {
+        if !segment_re().is_match(seg) {
+            return Err(format!(
+                "'{seg}' in '{id}' is not a valid path segment: use lowercase letters, digits, \
+                 dashes and dots, starting and ending with a letter or digit"
+            ));
+        }
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+/// The host name label an app is served under: `/shop` → `shop`, `/team/shop` → `team-shop`
+/// (segments joined by `-`, dots become `-`). `None` when that is longer than a DNS label.
+pub fn route_name(id: &str) -> Option<String> {
+    let name = id.trim_matches('/').replace(['/', '.'], "-");
+    (!name.is_empty() && name.len() <= 63).then_some(name)
+}
+
+/// The task id prefix Marathon uses: `/team/shop` → `team_shop`.
+pub fn task_prefix(id: &str) -> String {
+    id.trim_matches('/').replace('/', "_")
+}
+
+/// Converts serde_path_to_error's `a.b[0].c` into Marathon's `/a/b(0)/c`.
+fn marathon_path(path: &str) -> String {
+    if path == "." || path.is_empty() {
+        return "/".into();
+    }
+    let mut out = String::from("/");
+    for part in path.split('.') {
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+        out.push_str(&part.replace('[', "(").replace(']', ")"));
+    }
+    out
+}
+
+impl AppDefinition {
+    /// Parses a request body.
+    pub fn parse(body: &[u8]) -> Result<AppDefinition, InvalidApp> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| InvalidApp::Json(e.to_string()))?;
+        AppDefinition::from_value(value)
+    }
+
+    /// Decodes and validates a JSON object (after a merge, for PUT/PATCH).
+    pub fn from_value(value: Value) -> Result<AppDefinition, InvalidApp> {
+        if !value.is_object() {
+            return Err(InvalidApp::field("/", "expected a JSON object"));
+        }
+        let bytes = serde_json::to_vec(&value).map_err(|e| InvalidApp::Json(e.to_string()))?;
+        let mut def: AppDefinition = drove_proto::decode(&bytes)
+            .map_err(|e| InvalidApp::field(&marathon_path(&e.path), e.message))?;
+        def.normalize()?;
+        def.validate()?;
+        Ok(def)
+    }
+
+    /// Folds the deprecated forms into the current ones and makes the id absolute.
+    fn normalize(&mut self) -> Result<(), InvalidApp> {
+        self.id = normalize_id(&self.id).map_err(|e| InvalidApp::field("/id", e))?;
+        if let Some(ports) = self.ports.take() {
+            if self.port_definitions.is_some() {
+                return Err(InvalidApp::field(
+                    "/ports",
+                    "give either ports or portDefinitions, not both",
+                ));
+            }
+            self.port_definitions = Some(
+                ports
+                    .into_iter()
+                    .map(|port| PortDefinition {
+                        port,
+                        protocol: tcp(),
+                        name: None,
+                        labels: BTreeMap::new(),
+                    })
+                    .collect(),
+            );
+        }
+        if self.port_definitions.is_none() {
+            // Marathon's default: one port.
+            self.port_definitions = Some(vec![PortDefinition {
+                port: 0,
+                protocol: tcp(),
+                name: None,
+                labels: BTreeMap::new(),
+            }]);
+        }
+        if let Some(uris) = self.uris.take() {
+            self.fetch.extend(uris.into_iter().map(|uri| FetchUri {
+                uri,
+                executable: false,
+                extract: true,
+                cache: false,
+                output_file: None,
+            }));
+        }
+        for hc in &mut self.health_checks {
+            hc.protocol = hc.protocol.to_ascii_uppercase();
+            if hc.protocol == "MESOS_HTTP" {
+                hc.protocol = "HTTP".into();
+            } else if hc.protocol == "MESOS_TCP" {
+                hc.protocol = "TCP".into();
+            }
+            if hc.protocol != "HTTP" && hc.protocol != "HTTPS" {
+                hc.path = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), InvalidApp> {
+        let mut v = Vec::new();
+        let mut bad = |path: &str, e: String| {
+            v.push(Violation {
+                path: path.into(),
+                errors: vec![e],
+            })
+        };
+        match (&self.cmd, &self.args) {
+            (Some(_), Some(_)) => bad("/cmd", "give either cmd or args, not both".into()),
+            (None, None) => bad(
+                "/cmd",
+                "AppDefinition must contain one of 'cmd' or 'args'".into(),
+            ),
+            (Some(c), None) if c.trim().is_empty() => bad("/cmd", "must not be empty".into()),
+            (None, Some(a)) if a.is_empty() => bad("/args", "must not be empty".into()),
+            _ => {}
+        }
+        if self.instances > MAX_INSTANCES {
+            bad(
+                "/instances",
+                format!(
+                    "must be between 0 and {MAX_INSTANCES}, got {}",
+                    self.instances
+                ),
+            );
+        }
+        if !(self.cpus.is_finite() && self.cpus >= 0.01 && self.cpus <= 1024.0) {
+            bad(
+                "/cpus",
+                format!("must be a number between 0.01 and 1024, got {}", self.cpus),
+            );
+        }
+        if !(self.mem.is_finite() && self.mem >= 1.0 && self.mem <= 16.0 * 1024.0 * 1024.0) {
+            bad(
+                "/mem",
+                format!("must be a number of MiB of at least 1, got {}", self.mem),
+            );
+        }
+        if !(self.disk.is_finite() && self.disk >= 0.0) {
+            bad("/disk", format!("must be ≥ 0, got {}", self.disk));
+        }
+        let ports = self.port_definitions.as_deref().unwrap_or_default();
+        if ports.len() > MAX_PORTS {
+            bad(
+                "/portDefinitions",
+                format!("at most {MAX_PORTS} ports, got {}", ports.len()),
+            );
+        }
+        for (i, p) in ports.iter().enumerate() {
+            if p.port > 65535 {
+                bad(
+                    &format!("/portDefinitions({i})/port"),
+                    format!("must be between 0 and 65535, got {}", p.port),
+                );
+            }
+            if p.protocol != "tcp" && p.protocol != "udp" && p.protocol != "udp,tcp" {
+                bad(
+                    &format!("/portDefinitions({i})/protocol"),
+                    format!("must be tcp, udp or udp,tcp, got {:?}", p.protocol),
+                );
+            }
+        }
+        if self.require_ports && ports.iter().any(|p| p.port == 0) {
+            bad(
+                "/requirePorts",
+                "requirePorts needs every port to be given (non-zero)".into(),
+            );
+        }
+        for name in self.env.keys() {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                bad(&format!("/env/{name}"), "not a valid variable name".into());
+            }
+        }
+        for (i, f) in self.fetch.iter().enumerate() {
+            if f.uri.trim().is_empty() {
+                bad(&format!("/fetch({i})/uri"), "must not be empty".into());
+            }
+        }
+        for (i, hc) in self.health_checks.iter().enumerate() {
+            let at = |f: &str| format!("/healthChecks({i})/{f}");
+            match hc.protocol.as_str() {
+                "HTTP" | "HTTPS" | "TCP" => {
+                    if hc.port_index as usize >= ports.len() {
+                        bad(
+                            &at("portIndex"),
+                            format!(
+                                "must name one of the app's {} port(s), got {}",
+                                ports.len(),
+                                hc.port_index
+                            ),
+                        );
+                    }
+                }
+                "COMMAND" => {
+                    if hc
+                        .command
+                        .as_ref()
+                        .is_none_or(|c| c.value.trim().is_empty())
+                    {
+                        bad(&at("command"), "a COMMAND check needs command.value".into());
+                    }
+                }
+                other => bad(
+                    &at("protocol"),
+                    format!("must be HTTP, HTTPS, TCP or COMMAND, got {other:?}"),
+                ),
+            }
+            if let Some(p) = &hc.path {
+                if !p.starts_with('/') {
+                    bad(&at("path"), format!("must start with '/', got {p:?}"));
+                }
+            }
+            if hc.interval_seconds == 0 || hc.interval_seconds > 86_400 {
+                bad(
+                    &at("intervalSeconds"),
+                    format!("must be between 1 and 86400, got {}", hc.interval_seconds),
+                );
+            }
+            if hc.timeout_seconds == 0 || hc.timeout_seconds > 86_400 {
+                bad(
+                    &at("timeoutSeconds"),
+                    format!("must be between 1 and 86400, got {}", hc.timeout_seconds),
+                );
+            }
+            if hc.grace_period_seconds > 86_400 {
+                bad(
+                    &at("gracePeriodSeconds"),
+                    format!("must be at most 86400, got {}", hc.grace_period_seconds),
+                );
+            }
+        }
+        let us = &self.upgrade_strategy;
+        for (name, x) in [
+            ("minimumHealthCapacity", us.minimum_health_capacity),
+            ("maximumOverCapacity", us.maximum_over_capacity),
+        ] {
+            if !(x.is_finite() && (0.0..=1.0).contains(&x)) {
+                bad(
+                    &format!("/upgradeStrategy/{name}"),
+                    format!("must be between 0 and 1, got {x}"),
+                );
+            }
+        }
+        if !(self.backoff_seconds.is_finite() && self.backoff_seconds >= 0.0) {
+            bad(
+                "/backoffSeconds",
+                format!("must be ≥ 0, got {}", self.backoff_seconds),
+            );
+        }
+        if !(self.backoff_factor.is_finite() && self.backoff_factor >= 1.0) {
+            bad(
+                "/backoffFactor",
+                format!("must be ≥ 1, got {}", self.backoff_factor),
+            );
+        }
+        if !(self.max_launch_delay_seconds.is_finite() && self.max_launch_delay_seconds >= 0.0) {
+            bad(
+                "/maxLaunchDelaySeconds",
+                format!("must be ≥ 0, got {}", self.max_launch_delay_seconds),
+            );
+        }
+        for (i, c) in self.constraints.iter().enumerate() {
+            if let Err(e) = crate::placement::Constraint::parse(c) {
+                bad(&format!("/constraints({i})"), e);
+            }
+        }
+        if route_name(&self.id).is_none() {
+            bad(
+                "/id",
+                "too long to be served as a host name (at most 63 characters once '/' becomes '-')"
+                    .into(),
+            );
+        }
+        if v.is_empty() {
+            Ok(())
+        } else {
+            Err(InvalidApp::Rules(v))
+        }
+    }
+
+    pub fn port_definitions(&self) -> &[PortDefinition] {
+        self.port_definitions.as_deref().unwrap_or_default()
+    }
+
+    /// Marathon's JSON for this definition (deprecated `ports` included, as Marathon shows it).
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
+        v["ports"] = json!(self
+            .port_definitions()
+            .iter()
+            .map(|p| p.port)
+            .collect::<Vec<_>>());
+        v["uris"] = json!(self.fetch.iter().map(|f| &f.uri).collect::<Vec<_>>());
+        v["disk"] = json!(self.disk);
+        v["executor"] = json!("");
+        v["dependencies"] = json!([]);
+        v
+    }
+}
+
+/// Applies a PUT/PATCH body onto the current definition: top-level fields given replace the
+/// current ones (Marathon's partial update), `id` stays.
+pub fn merge(current: &AppDefinition, patch: &Value) -> Result<Value, InvalidApp> {
+    let Value::Object(patch) = patch else {
+        return Err(InvalidApp::field("/", "expected a JSON object"));
+    };
+    let mut base = serde_json::to_value(current).map_err(|e| InvalidApp::Json(e.to_string()))?;
+    if let Value::Object(base) = &mut base {
+        for (k, v) in patch {
+            if k == "id" || k == "version" {
+                continue;
+            }
+            if k == "ports" {
+                base.remove("portDefinitions");
+            }
+            if k == "portDefinitions" {
+                base.remove("ports");
+            }
+            if k == "args" && !v.is_null() {
+                base.remove("cmd");
+            }
+            if k == "cmd" && !v.is_null() {
+                base.remove("args");
+            }
+            base.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(base)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_marathons() {
+        let d = AppDefinition::parse(br#"{"id":"shop","cmd":"node app.js"}"#).unwrap();
+        assert_eq!(d.id, "/shop");
+        assert_eq!(d.instances, 1);
+        assert_eq!(d.cpus, 1.0);
+        assert_eq!(d.mem, 128.0);
+        assert_eq!(d.port_definitions().len(), 1);
+        assert_eq!(d.backoff_factor, 1.15);
+        assert_eq!(d.upgrade_strategy, UpgradeStrategy::default());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = AppDefinition::parse(br#"{"id":"shop","cmd":"x","instances":"two"}"#).unwrap_err();
+        assert!(
+            matches!(&e, InvalidApp::Rules(v) if v[0].path == "/instances"),
+            "{e}"
+        );
+        let e = AppDefinition::parse(
+            br#"{"id":"shop","cmd":"x","healthChecks":[{"intervalSeconds":-1}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, InvalidApp::Rules(v) if v[0].path == "/healthChecks(0)/intervalSeconds"),
+            "{e}"
+        );
+        let e = AppDefinition::parse(br#"{"id":"Shop!","cmd":"x"}"#).unwrap_err();
+        assert!(
+            matches!(&e, InvalidApp::Rules(v) if v[0].path == "/id"),
+            "{e}"
+        );
+        let e = AppDefinition::parse(br#"{"id":"shop","cmd":"x","cpus":0}"#).unwrap_err();
+        assert!(
+            matches!(&e, InvalidApp::Rules(v) if v[0].path == "/cpus"),
+            "{e}"
+        );
+        assert!(matches!(
+            AppDefinition::parse(b"{not json"),
+            Err(InvalidApp::Json(_))
+        ));
+        let e = AppDefinition::parse(br#"{"id":"shop"}"#).unwrap_err();
+        assert!(
+            matches!(&e, InvalidApp::Rules(v) if v[0].path == "/cmd"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ids_and_route_names() {
+        assert_eq!(normalize_id("a/b").unwrap(), "/a/b");
+        assert!(normalize_id("/a//b").is_err());
+        assert!(normalize_id("-a").is_err());
+        assert_eq!(route_name("/team/shop.v2").unwrap(), "team-shop-v2");
+        assert_eq!(task_prefix("/team/shop"), "team_shop");
+    }
+
+    #[test]
+    fn merge_replaces_given_fields() {
+        let d = AppDefinition::parse(br#"{"id":"shop","cmd":"a","instances":2}"#).unwrap();
+        let m = merge(&d, &json!({"args": ["x"], "instances": 3})).unwrap();
+        let d2 = AppDefinition::from_value(m).unwrap();
+        assert_eq!(d2.instances, 3);
+        assert_eq!(d2.cmd, None);
+        assert_eq!(d2.args, Some(vec!["x".to_string()]));
+    }
+}

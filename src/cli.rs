@@ -1,0 +1,277 @@
+//! The `drove` CLI's client commands: a thin client of the PaaS's `/v2` API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+/// Where the PaaS is and how to authenticate.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// The PaaS's URL.
+    #[arg(long, env = "DROVE_PAAS_URL", default_value = "http://127.0.0.1:7070")]
+    pub paas: String,
+    /// The admin token (default: read from <data-dir>/paas/admin-token).
+    #[arg(long, env = "DROVE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The data dir `drove up` uses, to find the admin token.
+    #[arg(long = "data-dir", default_value = ".drove")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClientCommand {
+    /// List apps with their instances.
+    Apps {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one app (Marathon's JSON).
+    App {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Create or update an app from a Marathon app definition file.
+    Deploy {
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Supersede a deployment in progress.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set an app's instance count (0 scales it to zero).
+    Scale {
+        id: String,
+        instances: u32,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Rolling restart of an app.
+    Restart {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the stdout (or stderr) of an app's instances.
+    Logs {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+        /// Keep printing what they write.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        stderr: bool,
+    },
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(t: &Target) -> anyhow::Result<Client> {
+        let token = match &t.token {
+            Some(t) => t.clone(),
+            None => {
+                let path = t.data_dir.join("paas").join("admin-token");
+                std::fs::read_to_string(&path)
+                    .with_context(|| {
+                        format!(
+                            "no --token / DROVE_ADMIN_TOKEN, and cannot read {}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(Client {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+            base: t.paas.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
+        if !status.is_success() {
+            let msg = value["message"].as_str().unwrap_or(&text);
+            let details = value
+                .get("details")
+                .map(|d| format!(" {d}"))
+                .unwrap_or_default();
+            bail!("{status}: {msg}{details}");
+        }
+        Ok(value)
+    }
+
+    async fn bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.http.get(&url).bearer_auth(&self.token).send().await?;
+        if !resp.status().is_success() {
+            bail!(
+                "{}: {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            );
+        }
+        Ok(resp.bytes().await?.to_vec())
+    }
+}
+
+fn app_path(id: &str) -> String {
+    format!("/v2/apps/{}", id.trim_start_matches('/'))
+}
+
+impl ClientCommand {
+    fn target(&self) -> &Target {
+        match self {
+            ClientCommand::Apps { target }
+            | ClientCommand::App { target, .. }
+            | ClientCommand::Deploy { target, .. }
+            | ClientCommand::Scale { target, .. }
+            | ClientCommand::Restart { target, .. }
+            | ClientCommand::Logs { target, .. } => target,
+        }
+    }
+}
+
+pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
+    let c = Client::new(command.target())?;
+    match command {
+        ClientCommand::Apps { .. } => {
+            let v = c
+                .send(reqwest::Method::GET, "/v2/apps?embed=apps.tasks", None)
+                .await?;
+            println!(
+                "{:<24} {:>9} {:>8} {:>8}  DEPLOYING",
+                "ID", "INSTANCES", "RUNNING", "HEALTHY"
+            );
+            for a in v["apps"].as_array().into_iter().flatten() {
+                let deploying = a["deployments"].as_array().is_some_and(|d| !d.is_empty());
+                println!(
+                    "{:<24} {:>9} {:>8} {:>8}  {}",
+                    a["id"].as_str().unwrap_or(""),
+                    a["instances"].to_string(),
+                    a["tasksRunning"].to_string(),
+                    a["tasksHealthy"].to_string(),
+                    if deploying { "yes" } else { "no" }
+                );
+            }
+        }
+        ClientCommand::App { id, .. } => {
+            let v = c.send(reqwest::Method::GET, &app_path(&id), None).await?;
+            println!("{}", serde_json::to_string_pretty(&v["app"])?);
+        }
+        ClientCommand::Deploy { file, force, .. } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let def: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let Some(id) = def["id"].as_str() else {
+                bail!("{}: the app definition needs an \"id\"", file.display());
+            };
+            let path = format!("{}{}", app_path(id), if force { "?force=true" } else { "" });
+            let v = c
+                .send(reqwest::Method::PUT, &path, Some(def.clone()))
+                .await?;
+            println!(
+                "deploying {id}: deployment {} (version {})",
+                v["deploymentId"].as_str().unwrap_or("?"),
+                v["version"].as_str().unwrap_or("?")
+            );
+        }
+        ClientCommand::Scale { id, instances, .. } => {
+            let path = format!("{}?force=true", app_path(&id));
+            let v = c
+                .send(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(json!({"instances": instances})),
+                )
+                .await?;
+            println!(
+                "scaling {id} to {instances}: deployment {}",
+                v["deploymentId"].as_str().unwrap_or("?")
+            );
+        }
+        ClientCommand::Restart { id, .. } => {
+            let v = c
+                .send(
+                    reqwest::Method::POST,
+                    &format!("{}/restart?force=true", app_path(&id)),
+                    None,
+                )
+                .await?;
+            println!(
+                "restarting {id}: deployment {}",
+                v["deploymentId"].as_str().unwrap_or("?")
+            );
+        }
+        ClientCommand::Logs {
+            id, follow, stderr, ..
+        } => {
+            let stream = if stderr { "stderr" } else { "stdout" };
+            let mut offsets: std::collections::HashMap<String, u64> = Default::default();
+            loop {
+                let v = c
+                    .send(
+                        reqwest::Method::GET,
+                        &format!("{}/tasks", app_path(&id)),
+                        None,
+                    )
+                    .await?;
+                let tasks: Vec<String> = v["tasks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t["id"].as_str().map(str::to_string))
+                    .collect();
+                for t in &tasks {
+                    let off = offsets.entry(t.clone()).or_insert(0);
+                    let Ok(bytes) = c
+                        .bytes(&format!("/v1/tasks/{t}/logs/{stream}?offset={off}"))
+                        .await
+                    else {
+                        continue;
+                    };
+                    *off += bytes.len() as u64;
+                    let text = String::from_utf8_lossy(&bytes);
+                    for line in text.lines() {
+                        if tasks.len() > 1 {
+                            println!("[{t}] {line}");
+                        } else {
+                            println!("{line}");
+                        }
+                    }
+                }
+                if !follow {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    Ok(())
+}

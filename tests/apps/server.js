@@ -1,0 +1,35 @@
+// A dependency-free HTTP server for drove's tests and examples.
+// Listens on $PORT0 (or $PORT, or 3000). GET /health answers 200, or 500 when UNHEALTHY=1.
+// Every other path answers "<MESSAGE> <pid>\n". On SIGTERM it stops accepting connections,
+// finishes the requests in flight and exits.
+'use strict';
+const http = require('http');
+
+const port = Number(process.env.PORT0 || process.env.PORT || 3000);
+const message = process.env.MESSAGE || 'hello';
+const unhealthy = process.env.UNHEALTHY === '1';
+
+const server = http.createServer((req, res) => {
+  if (req.url === '/health') {
+    res.writeHead(unhealthy ? 500 : 200, { 'Content-Type': 'text/plain' });
+    res.end(unhealthy ? 'unhealthy\n' : 'ok\n');
+    return;
+  }
+  const delay = Number(new URL(req.url, 'http://x').searchParams.get('delay_ms') || 0);
+  setTimeout(() => {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.end(`${message} ${process.pid}\n`);
+  }, delay);
+});
+
+server.keepAliveTimeout = 5000;
+server.listen(port, '0.0.0.0', () => {
+  console.log(`listening on ${port}`);
+});
+
+process.on('SIGTERM', () => {
+  console.log('SIGTERM: draining');
+  server.close(() => process.exit(0));
+  server.closeIdleConnections && server.closeIdleConnections();
+  setTimeout(() => process.exit(0), 10000).unref();
+});

@@ -1,0 +1,562 @@
+//! End-to-end tests of the PaaS as people and tools use it: the real `drove` binary running a
+//! master, agents on 127.0.0.N, `drove paas` and `drove router`; apps are the Node server in
+//! `tests/apps/server.js`, reached through the router by Host.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::paas::{node_app, task_pid, Drove, ADMIN_TOKEN, ROUTER_TOKEN};
+use tokio::time::Instant;
+
+const AGENT: &str = "cpus:4;mem:4096;ports:[31000-31999]";
+const AGENT_B: &str = "cpus:4;mem:4096;ports:[32000-32999]";
+
+/// Collects the event types of `/v2/events` in the background.
+fn watch_events(d: &Drove) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let url = format!("{}/v2/events", d.paas_url());
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let Ok(resp) = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+        else {
+            return;
+        };
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                for line in frame.lines() {
+                    if let Some(data) = line.strip_prefix("data: ") {
+                        if let Ok(v) = serde_json::from_str::<Value>(data) {
+                            out.lock().unwrap().push(v);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+fn event_types(seen: &Arc<Mutex<Vec<Value>>>) -> HashSet<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["eventType"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Two healthy instances spread over two agents answer through the router by Host; scaling
+/// to 3, to 0 (requests then wake it) and the event stream all behave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_is_spread_routed_scaled_and_woken() {
+    let d = Drove::start(&[AGENT, AGENT_B]).await;
+    let (events, _watch) = watch_events(&d);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let created = d.create(node_app("/web", 2, "v1")).await;
+    assert_eq!(created["id"], "/web");
+    assert_eq!(created["instances"], 2);
+    let app = d.wait_healthy("web", 2, Duration::from_secs(40)).await;
+    let hosts: HashSet<&str> = app["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["host"].as_str())
+        .collect();
+    assert_eq!(hosts.len(), 2, "instances on two agents: {app}");
+
+    // Both answer through the router.
+    let mut pids = HashSet::new();
+    for _ in 0..20 {
+        let (status, body) = d
+            .through_router("web.localhost", "/")
+            .await
+            .expect("router");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("v1 "), "{body}");
+        pids.insert(body);
+    }
+    assert_eq!(pids.len(), 2, "both instances served: {pids:?}");
+    let (status, _) = d.through_router("nope.localhost", "/").await.unwrap();
+    assert_eq!(status, 404);
+
+    // Scale to 3.
+    d.put("web", json!({"instances": 3})).await;
+    d.wait_healthy("web", 3, Duration::from_secs(40)).await;
+
+    // Scale to 0: nothing left, then a request wakes it and succeeds.
+    d.put("web", json!({"instances": 0})).await;
+    d.wait_app("web", Duration::from_secs(30), "no instances", |a| {
+        a["tasks"].as_array().is_some_and(|t| t.is_empty())
+    })
+    .await;
+    let started = Instant::now();
+    let (status, body) = d
+        .through_router("web.localhost", "/")
+        .await
+        .expect("held request");
+    assert_eq!(
+        status, 200,
+        "the held request succeeds after the wake: {body}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let app = d.app("web").await;
+    assert_eq!(
+        app["instances"], 1,
+        "the wake raised the app to one instance"
+    );
+
+    let seen = event_types(&events);
+    for kind in [
+        "event_stream_attached",
+        "api_post_event",
+        "deployment_info",
+        "deployment_success",
+        "status_update_event",
+        "health_status_changed_event",
+        "instance_changed_event",
+    ] {
+        assert!(seen.contains(kind), "{kind} missing from {seen:?}");
+    }
+}
+
+/// A killed instance is replaced; one that keeps dying is relaunched with growing delays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_instances_are_replaced_with_backoff() {
+    let d = Drove::start(&[AGENT]).await;
+    d.create(node_app("/phoenix", 1, "v1")).await;
+    let app = d.wait_healthy("phoenix", 1, Duration::from_secs(40)).await;
+    let task = app["tasks"][0]["id"].as_str().unwrap().to_string();
+    let pid = task_pid(&task).expect("the instance's node process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let app = d
+        .wait_app(
+            "phoenix",
+            Duration::from_secs(40),
+            "a new healthy instance",
+            |a| a["tasksHealthy"] == 1 && a["tasks"][0]["id"].as_str().is_some_and(|t| t != task),
+        )
+        .await;
+    assert!(app["lastTaskFailure"]["taskId"] == task.as_str(), "{app}");
+
+    // An app that exits at once: its launches spread out (0.5 s, 1 s, 2 s, ...).
+    let mut crashy = node_app("/crashy", 1, "x");
+    crashy["cmd"] = json!("exit 3");
+    crashy["healthChecks"] = json!([]);
+    let (events, _watch) = watch_events(&d);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    d.create(crashy).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let starts = loop {
+        let starts: Vec<Instant> = Vec::new();
+        let failed = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                e["eventType"] == "status_update_event"
+                    && e["appId"] == "/crashy"
+                    && e["taskStatus"] == "TASK_FAILED"
+            })
+            .count();
+        if failed >= 4 || Instant::now() > deadline {
+            let _ = starts;
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        starts >= 4,
+        "the crashing app was relaunched: {starts} failures"
+    );
+    let stamps: Vec<std::time::SystemTime> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["eventType"] == "status_update_event"
+                && e["appId"] == "/crashy"
+                && e["taskStatus"] == "TASK_FAILED"
+        })
+        .filter_map(|e| humantime::parse_rfc3339(e["timestamp"].as_str()?).ok())
+        .collect();
+    let gaps: Vec<Duration> = stamps
+        .windows(2)
+        .filter_map(|w| w[1].duration_since(w[0]).ok())
+        .collect();
+    assert!(gaps.len() >= 3, "{gaps:?}");
+    assert!(
+        gaps[2] > gaps[0],
+        "the delay grows between failures: {gaps:?}"
+    );
+    let queue = d.get("/v2/queue").await;
+    let entry = queue["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["app"]["id"] == "/crashy")
+        .cloned();
+    assert!(
+        entry.is_some(),
+        "the crashing app waits in the queue: {queue}"
+    );
+    let app = d.app("crashy").await;
+    assert!(app["lastTaskFailure"]["message"].is_string(), "{app}");
+}
+
+/// A new `cmd` rolled out under steady load through the router fails no request; a version
+/// whose health check never passes leaves the old one serving and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_deploy_under_load_drops_nothing() {
+    let d = Arc::new(Drove::start(&[AGENT, AGENT_B]).await);
+    d.create(node_app("/roll", 2, "v1")).await;
+    d.wait_healthy("roll", 2, Duration::from_secs(40)).await;
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let seen_v2 = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let load = {
+        let (d, ok, failed, seen_v2, stop) = (
+            d.clone(),
+            ok.clone(),
+            failed.clone(),
+            seen_v2.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            // At most 60 s and 3,000 requests, ~50 a second.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for _ in 0..3000 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.notified() => break,
+                    r = d.through_router("roll.localhost", "/?delay_ms=5") => match r {
+                        Ok((200, body)) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            if body.starts_with("v2 ") {
+                                seen_v2.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        other => failed.lock().unwrap().push(format!("{other:?}")),
+                    },
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut v2 = node_app("/roll", 2, "v2");
+    v2["id"] = json!("/roll");
+    d.put("roll", v2).await;
+    d.wait_app("roll", Duration::from_secs(60), "v2 rolled out", |a| {
+        a["deployments"].as_array().is_some_and(|x| x.is_empty())
+            && a["tasks"]
+                .as_array()
+                .is_some_and(|t| t.len() == 2 && t.iter().all(|t| t["version"] == a["version"]))
+            && a["tasksHealthy"] == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.notify_one();
+    load.await.unwrap();
+    let failures = failed.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "requests failed during the deploy: {failures:?}"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20, "the load ran");
+    assert!(seen_v2.load(Ordering::Relaxed) > 0, "v2 served");
+
+    // A version that never becomes healthy: v2 keeps serving, the deployment says why.
+    let mut bad = node_app("/roll", 2, "v3");
+    bad["env"]["UNHEALTHY"] = json!("1");
+    let deployment = d.put("roll", bad).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let reason = loop {
+        let deployments = d.get("/v2/deployments").await;
+        let reason = deployments
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["id"] == deployment.as_str()).cloned())
+            .and_then(|x| {
+                x["currentActions"][0]["readinessCheckResults"][0]["lastResponse"]["body"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+        if let Some(r) = reason.filter(|r| r.contains("health")) {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck deployment never said why: {deployments}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(reason.contains("health"), "{reason}");
+    for _ in 0..10 {
+        let (status, body) = d.through_router("roll.localhost", "/").await.unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            body.starts_with("v2 "),
+            "the old version keeps serving: {body}"
+        );
+    }
+    // Rolling the deployment back returns to v2 alone.
+    let (status, body) = d
+        .call(
+            Method::DELETE,
+            &format!("/v2/deployments/{deployment}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let app = d.wait_healthy("roll", 2, Duration::from_secs(40)).await;
+    assert_eq!(app["env"]["MESSAGE"], "v2", "{app}");
+}
+
+/// Restarting the PaaS kills nothing; the API shows the same instances afterwards. An agent
+/// that dies has its instances replaced on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paas_restart_and_agent_loss() {
+    let mut d = Drove::start(&[AGENT, AGENT_B]).await;
+    let mut app = node_app("/steady", 2, "v1");
+    app["constraints"] = json!([["hostname", "UNIQUE"]]);
+    d.create(app).await;
+    let before = d.wait_healthy("steady", 2, Duration::from_secs(40)).await;
+    let ids: HashSet<String> = before["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    let pids: Vec<i32> = ids.iter().map(|t| task_pid(t).expect("pid")).collect();
+
+    d.kill_paas();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    d.start_paas();
+    d.wait_paas().await;
+    let after = d.wait_healthy("steady", 2, Duration::from_secs(30)).await;
+    let ids_after: HashSet<String> = after["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ids_after, "the same instances after a PaaS restart");
+    for p in &pids {
+        assert!(support::pid_alive(*p), "instance {p} survived the restart");
+    }
+    let (status, _) = d.through_router("steady.localhost", "/").await.unwrap();
+    assert_eq!(status, 200);
+
+    // Lose an agent: its instance comes back on the other one (UNIQUE is dropped so it fits).
+    d.put("steady", json!({"constraints": []})).await;
+    d.wait_healthy("steady", 2, Duration::from_secs(40)).await;
+    let lost_host = d.cluster.specs[1].ip.clone();
+    d.cluster.kill_agent(1);
+    let app = d
+        .wait_app(
+            "steady",
+            Duration::from_secs(60),
+            "2 healthy on the surviving agent",
+            |a| {
+                a["tasksHealthy"] == 2
+                    && a["tasks"].as_array().is_some_and(|t| {
+                        t.len() == 2 && t.iter().all(|t| t["host"] != lost_host.as_str())
+                    })
+            },
+        )
+        .await;
+    assert_eq!(app["instances"], 2);
+}
+
+/// Tokens and bad input: 401 without or with a wrong token; the router token opens only the
+/// router's endpoints; malformed or invalid definitions get Marathon's errors naming the field;
+/// nothing is lost by a refused request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_bad_input() {
+    let d = Drove::start(&[AGENT]).await;
+    let url = |p: &str| format!("{}{p}", d.paas_url());
+    let r = d.anon.get(url("/v2/apps")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    let r = d
+        .anon
+        .get(url("/v2/apps"))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = d
+        .anon
+        .get(url("/v2/apps"))
+        .basic_auth("marathon", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "basic auth with the token as password");
+    let r = d
+        .anon
+        .get(url("/v2/apps"))
+        .bearer_auth(ROUTER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "the router token cannot read apps");
+    let r = d
+        .anon
+        .post(url("/v1/apps/nothing/wake"))
+        .bearer_auth(ROUTER_TOKEN)
+        .json(&json!({"app":"nothing","held":1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "the router token may wake; unknown apps are 404"
+    );
+    let r = d
+        .anon
+        .post(url("/v1/apps/nothing/wake"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    d.create(node_app("/keep", 1, "v1")).await;
+    d.wait_healthy("keep", 1, Duration::from_secs(40)).await;
+
+    let post_raw = |body: &'static str| {
+        d.api
+            .post(url("/v2/apps"))
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post_raw("{not json").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "Invalid JSON");
+
+    for (body, path) in [
+        (
+            json!({"id": "x1", "cmd": "true", "instances": "two"}),
+            "/instances",
+        ),
+        (json!({"id": "Bad_Id!", "cmd": "true"}), "/id"),
+        (json!({"id": "x2", "cmd": "true", "mem": -5}), "/mem"),
+        (json!({"id": "x3"}), "/cmd"),
+        (json!({"id": "x4", "cmd": "true", "cpus": 1000}), "/cpus"),
+        (
+            json!({"id": "x5", "cmd": "true", "healthChecks": [{"protocol": "HTTP", "intervalSeconds": 0}]}),
+            "/healthChecks(0)/intervalSeconds",
+        ),
+        (
+            json!({"id": "x6", "cmd": "true", "upgradeStrategy": {"minimumHealthCapacity": 2}}),
+            "/upgradeStrategy/minimumHealthCapacity",
+        ),
+        (
+            json!({"id": "x7", "cmd": "true", "constraints": [["hostname", "NEAR"]]}),
+            "/constraints(0)",
+        ),
+    ] {
+        let (status, v) = d.call(Method::POST, "/v2/apps", Some(body.clone())).await;
+        assert_eq!(status, 422, "{body} → {v}");
+        assert_eq!(v["message"], "Object is not valid", "{v}");
+        assert_eq!(v["details"][0]["path"], path, "{body} → {v}");
+    }
+    let (status, v) = d
+        .call(
+            Method::POST,
+            "/v2/apps",
+            Some(node_app("/keep", 1, "again")),
+        )
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("already exists"));
+    let (status, _) = d.call(Method::GET, "/v2/apps/missing", None).await;
+    assert_eq!(status, 404);
+    // A deployment in progress locks the app unless forced.
+    let (status, v) = d
+        .call(
+            Method::PUT,
+            "/v2/apps/keep",
+            Some(json!({"env": {"MESSAGE": "v2"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = d
+        .call(Method::PUT, "/v2/apps/keep", Some(json!({"instances": 2})))
+        .await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["deployments"][0]["id"].is_string(), "{v}");
+    let (status, v) = d
+        .call(
+            Method::PATCH,
+            "/v2/apps/keep",
+            Some(json!({"instances": "many"})),
+        )
+        .await;
+    assert_eq!(status, 422, "{v}");
+
+    // Nothing was lost: the app is still there, serving, with its versions.
+    let app = d.wait_healthy("keep", 1, Duration::from_secs(40)).await;
+    assert_eq!(app["env"]["MESSAGE"], "v2");
+    let versions = d.get("/v2/apps/keep/versions").await;
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        2,
+        "{versions}"
+    );
+    let (status, body) = d.through_router("keep.localhost", "/").await.unwrap();
+    assert_eq!(
+        (status, body.starts_with("v2 ")),
+        (200, true),
+        "{body}; app {app}\nlogs:\n{}",
+        d.cluster.logs()
+    );
+    for path in [
+        "/v2/info",
+        "/v2/leader",
+        "/v2/tasks",
+        "/v2/queue",
+        "/v2/deployments",
+    ] {
+        d.get(path).await;
+    }
+    let r = d.api.get(url("/ping")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "pong");
+    let metrics = d
+        .api
+        .get(url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("drove_paas_instances"), "{metrics}");
+}

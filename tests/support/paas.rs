@@ -1,0 +1,313 @@
+//! A whole drove for end-to-end tests: the master and agents of [`TestCluster`], plus `drove
+//! paas` and `drove router` as separate processes of the real binary, and an API client that
+//! speaks to the PaaS as Marathon tools do (admin token as a bearer token).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::{free_port, Proc, TestCluster};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ROUTER_TOKEN: &str = "test-router-token";
+
+/// `tests/apps/server.js`: the dependency-free Node server every test app runs.
+pub fn server_js() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps/server.js")
+}
+
+/// An app running `server.js` with an HTTP health check on `/health`.
+pub fn node_app(id: &str, instances: u32, message: &str) -> Value {
+    json!({
+        "id": id,
+        "cmd": "exec node server.js",
+        "instances": instances,
+        "cpus": 0.1,
+        "mem": 64,
+        "env": {"MESSAGE": message},
+        "fetch": [{"uri": server_js().display().to_string(), "extract": false}],
+        "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "portIndex": 0,
+                          "gracePeriodSeconds": 5, "intervalSeconds": 1, "timeoutSeconds": 1,
+                          "maxConsecutiveFailures": 2}],
+        "backoffSeconds": 0.5,
+        "backoffFactor": 2.0,
+        "maxLaunchDelaySeconds": 8,
+    })
+}
+
+pub struct Drove {
+    pub cluster: TestCluster,
+    pub paas: Option<Proc>,
+    pub paas_port: u16,
+    pub router: Option<Proc>,
+    pub router_port: u16,
+    pub router_admin: u16,
+    pub api: reqwest::Client,
+    /// A client with no token at all.
+    pub anon: reqwest::Client,
+    paas_starts: usize,
+}
+
+impl Drove {
+    /// A master, one agent per resource spec, the PaaS and a router.
+    pub async fn start(agents: &[&str]) -> Drove {
+        let cluster = TestCluster::start(agents).await;
+        let mut d = Drove {
+            cluster,
+            paas: None,
+            paas_port: free_port("127.0.0.1"),
+            router: None,
+            router_port: free_port("127.0.0.1"),
+            router_admin: free_port("127.0.0.1"),
+            api: client(Some(ADMIN_TOKEN)),
+            anon: client(None),
+            paas_starts: 0,
+        };
+        d.start_paas();
+        d.wait_paas().await;
+        d.start_router();
+        d.wait_router().await;
+        d
+    }
+
+    pub fn paas_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.paas_port)
+    }
+
+    pub fn router_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.router_port)
+    }
+
+    pub fn start_paas(&mut self) {
+        self.paas_starts += 1;
+        let args = vec![
+            "paas".to_string(),
+            format!("--master={}", self.cluster.master_url()),
+            format!("--listen=127.0.0.1:{}", self.paas_port),
+            format!(
+                "--data-dir={}",
+                self.cluster.dir.path().join("paas").display()
+            ),
+            format!("--admin-token={ADMIN_TOKEN}"),
+            format!("--router-token={ROUTER_TOKEN}"),
+            "--drain-timeout=3s".into(),
+            "--kill-grace=2s".into(),
+        ];
+        let log = self
+            .cluster
+            .dir
+            .path()
+            .join(format!("paas{}.log", self.paas_starts));
+        self.paas = Some(Proc::spawn("paas", &args, &log));
+    }
+
+    pub fn kill_paas(&mut self) {
+        if let Some(mut p) = self.paas.take() {
+            p.kill();
+        }
+    }
+
+    pub async fn wait_paas(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self
+                .api
+                .get(format!("{}/ping", self.paas_url()))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the PaaS did not come up; logs:\n{}", self.cluster.logs());
+    }
+
+    pub fn start_router(&mut self) {
+        let args = vec![
+            "router".to_string(),
+            format!("--paas={}", self.paas_url()),
+            format!("--listen=127.0.0.1:{}", self.router_port),
+            format!("--admin=127.0.0.1:{}", self.router_admin),
+            format!("--paas-token={ROUTER_TOKEN}"),
+            "--threads=1".into(),
+        ];
+        let log = self.cluster.dir.path().join("router.log");
+        self.router = Some(Proc::spawn("router", &args, &log));
+    }
+
+    async fn wait_router(&self) {
+        let url = format!("http://127.0.0.1:{}/health", self.router_admin);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = self.anon.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the router did not come up; logs:\n{}", self.cluster.logs());
+    }
+
+    /// Calls the API with the admin token; returns the status and the JSON body (or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .api
+            .request(method, format!("{}{path}", self.paas_url()));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("API call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn create(&self, app: Value) -> Value {
+        let (status, body) = self
+            .call(reqwest::Method::POST, "/v2/apps", Some(app))
+            .await;
+        assert_eq!(status, 201, "POST /v2/apps: {body}");
+        body
+    }
+
+    /// PUT with `?force=true`; returns the deployment id.
+    pub async fn put(&self, id: &str, body: Value) -> String {
+        let path = format!("/v2/apps/{}?force=true", id.trim_start_matches('/'));
+        let (status, v) = self.call(reqwest::Method::PUT, &path, Some(body)).await;
+        assert_eq!(status, 200, "PUT {path}: {v}");
+        v["deploymentId"]
+            .as_str()
+            .expect("deploymentId")
+            .to_string()
+    }
+
+    pub async fn app(&self, id: &str) -> Value {
+        self.get(&format!("/v2/apps/{}", id.trim_start_matches('/')))
+            .await["app"]
+            .clone()
+    }
+
+    pub async fn tasks(&self, id: &str) -> Vec<Value> {
+        self.app(id).await["tasks"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds for the app, polling every 100 ms up to `limit`.
+    pub async fn wait_app(
+        &self,
+        id: &str,
+        limit: Duration,
+        what: &str,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let (status, v) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/v2/apps/{}", id.trim_start_matches('/')),
+                    None,
+                )
+                .await;
+            if status == 200 {
+                last = v["app"].clone();
+                if cond(&last) {
+                    return last;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "app {id} never reached: {what}; last seen {last}\nlogs:\n{}",
+            self.cluster.logs()
+        );
+    }
+
+    /// Waits until the app has exactly `n` tasks, all healthy, and no deployment.
+    pub async fn wait_healthy(&self, id: &str, n: usize, limit: Duration) -> Value {
+        self.wait_app(
+            id,
+            limit,
+            &format!("{n} healthy instances, no deployment"),
+            |a| {
+                let tasks = a["tasks"].as_array().map(|t| t.len()).unwrap_or(99);
+                tasks == n
+                    && a["tasksHealthy"].as_u64() == Some(n as u64)
+                    && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+            },
+        )
+        .await
+    }
+
+    /// GET `path` through the router with `Host: <host>`; the status and body.
+    pub async fn through_router(&self, host: &str, path: &str) -> Result<(u16, String), String> {
+        let resp = self
+            .anon
+            .get(format!("http://{}{path}", self.router_addr()))
+            .header("Host", host)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+}
+
+fn client(token: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {t}")).expect("header"),
+        );
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .default_headers(headers)
+        .build()
+        .expect("client")
+}
+
+/// The pid of the task's main process: the one whose environment names it.
+pub fn task_pid(task_id: &str) -> Option<i32> {
+    let needle = format!("MESOS_TASK_ID={task_id}");
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.starts_with("node") && env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
