@@ -15,8 +15,12 @@ use serde_json::{json, Value};
 use support::paas::{node_app, task_pid, Drove, ADMIN_TOKEN, ROUTER_TOKEN};
 use tokio::time::Instant;
 
-const AGENT: &str = "cpus:4;mem:4096;ports:[31000-31999]";
-const AGENT_B: &str = "cpus:4;mem:4096;ports:[32000-32999]";
+/// Each test's agents get port ranges of their own, below Linux's ephemeral range: tests run
+/// in parallel, and an app's port must never be another test's.
+fn agent(range: u32) -> String {
+    let base = 20_000 + range * 200;
+    format!("cpus:4;mem:4096;ports:[{base}-{}]", base + 199)
+}
 
 /// Collects the event types of `/v2/events` in the background.
 fn watch_events(d: &Drove) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
@@ -64,7 +68,7 @@ fn event_types(seen: &Arc<Mutex<Vec<Value>>>) -> HashSet<String> {
 /// to 3, to 0 (requests then wake it) and the event stream all behave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_is_spread_routed_scaled_and_woken() {
-    let d = Drove::start(&[AGENT, AGENT_B]).await;
+    let d = Drove::start(&[&agent(0), &agent(1)]).await;
     let (events, _watch) = watch_events(&d);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let created = d.create(node_app("/web", 2, "v1")).await;
@@ -137,7 +141,7 @@ async fn app_is_spread_routed_scaled_and_woken() {
 /// A killed instance is replaced; one that keeps dying is relaunched with growing delays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_instances_are_replaced_with_backoff() {
-    let d = Drove::start(&[AGENT]).await;
+    let d = Drove::start(&[&agent(2)]).await;
     d.create(node_app("/phoenix", 1, "v1")).await;
     let app = d.wait_healthy("phoenix", 1, Duration::from_secs(40)).await;
     let task = app["tasks"][0]["id"].as_str().unwrap().to_string();
@@ -226,7 +230,7 @@ async fn dead_instances_are_replaced_with_backoff() {
 /// whose health check never passes leaves the old one serving and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_deploy_under_load_drops_nothing() {
-    let d = Arc::new(Drove::start(&[AGENT, AGENT_B]).await);
+    let d = Arc::new(Drove::start(&[&agent(3), &agent(4)]).await);
     d.create(node_app("/roll", 2, "v1")).await;
     d.wait_healthy("roll", 2, Duration::from_secs(40)).await;
 
@@ -338,7 +342,7 @@ async fn rolling_deploy_under_load_drops_nothing() {
 /// that dies has its instances replaced on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paas_restart_and_agent_loss() {
-    let mut d = Drove::start(&[AGENT, AGENT_B]).await;
+    let mut d = Drove::start(&[&agent(5), &agent(6)]).await;
     let mut app = node_app("/steady", 2, "v1");
     app["constraints"] = json!([["hostname", "UNIQUE"]]);
     d.create(app).await;
@@ -395,7 +399,7 @@ async fn paas_restart_and_agent_loss() {
 /// nothing is lost by a refused request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_bad_input() {
-    let d = Drove::start(&[AGENT]).await;
+    let d = Drove::start(&[&agent(7)]).await;
     let url = |p: &str| format!("{}{p}", d.paas_url());
     let r = d.anon.get(url("/v2/apps")).send().await.unwrap();
     assert_eq!(r.status(), 401);

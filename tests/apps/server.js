@@ -1,5 +1,5 @@
 // A dependency-free HTTP server for drove's tests and examples.
-// Listens on $PORT0 (or $PORT, or 3000). GET /health answers 200, or 500 when UNHEALTHY=1.
+// Listens on $HOST (default all interfaces) port $PORT0 (or $PORT, or 3000). GET /health answers 200, or 500 when UNHEALTHY=1.
 // Every other path answers "<MESSAGE> <pid>\n". On SIGTERM it stops accepting connections,
 // finishes the requests in flight and exits.
 'use strict';
@@ -23,7 +23,7 @@ const server = http.createServer((req, res) => {
 });
 
 server.keepAliveTimeout = 5000;
-server.listen(port, '0.0.0.0', () => {
+server.listen(port, process.env.HOST || '0.0.0.0', () => {
   console.log(`listening on ${port}`);
 });
 

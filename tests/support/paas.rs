@@ -54,8 +54,9 @@ pub struct Drove {
 
 impl Drove {
     /// A master, one agent per resource spec, the PaaS and a router.
-    pub async fn start(agents: &[&str]) -> Drove {
-        let cluster = TestCluster::start(agents).await;
+    pub async fn start(agents: &[&String]) -> Drove {
+        let agents: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
+        let cluster = TestCluster::start(&agents).await;
         let mut d = Drove {
             cluster,
             paas: None,
