@@ -63,8 +63,8 @@ pub struct PaasArgs {
     /// The framework's name on the master.
     #[arg(long, default_value = "drove")]
     pub framework_name: String,
-    /// The user tasks run as unless an app says otherwise.
-    #[arg(long, default_value = "root")]
+    /// The framework's user (agents run tasks as their own task user, never root).
+    #[arg(long, default_value = "nobody")]
     pub task_user: String,
     /// The principal for an authenticating master (with --master-secret).
     #[arg(long, env = "DROVE_MASTER_PRINCIPAL")]
