@@ -564,3 +564,339 @@ async fn tokens_and_bad_input() {
         .unwrap();
     assert!(metrics.contains("drove_paas_instances"), "{metrics}");
 }
+
+/// Runs the `drove` CLI; its exit status and output.
+async fn cli(args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(support::DROVE)
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("the CLI finished within 30 s")
+    .expect("running the CLI");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// What a new user does: `drove up`, `drove deploy` of the README's example, browse it through
+/// the router, list it, read its logs, scale it to zero and wake it with a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drove_up_and_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = || support::free_port("127.0.0.1");
+    let (master, agent, paas, router, admin) = (port(), port(), port(), port(), port());
+    let cgroup_root = format!("drove-test-{}", support::uuid_like());
+    let data = dir.path().join("data");
+    let args: Vec<String> = vec![
+        "up".into(),
+        format!("--data-dir={}", data.display()),
+        format!("--master-listen=127.0.0.1:{master}"),
+        format!("--agent-listen=127.0.0.1:{agent}"),
+        format!("--paas-listen=127.0.0.1:{paas}"),
+        format!("--router-listen=127.0.0.1:{router}"),
+        format!("--router-admin=127.0.0.1:{admin}"),
+        format!("--resources=cpus:2;mem:2048;ports:[{}-{}]", 21600, 21799),
+        format!("--cgroup-root={cgroup_root}"),
+    ];
+    let up = support::Proc::spawn("up", &args, &dir.path().join("up.log"));
+    let paas_url = format!("http://127.0.0.1:{paas}");
+    let data_arg = format!("--data-dir={}", data.display());
+    let paas_arg = format!("--paas={paas_url}");
+    let log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
+
+    // The token is generated, saved, and printed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !data.join("paas/admin-token").exists() || !log().contains("admin token") {
+        assert!(
+            Instant::now() < deadline,
+            "drove up did not start:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = std::fs::read_to_string(data.join("paas/admin-token")).unwrap();
+    assert!(
+        log().contains(token.trim()),
+        "drove up prints the admin token"
+    );
+
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/hello.json");
+    let (ok, out) = cli(&["deploy", example, &paas_arg, &data_arg]).await;
+    assert!(ok, "drove deploy: {out}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let body = loop {
+        let r = http
+            .get(format!("http://127.0.0.1:{router}/"))
+            .header("Host", "hello.localhost")
+            .send()
+            .await;
+        if let Ok(r) = r {
+            if r.status() == 200 {
+                break r.text().await.unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hello never answered:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(body.starts_with("hello from drove"), "{body}");
+
+    let (ok, out) = cli(&["apps", &paas_arg, &data_arg]).await;
+    assert!(ok && out.contains("/hello"), "drove apps: {out}");
+    let (ok, out) = cli(&["app", "hello", &paas_arg, &data_arg]).await;
+    assert!(ok && out.contains("\"tasksRunning\""), "drove app: {out}");
+    // A wrong token is refused with the PaaS's message.
+    let (ok, out) = cli(&["apps", &paas_arg, "--token=wrong"]).await;
+    assert!(!ok && out.contains("401"), "{out}");
+
+    // Scale to zero, then a request wakes it.
+    let (ok, out) = cli(&["scale", "hello", "0", &paas_arg, &data_arg]).await;
+    assert!(ok, "drove scale: {out}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = http
+            .get(format!("{paas_url}/v2/apps/hello"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["app"]["tasks"].as_array().is_some_and(|t| t.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "hello kept instances: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = http
+        .get(format!("http://127.0.0.1:{router}/"))
+        .header("Host", "hello.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the request that woke hello was answered");
+
+    // Logs come from the agent through the PaaS (the one-liner writes nothing; the test app
+    // prints "listening on").
+    let mut logged = node_app("/talker", 1, "hi");
+    logged["cmd"] = json!("exec node server.js");
+    logged["fetch"] =
+        json!([{"uri": support::paas::server_js().display().to_string(), "extract": false}]);
+    let file = dir.path().join("talker.json");
+    std::fs::write(&file, logged.to_string()).unwrap();
+    let (ok, out) = cli(&["deploy", file.to_str().unwrap(), &paas_arg, &data_arg]).await;
+    assert!(ok, "{out}");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (ok, out) = cli(&["logs", "talker", &paas_arg, &data_arg]).await;
+        if ok && out.contains("listening on") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log line: {out}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(up);
+    support::kill_cgroup_tree(&cgroup_root);
+}
+
+/// The rest of the Marathon surface tools use: nested ids and their host names, embed and
+/// filters, restart, versions and rollback, killing tasks (with and without scale), the queue
+/// explaining a launch that cannot happen, the event stream's Accept rule, and deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marathon_api_surface() {
+    let d = Drove::start(&[&agent(9)]).await;
+    d.create(node_app("/team/shop", 1, "v1")).await;
+    let first = d
+        .wait_healthy("team/shop", 1, Duration::from_secs(40))
+        .await;
+    let (status, body) = d.through_router("team-shop.localhost", "/").await.unwrap();
+    assert_eq!((status, body.starts_with("v1 ")), (200, true), "{body}");
+
+    let listed = d.get("/v2/apps?embed=apps.tasks&id=team").await;
+    assert_eq!(listed["apps"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["apps"][0]["tasks"].as_array().unwrap().len(), 1);
+    let none = d.get("/v2/apps?id=nothing-like-it").await;
+    assert!(none["apps"].as_array().unwrap().is_empty());
+
+    // Restart replaces the instance; versions record both.
+    let old_task = first["tasks"][0]["id"].as_str().unwrap().to_string();
+    let (status, v) = d
+        .call(Method::POST, "/v2/apps/team/shop/restart", None)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(v["deploymentId"].is_string());
+    d.wait_app(
+        "team/shop",
+        Duration::from_secs(40),
+        "a new instance",
+        |a| {
+            a["tasksHealthy"] == 1
+                && a["deployments"].as_array().is_some_and(|x| x.is_empty())
+                && a["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.len() == 1 && t[0]["id"] != old_task.as_str())
+        },
+    )
+    .await;
+    let versions = d.get("/v2/apps/team/shop/versions").await;
+    let versions: Vec<String> = versions["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    let oldest = versions.last().unwrap().clone();
+    let at = d
+        .get(&format!("/v2/apps/team/shop/versions/{oldest}"))
+        .await;
+    assert_eq!(at["version"], oldest.as_str());
+    assert_eq!(at["env"]["MESSAGE"], "v1");
+    let (status, _) = d
+        .call(
+            Method::GET,
+            "/v2/apps/team/shop/versions/1999-01-01T00:00:00.000Z",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // A change, then a rollback to the first version by `{"version": V}`.
+    d.put("team/shop", json!({"env": {"MESSAGE": "v2"}})).await;
+    d.wait_app("team/shop", Duration::from_secs(40), "v2 serving", |a| {
+        a["env"]["MESSAGE"] == "v2"
+            && a["deployments"].as_array().is_some_and(|x| x.is_empty())
+            && a["tasksHealthy"] == 1
+    })
+    .await;
+    d.put("team/shop", json!({"version": oldest})).await;
+    d.wait_app("team/shop", Duration::from_secs(40), "v1 again", |a| {
+        a["env"]["MESSAGE"] == "v1"
+            && a["deployments"].as_array().is_some_and(|x| x.is_empty())
+            && a["tasksHealthy"] == 1
+    })
+    .await;
+
+    // Tasks: plain text, kill with scale, kill without (replaced).
+    let text = d
+        .api
+        .get(format!("{}/v2/apps/team/shop/tasks", d.paas_url()))
+        .header("Accept", "text/plain")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("127.0.0.2:"), "{text}");
+    d.put("team/shop", json!({"instances": 2})).await;
+    let app = d
+        .wait_healthy("team/shop", 2, Duration::from_secs(40))
+        .await;
+    let victim = app["tasks"][0]["id"].as_str().unwrap().to_string();
+    let (status, v) = d
+        .call(
+            Method::POST,
+            "/v2/tasks/delete",
+            Some(json!({"ids": [victim]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    d.wait_app(
+        "team/shop",
+        Duration::from_secs(40),
+        "the killed task replaced",
+        |a| {
+            a["tasksHealthy"] == 2
+                && a["tasks"]
+                    .as_array()
+                    .is_some_and(|t| t.len() == 2 && t.iter().all(|t| t["id"] != victim.as_str()))
+        },
+    )
+    .await;
+    let app = d.app("team/shop").await;
+    let victim = app["tasks"][0]["id"].as_str().unwrap().to_string();
+    let (status, v) = d
+        .call(
+            Method::DELETE,
+            &format!("/v2/apps/team/shop/tasks/{victim}?scale=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let app = d
+        .wait_healthy("team/shop", 1, Duration::from_secs(40))
+        .await;
+    assert_eq!(app["instances"], 1, "scale=true lowered the count");
+
+    // An app no agent can take waits in the queue, which says why.
+    let mut nowhere = node_app("/nowhere", 1, "x");
+    nowhere["constraints"] = json!([["hostname", "CLUSTER", "no-such-host"]]);
+    d.create(nowhere).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let q = d.get("/v2/queue").await;
+        let entry = q["queue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["app"]["id"] == "/nowhere")
+            .cloned();
+        let declined = entry.as_ref().and_then(|e| {
+            e["processedOffersSummary"]["rejectSummaryLastOffers"]
+                .as_array()?
+                .iter()
+                .find(|r| r["reason"] == "UnfulfilledConstraint")
+                .and_then(|r| r["declined"].as_u64())
+        });
+        if declined.is_some_and(|n| n > 0) {
+            assert_eq!(entry.unwrap()["count"], 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the queue never explained /nowhere: {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The event stream wants its media type.
+    let r = d
+        .api
+        .get(format!("{}/v2/events", d.paas_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+
+    // Deleting removes the app, its instances and its route.
+    let pid = task_pid(d.app("team/shop").await["tasks"][0]["id"].as_str().unwrap()).expect("pid");
+    let (status, v) = d.call(Method::DELETE, "/v2/apps/team/shop", None).await;
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = d.call(Method::GET, "/v2/apps/team/shop", None).await;
+    assert_eq!(status, 404);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while support::pid_alive(pid)
+        || d.through_router("team-shop.localhost", "/")
+            .await
+            .map(|r| r.0)
+            != Ok(404)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted app's instance or route stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
