@@ -1,7 +1,10 @@
 //! Task health checks (`TaskInfo.health_check`): HTTP, TCP and COMMAND, with Mesos semantics.
 //!
 //! - The first check runs `delay_seconds` after the task started, then every
-//!   `interval_seconds`; each check times out after `timeout_seconds`.
+//!   `interval_seconds`; each check times out after `timeout_seconds`. Until an HTTP or TCP
+//!   check first passes, within the grace period, it is repeated every
+//!   [`STARTING_INTERVAL`] instead, so a starting app is seen ready within milliseconds of
+//!   listening (its failures there do not count anyway).
 //! - Failures within `grace_period_seconds` of the task's start are ignored until the task has
 //!   been healthy once.
 //! - Each change of health is reported (first success → healthy, a counted failure →
@@ -15,6 +18,9 @@ use std::time::Duration;
 use drove_proto::mesos::{HealthCheck, HealthCheckType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+/// How often a starting task's HTTP/TCP check runs until it first passes (grace period only).
+pub const STARTING_INTERVAL: Duration = Duration::from_millis(25);
 
 /// What the agent should do after one check result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +62,11 @@ impl HealthTracker {
 
     pub fn consecutive_failures(&self) -> u64 {
         self.consecutive_failures
+    }
+
+    /// Never healthy yet and still in the grace period: failures are not counted.
+    pub fn starting(&self, since_start: f64) -> bool {
+        !self.ever_healthy && since_start < self.grace_period
     }
 
     /// Feeds one result; `since_start` is the task's age in seconds.
@@ -258,9 +269,16 @@ pub async fn run(
         if action == HealthAction::Kill {
             return;
         }
+        let fast = matches!(check.kind, HealthCheckType::Http | HealthCheckType::Tcp)
+            && tracker.starting(started.elapsed().as_secs_f64());
+        let next = if fast {
+            interval.min(STARTING_INTERVAL)
+        } else {
+            interval
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until((round + interval).into()) => {}
+            _ = tokio::time::sleep_until((round + next).into()) => {}
         }
     }
 }
@@ -284,6 +302,19 @@ mod tests {
             }),
             command: None,
         }
+    }
+
+    #[test]
+    fn starting_lasts_until_the_first_success_within_the_grace_period() {
+        let mut t = HealthTracker::new(&check(5.0, 3));
+        assert!(t.starting(0.1));
+        assert!(!t.starting(5.1), "the grace period is over");
+        t.record(true, 0.2);
+        assert!(
+            !t.starting(0.3),
+            "healthy once: the app's own interval governs"
+        );
+        assert!(!HealthTracker::new(&check(0.0, 3)).starting(0.0));
     }
 
     #[test]
