@@ -79,6 +79,9 @@ pub struct PaasArgs {
     pub kill_grace: Duration,
 }
 
+/// When the largest agent's (cpus, mem) was read, and what it was (`None`: unknown).
+type CapacityReading = (std::time::Instant, Option<(f64, f64)>);
+
 /// Everything the API handlers and the scheduler share.
 pub struct Paas {
     state: Mutex<State>,
@@ -94,11 +97,36 @@ pub struct Paas {
     pub metrics: api::metrics::Metrics,
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
     pub shutdown: CancellationToken,
+    capacity: Mutex<Option<CapacityReading>>,
 }
 
 impl Paas {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The largest agent's (cpus, mem), from the master's state, cached for a few seconds;
+    /// `None` when the master cannot be read or has no agents.
+    pub async fn capacity(&self) -> Option<(f64, f64)> {
+        const FRESH: Duration = Duration::from_secs(5);
+        if let Some((at, cap)) = *self.capacity.lock().unwrap_or_else(|p| p.into_inner()) {
+            if at.elapsed() < FRESH {
+                return cap;
+            }
+        }
+        let url = format!("{}/master/state", self.args.master);
+        let state: serde_json::Value = self.http.get(&url).send().await.ok()?.json().await.ok()?;
+        let agents = state["slaves"].as_array().cloned().unwrap_or_default();
+        let max = |k: &str| {
+            agents
+                .iter()
+                .filter_map(|a| a["resources"][k].as_f64())
+                .fold(0.0_f64, f64::max)
+        };
+        let cap = (!agents.is_empty()).then(|| (max("cpus"), max("mem")));
+        *self.capacity.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), cap));
+        cap
     }
 }
 
@@ -190,6 +218,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
             .unwrap_or_default(),
         metrics: api::metrics::Metrics::default(),
         shutdown: shutdown.clone(),
+        capacity: Mutex::new(None),
     });
     // The restored instances are routable from the first route snapshot on.
     paas.lock().publish_routes(false, None);

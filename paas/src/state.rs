@@ -241,8 +241,15 @@ impl State {
         self.suppressed = None;
     }
 
+    /// An app's instances. Task ids start with the app's task prefix and a dot, so this is a
+    /// range scan of the id-ordered map, not a walk over every instance.
     pub fn instances_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
-        self.instances.values().filter(move |i| i.app_id == app)
+        let start = format!("{}.", task_prefix(app));
+        self.instances
+            .range(start.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&start))
+            .map(|(_, i)| i)
+            .filter(move |i| i.app_id == app)
     }
 
     fn persist_instance(&self, i: &Instance) {

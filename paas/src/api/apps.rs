@@ -135,26 +135,12 @@ pub async fn list(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -> Jso
     Json(json!({ "apps": apps }))
 }
 
-/// Refuses definitions no agent could ever run, from the largest agent the master reports.
+/// Refuses definitions no agent could ever run, from the largest agent the master reports
+/// (read at most every few seconds; unknown when the master cannot be read).
 async fn check_capacity(paas: &Paas, def: &AppDefinition) -> Result<(), Response> {
-    let url = format!("{}/master/state", paas.args.master);
-    let Ok(resp) = paas.http.get(&url).send().await else {
+    let Some((cpus, mem)) = paas.capacity().await else {
         return Ok(());
     };
-    let Ok(state) = resp.json::<Value>().await else {
-        return Ok(());
-    };
-    let agents = state["slaves"].as_array().cloned().unwrap_or_default();
-    if agents.is_empty() {
-        return Ok(());
-    }
-    let max = |k: &str| {
-        agents
-            .iter()
-            .filter_map(|a| a["resources"][k].as_f64())
-            .fold(0.0_f64, f64::max)
-    };
-    let (cpus, mem) = (max("cpus"), max("mem"));
     let bad = |path: &str, msg: String| invalid(&InvalidApp::field(path, msg));
     if def.cpus > cpus {
         return Err(bad(

@@ -1,0 +1,390 @@
+//! PaaS benchmarks. Run: `cargo bench --bench paas` (as root: `drove up` runs real tasks in
+//! cgroups). Three measurements, each printed with what it is compared against in the same run:
+//!
+//! 1. **Deploy → first 200**: `POST /v2/apps` of the Node app (`tests/apps/server.js`, one
+//!    instance, HTTP health check) until its first 200 through the router, against the floor:
+//!    spawning `node server.js` directly until its first 200.
+//! 2. **Rolling deploy under load**: a new version of a 3-instance app while ~200 requests/s go
+//!    through the router: failed requests and the deploy's duration.
+//! 3. **Scheduling throughput**: 1,000 apps × 1 instance on 100 simulated agents (a real master
+//!    and the real PaaS in-process; the agents report RUNNING at once): time until all run.
+//!
+//! `ROUNDS` (default 10) sets how many deploys part 1 times; `PARTS` (default `1,2,3`) selects.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+const DROVE: &str = env!("CARGO_BIN_EXE_drove");
+const TOKEN: &str = "bench-admin-token";
+
+fn server_js() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/server.js").to_string()
+}
+
+fn node_app(id: &str, instances: u32, message: &str) -> Value {
+    json!({
+        "id": id, "cmd": "exec node server.js", "instances": instances, "cpus": 0.1, "mem": 64,
+        "env": {"MESSAGE": message},
+        "fetch": [{"uri": server_js(), "extract": false}],
+        "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 10,
+                          "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}],
+    })
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stats(label: &str, mut xs: Vec<Duration>) {
+    xs.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "  {label:<34} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
+        ms(xs[0]),
+        ms(xs[xs.len() / 2]),
+        ms(xs[xs.len() - 1]),
+        xs.len()
+    );
+}
+
+/// Polls `url` (with `host`) every 2 ms until it answers 200; the time it took.
+async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Instant) -> Duration {
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = http.get(url).header("Host", host).send().await {
+            if r.status() == 200 {
+                return since.elapsed();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} ({host}) never answered 200"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn main() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3".into());
+    rt.block_on(async {
+        if parts.contains('1') || parts.contains('2') {
+            with_drove_up(&parts).await;
+        }
+        if parts.contains('3') {
+            scheduling_throughput().await;
+        }
+    });
+}
+
+async fn with_drove_up(parts: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = || support::free_addr().to_string();
+    let (master, agent, paas, router, admin) = (addr(), addr(), addr(), addr(), addr());
+    let cgroup_root = format!("drove-bench-{}", std::process::id());
+    let up = Command::new(DROVE)
+        .args([
+            "up".to_string(),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--master-listen={master}"),
+            format!("--agent-listen={agent}"),
+            format!("--paas-listen={paas}"),
+            format!("--router-listen={router}"),
+            format!("--router-admin={admin}"),
+            "--resources=cpus:2;mem:4096;ports:[24000-24999]".into(),
+            format!("--cgroup-root={cgroup_root}"),
+        ])
+        .env("DROVE_ADMIN_TOKEN", TOKEN)
+        .env("DROVE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("drove up");
+    let _up = Killed(up);
+    let paas = format!("http://{paas}");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{paas}/ping"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "drove up did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let the agent register and the PaaS subscribe.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let router_url = format!("http://{router}/");
+    if parts.contains('1') {
+        deploy_to_first_200(&http, &paas, &router_url).await;
+    }
+    if parts.contains('2') {
+        rolling_deploy_under_load(&http, &paas, &router_url).await;
+    }
+}
+
+async fn deploy_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    println!("deploy → first 200 through the router ({rounds} rounds, floor interleaved)");
+    let (mut floor, mut drove) = (Vec::new(), Vec::new());
+    for i in 0..rounds {
+        // The floor: node itself, from spawn to its first 200.
+        let port = support::free_addr().port();
+        let started = Instant::now();
+        let child = Command::new("node")
+            .arg(server_js())
+            .env("PORT0", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("node");
+        let _child = Killed(child);
+        let url = format!("http://127.0.0.1:{port}/");
+        floor.push(until_200(http, &url, "floor", started).await);
+        drop(_child);
+
+        let id = format!("bench{i}");
+        let started = Instant::now();
+        let r = http
+            .post(format!("{paas}/v2/apps"))
+            .bearer_auth(TOKEN)
+            .json(&node_app(&id, 1, "bench"))
+            .send()
+            .await
+            .expect("POST /v2/apps");
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+        drove.push(until_200(http, router, &format!("{id}.localhost"), started).await);
+        let _ = http
+            .delete(format!("{paas}/v2/apps/{id}?force=true"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await;
+    }
+    stats("node alone: spawn → first 200", floor);
+    stats("drove: POST /v2/apps → first 200", drove);
+}
+
+async fn rolling_deploy_under_load(http: &reqwest::Client, paas: &str, router: &str) {
+    println!("rolling deploy of 3 instances under ~200 requests/s through the router");
+    let r = http
+        .post(format!("{paas}/v2/apps"))
+        .bearer_auth(TOKEN)
+        .json(&node_app("roll", 3, "v0"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status(), 201);
+    wait_settled(http, paas, "roll", "v0").await;
+    for round in 1..=3 {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let load = {
+            let (ok, failed, stop, http, router) = (
+                ok.clone(),
+                failed.clone(),
+                stop.clone(),
+                http.clone(),
+                router.to_string(),
+            );
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(5));
+                let mut inflight = futures::stream::FuturesUnordered::new();
+                // Bounded: at most 60 s of load.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.is_cancelled() && Instant::now() < deadline {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let (http, router) = (http.clone(), router.clone());
+                            inflight.push(async move {
+                                http.get(&router).header("Host", "roll.localhost").send().await
+                                    .map(|r| r.status().as_u16()).unwrap_or(0)
+                            });
+                        }
+                        Some(code) = inflight.next(), if !inflight.is_empty() => {
+                            if code == 200 { ok.fetch_add(1, Ordering::Relaxed); }
+                            else { failed.fetch_add(1, Ordering::Relaxed); }
+                        }
+                    }
+                }
+                while let Some(code) = inflight.next().await {
+                    if code == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let message = format!("v{round}");
+        let started = Instant::now();
+        let r = http
+            .put(format!("{paas}/v2/apps/roll?force=true"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"env": {"MESSAGE": message}}))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(r.status(), 200);
+        wait_settled(http, paas, "roll", &message).await;
+        let took = started.elapsed();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.cancel();
+        let _ = load.await;
+        let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+        let secs = 4.0 + took.as_secs_f64();
+        println!(
+            "  round {round}: deploy took {:.2} s; {ok} requests ok, {failed} failed ({:.0} req/s)",
+            took.as_secs_f64(),
+            (ok + failed) as f64 / secs
+        );
+    }
+}
+
+/// Waits until the app runs 3 healthy instances of the version whose MESSAGE is `message`, with
+/// no deployment left.
+async fn wait_settled(http: &reqwest::Client, paas: &str, id: &str, message: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let v: Value = http
+            .get(format!("{paas}/v2/apps/{id}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        let a = &v["app"];
+        if a["env"]["MESSAGE"] == message
+            && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+            && a["tasksHealthy"] == a["instances"]
+            && a["tasks"].as_array().map(|t| t.len()) == a["instances"].as_u64().map(|n| n as usize)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} never settled at {message}: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn scheduling_throughput() {
+    const APPS: usize = 1000;
+    const AGENTS: usize = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shutdown = CancellationToken::new();
+    let master = support::sim_cluster(
+        &dir.path().join("master"),
+        AGENTS,
+        "cpus:64;mem:262144;disk:100000;ports:[31000-32000]",
+        shutdown.clone(),
+    )
+    .await;
+    let listen = support::free_addr();
+    let args = drove_paas::PaasArgs {
+        master,
+        listen,
+        data_dir: dir.path().join("paas"),
+        domain: "localhost".into(),
+        admin_token: Some(TOKEN.into()),
+        router_token: Some("bench-router".into()),
+        failover_timeout: Duration::from_secs(3600),
+        framework_name: "drove-bench".into(),
+        task_user: "nobody".into(),
+        master_principal: None,
+        master_secret: None,
+        drain_timeout: Duration::from_secs(1),
+        kill_grace: Duration::from_secs(1),
+    };
+    let started = drove_paas::start(args, shutdown.clone())
+        .await
+        .expect("PaaS");
+    let paas = format!("http://{}", started.addr);
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("scheduling throughput: {APPS} apps × 1 instance, {AGENTS} simulated agents, real master and PaaS in-process");
+    let t0 = Instant::now();
+    let posted: Vec<u16> = futures::stream::iter(0..APPS)
+        .map(|i| {
+            let http = http.clone();
+            let paas = paas.clone();
+            async move {
+                http.post(format!("{paas}/v2/apps"))
+                    .bearer_auth(TOKEN)
+                    .json(&json!({"id": format!("s{i}"), "cmd": "sleep 1000", "cpus": 0.01, "mem": 8}))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let created = t0.elapsed();
+    assert!(
+        posted.iter().all(|s| *s == 201),
+        "every POST created its app"
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let text = http
+            .get(format!("{paas}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let ready = text
+            .lines()
+            .find(|l| l.starts_with("drove_paas_instances_ready "))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        if ready >= APPS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {ready} of {APPS} running after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let all = t0.elapsed();
+    println!(
+        "  {APPS} POSTs answered in {:.2} s ({:.0}/s); all {APPS} RUNNING after {:.2} s ({:.0} apps/s)",
+        created.as_secs_f64(),
+        APPS as f64 / created.as_secs_f64(),
+        all.as_secs_f64(),
+        APPS as f64 / all.as_secs_f64()
+    );
+    shutdown.cancel();
+}
