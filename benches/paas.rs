@@ -12,6 +12,8 @@
 //! `ROUNDS` (default 10) sets how many deploys part 1 times; `PARTS` (default `1,2,3`) selects.
 
 mod support;
+#[path = "../tests/support/mod.rs"]
+mod test_support;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +97,7 @@ async fn with_drove_up(parts: &str) {
     let addr = || support::free_addr().to_string();
     let (master, agent, paas, router, admin) = (addr(), addr(), addr(), addr(), addr());
     let cgroup_root = format!("drove-bench-{}", std::process::id());
+    let _end_tasks = EndTasks(cgroup_root.clone());
     let up = Command::new(DROVE)
         .args([
             "up".to_string(),
@@ -113,7 +116,7 @@ async fn with_drove_up(parts: &str) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("drove up");
-    let _up = Killed(up);
+    let up = Killed(up);
     let paas = format!("http://{paas}");
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -139,6 +142,17 @@ async fn with_drove_up(parts: &str) {
     }
     if parts.contains('2') {
         rolling_deploy_under_load(&http, &paas, &router_url).await;
+    }
+    drop(up);
+}
+
+/// Tasks outlive their agent by design: ends them when the benchmark ends (or panics), or the
+/// next run would find their ports taken.
+struct EndTasks(String);
+
+impl Drop for EndTasks {
+    fn drop(&mut self) {
+        test_support::kill_cgroup_tree(&self.0);
     }
 }
 
@@ -176,6 +190,9 @@ async fn deploy_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
             .expect("POST /v2/apps");
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
         drove.push(until_200(http, router, &format!("{id}.localhost"), started).await);
+        if std::env::var_os("VERBOSE").is_some() {
+            println!("  round {i}: node {:?}, drove {:?}", floor[i], drove[i]);
+        }
         let _ = http
             .delete(format!("{paas}/v2/apps/{id}?force=true"))
             .bearer_auth(TOKEN)
