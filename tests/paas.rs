@@ -97,6 +97,21 @@ async fn app_is_spread_routed_scaled_and_woken() {
     assert_eq!(pids.len(), 2, "both instances served: {pids:?}");
     let (status, _) = d.through_router("nope.localhost", "/").await.unwrap();
     assert_eq!(status, 404);
+    // The router's stats for the app are kept and readable.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, stats) = d.call(Method::GET, "/v1/apps/web/stats", None).await;
+        let requests = stats["routers"]
+            .as_object()
+            .and_then(|r| r.values().next())
+            .and_then(|r| r["report"]["requests"].as_u64());
+        if status == 200 && requests >= Some(20) {
+            assert!(stats["history"].as_array().is_some_and(|h| !h.is_empty()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no stats for web: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Scale to 3.
     d.put("web", json!({"instances": 3})).await;
@@ -370,6 +385,62 @@ async fn paas_restart_and_agent_loss() {
     }
     let (status, _) = d.through_router("steady.localhost", "/").await.unwrap();
     assert_eq!(status, 200);
+
+    // Restart the master: nothing is killed; the PaaS subscribes again and carries on.
+    d.cluster.kill_master();
+    d.cluster.start_master();
+    d.cluster.wait_agents(2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while d.get("/v2/info").await["drove"]["subscribed"] != true {
+        assert!(Instant::now() < deadline, "the PaaS never re-subscribed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = d.wait_healthy("steady", 2, Duration::from_secs(30)).await;
+    let ids_after: HashSet<String> = after["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ids_after, "the same instances after a master restart");
+    for p in &pids {
+        assert!(
+            support::pid_alive(*p),
+            "instance {p} survived the master restart"
+        );
+    }
+
+    // A task the PaaS does not know (forgotten while it was down) is killed once the master
+    // reports it, and replaced.
+    d.kill_paas();
+    let victim = ids.iter().next().unwrap().clone();
+    let victim_pid = task_pid(&victim).expect("pid");
+    let db = d.cluster.dir.path().join("paas/paas.db");
+    let forget = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM instances WHERE task_id=?', (sys.argv[2],)); c.commit()")
+        .arg(&db)
+        .arg(&victim)
+        .status()
+        .expect("python3");
+    assert!(forget.success());
+    d.start_paas();
+    d.wait_paas().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while support::pid_alive(victim_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the unknown task was not killed\n{}",
+            d.cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = d.wait_healthy("steady", 2, Duration::from_secs(40)).await;
+    assert!(after["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["id"] != victim.as_str()));
 
     // Lose an agent: its instance comes back on the other one (UNIQUE is dropped so it fits).
     d.put("steady", json!({"constraints": []})).await;
