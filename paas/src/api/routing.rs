@@ -11,8 +11,6 @@ use axum::Json;
 use drove_proto::routing::{RouteMessage, StatsReport};
 use futures::StreamExt;
 use serde_json::json;
-use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
-use tokio_stream::wrappers::BroadcastStream;
 
 use super::error;
 use crate::state::timestamp;
@@ -37,21 +35,25 @@ pub async fn stream(State(paas): State<Arc<Paas>>) -> Response {
         (s.routes.subscribe(), s.route_snapshot())
     };
     let first = line(&RouteMessage::Snapshot { apps: snapshot });
-    let changes = BroadcastStream::new(rx)
-        .take_while(|m| {
-            let ok = !matches!(m, Err(BroadcastStreamRecvError::Lagged(_)));
-            async move { ok }
-        })
-        .filter_map(|m| async move { m.ok().map(|m| line(&m)) });
-    let heartbeats = futures::stream::unfold((), |_| async {
-        tokio::time::sleep(HEARTBEAT).await;
-        Some((line(&RouteMessage::Heartbeat), ()))
-    });
+    // Changes as they come; a heartbeat when the stream has been silent for HEARTBEAT. A reader
+    // that lagged behind the channel, or a PaaS shutting down, ends the stream: the router
+    // reconnects and starts again from a snapshot.
+    let changes = futures::stream::unfold(
+        (rx, paas.shutdown.clone()),
+        |(mut rx, shutdown)| async move {
+            let next = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                m = rx.recv() => match m {
+                    Ok(m) => line(&m),
+                    Err(_) => return None,
+                },
+                _ = tokio::time::sleep(HEARTBEAT) => line(&RouteMessage::Heartbeat),
+            };
+            Some((next, (rx, shutdown)))
+        },
+    );
     let body = futures::stream::once(async move { first })
-        .chain(
-            futures::stream::select(changes, heartbeats)
-                .take_until(paas.shutdown.clone().cancelled_owned()),
-        )
+        .chain(changes)
         .map(Ok::<_, std::convert::Infallible>);
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
@@ -65,9 +67,13 @@ pub async fn stream(State(paas): State<Arc<Paas>>) -> Response {
 pub async fn wake(
     State(paas): State<Arc<Paas>>,
     Path(name): Path<String>,
-    _body: Bytes,
+    body: Bytes,
 ) -> Response {
     let started = Instant::now();
+    // The body is informative (how many requests wait); a wake without one still wakes.
+    let held = serde_json::from_slice::<drove_proto::routing::WakeRequest>(&body)
+        .map(|w| w.held)
+        .ok();
     let (def, version, config) = {
         let s = paas.lock();
         let Some(a) = s.app_by_route(&name) else {
@@ -105,7 +111,10 @@ pub async fn wake(
         s.install(rt, "ScaleApplication", Some(previous));
         s.events.publish(crate::events::scheduler(
             "drove_wake_event",
-            json!({"appId": def.id, "reason": "wake: requests held at the router"}),
+            json!({"appId": def.id, "reason": match held {
+                Some(n) => format!("wake: {n} held"),
+                None => "wake: requests held".to_string(),
+            }}),
         ));
     }
     paas.kick.notify_one();
@@ -136,6 +145,9 @@ pub async fn stats(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
             }
         }
         s.last_stats = Some(now);
+        // Forget backends no router has mentioned for five minutes (instances long gone).
+        s.backend_in_flight
+            .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(300));
     }
     paas.kick.notify_one();
     StatusCode::NO_CONTENT.into_response()
