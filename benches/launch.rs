@@ -4,7 +4,7 @@
 //! answering the agent protocol: every launch is reported TASK_RUNNING at once, with a uuid the
 //! framework must acknowledge). A framework launches N tasks and we time launch → RUNNING for
 //! all of them, twice in the same run: one task per ACCEPT, and as many tasks per ACCEPT as the
-//! offer holds.
+//! offer holds. The framework is `drove-driver`, the client the PaaS uses.
 //!
 //! Run: `cargo bench --bench launch`
 
@@ -15,12 +15,13 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
+use drove_driver::{Config, Driver, Event};
 use drove_proto::agent::{LaunchTask, RegisterAgent, Registered, StatusUpdate};
-use drove_proto::mesos::{AgentId, ContainerStatus, TaskSource, TaskState, TaskStatus};
-use drove_proto::recordio;
+use drove_proto::mesos::{
+    AgentId, CommandInfo, ContainerStatus, Filters, FrameworkInfo, Resource, TaskId, TaskInfo,
+    TaskSource, TaskState, TaskStatus,
+};
 use drove_proto::Resources;
-use futures::StreamExt;
-use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const AGENTS: usize = 100;
@@ -160,93 +161,90 @@ async fn run() {
     shutdown.cancel();
 }
 
-/// Subscribes a framework, launches TASKS tasks (0.01 cpu, 8 MiB each), acknowledges every
-/// update, and returns the time from SUBSCRIBED to the last RUNNING.
+/// Subscribes a framework through `drove-driver`, launches TASKS tasks (0.01 cpu, 8 MiB each),
+/// acknowledges every update, and returns the time from SUBSCRIBED to the last RUNNING.
 async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
-    let url = format!("{master}/api/v1/scheduler");
-    let http = reqwest::Client::new();
-    let resp = http
-        .post(&url)
-        .header("Content-Type", "application/json")
-        .json(
-            &json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": {
-            "user": "bench", "name": format!("bench-{per_accept}"), "failover_timeout": 0.0}}}),
-        )
-        .send()
-        .await
-        .expect("subscribe");
-    let stream_id = resp
-        .headers()
-        .get("Mesos-Stream-Id")
-        .and_then(|v| v.to_str().ok())
-        .expect("stream id")
-        .to_string();
-    let mut body = resp.bytes_stream();
-    let mut decoder = recordio::Decoder::new();
-    let mut fw_id = Value::Null;
-    let started = Instant::now();
+    let info = FrameworkInfo {
+        user: "bench".into(),
+        name: format!("bench-{per_accept}"),
+        id: None,
+        failover_timeout: Some(0.0),
+        checkpoint: None,
+        role: None,
+        roles: vec![],
+        hostname: None,
+        principal: None,
+        webui_url: None,
+        capabilities: vec![],
+        labels: None,
+    };
+    let mut config = Config::new(master, info);
+    config.reconcile_on_subscribe = false;
+    let cancel = CancellationToken::new();
+    let (driver, mut events) = Driver::start(config, cancel.clone());
+    let mut started = Instant::now();
     let mut launched = 0usize;
     let mut running = 0usize;
     let deadline = Instant::now() + Duration::from_secs(120);
-    'outer: while let Ok(Some(Ok(chunk))) =
-        tokio::time::timeout_at(deadline.into(), body.next()).await
-    {
-        decoder.push(&chunk);
-        while let Ok(Some(rec)) = decoder.next_record() {
-            let ev: Value = serde_json::from_slice(&rec).expect("event json");
-            match ev["type"].as_str() {
-                Some("SUBSCRIBED") => fw_id = ev["subscribed"]["framework_id"].clone(),
-                Some("OFFERS") => {
-                    for offer in ev["offers"]["offers"].as_array().into_iter().flatten() {
-                        let mut tasks = Vec::new();
-                        while tasks.len() < per_accept && launched < TASKS && tasks.len() < 6000 {
-                            tasks.push(json!({
-                                "name": "t", "task_id": {"value": format!("t{launched}")},
-                                "agent_id": offer["agent_id"],
-                                "resources": [
-                                    {"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.01}},
-                                    {"name": "mem", "type": "SCALAR", "scalar": {"value": 8}}],
-                                "command": {"value": "true"}}));
-                            launched += 1;
-                        }
-                        let call = json!({"type": "ACCEPT", "framework_id": fw_id, "accept": {
-                            "offer_ids": [offer["id"]],
-                            "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
-                            "filters": {"refuse_seconds": 0.0}}});
-                        send_call(&http, &url, &stream_id, &call).await;
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), events.recv()).await {
+        match event {
+            Event::Subscribed { .. } => started = Instant::now(),
+            Event::Offers(offers) => {
+                for offer in offers {
+                    let mut tasks = Vec::new();
+                    while tasks.len() < per_accept && launched < TASKS && tasks.len() < 6000 {
+                        tasks.push(TaskInfo {
+                            name: "t".into(),
+                            task_id: TaskId::new(format!("t{launched}")),
+                            agent_id: offer.agent_id.clone(),
+                            resources: vec![
+                                Resource::scalar("cpus", 0.01),
+                                Resource::scalar("mem", 8.0),
+                            ],
+                            command: Some(CommandInfo {
+                                value: Some("true".into()),
+                                ..Default::default()
+                            }),
+                            executor: None,
+                            health_check: None,
+                            kill_policy: None,
+                            labels: None,
+                            discovery: None,
+                            container: None,
+                        });
+                        launched += 1;
+                    }
+                    let filters = Filters {
+                        refuse_seconds: Some(0.0),
+                    };
+                    if let Err(e) = driver.launch(vec![offer.id], tasks, Some(filters)).await {
+                        eprintln!("ACCEPT failed: {e}");
                     }
                 }
-                Some("UPDATE") => {
-                    let status = &ev["update"]["status"];
-                    if status["state"] == "TASK_RUNNING" {
-                        running += 1;
-                    }
-                    if let Some(uuid) = status.get("uuid") {
-                        let call = json!({"type": "ACKNOWLEDGE", "framework_id": fw_id,
-                            "acknowledge": {"agent_id": status["agent_id"],
-                                "task_id": status["task_id"], "uuid": uuid}});
-                        send_call(&http, &url, &stream_id, &call).await;
-                    }
-                    if running >= TASKS {
-                        break 'outer;
-                    }
-                }
-                _ => {}
             }
+            Event::Update(status) => {
+                if status.state == TaskState::TaskRunning {
+                    running += 1;
+                }
+                if let Err(e) = driver.acknowledge(&status).await {
+                    eprintln!("ACKNOWLEDGE failed: {e}");
+                }
+                if running >= TASKS {
+                    break;
+                }
+            }
+            Event::Disconnected { reason } => eprintln!("stream lost: {reason}"),
+            Event::Error(message) => {
+                eprintln!("the master removed the framework: {message}");
+                break;
+            }
+            Event::Rescind(_) | Event::Failure { .. } => {}
         }
     }
     let elapsed = started.elapsed();
-    let teardown = json!({"type": "TEARDOWN", "framework_id": fw_id});
-    send_call(&http, &url, &stream_id, &teardown).await;
+    if let Err(e) = driver.teardown().await {
+        eprintln!("TEARDOWN failed: {e}");
+    }
+    cancel.cancel();
     (elapsed, running)
-}
-
-async fn send_call(http: &reqwest::Client, url: &str, stream_id: &str, call: &Value) {
-    let _ = http
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header("Mesos-Stream-Id", stream_id)
-        .json(call)
-        .send()
-        .await;
 }

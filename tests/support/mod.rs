@@ -1,19 +1,22 @@
-//! Test harness: runs the real `drove` binary (a master and agents on 127.0.0.N) and a small
-//! v1 scheduler client, as an external framework would.
+//! Test harness: runs the real `drove` binary (a master and agents on 127.0.0.N) and drives it
+//! as an external framework would, through `drove-driver`.
 #![allow(dead_code)]
 
 pub mod paas;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use drove_proto::recordio;
-use futures::StreamExt;
+use drove_driver::{CallError, Config, Driver, Event};
+use drove_proto::mesos::{Filters, FrameworkInfo, OfferId, TaskInfo, TaskStatus};
+use drove_proto::scheduler::{Call, Event as WireEvent, Subscribed};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 pub const DROVE: &str = env!("CARGO_BIN_EXE_drove");
 
@@ -368,24 +371,32 @@ pub fn uuid_like() -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A v1 scheduler client
+// A v1 scheduler client: drove-driver, with its events given back in the master's JSON
 
+/// A framework as the tests drive it. It runs on [`Driver`], the tree's one Mesos client, and
+/// hands its events to the tests in the master's JSON shapes (`{"type":"OFFERS","offers":
+/// {"offers":[..]}}`, `{"type":"UPDATE","update":{"status":..}}`, ...), so tests match on
+/// `Value`s. The driver's own `Disconnected` event appears as `{"type":"DISCONNECTED",
+/// "disconnected":{"reason":..}}`. Dropping it stops the driver, which closes the stream.
 pub struct Framework {
+    pub driver: Driver,
+    /// For a call that does not decode as a `Call` (a test of the master's parser): it is
+    /// posted as it is, with the current stream id.
     pub http: reqwest::Client,
     pub url: String,
-    pub stream_id: String,
+    /// The framework id from the first SUBSCRIBED.
     pub id: String,
-    pub events: mpsc::UnboundedReceiver<Value>,
+    pub events: mpsc::Receiver<Event>,
+    /// Acknowledge updates (through the driver) as they are taken from `events`.
     pub auto_ack: bool,
-    pub reader: tokio::task::JoinHandle<()>,
-    /// Events skipped while waiting for something else (all but HEARTBEATs), so no test loses
-    /// an update or an offer.
-    pub backlog: std::collections::VecDeque<Value>,
+    /// Events skipped while waiting for something else, so no test loses an update or an offer.
+    pub backlog: VecDeque<Value>,
+    cancel: CancellationToken,
 }
 
 impl Drop for Framework {
     fn drop(&mut self) {
-        self.reader.abort();
+        self.cancel.cancel();
     }
 }
 
@@ -393,78 +404,126 @@ pub fn framework_info(name: &str) -> Value {
     json!({"user": "root", "name": name, "failover_timeout": 60.0, "checkpoint": true})
 }
 
-impl Framework {
-    /// SUBSCRIBEs with `info` and waits for SUBSCRIBED.
-    pub async fn subscribe(master: &str, info: Value) -> Framework {
-        let mut call = json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": info}});
-        if let Some(id) = info.get("id") {
-            call["framework_id"] = id.clone();
+/// The driver configuration the tests use: no implicit reconciliation (tests see exactly the
+/// events they cause) and reconnects at most 1 s apart.
+pub fn driver_config(master: &str, info: FrameworkInfo) -> Config {
+    let mut config = Config::new(master, info);
+    config.reconcile_on_subscribe = false;
+    config.max_backoff = Duration::from_secs(1);
+    config
+}
+
+/// A driver event in the JSON the master sent it as.
+pub fn event_json(event: Event) -> Value {
+    let wire = match event {
+        Event::Subscribed {
+            framework_id,
+            heartbeat_interval,
+        } => WireEvent::subscribed(Subscribed {
+            framework_id,
+            heartbeat_interval_seconds: Some(heartbeat_interval.as_secs_f64()),
+            master_info: None,
+        }),
+        Event::Offers(offers) => WireEvent::offers(offers),
+        Event::Rescind(offer_id) => WireEvent::rescind(offer_id),
+        Event::Update(status) => WireEvent::update(status),
+        Event::Failure {
+            agent_id: Some(agent_id),
+        } => WireEvent::failure(agent_id),
+        Event::Failure { agent_id: None } => return json!({"type": "FAILURE", "failure": {}}),
+        Event::Error(message) => WireEvent::error(message),
+        Event::Disconnected { reason } => {
+            return json!({"type": "DISCONNECTED", "disconnected": {"reason": reason}})
         }
-        let url = format!("{master}/api/v1/scheduler");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("client");
-        let streaming = reqwest::Client::new();
-        let resp = streaming
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json")
-            .json(&call)
-            .send()
-            .await
-            .expect("subscribe");
-        assert_eq!(resp.status(), 200, "SUBSCRIBE status");
-        let stream_id = resp
-            .headers()
-            .get("Mesos-Stream-Id")
-            .and_then(|v| v.to_str().ok())
-            .expect("Mesos-Stream-Id header")
-            .to_string();
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(async move {
-            let mut body = resp.bytes_stream();
-            let mut decoder = recordio::Decoder::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                decoder.push(&chunk);
-                while let Ok(Some(record)) = decoder.next_record() {
-                    if let Ok(v) = serde_json::from_slice::<Value>(&record) {
-                        if tx.send(v).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-        });
-        let mut fw = Framework {
-            http,
-            url,
-            stream_id,
-            id: String::new(),
-            events: rx,
-            auto_ack: true,
-            reader,
-            backlog: Default::default(),
-        };
-        let sub = fw
-            .next_of("SUBSCRIBED", Duration::from_secs(10))
-            .await
-            .expect("SUBSCRIBED event");
-        fw.id = sub["subscribed"]["framework_id"]["value"]
-            .as_str()
-            .expect("framework id")
-            .to_string();
-        fw
+    };
+    serde_json::to_value(&wire).expect("events serialize")
+}
+
+/// A call's outcome as the master's HTTP answer: 202 for an accepted call, the status and body
+/// of a refusal, 403 when the driver is not subscribed. A master out of reach fails the test.
+fn answer(result: Result<(), CallError>) -> (u16, String) {
+    match result {
+        Ok(()) => (202, String::new()),
+        Err(CallError::Rejected {
+            status, message, ..
+        }) => (status, message),
+        Err(e @ CallError::NotSubscribed) => (403, e.to_string()),
+        Err(e @ CallError::Transport { .. }) => panic!("{e}"),
+    }
+}
+
+impl Framework {
+    /// Starts a driver for `info` (a `FrameworkInfo` in JSON; with `id` set, a failover) and
+    /// waits for SUBSCRIBED.
+    pub async fn subscribe(master: &str, info: Value) -> Framework {
+        Self::subscribe_with(master, info, |_| {}).await
     }
 
-    /// Sends a call; returns the HTTP status and body.
-    pub async fn call(&self, mut call: Value) -> (u16, String) {
+    /// Like [`Framework::subscribe`], with `configure` applied to [`driver_config`]'s result.
+    pub async fn subscribe_with(
+        master: &str,
+        info: Value,
+        configure: impl FnOnce(&mut Config),
+    ) -> Framework {
+        let info: FrameworkInfo = serde_json::from_value(info).expect("a valid FrameworkInfo");
+        let mut config = driver_config(master, info);
+        configure(&mut config);
+        let url = format!("{}/api/v1/scheduler", config.master);
+        let cancel = CancellationToken::new();
+        let (driver, events) = Driver::start(config, cancel.clone());
+        let mut fw = Framework {
+            driver,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client"),
+            url,
+            id: String::new(),
+            events,
+            auto_ack: true,
+            backlog: Default::default(),
+            cancel,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, fw.events.recv()).await {
+                Ok(Some(Event::Subscribed { framework_id, .. })) => {
+                    fw.id = framework_id.value;
+                    return fw;
+                }
+                // The master is up when tests subscribe: a refusal is the test's failure.
+                Ok(Some(Event::Disconnected { reason })) => panic!("SUBSCRIBE failed: {reason}"),
+                Ok(Some(Event::Error(message))) => panic!("SUBSCRIBE answered ERROR: {message}"),
+                Ok(Some(other)) => fw.backlog.push_back(event_json(other)),
+                Ok(None) => panic!("the driver stopped before SUBSCRIBED"),
+                Err(_) => panic!("no SUBSCRIBED within 10 s"),
+            }
+        }
+    }
+
+    /// The current subscription's `Mesos-Stream-Id` (empty while not subscribed).
+    pub fn stream_id(&self) -> String {
+        self.driver.stream_id().unwrap_or_default()
+    }
+
+    /// Sends a call (its framework id and stream id are filled in); returns the HTTP status and
+    /// body. A `Call` goes through the driver; anything else is posted as it is.
+    pub async fn call(&self, call: Value) -> (u16, String) {
+        match serde_json::from_value::<Call>(call.clone()) {
+            Ok(call) => answer(self.driver.call(call).await),
+            Err(_) => self.post(call).await,
+        }
+    }
+
+    /// Posts `call` untouched but for its framework id, for bodies the driver cannot send.
+    async fn post(&self, mut call: Value) -> (u16, String) {
         call["framework_id"] = json!({"value": self.id});
         let resp = self
             .http
             .post(&self.url)
             .header("Content-Type", "application/json")
-            .header("Mesos-Stream-Id", &self.stream_id)
+            .header("Mesos-Stream-Id", self.stream_id())
             .json(&call)
             .send()
             .await
@@ -473,8 +532,18 @@ impl Framework {
         (status, resp.text().await.unwrap_or_default())
     }
 
-    /// The next event matching `pred` (HEARTBEATs and others are skipped), acknowledging
-    /// updates on the way when `auto_ack` is set.
+    /// Acknowledges `status` through the driver. A refusal fails the test; a stream lost
+    /// meanwhile does not (the agent re-sends the update after the next SUBSCRIBED).
+    async fn ack(&self, status: &TaskStatus) {
+        match self.driver.acknowledge(status).await {
+            Ok(()) => {}
+            Err(e @ CallError::Rejected { .. }) => panic!("ACKNOWLEDGE: {e}"),
+            Err(e) => eprintln!("ACKNOWLEDGE for {} not sent: {e}", status.task_id),
+        }
+    }
+
+    /// The next event matching `pred` (others are kept in the backlog), acknowledging updates
+    /// on the way when `auto_ack` is set.
     pub async fn next_matching(
         &mut self,
         timeout: Duration,
@@ -489,22 +558,14 @@ impl Framework {
             let ev = tokio::time::timeout(left, self.events.recv())
                 .await
                 .ok()??;
-            if self.auto_ack && ev["type"] == "UPDATE" {
-                let status = &ev["update"]["status"];
-                if let Some(uuid) = status.get("uuid") {
-                    let (code, body) = self
-                        .call(json!({"type": "ACKNOWLEDGE", "acknowledge": {
-                            "agent_id": status["agent_id"], "task_id": status["task_id"], "uuid": uuid}}))
-                        .await;
-                    assert_eq!(code, 202, "ACKNOWLEDGE: {body}");
-                }
+            if let (true, Event::Update(status)) = (self.auto_ack, &ev) {
+                self.ack(status).await;
             }
+            let ev = event_json(ev);
             if pred(&ev) {
                 return Some(ev);
             }
-            if ev["type"] != "HEARTBEAT" {
-                self.backlog.push_back(ev);
-            }
+            self.backlog.push_back(ev);
         }
     }
 
@@ -549,19 +610,46 @@ impl Framework {
         panic!("task {task} never reached {state}; saw {seen:?}");
     }
 
+    /// LAUNCHes `tasks` on `offer` with `Driver::launch` (refuse_seconds 0). Tasks that are not
+    /// valid `TaskInfo`s go as a raw ACCEPT, for the master to judge.
     pub async fn launch(&self, offer: &Value, tasks: Vec<Value>) -> (u16, String) {
-        self.call(json!({"type": "ACCEPT", "accept": {
-            "offer_ids": [offer["id"]],
-            "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
-            "filters": {"refuse_seconds": 0.0}
-        }}))
-        .await
+        let offer_id = serde_json::from_value::<OfferId>(offer["id"].clone());
+        let infos = tasks
+            .iter()
+            .map(|t| serde_json::from_value::<TaskInfo>(t.clone()))
+            .collect::<Result<Vec<_>, _>>();
+        match (offer_id, infos) {
+            (Ok(offer_id), Ok(infos)) => {
+                let filters = Filters {
+                    refuse_seconds: Some(0.0),
+                };
+                answer(
+                    self.driver
+                        .launch(vec![offer_id], infos, Some(filters))
+                        .await,
+                )
+            }
+            _ => {
+                self.call(json!({"type": "ACCEPT", "accept": {
+                    "offer_ids": [offer["id"]],
+                    "operations": [{"type": "LAUNCH", "launch": {"task_infos": tasks}}],
+                    "filters": {"refuse_seconds": 0.0}
+                }}))
+                .await
+            }
+        }
     }
 
+    /// DECLINEs `offer` with `Driver::decline`.
     pub async fn decline(&self, offer: &Value, refuse_seconds: f64) -> (u16, String) {
-        self.call(json!({"type": "DECLINE", "decline": {
-            "offer_ids": [offer["id"]], "filters": {"refuse_seconds": refuse_seconds}}}))
-            .await
+        match serde_json::from_value::<OfferId>(offer["id"].clone()) {
+            Ok(offer_id) => answer(self.driver.decline(vec![offer_id], refuse_seconds).await),
+            Err(_) => {
+                self.call(json!({"type": "DECLINE", "decline": {
+                    "offer_ids": [offer["id"]], "filters": {"refuse_seconds": refuse_seconds}}}))
+                    .await
+            }
+        }
     }
 }
 

@@ -194,6 +194,14 @@ impl Driver {
             .map(|s| s.framework_id.clone())
     }
 
+    /// The `Mesos-Stream-Id` of the current subscription, if subscribed. Every call the driver
+    /// sends carries it; it changes with each SUBSCRIBED.
+    pub fn stream_id(&self) -> Option<String> {
+        lock(&self.inner.session)
+            .as_ref()
+            .map(|s| s.stream_id.clone())
+    }
+
     /// Whether a subscription is established.
     pub fn is_subscribed(&self) -> bool {
         lock(&self.inner.session).is_some()
@@ -373,6 +381,15 @@ enum Ended {
     },
 }
 
+/// Hands `event` to the user. False when the driver is to stop: `cancel` fired first (a full
+/// channel nobody reads must not keep the stream open) or the receiver is gone.
+async fn deliver(inner: &Inner, tx: &mpsc::Sender<Event>, event: Event) -> bool {
+    tokio::select! {
+        _ = inner.cancel.cancelled() => false,
+        sent = tx.send(event) => sent.is_ok(),
+    }
+}
+
 async fn subscription(inner: Arc<Inner>, tx: mpsc::Sender<Event>) {
     let backoff = || {
         ExponentialBuilder::default()
@@ -389,7 +406,7 @@ async fn subscription(inner: Arc<Inner>, tx: mpsc::Sender<Event>) {
             Ended::Cancelled => return,
             Ended::Removed(message) => {
                 tracing::error!(%message, "the master removed the framework");
-                let _ = tx.send(Event::Error(message)).await;
+                deliver(&inner, &tx, Event::Error(message)).await;
                 return;
             }
             Ended::Broken { subscribed, reason } => {
@@ -397,7 +414,7 @@ async fn subscription(inner: Arc<Inner>, tx: mpsc::Sender<Event>) {
                     delays = backoff();
                 }
                 tracing::warn!(%reason, "scheduler stream lost; re-subscribing");
-                if tx.send(Event::Disconnected { reason }).await.is_err() {
+                if !deliver(&inner, &tx, Event::Disconnected { reason }).await {
                     return;
                 }
             }
@@ -538,7 +555,7 @@ async fn subscribe_once(inner: &Arc<Inner>, tx: &mpsc::Sender<Event>) -> Ended {
                 }
                 _ => continue,
             };
-            if tx.send(out).await.is_err() {
+            if !deliver(inner, tx, out).await {
                 return Ended::Cancelled;
             }
         }
