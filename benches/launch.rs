@@ -8,59 +8,18 @@
 //!
 //! Run: `cargo bench --bench launch`
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use drove_driver::{Config, Driver, Event};
-use drove_proto::agent::{LaunchTask, RegisterAgent, Registered, StatusUpdate};
 use drove_proto::mesos::{
-    AgentId, CommandInfo, ContainerStatus, Filters, FrameworkInfo, Resource, TaskId, TaskInfo,
-    TaskSource, TaskState, TaskStatus,
+    CommandInfo, Filters, FrameworkInfo, Resource, TaskId, TaskInfo, TaskState,
 };
-use drove_proto::Resources;
 use tokio_util::sync::CancellationToken;
+
+mod support;
 
 const AGENTS: usize = 100;
 const TASKS: usize = 5000;
-
-struct Sim {
-    master: String,
-    http: reqwest::Client,
-}
-
-async fn launch(State(sim): State<Arc<Sim>>, Json(msg): Json<LaunchTask>) -> &'static str {
-    tokio::spawn(async move {
-        use base64::Engine;
-        let mut status = TaskStatus::new(msg.task.task_id.clone(), TaskState::TaskRunning);
-        status.agent_id = Some(msg.task.agent_id.clone());
-        status.source = Some(TaskSource::SourceExecutor);
-        status.uuid =
-            Some(base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes()));
-        status.container_status = Some(ContainerStatus {
-            executor_pid: Some(1),
-        });
-        let update = StatusUpdate {
-            agent_id: msg.task.agent_id.clone(),
-            framework_id: msg.framework_id,
-            status,
-        };
-        let _ = sim
-            .http
-            .post(format!("{}/agent/v1/status", sim.master))
-            .json(&update)
-            .send()
-            .await;
-    });
-    "ok"
-}
-
-async fn ok() -> &'static str {
-    "ok"
-}
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -69,80 +28,14 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let master_addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let probe = std::net::TcpListener::bind(master_addr).expect("probe");
-    let master_addr = probe.local_addr().expect("addr");
-    drop(probe);
-    let master_url = format!("http://{master_addr}");
     let shutdown = CancellationToken::new();
-    let args = drove_master::MasterArgs {
-        listen: master_addr,
-        data_dir: dir.path().to_path_buf(),
-        agent_ping_timeout: Duration::from_secs(60),
-        max_agent_ping_timeouts: 3,
-        agent_reregister_timeout: Duration::from_secs(600),
-        agent_removal_timeout: Duration::from_secs(14 * 24 * 3600),
-        heartbeat_interval: Duration::from_secs(15),
-        allocation_interval: Duration::from_secs(1),
-        min_allocatable_resources: drove_master::MinAllocatable(vec![Resources::cpus_mem(
-            0.01, 0.0,
-        )]),
-        weights: Default::default(),
-        hostname: None,
-    };
-    tokio::spawn(drove_master::run(args, shutdown.clone()));
-
-    let sim = Arc::new(Sim {
-        master: master_url.clone(),
-        http: reqwest::Client::new(),
-    });
-    let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("agent listener");
-    let agent_url = format!("http://{}", agent_listener.local_addr().expect("addr"));
-    let app = Router::new()
-        .route("/agent/v1/launch", post(launch))
-        .route("/agent/v1/acknowledge", post(ok))
-        .route("/agent/v1/kill", post(ok))
-        .route("/agent/v1/shutdown", post(ok))
-        .with_state(sim.clone());
-    tokio::spawn(async move { axum::serve(agent_listener, app).await });
-
-    let http = reqwest::Client::new();
-    for _ in 0..100 {
-        if http
-            .get(format!("{master_url}/health"))
-            .send()
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    for i in 0..AGENTS {
-        let reg = RegisterAgent {
-            agent_id: None,
-            hostname: format!("sim{i}"),
-            endpoint: agent_url.clone(),
-            resources: Resources::parse("cpus:64;mem:262144;disk:100000;ports:[31000-32000]")
-                .expect("resources")
-                .to_mesos(),
-            attributes: vec![],
-            tasks: vec![],
-            version: "sim".into(),
-        };
-        let r: Registered = http
-            .post(format!("{master_url}/agent/v1/register"))
-            .json(&reg)
-            .send()
-            .await
-            .expect("register")
-            .json()
-            .await
-            .expect("registered");
-        let _: AgentId = r.agent_id;
-    }
+    let master_url = support::sim_cluster(
+        dir.path(),
+        AGENTS,
+        "cpus:64;mem:262144;disk:100000;ports:[31000-32000]",
+        shutdown.clone(),
+    )
+    .await;
 
     println!("launch throughput: real master, {AGENTS} simulated agents, {TASKS} tasks per run");
     for per_accept in [1usize, usize::MAX] {
