@@ -351,6 +351,16 @@ async fn rolling_deploy_under_load_drops_nothing() {
     assert_eq!(app["env"]["MESSAGE"], "v2", "{app}");
 }
 
+/// The ids of an app's tasks.
+fn task_ids(app: &Value) -> HashSet<String> {
+    app["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// Restarting the PaaS kills nothing; the API shows the same instances afterwards. An agent
 /// that dies has its instances replaced on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,12 +370,7 @@ async fn paas_restart_and_agent_loss() {
     app["constraints"] = json!([["hostname", "UNIQUE"]]);
     d.create(app).await;
     let before = d.wait_healthy("steady", 2, Duration::from_secs(40)).await;
-    let ids: HashSet<String> = before["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = task_ids(&before);
     let pids: Vec<i32> = ids.iter().map(|t| task_pid(t).expect("pid")).collect();
 
     d.kill_paas();
@@ -373,12 +378,7 @@ async fn paas_restart_and_agent_loss() {
     d.start_paas();
     d.wait_paas().await;
     let after = d.wait_healthy("steady", 2, Duration::from_secs(30)).await;
-    let ids_after: HashSet<String> = after["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids_after = task_ids(&after);
     assert_eq!(ids, ids_after, "the same instances after a PaaS restart");
     for p in &pids {
         assert!(support::pid_alive(*p), "instance {p} survived the restart");
@@ -396,12 +396,7 @@ async fn paas_restart_and_agent_loss() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after = d.wait_healthy("steady", 2, Duration::from_secs(30)).await;
-    let ids_after: HashSet<String> = after["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids_after = task_ids(&after);
     assert_eq!(ids, ids_after, "the same instances after a master restart");
     for p in &pids {
         assert!(
