@@ -6,6 +6,7 @@
 //! - [`placement`]: offers' free resources, constraints, why an offer did not fit;
 //! - [`state`]: the state machine (apps, instances, deployments, offers, updates, routes);
 //! - [`scheduler`]: the loop between the Mesos driver and the state;
+//! - [`task`]: the Mesos task an instance runs as;
 //! - [`store`]: SQLite persistence; [`events`]: Marathon's event bus;
 //! - [`api`]: the HTTP API (`/v2`, `/v1` routes for routers, `/ping`, `/metrics`) and its
 //!   access rules; [`tokens`]: the admin and router tokens.
@@ -19,6 +20,7 @@ pub mod scheduler;
 pub mod state;
 pub mod stats;
 pub mod store;
+pub mod task;
 pub mod tokens;
 
 use std::net::SocketAddr;

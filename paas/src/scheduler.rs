@@ -10,8 +10,9 @@ use drove_proto::mesos::{TaskId, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{kill_policy, Call, DECLINE_SECONDS};
+use crate::state::{Call, DECLINE_SECONDS};
 use crate::store::Op;
+use crate::task::kill_policy;
 use crate::Paas;
 
 pub async fn run(paas: Arc<Paas>, mut events: mpsc::Receiver<Event>, cancel: CancellationToken) {

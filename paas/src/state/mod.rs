@@ -1,0 +1,456 @@
+//! The PaaS's state machine: apps, their instances and deployments, and every transition
+//! (API change, offer, status update, time passing). It does no I/O of its own: it queues store
+//! writes, publishes events and route changes on channels, and returns the calls to make to
+//! the master as [`Call`]s. One `std::sync::Mutex` around it, never held across `.await`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use drove_proto::mesos::{OfferId, TaskInfo, TaskState, TaskStatus};
+use drove_proto::routing::{AppSpec, RouteMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use crate::app::{task_prefix, AppDefinition};
+use crate::events::{self, Events};
+use crate::placement::{AgentFacts, Reject};
+use crate::store::{Op, Store, StoredApp};
+
+/// How long an instance must stay healthy before its app's launch backoff resets.
+pub const HEALTHY_SPELL: Duration = Duration::from_secs(10);
+/// A kill not answered by a terminal update within this is sent again.
+pub(crate) const KILL_RESEND: Duration = Duration::from_secs(10);
+/// Offers the PaaS does not need are refused for this long (a REVIVE clears it).
+pub const DECLINE_SECONDS: f64 = 120.0;
+
+/// A call to make to the master, computed under the lock and made after it.
+#[derive(Debug, Clone)]
+pub enum Call {
+    Launch {
+        offer_ids: Vec<OfferId>,
+        tasks: Vec<TaskInfo>,
+    },
+    Decline(Vec<OfferId>),
+    Kill {
+        task_id: String,
+        agent_id: String,
+        grace: Duration,
+    },
+    Revive,
+    Suppress,
+}
+
+/// One launched task of an app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Instance {
+    pub task_id: String,
+    pub app_id: String,
+    /// The app's `version` when launched (Marathon's task `version`).
+    pub version: String,
+    /// The app's config version when launched: instances of another config are replaced.
+    pub config_version: String,
+    pub agent_id: String,
+    pub host: String,
+    pub ports: Vec<u32>,
+    pub state: TaskState,
+    pub healthy: Option<bool>,
+    pub staged_at: String,
+    pub started_at: Option<String>,
+    /// Chosen to go: out of the routes, killed once drained.
+    #[serde(default)]
+    pub killing: bool,
+    #[serde(default)]
+    pub has_checks: bool,
+    #[serde(skip)]
+    pub drain_started: Option<Instant>,
+    #[serde(skip)]
+    pub kill_sent: Option<Instant>,
+    #[serde(skip)]
+    pub healthy_since: Option<Instant>,
+}
+
+impl Instance {
+    /// Serving: running and, if the app has health checks, passing them.
+    pub fn ready(&self) -> bool {
+        self.state == TaskState::TaskRunning
+            && !self.killing
+            && if self.has_checks {
+                self.healthy == Some(true)
+            } else {
+                self.healthy != Some(false)
+            }
+    }
+
+    pub fn addr(&self) -> Option<String> {
+        self.ports.first().map(|p| format!("{}:{p}", self.host))
+    }
+}
+
+/// Why an app's launches wait.
+#[derive(Debug, Default, Clone)]
+pub struct OfferStats {
+    pub processed: u64,
+    pub unused: u64,
+    pub last_used_at: Option<String>,
+    pub last_unused_at: Option<String>,
+    /// Per reason, over the last offers processed for this app.
+    pub reasons: BTreeMap<Reject, u64>,
+    pub last_unused: VecDeque<Value>,
+}
+
+/// A change being rolled out.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: String,
+    pub version: String,
+    pub action: &'static str,
+    /// The app before the change (None: the app did not exist), for rollback.
+    pub previous: Option<AppDefinition>,
+    pub started: String,
+    /// What holds it up, when something does.
+    pub waiting: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppRt {
+    pub def: AppDefinition,
+    pub version: String,
+    pub config_version: String,
+    pub scaling_version: String,
+    pub deployment: Option<Deployment>,
+    pub deleting: bool,
+    pub failures: u32,
+    pub delay: f64,
+    pub delay_until: Option<Instant>,
+    pub last_task_failure: Option<Value>,
+    pub offers: OfferStats,
+    /// Launches wanted now (computed by `plan`).
+    pub wanted: usize,
+    pub waiting_since: Option<String>,
+}
+
+impl AppRt {
+    pub fn stored(&self) -> StoredApp {
+        StoredApp {
+            id: self.def.id.clone(),
+            definition: serde_json::to_string(&self.def).unwrap_or_default(),
+            version: self.version.clone(),
+            config_version: self.config_version.clone(),
+            scaling_version: self.scaling_version.clone(),
+        }
+    }
+}
+
+mod plan;
+mod routes;
+
+pub struct State {
+    pub apps: BTreeMap<String, AppRt>,
+    pub instances: BTreeMap<String, Instance>,
+    pub agents: HashMap<String, AgentFacts>,
+    pub framework_id: Option<String>,
+    pub subscribed: bool,
+    suppressed: Option<bool>,
+    last_wanted: usize,
+    published: HashMap<String, AppSpec>,
+    pub store: Store,
+    pub events: Events,
+    pub routes: broadcast::Sender<RouteMessage>,
+    /// In-flight requests per backend address, from the routers' latest stats.
+    pub backend_in_flight: HashMap<String, (u64, Instant)>,
+    pub last_stats: Option<Instant>,
+    pub drain_timeout: Duration,
+    pub kill_grace: Duration,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub launched: u64,
+    pub killed: u64,
+    pub failed: u64,
+    pub offers_declined: u64,
+    pub offers_used: u64,
+    pub updates: u64,
+}
+
+/// Marathon's version timestamp for now.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl State {
+    pub fn new(
+        store: Store,
+        events: Events,
+        drain_timeout: Duration,
+        kill_grace: Duration,
+    ) -> State {
+        let (routes, _) = broadcast::channel(4096);
+        State {
+            apps: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            agents: HashMap::new(),
+            framework_id: None,
+            subscribed: false,
+            suppressed: None,
+            last_wanted: 0,
+            published: HashMap::new(),
+            store,
+            events,
+            routes,
+            backend_in_flight: HashMap::new(),
+            last_stats: None,
+            drain_timeout,
+            kill_grace,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Restores what the store held.
+    pub fn restore(&mut self, snapshot: crate::store::Snapshot) {
+        self.framework_id = snapshot.framework_id;
+        for a in snapshot.apps {
+            let def: AppDefinition = match serde_json::from_str(&a.definition) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(app = %a.id, error = %e, "stored app unreadable; skipped");
+                    continue;
+                }
+            };
+            self.apps.insert(
+                a.id.clone(),
+                new_rt(def, a.version, a.config_version, a.scaling_version),
+            );
+        }
+        for (task_id, data) in snapshot.instances {
+            match serde_json::from_str::<Instance>(&data) {
+                Ok(i) => {
+                    self.instances.insert(task_id, i);
+                }
+                Err(e) => tracing::error!(%task_id, error = %e, "stored instance unreadable"),
+            }
+        }
+    }
+
+    /// Forgets whether offers are suppressed, so the next `plan` states it again (after a
+    /// re-subscription or a failed call).
+    pub fn reset_offer_mode(&mut self) {
+        self.suppressed = None;
+    }
+
+    /// An app's instances. Task ids start with the app's task prefix and a dot, so this is a
+    /// range scan of the id-ordered map, not a walk over every instance.
+    pub fn instances_of<'a>(&'a self, app: &'a str) -> impl Iterator<Item = &'a Instance> + 'a {
+        let start = format!("{}.", task_prefix(app));
+        self.instances
+            .range(start.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&start))
+            .map(|(_, i)| i)
+            .filter(move |i| i.app_id == app)
+    }
+
+    fn persist_instance(&self, i: &Instance) {
+        self.store.enqueue(Op::PutInstance {
+            task_id: i.task_id.clone(),
+            app_id: i.app_id.clone(),
+            data: serde_json::to_string(i).unwrap_or_default(),
+        });
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // API changes (the caller has persisted the app already)
+
+    /// Installs a new definition (create, update, scale, restart, rollback) and starts its
+    /// deployment, superseding any running one. Returns the deployment id.
+    pub fn install(
+        &mut self,
+        rt_new: AppRt,
+        action: &'static str,
+        previous: Option<AppDefinition>,
+    ) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        let app_id = rt_new.def.id.clone();
+        let deployment = Deployment {
+            id: id.clone(),
+            version: rt_new.version.clone(),
+            action,
+            previous,
+            started: timestamp(),
+            waiting: None,
+        };
+        let mut rt = match self.apps.remove(&app_id) {
+            Some(mut old) => {
+                if let Some(d) = old.deployment.take() {
+                    self.events.publish(events::deployment_failed(
+                        &d,
+                        &app_id,
+                        "superseded by a newer deployment",
+                    ));
+                }
+                old.def = rt_new.def;
+                old.version = rt_new.version;
+                old.config_version = rt_new.config_version;
+                old.scaling_version = rt_new.scaling_version;
+                old.deleting = rt_new.deleting;
+                old
+            }
+            None => rt_new,
+        };
+        self.events
+            .publish(events::deployment_info(&deployment, &rt.def, action));
+        rt.deployment = Some(deployment);
+        self.apps.insert(app_id, rt);
+        id
+    }
+
+    /// Kills instances by task id; with `scale`, lowers the app's count to match.
+    pub fn kill_tasks(&mut self, task_ids: &[String]) -> Vec<String> {
+        let mut killed = Vec::new();
+        for t in task_ids {
+            if let Some(i) = self.instances.get_mut(t) {
+                if !i.killing {
+                    i.killing = true;
+                    i.drain_started = Some(Instant::now());
+                    killed.push(t.clone());
+                }
+            }
+        }
+        for t in &killed {
+            if let Some(i) = self.instances.get(t) {
+                self.persist_instance(i);
+            }
+        }
+        killed
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Status updates
+
+    /// Applies a status update. Returns calls (a kill for a task nobody wants).
+    pub fn on_update(&mut self, status: &TaskStatus, now: Instant) -> Vec<Call> {
+        self.counters.updates += 1;
+        let task_id = status.task_id.value.clone();
+        let Some(i) = self.instances.get_mut(&task_id) else {
+            if gone(status.state) {
+                return Vec::new();
+            }
+            // Not ours (any more): a task from before a lost update, or from a returning agent.
+            tracing::info!(task = %task_id, state = ?status.state, "killing an instance the PaaS does not know");
+            return match &status.agent_id {
+                Some(agent) => vec![Call::Kill {
+                    task_id,
+                    agent_id: agent.value.clone(),
+                    grace: self.kill_grace,
+                }],
+                None => Vec::new(),
+            };
+        };
+        let was_ready = i.ready();
+        let old_healthy = i.healthy;
+        i.state = status.state;
+        if let Some(h) = status.healthy {
+            i.healthy = Some(h);
+        }
+        if status.state == TaskState::TaskRunning && i.started_at.is_none() {
+            i.started_at = Some(timestamp());
+        }
+        if i.ready() {
+            i.healthy_since.get_or_insert(now);
+        } else {
+            i.healthy_since = None;
+        }
+        let i = i.clone();
+        self.events.publish(events::status_update(&i, status));
+        if old_healthy != i.healthy && i.has_checks {
+            if let Some(alive) = i.healthy {
+                self.events.publish(events::health_changed(&i, alive));
+            }
+        }
+        if gone(status.state) {
+            self.instances.remove(&task_id);
+            self.store.enqueue(Op::DeleteInstance(task_id.clone()));
+            self.events.publish(events::instance_changed(&i, "Killed"));
+            if !i.killing {
+                self.counters.failed += 1;
+                self.record_failure(&i, status, now);
+            } else {
+                self.counters.killed += 1;
+            }
+        } else {
+            self.persist_instance(&i);
+        }
+        let ready = i.ready();
+        if ready != was_ready {
+            // Announce even when nothing else changed: held requests wait for this upsert.
+            self.publish_routes(true, Some(&i.app_id));
+        }
+        Vec::new()
+    }
+
+    fn record_failure(&mut self, i: &Instance, status: &TaskStatus, now: Instant) {
+        let Some(app) = self.apps.get_mut(&i.app_id) else {
+            return;
+        };
+        let message = status
+            .message
+            .clone()
+            .or_else(|| status.reason.clone())
+            .unwrap_or_else(|| format!("{:?}", status.state));
+        let unhealthy = i.has_checks && i.healthy == Some(false);
+        let message = if unhealthy {
+            format!("killed for failing its health check ({message})")
+        } else {
+            message
+        };
+        if unhealthy {
+            self.events.publish(events::unhealthy_kill(i, &message));
+        }
+        app.last_task_failure = Some(json!({
+            "appId": i.app_id, "host": i.host, "message": message,
+            "state": status.state.as_str(), "taskId": i.task_id,
+            "timestamp": timestamp(), "version": i.version,
+        }));
+        app.delay = if app.failures == 0 {
+            app.def.backoff_seconds
+        } else {
+            (app.delay * app.def.backoff_factor).min(app.def.max_launch_delay_seconds)
+        };
+        app.failures += 1;
+        app.delay_until = Some(now + Duration::from_secs_f64(app.delay.clamp(0.0, 1e7)));
+    }
+}
+
+/// Whether an instance in `state` is gone for the PaaS: terminal, or lost with its agent (it is
+/// replaced; should it come back, it is a task the PaaS does not know, and is killed).
+pub fn gone(state: TaskState) -> bool {
+    state.is_terminal()
+        || matches!(
+            state,
+            TaskState::TaskLost | TaskState::TaskUnreachable | TaskState::TaskUnknown
+        )
+}
+
+pub fn new_rt(
+    def: AppDefinition,
+    version: String,
+    config_version: String,
+    scaling_version: String,
+) -> AppRt {
+    AppRt {
+        delay: def.backoff_seconds,
+        def,
+        version,
+        config_version,
+        scaling_version,
+        deployment: None,
+        deleting: false,
+        failures: 0,
+        delay_until: None,
+        last_task_failure: None,
+        offers: OfferStats::default(),
+        wanted: 0,
+        waiting_since: None,
+    }
+}

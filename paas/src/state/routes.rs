@@ -1,0 +1,72 @@
+//! The routes the router follows: each app's healthy instances, published as upserts and
+//! removes when they change.
+
+use std::collections::HashMap;
+
+use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
+
+use super::{AppRt, State};
+use crate::app::route_name;
+
+impl State {
+    pub fn route_of(&self, app: &AppRt) -> Option<AppSpec> {
+        let name = route_name(&app.def.id)?;
+        let backends = self
+            .instances_of(&app.def.id)
+            .filter(|i| i.ready())
+            .filter_map(|i| {
+                Some(BackendSpec {
+                    addr: i.addr()?,
+                    healthy: true,
+                    backup: false,
+                })
+            })
+            .collect();
+        Some(AppSpec {
+            name,
+            hostnames: Vec::new(),
+            state: if app.def.instances == 0 {
+                AppState::Idle
+            } else {
+                AppState::Running
+            },
+            concurrency_limit: 0,
+            backends,
+        })
+    }
+
+    /// The whole route table, for a new stream.
+    pub fn route_snapshot(&self) -> Vec<AppSpec> {
+        self.apps
+            .values()
+            .filter(|a| !a.deleting)
+            .filter_map(|a| self.route_of(a))
+            .collect()
+    }
+
+    /// Sends upserts for apps whose route changed (or `force` for `only`), removes for apps gone.
+    pub fn publish_routes(&mut self, force: bool, only: Option<&str>) {
+        let mut seen = HashMap::new();
+        for a in self.apps.values().filter(|a| !a.deleting) {
+            if let Some(spec) = self.route_of(a) {
+                let forced = force && only == Some(a.def.id.as_str());
+                if forced || self.published.get(&spec.name) != Some(&spec) {
+                    let _ = self.routes.send(RouteMessage::Upsert { app: spec.clone() });
+                }
+                seen.insert(spec.name.clone(), spec);
+            }
+        }
+        for name in self.published.keys() {
+            if !seen.contains_key(name) {
+                let _ = self.routes.send(RouteMessage::Remove { app: name.clone() });
+            }
+        }
+        self.published = seen;
+    }
+
+    pub fn app_by_route(&self, name: &str) -> Option<&AppRt> {
+        self.apps
+            .values()
+            .find(|a| !a.deleting && route_name(&a.def.id).as_deref() == Some(name))
+    }
+}
