@@ -192,7 +192,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let Some(id) = def["id"].as_str() else {
                 bail!("{}: the app definition needs an \"id\"", file.display());
             };
-            let path = format!("{}{}", app_path(id), if force { "?force=true" } else { "" });
+            // The file is the whole definition: what it leaves out goes back to the defaults.
+            let path = format!(
+                "{}?partialUpdate=false{}",
+                app_path(id),
+                if force { "&force=true" } else { "" }
+            );
             let v = c
                 .send(reqwest::Method::PUT, &path, Some(def.clone()))
                 .await?;

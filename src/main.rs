@@ -193,6 +193,19 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     ])
     .context("PaaS flags")?
     .inner;
+    // Each listener's port must be free: otherwise a component would fail, or (for the
+    // master's) the others would join whatever drove already listens there.
+    for (what, addr) in [
+        ("master", args.master_listen),
+        ("agent", args.agent_listen),
+        ("PaaS", args.paas_listen),
+        ("router", args.router_listen),
+        ("router admin", args.router_admin),
+    ] {
+        std::net::TcpListener::bind(addr).with_context(|| {
+            format!("the {what} cannot listen on {addr} (is drove already up?)")
+        })?;
+    }
     let master_task = tokio::spawn(drove_master::run(master, shutdown.clone()));
     // Let the master bind before the agent's first registration attempt (it would retry anyway).
     for _ in 0..50 {
@@ -231,16 +244,38 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         args.domain,
         args.router_listen.port(),
     );
-    let (m, a, p) = tokio::join!(master_task, agent_task, paas.task);
+    // The first component to stop (an error, or a signal) stops the others.
+    let (m, a, p) = tokio::join!(
+        watch("master", master_task, shutdown.clone()),
+        watch("agent", agent_task, shutdown.clone()),
+        watch("PaaS", paas.task, shutdown.clone()),
+    );
     router_handle.shutdown();
     tokio::task::spawn_blocking(move || router_handle.join())
         .await
         .context("router task")?
         .context("router failed")?;
-    m.context("master task")?.context("master failed")?;
-    a.context("agent task")?.context("agent failed")?;
-    p.context("PaaS task")?.context("PaaS failed")?;
+    m?;
+    a?;
+    p?;
     Ok(())
+}
+
+/// Waits for a component of `drove up`; however it ends, the others are told to stop.
+async fn watch<E>(
+    name: &str,
+    task: tokio::task::JoinHandle<Result<(), E>>,
+    stop: CancellationToken,
+) -> anyhow::Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let result = match task.await {
+        Ok(r) => r.with_context(|| format!("{name} failed")),
+        Err(e) => Err(e).with_context(|| format!("{name} task")),
+    };
+    stop.cancel();
+    result
 }
 
 async fn cancel_on_signal(token: CancellationToken) {

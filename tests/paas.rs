@@ -942,7 +942,7 @@ async fn marathon_api_surface() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 406);
+    assert_eq!(r.status(), 405);
 
     // Deleting removes the app, its instances and its route.
     let pid = task_pid(d.app("team/shop").await["tasks"][0]["id"].as_str().unwrap()).expect("pid");

@@ -297,7 +297,11 @@ impl AppDefinition {
     fn normalize(&mut self) -> Result<(), InvalidApp> {
         self.id = normalize_id(&self.id).map_err(|e| InvalidApp::field("/id", e))?;
         if let Some(ports) = self.ports.take() {
-            if self.port_definitions.is_some() {
+            if let Some(defs) = &self.port_definitions {
+                // Marathon shows both; a definition read back and sent again carries both.
+                if defs.iter().map(|d| d.port).eq(ports.iter().copied()) {
+                    return self.normalize_rest();
+                }
                 return Err(InvalidApp::field(
                     "/ports",
                     "give either ports or portDefinitions, not both",
@@ -315,6 +319,10 @@ impl AppDefinition {
                     .collect(),
             );
         }
+        self.normalize_rest()
+    }
+
+    fn normalize_rest(&mut self) -> Result<(), InvalidApp> {
         if self.port_definitions.is_none() {
             // Marathon's default: one port.
             self.port_definitions = Some(vec![PortDefinition {
@@ -325,6 +333,15 @@ impl AppDefinition {
             }]);
         }
         if let Some(uris) = self.uris.take() {
+            if !self.fetch.is_empty() {
+                if uris.iter().all(|u| self.fetch.iter().any(|f| &f.uri == u)) {
+                    return self.normalize_checks();
+                }
+                return Err(InvalidApp::field(
+                    "/uris",
+                    "give either uris or fetch, not both",
+                ));
+            }
             self.fetch.extend(uris.into_iter().map(|uri| FetchUri {
                 uri,
                 executable: false,
@@ -333,6 +350,10 @@ impl AppDefinition {
                 output_file: None,
             }));
         }
+        self.normalize_checks()
+    }
+
+    fn normalize_checks(&mut self) -> Result<(), InvalidApp> {
         for hc in &mut self.health_checks {
             hc.protocol = hc.protocol.to_ascii_uppercase();
             if hc.protocol == "MESOS_HTTP" {
@@ -560,17 +581,19 @@ pub fn merge(current: &AppDefinition, patch: &Value) -> Result<Value, InvalidApp
             if k == "id" || k == "version" {
                 continue;
             }
-            if k == "ports" {
-                base.remove("portDefinitions");
-            }
-            if k == "portDefinitions" {
-                base.remove("ports");
-            }
-            if k == "args" && !v.is_null() {
-                base.remove("cmd");
-            }
-            if k == "cmd" && !v.is_null() {
-                base.remove("args");
+            // A field replaces its other form too, unless the body gives both itself (as a
+            // definition read back from Marathon does).
+            for (this, other) in [
+                ("ports", "portDefinitions"),
+                ("portDefinitions", "ports"),
+                ("uris", "fetch"),
+                ("fetch", "uris"),
+                ("args", "cmd"),
+                ("cmd", "args"),
+            ] {
+                if k == this && !v.is_null() && !patch.contains_key(other) {
+                    base.remove(other);
+                }
             }
             base.insert(k.clone(), v.clone());
         }
@@ -637,6 +660,21 @@ mod tests {
         assert!(normalize_id("-a").is_err());
         assert_eq!(route_name("/team/shop.v2").unwrap(), "team-shop-v2");
         assert_eq!(task_prefix("/team/shop"), "team_shop");
+    }
+
+    #[test]
+    fn a_definition_read_back_and_sent_again_is_the_same() {
+        let d = AppDefinition::parse(
+            br#"{"id":"shop","cmd":"a","uris":["/x.tgz"],
+                 "portDefinitions":[{"port":0,"name":"web","protocol":"tcp"}]}"#,
+        )
+        .unwrap();
+        let again = AppDefinition::from_value(merge(&d, &d.to_json()).unwrap()).unwrap();
+        assert_eq!(again, d);
+        assert_eq!(again.fetch.len(), 1);
+        assert_eq!(again.port_definitions()[0].name.as_deref(), Some("web"));
+        let posted = AppDefinition::from_value(d.to_json()).unwrap();
+        assert_eq!(posted, d);
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub struct Paas {
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
     pub shutdown: CancellationToken,
     capacity: Mutex<Option<CapacityReading>>,
+    /// Held by every API change from its checks through its store write to its install, so
+    /// changes reach the disk and the state in the same order and never interleave.
+    pub writes: tokio::sync::Mutex<()>,
+    /// Why the PaaS stopped on its own, if it did.
+    pub fatal: Mutex<Option<String>>,
 }
 
 impl Paas {
@@ -145,6 +150,8 @@ pub enum PaasError {
     },
     #[error("serving the API: {0}")]
     Serve(std::io::Error),
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// A started PaaS: its API address and the tokens in force.
@@ -221,6 +228,8 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         metrics: api::metrics::Metrics::default(),
         shutdown: shutdown.clone(),
         capacity: Mutex::new(None),
+        writes: tokio::sync::Mutex::new(()),
+        fatal: Mutex::new(None),
     });
     // The restored instances are routable from the first route snapshot on.
     paas.lock().publish_routes(false, None);
@@ -237,7 +246,11 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         )
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-        .map_err(PaasError::Serve)
+        .map_err(PaasError::Serve)?;
+        match paas.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(PaasError::Stopped(reason)),
+            None => Ok(()),
+        }
     });
     tracing::info!(%addr, "PaaS API listening");
     Ok(Started {

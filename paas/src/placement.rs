@@ -99,8 +99,8 @@ impl Constraint {
     }
 
     /// Whether an instance may go on an agent whose `field` is `value`, given the values of the
-    /// app's instances already placed and the values seen across the cluster.
-    fn allows(&self, value: Option<&str>, placed: &[Option<String>], known: &[String]) -> bool {
+    /// app's instances already placed.
+    fn allows(&self, value: Option<&str>, placed: &[Option<String>]) -> bool {
         let count = |v: &str| placed.iter().filter(|p| p.as_deref() == Some(v)).count();
         match self {
             Constraint::Unique(_) => value.is_some_and(|v| count(v) == 0),
@@ -109,11 +109,21 @@ impl Constraint {
                 Some(first) => value == Some(first.as_str()),
                 None => value.is_some(),
             },
-            Constraint::GroupBy(_, _) => {
+            Constraint::GroupBy(_, groups) => {
                 let Some(v) = value else { return false };
                 let here = count(v);
-                // Even spread: go where the fewest are, among the values seen.
-                known.iter().map(|k| count(k)).min().unwrap_or(0) >= here
+                let mut placed_groups: Vec<&str> =
+                    placed.iter().flatten().map(String::as_str).collect();
+                placed_groups.sort_unstable();
+                placed_groups.dedup();
+                // Until the expected number of groups is reached, only new groups.
+                if let Some(g) = groups {
+                    if here > 0 && placed_groups.len() < *g as usize {
+                        return false;
+                    }
+                }
+                // Even spread: a new group, or one with no more than the fewest placed.
+                here == 0 || placed_groups.iter().map(|k| count(k)).min().unwrap_or(0) >= here
             }
             Constraint::Like(_, re) => value.is_some_and(|v| re.is_match(v)),
             Constraint::Unlike(_, re) => value.is_none_or(|v| !re.is_match(v)),
@@ -261,23 +271,15 @@ impl Space {
 }
 
 /// Whether every constraint of `def` allows an instance on `agent`, given where the app's
-/// instances already run (`placed`, the facts of their agents) and the agents seen (`known`).
-pub fn constraints_allow(
-    def: &AppDefinition,
-    agent: &AgentFacts,
-    placed: &[&AgentFacts],
-    known: &[&AgentFacts],
-) -> bool {
+/// instances already run (`placed`, the facts of their agents).
+pub fn constraints_allow(def: &AppDefinition, agent: &AgentFacts, placed: &[&AgentFacts]) -> bool {
     def.constraints.iter().all(|parts| {
         let Ok(c) = Constraint::parse(parts) else {
             return false;
         };
         let field = c.field();
         let values: Vec<Option<String>> = placed.iter().map(|f| f.value(field)).collect();
-        let mut known_values: Vec<String> = known.iter().filter_map(|f| f.value(field)).collect();
-        known_values.sort();
-        known_values.dedup();
-        c.allows(agent.value(field).as_deref(), &values, &known_values)
+        c.allows(agent.value(field).as_deref(), &values)
     })
 }
 
@@ -303,19 +305,25 @@ mod tests {
     fn unique_cluster_group_by_like_unlike() {
         let (a, b) = (facts("h1", "r1"), facts("h2", "r2"));
         let unique = def(serde_json::json!([["hostname", "UNIQUE"]]));
-        assert!(constraints_allow(&unique, &a, &[&b], &[&a, &b]));
-        assert!(!constraints_allow(&unique, &a, &[&a], &[&a, &b]));
+        assert!(constraints_allow(&unique, &a, &[&b]));
+        assert!(!constraints_allow(&unique, &a, &[&a]));
         let cluster = def(serde_json::json!([["rack", "CLUSTER", "r2"]]));
-        assert!(!constraints_allow(&cluster, &a, &[], &[&a, &b]));
-        assert!(constraints_allow(&cluster, &b, &[], &[&a, &b]));
+        assert!(!constraints_allow(&cluster, &a, &[]));
+        assert!(constraints_allow(&cluster, &b, &[]));
         let group = def(serde_json::json!([["hostname", "GROUP_BY"]]));
-        assert!(!constraints_allow(&group, &a, &[&a], &[&a, &b]));
-        assert!(constraints_allow(&group, &b, &[&a], &[&a, &b]));
+        assert!(!constraints_allow(&group, &a, &[&a, &a, &b]));
+        assert!(constraints_allow(&group, &b, &[&a, &a, &b]));
+        assert!(constraints_allow(&group, &b, &[&a]), "a new group");
+        // Only placed groups count: an agent that never got an instance holds nobody back.
+        assert!(constraints_allow(&group, &a, &[&a, &b]));
+        let two = def(serde_json::json!([["hostname", "GROUP_BY", "2"]]));
+        assert!(!constraints_allow(&two, &a, &[&a]), "two groups first");
+        assert!(constraints_allow(&two, &b, &[&a]));
         let like = def(serde_json::json!([["rack", "LIKE", "r[12]"]]));
-        assert!(constraints_allow(&like, &a, &[], &[]));
+        assert!(constraints_allow(&like, &a, &[]));
         let unlike = def(serde_json::json!([["hostname", "UNLIKE", "h1"]]));
-        assert!(!constraints_allow(&unlike, &a, &[], &[]));
-        assert!(constraints_allow(&unlike, &b, &[], &[]));
+        assert!(!constraints_allow(&unlike, &a, &[]));
+        assert!(constraints_allow(&unlike, &b, &[]));
     }
 
     #[test]

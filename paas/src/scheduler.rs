@@ -10,7 +10,7 @@ use drove_proto::mesos::{TaskId, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::{Call, DECLINE_SECONDS};
+use crate::state::Call;
 use crate::store::Op;
 use crate::task::kill_policy;
 use crate::Paas;
@@ -30,8 +30,19 @@ pub async fn run(paas: Arc<Paas>, mut events: mpsc::Receiver<Event>, cancel: Can
             ev = events.recv() => match ev {
                 Some(ev) => handle(&paas, ev).await,
                 None => {
-                    tracing::error!("the scheduler driver stopped; the PaaS no longer schedules");
+                    // The master removed the framework (its tasks are gone with it). Forget the
+                    // id, so the next start registers anew, and stop: a PaaS that can no longer
+                    // schedule must not keep accepting changes.
+                    let reason = paas
+                        .lock()
+                        .removed
+                        .take()
+                        .unwrap_or_else(|| "the scheduler driver stopped".into());
                     paas.lock().subscribed = false;
+                    let _ = paas.store.write(Op::ForgetFrameworkId).await;
+                    tracing::error!(%reason, "the PaaS stops: restart it to register a new framework");
+                    *paas.fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+                    cancel.cancel();
                     return;
                 }
             },
@@ -95,7 +106,9 @@ async fn handle(paas: &Arc<Paas>, ev: Event) {
         }
         Event::Error(message) => {
             tracing::error!(%message, "the master removed the PaaS framework");
-            paas.lock().subscribed = false;
+            let mut s = paas.lock();
+            s.subscribed = false;
+            s.removed = Some(format!("the master removed the framework: {message}"));
         }
         Event::Disconnected { reason } => {
             tracing::warn!(%reason, "disconnected from the master");
@@ -122,9 +135,9 @@ async fn execute(paas: &Arc<Paas>, calls: Vec<Call>) {
                     paas.lock().reset_offer_mode();
                 }
             }
-            Call::Decline(ids) => {
+            Call::Decline(ids, refuse_seconds) => {
                 tokio::spawn(async move {
-                    if let Err(e) = driver.decline(ids, DECLINE_SECONDS).await {
+                    if let Err(e) = driver.decline(ids, refuse_seconds).await {
                         tracing::debug!(error = %e, "DECLINE failed");
                     }
                 });
@@ -154,13 +167,22 @@ async fn execute(paas: &Arc<Paas>, calls: Vec<Call>) {
                     let ids: Vec<String> = tasks.iter().map(|t| t.task_id.value.clone()).collect();
                     if let Err(e) = driver.launch(offer_ids, tasks, None).await {
                         tracing::warn!(error = %e, "LAUNCH failed");
-                        // The master never took these: they failed, and backoff applies.
+                        // The master never took these. A refusal is the app's failure (backoff
+                        // applies); a master out of reach is not: they are simply launched again.
+                        let refused = matches!(e, drove_driver::CallError::Rejected { .. });
                         let now = Instant::now();
                         let mut s = paas.lock();
                         for id in ids {
-                            let mut status =
-                                TaskStatus::new(TaskId::new(id), TaskState::TaskFailed);
-                            status.message = Some(format!("launch refused: {e}"));
+                            if !refused {
+                                s.kill_tasks(std::slice::from_ref(&id));
+                            }
+                            let state = if refused {
+                                TaskState::TaskFailed
+                            } else {
+                                TaskState::TaskDropped
+                            };
+                            let mut status = TaskStatus::new(TaskId::new(id), state);
+                            status.message = Some(format!("launch not accepted: {e}"));
                             s.on_update(&status, now);
                         }
                         drop(s);

@@ -44,6 +44,8 @@ pub struct StoredApp {
 #[derive(Debug, Clone)]
 pub enum Op {
     FrameworkId(String),
+    /// The master removed the framework: the next start registers anew.
+    ForgetFrameworkId,
     /// Upserts the app and records its version.
     PutApp(StoredApp),
     DeleteApp(String),
@@ -53,6 +55,8 @@ pub enum Op {
         data: String,
     },
     DeleteInstance(String),
+    /// Writes nothing: waiting for it waits for every write queued before it.
+    Flush,
 }
 
 /// What was on disk at start.
@@ -123,6 +127,11 @@ impl Store {
         done.await
             .map_err(|_| StoreError::Write("the store is closed".into()))?
             .map_err(StoreError::Write)
+    }
+
+    /// Waits until every write queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(Op::Flush).await
     }
 
     /// Every stored version of an app, oldest first.
@@ -265,6 +274,12 @@ async fn write_batch(pool: &SqlitePool, ops: &[&Op]) -> Result<(), sqlx::Error> 
                 .bind(data)
                 .execute(&mut *tx)
                 .await?;
+            }
+            Op::Flush => {}
+            Op::ForgetFrameworkId => {
+                sqlx::query("DELETE FROM settings WHERE key = 'framework_id'")
+                    .execute(&mut *tx)
+                    .await?;
             }
             Op::DeleteInstance(task_id) => {
                 sqlx::query("DELETE FROM instances WHERE task_id = $1")

@@ -149,7 +149,10 @@ struct Inner {
     session: Mutex<Option<Session>>,
     /// The framework id to subscribe with next: the configured one, then the master's.
     framework_id: Mutex<Option<FrameworkId>>,
+    /// Wakes the stream reader when a call met 403; `stale` names the stream it was sent on,
+    /// so a late 403 from an earlier stream does not drop the current one.
     resubscribe: Notify,
+    stale: Mutex<Option<String>>,
     cancel: CancellationToken,
 }
 
@@ -181,6 +184,7 @@ impl Driver {
             stream,
             session: Mutex::new(None),
             resubscribe: Notify::new(),
+            stale: Mutex::new(None),
             cancel,
         });
         tokio::spawn(subscription(inner.clone(), tx));
@@ -256,7 +260,8 @@ impl Driver {
         match status {
             403 => {
                 // The master does not know this stream: subscribe again.
-                self.inner.resubscribe.notify_one();
+                *lock(&self.inner.stale) = Some(session.stream_id.clone());
+                self.inner.resubscribe.notify_waiters();
                 Err(CallError::NotSubscribed)
             }
             400..=499 => Err(CallError::Rejected {
@@ -480,7 +485,10 @@ async fn subscribe_once(inner: &Arc<Inner>, tx: &mpsc::Sender<Event>) -> Ended {
         let chunk = tokio::select! {
             _ = inner.cancel.cancelled() => return Ended::Cancelled,
             _ = inner.resubscribe.notified() => {
-                return broken(subscribed, "the master no longer knows this stream".into())
+                if lock(&inner.stale).take().as_deref() == Some(stream_id.as_str()) {
+                    return broken(subscribed, "the master no longer knows this stream".into());
+                }
+                continue;
             }
             c = tokio::time::timeout(watchdog, body.next()) => c,
         };

@@ -12,20 +12,20 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{error, wants};
-use crate::app::{merge, normalize_id, AppDefinition, InvalidApp};
+use crate::app::{merge, normalize_id, route_name, AppDefinition, InvalidApp};
 use crate::events;
 use crate::state::{new_rt, timestamp, AppRt, Instance, State as PaasState};
 use crate::store::Op;
 use crate::Paas;
 
 /// The query parameters of a request, repeated keys kept.
-fn query(raw: &Option<String>) -> Vec<(String, String)> {
+pub(super) fn query(raw: &Option<String>) -> Vec<(String, String)> {
     raw.as_deref()
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .unwrap_or_default()
 }
 
-fn flag(q: &[(String, String)], name: &str) -> bool {
+pub(super) fn flag(q: &[(String, String)], name: &str) -> bool {
     q.iter()
         .any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
 }
@@ -187,6 +187,10 @@ pub async fn create(
         Err(e) => return invalid(&e),
     };
     if let Err(r) = check_capacity(&paas, &def).await {
+        return r;
+    }
+    let _gate = paas.writes.lock().await;
+    if let Some(r) = route_taken(&paas, &def) {
         return r;
     }
     if paas.lock().apps.contains_key(&def.id) {
@@ -369,9 +373,36 @@ async fn change(
     if let Err(e) = paas.store.write(Op::PutApp(rt.stored())).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
+    let created = previous.is_none();
     let deployment = paas.lock().install(rt, action, previous);
     paas.kick.notify_one();
-    Json(json!({"deploymentId": deployment, "version": version})).into_response()
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (
+        status,
+        Json(json!({"deploymentId": deployment, "version": version})),
+    )
+        .into_response()
+}
+
+/// Refuses an app whose host name another app is served under (`/a/b` and `/a-b` are both
+/// `a-b`).
+fn route_taken(paas: &Paas, def: &AppDefinition) -> Option<Response> {
+    let name = route_name(&def.id)?;
+    let s = paas.lock();
+    let other = s.apps.values().find(|a| {
+        !a.deleting && a.def.id != def.id && route_name(&a.def.id).as_deref() == Some(name.as_str())
+    })?;
+    Some(invalid(&InvalidApp::field(
+        "/id",
+        format!(
+            "'{}' would be served as {name}, which app '{}' already uses",
+            def.id, other.def.id
+        ),
+    )))
 }
 
 async fn update(
@@ -394,6 +425,7 @@ async fn update(
     };
     let q = query(&raw);
     let force = flag(&q, "force");
+    let _gate = paas.writes.lock().await;
     let patch: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return invalid(&InvalidApp::Json(e.to_string())),
@@ -434,10 +466,18 @@ async fn update(
             .await;
         }
     }
+    // `?partialUpdate=false` (a PUT of a whole definition) replaces instead of merging.
+    let replace = q.iter().any(|(k, v)| k == "partialUpdate" && v == "false");
     let (def, previous) = match current {
         Some(cur) => {
-            let merged = match merge(&cur, &patch) {
-                Ok(m) => m,
+            let merged = if replace {
+                Ok(patch.clone())
+            } else {
+                merge(&cur, &patch)
+            };
+            let merged = match merged {
+                Ok(m) if m.is_object() => m,
+                Ok(_) => return invalid(&InvalidApp::field("/", "expected a JSON object")),
                 Err(e) => return invalid(&e),
             };
             let mut merged = merged;
@@ -461,6 +501,11 @@ async fn update(
     };
     if let Err(r) = check_capacity(&paas, &def).await {
         return r;
+    }
+    if previous.is_none() {
+        if let Some(r) = route_taken(&paas, &def) {
+            return r;
+        }
     }
     let scale_only = previous.as_ref().is_some_and(|p| {
         let mut p2 = p.clone();
@@ -506,6 +551,7 @@ pub async fn post_sub(
         );
     }
     let force = flag(&query(&raw), "force");
+    let _gate = paas.writes.lock().await;
     let Some(def) = paas
         .lock()
         .apps
@@ -533,6 +579,7 @@ pub async fn delete_sub(
 ) -> Response {
     let (id, sub) = split(&rest);
     let q = query(&raw);
+    let _gate = paas.writes.lock().await;
     match sub {
         Sub::App => delete_app(&paas, &id, flag(&q, "force")).await,
         Sub::Tasks(task) => {
@@ -589,39 +636,64 @@ async fn delete_app(paas: &Arc<Paas>, id: &str, force: bool) -> Response {
 
 /// Kills tasks; with `scale`, lowers their apps' instance counts by as many.
 async fn kill(paas: &Arc<Paas>, ids: Vec<String>, scale: bool, single: bool) -> Response {
-    let (killed, per_app) = {
+    // With `scale`, the lowered counts are on disk before anything is killed.
+    let mut scaled = Vec::new();
+    if scale {
+        let per_app: HashMap<String, (AppDefinition, String, u32)> = {
+            let s = paas.lock();
+            let mut per_app: HashMap<String, (AppDefinition, String, u32)> = HashMap::new();
+            for i in ids
+                .iter()
+                .filter_map(|t| s.instances.get(t))
+                .filter(|i| !i.killing)
+            {
+                if let Some(a) = s.apps.get(&i.app_id) {
+                    per_app
+                        .entry(a.def.id.clone())
+                        .or_insert_with(|| (a.def.clone(), a.config_version.clone(), 0))
+                        .2 += 1;
+                }
+            }
+            per_app
+        };
+        for (_, (prev, config, n)) in per_app {
+            let mut def = prev.clone();
+            def.instances = def.instances.saturating_sub(n);
+            let version = timestamp();
+            let rt = new_rt(def, version.clone(), config, version);
+            if let Err(e) = paas.store.write(Op::PutApp(rt.stored())).await {
+                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            }
+            scaled.push((rt, prev));
+        }
+    }
+    let (killed, deployment) = {
         let mut s = paas.lock();
         let tasks: Vec<Value> = ids
             .iter()
             .filter_map(|t| s.instances.get(t))
             .map(task_json)
             .collect();
-        let mut per_app: HashMap<String, u32> = HashMap::new();
-        for t in s.kill_tasks(&ids) {
-            if let Some(i) = s.instances.get(&t) {
-                *per_app.entry(i.app_id.clone()).or_default() += 1;
-            }
+        s.kill_tasks(&ids);
+        let mut deployment = None;
+        for (rt, prev) in scaled {
+            let version = rt.version.clone();
+            deployment = Some((s.install(rt, "ScaleApplication", Some(prev)), version));
         }
-        (tasks, per_app)
+        (tasks, deployment)
     };
-    if scale {
-        let mut last = None;
-        for (app, n) in per_app {
-            let def = paas.lock().apps.get(&app).map(|a| a.def.clone());
-            if let Some(prev) = def {
-                let mut def = prev.clone();
-                def.instances = def.instances.saturating_sub(n);
-                last = Some(change(paas, def, Some(prev), "ScaleApplication", true, true).await);
-            }
-        }
-        paas.kick.notify_one();
-        return last.unwrap_or_else(|| Json(json!({"tasks": []})).into_response());
+    // The kills were queued in order behind any earlier write: wait until they are on disk.
+    if let Err(e) = paas.store.flush().await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
     paas.kick.notify_one();
-    if single {
-        Json(json!({"task": killed.first()})).into_response()
-    } else {
-        Json(json!({ "tasks": killed })).into_response()
+    match deployment {
+        Some((id, version)) => {
+            Json(json!({"deploymentId": id, "version": version})).into_response()
+        }
+        None if scale => Json(json!({ "tasks": [] })).into_response(),
+        None if single => Json(json!({"task": killed.first()})).into_response(),
+        None => Json(json!({ "tasks": killed })).into_response(),
     }
 }
 
@@ -657,14 +729,12 @@ pub async fn delete_tasks(
     let ids: Ids = match drove_proto::decode(&body) {
         Ok(i) => i,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"message": "Invalid JSON", "details": [{"path": format!("/{}", e.path.trim_start_matches('.')), "errors": [e.message]}]})),
-            )
-                .into_response()
+            let path = format!("/{}", e.path.trim_start_matches('.').replace('.', "/"));
+            return invalid(&InvalidApp::field(&path, e.message));
         }
     };
     let q = query(&raw);
+    let _gate = paas.writes.lock().await;
     let known: Vec<String> = {
         let s = paas.lock();
         ids.ids

@@ -71,9 +71,8 @@ pub async fn delete(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let force = raw
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|p| p == "force=true" || p == "force"));
+    let force = super::apps::flag(&super::apps::query(&raw), "force");
+    let _gate = paas.writes.lock().await;
     let found = {
         let mut s = paas.lock();
         let app = s
@@ -86,11 +85,7 @@ pub async fn delete(
                 a.deployment = None;
                 Some(None)
             }
-            Some(a) => Some(Some((
-                a.def.clone(),
-                a.deployment.as_ref().and_then(|d| d.previous.clone()),
-                a.deleting,
-            ))),
+            Some(a) => a.deployment.clone().map(|d| Some((a.def.clone(), d))),
         }
     };
     let Some(rollback) = found else {
@@ -99,13 +94,13 @@ pub async fn delete(
             format!("DeploymentPlan {id} does not exist"),
         );
     };
-    let Some((current, previous, deleting)) = rollback else {
+    let Some((current, deployment)) = rollback else {
         return StatusCode::ACCEPTED.into_response();
     };
     let version = timestamp();
-    let result = match previous {
+    let result = match (deployment.previous, deployment.previous_versions) {
         // The deployment created the app: rolling back removes it.
-        None => {
+        (None, _) if deployment.action == "StartApplication" => {
             let mut rt = new_rt(
                 current.clone(),
                 version.clone(),
@@ -118,8 +113,16 @@ pub async fn delete(
                 .await
                 .map(|_| rt)
         }
-        Some(prev) => {
-            let rt = new_rt(prev, version.clone(), version.clone(), version.clone());
+        (None, _) => {
+            return error(
+                StatusCode::CONFLICT,
+                format!("DeploymentPlan {id} was resumed after a restart and has no earlier version to roll back to; use ?force=true to stop tracking it"),
+            )
+        }
+        (Some(prev), versions) => {
+            let (config, scaling) =
+                versions.unwrap_or_else(|| (version.clone(), version.clone()));
+            let rt = new_rt(prev, version.clone(), config, scaling);
             paas.store.write(Op::PutApp(rt.stored())).await.map(|_| rt)
         }
     };
@@ -127,7 +130,6 @@ pub async fn delete(
         Ok(rt) => rt,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
-    let _ = deleting;
     let action = if rt.deleting {
         "StopApplication"
     } else {
@@ -190,7 +192,7 @@ pub async fn events(
 ) -> Response {
     if !wants(&headers, "text/event-stream") {
         return error(
-            StatusCode::NOT_ACCEPTABLE,
+            StatusCode::METHOD_NOT_ALLOWED,
             "the event stream needs 'Accept: text/event-stream'",
         );
     }

@@ -74,8 +74,9 @@ pub async fn wake(
     let held = serde_json::from_slice::<drove_proto::routing::WakeRequest>(&body)
         .map(|w| w.held)
         .ok();
+    let _gate = paas.writes.lock().await;
     let (def, version, config) = {
-        let s = paas.lock();
+        let mut s = paas.lock();
         let Some(a) = s.app_by_route(&name) else {
             return error(
                 StatusCode::NOT_FOUND,
@@ -83,9 +84,13 @@ pub async fn wake(
             );
         };
         if a.def.instances > 0 {
+            // Awake or waking. Restate its route: a router that woke it because every backend
+            // looked down (passive marks) takes a republished backend as usable again.
+            let (id, n) = (a.def.id.clone(), a.def.instances);
+            s.publish_routes(true, Some(&id));
             return (
                 StatusCode::ACCEPTED,
-                Json(json!({"app": a.def.id, "instances": a.def.instances})),
+                Json(json!({"app": id, "instances": n})),
             )
                 .into_response();
         }
@@ -100,14 +105,6 @@ pub async fn wake(
     }
     {
         let mut s = paas.lock();
-        // Another wake may have won the race; it already raised the app.
-        if s.apps.get(&def.id).is_some_and(|a| a.def.instances > 0) {
-            return (
-                StatusCode::ACCEPTED,
-                Json(json!({"app": def.id, "instances": 1})),
-            )
-                .into_response();
-        }
         s.install(rt, "ScaleApplication", Some(previous));
         s.events.publish(crate::events::scheduler(
             "drove_wake_event",
@@ -137,17 +134,13 @@ pub async fn stats(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
     paas.stats.record(&report);
     let now = Instant::now();
     {
-        let mut s = paas.lock();
-        for a in &report.apps {
-            for b in &a.backends {
-                s.backend_in_flight
-                    .insert(b.addr.clone(), (b.counters.in_flight, now));
-            }
-        }
-        s.last_stats = Some(now);
-        // Forget backends no router has mentioned for five minutes (instances long gone).
-        s.backend_in_flight
-            .retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(300));
+        let in_flight = report
+            .apps
+            .iter()
+            .flat_map(|a| a.backends.iter())
+            .map(|b| (b.addr.clone(), b.counters.in_flight))
+            .collect();
+        paas.lock().router_stats(&report.router, in_flight, now);
     }
     paas.kick.notify_one();
     StatusCode::NO_CONTENT.into_response()

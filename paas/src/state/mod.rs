@@ -23,6 +23,18 @@ pub const HEALTHY_SPELL: Duration = Duration::from_secs(10);
 pub(crate) const KILL_RESEND: Duration = Duration::from_secs(10);
 /// Offers the PaaS does not need are refused for this long (a REVIVE clears it).
 pub const DECLINE_SECONDS: f64 = 120.0;
+/// Offers that did not fit while launches still wait are refused only this long.
+pub const DECLINE_WAITING_SECONDS: f64 = 5.0;
+
+/// A router's latest stats push, as the drain of a killed instance needs it.
+#[derive(Debug, Clone)]
+pub struct RouterSeen {
+    pub at: Instant,
+    pub in_flight: HashMap<String, u64>,
+}
+
+/// A router that has not pushed stats for this long is not waited for.
+pub const ROUTER_SILENCE: Duration = Duration::from_secs(5);
 
 /// A call to make to the master, computed under the lock and made after it.
 #[derive(Debug, Clone)]
@@ -31,7 +43,8 @@ pub enum Call {
         offer_ids: Vec<OfferId>,
         tasks: Vec<TaskInfo>,
     },
-    Decline(Vec<OfferId>),
+    /// Declined offers, and for how many seconds their resources are refused.
+    Decline(Vec<OfferId>, f64),
     Kill {
         task_id: String,
         agent_id: String,
@@ -107,6 +120,9 @@ pub struct Deployment {
     pub action: &'static str,
     /// The app before the change (None: the app did not exist), for rollback.
     pub previous: Option<AppDefinition>,
+    /// Its config and scaling versions then: a rollback restores them, so the instances that
+    /// were current then are current again and are not restarted.
+    pub previous_versions: Option<(String, String)>,
     pub started: String,
     /// What holds it up, when something does.
     pub waiting: Option<String>,
@@ -151,15 +167,19 @@ pub struct State {
     pub agents: HashMap<String, AgentFacts>,
     pub framework_id: Option<String>,
     pub subscribed: bool,
+    /// Why the master removed the framework, once it has.
+    pub removed: Option<String>,
     suppressed: Option<bool>,
     last_wanted: usize,
+    /// An instance ended since the last `plan`: its resources are free again.
+    freed: bool,
     published: HashMap<String, AppSpec>,
     pub store: Store,
     pub events: Events,
     pub routes: broadcast::Sender<RouteMessage>,
     /// In-flight requests per backend address, from the routers' latest stats.
-    pub backend_in_flight: HashMap<String, (u64, Instant)>,
-    pub last_stats: Option<Instant>,
+    /// Each router's latest stats push: when, and requests in flight per backend address.
+    pub routers: HashMap<String, RouterSeen>,
     pub drain_timeout: Duration,
     pub kill_grace: Duration,
     pub counters: Counters,
@@ -194,14 +214,15 @@ impl State {
             agents: HashMap::new(),
             framework_id: None,
             subscribed: false,
+            removed: None,
             suppressed: None,
             last_wanted: 0,
+            freed: false,
             published: HashMap::new(),
             store,
             events,
             routes,
-            backend_in_flight: HashMap::new(),
-            last_stats: None,
+            routers: HashMap::new(),
             drain_timeout,
             kill_grace,
             counters: Counters::default(),
@@ -226,12 +247,67 @@ impl State {
         }
         for (task_id, data) in snapshot.instances {
             match serde_json::from_str::<Instance>(&data) {
-                Ok(i) => {
+                Ok(mut i) => {
+                    if !self.apps.contains_key(&i.app_id) {
+                        // Its app is gone (deleted just before a crash): it must go too.
+                        i.killing = true;
+                    }
                     self.instances.insert(task_id, i);
                 }
                 Err(e) => tracing::error!(%task_id, error = %e, "stored instance unreadable"),
             }
         }
+        // Deployments are not stored: an app caught mid-change gets one again, so tools that
+        // watch `/v2/deployments` see it finish (or not).
+        let unsettled: Vec<(String, &'static str)> = self
+            .apps
+            .values()
+            .filter_map(|a| {
+                let mine: Vec<&Instance> = self.instances_of(&a.def.id).collect();
+                if mine
+                    .iter()
+                    .any(|i| i.config_version != a.config_version || i.killing)
+                {
+                    Some((a.def.id.clone(), "RestartApplication"))
+                } else if mine.len() != a.def.instances as usize {
+                    Some((a.def.id.clone(), "ScaleApplication"))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (id, action) in unsettled {
+            if let Some(a) = self.apps.get_mut(&id) {
+                a.deployment = Some(Deployment {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    version: a.version.clone(),
+                    action,
+                    previous: None,
+                    previous_versions: None,
+                    started: timestamp(),
+                    waiting: None,
+                });
+            }
+        }
+    }
+
+    /// Records a router's stats push.
+    pub fn router_stats(&mut self, router: &str, in_flight: HashMap<String, u64>, now: Instant) {
+        self.routers
+            .insert(router.to_string(), RouterSeen { at: now, in_flight });
+        // Routers gone quiet for long are forgotten (they may have been replaced).
+        self.routers
+            .retain(|_, r| now.duration_since(r.at) < Duration::from_secs(300));
+    }
+
+    /// Whether no router may still be sending requests to `addr`: every router that pushed
+    /// stats recently has pushed since the drain `started` and shows nothing in flight there
+    /// (the draining instance stays in its route as an unhealthy backend, so it is reported).
+    pub fn drained(&self, addr: &str, started: Instant, now: Instant) -> bool {
+        self.routers
+            .values()
+            .filter(|r| now.duration_since(r.at) < ROUTER_SILENCE)
+            .all(|r| r.at > started && r.in_flight.get(addr).copied().unwrap_or(0) == 0)
     }
 
     /// Forgets whether offers are suppressed, so the next `plan` states it again (after a
@@ -272,16 +348,25 @@ impl State {
     ) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let app_id = rt_new.def.id.clone();
-        let deployment = Deployment {
+        let mut deployment = Deployment {
             id: id.clone(),
             version: rt_new.version.clone(),
             action,
             previous,
+            previous_versions: None,
             started: timestamp(),
             waiting: None,
         };
         let mut rt = match self.apps.remove(&app_id) {
             Some(mut old) => {
+                deployment.previous_versions =
+                    Some((old.config_version.clone(), old.scaling_version.clone()));
+                if old.config_version != rt_new.config_version {
+                    // A new configuration starts without the old one's launch backoff.
+                    old.failures = 0;
+                    old.delay = rt_new.def.backoff_seconds;
+                    old.delay_until = None;
+                }
                 if let Some(d) = old.deployment.take() {
                     self.events.publish(events::deployment_failed(
                         &d,
@@ -369,6 +454,7 @@ impl State {
             }
         }
         if gone(status.state) {
+            self.freed = true;
             self.instances.remove(&task_id);
             self.store.enqueue(Op::DeleteInstance(task_id.clone()));
             self.events.publish(events::instance_changed(&i, "Killed"));

@@ -2,7 +2,7 @@
 //! and where wanted instances go (`on_offers`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use drove_proto::mesos::{Offer, TaskInfo, TaskState};
 use serde_json::json;
@@ -22,9 +22,19 @@ impl State {
             self.plan_app(&id, now);
         }
         // Kills: drained instances, and kills that were never answered.
-        let stats_fresh = self
-            .last_stats
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5));
+        let drain_timeout = self.drain_timeout;
+        let drained: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| i.killing)
+            .filter(|i| {
+                let started = i.drain_started.unwrap_or(now);
+                i.state != TaskState::TaskRunning
+                    || now.duration_since(started) >= drain_timeout
+                    || i.addr().is_none_or(|a| self.drained(&a, started, now))
+            })
+            .map(|i| i.task_id.clone())
+            .collect();
         for i in self.instances.values_mut() {
             if !i.killing {
                 continue;
@@ -34,19 +44,8 @@ impl State {
                     continue;
                 }
             }
-            let started = *i.drain_started.get_or_insert(now);
-            let served = i.state == TaskState::TaskRunning;
-            let drained = !served
-                || !stats_fresh
-                || now.duration_since(started) >= self.drain_timeout
-                || i.addr()
-                    .is_none_or(|a| match self.backend_in_flight.get(&a) {
-                        // A router reported the backend since the drain began.
-                        Some((n, at)) if *at > started => *n == 0,
-                        // Reports since then no longer list it: nothing is in flight there.
-                        _ => self.last_stats.is_some_and(|t| t > started),
-                    });
-            if drained {
+            i.drain_started.get_or_insert(now);
+            if drained.contains(&i.task_id) {
                 i.kill_sent = Some(now);
                 calls.push(Call::Kill {
                     task_id: i.task_id.clone(),
@@ -55,10 +54,13 @@ impl State {
                 });
             }
         }
-        // Offers: revive when a need appears or grows, suppress when nothing is needed.
+        // Offers: revive when a need appears or grows, or when resources were freed while one
+        // waits (the offers declined meanwhile are filtered); suppress when nothing is needed.
         let wanted: usize = self.apps.values().map(|a| a.wanted).sum();
+        let freed = std::mem::take(&mut self.freed);
         if self.subscribed {
-            if wanted > 0 && (self.suppressed != Some(false) || wanted > self.last_wanted) {
+            if wanted > 0 && (self.suppressed != Some(false) || wanted > self.last_wanted || freed)
+            {
                 self.suppressed = Some(false);
                 calls.push(Call::Revive);
             } else if wanted == 0 && self.suppressed != Some(true) {
@@ -128,9 +130,20 @@ impl State {
                 .is_some_and(|s| now.duration_since(s) >= HEALTHY_SPELL)
         });
         let mut to_kill: Vec<String> = Vec::new();
-        let wanted;
+        let min_healthy = (n as f64 * strategy.minimum_health_capacity).ceil() as usize;
+        let mut max_total = n + (n as f64 * strategy.maximum_over_capacity).floor() as usize;
+        if max_total == n && min_healthy >= n && n > 0 {
+            // (1, 0): one new, then one old, repeatedly.
+            max_total = n + 1;
+        }
+        // Instances being killed still hold resources: they count against the ceiling, in a
+        // deploy and after one alike.
+        let dying = self.instances_of(id).filter(|i| i.killing).count();
+        let alive = current.len() + old.len() + dying;
+        let wanted = n
+            .saturating_sub(current.len())
+            .min(max_total.saturating_sub(alive));
         if old.is_empty() {
-            wanted = n.saturating_sub(current.len());
             if current.len() > n {
                 // Scale down: the not-ready first, then the youngest.
                 let mut c = current.clone();
@@ -142,18 +155,6 @@ impl State {
                 to_kill.extend(c.iter().take(current.len() - n).map(|i| i.task_id.clone()));
             }
         } else {
-            let min_healthy = (n as f64 * strategy.minimum_health_capacity).ceil() as usize;
-            let mut max_total = n + (n as f64 * strategy.maximum_over_capacity).floor() as usize;
-            if max_total == n && min_healthy >= n && n > 0 {
-                // (1, 0): one new, then one old, repeatedly.
-                max_total = n + 1;
-            }
-            // Instances being killed still hold resources: they count against the ceiling.
-            let dying = self.instances_of(id).filter(|i| i.killing).count();
-            let alive = current.len() + old.len() + dying;
-            wanted = n
-                .saturating_sub(current.len())
-                .min(max_total.saturating_sub(alive));
             let current_ready = current.iter().filter(|i| i.ready()).count();
             // Old instances that serve nothing go at once.
             to_kill.extend(old.iter().filter(|i| !i.ready()).map(|i| i.task_id.clone()));
@@ -273,7 +274,6 @@ impl State {
                 for i in self.instances_of(&id).filter(|i| !i.killing) {
                     *per_agent.entry(i.agent_id.clone()).or_default() += 1;
                 }
-                let known: Vec<&AgentFacts> = self.agents.values().collect();
                 let placed_refs: Vec<&AgentFacts> = placed.iter().collect();
                 let mut best: Option<(usize, usize)> = None;
                 for (k, (offer, space, _)) in spaces.iter().enumerate() {
@@ -282,7 +282,7 @@ impl State {
                         continue;
                     }
                     let facts = AgentFacts::of_offer(offer);
-                    if !constraints_allow(&def, &facts, &placed_refs, &known) {
+                    if !constraints_allow(&def, &facts, &placed_refs) {
                         *reasons.entry(Reject::UnfulfilledConstraint).or_default() += 1;
                         continue;
                     }
@@ -369,7 +369,14 @@ impl State {
         }
         if !declined.is_empty() {
             self.counters.offers_declined += declined.len() as u64;
-            calls.push(Call::Decline(declined));
+            // While launches still wait, refuse briefly: what did not fit may fit soon.
+            let waiting = self.apps.values().any(|a| a.wanted > 0);
+            let refuse = if waiting {
+                super::DECLINE_WAITING_SECONDS
+            } else {
+                super::DECLINE_SECONDS
+            };
+            calls.push(Call::Decline(declined, refuse));
         }
         calls
     }

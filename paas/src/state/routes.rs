@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use drove_proto::mesos::TaskState;
 use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
 
 use super::{AppRt, State};
@@ -11,13 +12,15 @@ use crate::app::route_name;
 impl State {
     pub fn route_of(&self, app: &AppRt) -> Option<AppSpec> {
         let name = route_name(&app.def.id)?;
+        // Serving instances take traffic; draining ones stay listed as unhealthy (no new
+        // requests) so the routers keep reporting what is still in flight on them.
         let backends = self
             .instances_of(&app.def.id)
-            .filter(|i| i.ready())
+            .filter(|i| i.ready() || (i.killing && i.state == TaskState::TaskRunning))
             .filter_map(|i| {
                 Some(BackendSpec {
                     addr: i.addr()?,
-                    healthy: true,
+                    healthy: i.ready(),
                     backup: false,
                 })
             })
