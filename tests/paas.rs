@@ -283,6 +283,13 @@ async fn rolling_deploy_under_load_drops_nothing() {
         })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // A slow request in flight on an old instance when the deploy starts still completes:
+    // the instance leaves the routes, and is killed only once the router reports it idle.
+    let slow = {
+        let d = d.clone();
+        tokio::spawn(async move { d.through_router("roll.localhost", "/?delay_ms=2500").await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut v2 = node_app("/roll", 2, "v2");
     v2["id"] = json!("/roll");
     d.put("roll", v2).await;
@@ -303,6 +310,11 @@ async fn rolling_deploy_under_load_drops_nothing() {
         "requests failed during the deploy: {failures:?}"
     );
     assert!(ok.load(Ordering::Relaxed) > 20, "the load ran");
+    let slow = slow.await.unwrap();
+    assert!(
+        matches!(&slow, Ok((200, body)) if body.starts_with("v1 ")),
+        "the slow request on an old instance completed: {slow:?}"
+    );
     assert!(seen_v2.load(Ordering::Relaxed) > 0, "v2 served");
 
     // A version that never becomes healthy: v2 keeps serving, the deployment says why.
@@ -560,6 +572,23 @@ async fn tokens_and_bad_input() {
         .call(
             Method::POST,
             "/v2/apps",
+            Some(json!({"id": "/k/eep", "cmd": "true", "instances": 0})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = d
+        .call(
+            Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/k-eep", "cmd": "true", "instances": 0})),
+        )
+        .await;
+    assert_eq!(status, 422, "two apps cannot share a host name: {v}");
+    assert_eq!(v["details"][0]["path"], "/id");
+    let (status, v) = d
+        .call(
+            Method::POST,
+            "/v2/apps",
             Some(node_app("/keep", 1, "again")),
         )
         .await;
@@ -717,6 +746,33 @@ async fn drove_up_and_the_cli() {
 
     let (ok, out) = cli(&["apps", &paas_arg, &data_arg]).await;
     assert!(ok && out.contains("/hello"), "drove apps: {out}");
+    // Deploying the same file again restarts nothing.
+    let tasks = |v: &Value| -> Vec<String> {
+        v["app"]["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let get_app = || async {
+        http.get(format!("{paas_url}/v2/apps/hello"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let before = tasks(&get_app().await);
+    let (ok, out) = cli(&["deploy", example, &paas_arg, &data_arg, "--force"]).await;
+    assert!(ok, "drove deploy again: {out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tasks(&get_app().await), before, "the same instances");
+    // A second drove up on the same ports says why it cannot start.
+    let (ok, out) = cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert!(!ok && out.contains("cannot listen"), "{out}");
     let (ok, out) = cli(&["app", "hello", &paas_arg, &data_arg]).await;
     assert!(ok && out.contains("\"tasksRunning\""), "drove app: {out}");
     // A wrong token is refused with the PaaS's message.
