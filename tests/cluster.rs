@@ -640,6 +640,9 @@ async fn drove_up_runs_master_and_agent() {
         format!("--data-dir={}", dir.path().display()),
         format!("--master-listen={master}"),
         format!("--agent-listen={agent}"),
+        format!("--paas-listen=127.0.0.1:{}", free_port("127.0.0.1")),
+        format!("--router-listen=127.0.0.1:{}", free_port("127.0.0.1")),
+        format!("--router-admin=127.0.0.1:{}", free_port("127.0.0.1")),
         "--resources=cpus:1;mem:512;ports:[31000-31009]".to_string(),
         format!("--cgroup-root={cgroup_root}"),
     ];
