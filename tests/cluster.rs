@@ -104,19 +104,43 @@ async fn kill_leaves_no_process() {
     assert_eq!(code, 202, "{body}");
     fw.wait_state("sleeper", "TASK_KILLED", T).await;
     assert!(!pid_alive(pid), "task process {pid} survived the kill");
-    // Nothing is left in the task cgroups under the agent's root.
-    let leftover = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cat /sys/fs/cgroup/memory/{}/*/*/cgroup.procs 2>/dev/null",
-            c.cgroup_root
-        ))
-        .output()
-        .expect("sh");
-    assert!(
-        String::from_utf8_lossy(&leftover.stdout).trim().is_empty(),
-        "processes left in task cgroups"
-    );
+    // Nothing is left in any cgroup under the agent's root (task cgroups are
+    // `<root>/<container-id>`, in every hierarchy), and the task's own cgroups are gone.
+    let mut leftover = Vec::new();
+    let mut seen = 0;
+    for base in [
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/unified",
+    ] {
+        let root = std::path::Path::new(base).join(&c.cgroup_root);
+        if !root.is_dir() {
+            continue;
+        }
+        seen += 1;
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            let procs = dir.join("cgroup.procs");
+            let text = std::fs::read_to_string(&procs)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", procs.display()));
+            leftover.extend(text.lines().map(|l| format!("{}: {l}", dir.display())));
+            for entry in std::fs::read_dir(&dir).expect("cgroup dir").flatten() {
+                if entry.path().is_dir() {
+                    // The only task was killed: no task cgroup may be left (`agent` is the
+                    // agent's own leaf on v2).
+                    assert!(
+                        entry.file_name() == "agent",
+                        "the task's cgroup {} was not removed",
+                        entry.path().display()
+                    );
+                    dirs.push(entry.path());
+                }
+            }
+        }
+    }
+    assert!(seen > 0, "no cgroup hierarchy holds {}", c.cgroup_root);
+    assert!(leftover.is_empty(), "processes left: {leftover:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

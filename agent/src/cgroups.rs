@@ -7,6 +7,8 @@
 //! - CFS quota = cpus × 100 ms per 100 ms period (min 1 ms), unless disabled.
 //! - memory hard limit = mem MiB; v1 also `memory.memsw.limit_in_bytes` (same value) when the
 //!   kernel has swap accounting, v2 `memory.swap.max = 0`, so swap cannot dodge the limit.
+//! - `pids.max` (`--task-pids-max`, 1,024 by default) where the pids controller is there, so a
+//!   fork bomb stays inside its task.
 //!
 //! A hybrid host (v1 controllers plus an empty `/sys/fs/cgroup/unified`) is treated as v1, which
 //! is what `cgroups_rs::fs::hierarchies::auto()` does too.
@@ -19,7 +21,8 @@ use std::time::{Duration, Instant};
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::fs::memory::MemController;
-use cgroups_rs::fs::{Cgroup, Controller, Hierarchy};
+use cgroups_rs::fs::pid::PidController;
+use cgroups_rs::fs::{Cgroup, Controller, Hierarchy, MaxValue};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -62,6 +65,8 @@ pub struct Limits {
     /// MiB; 0 means no memory limit.
     pub mem_mb: f64,
     pub cfs_quota: bool,
+    /// Most processes and threads the task may have; None: no limit.
+    pub pids_max: Option<u64>,
 }
 
 impl Limits {
@@ -430,6 +435,13 @@ impl TaskCgroup {
                     .map_err(limit_err("memory+swap limit"))?;
             }
         }
+        if let Some(max) = limits.pids_max {
+            let pids: Option<&PidController> = self.cg.controller_of();
+            if let Some(pids) = pids {
+                pids.set_pid_max(MaxValue::Value(i64::try_from(max).unwrap_or(i64::MAX)))
+                    .map_err(limit_err("pids.max"))?;
+            }
+        }
         Ok(())
     }
 
@@ -563,6 +575,7 @@ mod tests {
             cpus: 0.5,
             mem_mb: 64.0,
             cfs_quota: true,
+            pids_max: None,
         };
         assert_eq!(l.shares(), 512);
         assert_eq!(l.cfs_quota_us(), Some(50_000));
@@ -571,6 +584,7 @@ mod tests {
             cpus: 0.0001,
             mem_mb: 0.0,
             cfs_quota: true,
+            pids_max: None,
         };
         assert_eq!(tiny.shares(), 2);
         assert_eq!(tiny.cfs_quota_us(), Some(1_000));

@@ -127,6 +127,35 @@ pub fn validate(req: &LaunchTask) -> Result<Resources, String> {
     Ok(res)
 }
 
+/// Checks a launch against what this agent has free: its own resources less those of its other
+/// live tasks. A forged or buggy launch (ports outside the agent's ranges, a range of millions,
+/// more cpus or memory than is left) is refused here, before anything is built from it.
+pub fn fits(node: &Node, key: &TaskKey, wanted: Resources) -> Result<Resources, String> {
+    let mut free = node.config.resources.clone();
+    for (k, r) in node.tasks().iter() {
+        if k == key || r.state.is_terminal() {
+            continue;
+        }
+        if let Ok(used) = Resources::from_mesos(&r.task.resources) {
+            free.subtract(&used);
+        }
+    }
+    if !free.ports.contains(&wanted.ports) {
+        return Err(format!(
+            "ports {:?} are not free on this agent (free: {:?})",
+            wanted.ports.as_slice(),
+            free.ports.as_slice()
+        ));
+    }
+    if !free.contains(&wanted) {
+        return Err(format!(
+            "the task wants cpus {} mem {} disk {}, more than this agent has free (cpus {} mem {} disk {})",
+            wanted.cpus, wanted.mem, wanted.disk, free.cpus, free.mem, free.disk
+        ));
+    }
+    Ok(wanted)
+}
+
 /// Handles `POST /agent/v1/launch` before it is answered: the task is recorded (STAGING) at
 /// once, so a kill or shutdown arriving right after the 202 always finds it. A kill for this
 /// task or a shutdown of its framework that came first (tombstones, [`TOMBSTONE_TTL`]) makes
@@ -172,7 +201,7 @@ async fn launch(node: Arc<Node>, key: TaskKey, req: LaunchTask, container_id: St
         cleanup_container(&node, &key).await;
         return;
     }
-    let resources = match validate(&req) {
+    let resources = match validate(&req).and_then(|r| fits(&node, &key, r)) {
         Ok(r) => r,
         Err(msg) => {
             status::update(
@@ -317,6 +346,7 @@ async fn prepare_and_start(
             cpus: resources.cpus,
             mem_mb: resources.mem,
             cfs_quota: cfg.cfs_quota,
+            pids_max: cfg.pids_max,
         };
         let mgr = mgr.clone();
         let cid = container_id.to_string();

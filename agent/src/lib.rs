@@ -63,6 +63,9 @@ pub struct AgentArgs {
     /// Do not cap tasks' CPU with a CFS quota (shares only).
     #[arg(long)]
     pub no_cfs_quota: bool,
+    /// Most processes and threads one task may have (its cgroup's `pids.max`); 0: no limit.
+    #[arg(long, default_value_t = 1024)]
+    pub task_pids_max: u64,
     /// User tasks run as (default: nobody when root, else the current user).
     #[arg(long)]
     pub task_user: Option<String>,
@@ -177,6 +180,7 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         attributes,
         cgroups,
         cfs_quota: !args.no_cfs_quota,
+        pids_max: (args.task_pids_max > 0).then_some(args.task_pids_max),
         task_user,
         executor_path,
         log_max_bytes: args.log_max_bytes.max(1024),

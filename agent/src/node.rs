@@ -37,6 +37,8 @@ pub struct Config {
     /// None with `--isolation none`.
     pub cgroups: Option<CgroupManager>,
     pub cfs_quota: bool,
+    /// `pids.max` of every task cgroup; None: no limit.
+    pub pids_max: Option<u64>,
     pub task_user: TaskUser,
     pub executor_path: PathBuf,
     pub log_max_bytes: u64,
@@ -306,6 +308,7 @@ mod tests {
             attributes: Vec::new(),
             cgroups: None,
             cfs_quota: true,
+            pids_max: Some(1024),
             task_user: TaskUser::current(),
             executor_path: "/bin/false".into(),
             log_max_bytes: 1 << 20,

@@ -476,6 +476,76 @@ async fn ping_404_triggers_reregistration_with_tasks() {
     agent.stop().await;
 }
 
+/// A launch the agent cannot have offered (a port range of billions, more cpus than it has)
+/// is TASK_ERROR, and the agent keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_launch_with_a_huge_port_range_is_task_error() {
+    let (master, _dir, _root, agent, ep) = started("forged").await;
+    let body = launch_body("forged", "sleep 60", 0.1, 32.0, Some((1, 4_000_000_000)));
+    post(&ep, "/agent/v1/launch", &body).await;
+    let u = master.wait_state("forged", TaskState::TaskError).await;
+    let msg = u.status.message.clone().unwrap_or_default();
+    assert!(msg.contains("ports"), "{msg}");
+    let greedy = launch_body("greedy", "sleep 60", 64.0, 32.0, None);
+    post(&ep, "/agent/v1/launch", &greedy).await;
+    let u = master.wait_state("greedy", TaskState::TaskError).await;
+    assert!(u.status.message.unwrap_or_default().contains("cpus"));
+    // Still working: a task that fits runs.
+    post(
+        &ep,
+        "/agent/v1/launch",
+        &launch_body("fine", "sleep 60", 0.1, 32.0, Some((31000, 31000))),
+    )
+    .await;
+    master.wait_state("fine", TaskState::TaskRunning).await;
+    agent.stop().await;
+}
+
+/// A fork bomb stops at the task's `pids.max` (64 in these tests, `--task-pids-max`); the
+/// agent lives, and the task can still be killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_stops_at_pids_max_and_the_agent_lives() {
+    let (master, _dir, root, agent, ep) = started("forkbomb").await;
+    let body = launch_body(
+        "bomb",
+        // Forks until the kernel refuses, and keeps running (a shell would exit on EAGAIN).
+        "exec python3 -c 'import os, time\nfor _ in range(300):\n  try:\n    if os.fork() == 0:\n      time.sleep(120)\n      os._exit(0)\n  except OSError:\n    pass\ntime.sleep(120)'",
+        0.5,
+        64.0,
+        None,
+    );
+    post(&ep, "/agent/v1/launch", &body).await;
+    master.wait_state("bomb", TaskState::TaskRunning).await;
+    let cid = task_cgroups(&root.0)
+        .first()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .expect("the task's cgroup");
+    let dir = pids_cgroup_dir(&format!("{}/{cid}", root.0));
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert_eq!(read("pids.max").trim(), "64");
+    // Bounded wait until the bomb has filled its cgroup (the shell keeps failing to fork).
+    let deadline = std::time::Instant::now() + T;
+    while read("pids.current").trim().parse::<u64>().unwrap_or(0) < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bomb never filled its cgroup: pids.current {}",
+            read("pids.current")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let current: u64 = read("pids.current").trim().parse().unwrap_or(999);
+    assert!(current <= 64, "pids.current {current} above pids.max");
+    // The agent still answers and still kills.
+    let health = reqwest::get(format!("{ep}/health"))
+        .await
+        .expect("agent health");
+    assert!(health.status().is_success());
+    post(&ep, "/agent/v1/kill", &kill_body("fw-1", "bomb")).await;
+    master.wait_state("bomb", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_health_check_kills_the_task() {
     let (master, _dir, _root, agent, ep) = started("health").await;

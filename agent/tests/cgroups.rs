@@ -45,6 +45,7 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
                 cpus: 1.5,
                 mem_mb: 96.0,
                 cfs_quota: true,
+                pids_max: None,
             },
         )
         .unwrap();
@@ -100,6 +101,7 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
                 cpus: 0.25,
                 mem_mb: 0.0,
                 cfs_quota: false,
+                pids_max: None,
             },
         )
         .unwrap();
@@ -132,6 +134,7 @@ fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
                 cpus: 0.1,
                 mem_mb: 64.0,
                 cfs_quota: true,
+                pids_max: None,
             },
         )
         .unwrap();
@@ -169,6 +172,7 @@ fn oom_kill_is_counted_and_only_hits_the_cgroup() {
                 cpus: 0.5,
                 mem_mb: 32.0,
                 cfs_quota: false,
+                pids_max: None,
             },
         )
         .unwrap();
@@ -197,6 +201,7 @@ fn a_nested_cgroup_root_works() {
                 cpus: 0.5,
                 mem_mb: 48.0,
                 cfs_quota: true,
+                pids_max: None,
             },
         )
         .unwrap();

@@ -278,6 +278,11 @@ pub fn cgroup_dir(rel: &str) -> PathBuf {
     controller_dir("memory", rel)
 }
 
+/// The directory of the cgroup `rel` in the pids hierarchy (v1) or the unified one (v2).
+pub fn pids_cgroup_dir(rel: &str) -> PathBuf {
+    controller_dir("pids", rel)
+}
+
 /// The directory of the cgroup `rel` in the cpu hierarchy (v1) or the unified one (v2).
 pub fn cpu_cgroup_dir(rel: &str) -> PathBuf {
     controller_dir("cpu", rel)
@@ -313,6 +318,7 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
         attributes: Some("rack:r1".into()),
         isolation: Isolation::Cgroups,
         no_cfs_quota: false,
+        task_pids_max: 64,
         task_user: None,
         cgroup_root: cgroup_root.to_string(),
         ping_interval: None,
