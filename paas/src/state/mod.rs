@@ -160,6 +160,8 @@ impl AppRt {
 
 mod plan;
 mod routes;
+#[cfg(test)]
+mod tests;
 
 pub struct State {
     pub apps: BTreeMap<String, AppRt>,

@@ -1,0 +1,159 @@
+//! The rolling-deploy rules of `plan`, on a state with instances put in by hand.
+
+use std::time::{Duration, Instant};
+
+use drove_proto::mesos::TaskState;
+
+use super::{new_rt, Instance, State};
+use crate::app::AppDefinition;
+use crate::events::Events;
+use crate::store::Store;
+
+async fn state() -> (State, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = Store::open(dir.path()).await.expect("store");
+    let s = State::new(
+        store,
+        Events::new(),
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    );
+    (s, dir)
+}
+
+fn def(n: u32, min: f64, max: f64, message: &str) -> AppDefinition {
+    AppDefinition::from_value(serde_json::json!({
+        "id": "/web", "cmd": "node app.js", "instances": n, "env": {"M": message},
+        "upgradeStrategy": {"minimumHealthCapacity": min, "maximumOverCapacity": max},
+    }))
+    .expect("definition")
+}
+
+fn add(s: &mut State, config: &str, ready: bool) -> String {
+    let id = format!("web.{}", uuid::Uuid::new_v4());
+    s.instances.insert(
+        id.clone(),
+        Instance {
+            task_id: id.clone(),
+            app_id: "/web".into(),
+            version: config.into(),
+            config_version: config.into(),
+            agent_id: "a1".into(),
+            host: "127.0.0.2".into(),
+            ports: vec![31000],
+            state: if ready {
+                TaskState::TaskRunning
+            } else {
+                TaskState::TaskStaging
+            },
+            healthy: None,
+            staged_at: format!("{config}-{id}"),
+            started_at: None,
+            killing: false,
+            has_checks: false,
+            drain_started: None,
+            kill_sent: None,
+            healthy_since: None,
+        },
+    );
+    id
+}
+
+fn killing(s: &State) -> usize {
+    s.instances.values().filter(|i| i.killing).count()
+}
+
+/// Installs `c1` with `n` ready instances, then changes the config to `c2`.
+async fn deploying(n: u32, min: f64, max: f64) -> (State, tempfile::TempDir) {
+    let (mut s, dir) = state().await;
+    s.install(
+        new_rt(def(n, min, max, "1"), "c1".into(), "c1".into(), "c1".into()),
+        "StartApplication",
+        None,
+    );
+    for _ in 0..n {
+        add(&mut s, "c1", true);
+    }
+    s.plan(Instant::now());
+    assert!(s.apps["/web"].deployment.is_none(), "c1 settled");
+    s.install(
+        new_rt(def(n, min, max, "2"), "c2".into(), "c2".into(), "c2".into()),
+        "RestartApplication",
+        Some(def(n, min, max, "1")),
+    );
+    (s, dir)
+}
+
+#[tokio::test]
+async fn default_strategy_starts_all_new_and_keeps_the_old_until_they_serve() {
+    let (mut s, _dir) = deploying(2, 1.0, 1.0).await;
+    s.plan(Instant::now());
+    assert_eq!(s.apps["/web"].wanted, 2);
+    assert_eq!(killing(&s), 0);
+    add(&mut s, "c2", false);
+    add(&mut s, "c2", false);
+    s.plan(Instant::now());
+    assert_eq!(killing(&s), 0, "new ones not serving yet: the old stay");
+    let ids: Vec<String> = s
+        .instances
+        .values()
+        .filter(|i| i.config_version == "c2")
+        .map(|i| i.task_id.clone())
+        .collect();
+    if let Some(i) = s.instances.get_mut(&ids[0]) {
+        i.state = TaskState::TaskRunning;
+    }
+    s.plan(Instant::now());
+    assert_eq!(killing(&s), 1, "one new serves: one old may go");
+    if let Some(i) = s.instances.get_mut(&ids[1]) {
+        i.state = TaskState::TaskRunning;
+    }
+    s.plan(Instant::now());
+    assert_eq!(killing(&s), 2);
+}
+
+#[tokio::test]
+async fn one_zero_starts_one_new_then_kills_one_old() {
+    let (mut s, _dir) = deploying(2, 1.0, 0.0).await;
+    s.plan(Instant::now());
+    assert_eq!(s.apps["/web"].wanted, 1, "one extra at a time");
+    assert_eq!(killing(&s), 0, "the healthy floor is 2");
+    add(&mut s, "c2", true);
+    s.plan(Instant::now());
+    assert_eq!(killing(&s), 1);
+    assert_eq!(
+        s.apps["/web"].wanted, 0,
+        "the dying instance still counts against the ceiling"
+    );
+}
+
+#[tokio::test]
+async fn zero_zero_never_runs_more_than_the_instances() {
+    let (mut s, _dir) = deploying(3, 0.0, 0.0).await;
+    s.plan(Instant::now());
+    assert_eq!(killing(&s), 3, "no floor: every old instance goes");
+    assert_eq!(s.apps["/web"].wanted, 0, "none new while the old still die");
+    let dying: Vec<String> = s.instances.keys().cloned().collect();
+    for id in dying {
+        s.instances.remove(&id);
+    }
+    s.plan(Instant::now());
+    assert_eq!(s.apps["/web"].wanted, 3);
+}
+
+#[tokio::test]
+async fn a_new_config_drops_the_old_backoff() {
+    let (mut s, _dir) = deploying(1, 1.0, 1.0).await;
+    if let Some(a) = s.apps.get_mut("/web") {
+        a.failures = 5;
+        a.delay_until = Some(Instant::now() + Duration::from_secs(600));
+    }
+    s.install(
+        new_rt(def(1, 1.0, 1.0, "3"), "c3".into(), "c3".into(), "c3".into()),
+        "RestartApplication",
+        None,
+    );
+    s.plan(Instant::now());
+    assert_eq!(s.apps["/web"].failures, 0);
+    assert_eq!(s.apps["/web"].wanted, 1, "launches at once");
+}
