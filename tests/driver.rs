@@ -460,3 +460,29 @@ async fn cancel_stops_a_driver_whose_events_are_not_read() {
     .await;
     drop(fw);
 }
+
+/// A framework the master removed (here by TEARDOWN) cannot be resumed: SUBSCRIBE with its id
+/// gets ERROR, and the driver stops instead of retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_framework_id_cannot_be_resumed() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let mut first = Running::start(config(&c, "removed"));
+    let id = first.subscribed(T).await;
+    first.driver.teardown().await.expect("TEARDOWN");
+    drop(first);
+    let mut again = config(&c, "removed");
+    again.framework.id = Some(id.clone());
+    let mut second = Running::start(again);
+    let message = second
+        .next("ERROR", T, |e| match e {
+            Event::Error(m) => Some(m.clone()),
+            Event::Subscribed { .. } => panic!("a removed framework was resumed"),
+            _ => None,
+        })
+        .await;
+    assert!(message.contains("removed"), "{message}");
+    // The driver stopped: its channel closes.
+    let closed =
+        tokio::time::timeout(T, async { while second.events.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "the driver kept running after ERROR");
+}

@@ -57,6 +57,9 @@ pub enum CallError {
     BadRequest(String),
     #[error("Framework is not subscribed")]
     NotSubscribed,
+    /// SUBSCRIBE with the id of a framework the master removed (Mesos refuses it too).
+    #[error("Framework {0} has been removed")]
+    Removed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,6 +195,8 @@ pub struct Cluster {
     pub completed_frameworks: VecDeque<(FrameworkId, String)>,
     /// Ids of agents removed after being unreachable too long; they may only register anew.
     removed_agents: HashSet<String>,
+    /// Ids of frameworks removed (teardown, failover timeout): never resumed by a SUBSCRIBE.
+    removed_frameworks: HashSet<String>,
     pub offers: HashMap<String, OutstandingOffer>,
     pub allocator: Allocator,
     pub counters: Counters,
@@ -236,6 +241,7 @@ impl Cluster {
             frameworks: HashMap::new(),
             completed_frameworks: VecDeque::new(),
             removed_agents: HashSet::new(),
+            removed_frameworks: HashSet::new(),
             offers: HashMap::new(),
             allocator,
             counters: Counters::default(),
@@ -883,6 +889,9 @@ impl Cluster {
                 id
             }
         };
+        if self.removed_frameworks.contains(&id.value) {
+            return Err(CallError::Removed(id.value));
+        }
         info.id = Some(id.clone());
         let key = id.value.clone();
         let role = framework_role(&info);
@@ -1072,6 +1081,7 @@ impl Cluster {
         if let Some(conn) = fw.conn.take() {
             let _ = conn.tx.try_send(Event::error("Framework has been removed"));
         }
+        self.removed_frameworks.insert(fw.id.value.clone());
         self.completed_frameworks
             .push_back((fw.id.clone(), fw.info.name.clone()));
         while self.completed_frameworks.len() > 50 {

@@ -104,6 +104,7 @@ pub async fn scheduler(
         Err(CallError::NotSubscribed) => {
             error(StatusCode::FORBIDDEN, "Framework is not subscribed")
         }
+        Err(e @ CallError::Removed(_)) => error(StatusCode::FORBIDDEN, e.to_string()),
     }
 }
 
@@ -196,6 +197,7 @@ fn subscribe(shared: Arc<Shared>, call: Call) -> Response {
             Err(CallError::NotSubscribed) => {
                 return error(StatusCode::FORBIDDEN, "Framework is not subscribed")
             }
+            Err(e @ CallError::Removed(_)) => return removed_stream(&e.to_string()),
         }
     };
     shared.allocate.notify_one();
@@ -214,6 +216,22 @@ fn subscribe(shared: Arc<Shared>, call: Call) -> Response {
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if let Ok(v) = HeaderValue::from_str(&stream_id) {
+        h.insert(STREAM_ID_HEADER, v);
+    }
+    resp
+}
+
+/// What Mesos answers a SUBSCRIBE for a removed framework: a stream with one ERROR event, then
+/// its end. Clients treat ERROR as final.
+fn removed_stream(message: &str) -> Response {
+    let body = recordio::encode(&encode_event(&Event::error(message)));
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         h.insert(STREAM_ID_HEADER, v);
     }
     resp
