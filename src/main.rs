@@ -163,10 +163,16 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("resolving {}", data_dir.display()))?;
+    // Frameworks authenticate to the master; the PaaS's principal and secret are generated on
+    // the first start and kept in the master's credentials file.
+    let credentials = data_dir.join("master").join("credentials");
+    let secret = framework_secret(&credentials)?;
     let master = Flags::<drove_master::MasterArgs>::try_parse_from([
         "master".to_string(),
         format!("--listen={}", args.master_listen),
         format!("--data-dir={}", data_dir.join("master").display()),
+        "--authenticate-frameworks".to_string(),
+        format!("--credentials={}", credentials.display()),
     ])
     .context("master flags")?
     .inner;
@@ -190,6 +196,8 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         format!("--listen={}", args.paas_listen),
         format!("--data-dir={}", data_dir.join("paas").display()),
         format!("--domain={}", args.domain),
+        format!("--master-principal={UP_PRINCIPAL}"),
+        format!("--master-secret={secret}"),
     ])
     .context("PaaS flags")?
     .inner;
@@ -259,6 +267,43 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     a?;
     p?;
     Ok(())
+}
+
+/// The principal `drove up`'s PaaS authenticates to its master as.
+const UP_PRINCIPAL: &str = "paas";
+
+/// The PaaS's secret in the master's credentials file (`principal secret` lines), created with a
+/// new random secret, readable by root only, when there is none.
+fn framework_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let secret = text.lines().find_map(|l| {
+            let mut parts = l.split_whitespace();
+            (parts.next() == Some(UP_PRINCIPAL))
+                .then(|| parts.next().map(str::to_string))
+                .flatten()
+        });
+        return secret.with_context(|| {
+            format!(
+                "{} has no line for the principal {UP_PRINCIPAL}",
+                path.display()
+            )
+        });
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let secret = drove_paas::tokens::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{UP_PRINCIPAL} {secret}")
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
 }
 
 /// Waits for a component of `drove up`; however it ends, the others are told to stop.

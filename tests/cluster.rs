@@ -687,7 +687,31 @@ async fn drove_up_runs_master_and_agent() {
         }
     }
     assert_eq!(active, 1, "drove up did not register its agent");
-    let mut fw = Framework::subscribe(&format!("http://{master}"), framework_info("up")).await;
+    // drove up's master authenticates frameworks: use the principal it generated.
+    let creds =
+        std::fs::read_to_string(dir.path().join("master/credentials")).expect("credentials");
+    let mut parts = creds.split_whitespace();
+    let (principal, secret) = (
+        parts.next().expect("principal").to_string(),
+        parts.next().expect("secret").to_string(),
+    );
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("http://{master}/api/v1/scheduler"))
+        .header("Content-Type", "application/json")
+        .json(&json!({"type": "SUBSCRIBE", "subscribe": {"framework_info": framework_info("x")}}))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(
+        unauthenticated.status(),
+        401,
+        "drove up authenticates frameworks by default"
+    );
+    let mut fw =
+        Framework::subscribe_with(&format!("http://{master}"), framework_info("up"), |c| {
+            c.credentials = Some(drove_driver::Credentials { principal, secret });
+        })
+        .await;
     let offer = fw.offers(T).await.remove(0);
     assert_eq!(offer["hostname"], "127.0.0.1");
     fw.launch(&offer, vec![task("up-task", &offer, 0.1, 32.0, "true")])

@@ -486,3 +486,62 @@ async fn a_removed_framework_id_cannot_be_resumed() {
         tokio::time::timeout(T, async { while second.events.recv().await.is_some() {} }).await;
     assert!(closed.is_ok(), "the driver kept running after ERROR");
 }
+
+/// With `--authenticate-frameworks`, SUBSCRIBE needs a principal's credentials (401 without,
+/// or with a wrong secret), the driver's credentials are accepted, and another principal cannot
+/// take over the framework (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frameworks_authenticate_and_cannot_take_over_each_other() {
+    let creds = tempfile::tempdir().expect("tempdir");
+    let file = creds.path().join("credentials");
+    std::fs::write(&file, "alice s3cret-a\nbob s3cret-b\n").expect("credentials file");
+    let c = TestCluster::start_with(
+        &[SMALL],
+        &[
+            "--authenticate-frameworks",
+            &format!("--credentials={}", file.display()),
+        ],
+    )
+    .await;
+    let url = format!("{}/api/v1/scheduler", c.master_url());
+    let subscribe = |id: Option<&str>| {
+        let mut call = serde_json::json!({"type": "SUBSCRIBE", "subscribe": {"framework_info":
+            {"user": "root", "name": "x", "failover_timeout": 60.0}}});
+        if let Some(id) = id {
+            call["framework_id"] = serde_json::json!({"value": id});
+            call["subscribe"]["framework_info"]["id"] = serde_json::json!({"value": id});
+        }
+        reqwest::Client::new()
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .json(&call)
+    };
+    let r = subscribe(None).send().await.expect("subscribe");
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("www-authenticate").is_some());
+    let r = subscribe(None)
+        .basic_auth("alice", Some("wrong"))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(r.status(), 401);
+
+    let mut config = config(&c, "alice-fw");
+    config.credentials = Some(drove_driver::Credentials {
+        principal: "alice".into(),
+        secret: "s3cret-a".into(),
+    });
+    let mut alice = Running::start(config);
+    let id = alice.subscribed(T).await;
+
+    let r = subscribe(Some(&id.value))
+        .basic_auth("bob", Some("s3cret-b"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect("subscribe");
+    assert_eq!(r.status(), 403, "bob cannot resume alice's framework");
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("alice"), "{body}");
+    assert!(alice.driver.is_subscribed(), "alice keeps her subscription");
+}

@@ -80,6 +80,8 @@ pub async fn sim_cluster(
         )]),
         weights: Default::default(),
         hostname: None,
+        authenticate_frameworks: false,
+        credentials: None,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));
     let sim = Arc::new(Sim {

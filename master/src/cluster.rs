@@ -60,6 +60,13 @@ pub enum CallError {
     /// SUBSCRIBE with the id of a framework the master removed (Mesos refuses it too).
     #[error("Framework {0} has been removed")]
     Removed(String),
+    /// The framework was registered by another principal.
+    #[error("framework {framework} belongs to principal {owner:?}, not {caller:?}")]
+    Principal {
+        framework: String,
+        owner: Option<String>,
+        caller: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -860,7 +867,11 @@ impl Cluster {
     // Frameworks
 
     /// SUBSCRIBE: returns the stream id and the event receiver for the new stream.
-    pub fn subscribe(&mut self, call: &Call) -> Result<Subscription, CallError> {
+    pub fn subscribe(
+        &mut self,
+        call: &Call,
+        principal: Option<&str>,
+    ) -> Result<Subscription, CallError> {
         let sub = call
             .subscribe
             .as_ref()
@@ -891,6 +902,19 @@ impl Cluster {
         };
         if self.removed_frameworks.contains(&id.value) {
             return Err(CallError::Removed(id.value));
+        }
+        if let Some(caller) = principal {
+            // An authenticated framework is its principal's: nobody else may resume it.
+            if let Some(fw) = self.frameworks.get(&id.value) {
+                if fw.info.principal.as_deref() != Some(caller) {
+                    return Err(CallError::Principal {
+                        framework: id.value,
+                        owner: fw.info.principal.clone(),
+                        caller: Some(caller.to_string()),
+                    });
+                }
+            }
+            info.principal = Some(caller.to_string());
         }
         info.id = Some(id.clone());
         let key = id.value.clone();
@@ -1029,7 +1053,12 @@ impl Cluster {
     }
 
     /// Validates the stream id of a non-SUBSCRIBE call and returns the framework key.
-    pub fn authorize(&self, call: &Call, stream_id: Option<&str>) -> Result<String, CallError> {
+    pub fn authorize(
+        &self,
+        call: &Call,
+        stream_id: Option<&str>,
+        principal: Option<&str>,
+    ) -> Result<String, CallError> {
         let id = call
             .framework_id
             .as_ref()
@@ -1038,6 +1067,13 @@ impl Cluster {
             .frameworks
             .get(&id.value)
             .ok_or_else(|| CallError::BadRequest("Framework cannot be found".into()))?;
+        if principal.is_some() && fw.info.principal.as_deref() != principal {
+            return Err(CallError::Principal {
+                framework: id.value.clone(),
+                owner: fw.info.principal.clone(),
+                caller: principal.map(str::to_string),
+            });
+        }
         let stream_id = stream_id
             .ok_or_else(|| CallError::BadRequest("Mesos-Stream-Id: header missing".into()))?;
         match &fw.conn {

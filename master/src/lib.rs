@@ -10,6 +10,7 @@
 pub mod agent_api;
 pub mod agent_client;
 pub mod allocator;
+pub mod auth;
 pub mod cluster;
 pub mod read_api;
 pub mod scheduler_api;
@@ -67,6 +68,14 @@ pub struct MasterArgs {
     /// Host name advertised in MasterInfo and /master/state.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Frameworks must authenticate (HTTP basic on the scheduler API) with a principal and
+    /// secret from --credentials; a framework id can then only be resumed by its principal.
+    #[arg(long)]
+    pub authenticate_frameworks: bool,
+    /// Mesos-style credentials file: `{"credentials":[{"principal","secret"}]}` or
+    /// `principal secret` lines.
+    #[arg(long)]
+    pub credentials: Option<PathBuf>,
 }
 
 /// `--min-allocatable-resources`: alternatives, any one of which makes an offer worth making.
@@ -114,6 +123,8 @@ pub enum MasterError {
     },
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    Credentials(#[from] auth::CredentialsError),
 }
 
 /// What the HTTP handlers share.
@@ -123,6 +134,8 @@ pub struct Shared {
     pub allocate: Notify,
     /// `master@ip:port`, as Mesos tools expect in `leader`/`pid`.
     pub pid: String,
+    /// Set with `--authenticate-frameworks`: who may call the scheduler API.
+    pub frameworks: Option<auth::Credentials>,
 }
 
 impl Shared {
@@ -155,6 +168,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 /// Runs the master until `shutdown` fires.
 pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), MasterError> {
+    let frameworks = match (&args.credentials, args.authenticate_frameworks) {
+        (Some(path), true) => Some(auth::Credentials::load(path)?),
+        (None, true) => return Err(auth::CredentialsError::Missing.into()),
+        (_, false) => None,
+    };
     let (store, snapshot, writer) = Store::open(&args.data_dir).await?;
     let writer = tokio::spawn(writer.run());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -206,6 +224,7 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         cluster: Mutex::new(cluster),
         allocate: Notify::new(),
         pid: format!("master@{addr}"),
+        frameworks,
     });
     tracing::info!(%addr, master_id, "master listening");
 

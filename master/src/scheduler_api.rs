@@ -75,6 +75,32 @@ pub async fn scheduler(
             );
         }
     }
+    // With --authenticate-frameworks, every call proves a principal (Mesos's HTTP basic).
+    let principal = match &shared.frameworks {
+        None => None,
+        Some(creds) => {
+            let header = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match creds.principal(header) {
+                Ok(p) => Some(p),
+                Err(refused) => {
+                    let mut resp = error(
+                        StatusCode::UNAUTHORIZED,
+                        match refused {
+                            crate::auth::Refused::Missing => "authentication required: HTTP basic with a principal and secret from the master's --credentials",
+                            crate::auth::Refused::Invalid => "invalid credentials",
+                        },
+                    );
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"mesos\""),
+                    );
+                    return resp;
+                }
+            }
+        }
+    };
     let call: Call = match drove_proto::decode(&body) {
         Ok(c) => c,
         Err(e) => {
@@ -96,15 +122,16 @@ pub async fn scheduler(
                 "Mesos-Stream-Id: must not be set on SUBSCRIBE",
             );
         }
-        return subscribe(shared, call);
+        return subscribe(shared, call, principal);
     }
-    match dispatch(&shared, &call, stream_id.as_deref()) {
+    match dispatch(&shared, &call, stream_id.as_deref(), principal.as_deref()) {
         Ok(()) => accepted(),
         Err(CallError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
         Err(CallError::NotSubscribed) => {
             error(StatusCode::FORBIDDEN, "Framework is not subscribed")
         }
         Err(e @ CallError::Removed(_)) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Err(e @ CallError::Principal { .. }) => error(StatusCode::FORBIDDEN, e.to_string()),
     }
 }
 
@@ -112,9 +139,14 @@ fn missing(field: &str, kind: CallType) -> CallError {
     CallError::BadRequest(format!("{field}: required for {kind:?} calls"))
 }
 
-fn dispatch(shared: &Shared, call: &Call, stream_id: Option<&str>) -> Result<(), CallError> {
+fn dispatch(
+    shared: &Shared,
+    call: &Call,
+    stream_id: Option<&str>,
+    principal: Option<&str>,
+) -> Result<(), CallError> {
     let mut cluster = shared.lock();
-    let fw = cluster.authorize(call, stream_id)?;
+    let fw = cluster.authorize(call, stream_id, principal)?;
     let name = call_name(call.kind);
     cluster.count_call(name);
     match call.kind {
@@ -187,17 +219,20 @@ fn call_name(kind: CallType) -> &'static str {
     }
 }
 
-fn subscribe(shared: Arc<Shared>, call: Call) -> Response {
+fn subscribe(shared: Arc<Shared>, call: Call, principal: Option<String>) -> Response {
     let (sub, heartbeat) = {
         let mut cluster = shared.lock();
         cluster.count_call("subscribe");
-        match cluster.subscribe(&call) {
+        match cluster.subscribe(&call, principal.as_deref()) {
             Ok(sub) => (sub, cluster.config.heartbeat_interval),
             Err(CallError::BadRequest(m)) => return error(StatusCode::BAD_REQUEST, m),
             Err(CallError::NotSubscribed) => {
                 return error(StatusCode::FORBIDDEN, "Framework is not subscribed")
             }
             Err(e @ CallError::Removed(_)) => return removed_stream(&e.to_string()),
+            Err(e @ CallError::Principal { .. }) => {
+                return error(StatusCode::FORBIDDEN, e.to_string())
+            }
         }
     };
     shared.allocate.notify_one();
