@@ -167,12 +167,15 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     // the first start and kept in the master's credentials file.
     let credentials = data_dir.join("master").join("credentials");
     let secret = framework_secret(&credentials)?;
+    // The master and the agent prove themselves to each other with a generated cluster secret.
+    let cluster_secret = cluster_secret(&data_dir.join("cluster-secret"))?;
     let master = Flags::<drove_master::MasterArgs>::try_parse_from([
         "master".to_string(),
         format!("--listen={}", args.master_listen),
         format!("--data-dir={}", data_dir.join("master").display()),
         "--authenticate-frameworks".to_string(),
         format!("--credentials={}", credentials.display()),
+        format!("--cluster-secret={cluster_secret}"),
     ])
     .context("master flags")?
     .inner;
@@ -183,6 +186,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         format!("--work-dir={}", data_dir.join("agent").display()),
         format!("--isolation={}", args.isolation),
         format!("--cgroup-root={}", args.cgroup_root),
+        format!("--cluster-secret={cluster_secret}"),
     ];
     if let Some(r) = &args.resources {
         agent_flags.push(format!("--resources={r}"));
@@ -303,6 +307,27 @@ fn framework_secret(path: &std::path::Path) -> anyhow::Result<String> {
         .with_context(|| format!("creating {}", path.display()))?;
     writeln!(f, "{UP_PRINCIPAL} {secret}")
         .with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret)
+}
+
+/// The cluster secret kept in `path` (created, readable by root only, when missing). Run more
+/// agents with `--cluster-secret "$(cat <data-dir>/cluster-secret)"`.
+fn cluster_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let secret = text.trim().to_string();
+        anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
+        return Ok(secret);
+    }
+    let secret = drove_paas::tokens::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(f, "{secret}").with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
 

@@ -779,3 +779,67 @@ async fn an_agent_unreachable_too_long_is_removed_and_its_tasks_stopped() {
         "{state}"
     );
 }
+
+/// With a cluster secret, agents and the master only listen to each other: the agent registers
+/// and runs tasks as usual, but an agent call, a registration or a status update without the
+/// secret is refused (401).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_protocol_needs_the_cluster_secret() {
+    let secret = "--cluster-secret=cluster-s3cret";
+    let c = TestCluster::start_with_agents(&[SMALL], &[secret], &[secret]).await;
+    let mut fw = subscribe(&c, "secured").await;
+    let offer = fw.offers(T).await.remove(0);
+    let (code, body) = fw
+        .launch(&offer, vec![task("guarded", &offer, 0.1, 32.0, "sleep 30")])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    fw.wait_state("guarded", "TASK_RUNNING", T).await;
+
+    let http = reqwest::Client::new();
+    let forged_launch = http
+        .post(format!("{}/agent/v1/launch", c.agent_url(0)))
+        .json(
+            &json!({"framework_id": {"value": fw.id}, "framework_info": framework_info("x"),
+                      "task": task("forged", &offer, 0.1, 32.0, "true")}),
+        )
+        .send()
+        .await
+        .expect("agent");
+    assert_eq!(forged_launch.status(), 401, "only the master may launch");
+    let forged_kill = http
+        .post(format!("{}/agent/v1/kill", c.agent_url(0)))
+        .bearer_auth("wrong")
+        .json(&json!({"framework_id": {"value": fw.id}, "task_id": {"value": "guarded"}}))
+        .send()
+        .await
+        .expect("agent");
+    assert_eq!(forged_kill.status(), 401);
+    let forged_status = http
+        .post(format!("{}/agent/v1/status", c.master_url()))
+        .json(
+            &json!({"agent_id": offer["agent_id"], "framework_id": {"value": fw.id},
+                      "status": {"task_id": {"value": "guarded"}, "state": "TASK_FINISHED"}}),
+        )
+        .send()
+        .await
+        .expect("master");
+    assert_eq!(forged_status.status(), 401, "only agents may report status");
+    let forged_register = http
+        .post(format!("{}/agent/v1/register", c.master_url()))
+        .json(
+            &json!({"hostname": "evil", "endpoint": "http://127.0.0.9:1", "resources": [],
+                      "attributes": [], "tasks": [], "version": "x"}),
+        )
+        .send()
+        .await
+        .expect("master");
+    assert_eq!(forged_register.status(), 401);
+    // The task is untouched.
+    let state = c.agent_state(0).await;
+    assert!(state.to_string().contains("guarded"), "{state}");
+    let (code, _) = fw
+        .call(json!({"type": "KILL", "kill": {"task_id": {"value": "guarded"}}}))
+        .await;
+    assert_eq!(code, 202);
+    fw.wait_state("guarded", "TASK_KILLED", T).await;
+}

@@ -24,14 +24,43 @@ use crate::status;
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
-        .route(LAUNCH_PATH, post(launch))
-        .route(KILL_PATH, post(kill))
-        .route(ACKNOWLEDGE_PATH, post(acknowledge))
-        .route(SHUTDOWN_PATH, post(shutdown))
+        .merge(
+            Router::new()
+                .route(LAUNCH_PATH, post(launch))
+                .route(KILL_PATH, post(kill))
+                .route(ACKNOWLEDGE_PATH, post(acknowledge))
+                .route(SHUTDOWN_PATH, post(shutdown))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    node.clone(),
+                    only_the_master,
+                )),
+        )
         .route(STATE_PATH, get(state))
         .route("/agent/v1/tasks/{task_id}/{stream}", get(task_log))
         .route("/health", get(health))
         .with_state(node)
+}
+
+/// With a cluster secret, launch/kill/acknowledge/shutdown answer only the master.
+async fn only_the_master(
+    State(node): State<Arc<Node>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(secret) = &node.config.cluster_secret {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !drove_proto::agent::authorized(header, secret) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "only the master (with the cluster secret) may do this\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, (StatusCode, String)> {

@@ -63,6 +63,10 @@ pub struct AgentArgs {
     /// Do not cap tasks' CPU with a CFS quota (shares only).
     #[arg(long)]
     pub no_cfs_quota: bool,
+    /// The secret the master and this agent prove to each other on the agent protocol
+    /// (`Authorization: Bearer`); the same value as the master's --cluster-secret.
+    #[arg(long, env = "DROVE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
     /// Most processes and threads one task may have (its cgroup's `pids.max`); 0: no limit.
     #[arg(long, default_value_t = 1024)]
     pub task_pids_max: u64,
@@ -181,6 +185,7 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         cgroups,
         cfs_quota: !args.no_cfs_quota,
         pids_max: (args.task_pids_max > 0).then_some(args.task_pids_max),
+        cluster_secret: args.cluster_secret.clone(),
         task_user,
         executor_path,
         log_max_bytes: args.log_max_bytes.max(1024),

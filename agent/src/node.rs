@@ -39,6 +39,8 @@ pub struct Config {
     pub cfs_quota: bool,
     /// `pids.max` of every task cgroup; None: no limit.
     pub pids_max: Option<u64>,
+    /// The cluster secret: sent to the master, required from it.
+    pub cluster_secret: Option<String>,
     pub task_user: TaskUser,
     pub executor_path: PathBuf,
     pub log_max_bytes: u64,
@@ -96,10 +98,23 @@ pub struct Node {
     pub shutdown: CancellationToken,
 }
 
+/// The `Authorization` header every call to the master carries when the cluster has a secret.
+fn secret_header(secret: Option<&str>) -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Ok(mut v)) =
+        secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::agent::bearer(s)))
+    {
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    headers
+}
+
 impl Node {
     pub fn new(config: Config, meta: Meta, shutdown: CancellationToken) -> Node {
         let agent_id = meta.load_agent_id();
         let fetcher = Fetcher::new(config.work_dir.join("cache"));
+        let headers = secret_header(config.cluster_secret.as_deref());
         Node {
             config,
             writer: Writer::new(meta.clone()),
@@ -114,6 +129,7 @@ impl Node {
             client: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .connect_timeout(std::time::Duration::from_secs(3))
+                .default_headers(headers)
                 .build()
                 .unwrap_or_default(),
             fetcher,
@@ -309,6 +325,7 @@ mod tests {
             cgroups: None,
             cfs_quota: true,
             pids_max: Some(1024),
+            cluster_secret: None,
             task_user: TaskUser::current(),
             executor_path: "/bin/false".into(),
             log_max_bytes: 1 << 20,

@@ -82,6 +82,7 @@ pub async fn sim_cluster(
         hostname: None,
         authenticate_frameworks: false,
         credentials: None,
+        cluster_secret: None,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));
     let sim = Arc::new(Sim {

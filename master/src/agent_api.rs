@@ -11,6 +11,28 @@ use drove_proto::agent::{Ping, Pong, RegisterAgent, StatusUpdate};
 
 use crate::Shared;
 
+/// With `--cluster-secret`, the agent protocol answers only callers that present it.
+pub async fn only_agents(
+    State(shared): State<Arc<Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(secret) = &shared.cluster_secret {
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !drove_proto::agent::authorized(header, secret) {
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                "the agent protocol needs the cluster secret (--cluster-secret)\n",
+            )
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
 fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
 }

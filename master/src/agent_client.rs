@@ -23,10 +23,19 @@ pub struct AgentClient {
 }
 
 impl AgentClient {
-    pub fn new(internal: mpsc::UnboundedSender<Internal>) -> Self {
+    /// A client whose every call carries `secret`, when the cluster has one.
+    pub fn new(internal: mpsc::UnboundedSender<Internal>, secret: Option<&str>) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(Ok(mut v)) =
+            secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::agent::bearer(s)))
+        {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
+            .default_headers(headers)
             .build()
             .unwrap_or_default();
         AgentClient { http, internal }

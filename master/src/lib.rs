@@ -76,6 +76,10 @@ pub struct MasterArgs {
     /// `principal secret` lines.
     #[arg(long)]
     pub credentials: Option<PathBuf>,
+    /// The secret agents and the master prove to each other (`Authorization: Bearer`) on the
+    /// agent protocol; without it that protocol is open to anyone who can reach the ports.
+    #[arg(long, env = "DROVE_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 /// `--min-allocatable-resources`: alternatives, any one of which makes an offer worth making.
@@ -136,6 +140,8 @@ pub struct Shared {
     pub pid: String,
     /// Set with `--authenticate-frameworks`: who may call the scheduler API.
     pub frameworks: Option<auth::Credentials>,
+    /// Set with `--cluster-secret`: what agents must present.
+    pub cluster_secret: Option<String>,
 }
 
 impl Shared {
@@ -151,9 +157,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/api/v1/scheduler", post(scheduler_api::scheduler))
         .route("/master/api/v1/scheduler", post(scheduler_api::scheduler))
-        .route(drove_proto::agent::REGISTER_PATH, post(agent_api::register))
-        .route(drove_proto::agent::PING_PATH, post(agent_api::ping))
-        .route(drove_proto::agent::STATUS_PATH, post(agent_api::status))
+        .merge(
+            Router::new()
+                .route(drove_proto::agent::REGISTER_PATH, post(agent_api::register))
+                .route(drove_proto::agent::PING_PATH, post(agent_api::ping))
+                .route(drove_proto::agent::STATUS_PATH, post(agent_api::status))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    shared.clone(),
+                    agent_api::only_agents,
+                )),
+        )
         .route("/version", get(read_api::version))
         .route("/master/version", get(read_api::version))
         .route("/state", get(read_api::state))
@@ -214,7 +227,12 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         completed_tasks_per_framework: 1000,
     };
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
-    let mut cluster = Cluster::new(master_info, config, store, AgentClient::new(internal_tx));
+    let mut cluster = Cluster::new(
+        master_info,
+        config,
+        store,
+        AgentClient::new(internal_tx, args.cluster_secret.as_deref()),
+    );
     for (role, weight) in &args.weights.0 {
         // Parsing already refused non-positive weights.
         let _ = cluster.allocator.set_role_weight(role, *weight);
@@ -225,6 +243,7 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         allocate: Notify::new(),
         pid: format!("master@{addr}"),
         frameworks,
+        cluster_secret: args.cluster_secret.clone(),
     });
     tracing::info!(%addr, master_id, "master listening");
 

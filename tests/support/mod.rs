@@ -108,6 +108,8 @@ pub struct TestCluster {
     pub http: reqwest::Client,
     /// Extra flags for the master, e.g. a short `--agent-removal-timeout`.
     pub master_args: Vec<String>,
+    /// Extra flags for every agent, e.g. a `--cluster-secret`.
+    pub agent_args: Vec<String>,
 }
 
 impl TestCluster {
@@ -118,6 +120,15 @@ impl TestCluster {
 
     /// Like [`TestCluster::start`], with extra master flags.
     pub async fn start_with(agent_resources: &[&str], master_args: &[&str]) -> TestCluster {
+        Self::start_with_agents(agent_resources, master_args, &[]).await
+    }
+
+    /// Like [`TestCluster::start_with`], with extra flags for the agents too.
+    pub async fn start_with_agents(
+        agent_resources: &[&str],
+        master_args: &[&str],
+        agent_args: &[&str],
+    ) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let master_addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
         let cgroup_root = format!("drove-test-{}", uuid_like());
@@ -146,6 +157,7 @@ impl TestCluster {
                 .build()
                 .expect("http client"),
             master_args: master_args.iter().map(|a| a.to_string()).collect(),
+            agent_args: agent_args.iter().map(|a| a.to_string()).collect(),
         };
         c.start_master();
         c.wait_http(&format!("{}/health", c.master_url())).await;
@@ -198,6 +210,8 @@ impl TestCluster {
             format!("--hostname={}", s.ip),
             format!("--cgroup-root={}", self.cgroup_root),
         ];
+        let mut args = args;
+        args.extend(self.agent_args.iter().cloned());
         let log = self.dir.path().join(format!("agent{i}.log"));
         let log = if log.exists() {
             self.dir

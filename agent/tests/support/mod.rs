@@ -318,6 +318,7 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
         attributes: Some("rack:r1".into()),
         isolation: Isolation::Cgroups,
         no_cfs_quota: false,
+        cluster_secret: None,
         task_pids_max: 64,
         task_user: None,
         cgroup_root: cgroup_root.to_string(),
