@@ -824,6 +824,23 @@ async fn the_agent_protocol_needs_the_cluster_secret() {
         .await
         .expect("master");
     assert_eq!(forged_status.status(), 401, "only agents may report status");
+    // Even with the cluster secret, only the registration running the task may report on it.
+    let forged_status = http
+        .post(format!("{}/agent/v1/status", c.master_url()))
+        .bearer_auth("cluster-s3cret")
+        .json(
+            &json!({"agent_id": offer["agent_id"], "framework_id": {"value": fw.id},
+                      "status": {"task_id": {"value": "guarded"}, "state": "TASK_FINISHED",
+                                 "uuid": "Zm9yZ2Vk"}}),
+        )
+        .send()
+        .await
+        .expect("master");
+    assert_eq!(
+        forged_status.status(),
+        404,
+        "a status update without the agent's session"
+    );
     let forged_register = http
         .post(format!("{}/agent/v1/register", c.master_url()))
         .json(
@@ -834,9 +851,18 @@ async fn the_agent_protocol_needs_the_cluster_secret() {
         .await
         .expect("master");
     assert_eq!(forged_register.status(), 401);
-    // The task is untouched.
+    // The task is untouched, and the framework heard nothing of the forgeries.
     let state = c.agent_state(0).await;
     assert!(state.to_string().contains("guarded"), "{state}");
+    let heard = fw
+        .next_matching(Duration::from_millis(500), |e| {
+            e["type"] == "UPDATE" && e["update"]["status"]["state"] == "TASK_FINISHED"
+        })
+        .await;
+    assert!(
+        heard.is_none(),
+        "a forged update reached the framework: {heard:?}"
+    );
     let (code, _) = fw
         .call(json!({"type": "KILL", "kill": {"task_id": {"value": "guarded"}}}))
         .await;

@@ -86,6 +86,8 @@ pub struct Node {
     tombstones: Mutex<Tombstones>,
     reg: Mutex<RegState>,
     agent_id: Mutex<Option<AgentId>>,
+    /// The current registration's session, sent with every ping and status update.
+    session: Mutex<Option<String>>,
     /// True while registered with the master (updates are only sent then).
     pub registered: watch::Sender<bool>,
     /// Wakes the status-update sender.
@@ -123,6 +125,7 @@ impl Node {
             tombstones: Mutex::new(Tombstones::default()),
             reg: Mutex::new(RegState::default()),
             agent_id: Mutex::new(agent_id),
+            session: Mutex::new(None),
             registered: watch::Sender::new(false),
             status_wakeup: Notify::new(),
             reregister: Notify::new(),
@@ -149,6 +152,19 @@ impl Node {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         }
+    }
+
+    /// Remembers the session the master gave this registration.
+    pub fn set_session(&self, session: Option<String>) {
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = session;
+    }
+
+    /// The `drove-agent-session` header for calls to the master, if there is a session.
+    pub fn session(&self) -> Option<String> {
+        self.session
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn set_agent_id(&self, id: AgentId) {

@@ -84,6 +84,7 @@ pub async fn run(node: Arc<Node>) {
         let reregistered = node.agent_id().is_some();
         tracing::info!(agent_id = %reg.agent_id, master_id = %reg.master_id, reregistered, "registered with the master");
         node.set_agent_id(reg.agent_id.clone());
+        node.set_session(reg.session.clone());
         node.registered.send_replace(true);
         status::resend_all_now(&node);
 
@@ -117,7 +118,11 @@ pub async fn run(node: Arc<Node>) {
             let ping = Ping {
                 agent_id: reg.agent_id.clone(),
             };
-            match node.client.post(&url).json(&ping).send().await {
+            let mut req = node.client.post(&url).json(&ping);
+            if let Some(session) = node.session() {
+                req = req.header(drove_proto::agent::SESSION_HEADER, session);
+            }
+            match req.send().await {
                 Ok(resp) if resp.status() == reqwest::StatusCode::NOT_FOUND => {
                     tracing::warn!("the master does not know this agent any more; re-registering");
                     node.request_reregistration(generation);

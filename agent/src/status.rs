@@ -231,7 +231,11 @@ async fn send_one(node: &Node, key: &TaskKey, mut update: StatusUpdate) {
     }
     let url = format!("{}{}", node.config.master, STATUS_PATH);
     let generation = node.registration_generation();
-    let result = node.client.post(&url).json(&update).send().await;
+    let mut req = node.client.post(&url).json(&update);
+    if let Some(session) = node.session() {
+        req = req.header(drove_proto::agent::SESSION_HEADER, session);
+    }
+    let result = req.send().await;
     match result {
         Ok(resp) if resp.status().is_success() => {
             tracing::debug!(task = %update.status.task_id, state = update.status.state.as_str(), "update sent");

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 struct Sim {
     master: String,
     http: reqwest::Client,
+    /// Each simulated agent's registration session, sent with its status updates.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 async fn launch(State(sim): State<Arc<Sim>>, Json(msg): Json<LaunchTask>) -> &'static str {
@@ -36,9 +38,17 @@ async fn launch(State(sim): State<Arc<Sim>>, Json(msg): Json<LaunchTask>) -> &'s
             framework_id: msg.framework_id,
             status,
         };
+        let session = sim
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&update.agent_id.value)
+            .cloned()
+            .unwrap_or_default();
         let _ = sim
             .http
             .post(format!("{}/agent/v1/status", sim.master))
+            .header(drove_proto::agent::SESSION_HEADER, session)
             .json(&update)
             .send()
             .await;
@@ -88,6 +98,7 @@ pub async fn sim_cluster(
     let sim = Arc::new(Sim {
         master: master_url.clone(),
         http: reqwest::Client::new(),
+        sessions: Default::default(),
     });
     let agent_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -98,7 +109,7 @@ pub async fn sim_cluster(
         .route("/agent/v1/acknowledge", post(ok))
         .route("/agent/v1/kill", post(ok))
         .route("/agent/v1/shutdown", post(ok))
-        .with_state(sim);
+        .with_state(sim.clone());
     tokio::spawn(async move { axum::serve(agent_listener, app).await });
     let http = reqwest::Client::new();
     for _ in 0..100 {
@@ -122,7 +133,7 @@ pub async fn sim_cluster(
             tasks: vec![],
             version: "sim".into(),
         };
-        let _: Registered = http
+        let registered: Registered = http
             .post(format!("{master_url}/agent/v1/register"))
             .json(&reg)
             .send()
@@ -131,6 +142,12 @@ pub async fn sim_cluster(
             .json()
             .await
             .expect("registered");
+        if let Some(session) = registered.session {
+            sim.sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(registered.agent_id.value, session);
+        }
     }
     master_url
 }

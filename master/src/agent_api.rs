@@ -55,13 +55,27 @@ pub async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
     }
 }
 
-pub async fn ping(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+/// The session an agent presents (see [`drove_proto::agent::Registered::session`]).
+fn session(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(drove_proto::agent::SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+}
+
+pub async fn ping(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: Ping = match drove_proto::decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid ping: {e}")),
     };
     let mut cluster = shared.lock();
-    if cluster.ping(&req.agent_id.value) {
+    // A ping from anyone but this registration of the agent is a stranger's: "re-register".
+    if cluster.agent_session_ok(&req.agent_id.value, session(&headers))
+        && cluster.ping(&req.agent_id.value)
+    {
         Json(Pong {
             master_id: cluster.master_id.clone(),
         })
@@ -75,12 +89,25 @@ pub async fn ping(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     }
 }
 
-pub async fn status(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+pub async fn status(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: StatusUpdate = match drove_proto::decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid status update: {e}")),
     };
     let mut cluster = shared.lock();
+    // Only the registration that runs the task may report on it; anyone else is told to
+    // re-register, which a real agent does and a forger cannot use.
+    if !cluster.agent_session_ok(&req.agent_id.value, session(&headers)) {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("agent {} is not registered here; re-register", req.agent_id),
+        )
+            .into_response();
+    }
     if cluster.agent_status(&req.agent_id.value, &req.framework_id, req.status) {
         if cluster.allocation_wanted {
             shared.allocate.notify_one();

@@ -93,6 +93,8 @@ pub struct Agent {
     pub offers: HashSet<String>,
     /// (framework id, task id) of the tasks placed here.
     pub tasks: HashSet<(String, String)>,
+    /// This registration's secret (empty until the agent registers with this master).
+    pub session: String,
 }
 
 /// Events queued for one subscription stream before the master gives up on a reader that does
@@ -308,6 +310,7 @@ impl Cluster {
                     attributes: row.attributes,
                     registered_secs: row.registered_at_ms as f64 / 1000.0,
                     last_ping: now,
+                    session: String::new(),
                     status,
                     offers: HashSet::new(),
                     tasks: HashSet::new(),
@@ -391,6 +394,7 @@ impl Cluster {
             attributes: req.attributes.clone(),
             registered_secs: now_secs(),
             last_ping: now,
+            session: String::new(),
             status: AgentStatus::Active,
             offers: HashSet::new(),
             tasks: HashSet::new(),
@@ -401,6 +405,8 @@ impl Cluster {
         agent.attributes = req.attributes.clone();
         agent.last_ping = now;
         agent.status = AgentStatus::Active;
+        agent.session = uuid::Uuid::new_v4().simple().to_string();
+        let session = agent.session.clone();
         self.store.apply(StoreOp::UpsertAgent(AgentRow {
             id: key.clone(),
             hostname: req.hostname.clone(),
@@ -426,7 +432,16 @@ impl Cluster {
             master_id: self.master_id.clone(),
             ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
             max_missed_pings: self.config.max_agent_ping_timeouts,
+            session: Some(session),
         })
+    }
+
+    /// Whether a ping or status update comes from the agent's current registration.
+    pub fn agent_session_ok(&self, agent: &str, session: Option<&str>) -> bool {
+        match (self.agents.get(agent), session) {
+            (Some(a), Some(s)) => !a.session.is_empty() && a.session == s,
+            _ => false,
+        }
     }
 
     /// Resources held by non-terminal tasks on an agent, per framework.

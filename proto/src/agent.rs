@@ -69,7 +69,14 @@ pub struct Registered {
     /// `ping_interval_seconds × max_missed_pings` of silence.
     pub ping_interval_seconds: f64,
     pub max_missed_pings: u32,
+    /// A secret for this registration only: the agent sends it as [`SESSION_HEADER`] on every
+    /// ping and status update, so no one else can speak for this agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
+
+/// The header carrying [`Registered::session`].
+pub const SESSION_HEADER: &str = "drove-agent-session";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ping {

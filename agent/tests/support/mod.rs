@@ -63,6 +63,7 @@ async fn register(State(s): State<Shared>, Json(body): Json<RegisterAgent>) -> J
         master_id: "master-1".into(),
         ping_interval_seconds: 0.2,
         max_missed_pings: 5,
+        session: Some("fake-session".into()),
     })
 }
 
