@@ -869,3 +869,31 @@ async fn the_agent_protocol_needs_the_cluster_secret() {
     assert_eq!(code, 202);
     fw.wait_state("guarded", "TASK_KILLED", T).await;
 }
+
+/// Request bodies are bounded: an oversized call is refused with 413 before it is read into
+/// memory, and the master keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_are_refused() {
+    let c = TestCluster::start(&[SMALL]).await;
+    let huge = format!(
+        r#"{{"type":"SUBSCRIBE","subscribe":{{"framework_info":{{"user":"x","name":"{}"}}}}}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let http = reqwest::Client::new();
+    for url in [
+        format!("{}/api/v1/scheduler", c.master_url()),
+        format!("{}/agent/v1/status", c.master_url()),
+        format!("{}/agent/v1/launch", c.agent_url(0)),
+    ] {
+        let r = http
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 413, "{url}");
+    }
+    let fw = subscribe(&c, "after").await;
+    assert!(!fw.id.is_empty(), "the master still serves");
+}
