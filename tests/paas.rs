@@ -403,7 +403,20 @@ async fn paas_restart_and_agent_loss() {
     d.cluster.start_master();
     d.cluster.wait_agents(2).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while d.get("/v2/info").await["drove"]["subscribed"] != true {
+    // `/metrics` says whether the PaaS is subscribed (Marathon's /v2/info has no such field).
+    let subscribed = || async {
+        let text = d
+            .api
+            .get(format!("{}/metrics", d.paas_url()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        text.lines().any(|l| l.trim() == "drove_paas_subscribed 1")
+    };
+    while !subscribed().await {
         assert!(Instant::now() < deadline, "the PaaS never re-subscribed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

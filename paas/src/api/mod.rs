@@ -141,7 +141,6 @@ async fn info(State(paas): State<Arc<Paas>>) -> Json<Value> {
         "http_config": {"http_port": a.listen.port(), "https_port": null},
         "event_subscriber": {"type": "sse"},
         "zookeeper_config": {},
-        "drove": {"domain": a.domain, "subscribed": s.subscribed},
     }))
 }
 
