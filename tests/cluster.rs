@@ -870,8 +870,9 @@ async fn the_agent_protocol_needs_the_cluster_secret() {
     fw.wait_state("guarded", "TASK_KILLED", T).await;
 }
 
-/// Request bodies are bounded: an oversized call is refused with 413 before it is read into
-/// memory, and the master keeps serving.
+/// Request bodies are bounded: an oversized call is refused with 413 once the limit is read
+/// (or its connection is cut: a server that stops reading and closes may reset the connection
+/// before the client reads the 413), never read whole, and the master keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused() {
     let c = TestCluster::start(&[SMALL]).await;
@@ -890,9 +891,11 @@ async fn oversized_bodies_are_refused() {
             .header("Content-Type", "application/json")
             .body(huge.clone())
             .send()
-            .await
-            .expect("post");
-        assert_eq!(r.status(), 413, "{url}");
+            .await;
+        match r {
+            Ok(r) => assert_eq!(r.status(), 413, "{url}"),
+            Err(e) => assert!(e.is_request() || e.is_body(), "{url}: {e}"),
+        }
     }
     let fw = subscribe(&c, "after").await;
     assert!(!fw.id.is_empty(), "the master still serves");

@@ -100,17 +100,41 @@ fn classify(uri: &str) -> Result<Source, FetchError> {
     Err(FetchError::new(uri, "unsupported URI scheme"))
 }
 
+/// Bounds on one download.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchLimits {
+    /// The whole download, from the request to the last byte.
+    pub timeout: std::time::Duration,
+    /// Largest artifact accepted.
+    pub max_bytes: u64,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        FetchLimits {
+            timeout: std::time::Duration::from_secs(600),
+            max_bytes: 4 << 30,
+        }
+    }
+}
+
 /// Downloads and caches artifacts.
 #[derive(Clone)]
 pub struct Fetcher {
     cache_dir: PathBuf,
     client: reqwest::Client,
     locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    limits: FetchLimits,
 }
 
 impl Fetcher {
     pub fn new(cache_dir: PathBuf) -> Fetcher {
+        Fetcher::with_limits(cache_dir, FetchLimits::default())
+    }
+
+    pub fn with_limits(cache_dir: PathBuf, limits: FetchLimits) -> Fetcher {
         Fetcher {
+            limits,
             cache_dir,
             client: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(10))
@@ -220,14 +244,37 @@ impl Fetcher {
         fs::create_dir_all(&dir)
             .map_err(|e| FetchError::new(url, format!("creating {}: {e}", dir.display())))?;
         let tmp = dir.join(format!(".{name}.partial"));
-        self.download(url, &tmp).await?;
+        if let Err(e) = self.download(url, &tmp).await {
+            // A refused or broken download leaves nothing behind in the cache.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, &file)
             .map_err(|e| FetchError::new(url, format!("renaming into {}: {e}", file.display())))?;
         Ok(file)
     }
 
+    /// Downloads `url` to `dst` within the fetcher's time and size bounds.
     async fn download(&self, url: &str, dst: &Path) -> Result<(), FetchError> {
+        let limit = self.limits.timeout;
+        match tokio::time::timeout(limit, self.download_unbounded(url, dst)).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::new(
+                url,
+                format!("the download took longer than {limit:?} (--fetch-timeout)"),
+            )),
+        }
+    }
+
+    async fn download_unbounded(&self, url: &str, dst: &Path) -> Result<(), FetchError> {
         tracing::info!(%url, "downloading");
+        let max = self.limits.max_bytes;
+        let too_big = |n: u64| {
+            FetchError::new(
+                url,
+                format!("{n} bytes or more: larger than the {max}-byte limit (--fetch-max-bytes)"),
+            )
+        };
         let resp = self
             .client
             .get(url)
@@ -243,9 +290,17 @@ impl Fetcher {
         let mut out = tokio::fs::File::create(dst)
             .await
             .map_err(|e| FetchError::new(url, format!("creating {}: {e}", dst.display())))?;
+        if let Some(len) = resp.content_length().filter(|l| *l > max) {
+            return Err(too_big(len));
+        }
         let mut body = resp.bytes_stream();
+        let mut written: u64 = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| FetchError::new(url, format!("reading body: {e}")))?;
+            written = written.saturating_add(chunk.len() as u64);
+            if written > max {
+                return Err(too_big(written));
+            }
             out.write_all(&chunk)
                 .await
                 .map_err(|e| FetchError::new(url, format!("writing {}: {e}", dst.display())))?;

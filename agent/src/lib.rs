@@ -67,6 +67,12 @@ pub struct AgentArgs {
     /// (`Authorization: Bearer`); the same value as the master's --cluster-secret.
     #[arg(long, env = "DROVE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Bound on one artifact download, request to last byte (e.g. `10m`, `30s`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub fetch_timeout: std::time::Duration,
+    /// Largest artifact the fetcher accepts, in bytes.
+    #[arg(long, default_value_t = 4 << 30)]
+    pub fetch_max_bytes: u64,
     /// Most processes and threads one task may have (its cgroup's `pids.max`); 0: no limit.
     #[arg(long, default_value_t = 1024)]
     pub task_pids_max: u64,
@@ -186,6 +192,10 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         cfs_quota: !args.no_cfs_quota,
         pids_max: (args.task_pids_max > 0).then_some(args.task_pids_max),
         cluster_secret: args.cluster_secret.clone(),
+        fetch_limits: fetcher::FetchLimits {
+            timeout: args.fetch_timeout,
+            max_bytes: args.fetch_max_bytes,
+        },
         task_user,
         executor_path,
         log_max_bytes: args.log_max_bytes.max(1024),

@@ -41,6 +41,8 @@ pub struct Config {
     pub pids_max: Option<u64>,
     /// The cluster secret: sent to the master, required from it.
     pub cluster_secret: Option<String>,
+    /// Bounds on each download.
+    pub fetch_limits: crate::fetcher::FetchLimits,
     pub task_user: TaskUser,
     pub executor_path: PathBuf,
     pub log_max_bytes: u64,
@@ -115,7 +117,7 @@ fn secret_header(secret: Option<&str>) -> reqwest::header::HeaderMap {
 impl Node {
     pub fn new(config: Config, meta: Meta, shutdown: CancellationToken) -> Node {
         let agent_id = meta.load_agent_id();
-        let fetcher = Fetcher::new(config.work_dir.join("cache"));
+        let fetcher = Fetcher::with_limits(config.work_dir.join("cache"), config.fetch_limits);
         let headers = secret_header(config.cluster_secret.as_deref());
         Node {
             config,
@@ -342,6 +344,7 @@ mod tests {
             cfs_quota: true,
             pids_max: Some(1024),
             cluster_secret: None,
+            fetch_limits: Default::default(),
             task_user: TaskUser::current(),
             executor_path: "/bin/false".into(),
             log_max_bytes: 1 << 20,

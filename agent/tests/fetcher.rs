@@ -190,3 +190,72 @@ async fn local_files_and_failures_name_the_uri() {
         .unwrap_err();
     assert!(err.to_string().contains("/no/such/file"), "{err}");
 }
+
+/// Downloads are bounded: one over the size cap is refused (and leaves nothing in the cache),
+/// one slower than the timeout is abandoned.
+#[tokio::test]
+async fn downloads_over_the_size_cap_or_the_timeout_are_refused() {
+    use drove_agent::fetcher::FetchLimits;
+    async fn big() -> Vec<u8> {
+        vec![7u8; 3 << 20]
+    }
+    async fn slow() -> &'static str {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        "late"
+    }
+    let app = Router::new()
+        .route("/big.bin", get(big))
+        .route("/slow.bin", get(slow));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let fetcher = Fetcher::with_limits(
+        cache.clone(),
+        FetchLimits {
+            timeout: std::time::Duration::from_secs(1),
+            max_bytes: 1 << 20,
+        },
+    );
+    let user = TaskUser::lookup(&TaskUser::default_name()).unwrap();
+    let sandbox = work.path().join("sb");
+    std::fs::create_dir_all(&sandbox).unwrap();
+
+    let err = fetcher
+        .fetch_all(&[uri(format!("{url}/big.bin"))], &sandbox, &user)
+        .await
+        .expect_err("over the cap");
+    assert!(err.to_string().contains("limit"), "{err}");
+    let leftovers: Vec<_> = walk(&cache);
+    assert!(
+        leftovers
+            .iter()
+            .all(|p| !p.to_string_lossy().contains("big.bin")),
+        "nothing of the refused download is kept: {leftovers:?}"
+    );
+
+    let started = std::time::Instant::now();
+    let err = fetcher
+        .fetch_all(&[uri(format!("{url}/slow.bin"))], &sandbox, &user)
+        .await
+        .expect_err("too slow");
+    assert!(err.to_string().contains("longer than"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
