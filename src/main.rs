@@ -163,12 +163,17 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("resolving {}", data_dir.display()))?;
-    // Frameworks authenticate to the master; the PaaS's principal and secret are generated on
-    // the first start and kept in the master's credentials file.
+    // Frameworks authenticate to the master: the PaaS's secret is generated on the first start
+    // (`master/paas-secret`) and named in the master's credentials file.
+    std::fs::create_dir_all(data_dir.join("master"))
+        .with_context(|| format!("creating {}", data_dir.join("master").display()))?;
+    let (secret, _) =
+        drove_paas::tokens::secret_file(&data_dir.join("master").join("paas-secret"))?;
     let credentials = data_dir.join("master").join("credentials");
-    let secret = framework_secret(&credentials)?;
-    // The master and the agent prove themselves to each other with a generated cluster secret.
-    let cluster_secret = cluster_secret(&data_dir.join("cluster-secret"))?;
+    write_credentials(&credentials, &secret)?;
+    // The master and the agent prove themselves to each other with a generated cluster secret;
+    // run more agents with `--cluster-secret "$(cat <data-dir>/cluster-secret)"`.
+    let (cluster_secret, _) = drove_paas::tokens::secret_file(&data_dir.join("cluster-secret"))?;
     let master = Flags::<drove_master::MasterArgs>::try_parse_from([
         "master".to_string(),
         format!("--listen={}", args.master_listen),
@@ -276,59 +281,19 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
 /// The principal `drove up`'s PaaS authenticates to its master as.
 const UP_PRINCIPAL: &str = "paas";
 
-/// The PaaS's secret in the master's credentials file (`principal secret` lines), created with a
-/// new random secret, readable by root only, when there is none.
-fn framework_secret(path: &std::path::Path) -> anyhow::Result<String> {
+/// Writes the master's credentials file (`principal secret` lines, readable by root only)
+/// naming the PaaS's principal with `secret`.
+fn write_credentials(path: &std::path::Path, secret: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let secret = text.lines().find_map(|l| {
-            let mut parts = l.split_whitespace();
-            (parts.next() == Some(UP_PRINCIPAL))
-                .then(|| parts.next().map(str::to_string))
-                .flatten()
-        });
-        return secret.with_context(|| {
-            format!(
-                "{} has no line for the principal {UP_PRINCIPAL}",
-                path.display()
-            )
-        });
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let secret = drove_paas::tokens::generate();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{UP_PRINCIPAL} {secret}")
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(secret)
-}
-
-/// The cluster secret kept in `path` (created, readable by root only, when missing). Run more
-/// agents with `--cluster-secret "$(cat <data-dir>/cluster-secret)"`.
-fn cluster_secret(path: &std::path::Path) -> anyhow::Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let secret = text.trim().to_string();
-        anyhow::ensure!(!secret.is_empty(), "{} is empty", path.display());
-        return Ok(secret);
-    }
-    let secret = drove_paas::tokens::generate();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    writeln!(f, "{secret}").with_context(|| format!("writing {}", path.display()))?;
-    Ok(secret)
+    writeln!(f, "{UP_PRINCIPAL} {secret}").with_context(|| format!("writing {}", path.display()))
 }
 
 /// Waits for a component of `drove up`; however it ends, the others are told to stop.

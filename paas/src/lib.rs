@@ -81,8 +81,8 @@ pub struct PaasArgs {
     pub kill_grace: Duration,
 }
 
-/// When the largest agent's (cpus, mem) was read, and what it was (`None`: unknown).
-type CapacityReading = (std::time::Instant, Option<(f64, f64)>);
+/// When the master's agents were read, and what they were.
+type AgentsReading = (std::time::Instant, Arc<Vec<serde_json::Value>>);
 
 /// Everything the API handlers and the scheduler share.
 pub struct Paas {
@@ -99,7 +99,7 @@ pub struct Paas {
     pub metrics: api::metrics::Metrics,
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
     pub shutdown: CancellationToken,
-    capacity: Mutex<Option<CapacityReading>>,
+    agents: Mutex<Option<AgentsReading>>,
     /// Held by every API change from its checks through its store write to its install, so
     /// changes reach the disk and the state in the same order and never interleave.
     pub writes: tokio::sync::Mutex<()>,
@@ -112,28 +112,35 @@ impl Paas {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The largest agent's (cpus, mem), from the master's state, cached for a few seconds;
-    /// `None` when the master cannot be read or has no agents.
-    pub async fn capacity(&self) -> Option<(f64, f64)> {
+    /// The agents of the master's `/master/state` (`slaves`), read at most every few seconds
+    /// (`fresh` forces a read); `None` when the master cannot be read.
+    pub async fn agents(&self, fresh: bool) -> Option<Arc<Vec<serde_json::Value>>> {
         const FRESH: Duration = Duration::from_secs(5);
-        if let Some((at, cap)) = *self.capacity.lock().unwrap_or_else(|p| p.into_inner()) {
-            if at.elapsed() < FRESH {
-                return cap;
+        if !fresh {
+            if let Some((at, agents)) = &*self.agents.lock().unwrap_or_else(|p| p.into_inner()) {
+                if at.elapsed() < FRESH {
+                    return Some(agents.clone());
+                }
             }
         }
         let url = format!("{}/master/state", self.args.master);
         let state: serde_json::Value = self.http.get(&url).send().await.ok()?.json().await.ok()?;
-        let agents = state["slaves"].as_array().cloned().unwrap_or_default();
+        let agents = Arc::new(state["slaves"].as_array().cloned().unwrap_or_default());
+        *self.agents.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((std::time::Instant::now(), agents.clone()));
+        Some(agents)
+    }
+
+    /// The largest agent's (cpus, mem); `None` when unknown (no master, no agents).
+    pub async fn capacity(&self) -> Option<(f64, f64)> {
+        let agents = self.agents(false).await?;
         let max = |k: &str| {
             agents
                 .iter()
                 .filter_map(|a| a["resources"][k].as_f64())
                 .fold(0.0_f64, f64::max)
         };
-        let cap = (!agents.is_empty()).then(|| (max("cpus"), max("mem")));
-        *self.capacity.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((std::time::Instant::now(), cap));
-        cap
+        (!agents.is_empty()).then(|| (max("cpus"), max("mem")))
     }
 }
 
@@ -227,7 +234,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
             .unwrap_or_default(),
         metrics: api::metrics::Metrics::default(),
         shutdown: shutdown.clone(),
-        capacity: Mutex::new(None),
+        agents: Mutex::new(None),
         writes: tokio::sync::Mutex::new(()),
         fatal: Mutex::new(None),
     });

@@ -61,10 +61,16 @@ fn load_or_make(
     file: &str,
     given: Option<String>,
 ) -> Result<(String, bool), TokenError> {
-    if let Some(t) = given.filter(|t| !t.is_empty()) {
-        return Ok((t, false));
+    match given.filter(|t| !t.is_empty()) {
+        Some(t) => Ok((t, false)),
+        None => secret_file(&dir.join(file)),
     }
-    let path = dir.join(file);
+}
+
+/// The secret kept in `path`: read it, or generate one into a new file only root can read.
+/// `true` when it was generated now.
+pub fn secret_file(path: &Path) -> Result<(String, bool), TokenError> {
+    let path = path.to_path_buf();
     match std::fs::read_to_string(&path) {
         Ok(t) => {
             let t = t.trim().to_string();

@@ -26,17 +26,24 @@ pub async fn task_log(
             format!("Task '{task}' does not exist"),
         );
     };
-    let state_url = format!("{}/master/state", paas.args.master);
-    let state: Value = match paas.http.get(&state_url).send().await {
-        Ok(r) => r.json().await.unwrap_or(Value::Null),
-        Err(e) => return error(StatusCode::BAD_GATEWAY, format!("reading {state_url}: {e}")),
-    };
-    let endpoint = state["slaves"].as_array().and_then(|agents| {
+    // The agent's endpoint, from the cached agent list; read again once if it is not there
+    // (an agent that registered since).
+    let find = |agents: &[Value]| {
         agents
             .iter()
             .find(|a| a["id"] == agent.as_str())
             .and_then(|a| a["endpoint"].as_str().map(str::to_string))
-    });
+    };
+    let mut endpoint = None;
+    for fresh in [false, true] {
+        let Some(agents) = paas.agents(fresh).await else {
+            return error(StatusCode::BAD_GATEWAY, "cannot read the master's state");
+        };
+        endpoint = find(&agents);
+        if endpoint.is_some() {
+            break;
+        }
+    }
     let Some(endpoint) = endpoint else {
         return error(
             StatusCode::BAD_GATEWAY,
