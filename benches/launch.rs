@@ -27,7 +27,7 @@ fn main() {
 }
 
 async fn run() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = support::tempdir();
     let shutdown = CancellationToken::new();
     let master_url = support::sim_cluster(
         dir.path(),

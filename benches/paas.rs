@@ -93,7 +93,7 @@ fn main() {
 }
 
 async fn with_drove_up(parts: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = support::tempdir();
     let addr = || support::free_addr().to_string();
     let (master, agent, paas, router, admin) = (addr(), addr(), addr(), addr(), addr());
     let cgroup_root = format!("drove-bench-{}", std::process::id());
@@ -314,7 +314,7 @@ async fn wait_settled(http: &reqwest::Client, paas: &str, id: &str, message: &st
 async fn scheduling_throughput() {
     const APPS: usize = 1000;
     const AGENTS: usize = 100;
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = support::tempdir();
     let shutdown = CancellationToken::new();
     let master = support::sim_cluster(
         &dir.path().join("master"),

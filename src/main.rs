@@ -59,6 +59,11 @@ struct UpArgs {
     /// Where every component keeps its state (master/, agent/, paas/).
     #[arg(long, default_value = ".drove")]
     data_dir: PathBuf,
+    /// The agent's work dir (sandboxes, fetch cache). Default: `<data-dir>/agent` when task
+    /// users can reach it, else `/var/lib/drove/agent-<hash of the data dir>` (a data dir under
+    /// a mode-0700 home directory is out of the tasks' reach).
+    #[arg(long)]
+    agent_work_dir: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:5050")]
     master_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:5051")]
@@ -76,6 +81,10 @@ struct UpArgs {
     /// omitted.
     #[arg(long)]
     resources: Option<String>,
+    /// A directory apps may fetch local files from (`file://`, absolute paths); repeatable.
+    /// None by default: artifacts come over http.
+    #[arg(long = "fetch-allow-dir")]
+    fetch_allow_dirs: Vec<PathBuf>,
     /// `cgroups` (default) or `none`.
     #[arg(long, default_value = "cgroups")]
     isolation: String,
@@ -156,6 +165,35 @@ async fn router(args: drove_router::RouterArgs, shutdown: CancellationToken) -> 
         .context("router failed")
 }
 
+/// Where `drove up`'s agent works; see `UpArgs::agent_work_dir`.
+fn agent_work_dir(args: &UpArgs, data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &args.agent_work_dir {
+        return Ok(dir.clone());
+    }
+    let inside = data_dir.join("agent");
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(inside);
+    }
+    match drove_agent::sandbox::check_reachable(data_dir) {
+        Ok(()) => Ok(inside),
+        Err(why) => {
+            use sha2::Digest;
+            let hash = hex::encode(sha2::Sha256::digest(
+                data_dir.as_os_str().as_encoded_bytes(),
+            ));
+            let dir = PathBuf::from("/var/lib/drove").join(format!("agent-{}", &hash[..12]));
+            tracing::info!(
+                work_dir = %dir.display(),
+                reason = %why,
+                "the agent works outside the data dir"
+            );
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating the agent work dir {}", dir.display()))?;
+            Ok(dir)
+        }
+    }
+}
+
 async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = args.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
@@ -184,17 +222,21 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     ])
     .context("master flags")?
     .inner;
+    let agent_work_dir = agent_work_dir(&args, &data_dir)?;
     let mut agent_flags = vec![
         "agent".to_string(),
         format!("--master=http://{}", args.master_listen),
         format!("--listen={}", args.agent_listen),
-        format!("--work-dir={}", data_dir.join("agent").display()),
+        format!("--work-dir={}", agent_work_dir.display()),
         format!("--isolation={}", args.isolation),
         format!("--cgroup-root={}", args.cgroup_root),
         format!("--cluster-secret={cluster_secret}"),
     ];
     if let Some(r) = &args.resources {
         agent_flags.push(format!("--resources={r}"));
+    }
+    for dir in &args.fetch_allow_dirs {
+        agent_flags.push(format!("--fetch-allow-dir={}", dir.display()));
     }
     let agent = Flags::<drove_agent::AgentArgs>::try_parse_from(agent_flags)
         .context("agent flags")?

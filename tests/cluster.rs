@@ -655,10 +655,11 @@ async fn failover_timeout_expiry_kills_tasks_and_partition_aware_sees_unreachabl
 /// `drove up` runs a master and an agent in one process, ready for a framework.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drove_up_runs_master_and_agent() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = support::tempdir();
     let master = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let agent = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let cgroup_root = format!("drove-test-{}", uuid_like());
+    let _cleanup = CgroupTree(cgroup_root.clone());
     let args = vec![
         "up".to_string(),
         format!("--data-dir={}", dir.path().display()),
@@ -899,4 +900,232 @@ async fn oversized_bodies_are_refused() {
     }
     let fw = subscribe(&c, "after").await;
     assert!(!fw.id.is_empty(), "the master still serves");
+}
+
+/// Makes files immutable (`chattr +i`: even root cannot write them, through fds already open
+/// too) until dropped.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    fn set(paths: &[std::path::PathBuf]) -> Immutable {
+        let guard = Immutable(paths.to_vec());
+        for p in paths {
+            let out = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(p)
+                .output()
+                .unwrap_or_else(|e| panic!("running chattr (e2fsprogs): {e}"));
+            assert!(
+                out.status.success(),
+                "chattr +i {} failed (needs root and ext4/xfs/btrfs): {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        guard
+    }
+
+    fn clear(&mut self) {
+        for p in self.0.drain(..) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&p)
+                .status();
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// The master's `/health`: status and body.
+async fn master_health(c: &TestCluster) -> (u16, String) {
+    let r = c
+        .http
+        .get(format!("{}/health", c.master_url()))
+        .send()
+        .await
+        .expect("/health");
+    let code = r.status().as_u16();
+    (code, r.text().await.unwrap_or_default())
+}
+
+/// A gauge from the master's `/metrics`.
+async fn master_gauge(c: &TestCluster, name: &str) -> Option<f64> {
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.master_url()))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Every task id a framework has in `/master/state`, whatever its state.
+fn task_ids(state: &Value, framework: &str) -> Vec<String> {
+    let Some(fw) = state["frameworks"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["id"] == framework))
+    else {
+        return Vec::new();
+    };
+    ["tasks", "unreachable_tasks", "completed_tasks"]
+        .iter()
+        .filter_map(|k| fw[*k].as_array())
+        .flatten()
+        .filter_map(|t| t["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A store that fails writes turns health red and loses nothing that was acknowledged: the
+/// master keeps the change it could not write, refuses new ones (503) instead of acknowledging
+/// them, turns healthy again once the disk takes writes, and a `kill -9` after that loses
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_fails_writes_turns_health_red_and_loses_nothing_acknowledged() {
+    let mut c = TestCluster::start(&[SMALL]).await;
+    let mut fw = subscribe(&c, "durable").await;
+    let offer = fw.offers(T).await.remove(0);
+    let (code, body) = fw
+        .launch(&offer, vec![task("first", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    assert_eq!(code, 202, "{body}");
+    fw.wait_state("first", "TASK_RUNNING", T).await;
+    let deadline = tokio::time::Instant::now() + T;
+    while master_gauge(&c, "drove_master_store_pending_ops").await != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the store never caught up; logs:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(master_health(&c).await.0, 200);
+
+    // The disk stops taking writes (the database and its WAL, which the master has open).
+    let db = c.dir.path().join("master").join("master.db");
+    let wal = c.dir.path().join("master").join("master.db-wal");
+    assert!(wal.exists(), "the master runs SQLite in WAL mode");
+    let mut immutable = Immutable::set(&[db.clone(), wal]);
+
+    // A change the master takes before it knows: acknowledged, and kept until it is written.
+    let offer = fw.offers(T).await.remove(0);
+    let (code, body) = fw
+        .launch(&offer, vec![task("second", &offer, 0.1, 32.0, "sleep 300")])
+        .await;
+    assert_eq!(code, 202, "{body}");
+
+    // Health turns red, naming the store and its file.
+    let deadline = tokio::time::Instant::now() + T;
+    let (code, why) = loop {
+        let (code, body) = master_health(&c).await;
+        if code != 200 || tokio::time::Instant::now() > deadline {
+            break (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        code,
+        503,
+        "/health stayed {code}: {why}; logs:\n{}",
+        c.logs()
+    );
+    assert!(why.contains("store"), "{why}");
+    assert!(why.contains(&db.display().to_string()), "{why}");
+    assert!(why.contains("not persisted"), "{why}");
+    let r = c
+        .http
+        .get(format!("{}/master/health", c.master_url()))
+        .send()
+        .await
+        .expect("/master/health");
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        master_gauge(&c, "drove_master_store_failed").await,
+        Some(1.0)
+    );
+
+    // A new framework is refused rather than acknowledged.
+    let r = c
+        .http
+        .post(format!("{}/api/v1/scheduler", c.master_url()))
+        .header("Content-Type", "application/json")
+        .json(&json!({"type": "SUBSCRIBE", "subscribe": {
+            "framework_info": {"user": "root", "name": "refused"}}}))
+        .send()
+        .await
+        .expect("SUBSCRIBE");
+    assert_eq!(r.status(), 503);
+    let refusal = r.text().await.unwrap_or_default();
+    assert!(refusal.contains("store"), "{refusal}");
+    // So is a launch, on an offer made meanwhile (offers persist nothing).
+    let offer = fw.offers(T).await.remove(0);
+    let r = c
+        .http
+        .post(&fw.url)
+        .header("Content-Type", "application/json")
+        .header("Mesos-Stream-Id", fw.stream_id())
+        .json(&json!({"type": "ACCEPT", "framework_id": {"value": fw.id},
+            "accept": {"offer_ids": [offer["id"]], "operations": [{"type": "LAUNCH",
+                "launch": {"task_infos": [task("third", &offer, 0.1, 32.0, "sleep 300")]}}]}}))
+        .send()
+        .await
+        .expect("ACCEPT");
+    assert_eq!(r.status(), 503);
+    let refusal = r.text().await.unwrap_or_default();
+    assert!(refusal.contains("store"), "{refusal}");
+    let state = c.state().await;
+    assert!(
+        !task_ids(&state, &fw.id).contains(&"third".to_string()),
+        "{state}"
+    );
+    assert!(
+        !state["frameworks"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f["name"] == "refused")),
+        "{state}"
+    );
+
+    // The disk is back: the master writes what it kept and turns healthy by itself.
+    immutable.clear();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let (code, body) = master_health(&c).await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/health stayed {code}: {body}; logs:\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        master_gauge(&c, "drove_master_store_failed").await,
+        Some(0.0)
+    );
+
+    // Nothing acknowledged is lost, even to a kill -9 right away.
+    let id = fw.id.clone();
+    c.kill_master();
+    drop(fw);
+    c.start_master();
+    c.wait_agents(1).await;
+    let state = c.state().await;
+    let tasks = task_ids(&state, &id);
+    for t in ["first", "second"] {
+        assert!(
+            tasks.contains(&t.to_string()),
+            "{t} lost; tasks {tasks:?}; state {state}"
+        );
+    }
+    assert!(!tasks.contains(&"third".to_string()), "{state}");
 }

@@ -694,10 +694,11 @@ async fn cli(args: &[&str]) -> (bool, String) {
 /// the router, list it, read its logs, scale it to zero and wake it with a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drove_up_and_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let port = || support::free_port("127.0.0.1");
     let (master, agent, paas, router, admin) = (port(), port(), port(), port(), port());
     let cgroup_root = format!("drove-test-{}", support::uuid_like());
+    let _cleanup = support::CgroupTree(cgroup_root.clone());
     let data = dir.path().join("data");
     let args: Vec<String> = vec![
         "up".into(),
@@ -709,6 +710,10 @@ async fn drove_up_and_the_cli() {
         format!("--router-admin=127.0.0.1:{admin}"),
         format!("--resources=cpus:2;mem:2048;ports:[{}-{}]", 21600, 21799),
         format!("--cgroup-root={cgroup_root}"),
+        format!(
+            "--fetch-allow-dir={}",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
+        ),
     ];
     let up = support::Proc::spawn("up", &args, &dir.path().join("up.log"));
     let paas_url = format!("http://127.0.0.1:{paas}");
@@ -778,11 +783,30 @@ async fn drove_up_and_the_cli() {
             .await
             .unwrap()
     };
-    let before = tasks(&get_app().await);
+    // Both instances up and the deployment over before comparing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let app = get_app().await;
+        let settled = app["app"]["tasksHealthy"] == 2
+            && app["app"]["deployments"]
+                .as_array()
+                .is_some_and(|d| d.is_empty());
+        if settled {
+            break tasks(&app);
+        }
+        assert!(Instant::now() < deadline, "hello never settled: {app}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let (ok, out) = cli(&["deploy", example, &paas_arg, &data_arg, "--force"]).await;
     assert!(ok, "drove deploy again: {out}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(tasks(&get_app().await), before, "the same instances");
+    let after = get_app().await;
+    assert_eq!(
+        tasks(&after),
+        before,
+        "the same instances: {after}\n{}",
+        log()
+    );
     // A second drove up on the same ports says why it cannot start.
     let (ok, out) = cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
     assert!(!ok && out.contains("cannot listen"), "{out}");

@@ -8,7 +8,7 @@
 //! (atomically: temp file + rename), then exits. The agent watches the supervisor's pid, which
 //! also works after the agent restarted and is no longer the supervisor's parent.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -203,14 +203,10 @@ fn supervise(spec: &ExecutorSpec) -> Result<ExitRecord, ExecutorError> {
         })?;
     }
     let open = |path: &Path| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|source| ExecutorError::OpenLog {
-                path: path.to_path_buf(),
-                source,
-            })
+        crate::logs::open_for_append(path).map_err(|source| ExecutorError::OpenLog {
+            path: path.to_path_buf(),
+            source,
+        })
     };
     let stdout = open(&spec.stdout)?;
     let stderr = open(&spec.stderr)?;

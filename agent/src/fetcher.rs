@@ -1,19 +1,26 @@
 //! The fetcher: `CommandInfo.uris` into the sandbox.
 //!
 //! - `http://` URIs are downloaded with reqwest (no TLS in drove's build); absolute paths and
-//!   `file://` URIs are copied.
+//!   `file://` URIs are copied, but only from under the `--fetch-allow-dir` directories (none by
+//!   default): the agent is root, and a task's URI must not read a host file for it.
 //! - Downloads go through a cache under `<work-dir>/cache/<sha256(uri)>/` unless `cache: false`,
 //!   so a second launch of the same artifact downloads nothing. Concurrent fetches of one URI
-//!   wait for each other.
+//!   wait for each other (a per-URI lock, held until the artifact is placed and dropped from the
+//!   lock table when nobody holds or waits for it). The cache is bounded by
+//!   `--fetch-cache-max-bytes`: after each download the least recently used entries not in use
+//!   are removed.
 //! - `extract` (default true) unpacks `.tar.gz`/`.tgz`, `.tar.zst`/`.tzst`, `.tar` and `.zip`
 //!   into the sandbox; other files are copied as `output_file` or their base name.
-//!   `executable: true` → mode 0755 (and no extraction).
-//! - Everything placed in the sandbox is handed to the task user.
+//!   `executable: true` → mode 0755 (and no extraction). An archive entry that leaves the
+//!   sandbox (an absolute or `..` path, a symlink or hard link whose target leaves it) or that
+//!   would replace the task's `stdout`/`stderr` refuses the whole fetch.
+//! - The sandbox is still root's (mode 0700) while this runs; the launcher hands it to the task
+//!   user afterwards, so nothing else writes into it meanwhile.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +28,6 @@ use drove_proto::mesos::Uri;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-
-use crate::sandbox::{chown_recursive, TaskUser};
 
 #[derive(Debug, thiserror::Error)]
 #[error("fetching {uri}: {message}")]
@@ -100,13 +105,17 @@ fn classify(uri: &str) -> Result<Source, FetchError> {
     Err(FetchError::new(uri, "unsupported URI scheme"))
 }
 
-/// Bounds on one download.
-#[derive(Debug, Clone, Copy)]
+/// Bounds on downloads and on what the fetcher may read.
+#[derive(Debug, Clone)]
 pub struct FetchLimits {
     /// The whole download, from the request to the last byte.
     pub timeout: std::time::Duration,
     /// Largest artifact accepted.
     pub max_bytes: u64,
+    /// Total size of the download cache; least recently used entries go first.
+    pub cache_max_bytes: u64,
+    /// Directories local (`file://`, absolute) URIs may be read from; empty: none.
+    pub allow_dirs: Vec<PathBuf>,
 }
 
 impl Default for FetchLimits {
@@ -114,6 +123,73 @@ impl Default for FetchLimits {
         FetchLimits {
             timeout: std::time::Duration::from_secs(600),
             max_bytes: 4 << 30,
+            cache_max_bytes: 2 << 30,
+            allow_dirs: Vec::new(),
+        }
+    }
+}
+
+/// The local file a `file://` or absolute URI names, if it lies under an allowed directory
+/// (both sides canonicalized, so neither `..` nor a symlink leads out).
+fn allowed_local(uri: &str, path: &Path, allow: &[PathBuf]) -> Result<PathBuf, FetchError> {
+    if allow.is_empty() {
+        return Err(FetchError::new(
+            uri,
+            "local paths are not fetched by this agent (no --fetch-allow-dir); serve the \
+             artifact over http",
+        ));
+    }
+    let real = fs::canonicalize(path)
+        .map_err(|e| FetchError::new(uri, format!("{}: {e}", path.display())))?;
+    let inside = allow.iter().any(|dir| {
+        fs::canonicalize(dir)
+            .map(|d| real.starts_with(d))
+            .unwrap_or(false)
+    });
+    if !inside {
+        return Err(FetchError::new(
+            uri,
+            format!(
+                "{} is outside the --fetch-allow-dir directories",
+                real.display()
+            ),
+        ));
+    }
+    if !real.is_file() {
+        return Err(FetchError::new(
+            uri,
+            format!("{} is not a file", path.display()),
+        ));
+    }
+    Ok(real)
+}
+
+/// A held per-URI lock; dropping it releases the URI and forgets the lock when unused.
+struct UrlLock {
+    table: LockTable,
+    key: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+type LockTable = Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+
+fn table(t: &LockTable) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
+    match t.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Drop for UrlLock {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut map = table(&self.table);
+        // Only the table's own reference left: nobody holds or waits for this URI.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            map.remove(&self.key);
         }
     }
 }
@@ -123,7 +199,7 @@ impl Default for FetchLimits {
 pub struct Fetcher {
     cache_dir: PathBuf,
     client: reqwest::Client,
-    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: LockTable,
     limits: FetchLimits,
 }
 
@@ -144,50 +220,61 @@ impl Fetcher {
         }
     }
 
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = match self.locks.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
+    fn lock_entry(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        table(&self.locks)
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    async fn lock(&self, key: &str) -> UrlLock {
+        let guard = self.lock_entry(key).lock_owned().await;
+        UrlLock {
+            table: self.locks.clone(),
+            key: key.to_string(),
+            guard: Some(guard),
+        }
+    }
+
+    fn try_lock(&self, key: &str) -> Option<UrlLock> {
+        let guard = self.lock_entry(key).try_lock_owned().ok();
+        let held = UrlLock {
+            table: self.locks.clone(),
+            key: key.to_string(),
+            guard,
         };
-        map.entry(key.to_string()).or_default().clone()
+        held.guard.is_some().then_some(held)
+    }
+
+    /// URIs with a lock entry (held or awaited); for tests of the table's pruning.
+    pub fn lock_count(&self) -> usize {
+        table(&self.locks).len()
     }
 
     /// Fetches every URI into `sandbox`, stopping at the first failure.
-    pub async fn fetch_all(
-        &self,
-        uris: &[Uri],
-        sandbox: &Path,
-        user: &TaskUser,
-    ) -> Result<(), FetchError> {
+    pub async fn fetch_all(&self, uris: &[Uri], sandbox: &Path) -> Result<(), FetchError> {
         for uri in uris {
-            self.fetch(uri, sandbox, user).await?;
+            self.fetch(uri, sandbox).await?;
         }
         Ok(())
     }
 
     /// Fetches one URI into `sandbox`.
-    pub async fn fetch(
-        &self,
-        uri: &Uri,
-        sandbox: &Path,
-        user: &TaskUser,
-    ) -> Result<(), FetchError> {
+    pub async fn fetch(&self, uri: &Uri, sandbox: &Path) -> Result<(), FetchError> {
         let value = uri.value.trim();
         let name = base_name(value);
         let mut cleanup = None;
+        // Held until the artifact is placed, so the cache cannot evict it meanwhile.
+        let mut _held = None;
         let src_file = match classify(value)? {
-            Source::Local(path) => {
-                if !path.is_file() {
-                    return Err(FetchError::new(
-                        value,
-                        format!("{} is not a file", path.display()),
-                    ));
-                }
-                path
-            }
+            Source::Local(path) => allowed_local(value, &path, &self.limits.allow_dirs)?,
             Source::Http(url) => {
                 if uri.cache.unwrap_or(true) {
-                    self.cached_download(&url, &name).await?
+                    let key = hex::encode(Sha256::digest(url.as_bytes()));
+                    let held = self.lock(&key).await;
+                    let file = self.cached_download(&url, &key, &name).await?;
+                    _held = Some(held);
+                    file
                 } else {
                     let dir = self
                         .cache_dir
@@ -209,7 +296,6 @@ impl Fetcher {
         let extract = uri.extract.unwrap_or(true) && !executable;
         let output = uri.output_file.clone();
         let sandbox = sandbox.to_path_buf();
-        let user = user.clone();
         let value_owned = value.to_string();
         let result = tokio::task::spawn_blocking(move || {
             place(
@@ -219,7 +305,6 @@ impl Fetcher {
                 extract,
                 executable,
                 &sandbox,
-                &user,
             )
             .map_err(|m| FetchError::new(&value_owned, m))
         })
@@ -231,14 +316,18 @@ impl Fetcher {
         result
     }
 
-    async fn cached_download(&self, url: &str, name: &str) -> Result<PathBuf, FetchError> {
-        let key = hex::encode(Sha256::digest(url.as_bytes()));
-        let lock = self.lock_for(&key);
-        let _guard = lock.lock().await;
-        let dir = self.cache_dir.join(&key);
+    /// The cached copy of `url` (the caller holds its lock), downloading it on a miss.
+    async fn cached_download(
+        &self,
+        url: &str,
+        key: &str,
+        name: &str,
+    ) -> Result<PathBuf, FetchError> {
+        let dir = self.cache_dir.join(key);
         let file = dir.join(name);
         if file.is_file() {
             tracing::debug!(%url, path = %file.display(), "fetcher cache hit");
+            touch(&dir);
             return Ok(file);
         }
         fs::create_dir_all(&dir)
@@ -246,11 +335,20 @@ impl Fetcher {
         let tmp = dir.join(format!(".{name}.partial"));
         if let Err(e) = self.download(url, &tmp).await {
             // A refused or broken download leaves nothing behind in the cache.
-            let _ = fs::remove_file(&tmp);
+            let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
         fs::rename(&tmp, &file)
             .map_err(|e| FetchError::new(url, format!("renaming into {}: {e}", file.display())))?;
+        touch(&dir);
+        let max = self.limits.cache_max_bytes;
+        let (cache_dir, me) = (self.cache_dir.clone(), key.to_string());
+        let this = self.clone();
+        // Entries in use (locked) are skipped; the one just fetched is ours, so it is too.
+        let _ = tokio::task::spawn_blocking(move || {
+            prune_cache(&cache_dir, max, |k| k != me && this.try_lock(k).is_some())
+        })
+        .await;
         Ok(file)
     }
 
@@ -338,32 +436,18 @@ fn place(
     extract: bool,
     executable: bool,
     sandbox: &Path,
-    user: &TaskUser,
 ) -> Result<(), String> {
     let kind = archive_kind(output_file.unwrap_or(name));
     if extract {
         if let Some(kind) = kind {
-            let before: Vec<PathBuf> = list_dir(sandbox);
-            extract_archive(src, kind, sandbox)?;
-            for entry in list_dir(sandbox) {
-                if !before.contains(&entry) {
-                    chown_recursive(&entry, user).map_err(|e| e.to_string())?;
-                }
-            }
-            // Entries that existed before (e.g. stdout) are left alone; new files inside
-            // pre-existing directories still need the owner change.
-            for entry in before {
-                if entry.is_dir() {
-                    chown_recursive(&entry, user).map_err(|e| e.to_string())?;
-                }
-            }
-            return Ok(());
+            return extract_archive(src, kind, sandbox);
         }
     }
     let rel = match output_file {
         Some(o) => safe_relative(o).ok_or_else(|| format!("invalid output_file {o:?}"))?,
         None => PathBuf::from(name),
     };
+    refuse_reserved(&rel)?;
     let dst = sandbox.join(&rel);
     if let Some(parent) = dst.parent() {
         fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
@@ -373,26 +457,168 @@ fn place(
         fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("chmod {}: {e}", dst.display()))?;
     }
-    chown_recursive(&dst, user).map_err(|e| e.to_string())?;
     Ok(())
 }
 
-fn list_dir(dir: &Path) -> Vec<PathBuf> {
-    fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
+/// Sets a cache entry's modification time to now: its last use, for the LRU.
+fn touch(dir: &Path) {
+    if let Ok(f) = File::open(dir) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
-/// Unpacks an archive into `dest`, refusing entries that would escape it.
+fn tree_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| tree_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Removes the least recently used cache entries until the cache holds at most `max_bytes`;
+/// `evictable(key)` says whether an entry may go (not in use). Returns the keys removed.
+pub fn prune_cache(
+    cache_dir: &Path,
+    max_bytes: u64,
+    evictable: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut entries: Vec<(std::time::SystemTime, String, u64)> = fs::read_dir(cache_dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let meta = e.metadata().ok()?;
+                    // `.uncached-*` directories belong to fetches in flight.
+                    (meta.is_dir() && !name.starts_with('.')).then(|| {
+                        let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                        (used, name, tree_size(&e.path()))
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut total: u64 = entries.iter().map(|e| e.2).sum();
+    entries.sort();
+    let mut removed = Vec::new();
+    for (_, key, size) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if !evictable(&key) {
+            continue;
+        }
+        match fs::remove_dir_all(cache_dir.join(&key)) {
+            Ok(()) => {
+                tracing::info!(entry = %key, bytes = size, "fetcher cache: evicted");
+                total = total.saturating_sub(size);
+                removed.push(key);
+            }
+            Err(e) => tracing::warn!(entry = %key, error = %e, "fetcher cache: eviction failed"),
+        }
+    }
+    removed
+}
+
+/// Names in the sandbox's top level that belong to the agent, not the artifact.
+const RESERVED: [&str; 4] = ["stdout", "stderr", "stdout.1", "stderr.1"];
+
+fn refuse_reserved(rel: &Path) -> Result<(), String> {
+    let mut comps = rel.components();
+    if let (Some(Component::Normal(first)), None) = (comps.next(), comps.next()) {
+        if RESERVED.iter().any(|r| first == *r) {
+            return Err(format!(
+                "{} would replace the task's log; refused",
+                rel.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks where a link entry at `rel` points: a symlink target is taken relative to the
+/// entry's directory, a hard link's relative to the archive's root; neither may leave it.
+fn check_link(rel: &Path, target: &Path, hard: bool) -> Result<(), String> {
+    let escapes = || {
+        format!(
+            "{} links to {}, outside the sandbox; refused",
+            rel.display(),
+            target.display()
+        )
+    };
+    if target.is_absolute() {
+        return Err(escapes());
+    }
+    let mut depth: Vec<&std::ffi::OsStr> = Vec::new();
+    if !hard {
+        if let Some(parent) = rel.parent() {
+            for c in parent.components() {
+                if let Component::Normal(s) = c {
+                    depth.push(s);
+                }
+            }
+        }
+    }
+    for c in target.components() {
+        match c {
+            Component::Normal(s) => depth.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return Err(escapes());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(escapes()),
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks an archive into `dest`, refusing entries that would escape it (see the module docs).
 pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> {
     let open = || File::open(src).map_err(|e| format!("opening {}: {e}", src.display()));
     let untar = |reader: Box<dyn io::Read>| -> Result<(), String> {
+        let bad = |e: io::Error| format!("extracting {}: {e}", src.display());
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
         archive.set_overwrite(true);
-        archive
-            .unpack(dest)
-            .map_err(|e| format!("extracting {}: {e}", src.display()))
+        for entry in archive.entries().map_err(bad)? {
+            let mut entry = entry.map_err(bad)?;
+            let path = entry.path().map_err(bad)?.into_owned();
+            let rel = safe_relative(&path.to_string_lossy())
+                .ok_or_else(|| format!("entry {} leaves the sandbox; refused", path.display()))?;
+            refuse_reserved(&rel)?;
+            let kind = entry.header().entry_type();
+            if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name()
+                    .map_err(bad)?
+                    .ok_or_else(|| format!("link {} has no target", rel.display()))?;
+                check_link(&rel, &target, kind.is_hard_link())?;
+            } else if !(kind.is_file() || kind.is_dir() || kind.is_contiguous()) {
+                if kind.is_pax_global_extensions()
+                    || kind.is_pax_local_extensions()
+                    || kind.is_gnu_longname()
+                    || kind.is_gnu_longlink()
+                {
+                    continue;
+                }
+                return Err(format!(
+                    "entry {} is a {kind:?}, not a file, directory or link; refused",
+                    rel.display()
+                ));
+            }
+            if !entry.unpack_in(dest).map_err(bad)? {
+                return Err(format!(
+                    "entry {} leaves the sandbox; refused",
+                    rel.display()
+                ));
+            }
+        }
+        Ok(())
     };
     match kind {
         ArchiveKind::TarGz => untar(Box::new(flate2::read::GzDecoder::new(open()?))),
@@ -409,10 +635,11 @@ pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(),
                 let mut entry = zip
                     .by_index(i)
                     .map_err(|e| format!("reading zip {}: {e}", src.display()))?;
-                let rel = entry
-                    .enclosed_name()
-                    .ok_or_else(|| format!("zip entry {:?} escapes the sandbox", entry.name()))?;
-                let out = dest.join(rel);
+                let rel = entry.enclosed_name().ok_or_else(|| {
+                    format!("zip entry {:?} leaves the sandbox; refused", entry.name())
+                })?;
+                refuse_reserved(&rel)?;
+                let out = dest.join(&rel);
                 if entry.is_dir() {
                     fs::create_dir_all(&out)
                         .map_err(|e| format!("creating {}: {e}", out.display()))?;
@@ -422,12 +649,22 @@ pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(),
                     fs::create_dir_all(parent)
                         .map_err(|e| format!("creating {}: {e}", parent.display()))?;
                 }
-                let mut f =
-                    File::create(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+                // Whatever had the name goes first; the new file never writes through a link.
+                match fs::remove_file(&out) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(format!("replacing {}: {e}", out.display())),
+                }
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(nix::libc::O_NOFOLLOW)
+                    .open(&out)
+                    .map_err(|e| format!("creating {}: {e}", out.display()))?;
                 io::copy(&mut entry, &mut f)
                     .map_err(|e| format!("writing {}: {e}", out.display()))?;
                 if let Some(mode) = entry.unix_mode() {
-                    let _ = fs::set_permissions(&out, fs::Permissions::from_mode(mode & 0o7777));
+                    let _ = f.set_permissions(fs::Permissions::from_mode(mode & 0o777));
                 }
             }
             Ok(())

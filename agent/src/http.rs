@@ -186,6 +186,10 @@ async fn task_log(
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             (StatusCode::NOT_FOUND, "no such log\n").into_response()
         }
+        // The task put a link or a foreign file in its log's place.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

@@ -272,23 +272,26 @@ async fn prepare_and_start(
         None => return Err(launch_failed("the task record disappeared".into())),
     };
     let cmd = req.task.command.clone().unwrap_or_default();
-    let user = sandbox::resolve_user(
-        &[cmd.user.as_deref(), Some(req.framework_info.user.as_str())],
-        &cfg.task_user,
-    );
     let sandbox_dir = {
         let work = cfg.work_dir.clone();
-        let (fw, task, run, user) = (
+        let (fw, task, run) = (
             req.framework_id.value.clone(),
             req.task.task_id.value.clone(),
             container_id.to_string(),
-            user.clone(),
         );
-        tokio::task::spawn_blocking(move || sandbox::create(&work, &fw, &task, &run, &user))
+        tokio::task::spawn_blocking(move || sandbox::create(&work, &fw, &task, &run))
             .await
             .map_err(|e| launch_failed(e.to_string()))?
             .map_err(|e| launch_failed(format!("creating the sandbox: {e}")))?
     };
+    let user = cfg
+        .task_uids
+        .user_for(
+            &req.framework_id.value,
+            &[cmd.user.as_deref(), Some(req.framework_info.user.as_str())],
+            &sandbox_dir,
+        )
+        .map_err(|e| launch_failed(e.to_string()))?;
     let ports: Vec<u64> = resources.ports.values().collect();
     let command_env: Vec<(String, String)> = cmd
         .environment
@@ -319,25 +322,28 @@ async fn prepare_and_start(
     }
     killed()?;
 
-    // Standard streams exist before fetching so their owner is the task user.
+    // Standard streams exist before fetching, so an artifact cannot take their place.
     for stream in [Stream::Stdout, Stream::Stderr] {
         let p = stream.path_in(&sandbox_dir);
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&p)
+        crate::logs::open_for_append(&p)
             .map_err(|e| launch_failed(format!("creating {}: {e}", p.display())))?;
-        sandbox::chown_to(&p, &user).map_err(|e| launch_failed(e.to_string()))?;
     }
 
     // A kill aborts a fetch in progress.
     tokio::select! {
-        r = node.fetcher.fetch_all(&cmd.uris, &sandbox_dir, &user) => {
+        r = node.fetcher.fetch_all(&cmd.uris, &sandbox_dir) => {
             r.map_err(|e| ("REASON_FETCHER_FAILED", e.to_string()))?;
         }
         _ = abort.cancelled() => {}
     }
     killed()?;
+    {
+        let (sb, user) = (sandbox_dir.clone(), user.clone());
+        tokio::task::spawn_blocking(move || sandbox::hand_over(&sb, &user))
+            .await
+            .map_err(|e| launch_failed(e.to_string()))?
+            .map_err(|e| launch_failed(format!("handing the sandbox over: {e}")))?;
+    }
 
     // Cgroup.
     let mut cgroup_procs = Vec::new();

@@ -76,9 +76,17 @@ pub struct AgentArgs {
     /// Most processes and threads one task may have (its cgroup's `pids.max`); 0: no limit.
     #[arg(long, default_value_t = 1024)]
     pub task_pids_max: u64,
-    /// User tasks run as (default: nobody when root, else the current user).
-    #[arg(long)]
-    pub task_user: Option<String>,
+    /// Uids the agent gives tasks when it runs as root, FIRST-LAST: one per framework and task
+    /// user name, never root, no passwd entries needed.
+    #[arg(long, default_value = sandbox::DEFAULT_TASK_UIDS)]
+    pub task_uids: String,
+    /// A directory local (`file://`, absolute path) URIs may be fetched from; repeatable.
+    /// None by default: tasks fetch over http only.
+    #[arg(long = "fetch-allow-dir")]
+    pub fetch_allow_dirs: Vec<PathBuf>,
+    /// Total size of the fetcher's download cache, in bytes (least recently used go first).
+    #[arg(long, default_value_t = 2 << 30)]
+    pub fetch_cache_max_bytes: u64,
     /// Name of the cgroup under which task cgroups are created.
     #[arg(long, default_value = "drove")]
     pub cgroup_root: String,
@@ -115,8 +123,8 @@ pub enum AgentError {
     Attributes(String),
     #[error(transparent)]
     Cgroups(#[from] cgroups::CgroupError),
-    #[error("--task-user: {0}")]
-    TaskUser(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    TaskUsers(#[from] sandbox::SandboxError),
     #[error("finding the executor binary: {0}")]
     ExecutorPath(std::io::Error),
     #[error(transparent)]
@@ -164,15 +172,10 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         Isolation::Cgroups => Some(cgroups::CgroupManager::detect(&args.cgroup_root)?),
         Isolation::None => None,
     };
-    let task_user = if nix::unistd::geteuid().is_root() {
-        let name = args
-            .task_user
-            .clone()
-            .unwrap_or_else(sandbox::TaskUser::default_name);
-        sandbox::TaskUser::lookup(&name)?
-    } else {
-        sandbox::TaskUser::current()
-    };
+    if nix::unistd::geteuid().is_root() {
+        sandbox::check_reachable(&work_dir)?;
+    }
+    let task_uids = std::sync::Arc::new(sandbox::TaskUids::open(&work_dir, &args.task_uids)?);
     let executor_path = match &args.executor_path {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(AgentError::ExecutorPath)?,
@@ -195,8 +198,10 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         fetch_limits: fetcher::FetchLimits {
             timeout: args.fetch_timeout,
             max_bytes: args.fetch_max_bytes,
+            cache_max_bytes: args.fetch_cache_max_bytes,
+            allow_dirs: args.fetch_allow_dirs.clone(),
         },
-        task_user,
+        task_uids,
         executor_path,
         log_max_bytes: args.log_max_bytes.max(1024),
         ping_interval: args.ping_interval,
@@ -225,7 +230,7 @@ pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), Age
         resources = %config.resources,
         isolation = ?args.isolation,
         cgroup_v2 = config.cgroups.as_ref().map(|c| c.is_v2()),
-        task_user = %config.task_user.name,
+        task_uids = %args.task_uids,
         "agent starting"
     );
     let inner = shutdown.child_token();

@@ -8,6 +8,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Default per-stream limit: 10 MiB.
@@ -43,13 +44,64 @@ impl Stream {
     }
 }
 
+/// Opens a task's log file as the agent (root) without trusting the task: the last path
+/// component must not be a symlink (`O_NOFOLLOW`), the file must be a regular file, and it must
+/// belong to the owner of the directory it sits in (the sandbox, owned by the task's user), so
+/// neither a symlink nor a hard link to a host file is read or written through.
+/// `O_NONBLOCK` keeps a FIFO planted in its place from hanging the open.
+fn open_untrusted(path: &Path, write: bool) -> io::Result<File> {
+    let refuse = |why: &str| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("refusing {}: {why}", path.display()),
+        )
+    };
+    // lstat first, so a device node is never opened at all.
+    let pre = fs::symlink_metadata(path)?;
+    if pre.file_type().is_symlink() {
+        return Err(refuse("it is a symlink"));
+    }
+    if !pre.file_type().is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(nix::libc::ELOOP) {
+                refuse("it is a symlink")
+            } else {
+                e
+            }
+        })?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() || meta.ino() != pre.ino() || meta.dev() != pre.dev() {
+        return Err(refuse("it changed while being opened"));
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let dir_owner = fs::symlink_metadata(dir)?.uid();
+    if meta.uid() != dir_owner {
+        return Err(refuse("it does not belong to the sandbox's owner"));
+    }
+    Ok(f)
+}
+
 /// Rotates `path` if it is larger than `max_bytes`. Returns whether it rotated.
+///
+/// The task owns the directory, so every step avoids following what it may have planted:
+/// the log is opened by [`open_untrusted`], the copy is written to a fresh file created with
+/// `O_EXCL|O_NOFOLLOW` (after unlinking whatever had its name), and `rename` replaces a link
+/// at `<name>.1` rather than writing through it.
 pub fn rotate_if_needed(path: &Path, max_bytes: u64) -> io::Result<bool> {
-    let len = match fs::metadata(path) {
-        Ok(m) => m.len(),
+    let mut src = match open_untrusted(path, true) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     };
+    let meta = src.metadata()?;
+    let len = meta.len();
     if len <= max_bytes {
         return Ok(false);
     }
@@ -57,28 +109,36 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64) -> io::Result<bool> {
     rotated.push(".1");
     let rotated = PathBuf::from(rotated);
     // Keep only the newest `max_bytes` of the old content.
-    let mut src = File::open(path)?;
     let keep = len.min(max_bytes);
     src.seek(SeekFrom::Start(len - keep))?;
     let mut tmp = rotated.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    {
-        let mut dst = File::create(&tmp)?;
-        io::copy(&mut src.take(keep), &mut dst)?;
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    if let Ok(meta) = fs::metadata(path) {
-        use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::chown(&tmp, Some(meta.uid()), Some(meta.gid()));
+    {
+        let mut dst = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+            .open(&tmp)?;
+        io::copy(&mut (&mut src).take(keep), &mut dst)?;
+        // Handed to the log's owner; a failure only leaves the copy root's.
+        let _ = std::os::unix::fs::fchown(&dst, Some(meta.uid()), Some(meta.gid()));
     }
     fs::rename(&tmp, &rotated)?;
-    OpenOptions::new().write(true).open(path)?.set_len(0)?;
+    src.set_len(0)?;
     Ok(true)
 }
 
 /// Reads up to `length` bytes (capped at [`MAX_READ`]) from `offset`; past the end → empty.
+/// The file is opened by [`open_untrusted`]: a symlink or foreign file is refused.
 pub fn read_range(path: &Path, offset: u64, length: Option<u64>) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
+    let mut f = open_untrusted(path, false)?;
     let len = f.metadata()?.len();
     if offset >= len {
         return Ok(Vec::new());
@@ -91,6 +151,24 @@ pub fn read_range(path: &Path, offset: u64, length: Option<u64>) -> io::Result<V
     let mut buf = Vec::with_capacity(want as usize);
     f.take(want).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Creates (or opens for appending) a stream file in a sandbox without following a link at
+/// its name; the executor and the launcher use this before the task runs.
+pub fn open_for_append(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)?;
+    if !f.metadata()?.file_type().is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("refusing {}: not a regular file", path.display()),
+        ));
+    }
+    Ok(f)
 }
 
 #[cfg(test)]

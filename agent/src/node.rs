@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::cgroups::CgroupManager;
 use crate::checkpoint::{Durable, KillCause, Meta, TaskRecord, Writer};
 use crate::fetcher::Fetcher;
-use crate::sandbox::TaskUser;
 
 /// Tasks are keyed by (framework id, task id).
 pub type TaskKey = (String, String);
@@ -43,7 +42,8 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Bounds on each download.
     pub fetch_limits: crate::fetcher::FetchLimits,
-    pub task_user: TaskUser,
+    /// The task uids (see `sandbox`).
+    pub task_uids: std::sync::Arc<crate::sandbox::TaskUids>,
     pub executor_path: PathBuf,
     pub log_max_bytes: u64,
     /// Overrides the master's ping interval (seconds) when set.
@@ -117,7 +117,8 @@ fn secret_header(secret: Option<&str>) -> reqwest::header::HeaderMap {
 impl Node {
     pub fn new(config: Config, meta: Meta, shutdown: CancellationToken) -> Node {
         let agent_id = meta.load_agent_id();
-        let fetcher = Fetcher::with_limits(config.work_dir.join("cache"), config.fetch_limits);
+        let fetcher =
+            Fetcher::with_limits(config.work_dir.join("cache"), config.fetch_limits.clone());
         let headers = secret_header(config.cluster_secret.as_deref());
         Node {
             config,
@@ -345,7 +346,9 @@ mod tests {
             pids_max: Some(1024),
             cluster_secret: None,
             fetch_limits: Default::default(),
-            task_user: TaskUser::current(),
+            task_uids: std::sync::Arc::new(
+                crate::sandbox::TaskUids::open(dir, crate::sandbox::DEFAULT_TASK_UIDS).unwrap(),
+            ),
             executor_path: "/bin/false".into(),
             log_max_bytes: 1 << 20,
             ping_interval: None,

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use drove_proto::mesos::TaskState;
@@ -14,7 +14,7 @@ use support::*;
 async fn started(tag: &str) -> (FakeMaster, tempfile::TempDir, CgroupRoot, TestAgent, String) {
     init_tracing();
     let master = FakeMaster::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let root = CgroupRoot::new(tag);
     let agent = TestAgent::start(agent_args(&master, dir.path(), &root.0));
     let reg = master.wait_registrations(1).await;
@@ -31,7 +31,7 @@ async fn registers_runs_a_task_and_serves_its_logs() {
     assert_eq!(reg.attributes[0].name, "rack");
     let body = launch_body(
         "hello",
-        "echo port=$PORT ports=$PORTS task=$MESOS_TASK_ID agent=$MESOS_AGENT_ID user=$(id -un) host=$HOST; echo oops >&2",
+        "echo port=$PORT ports=$PORTS task=$MESOS_TASK_ID agent=$MESOS_AGENT_ID uid=$(id -u) groups=$(id -G) host=$HOST; echo oops >&2",
         0.5,
         64.0,
         Some((31000, 31001)),
@@ -102,11 +102,12 @@ async fn registers_runs_a_task_and_serves_its_logs() {
     let out = std::fs::read_to_string(run.join("stdout")).unwrap();
     assert!(
         out.contains(
-            "port=31000 ports=31000,31001 task=hello agent=agent-S0 user=nobody host=127.0.0.1"
+            "port=31000 ports=31000,31001 task=hello agent=agent-S0 uid=600000 groups=600000 host=127.0.0.1"
         ),
-        "{out}"
+        "the task runs under the first uid of --task-uids, no other group: {out}"
     );
-    assert_eq!(std::fs::metadata(&run).unwrap().uid(), 65534);
+    let meta = std::fs::metadata(&run).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (600000, 0o700));
     assert_eq!(
         std::fs::read_to_string(run.join("stderr")).unwrap(),
         "oops\n"
@@ -601,7 +602,7 @@ async fn failing_health_check_kills_the_task() {
 async fn isolation_none_runs_and_kills_process_groups() {
     init_tracing();
     let master = FakeMaster::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let mut args = agent_args(&master, dir.path(), "unused");
     args.isolation = drove_agent::Isolation::None;
     let agent = TestAgent::start(args);
@@ -649,7 +650,7 @@ async fn isolation_none_runs_and_kills_process_groups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_to_start_without_usable_cgroups() {
     let master = FakeMaster::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let args = agent_args(&master, dir.path(), "../escape");
     let err = drove_agent::run(args, tokio_util::sync::CancellationToken::new())
         .await
@@ -799,7 +800,7 @@ async fn status_404s_during_reregistration_register_once() {
 async fn restart_never_signals_a_reused_task_pid() {
     init_tracing();
     let master = FakeMaster::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let mut args = agent_args(&master, dir.path(), "unused");
     args.isolation = drove_agent::Isolation::None;
     let agent = TestAgent::start(args.clone());
@@ -892,7 +893,7 @@ async fn kill_aborts_a_fetch_in_progress() {
 async fn failed_spawn_removes_the_cgroup_even_when_acked_at_once() {
     init_tracing();
     let master = FakeMaster::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = support::tempdir();
     let root = CgroupRoot::new("spawnfail");
     let mut args = agent_args(&master, dir.path(), &root.0);
     args.executor_path = Some("/nonexistent/drove-executor".into());
@@ -923,5 +924,139 @@ async fn failed_spawn_removes_the_cgroup_even_when_acked_at_once() {
             .unwrap_or(false)
     })
     .await;
+    agent.stop().await;
+}
+
+/// The sandbox of `task` (its only run) under framework `fw`.
+fn sandbox_of(dir: &std::path::Path, fw: &str, task: &str) -> std::path::PathBuf {
+    let runs = dir.join("sandboxes").join(fw).join(task);
+    std::fs::read_dir(&runs)
+        .unwrap_or_else(|e| panic!("{}: {e}", runs.display()))
+        .flatten()
+        .next()
+        .expect("one run")
+        .path()
+}
+
+/// A task that swaps its log files for links to root-only host files can neither read them
+/// through the log API nor make the root agent's rotation copy or truncate them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_cannot_use_its_log_files_to_reach_host_files() {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = support::tempdir();
+    let root = CgroupRoot::new("logln");
+    let mut args = agent_args(&master, dir.path(), &root.0);
+    args.log_max_bytes = 1024;
+    let agent = TestAgent::start(args);
+    let ep = master.wait_registrations(1).await.endpoint;
+    let secret = dir.path().join("secret");
+    let secret2 = dir.path().join("secret2");
+    let content = "S".repeat(4096);
+    for f in [&secret, &secret2] {
+        std::fs::write(f, &content).unwrap();
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // Links in place of stdout and of rotation's temporary file; then enough stderr to make
+    // the agent rotate (it rotates stdout first, then stderr, every second).
+    let cmd = format!(
+        "rm -f stdout stdout.1.tmp; ln -s {} stdout; ln -s {} stdout.1.tmp; \
+         head -c 5000 /dev/zero | tr '\\0' x >&2; exec sleep 300",
+        secret.display(),
+        secret2.display()
+    );
+    let body = launch_body("sneaky", &cmd, 0.1, 32.0, None);
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    master.wait_state("sneaky", TaskState::TaskRunning).await;
+    let sb = sandbox_of(dir.path(), "fw-1", "sneaky");
+    wait_until("stderr rotated", || sb.join("stderr.1").is_file()).await;
+    for f in [&secret, &secret2] {
+        assert_eq!(
+            std::fs::read_to_string(f).unwrap(),
+            content,
+            "{} intact",
+            f.display()
+        );
+    }
+    assert!(
+        !sb.join("stdout.1").exists(),
+        "nothing of the host file was copied"
+    );
+    let resp = reqwest::get(format!("{ep}/agent/v1/tasks/sneaky/stdout"))
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(!text.contains("SSSS") && text.contains("symlink"), "{text}");
+    // The real stream is still served.
+    let err = reqwest::get(format!("{ep}/agent/v1/tasks/sneaky/stderr"))
+        .await
+        .unwrap();
+    assert_eq!(err.status(), 200);
+    shutdown_framework(&ep, "fw-1").await;
+    master.wait_state("sneaky", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
+/// Tasks of two apps (different task users) get different uids: one cannot read the other's
+/// sandbox or signal its process; a second task of the same app can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_of_different_apps_cannot_read_or_signal_each_other() {
+    let (master, dir, _root, agent, ep) = started("apps").await;
+    let as_user = |task: &str, user: &str, cmd: &str| {
+        let mut b = launch_body(task, cmd, 0.1, 32.0, None);
+        b["task"]["command"]["user"] = json!(user);
+        b
+    };
+    let owner = as_user(
+        "a1",
+        "app-a",
+        "echo pid=$$; echo private > mine.txt; exec sleep 300",
+    );
+    assert_eq!(post(&ep, "/agent/v1/launch", &owner).await, 202);
+    master.wait_state("a1", TaskState::TaskRunning).await;
+    let a1 = sandbox_of(dir.path(), "fw-1", "a1");
+    wait_until("a1 wrote its file", || a1.join("mine.txt").is_file()).await;
+    let out = std::fs::read_to_string(a1.join("stdout")).unwrap();
+    let pid: u32 = out
+        .trim()
+        .strip_prefix("pid=")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let probe = format!(
+        "cat {0}/mine.txt; echo cat=$?; ls {0} >/dev/null; echo ls=$?; kill -0 {pid}; echo kill=$?; \
+         kill -9 {pid}; echo kill9=$?",
+        a1.display()
+    );
+    let other = as_user("b1", "app-b", &probe);
+    post(&ep, "/agent/v1/launch", &other).await;
+    master.wait_state("b1", TaskState::TaskFinished).await;
+    let b_out =
+        std::fs::read_to_string(sandbox_of(dir.path(), "fw-1", "b1").join("stdout")).unwrap();
+    for line in ["cat=1", "ls=2", "kill=1", "kill9=1"] {
+        assert!(
+            b_out.contains(line),
+            "another app's task: {line} expected in {b_out}"
+        );
+    }
+    assert!(!b_out.contains("private"), "{b_out}");
+    assert!(pid_alive(pid), "the other app's process survived");
+    // The same app's next instance shares the uid, so the check above is not vacuous.
+    let same = as_user(
+        "a2",
+        "app-a",
+        &format!("cat {}/mine.txt; echo cat=$?", a1.display()),
+    );
+    post(&ep, "/agent/v1/launch", &same).await;
+    master.wait_state("a2", TaskState::TaskFinished).await;
+    let a_out =
+        std::fs::read_to_string(sandbox_of(dir.path(), "fw-1", "a2").join("stdout")).unwrap();
+    assert!(
+        a_out.contains("private") && a_out.contains("cat=0"),
+        "{a_out}"
+    );
+    shutdown_framework(&ep, "fw-1").await;
+    master.wait_state("a1", TaskState::TaskKilled).await;
     agent.stop().await;
 }

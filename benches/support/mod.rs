@@ -151,3 +151,13 @@ pub async fn sim_cluster(
     }
     master_url
 }
+
+/// A temporary directory task users can traverse (mode 0711): a root agent refuses a work
+/// dir its tasks' uids cannot reach, and `mktemp -d` makes 0700 ones.
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod tempdir");
+    dir
+}

@@ -1,4 +1,7 @@
 //! The master's side of drove's agent protocol (see `drove_proto::agent` and ARCHITECTURE.md).
+//!
+//! Registration and status updates change persisted state: while the store cannot take them
+//! they are refused with `503`, and the agent retries (it keeps unacknowledged updates anyway).
 
 use std::sync::Arc;
 
@@ -37,11 +40,23 @@ fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, message).into_response()
 }
 
+/// Registration and status updates are persisted: refused while the store cannot take them.
+fn unavailable(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the master cannot take changes now: {reason}\n"),
+    )
+        .into_response()
+}
+
 pub async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let req: RegisterAgent = match drove_proto::decode(&body) {
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid registration: {e}")),
     };
+    if let Err(reason) = shared.store_writable() {
+        return unavailable(reason);
+    }
     let result = {
         let mut cluster = shared.lock();
         cluster.register_agent(req)
@@ -98,6 +113,10 @@ pub async fn status(
         Ok(r) => r,
         Err(e) => return bad_request(format!("invalid status update: {e}")),
     };
+    // The agent keeps the update and re-sends it.
+    if let Err(reason) = shared.store_writable() {
+        return unavailable(reason);
+    }
     let mut cluster = shared.lock();
     // Only the registration that runs the task may report on it; anyone else is told to
     // re-register, which a real agent does and a forger cannot use.

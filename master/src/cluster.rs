@@ -60,6 +60,9 @@ pub enum CallError {
     /// SUBSCRIBE with the id of a framework the master removed (Mesos refuses it too).
     #[error("Framework {0} has been removed")]
     Removed(String),
+    /// The store cannot persist what the call would change (see `store::StoreHealth`); 503.
+    #[error("the master cannot take changes now: {0}")]
+    Unavailable(String),
     /// The framework was registered by another principal.
     #[error("framework {framework} belongs to principal {owner:?}, not {caller:?}")]
     Principal {

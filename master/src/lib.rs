@@ -4,7 +4,10 @@
 //! Module map: [`cluster`] is the state machine (agents, frameworks, offers, tasks);
 //! [`allocator`] is the pure DRF allocator it drives; [`scheduler_api`], [`agent_api`] and
 //! [`read_api`] are the HTTP faces; [`agent_client`] carries requests to agents; [`store`]
-//! persists what a restart must not lose.
+//! persists what a restart must not lose. While the store cannot write (or its queue is full),
+//! the HTTP faces refuse the calls that would change persisted state with 503 and `/health`
+//! answers 503 naming the store ([`store::StoreHealth`]): the master never acknowledges a
+//! change it cannot keep.
 #![forbid(unsafe_code)]
 
 pub mod agent_api;
@@ -31,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::agent_client::AgentClient;
 use crate::allocator::AllocatorConfig;
 use crate::cluster::{Cluster, ClusterConfig};
-use crate::store::Store;
+use crate::store::{Store, StoreHealth};
 
 /// `drove master` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -142,6 +145,8 @@ pub struct Shared {
     pub frameworks: Option<auth::Credentials>,
     /// Set with `--cluster-secret`: what agents must present.
     pub cluster_secret: Option<String>,
+    /// Whether the store keeps up; calls that would queue changes are refused while it does not.
+    pub store: StoreHealth,
 }
 
 impl Shared {
@@ -149,6 +154,15 @@ impl Shared {
     /// poisoned lock is taken over as is.
     pub fn lock(&self) -> MutexGuard<'_, Cluster> {
         self.cluster.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Err(reason)` when the store cannot take more changes (see [`StoreHealth::unavailable`]):
+    /// a call that would queue one is to be refused with 503.
+    pub fn store_writable(&self) -> Result<(), String> {
+        match self.store.unavailable() {
+            None => Ok(()),
+            Some(reason) => Err(reason),
+        }
     }
 }
 
@@ -187,6 +201,7 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         (_, false) => None,
     };
     let (store, snapshot, writer) = Store::open(&args.data_dir).await?;
+    let store_health = store.health();
     let writer = tokio::spawn(writer.run());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -244,6 +259,7 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         pid: format!("master@{addr}"),
         frameworks,
         cluster_secret: args.cluster_secret.clone(),
+        store: store_health.clone(),
     });
     tracing::info!(%addr, master_id, "master listening");
 
@@ -317,6 +333,12 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
     watchdog.abort();
     // Dropping the cluster drops the last store handle, which lets the writer finish.
     drop(shared);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    if tokio::time::timeout(Duration::from_secs(5), writer)
+        .await
+        .is_err()
+    {
+        tracing::error!(path = %store_health.path().display(), lost = store_health.pending(),
+            "master store not drained within 5 s of shutdown: these changes are lost");
+    }
     served.map_err(MasterError::Serve)
 }

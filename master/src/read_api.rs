@@ -1,11 +1,12 @@
-//! Read-only endpoints: `/version`, `/master/state` (Mesos shape), `/health`, `/metrics`.
+//! Read-only endpoints: `/version`, `/master/state` (Mesos shape), `/health` (503 naming the
+//! store while it cannot persist changes), `/metrics`.
 
 use std::fmt::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use drove_proto::mesos::TaskState;
@@ -28,8 +29,12 @@ pub async fn version() -> Json<Value> {
     }))
 }
 
-pub async fn health() -> &'static str {
-    "ok\n"
+/// `200 ok`, or `503` with the reason while the store cannot persist changes.
+pub async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.store.unavailable() {
+        None => "ok\n".into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
 }
 
 pub async fn state(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -315,6 +320,16 @@ pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
         "drove_master_offers_outstanding",
         "Offers sent and not yet answered.",
         c.offers.len() as f64,
+    );
+    gauge(
+        "drove_master_store_failed",
+        "1 while writing to the store keeps failing (state-changing calls are refused).",
+        if shared.store.failed() { 1.0 } else { 0.0 },
+    );
+    gauge(
+        "drove_master_store_pending_ops",
+        "Changes queued for the store, not yet committed.",
+        shared.store.pending() as f64,
     );
     gauge(
         "drove_master_allocation_last_seconds",

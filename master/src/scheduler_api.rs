@@ -4,6 +4,9 @@
 //! an empty body. A HEARTBEAT follows every batch of events (so clients that only handle a
 //! record when the next one arrives are never left waiting) and is also sent every
 //! `heartbeat_interval` on an idle stream.
+//!
+//! While the store cannot persist changes, SUBSCRIBE, TEARDOWN, ACCEPT (whose offers go back
+//! as if declined) and ACKNOWLEDGE are refused with `503` naming the store; the rest go on.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use drove_proto::recordio;
-use drove_proto::scheduler::{encode_event, Call, CallType, Event, EventType};
+use drove_proto::scheduler::{encode_event, Call, CallType, Decline, Event, EventType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -122,6 +125,11 @@ pub async fn scheduler(
                 "Mesos-Stream-Id: must not be set on SUBSCRIBE",
             );
         }
+        // A new or resumed framework is written to the store before SUBSCRIBED.
+        if let Err(reason) = shared.store_writable() {
+            let e = CallError::Unavailable(reason);
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         return subscribe(shared, call, principal);
     }
     match dispatch(&shared, &call, stream_id.as_deref(), principal.as_deref()) {
@@ -132,6 +140,7 @@ pub async fn scheduler(
         }
         Err(e @ CallError::Removed(_)) => error(StatusCode::FORBIDDEN, e.to_string()),
         Err(e @ CallError::Principal { .. }) => error(StatusCode::FORBIDDEN, e.to_string()),
+        Err(e @ CallError::Unavailable(_)) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
 
@@ -149,6 +158,26 @@ fn dispatch(
     let fw = cluster.authorize(call, stream_id, principal)?;
     let name = call_name(call.kind);
     cluster.count_call(name);
+    // Calls that change persisted state wait until the store can take it.
+    if matches!(
+        call.kind,
+        CallType::Teardown | CallType::Accept | CallType::Acknowledge
+    ) {
+        if let Err(reason) = shared.store_writable() {
+            if let Some(accept) = &call.accept {
+                // The refused ACCEPT gives its offers back, as a DECLINE would.
+                cluster.decline(
+                    &fw,
+                    &Decline {
+                        offer_ids: accept.offer_ids.clone(),
+                        filters: accept.filters,
+                    },
+                );
+                shared.allocate.notify_one();
+            }
+            return Err(CallError::Unavailable(reason));
+        }
+    }
     match call.kind {
         CallType::Teardown => cluster.teardown(&fw),
         CallType::Accept => {
@@ -232,6 +261,9 @@ fn subscribe(shared: Arc<Shared>, call: Call, principal: Option<String>) -> Resp
             Err(e @ CallError::Removed(_)) => return removed_stream(&e.to_string()),
             Err(e @ CallError::Principal { .. }) => {
                 return error(StatusCode::FORBIDDEN, e.to_string())
+            }
+            Err(e @ CallError::Unavailable(_)) => {
+                return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
         }
     };

@@ -3,13 +3,32 @@
 //! Writes never block the master: callers queue a [`StoreOp`] and a single writer task applies
 //! the queue in order, batching whatever has accumulated into one transaction. Reads happen once,
 //! at start-up, to recover.
+//!
+//! A write is never dropped. A batch that fails is retried with exponential backoff
+//! ([`QUICK_RETRIES`] more attempts, 0.1 s to 1 s apart); if it still fails the store is *failed*:
+//! the writer keeps the batch and retries it every few seconds (backoff capped at
+//! [`FAILED_RETRY_MAX`]) until the disk takes it, and everything queued behind it waits in order.
+//!
+//! The queue is bounded by refusal, not by the channel: [`Store::apply`] is called by the
+//! cluster state machine under its mutex, so it must neither block nor refuse (refusing would
+//! drop a change the master already made and maybe acknowledged). Instead the queue's depth is
+//! counted, and [`StoreHealth::unavailable`] says why the master must not take new changes while
+//! the store is failed or [`QUEUE_LIMIT`] ops are waiting. The HTTP faces check it before every
+//! call that would queue a change (SUBSCRIBE, TEARDOWN, ACCEPT, ACKNOWLEDGE, agent registration,
+//! status updates) and answer 503 instead of acknowledging what cannot be persisted; `/health`
+//! turns 503 with the same reason. What is still queued then comes from changes already accepted
+//! (timeouts, removals), bounded by the size of the cluster.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use drove_proto::mesos::{Attribute, FrameworkInfo, Resource, TaskInfo, TaskState, TaskStatus};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use tokio::sync::mpsc;
 
 #[derive(Debug, thiserror::Error)]
@@ -93,16 +112,110 @@ pub struct Snapshot {
     pub tasks: Vec<TaskRow>,
 }
 
+/// Ops waiting to be written beyond which the master takes no new changes.
+pub const QUEUE_LIMIT: usize = 10_000;
+/// Ops written per transaction, at most.
+const BATCH: usize = 512;
+/// Attempts after the first before a batch marks the store failed.
+pub const QUICK_RETRIES: usize = 4;
+/// Backoff of the quick retries: 0.1 s doubling to at most 1 s.
+const QUICK_RETRY_MIN: Duration = Duration::from_millis(100);
+const QUICK_RETRY_MAX: Duration = Duration::from_secs(1);
+/// While failed, the batch is retried from 1 s apart, backing off to this.
+pub const FAILED_RETRY_MAX: Duration = Duration::from_secs(5);
+const FAILED_RETRY_MIN: Duration = Duration::from_secs(1);
+/// How long a write waits for the pool's one connection (reopened after a failed write).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The queue handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<StoreOp>,
+    health: StoreHealth,
+}
+
+/// Whether the store keeps up: queue depth and the failure that stops the writer, if any.
+/// Cheap to clone; shared by the store, its writer and the HTTP faces.
+#[derive(Clone)]
+pub struct StoreHealth(Arc<HealthInner>);
+
+struct HealthInner {
+    path: PathBuf,
+    limit: usize,
+    /// Ops queued or being written, not yet committed.
+    pending: AtomicUsize,
+    /// Set while the writer cannot commit: the last error.
+    failure: Mutex<Option<String>>,
+}
+
+impl StoreHealth {
+    fn new(path: PathBuf, limit: usize) -> StoreHealth {
+        StoreHealth(Arc::new(HealthInner {
+            path,
+            limit,
+            pending: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+        }))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.0.path
+    }
+
+    /// Ops accepted but not yet committed.
+    pub fn pending(&self) -> usize {
+        self.0.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether the writer gave up on quick retries and is waiting for the disk.
+    pub fn failed(&self) -> bool {
+        self.failure().is_some()
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.0
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_failure(&self, error: Option<String>) {
+        *self.0.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
+
+    /// Why the master must not take changes it would have to persist now (the store is
+    /// failed, or its queue is full); `None` when it may.
+    pub fn unavailable(&self) -> Option<String> {
+        let pending = self.pending();
+        let path = self.0.path.display();
+        if let Some(error) = self.failure() {
+            return Some(format!(
+                "store: writing {path} failed: {error}; {pending} changes not persisted"
+            ));
+        }
+        if pending >= self.0.limit {
+            return Some(format!(
+                "store: {pending} changes waiting to be written to {path}, at the limit of {}",
+                self.0.limit
+            ));
+        }
+        None
+    }
 }
 
 impl Store {
     /// Opens (creating and migrating) `<data_dir>/master.db`, reads the snapshot, and starts the
     /// writer task.
     pub async fn open(data_dir: &Path) -> Result<(Store, Snapshot, StoreWriter), StoreError> {
+        Store::open_with_limit(data_dir, QUEUE_LIMIT).await
+    }
+
+    async fn open_with_limit(
+        data_dir: &Path,
+        limit: usize,
+    ) -> Result<(Store, Snapshot, StoreWriter), StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             source,
@@ -120,6 +233,9 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal);
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
+            // The writer is the pool's only user: waiting longer for its one connection means
+            // reopening it keeps failing, so every attempt ends in bounded time.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(options)
             .await
             .map_err(open_err)?;
@@ -132,12 +248,27 @@ impl Store {
             })?;
         let snapshot = read_snapshot(&pool).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        Ok((Store { tx }, snapshot, StoreWriter { pool, rx }))
+        let health = StoreHealth::new(path, limit);
+        let writer = StoreWriter {
+            pool,
+            rx,
+            health: health.clone(),
+        };
+        Ok((Store { tx, health }, snapshot, writer))
     }
 
+    /// Queues `op`; never blocks and never refuses (see the module doc for the bound).
     pub fn apply(&self, op: StoreOp) {
+        self.health.0.pending.fetch_add(1, Ordering::SeqCst);
         // The writer only stops at shutdown; a write queued after that is moot.
-        let _ = self.tx.send(op);
+        if self.tx.send(op).is_err() {
+            self.health.0.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The store's health, for the HTTP faces.
+    pub fn health(&self) -> StoreHealth {
+        self.health.clone()
     }
 }
 
@@ -145,24 +276,86 @@ impl Store {
 pub struct StoreWriter {
     pool: SqlitePool,
     rx: mpsc::UnboundedReceiver<StoreOp>,
+    health: StoreHealth,
 }
 
 impl StoreWriter {
-    /// Applies queued ops until every [`Store`] handle is dropped.
+    /// Applies queued ops until every [`Store`] handle is dropped. A batch is only let go of
+    /// once committed.
     pub async fn run(mut self) {
         let mut batch = Vec::new();
-        while self.rx.recv_many(&mut batch, 512).await > 0 {
-            if let Err(e) = write_batch(&self.pool, &batch).await {
-                tracing::error!(error = %e, ops = batch.len(), "persisting master state failed");
-            }
+        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
+            self.persist(&batch).await;
+            self.health
+                .0
+                .pending
+                .fetch_sub(batch.len(), Ordering::SeqCst);
             batch.clear();
         }
         self.pool.close().await;
     }
+
+    /// Writes `batch`, retrying until it is committed: a few quick attempts, then (failed) every
+    /// few seconds for as long as it takes.
+    async fn persist(&self, batch: &[StoreOp]) {
+        let path = self.health.path().display();
+        let write = || write_batch(&self.pool, batch);
+        let quick = ExponentialBuilder::default()
+            .with_min_delay(QUICK_RETRY_MIN)
+            .with_max_delay(QUICK_RETRY_MAX)
+            .with_max_times(QUICK_RETRIES);
+        let error = match write
+            .retry(quick)
+            .notify(|e, after| {
+                tracing::warn!(%path, error = %e, ops = batch.len(), retry_in = ?after,
+                    "writing master state failed; retrying");
+            })
+            .await
+        {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        self.health.set_failure(Some(error.to_string()));
+        tracing::error!(%path, error = %error, pending = self.health.pending(),
+            "writing master state keeps failing: refusing changes until the store recovers");
+        let patient = ExponentialBuilder::default()
+            .with_min_delay(FAILED_RETRY_MIN)
+            .with_max_delay(FAILED_RETRY_MAX)
+            .without_max_times();
+        // Without a limit on attempts this only ends when a write succeeds.
+        while let Err(e) = write
+            .retry(patient)
+            .notify(|e, after| {
+                self.health.set_failure(Some(e.to_string()));
+                tracing::warn!(%path, error = %e, pending = self.health.pending(),
+                    retry_in = ?after, "master store still failing");
+            })
+            .await
+        {
+            self.health.set_failure(Some(e.to_string()));
+        }
+        self.health.set_failure(None);
+        tracing::info!(%path, pending = self.health.pending(),
+            "master store writable again; taking changes");
+    }
 }
 
+/// Writes `ops` in one transaction on the pool's connection. A connection that failed a write is
+/// closed rather than reused: after a failed COMMIT SQLite has rolled back, but sqlx 0.8 still
+/// counts the transaction as open (cf. sqlx issue #3742), so the next `begin` on it would be a
+/// SAVEPOINT whose RELEASE commits nothing while reporting success. A fresh connection also
+/// reopens the file read-write once the disk lets it (SQLite opens it read-only meanwhile).
 async fn write_batch(pool: &SqlitePool, ops: &[StoreOp]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    let written = write_ops(&mut conn, ops).await;
+    if written.is_err() {
+        conn.close_on_drop();
+    }
+    written
+}
+
+async fn write_ops(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), sqlx::Error> {
+    let mut tx = Connection::begin(conn).await?;
     for op in ops {
         match op {
             StoreOp::UpsertAgent(a) => {
@@ -334,6 +527,124 @@ async fn read_snapshot(pool: &SqlitePool) -> Result<Snapshot, StoreError> {
 mod tests {
     use super::*;
     use drove_proto::mesos::{AgentId, TaskId};
+
+    fn agent(id: &str) -> StoreOp {
+        StoreOp::UpsertAgent(AgentRow {
+            id: id.into(),
+            hostname: "h".into(),
+            endpoint: "http://127.0.0.1:1".into(),
+            resources: vec![],
+            attributes: vec![],
+            registered_at_ms: 1,
+            unreachable_at_ms: None,
+        })
+    }
+
+    fn framework(id: &str) -> StoreOp {
+        let info: FrameworkInfo =
+            serde_json::from_value(serde_json::json!({"user": "u", "name": id})).unwrap();
+        StoreOp::UpsertFramework(FrameworkRow {
+            id: id.into(),
+            info,
+            registered_at_ms: 1,
+        })
+    }
+
+    /// Polls `done` every 50 ms for at most `within`.
+    async fn wait_for(within: Duration, what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {within:?}: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_keeps_its_writes_says_why_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, writer) = Store::open(dir.path()).await.unwrap();
+        let health = store.health();
+        let handle = tokio::spawn(writer.run());
+        store.apply(framework("f1"));
+        wait_for(Duration::from_secs(5), "f1 written", || {
+            health.pending() == 0
+        })
+        .await;
+
+        // A second connection makes every agent insert fail, as a full or read-only disk would.
+        let path = dir.path().join("master.db");
+        let saboteur = SqlitePool::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        sqlx::query(
+            "CREATE TRIGGER no_agents BEFORE INSERT ON agents
+             BEGIN SELECT RAISE(ABORT, 'disk says no'); END",
+        )
+        .execute(&saboteur)
+        .await
+        .unwrap();
+        store.apply(agent("a1"));
+        store.apply(framework("f2"));
+        wait_for(Duration::from_secs(10), "store failed", || health.failed()).await;
+        let why = health
+            .unavailable()
+            .expect("a failed store refuses changes");
+        assert!(why.contains(&path.display().to_string()), "{why}");
+        assert!(why.contains("disk says no"), "{why}");
+        assert!(why.contains("changes not persisted"), "{why}");
+        assert!(health.pending() >= 1);
+        // Still failing: changes keep queuing behind the failed batch, in order.
+        store.apply(framework("f3"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(health.failed());
+
+        sqlx::query("DROP TRIGGER no_agents")
+            .execute(&saboteur)
+            .await
+            .unwrap();
+        saboteur.close().await;
+        wait_for(
+            FAILED_RETRY_MAX + Duration::from_secs(5),
+            "store recovered",
+            || !health.failed() && health.pending() == 0,
+        )
+        .await;
+        assert_eq!(health.unavailable(), None);
+
+        drop(store);
+        handle.await.unwrap();
+        let (_store, snap, _writer) = Store::open(dir.path()).await.unwrap();
+        assert_eq!(snap.agents.len(), 1, "the failed write was kept and made");
+        let mut ids: Vec<_> = snap.frameworks.iter().map(|f| f.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["f1", "f2", "f3"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_changes_until_drained() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _, writer) = Store::open_with_limit(dir.path(), 3).await.unwrap();
+        let health = store.health();
+        store.apply(agent("a1"));
+        store.apply(agent("a2"));
+        assert_eq!(health.unavailable(), None);
+        store.apply(agent("a3"));
+        let why = health.unavailable().expect("a full queue refuses changes");
+        assert!(why.contains("at the limit of 3"), "{why}");
+        assert!(!health.failed());
+        let handle = tokio::spawn(writer.run());
+        wait_for(Duration::from_secs(5), "queue drained", || {
+            health.unavailable().is_none()
+        })
+        .await;
+        drop(store);
+        handle.await.unwrap();
+        let (_store, snap, _writer) = Store::open(dir.path()).await.unwrap();
+        assert_eq!(snap.agents.len(), 3);
+    }
 
     #[tokio::test]
     async fn writes_survive_reopen() {

@@ -82,7 +82,14 @@ pub fn task_info(def: &AppDefinition, version: &str, offer: &Offer, ports: &[u32
         shell,
         value,
         arguments,
-        user: def.user.clone(),
+        // The agent gives each (framework, user) its own uid: without a `user` of its own, an
+        // app runs as one named after it, so no two apps share a uid.
+        user: def.user.clone().or_else(|| {
+            Some(format!(
+                "app-{}",
+                def.id.trim_matches('/').replace('/', "-")
+            ))
+        }),
     };
     let health_check = def.health_checks.first().map(|hc| {
         let port = ports.get(hc.port_index as usize).copied();

@@ -129,7 +129,7 @@ impl TestCluster {
         master_args: &[&str],
         agent_args: &[&str],
     ) -> TestCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = tempdir();
         let master_addr = SocketAddr::new("127.0.0.1".parse().unwrap(), free_port("127.0.0.1"));
         let cgroup_root = format!("drove-test-{}", uuid_like());
         let specs = agent_resources
@@ -325,6 +325,15 @@ impl Drop for TestCluster {
         }
         self.kill_master();
         kill_cgroup_tree(&self.cgroup_root);
+    }
+}
+
+/// Runs [`kill_cgroup_tree`] when dropped, so a test that fails half-way leaks no task either.
+pub struct CgroupTree(pub String);
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        kill_cgroup_tree(&self.0);
     }
 }
 
@@ -685,4 +694,14 @@ pub fn pid_of(status: &Value) -> Option<i32> {
     status["container_status"]["executor_pid"]
         .as_i64()
         .map(|p| p as i32)
+}
+
+/// A temporary directory task users can traverse (mode 0711): a root agent refuses a work
+/// dir its tasks' uids cannot reach, and `mktemp -d` makes 0700 ones.
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod tempdir");
+    dir
 }

@@ -56,7 +56,13 @@ impl Drove {
     /// A master, one agent per resource spec, the PaaS and a router.
     pub async fn start(agents: &[&String]) -> Drove {
         let agents: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
-        let cluster = TestCluster::start(&agents).await;
+        // The apps fetch `server.js` from the checkout: the agents allow that directory only.
+        let apps = server_js();
+        let allow = format!(
+            "--fetch-allow-dir={}",
+            apps.parent().unwrap_or(&apps).display()
+        );
+        let cluster = TestCluster::start_with_agents(&agents, &[], &[&allow]).await;
         let mut d = Drove {
             cluster,
             paas: None,

@@ -323,7 +323,9 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
         fetch_timeout: std::time::Duration::from_secs(60),
         fetch_max_bytes: 64 << 20,
         task_pids_max: 64,
-        task_user: None,
+        task_uids: drove_agent::sandbox::DEFAULT_TASK_UIDS.into(),
+        fetch_allow_dirs: Vec::new(),
+        fetch_cache_max_bytes: 1 << 30,
         cgroup_root: cgroup_root.to_string(),
         ping_interval: None,
         log_max_bytes: drove_agent::logs::DEFAULT_MAX_BYTES,
@@ -437,4 +439,14 @@ pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A temporary directory task users can traverse (mode 0711): a root agent refuses a work
+/// dir its tasks' uids cannot reach, and `mktemp -d` makes 0700 ones.
+pub fn tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+        .expect("chmod tempdir");
+    dir
 }
