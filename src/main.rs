@@ -219,6 +219,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         "--authenticate-frameworks".to_string(),
         format!("--credentials={}", credentials.display()),
         format!("--cluster-secret={cluster_secret}"),
+        "--authenticate-http-readonly".to_string(),
     ])
     .context("master flags")?
     .inner;
@@ -287,12 +288,14 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     );
     router.domain = args.domain.clone();
     router.paas_token = Some(paas.router_token.clone());
+    // Operators read the router's metrics with the admin token.
+    router.metrics_token = Some(paas.admin_token.clone());
     let router_handle = tokio::task::spawn_blocking(move || drove_router::start(router))
         .await
         .context("router start task")?
         .context("router failed to start")?;
     println!(
-        "drove is up:\n  master  http://{}  (cluster state: /master/state)\n  agent   http://{}\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
+        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
         args.master_listen,
         args.agent_listen,
         paas.addr,

@@ -675,10 +675,16 @@ async fn drove_up_runs_master_and_agent() {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + T;
     let mut active = 0;
+    // drove up's master state is for operators: the generated cluster secret reads it.
+    let cluster_secret = dir.path().join("cluster-secret");
     while active != 1 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let Ok(secret) = std::fs::read_to_string(&cluster_secret) else {
+            continue;
+        };
         if let Ok(r) = http
             .get(format!("http://{master}/master/state"))
+            .bearer_auth(secret.trim())
             .send()
             .await
         {
@@ -688,6 +694,16 @@ async fn drove_up_runs_master_and_agent() {
         }
     }
     assert_eq!(active, 1, "drove up did not register its agent");
+    let anonymous = http
+        .get(format!("http://{master}/master/state"))
+        .send()
+        .await
+        .expect("state");
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "drove up's master state needs credentials"
+    );
     // drove up's master authenticates frameworks: use the principal it generated.
     let creds =
         std::fs::read_to_string(dir.path().join("master/credentials")).expect("credentials");
@@ -1128,4 +1144,159 @@ async fn a_store_that_fails_writes_turns_health_red_and_loses_nothing_acknowledg
         );
     }
     assert!(!tasks.contains(&"third".to_string()), "{state}");
+}
+
+/// With `--authenticate-http-readonly`, the master's state and metrics need a framework's
+/// credentials or the cluster secret; task logs are read through the master, by the task's own
+/// framework only; the agent's state and logs answer only the master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
+    let creds = support::tempdir();
+    let file = creds.path().join("credentials");
+    std::fs::write(&file, "alice s3cret-a\nbob s3cret-b\n").expect("credentials file");
+    let secret = "--cluster-secret=cluster-s3cret";
+    let c = TestCluster::start_with_agents(
+        &[SMALL],
+        &[
+            secret,
+            "--authenticate-frameworks",
+            &format!("--credentials={}", file.display()),
+            "--authenticate-http-readonly",
+        ],
+        &[secret],
+    )
+    .await;
+    let as_principal = |principal: &'static str, secret: &'static str| {
+        move |config: &mut drove_driver::Config| {
+            config.credentials = Some(drove_driver::Credentials {
+                principal: principal.into(),
+                secret: secret.into(),
+            });
+        }
+    };
+    let mut alice = Framework::subscribe_with(
+        &c.master_url(),
+        framework_info("alice-fw"),
+        as_principal("alice", "s3cret-a"),
+    )
+    .await;
+    let offer = alice.offers(T).await.remove(0);
+    let (code, body) = alice
+        .launch(
+            &offer,
+            vec![task(
+                "diary",
+                &offer,
+                0.1,
+                32.0,
+                "echo dear-diary; sleep 30",
+            )],
+        )
+        .await;
+    assert_eq!(code, 202, "{body}");
+    alice.wait_state("diary", "TASK_RUNNING", T).await;
+
+    let anon = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let master = c.master_url();
+    for path in ["/master/state", "/state.json", "/metrics"] {
+        let r = anon
+            .get(format!("{master}{path}"))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 401, "{path} without credentials");
+        assert!(r.headers().get("www-authenticate").is_some(), "{path}");
+        let r = anon
+            .get(format!("{master}{path}"))
+            .basic_auth("alice", Some("wrong"))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 401, "{path} with a wrong secret");
+        let r = anon
+            .get(format!("{master}{path}"))
+            .basic_auth("bob", Some("s3cret-b"))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 200, "{path} for a framework principal");
+        let r = anon
+            .get(format!("{master}{path}"))
+            .bearer_auth("cluster-s3cret")
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 200, "{path} with the cluster secret");
+    }
+    for path in ["/health", "/version"] {
+        let r = anon
+            .get(format!("{master}{path}"))
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 200, "{path} stays open");
+    }
+
+    let logs = format!(
+        "{master}/master/frameworks/{}/tasks/diary/logs/stdout",
+        alice.id
+    );
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let r = anon
+            .get(&logs)
+            .basic_auth("alice", Some("s3cret-a"))
+            .send()
+            .await
+            .expect("logs");
+        assert_eq!(r.status(), 200, "alice reads her task's logs");
+        if r.text().await.unwrap_or_default().contains("dear-diary") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the log never showed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = anon
+        .get(&logs)
+        .basic_auth("bob", Some("s3cret-b"))
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(r.status(), 403, "bob cannot read alice's task's logs");
+    assert!(!r.text().await.unwrap_or_default().contains("dear-diary"));
+    let r = anon.get(&logs).send().await.expect("logs");
+    assert_eq!(r.status(), 401);
+    let r = anon
+        .get(&logs)
+        .bearer_auth("cluster-s3cret")
+        .send()
+        .await
+        .expect("logs");
+    assert_eq!(
+        r.status(),
+        200,
+        "an operator with the cluster secret reads any"
+    );
+
+    // The agent serves state and logs to the master only.
+    let agent = c.agent_url(0);
+    for path in ["/agent/v1/state", "/agent/v1/tasks/diary/stdout"] {
+        let r = anon.get(format!("{agent}{path}")).send().await.expect(path);
+        assert_eq!(r.status(), 401, "{path} on the agent without the secret");
+        let r = anon
+            .get(format!("{agent}{path}"))
+            .bearer_auth("cluster-s3cret")
+            .send()
+            .await
+            .expect(path);
+        assert_eq!(r.status(), 200, "{path} on the agent with the secret");
+    }
+    let (code, _) = alice
+        .call(json!({"type": "KILL", "kill": {"task_id": {"value": "diary"}}}))
+        .await;
+    assert_eq!(code, 202);
+    alice.wait_state("diary", "TASK_KILLED", T).await;
 }

@@ -30,18 +30,21 @@ pub fn router(node: Arc<Node>) -> Router {
                 .route(KILL_PATH, post(kill))
                 .route(ACKNOWLEDGE_PATH, post(acknowledge))
                 .route(SHUTDOWN_PATH, post(shutdown))
+                // Task state and output are the frameworks' business: they read logs
+                // through the master, which checks whose task it is.
+                .route(STATE_PATH, get(state))
+                .route("/agent/v1/tasks/{task_id}/{stream}", get(task_log))
                 .route_layer(axum::middleware::from_fn_with_state(
                     node.clone(),
                     only_the_master,
                 )),
         )
-        .route(STATE_PATH, get(state))
-        .route("/agent/v1/tasks/{task_id}/{stream}", get(task_log))
         .route("/health", get(health))
         .with_state(node)
 }
 
-/// With a cluster secret, launch/kill/acknowledge/shutdown answer only the master.
+/// With a cluster secret, launch/kill/acknowledge/shutdown and the state and log reads answer
+/// only the master.
 async fn only_the_master(
     State(node): State<Arc<Node>>,
     req: axum::extract::Request,

@@ -93,6 +93,7 @@ pub async fn sim_cluster(
         authenticate_frameworks: false,
         credentials: None,
         cluster_secret: None,
+        authenticate_http_readonly: false,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));
     let sim = Arc::new(Sim {

@@ -16,6 +16,24 @@ use tokio::sync::mpsc;
 
 use crate::cluster::Internal;
 
+/// An HTTP client for calls to agents: every request carries the cluster secret, if any, and
+/// is bounded in time.
+pub fn agent_http(secret: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(Ok(mut v)) =
+        secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::agent::bearer(s)))
+    {
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(3))
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
+}
+
 #[derive(Clone)]
 pub struct AgentClient {
     http: reqwest::Client,
@@ -25,20 +43,10 @@ pub struct AgentClient {
 impl AgentClient {
     /// A client whose every call carries `secret`, when the cluster has one.
     pub fn new(internal: mpsc::UnboundedSender<Internal>, secret: Option<&str>) -> Self {
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(Ok(mut v)) =
-            secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::agent::bearer(s)))
-        {
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
+        AgentClient {
+            http: agent_http(secret),
+            internal,
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(3))
-            .default_headers(headers)
-            .build()
-            .unwrap_or_default();
-        AgentClient { http, internal }
     }
 
     pub fn launch(&self, endpoint: &str, msg: LaunchTask) {

@@ -20,6 +20,76 @@ pub enum CredentialsError {
     Invalid { path: PathBuf, why: String },
     #[error("--authenticate-frameworks needs --credentials FILE")]
     Missing,
+    #[error(
+        "--authenticate-http-readonly needs someone to let in: --authenticate-frameworks \
+         (framework credentials) or --cluster-secret"
+    )]
+    NoReaders,
+}
+
+/// Who an `Authorization` header proves the caller to be, on the master's read endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    /// The cluster secret as a bearer token: an operator (or an agent).
+    Operator,
+    /// A framework principal with its secret (HTTP basic).
+    Framework(String),
+}
+
+/// Identifies the caller from `authorization`; `None` when it proves nothing.
+pub fn identify(
+    frameworks: Option<&Credentials>,
+    cluster_secret: Option<&str>,
+    authorization: Option<&str>,
+) -> Option<Reader> {
+    if let Some(secret) = cluster_secret {
+        if drove_proto::agent::authorized(authorization, secret) {
+            return Some(Reader::Operator);
+        }
+    }
+    frameworks?
+        .principal(authorization)
+        .ok()
+        .map(Reader::Framework)
+}
+
+/// The 401 of the read endpoints, asking for basic credentials as Mesos does.
+pub fn unauthenticated() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Basic realm=\"drove\"",
+        )],
+        "this endpoint needs a framework's credentials (HTTP basic) or the cluster secret \
+         (Authorization: Bearer)\n",
+    )
+        .into_response()
+}
+
+/// Middleware of the read endpoints under `--authenticate-http-readonly`.
+pub async fn only_readers(
+    axum::extract::State(shared): axum::extract::State<std::sync::Arc<crate::Shared>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if shared.readonly_auth {
+        let header = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if identify(
+            shared.frameworks.as_ref(),
+            shared.cluster_secret.as_deref(),
+            header,
+        )
+        .is_none()
+        {
+            return unauthenticated();
+        }
+    }
+    next.run(req).await
 }
 
 #[derive(Deserialize)]

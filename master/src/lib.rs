@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod read_api;
 pub mod scheduler_api;
 pub mod store;
+pub mod task_logs;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +84,11 @@ pub struct MasterArgs {
     /// agent protocol; without it that protocol is open to anyone who can reach the ports.
     #[arg(long, env = "DROVE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// The read endpoints (`/master/state`, `/state`, `/metrics`) need a framework's
+    /// credentials (HTTP basic) or the cluster secret (bearer), as Mesos's
+    /// `--authenticate_http_readonly`. `/health` and `/version` stay open.
+    #[arg(long)]
+    pub authenticate_http_readonly: bool,
 }
 
 /// `--min-allocatable-resources`: alternatives, any one of which makes an offer worth making.
@@ -147,6 +153,10 @@ pub struct Shared {
     pub cluster_secret: Option<String>,
     /// Whether the store keeps up; calls that would queue changes are refused while it does not.
     pub store: StoreHealth,
+    /// `--authenticate-http-readonly`.
+    pub readonly_auth: bool,
+    /// Calls to agents made on a caller's behalf (task logs), with the cluster secret.
+    pub agent_http: reqwest::Client,
 }
 
 impl Shared {
@@ -181,20 +191,34 @@ pub fn router(shared: Arc<Shared>) -> Router {
                     agent_api::only_agents,
                 )),
         )
+        .merge(
+            Router::new()
+                .route("/state", get(read_api::state))
+                .route("/state.json", get(read_api::state))
+                .route("/master/state", get(read_api::state))
+                .route("/master/state.json", get(read_api::state))
+                .route("/metrics", get(read_api::metrics))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    shared.clone(),
+                    auth::only_readers,
+                )),
+        )
+        .route(task_logs::PATH, get(task_logs::task_log))
         .route("/version", get(read_api::version))
         .route("/master/version", get(read_api::version))
-        .route("/state", get(read_api::state))
-        .route("/state.json", get(read_api::state))
-        .route("/master/state", get(read_api::state))
-        .route("/master/state.json", get(read_api::state))
         .route("/health", get(read_api::health))
         .route("/master/health", get(read_api::health))
-        .route("/metrics", get(read_api::metrics))
         .with_state(shared)
 }
 
 /// Runs the master until `shutdown` fires.
 pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), MasterError> {
+    if args.authenticate_http_readonly
+        && !args.authenticate_frameworks
+        && args.cluster_secret.is_none()
+    {
+        return Err(auth::CredentialsError::NoReaders.into());
+    }
     let frameworks = match (&args.credentials, args.authenticate_frameworks) {
         (Some(path), true) => Some(auth::Credentials::load(path)?),
         (None, true) => return Err(auth::CredentialsError::Missing.into()),
@@ -260,6 +284,8 @@ pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), Ma
         frameworks,
         cluster_secret: args.cluster_secret.clone(),
         store: store_health.clone(),
+        readonly_auth: args.authenticate_http_readonly,
+        agent_http: agent_client::agent_http(args.cluster_secret.as_deref()),
     });
     tracing::info!(%addr, master_id, "master listening");
 

@@ -123,12 +123,30 @@ impl Paas {
                 }
             }
         }
-        let url = format!("{}/master/state", self.args.master);
-        let state: serde_json::Value = self.http.get(&url).send().await.ok()?.json().await.ok()?;
+        let state: serde_json::Value = self
+            .master_get("/master/state")
+            .send()
+            .await
+            .ok()?
+            .error_for_status()
+            .ok()?
+            .json()
+            .await
+            .ok()?;
         let agents = Arc::new(state["slaves"].as_array().cloned().unwrap_or_default());
         *self.agents.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), agents.clone()));
         Some(agents)
+    }
+
+    /// A GET of the master's `path`, with the PaaS's framework credentials when it has them
+    /// (a master with `--authenticate-http-readonly` wants them on its read endpoints).
+    pub fn master_get(&self, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.get(format!("{}{path}", self.args.master));
+        match (&self.args.master_principal, &self.args.master_secret) {
+            (Some(p), Some(s)) => req.basic_auth(p, Some(s)),
+            _ => req,
+        }
     }
 
     /// The largest agent's (cpus, mem); `None` when unknown (no master, no agents).

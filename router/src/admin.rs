@@ -1,12 +1,14 @@
-//! The admin listener: `/health` and Prometheus `/metrics`.
+//! The admin listener: `/health` (open) and Prometheus `/metrics` (behind `--metrics-token`,
+//! as a bearer token, when one is set).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::routes::Table;
@@ -16,13 +18,22 @@ use crate::stats::{prometheus, RouterCounters};
 struct AdminState {
     table: Arc<ArcSwap<Table>>,
     global: Arc<RouterCounters>,
+    metrics_token: Option<Arc<str>>,
 }
 
-pub fn app(table: Arc<ArcSwap<Table>>, global: Arc<RouterCounters>) -> axum::Router {
+pub fn app(
+    table: Arc<ArcSwap<Table>>,
+    global: Arc<RouterCounters>,
+    metrics_token: Option<String>,
+) -> axum::Router {
     axum::Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .with_state(AdminState { table, global })
+        .with_state(AdminState {
+            table,
+            global,
+            metrics_token: metrics_token.map(Arc::from),
+        })
 }
 
 async fn health(State(s): State<AdminState>) -> impl IntoResponse {
@@ -34,20 +45,35 @@ async fn health(State(s): State<AdminState>) -> impl IntoResponse {
     axum::Json(body)
 }
 
-async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &s.metrics_token {
+        let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
+        // A bearer check in constant time (the same as the agent protocol's).
+        let ok = drove_proto::agent::authorized(given, token);
+        if !ok {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs the metrics token (Authorization: Bearer)\n",
+            )
+                .into_response();
+        }
+    }
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         prometheus(&s.table.load(), &s.global),
     )
+        .into_response()
 }
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     table: Arc<ArcSwap<Table>>,
     global: Arc<RouterCounters>,
+    metrics_token: Option<String>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    let res = axum::serve(listener, app(table, global))
+    let res = axum::serve(listener, app(table, global, metrics_token))
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;
         })

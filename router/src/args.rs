@@ -52,6 +52,10 @@ pub struct RouterArgs {
     /// The PaaS's router token, sent as `Authorization: Bearer` on every call to the PaaS.
     #[arg(long, env = "DROVE_ROUTER_TOKEN", hide_env_values = true)]
     pub paas_token: Option<String>,
+    /// A token `/metrics` on the admin listener then requires (`Authorization: Bearer`); it
+    /// names every app and its traffic. `/health` stays open.
+    #[arg(long, env = "DROVE_ROUTER_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl RouterArgs {
@@ -73,6 +77,7 @@ impl RouterArgs {
             stats_interval: Duration::from_secs(1),
             id: None,
             paas_token: None,
+            metrics_token: None,
         }
     }
 }

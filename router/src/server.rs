@@ -261,6 +261,7 @@ pub fn start(args: RouterArgs) -> Result<RouterHandle, RouterError> {
             admin,
             table.clone(),
             global.clone(),
+            args.metrics_token.clone(),
             shutdown_rx.clone(),
         ));
     }

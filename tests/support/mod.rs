@@ -152,8 +152,23 @@ impl TestCluster {
             agents: Vec::new(),
             specs,
             cgroup_root,
+            // The harness reads state as an operator: with the cluster's secret, if it has one.
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                .default_headers(
+                    master_args
+                        .iter()
+                        .find_map(|a| a.strip_prefix("--cluster-secret="))
+                        .map(|s| {
+                            let mut h = reqwest::header::HeaderMap::new();
+                            h.insert(
+                                reqwest::header::AUTHORIZATION,
+                                format!("Bearer {s}").parse().expect("header value"),
+                            );
+                            h
+                        })
+                        .unwrap_or_default(),
+                )
                 .build()
                 .expect("http client"),
             master_args: master_args.iter().map(|a| a.to_string()).collect(),

@@ -1,12 +1,12 @@
 //! `GET /v1/tasks/{task}/logs/{stream}?offset=&length=`: an instance's stdout or stderr, read
-//! from the agent that runs it (found through the master's state).
+//! through the master (`/master/frameworks/{framework}/tasks/{task}/logs/{stream}`), which
+//! checks the PaaS's credentials and asks the agent that runs it.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 use super::error;
 use crate::Paas;
@@ -19,48 +19,28 @@ pub async fn task_log(
     if stream != "stdout" && stream != "stderr" {
         return error(StatusCode::BAD_REQUEST, "stream: expected stdout or stderr");
     }
-    let agent = paas.lock().instances.get(&task).map(|i| i.agent_id.clone());
-    let Some(agent) = agent else {
+    let (known, framework) = {
+        let state = paas.lock();
+        (
+            state.instances.contains_key(&task),
+            state.framework_id.clone(),
+        )
+    };
+    if !known {
         return error(
             StatusCode::NOT_FOUND,
             format!("Task '{task}' does not exist"),
         );
-    };
-    // The agent's endpoint, from the cached agent list; read again once if it is not there
-    // (an agent that registered since).
-    let find = |agents: &[Value]| {
-        agents
-            .iter()
-            .find(|a| a["id"] == agent.as_str())
-            .and_then(|a| a["endpoint"].as_str().map(str::to_string))
-    };
-    let mut endpoint = None;
-    for fresh in [false, true] {
-        let Some(agents) = paas.agents(fresh).await else {
-            return error(StatusCode::BAD_GATEWAY, "cannot read the master's state");
-        };
-        endpoint = find(&agents);
-        if endpoint.is_some() {
-            break;
-        }
     }
-    let Some(endpoint) = endpoint else {
-        return error(
-            StatusCode::BAD_GATEWAY,
-            format!("agent {agent} is not registered"),
-        );
+    let Some(framework) = framework else {
+        return error(StatusCode::BAD_GATEWAY, "not subscribed to the master yet");
     };
-    let base = if endpoint.starts_with("http") {
-        endpoint
-    } else {
-        format!("http://{endpoint}")
-    };
-    let mut url = format!("{base}/agent/v1/tasks/{task}/{stream}");
+    let mut path = format!("/master/frameworks/{framework}/tasks/{task}/logs/{stream}");
     if let Some(q) = raw {
-        url.push('?');
-        url.push_str(&q);
+        path.push('?');
+        path.push_str(&q);
     }
-    match paas.http.get(&url).send().await {
+    match paas.master_get(&path).send().await {
         Ok(r) => {
             let status =
                 StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -71,9 +51,9 @@ pub async fn task_log(
                     b,
                 )
                     .into_response(),
-                Err(e) => error(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
+                Err(e) => error(StatusCode::BAD_GATEWAY, format!("reading {path}: {e}")),
             }
         }
-        Err(e) => error(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
+        Err(e) => error(StatusCode::BAD_GATEWAY, format!("reading {path}: {e}")),
     }
 }

@@ -957,3 +957,22 @@ pub async fn route_stream_reconnects_and_keeps_serving(l: &Launch) {
     let m = r.metrics().await;
     assert_eq!(metric(&m, "drove_router_route_stream_connected"), Some(0.0));
 }
+
+/// With `--metrics-token`, `/metrics` (which names every app) needs it as a bearer token;
+/// `/health` stays open for liveness checks.
+pub async fn metrics_need_the_token(l: &Launch) {
+    let paas = Paas::start().await;
+    let r = l
+        .router(&paas.url, &["--metrics-token", "metrics-s3cret"])
+        .await;
+    let c = client();
+    let url = format!("http://{}/metrics", r.admin);
+    let status = |req: reqwest::RequestBuilder| async move {
+        req.send().await.expect("metrics request").status().as_u16()
+    };
+    assert_eq!(status(c.get(&url)).await, 401);
+    assert_eq!(status(c.get(&url).bearer_auth("wrong")).await, 401);
+    assert_eq!(status(c.get(&url).bearer_auth("metrics-s3cret")).await, 200);
+    let health = format!("http://{}/health", r.admin);
+    assert_eq!(status(c.get(&health)).await, 200);
+}
