@@ -560,6 +560,16 @@ async fn subscribe_is_chunked_recordio_even_with_connection_close() {
 
 /// Runs one of the published-client frameworks in tests/compat against a fresh cluster.
 async fn run_published_client(script: &str, master_arg: impl Fn(&TestCluster) -> String) {
+    run_published_client_with(script, master_arg, &[], &[]).await
+}
+
+/// Like [`run_published_client`], with extra master flags and script arguments.
+async fn run_published_client_with(
+    script: &str,
+    master_arg: impl Fn(&TestCluster) -> String,
+    master_flags: &[&str],
+    script_args: &[&str],
+) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target").join("mesos-clients-venv");
     let setup = tokio::process::Command::new("bash")
@@ -573,10 +583,11 @@ async fn run_published_client(script: &str, master_arg: impl Fn(&TestCluster) ->
         "installing the Mesos client libraries failed: {}",
         String::from_utf8_lossy(&setup.stderr)
     );
-    let c = TestCluster::start(&[SMALL]).await;
+    let c = TestCluster::start_with(&[SMALL], master_flags).await;
     let run = tokio::process::Command::new(venv.join("bin/python"))
         .arg(root.join("tests/compat").join(script))
         .arg(master_arg(&c))
+        .args(script_args)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(90), run)
@@ -603,6 +614,39 @@ async fn pymesos_framework_works_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesoshttp_framework_works_unchanged() {
     run_published_client("mesoshttp_framework.py", |c| c.master_url()).await;
+}
+
+/// Both published clients authenticate to a master with `--authenticate-frameworks` (HTTP
+/// basic, as Mesos's HTTP authentication) and work as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_clients_work_with_credentials() {
+    let creds = support::tempdir();
+    let file = creds.path().join("credentials");
+    std::fs::write(
+        &file,
+        "py s3cret-py
+",
+    )
+    .expect("credentials file");
+    let flags = [
+        "--authenticate-frameworks",
+        &format!("--credentials={}", file.display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(|s| s.as_ref()).collect();
+    run_published_client_with(
+        "pymesos_framework.py",
+        |c| c.master_addr.to_string(),
+        &flags,
+        &["py", "s3cret-py"],
+    )
+    .await;
+    run_published_client_with(
+        "mesoshttp_framework.py",
+        |c| c.master_url(),
+        &flags,
+        &["py", "s3cret-py"],
+    )
+    .await;
 }
 
 /// A framework that stays away past its failover_timeout is torn down and its tasks killed;

@@ -3,13 +3,17 @@
 mesoshttp handles a RecordIO event only when the next record's length arrives, so this also
 checks that the master follows every batch of events with a HEARTBEAT: with the 2 s heartbeat the
 test master uses, the whole run would otherwise crawl.
-Usage: mesoshttp_framework.py http://MASTER_HOST:PORT
+Usage: mesoshttp_framework.py http://MASTER_HOST:PORT [PRINCIPAL SECRET]
+With a principal and secret it authenticates as Mesos's HTTP authentication expects, through
+mesoshttp's own hooks: `set_credentials` (the principal in FrameworkInfo) and `requests_auth`
+(HTTP basic on every call; mesoshttp's `set_credentials` alone only puts them in the body).
 """
 import sys
 import threading
 import time
 
 from mesoshttp.client import MesosClient
+from requests.auth import HTTPBasicAuth
 
 seen = {}
 done = threading.Event()
@@ -29,10 +33,13 @@ def task(agent_id, task_id, command):
 
 
 class Compat:
-    def __init__(self, url):
+    def __init__(self, url, principal=None, secret=None):
         self.driver = None
         self.launched = False
         self.client = MesosClient(mesos_urls=[url], frameworkName="mesoshttp-compat")
+        if principal:
+            self.client.set_credentials(principal, secret)
+            self.client.requests_auth = HTTPBasicAuth(principal, secret)
         self.client.on(MesosClient.SUBSCRIBED, self.subscribed)
         self.client.on(MesosClient.OFFERS, self.offers)
         self.client.on(MesosClient.UPDATE, self.update)
@@ -63,7 +70,7 @@ class Compat:
 
 
 def main():
-    compat = Compat(sys.argv[1])
+    compat = Compat(*sys.argv[1:4])
     started = time.time()
     thread = threading.Thread(target=compat.client.register, daemon=True)
     thread.start()

@@ -2,7 +2,8 @@
 
 Launches one task on the first offer, declines the rest, kills a second long task, and exits 0
 once it has seen TASK_FINISHED for the first and TASK_KILLED for the second.
-Usage: pymesos_framework.py MASTER_HOST:PORT
+Usage: pymesos_framework.py MASTER_HOST:PORT [PRINCIPAL SECRET]
+With a principal and secret, pymesos authenticates with HTTP basic (its `principal`/`secret`).
 """
 import sys
 import threading
@@ -57,7 +58,11 @@ def main():
     framework.user = "root"
     framework.name = "pymesos-compat"
     framework.hostname = "localhost"
-    driver = MesosSchedulerDriver(Compat(), framework, sys.argv[1], use_addict=True)
+    principal, secret = (sys.argv[2], sys.argv[3]) if len(sys.argv) > 3 else (None, None)
+    if principal:
+        framework.principal = principal
+    driver = MesosSchedulerDriver(Compat(), framework, sys.argv[1], use_addict=True,
+                                  principal=principal, secret=secret)
     driver.start()
     ok = done.wait(60)
     driver.stop()
