@@ -912,6 +912,31 @@ async fn the_agent_protocol_needs_the_cluster_secret() {
         .await
         .expect("master");
     assert_eq!(forged_register.status(), 401);
+    // Even with the cluster secret, an agent's id is re-registered only with the key its first
+    // registration was given (kept root-only in the agent's work dir).
+    let hijack = http
+        .post(format!("{}/agent/v1/register", c.master_url()))
+        .bearer_auth("cluster-s3cret")
+        .json(&json!({"agent_id": offer["agent_id"], "hostname": "evil",
+                      "endpoint": "http://127.0.0.9:1", "resources": [], "attributes": [],
+                      "tasks": [], "version": "x", "agent_key": "guessed"}))
+        .send()
+        .await
+        .expect("master");
+    assert_eq!(
+        hijack.status(),
+        403,
+        "another agent cannot take over this agent's id"
+    );
+    let key_file = c.specs[0].work_dir.join("meta/agent_key");
+    let mode = std::fs::metadata(&key_file)
+        .expect("agent key")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o077,
+        0,
+        "the agent key is root's only"
+    );
     // The task is untouched, and the framework heard nothing of the forgeries.
     let state = c.agent_state(0).await;
     assert!(state.to_string().contains("guarded"), "{state}");

@@ -1,6 +1,7 @@
 //! What the agent persists under `<work-dir>/meta` so a restarted agent can recover:
 //!
 //! - `meta/agent_id`: the id the master gave at the first registration.
+//! - `meta/agent_key`: the key that came with it (mode 0600), needed to re-register the id.
 //! - `meta/tasks/<container-id>.json`: one [`TaskRecord`] per task (framework, TaskInfo,
 //!   container/cgroup id, supervisor and task pids, latest state, unacknowledged updates),
 //!   rewritten atomically on every change and removed once the task is terminal and all of its
@@ -215,6 +216,18 @@ impl Meta {
         let path = self.dir.join("agent_id");
         write_atomic(&path, id.value.as_bytes())
             .map_err(|source| CheckpointError::Io { path, source })
+    }
+
+    pub fn load_agent_key(&self) -> Option<String> {
+        let text = fs::read_to_string(self.dir.join("agent_key")).ok()?;
+        let key = text.trim();
+        (!key.is_empty()).then(|| key.to_string())
+    }
+
+    /// Saves the agent key, readable by root only (the temporary file is created 0600).
+    pub fn save_agent_key(&self, key: &str) -> Result<(), CheckpointError> {
+        let path = self.dir.join("agent_key");
+        write_atomic(&path, key.as_bytes()).map_err(|source| CheckpointError::Io { path, source })
     }
 
     pub fn save_task(&self, record: &TaskRecord) -> Result<(), CheckpointError> {

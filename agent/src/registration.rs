@@ -41,6 +41,7 @@ fn register_body(node: &Node) -> RegisterAgent {
         attributes: node.config.attributes.clone(),
         tasks: node.agent_tasks(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        agent_key: node.meta.load_agent_key(),
     }
 }
 
@@ -84,6 +85,12 @@ pub async fn run(node: Arc<Node>) {
         let reregistered = node.agent_id().is_some();
         tracing::info!(agent_id = %reg.agent_id, master_id = %reg.master_id, reregistered, "registered with the master");
         node.set_agent_id(reg.agent_id.clone());
+        if let Some(key) = &reg.agent_key {
+            if let Err(e) = node.meta.save_agent_key(key) {
+                tracing::error!(error = %e, "could not persist the agent key; the next \
+                    re-registration of this id will be refused");
+            }
+        }
         node.set_session(reg.session.clone());
         node.registered.send_replace(true);
         status::resend_all_now(&node);

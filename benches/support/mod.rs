@@ -133,6 +133,7 @@ pub async fn sim_cluster(
             attributes: vec![],
             tasks: vec![],
             version: "sim".into(),
+            agent_key: None,
         };
         let registered: Registered = http
             .post(format!("{master_url}/agent/v1/register"))

@@ -66,7 +66,10 @@ pub async fn register(State(shared): State<Arc<Shared>>, body: Bytes) -> Respons
             shared.allocate.notify_one();
             Json(registered).into_response()
         }
-        Err(message) => bad_request(message),
+        Err(e @ crate::cluster::RegisterError::NotYours(_)) => {
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+        Err(e) => bad_request(e.to_string()),
     }
 }
 

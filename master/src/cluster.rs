@@ -98,6 +98,35 @@ pub struct Agent {
     pub tasks: HashSet<(String, String)>,
     /// This registration's secret (empty until the agent registers with this master).
     pub session: String,
+    /// SHA-256 (hex) of the key issued at the id's first registration; `None` for an agent
+    /// recorded before keys existed (it gets one at its next registration).
+    pub key_hash: Option<String>,
+}
+
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("{0}")]
+    Invalid(String),
+    /// Re-registering an id without the key its first registration was given.
+    #[error("agent {0} is registered with another key; an agent id is only re-registered by the agent it was issued to")]
+    NotYours(String),
+}
+
+/// A new agent key and its SHA-256 (hex).
+fn new_agent_key() -> (String, String) {
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let hash = key_hash(&key);
+    (key, hash)
+}
+
+fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(key.as_bytes()))
 }
 
 /// Events queued for one subscription stream before the master gives up on a reader that does
@@ -314,6 +343,7 @@ impl Cluster {
                     registered_secs: row.registered_at_ms as f64 / 1000.0,
                     last_ping: now,
                     session: String::new(),
+                    key_hash: row.key_hash,
                     status,
                     offers: HashSet::new(),
                     tasks: HashSet::new(),
@@ -357,7 +387,7 @@ impl Cluster {
     // -----------------------------------------------------------------------------------------
     // Agents
 
-    pub fn register_agent(&mut self, mut req: RegisterAgent) -> Result<Registered, String> {
+    pub fn register_agent(&mut self, mut req: RegisterAgent) -> Result<Registered, RegisterError> {
         if let Some(old) = req.agent_id.take() {
             if self.removed_agents.contains(&old.value) {
                 // Its tasks were declared gone: stop them, and let it start over as a new agent.
@@ -372,7 +402,30 @@ impl Cluster {
                 req.agent_id = Some(old);
             }
         }
-        let total = Resources::from_mesos(&req.resources).map_err(|e| format!("resources: {e}"))?;
+        let total = Resources::from_mesos(&req.resources)
+            .map_err(|e| RegisterError::Invalid(format!("resources: {e}")))?;
+        // A known id is re-registered only with the key it was issued (compared as hashes, so
+        // the comparison leaks nothing of the stored one).
+        if let Some(known) = req
+            .agent_id
+            .as_ref()
+            .and_then(|id| self.agents.get(&id.value))
+        {
+            if let Some(expected) = &known.key_hash {
+                let given = req.agent_key.as_deref().map(key_hash).unwrap_or_default();
+                let same = given.len() == expected.len()
+                    && given
+                        .bytes()
+                        .zip(expected.bytes())
+                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                        == 0;
+                if !same {
+                    tracing::warn!(agent = %known.id, endpoint = %req.endpoint,
+                        "re-registration with a wrong agent key refused");
+                    return Err(RegisterError::NotYours(known.id.value.clone()));
+                }
+            }
+        }
         let reregistering = req.agent_id.clone();
         let id = match &req.agent_id {
             Some(id) => id.clone(),
@@ -398,6 +451,7 @@ impl Cluster {
             registered_secs: now_secs(),
             last_ping: now,
             session: String::new(),
+            key_hash: None,
             status: AgentStatus::Active,
             offers: HashSet::new(),
             tasks: HashSet::new(),
@@ -410,6 +464,15 @@ impl Cluster {
         agent.status = AgentStatus::Active;
         agent.session = uuid::Uuid::new_v4().simple().to_string();
         let session = agent.session.clone();
+        // A new id, or one the master holds no key for, gets a key now.
+        let issued = match &agent.key_hash {
+            Some(_) => None,
+            None => {
+                let (key, hash) = new_agent_key();
+                agent.key_hash = Some(hash);
+                Some(key)
+            }
+        };
         self.store.apply(StoreOp::UpsertAgent(AgentRow {
             id: key.clone(),
             hostname: req.hostname.clone(),
@@ -418,6 +481,7 @@ impl Cluster {
             attributes: req.attributes.clone(),
             registered_at_ms: (agent.registered_secs * 1000.0) as i64,
             unreachable_at_ms: None,
+            key_hash: agent.key_hash.clone(),
         }));
 
         if reregistering.is_some() {
@@ -436,6 +500,7 @@ impl Cluster {
             ping_interval_seconds: self.config.agent_ping_interval.as_secs_f64(),
             max_missed_pings: self.config.max_agent_ping_timeouts,
             session: Some(session),
+            agent_key: issued,
         })
     }
 

@@ -85,6 +85,8 @@ pub struct AgentRow {
     pub attributes: Vec<Attribute>,
     pub registered_at_ms: i64,
     pub unreachable_at_ms: Option<i64>,
+    /// SHA-256 (hex) of the agent's key.
+    pub key_hash: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -360,10 +362,10 @@ async fn write_ops(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), s
         match op {
             StoreOp::UpsertAgent(a) => {
                 sqlx::query(
-                    "INSERT INTO agents (id, hostname, endpoint, resources, attributes, registered_at, unreachable_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    "INSERT INTO agents (id, hostname, endpoint, resources, attributes, registered_at, unreachable_at, key_hash)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (id) DO UPDATE SET hostname = $2, endpoint = $3, resources = $4,
-                       attributes = $5, registered_at = $6, unreachable_at = $7",
+                       attributes = $5, registered_at = $6, unreachable_at = $7, key_hash = $8",
                 )
                 .bind(&a.id)
                 .bind(&a.hostname)
@@ -372,6 +374,7 @@ async fn write_ops(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), s
                 .bind(to_json(&a.attributes))
                 .bind(a.registered_at_ms)
                 .bind(a.unreachable_at_ms)
+                .bind(&a.key_hash)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -464,7 +467,8 @@ async fn read_snapshot(pool: &SqlitePool) -> Result<Snapshot, StoreError> {
     let read = |table| move |source| StoreError::Read { table, source };
     let mut snap = Snapshot::default();
     let rows = sqlx::query(
-        "SELECT id, hostname, endpoint, resources, attributes, registered_at, unreachable_at FROM agents",
+        "SELECT id, hostname, endpoint, resources, attributes, registered_at, unreachable_at, key_hash \
+         FROM agents",
     )
     .fetch_all(pool)
     .await
@@ -480,6 +484,7 @@ async fn read_snapshot(pool: &SqlitePool) -> Result<Snapshot, StoreError> {
             attributes: from_json("agents", &id, &attributes)?,
             registered_at_ms: row.try_get("registered_at").map_err(read("agents"))?,
             unreachable_at_ms: row.try_get("unreachable_at").map_err(read("agents"))?,
+            key_hash: row.try_get("key_hash").map_err(read("agents"))?,
             id,
         });
     }
@@ -537,6 +542,7 @@ mod tests {
             attributes: vec![],
             registered_at_ms: 1,
             unreachable_at_ms: None,
+            key_hash: None,
         })
     }
 
@@ -660,6 +666,7 @@ mod tests {
             attributes: vec![],
             registered_at_ms: 1,
             unreachable_at_ms: None,
+            key_hash: None,
         }));
         let info = TaskInfo {
             name: "t".into(),

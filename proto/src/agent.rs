@@ -59,6 +59,10 @@ pub struct RegisterAgent {
     pub tasks: Vec<AgentTask>,
     #[serde(default)]
     pub version: String,
+    /// The key the master issued at this agent id's first registration
+    /// ([`Registered::agent_key`]): without it nobody re-registers the id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +77,10 @@ pub struct Registered {
     /// ping and status update, so no one else can speak for this agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Issued with a new agent id (or to an agent the master had no key for): the agent keeps
+    /// it and presents it as [`RegisterAgent::agent_key`] whenever it re-registers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key: Option<String>,
 }
 
 /// The header carrying [`Registered::session`].

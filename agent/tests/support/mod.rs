@@ -64,6 +64,7 @@ async fn register(State(s): State<Shared>, Json(body): Json<RegisterAgent>) -> J
         ping_interval_seconds: 0.2,
         max_missed_pings: 5,
         session: Some("fake-session".into()),
+        agent_key: None,
     })
 }
 
