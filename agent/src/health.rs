@@ -129,7 +129,8 @@ pub async fn probe(
     target: &CheckTarget,
     client: &reqwest::Client,
 ) -> Result<(), String> {
-    let timeout = Duration::from_secs_f64(check.timeout().max(0.001));
+    // The launch was range-checked; never panic on a number regardless.
+    let timeout = Duration::try_from_secs_f64(check.timeout().max(0.001)).unwrap_or(Duration::MAX);
     match check.kind {
         HealthCheckType::Http => {
             let http = check.http.clone().ok_or("HTTP check without `http`")?;
@@ -246,8 +247,8 @@ pub async fn run(
 ) {
     let mut tracker = HealthTracker::new(&check);
     let client = reqwest::Client::new();
-    let delay = Duration::from_secs_f64(check.delay().max(0.0));
-    let interval = Duration::from_secs_f64(check.interval().max(0.01));
+    let delay = Duration::try_from_secs_f64(check.delay().max(0.0)).unwrap_or(Duration::MAX);
+    let interval = Duration::try_from_secs_f64(check.interval().max(0.01)).unwrap_or(Duration::MAX);
     let first = started + delay;
     tokio::select! {
         _ = cancel.cancelled() => return,

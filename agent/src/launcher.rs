@@ -122,9 +122,54 @@ pub fn validate(req: &LaunchTask) -> Result<Resources, String> {
     }
     sandbox::validate_id("framework id", &req.framework_id.value).map_err(|e| e.to_string())?;
     sandbox::validate_id("task id", &task.task_id.value).map_err(|e| e.to_string())?;
+    if let Some(check) = &task.health_check {
+        validate_health_check(check)?;
+    }
     let res = Resources::from_mesos(&task.resources)
         .map_err(|e| format!("invalid task resources: {e}"))?;
     Ok(res)
+}
+
+/// Longest health-check delay, interval, timeout or grace period accepted: a week.
+const MAX_CHECK_SECONDS: f64 = 7.0 * 86_400.0;
+
+/// Range-checks a health check's numbers from the wire (JSON's lenient numbers let `"inf"` or
+/// `1e300` through, which no timer can hold).
+fn validate_health_check(check: &drove_proto::mesos::HealthCheck) -> Result<(), String> {
+    for (field, value) in [
+        ("delay_seconds", check.delay_seconds),
+        ("interval_seconds", check.interval_seconds),
+        ("timeout_seconds", check.timeout_seconds),
+        ("grace_period_seconds", check.grace_period_seconds),
+    ] {
+        if let Some(v) = value {
+            if !(0.0..=MAX_CHECK_SECONDS).contains(&v) {
+                return Err(format!(
+                    "health_check.{field}: expected 0 to {MAX_CHECK_SECONDS} seconds, found {v}"
+                ));
+            }
+        }
+    }
+    if let Some(n) = check.consecutive_failures {
+        if n > 1_000_000 {
+            return Err(format!(
+                "health_check.consecutive_failures: expected at most 1000000, found {n}"
+            ));
+        }
+    }
+    if let Some(port) = check
+        .http
+        .as_ref()
+        .and_then(|h| h.port)
+        .or(check.tcp.as_ref().and_then(|t| t.port))
+    {
+        if port > u32::from(u16::MAX) {
+            return Err(format!(
+                "health_check port: expected 1 to 65535, found {port}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a launch against what this agent has free: its own resources less those of its other

@@ -491,6 +491,20 @@ async fn forged_launch_with_a_huge_port_range_is_task_error() {
     post(&ep, "/agent/v1/launch", &greedy).await;
     let u = master.wait_state("greedy", TaskState::TaskError).await;
     assert!(u.status.message.unwrap_or_default().contains("cpus"));
+    // Health-check numbers no timer can hold are refused, naming the field.
+    for (task, field, value) in [
+        ("inf-interval", "interval_seconds", json!("inf")),
+        ("huge-timeout", "timeout_seconds", json!(1e300)),
+        ("negative-delay", "delay_seconds", json!(-1.0)),
+    ] {
+        let mut b = launch_body(task, "sleep 60", 0.1, 32.0, None);
+        b["task"]["health_check"] = json!({"type": "COMMAND", "command": {"value": "true"}});
+        b["task"]["health_check"][field] = value;
+        post(&ep, "/agent/v1/launch", &b).await;
+        let u = master.wait_state(task, TaskState::TaskError).await;
+        let msg = u.status.message.unwrap_or_default();
+        assert!(msg.contains(field), "{task}: {msg}");
+    }
     // Still working: a task that fits runs.
     post(
         &ep,
