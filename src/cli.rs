@@ -42,10 +42,12 @@ pub enum ClientCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Set an app's instance count (0 scales it to zero).
+    /// Set an app's instance count (0 scales it to zero). On an autoscaled app the count holds
+    /// as a floor until `drove scale <app> auto` clears it.
     Scale {
         id: String,
-        instances: u32,
+        /// A count, or `auto` to hand the app back to the scaler.
+        instances: Count,
         #[command(flatten)]
         target: Target,
     },
@@ -207,7 +209,32 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 v["version"].as_str().unwrap_or("?")
             );
         }
-        ClientCommand::Scale { id, instances, .. } => {
+        ClientCommand::Scale {
+            id,
+            instances: Count::Auto,
+            ..
+        } => {
+            let app = c.send(reqwest::Method::GET, &app_path(&id), None).await?;
+            let Some(mut scaling) = app["app"].get("scaling").cloned().filter(|s| s.is_object())
+            else {
+                anyhow::bail!("{id} has no scaling settings: its count is fixed, nothing to clear");
+            };
+            if let Some(o) = scaling.as_object_mut() {
+                o.remove("floor");
+            }
+            c.send(
+                reqwest::Method::PATCH,
+                &format!("{}?force=true", app_path(&id)),
+                Some(json!({ "scaling": scaling })),
+            )
+            .await?;
+            println!("{id}: the floor is cleared; the scaler decides its count");
+        }
+        ClientCommand::Scale {
+            id,
+            instances: Count::N(instances),
+            ..
+        } => {
             let path = format!("{}?force=true", app_path(&id));
             let v = c
                 .send(
@@ -279,4 +306,24 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `drove scale`'s count: a number, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    N(u32),
+    Auto,
+}
+
+impl std::str::FromStr for Count {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Count, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Count::Auto);
+        }
+        s.parse()
+            .map(Count::N)
+            .map_err(|_| format!("expected a number of instances or `auto`, found {s:?}"))
+    }
 }

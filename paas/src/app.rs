@@ -197,6 +197,10 @@ pub struct AppDefinition {
     pub max_launch_delay_seconds: f64,
     #[serde(default)]
     pub constraints: Vec<Vec<String>>,
+    /// drove's own: how the scaler may move `instances` (see `scaler::Scaling`). Absent: the
+    /// count stays what it is set to, as in Marathon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::scaler::Scaling>,
 }
 
 fn one_u() -> u32 {
@@ -385,6 +389,11 @@ impl AppDefinition {
             (Some(c), None) if c.trim().is_empty() => bad("/cmd", "must not be empty".into()),
             (None, Some(a)) if a.is_empty() => bad("/args", "must not be empty".into()),
             _ => {}
+        }
+        if let Some(s) = &self.scaling {
+            for (path, e) in s.violations(MAX_INSTANCES) {
+                bad(&path, e);
+            }
         }
         if self.instances > MAX_INSTANCES {
             bad(

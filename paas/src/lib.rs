@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod events;
 pub mod placement;
+pub mod scaler;
 pub mod scheduler;
 pub mod state;
 pub mod stats;
@@ -95,6 +96,7 @@ pub struct Paas {
     pub tokens: tokens::Tokens,
     pub args: PaasArgs,
     pub stats: stats::RouterStats,
+    pub scaler: scaler::Scaler,
     pub http: reqwest::Client,
     pub metrics: api::metrics::Metrics,
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
@@ -246,6 +248,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         tokens,
         args,
         stats: stats::RouterStats::default(),
+        scaler: scaler::Scaler::default(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -263,6 +266,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         driver_events,
         shutdown.clone(),
     ));
+    tokio::spawn(scaler::run(paas.clone()));
     let app = api::router(paas.clone());
     let task = tokio::spawn(async move {
         axum::serve(

@@ -22,7 +22,33 @@ struct AppStats {
     history: VecDeque<Value>,
 }
 
+/// An app's load now, summed over the routers that reported it recently.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub in_flight: u64,
+    pub held: u64,
+    /// The latest request any router saw (ms since the epoch).
+    pub last_request_ms: Option<u64>,
+}
+
 impl RouterStats {
+    /// The app's load from reports no older than `fresh_ms` at `now_ms`.
+    pub fn load(&self, app: &str, now_ms: u64, fresh_ms: u64) -> Load {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut load = Load::default();
+        let Some(s) = apps.get(app) else {
+            return load;
+        };
+        for (at, r) in s.latest.values() {
+            load.last_request_ms = load.last_request_ms.max(r.counters.last_request_ms);
+            if now_ms.saturating_sub(*at) <= fresh_ms {
+                load.in_flight += r.counters.in_flight;
+                load.held += r.held;
+            }
+        }
+        load
+    }
+
     pub fn record(&self, report: &StatsReport) {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         for a in &report.apps {

@@ -507,9 +507,11 @@ async fn update(
             return r;
         }
     }
+    // Only the count or the scaling settings changed: nothing to restart.
     let scale_only = previous.as_ref().is_some_and(|p| {
         let mut p2 = p.clone();
         p2.instances = def.instances;
+        p2.scaling = def.scaling.clone();
         p2 == def
     });
     let action = match (&previous, scale_only) {
@@ -517,7 +519,35 @@ async fn update(
         (Some(_), true) => "ScaleApplication",
         (Some(_), false) => "RestartApplication",
     };
-    change(&paas, def, previous, action, scale_only, force).await
+    // A manual scale of an autoscaled app holds as a floor until cleared (`floor: null`).
+    let mut def = def;
+    // Marathon's scale: a body of `instances` (and maybe the id) alone.
+    let scale_call = patch.as_object().is_some_and(|o| {
+        o.contains_key("instances") && o.keys().all(|k| k == "instances" || k == "id")
+    });
+    let manual = match (&previous, def.scaling.as_mut()) {
+        (Some(p), Some(s)) if scale_only && scale_call => {
+            s.floor = Some(def.instances);
+            Some((p.instances, def.instances))
+        }
+        _ => None,
+    };
+    let app_id = def.id.clone();
+    let resp = change(&paas, def, previous, action, scale_only, force).await;
+    if let (Some((from, to)), true) = (manual, resp.status().is_success()) {
+        let decision = paas.scaler.record(
+            &app_id,
+            from,
+            to,
+            &format!("manual scale: a floor of {to} until cleared"),
+            "api",
+        );
+        paas.lock().events.publish(crate::events::scheduler(
+            "drove_scaling_decision_event",
+            decision,
+        ));
+    }
+    resp
 }
 
 pub async fn put(
@@ -630,6 +660,7 @@ async fn delete_app(paas: &Arc<Paas>, id: &str, force: bool) -> Response {
     );
     rt.deleting = true;
     let deployment = paas.lock().install(rt, "StopApplication", Some(def));
+    paas.scaler.forget(id);
     paas.kick.notify_one();
     Json(json!({"deploymentId": deployment, "version": version})).into_response()
 }

@@ -55,6 +55,7 @@ pub fn router(paas: Arc<Paas>) -> Router {
         .route(ROUTES_STREAM_PATH, get(routing::stream))
         .route("/v1/apps/{app}/wake", post(routing::wake))
         .route("/v1/apps/{app}/stats", get(routing::app_stats))
+        .route("/v1/apps/{app}/scaling", get(routing::app_scaling))
         .route(STATS_PATH, post(routing::stats))
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
         .fallback(not_found)

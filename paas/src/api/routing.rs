@@ -13,8 +13,6 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::error;
-use crate::state::timestamp;
-use crate::store::Op;
 use crate::Paas;
 
 /// Well under the router's 30 s silence limit.
@@ -74,8 +72,7 @@ pub async fn wake(
     let held = serde_json::from_slice::<drove_proto::routing::WakeRequest>(&body)
         .map(|w| w.held)
         .ok();
-    let _gate = paas.writes.lock().await;
-    let (def, version, config) = {
+    let id = {
         let mut s = paas.lock();
         let Some(a) = s.app_by_route(&name) else {
             return error(
@@ -94,33 +91,60 @@ pub async fn wake(
             )
                 .into_response();
         }
-        (a.def.clone(), timestamp(), a.config_version.clone())
+        a.def.id.clone()
     };
-    let previous = def.clone();
-    let mut def = def;
-    def.instances = 1;
-    let rt = crate::state::new_rt(def.clone(), version.clone(), config, version);
-    if let Err(e) = paas.store.write(Op::PutApp(rt.stored())).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    let reason = match held {
+        Some(n) => format!("wake: {n} held"),
+        None => "wake: requests held".to_string(),
+    };
+    // Deduplicated: of concurrent wakes (routers, requests), the first sets 1, the rest find it.
+    match crate::scaler::set_instances(&paas, &id, 1, &reason, "router").await {
+        Ok(_) => {}
+        Err(crate::scaler::ScaleError::NoApp(_)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no app is served as {name:?}"),
+            )
+        }
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-    {
-        let mut s = paas.lock();
-        s.install(rt, "ScaleApplication", Some(previous));
-        s.events.publish(crate::events::scheduler(
-            "drove_wake_event",
-            json!({"appId": def.id, "reason": match held {
-                Some(n) => format!("wake: {n} held"),
-                None => "wake: requests held".to_string(),
-            }}),
-        ));
-    }
-    paas.kick.notify_one();
-    tracing::info!(app = %def.id, took = ?started.elapsed(), "woken");
+    paas.lock().events.publish(crate::events::scheduler(
+        "drove_wake_event",
+        json!({"appId": id, "reason": reason}),
+    ));
+    tracing::info!(app = %id, took = ?started.elapsed(), "woken");
     (
         StatusCode::ACCEPTED,
-        Json(json!({"app": def.id, "instances": 1})),
+        Json(json!({"app": id, "instances": 1})),
     )
         .into_response()
+}
+
+/// `GET /v1/apps/{app}/scaling`: an app's scaling settings, its scaler's view (recent
+/// decisions with their reasons, panic mode, idle time, concurrency) and its current load.
+pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    let (id, instances, scaling) = {
+        let s = paas.lock();
+        let Some(a) = s.app_by_route(&name) else {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no app is served as {name:?}"),
+            );
+        };
+        (a.def.id.clone(), a.def.instances, a.def.scaling.clone())
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let load = paas.stats.load(&name, now_ms, crate::scaler::FRESH_MS);
+    let mut view = paas.scaler.view(&id);
+    view["appId"] = json!(id);
+    view["instances"] = json!(instances);
+    view["scaling"] = json!(scaling);
+    view["load"] = json!({"inFlight": load.in_flight, "held": load.held,
+        "lastRequestMs": load.last_request_ms});
+    Json(view).into_response()
 }
 
 /// `POST /v1/router/stats`.

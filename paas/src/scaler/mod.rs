@@ -1,0 +1,313 @@
+//! The scaler: keeps each app that has `scaling` settings at the instance count its load asks
+//! for, takes idle apps to zero, and records every decision with its reason.
+//!
+//! Once a second it reads what the routers last reported for each such app (in flight, held,
+//! last request; `stats`), keeps a window of concurrency samples, and asks [`policy::decide`].
+//! A change goes through [`set_instances`], the same path as a wake and an API scale: written
+//! to the store, installed as a `ScaleApplication` deployment (so scale-downs drain like any
+//! other), published as a `drove_scaling_decision_event` on `/v2/events`, and kept in the
+//! app's recent decisions (`GET /v1/apps/{app}/scaling`).
+//!
+//! An app in a deployment other than a scale is left alone until it finishes.
+
+pub mod policy;
+pub mod settings;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+pub use settings::Scaling;
+
+use crate::state::timestamp;
+use crate::store::Op;
+use crate::Paas;
+
+/// How often the scaler looks.
+pub const TICK: Duration = Duration::from_secs(1);
+/// Decisions kept per app.
+pub const DECISIONS: usize = 50;
+/// A router report older than this no longer counts as the app's load.
+pub const FRESH_MS: u64 = 5_000;
+
+/// What the scaler remembers of each app.
+#[derive(Default)]
+pub struct Scaler {
+    apps: Mutex<HashMap<String, AppMemory>>,
+}
+
+struct AppMemory {
+    /// (when, concurrency) over the last stable window.
+    samples: VecDeque<(Instant, f64)>,
+    /// The last request, in flight or held request seen, or the last scale-up.
+    last_activity: Instant,
+    last_request_ms: Option<u64>,
+    /// When the instance count last changed, and to what.
+    last_change: Instant,
+    last_count: u32,
+    panic_until: Option<Instant>,
+    decisions: VecDeque<Value>,
+    /// Whether "busy on its own" was already recorded for the current idle stretch.
+    busy_noted: bool,
+}
+
+impl AppMemory {
+    fn new(now: Instant, count: u32) -> AppMemory {
+        AppMemory {
+            samples: VecDeque::new(),
+            last_activity: now,
+            last_request_ms: None,
+            last_change: now,
+            last_count: count,
+            panic_until: None,
+            decisions: VecDeque::new(),
+            busy_noted: false,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Scaler {
+    fn with<R>(&self, app: &str, count: u32, f: impl FnOnce(&mut AppMemory) -> R) -> R {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let m = apps
+            .entry(app.to_string())
+            .or_insert_with(|| AppMemory::new(Instant::now(), count));
+        f(m)
+    }
+
+    /// Records a decision (anyone's: the scaler's, a wake's, an operator's) and returns it.
+    pub fn record(&self, app: &str, from: u32, to: u32, reason: &str, by: &str) -> Value {
+        let decision = json!({
+            "appId": app, "from": from, "to": to, "reason": reason, "by": by,
+            "timestamp": timestamp(),
+        });
+        let now = Instant::now();
+        self.with(app, from, |m| {
+            if m.decisions.len() >= DECISIONS {
+                m.decisions.pop_front();
+            }
+            m.decisions.push_back(decision.clone());
+            m.last_change = now;
+            m.last_count = to;
+            if to > from {
+                // A scale-up (a wake above all) starts a fresh idle period.
+                m.last_activity = now;
+                m.busy_noted = false;
+            }
+        });
+        decision
+    }
+
+    /// Samples the app's load and returns what [`policy::decide`] needs.
+    fn observe(
+        &self,
+        app: &str,
+        current: u32,
+        s: &Scaling,
+        load: crate::stats::Load,
+        now: Instant,
+    ) -> policy::Inputs {
+        self.with(app, current, |m| {
+            if m.last_count != current {
+                // Changed by someone else (an operator, a rollback).
+                m.last_count = current;
+                m.last_change = now;
+            }
+            let active = load.in_flight > 0
+                || load.held > 0
+                || load.last_request_ms.is_some() && load.last_request_ms != m.last_request_ms;
+            if load.last_request_ms.is_some() {
+                m.last_request_ms = load.last_request_ms;
+            }
+            if active {
+                m.last_activity = now;
+                m.busy_noted = false;
+            }
+            let stable = Duration::from_secs_f64(s.stable_window_seconds);
+            let panic = Duration::from_secs_f64(s.panic_window_seconds());
+            m.samples
+                .push_back((now, (load.in_flight + load.held) as f64));
+            while m
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > stable)
+            {
+                m.samples.pop_front();
+            }
+            let avg = |within: Duration| {
+                let xs: Vec<f64> = m
+                    .samples
+                    .iter()
+                    .filter(|(t, _)| now.duration_since(*t) <= within)
+                    .map(|(_, c)| *c)
+                    .collect();
+                if xs.is_empty() {
+                    0.0
+                } else {
+                    xs.iter().sum::<f64>() / xs.len() as f64
+                }
+            };
+            let stable_full = m
+                .samples
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) + TICK >= stable);
+            policy::Inputs {
+                current,
+                stable_avg: avg(stable),
+                panic_avg: avg(panic),
+                stable_full,
+                in_flight: load.in_flight,
+                held: load.held,
+                idle_for: now.duration_since(m.last_activity),
+                since_change: now.duration_since(m.last_change),
+                cpus: None,
+                panicking: m.panic_until.is_some_and(|u| now < u),
+            }
+        })
+    }
+
+    fn panic(&self, app: &str, until: Instant) {
+        self.with(app, 0, |m| m.panic_until = Some(until));
+    }
+
+    /// `{"decisions": [...], "panicking", "idleSeconds", "concurrency"}` of an app.
+    pub fn view(&self, app: &str) -> Value {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        match apps.get(app) {
+            Some(m) => json!({
+                "decisions": m.decisions,
+                "panicking": m.panic_until.is_some_and(|u| now < u),
+                "idleSeconds": now.duration_since(m.last_activity).as_secs_f64(),
+                "concurrency": m.samples.back().map(|(_, c)| *c).unwrap_or(0.0),
+            }),
+            None => json!({"decisions": [], "panicking": false}),
+        }
+    }
+
+    /// Forgets a deleted app.
+    pub fn forget(&self, app: &str) {
+        self.apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app);
+    }
+}
+
+/// Why a scale could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    #[error("no app {0}")]
+    NoApp(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+/// Sets an app's instance count for `reason` (said by `by`: "scaler", "router", ...): stored,
+/// installed as a scale deployment, recorded and published. `Ok(false)` when it already had
+/// that many.
+pub async fn set_instances(
+    paas: &Arc<Paas>,
+    app_id: &str,
+    to: u32,
+    reason: &str,
+    by: &str,
+) -> Result<bool, ScaleError> {
+    let _gate = paas.writes.lock().await;
+    let (def, config) = {
+        let s = paas.lock();
+        let Some(a) = s.apps.get(app_id).filter(|a| !a.deleting) else {
+            return Err(ScaleError::NoApp(app_id.to_string()));
+        };
+        if a.def.instances == to {
+            return Ok(false);
+        }
+        (a.def.clone(), a.config_version.clone())
+    };
+    let previous = def.clone();
+    let mut def = def;
+    def.instances = to;
+    let version = timestamp();
+    let rt = crate::state::new_rt(def.clone(), version.clone(), config, version);
+    paas.store
+        .write(Op::PutApp(rt.stored()))
+        .await
+        .map_err(|e| ScaleError::Store(e.to_string()))?;
+    let decision = paas
+        .scaler
+        .record(app_id, previous.instances, to, reason, by);
+    {
+        let mut s = paas.lock();
+        s.install(rt, "ScaleApplication", Some(previous));
+        s.events.publish(crate::events::scheduler(
+            "drove_scaling_decision_event",
+            decision,
+        ));
+    }
+    paas.kick.notify_one();
+    tracing::info!(app = %app_id, to, %reason, %by, "scaled");
+    Ok(true)
+}
+
+/// The scaler loop; ends with the PaaS.
+pub async fn run(paas: Arc<Paas>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = paas.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        step(&paas).await;
+    }
+}
+
+/// One look at every scaled app.
+pub async fn step(paas: &Arc<Paas>) {
+    let apps: Vec<(String, String, u32, Scaling, bool)> = {
+        let s = paas.lock();
+        s.apps
+            .values()
+            .filter(|a| !a.deleting)
+            .filter_map(|a| {
+                let scaling = a.def.scaling.clone()?;
+                let route = crate::app::route_name(&a.def.id)?;
+                let deploying = a
+                    .deployment
+                    .as_ref()
+                    .is_some_and(|d| d.action != "ScaleApplication");
+                Some((a.def.id.clone(), route, a.def.instances, scaling, deploying))
+            })
+            .collect()
+    };
+    let now = Instant::now();
+    let at = now_ms();
+    for (id, route, current, scaling, deploying) in apps {
+        let load = paas.stats.load(&route, at, FRESH_MS);
+        let inputs = paas.scaler.observe(&id, current, &scaling, load, now);
+        if deploying {
+            continue;
+        }
+        let Some(change) = policy::decide(&scaling, &inputs) else {
+            continue;
+        };
+        if change.panic {
+            paas.scaler.panic(
+                &id,
+                now + Duration::from_secs_f64(scaling.stable_window_seconds),
+            );
+        }
+        if let Err(e) = set_instances(paas, &id, change.to, &change.reason, "scaler").await {
+            tracing::warn!(app = %id, error = %e, "scaling failed");
+        }
+    }
+}
