@@ -9,60 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{json, Value};
-use support::paas::{node_app, task_pid, Drove, ADMIN_TOKEN, ROUTER_TOKEN};
+use support::drove_cli as cli;
+use support::paas::{
+    agent, event_types, node_app, task_pid, watch_events, Drove, ADMIN_TOKEN, ROUTER_TOKEN,
+};
 use tokio::time::Instant;
-
-/// Each test's agents get port ranges of their own, below Linux's ephemeral range: tests run
-/// in parallel, and an app's port must never be another test's.
-fn agent(range: u32) -> String {
-    let base = 20_000 + range * 200;
-    format!("cpus:4;mem:4096;ports:[{base}-{}]", base + 199)
-}
-
-/// Collects the event types of `/v2/events` in the background.
-fn watch_events(d: &Drove) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let url = format!("{}/v2/events", d.paas_url());
-    let out = seen.clone();
-    let task = tokio::spawn(async move {
-        let Ok(resp) = reqwest::Client::new()
-            .get(url)
-            .bearer_auth(ADMIN_TOKEN)
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-        else {
-            return;
-        };
-        let mut body = resp.bytes_stream();
-        let mut buf = String::new();
-        while let Some(Ok(chunk)) = body.next().await {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buf.find("\n\n") {
-                let frame: String = buf.drain(..end + 2).collect();
-                for line in frame.lines() {
-                    if let Some(data) = line.strip_prefix("data: ") {
-                        if let Ok(v) = serde_json::from_str::<Value>(data) {
-                            out.lock().unwrap().push(v);
-                        }
-                    }
-                }
-            }
-        }
-    });
-    (seen, task)
-}
-
-fn event_types(seen: &Arc<Mutex<Vec<Value>>>) -> HashSet<String> {
-    seen.lock()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["eventType"].as_str().map(str::to_string))
-        .collect()
-}
 
 /// Two healthy instances spread over two agents answer through the router by Host; scaling
 /// to 3, to 0 (requests then wake it) and the event stream all behave.
@@ -669,25 +622,6 @@ async fn tokens_and_bad_input() {
         .await
         .unwrap();
     assert!(metrics.contains("drove_paas_instances"), "{metrics}");
-}
-
-/// Runs the `drove` CLI; its exit status and output.
-async fn cli(args: &[&str]) -> (bool, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(support::DROVE)
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("the CLI finished within 30 s")
-    .expect("running the CLI");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 /// What a new user does: `drove up`, `drove deploy` of the README's example, browse it through

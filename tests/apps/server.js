@@ -1,7 +1,8 @@
 // A dependency-free HTTP server for drove's tests and examples.
 // Listens on $HOST (default all interfaces) port $PORT0 (or $PORT, or 3000). GET /health answers 200, or 500 when UNHEALTHY=1.
-// Every other path answers "<MESSAGE> <pid>\n". On SIGTERM it stops accepting connections,
-// finishes the requests in flight and exits.
+// Every other path answers "<MESSAGE> <pid>\n" (after ?delay_ms=N). A WebSocket upgrade is
+// accepted and the connection held open (frames are ignored) until the client closes it.
+// On SIGTERM it stops accepting connections, finishes the requests in flight and exits.
 'use strict';
 const http = require('http');
 
@@ -20,6 +21,18 @@ const server = http.createServer((req, res) => {
     res.writeHead(200, { 'Content-Type': 'text/plain' });
     res.end(`${message} ${process.pid}\n`);
   }, delay);
+});
+
+server.on('upgrade', (req, socket) => {
+  const key = req.headers['sec-websocket-key'] || '';
+  const accept = require('crypto')
+    .createHash('sha1')
+    .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+    .digest('base64');
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n' +
+    `Connection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
+  socket.on('data', () => {});
+  socket.on('error', () => {});
 });
 
 server.keepAliveTimeout = 5000;

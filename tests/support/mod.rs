@@ -720,3 +720,20 @@ pub fn tempdir() -> tempfile::TempDir {
         .expect("chmod tempdir");
     dir
 }
+
+/// Runs the `drove` CLI; its exit status and output.
+pub async fn drove_cli(args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new(DROVE).args(args).output(),
+    )
+    .await
+    .expect("the CLI finished within 30 s")
+    .expect("running the CLI");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

@@ -3,9 +3,12 @@
 //! speaks to the PaaS as Marathon tools do (admin token as a bearer token).
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -317,4 +320,53 @@ pub fn task_pid(task_id: &str) -> Option<i32> {
         }
     }
     None
+}
+
+/// Each test's agents get port ranges of their own, below Linux's ephemeral range: tests run
+/// in parallel, and an app's port must never be another test's.
+pub fn agent(range: u32) -> String {
+    let base = 20_000 + range * 200;
+    format!("cpus:4;mem:4096;ports:[{base}-{}]", base + 199)
+}
+
+/// Collects the event types of `/v2/events` in the background.
+pub fn watch_events(d: &Drove) -> (Arc<Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let url = format!("{}/v2/events", d.paas_url());
+    let out = seen.clone();
+    let task = tokio::spawn(async move {
+        let Ok(resp) = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+        else {
+            return;
+        };
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let frame: String = buf.drain(..end + 2).collect();
+                for line in frame.lines() {
+                    if let Some(data) = line.strip_prefix("data: ") {
+                        if let Ok(v) = serde_json::from_str::<Value>(data) {
+                            out.lock().unwrap().push(v);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    (seen, task)
+}
+
+pub fn event_types(seen: &Arc<Mutex<Vec<Value>>>) -> HashSet<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["eventType"].as_str().map(str::to_string))
+        .collect()
 }
