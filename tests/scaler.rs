@@ -120,6 +120,35 @@ async fn an_idle_app_goes_to_zero_and_the_next_request_wakes_it() {
             .any(|(by, why, to)| by == "router" && why.starts_with("wake") && *to == 1),
         "{view}"
     );
+    // Where the wake's time went, step by step, in order.
+    let wake = view["wakes"]
+        .as_array()
+        .and_then(|w| w.last())
+        .cloned()
+        .unwrap_or_else(|| panic!("no wake timeline: {view}"));
+    let steps: Vec<(String, f64)> = wake["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap_or("").to_string(),
+                s["ms"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+    for step in [
+        "wake", "offer", "accept", "starting", "running", "ready", "routed",
+    ] {
+        assert!(names.contains(&step), "{step} missing from {wake}");
+    }
+    assert!(
+        steps.windows(2).all(|w| w[0].1 <= w[1].1),
+        "steps in time order: {wake}"
+    );
+    assert_eq!(names.last(), Some(&"routed"), "{wake}");
+    eprintln!("wake timeline: {steps:?}");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let published = events
@@ -129,8 +158,14 @@ async fn an_idle_app_goes_to_zero_and_the_next_request_wakes_it() {
             .filter(|e| e["eventType"] == "drove_scaling_decision_event")
             .map(|e| e["reason"].as_str().unwrap_or("").to_string())
             .collect::<Vec<_>>();
+        let timeline = events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["eventType"] == "drove_wake_timeline_event" && e["appId"] == "/sleepy");
         if published.iter().any(|r| r.starts_with("idle"))
             && published.iter().any(|r| r.starts_with("wake"))
+            && timeline
         {
             break;
         }

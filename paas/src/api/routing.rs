@@ -98,7 +98,11 @@ pub async fn wake(
         None => "wake: requests held".to_string(),
     };
     // Deduplicated: of concurrent wakes (routers, requests), the first sets 1, the rest find it.
-    match crate::scaler::set_instances(&paas, &id, 1, &reason, "router").await {
+    let opened = id.clone();
+    let wake = crate::scaler::set_instances_with(&paas, &id, 1, &reason, "router", move |s| {
+        s.wake_started(&opened, held, started)
+    });
+    match wake.await {
         Ok(_) => {}
         Err(crate::scaler::ScaleError::NoApp(_)) => {
             return error(
@@ -139,6 +143,7 @@ pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>
         .unwrap_or(0);
     let load = paas.stats.load(&name, now_ms, crate::scaler::FRESH_MS);
     let mut view = paas.scaler.view(&id);
+    view["wakes"] = json!(paas.lock().wakes_of(&id));
     view["appId"] = json!(id);
     view["instances"] = json!(instances);
     view["scaling"] = json!(scaling);

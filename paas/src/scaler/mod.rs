@@ -222,6 +222,19 @@ pub async fn set_instances(
     reason: &str,
     by: &str,
 ) -> Result<bool, ScaleError> {
+    set_instances_with(paas, app_id, to, reason, by, |_| {}).await
+}
+
+/// [`set_instances`], running `installed` on the state under the same lock as the install (a
+/// wake opens its timeline there, before the scheduler can take a step).
+pub async fn set_instances_with(
+    paas: &Arc<Paas>,
+    app_id: &str,
+    to: u32,
+    reason: &str,
+    by: &str,
+    installed: impl FnOnce(&mut crate::state::State),
+) -> Result<bool, ScaleError> {
     let _gate = paas.writes.lock().await;
     let (def, config) = {
         let s = paas.lock();
@@ -248,6 +261,7 @@ pub async fn set_instances(
     {
         let mut s = paas.lock();
         s.install(rt, "ScaleApplication", Some(previous));
+        installed(&mut s);
         s.events.publish(crate::events::scheduler(
             "drove_scaling_decision_event",
             decision,

@@ -144,6 +144,9 @@ pub struct AppRt {
     /// Launches wanted now (computed by `plan`).
     pub wanted: usize,
     pub waiting_since: Option<String>,
+    /// The wake in progress, and the last completed ones (`wakes`).
+    pub wake: Option<wakes::Timeline>,
+    pub wakes: wakes::History,
 }
 
 impl AppRt {
@@ -162,6 +165,7 @@ mod plan;
 mod routes;
 #[cfg(test)]
 mod tests;
+pub mod wakes;
 
 pub struct State {
     pub apps: BTreeMap<String, AppRt>,
@@ -449,6 +453,14 @@ impl State {
             i.healthy_since = None;
         }
         let i = i.clone();
+        match status.state {
+            TaskState::TaskStarting => self.wake_mark(&i.app_id, "starting", now),
+            TaskState::TaskRunning => self.wake_mark(&i.app_id, "running", now),
+            _ => {}
+        }
+        if i.ready() {
+            self.wake_mark(&i.app_id, "ready", now);
+        }
         self.events.publish(events::status_update(&i, status));
         if old_healthy != i.healthy && i.has_checks {
             if let Some(alive) = i.healthy {
@@ -540,5 +552,7 @@ pub fn new_rt(
         offers: OfferStats::default(),
         wanted: 0,
         waiting_since: None,
+        wake: None,
+        wakes: Default::default(),
     }
 }

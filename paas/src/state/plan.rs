@@ -63,6 +63,7 @@ impl State {
             {
                 self.suppressed = Some(false);
                 calls.push(Call::Revive);
+                self.wake_mark_waiting("revive", now);
             } else if wanted == 0 && self.suppressed != Some(true) {
                 self.suppressed = Some(true);
                 calls.push(Call::Suppress);
@@ -236,6 +237,7 @@ impl State {
 
     /// Places wanted instances on `offers`; declines the rest.
     pub fn on_offers(&mut self, offers: Vec<Offer>, now: Instant) -> Vec<Call> {
+        self.wake_mark_waiting("offer", now);
         for o in &offers {
             self.agents
                 .insert(o.agent_id.value.clone(), AgentFacts::of_offer(o));
@@ -318,6 +320,7 @@ impl State {
                     .publish(events::instance_changed(&instance, "Created"));
                 self.instances.insert(instance.task_id.clone(), instance);
                 tasks.push(task);
+                self.wake_mark(&id, "accept", now);
                 wanted -= 1;
                 used_any = true;
                 self.counters.launched += 1;

@@ -50,14 +50,22 @@ impl State {
     /// Sends upserts for apps whose route changed (or `force` for `only`), removes for apps gone.
     pub fn publish_routes(&mut self, force: bool, only: Option<&str>) {
         let mut seen = HashMap::new();
+        let mut routed = Vec::new();
         for a in self.apps.values().filter(|a| !a.deleting) {
             if let Some(spec) = self.route_of(a) {
                 let forced = force && only == Some(a.def.id.as_str());
                 if forced || self.published.get(&spec.name) != Some(&spec) {
                     let _ = self.routes.send(RouteMessage::Upsert { app: spec.clone() });
+                    if a.wake.is_some() && spec.backends.iter().any(|b| b.healthy) {
+                        routed.push(a.def.id.clone());
+                    }
                 }
                 seen.insert(spec.name.clone(), spec);
             }
+        }
+        let now = std::time::Instant::now();
+        for id in routed {
+            self.wake_mark(&id, "routed", now);
         }
         for name in self.published.keys() {
             if !seen.contains_key(name) {

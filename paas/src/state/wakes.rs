@@ -1,0 +1,120 @@
+//! Wake timelines: where the time of each cold start went.
+//!
+//! A wake opens a timeline on its app (`wake`: the router's call came in, with how many
+//! requests were held). Each step the PaaS sees on the way is marked once, with the time since
+//! the wake: `revive` (offers asked for), `offer` (an offer arrived while the app waited),
+//! `accept` (a launch was sent on it), `starting` (the agent took it: sandbox, fetch),
+//! `running` (the process started), `ready` (its first passed health check), `routed` (the
+//! route upsert that releases the held requests went out; the routers forward them at once).
+//! At `routed` the timeline is complete: kept with the app (the last [`KEPT`]) and published
+//! as a `drove_wake_timeline_event`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{timestamp, State};
+use crate::events;
+
+/// Completed timelines kept per app.
+pub const KEPT: usize = 20;
+/// A wake that never completes is dropped after this long.
+pub const ABANDON: Duration = Duration::from_secs(600);
+
+/// An open wake.
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    started: Instant,
+    at: String,
+    held: Option<u64>,
+    marks: Vec<(&'static str, Duration)>,
+}
+
+impl Timeline {
+    pub fn new(held: Option<u64>, now: Instant) -> Timeline {
+        Timeline {
+            started: now,
+            at: timestamp(),
+            held,
+            marks: vec![("wake", Duration::ZERO)],
+        }
+    }
+
+    fn mark(&mut self, stage: &'static str, now: Instant) {
+        if !self.marks.iter().any(|(s, _)| *s == stage) {
+            self.marks
+                .push((stage, now.saturating_duration_since(self.started)));
+        }
+    }
+
+    fn to_json(&self, app: &str) -> Value {
+        let steps: Vec<Value> = self
+            .marks
+            .iter()
+            .map(|(s, d)| json!({"step": s, "ms": d.as_secs_f64() * 1000.0}))
+            .collect();
+        let total = self.marks.last().map(|(_, d)| *d).unwrap_or_default();
+        json!({
+            "appId": app, "timestamp": self.at, "held": self.held,
+            "totalMs": total.as_secs_f64() * 1000.0, "steps": steps,
+        })
+    }
+}
+
+impl State {
+    /// Opens a wake timeline for `app` (a wake just set it to one instance).
+    pub fn wake_started(&mut self, app: &str, held: Option<u64>, now: Instant) {
+        if let Some(a) = self.apps.get_mut(app) {
+            a.wake = Some(Timeline::new(held, now));
+        }
+    }
+
+    /// Marks `stage` on `app`'s open wake, if it has one.
+    pub(super) fn wake_mark(&mut self, app: &str, stage: &'static str, now: Instant) {
+        let Some(a) = self.apps.get_mut(app) else {
+            return;
+        };
+        let Some(t) = a.wake.as_mut() else { return };
+        if now.saturating_duration_since(t.started) > ABANDON {
+            a.wake = None;
+            return;
+        }
+        t.mark(stage, now);
+        if stage == "routed" {
+            let done = t.to_json(app);
+            a.wake = None;
+            if a.wakes.len() >= KEPT {
+                a.wakes.pop_front();
+            }
+            a.wakes.push_back(done.clone());
+            tracing::info!(app, total_ms = %done["totalMs"], "wake complete");
+            self.events
+                .publish(events::scheduler("drove_wake_timeline_event", done));
+        }
+    }
+
+    /// Marks `stage` on every app with an open wake that still waits for launches.
+    pub(super) fn wake_mark_waiting(&mut self, stage: &'static str, now: Instant) {
+        let waiting: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.wake.is_some() && a.wanted > 0)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in waiting {
+            self.wake_mark(&id, stage, now);
+        }
+    }
+
+    /// The app's recent completed wakes, oldest first.
+    pub fn wakes_of(&self, app: &str) -> Vec<Value> {
+        self.apps
+            .get(app)
+            .map(|a| a.wakes.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The history kept per app.
+pub type History = VecDeque<Value>;
