@@ -9,7 +9,12 @@
 //! 3. **Scheduling throughput**: 1,000 apps × 1 instance on 100 simulated agents (a real master
 //!    and the real PaaS in-process; the agents report RUNNING at once): time until all run.
 //!
-//! `ROUNDS` (default 10) sets how many deploys part 1 times; `PARTS` (default `1,2,3`) selects.
+//! 4. **Wake → first 200**: one request through the router to an app at zero, until its answer,
+//!    against the same floor (node alone), and with the agent's startup CPU boost off and on
+//!    (two `drove up`s); the PaaS's wake timelines show where the time went.
+//!
+//! `ROUNDS` (default 10) sets how many deploys part 1 (and wakes part 4) times; `PARTS`
+//! (default `1,2,3,4`) selects.
 
 mod support;
 #[path = "../tests/support/mod.rs"]
@@ -81,18 +86,24 @@ async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Instant
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3".into());
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4".into());
     rt.block_on(async {
         if parts.contains('1') || parts.contains('2') {
-            with_drove_up(&parts).await;
+            with_drove_up(&parts, &[]).await;
         }
         if parts.contains('3') {
             scheduling_throughput().await;
         }
+        if parts.contains('4') {
+            println!("(startup CPU boost off)");
+            with_drove_up("4", &["--startup-cpu-boost=0s"]).await;
+            println!("(startup CPU boost on: the default)");
+            with_drove_up("4", &[]).await;
+        }
     });
 }
 
-async fn with_drove_up(parts: &str) {
+async fn with_drove_up(parts: &str, extra: &[&str]) {
     let dir = support::tempdir();
     let addr = || support::free_addr().to_string();
     let (master, agent, paas, router, admin) = (addr(), addr(), addr(), addr(), addr());
@@ -109,7 +120,12 @@ async fn with_drove_up(parts: &str) {
             format!("--router-admin={admin}"),
             "--resources=cpus:2;mem:4096;ports:[24000-24999]".into(),
             format!("--cgroup-root={cgroup_root}"),
+            format!(
+                "--fetch-allow-dir={}",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
+            ),
         ])
+        .args(extra)
         .env("DROVE_ADMIN_TOKEN", TOKEN)
         .env("DROVE_LOG", "warn")
         .stdout(Stdio::null())
@@ -143,7 +159,131 @@ async fn with_drove_up(parts: &str) {
     if parts.contains('2') {
         rolling_deploy_under_load(&http, &paas, &router_url).await;
     }
+    if parts.contains('4') {
+        wake_to_first_200(&http, &paas, &router_url).await;
+    }
     drop(up);
+}
+
+/// Part 4: the app at zero; one request through the router; its answer. Between rounds the
+/// app goes back to zero and its process is gone.
+async fn wake_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    println!("wake → first 200 through the router ({rounds} rounds, floor interleaved)");
+    let mut app = node_app("wake", 0, "bench");
+    app["scaling"] = json!({"minInstances": 0, "maxInstances": 1, "idleSeconds": 3600});
+    let r = http
+        .post(format!("{paas}/v2/apps"))
+        .bearer_auth(TOKEN)
+        .json(&app)
+        .send()
+        .await
+        .expect("POST /v2/apps");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    // The first launch fills the fetch cache, as a pushed app's build would.
+    let _ = until_200(http, router, "wake.localhost", Instant::now()).await;
+    let (mut floor, mut drove) = (Vec::new(), Vec::new());
+    let mut steps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for i in 0..rounds {
+        to_zero(http, paas).await;
+        let port = support::free_addr().port();
+        let started = Instant::now();
+        let child = Command::new("node")
+            .arg(server_js())
+            .env("PORT0", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("node");
+        let _child = Killed(child);
+        floor.push(until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await);
+        drop(_child);
+
+        let started = Instant::now();
+        let r = http
+            .get(router)
+            .header("Host", "wake.localhost")
+            .send()
+            .await
+            .expect("the waking request");
+        assert_eq!(r.status(), 200);
+        drove.push(started.elapsed());
+        let view: Value = http
+            .get(format!("{paas}/v1/apps/wake/scaling"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("scaling view")
+            .json()
+            .await
+            .expect("json");
+        if let Some(last) = view["wakes"].as_array().and_then(|w| w.last()) {
+            for s in last["steps"].as_array().into_iter().flatten() {
+                if let (Some(name), Some(ms)) = (s["step"].as_str(), s["ms"].as_f64()) {
+                    steps.entry(name.to_string()).or_default().push(ms);
+                }
+            }
+        }
+        if std::env::var_os("VERBOSE").is_some() {
+            println!("  round {i}: node {:?}, drove {:?}", floor[i], drove[i]);
+        }
+    }
+    stats("node alone: spawn → first 200", floor);
+    stats("drove: request at zero → 200", drove);
+    let mut order: Vec<(f64, String)> = steps
+        .iter()
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], k.clone())
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let line: Vec<String> = order.iter().map(|(ms, k)| format!("{k} {ms:.0}")).collect();
+    println!(
+        "  PaaS timeline, median ms since the wake: {}",
+        line.join(" → ")
+    );
+    let _ = http
+        .delete(format!("{paas}/v2/apps/wake?force=true"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await;
+}
+
+/// Scales the bench app to zero and waits until its instance is gone.
+async fn to_zero(http: &reqwest::Client, paas: &str) {
+    let r = http
+        .put(format!("{paas}/v2/apps/wake?force=true"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"instances": 0}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v: Value = http
+            .get(format!("{paas}/v2/apps/wake"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("json");
+        let a = &v["app"];
+        if a["tasks"].as_array().is_some_and(|t| t.is_empty())
+            && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "wake never went to zero: {a}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Tasks outlive their agent by design: ends them when the benchmark ends (or panics), or the

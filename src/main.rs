@@ -85,6 +85,9 @@ struct UpArgs {
     /// None by default: artifacts come over http.
     #[arg(long = "fetch-allow-dir")]
     fetch_allow_dirs: Vec<PathBuf>,
+    /// The agent's startup CPU boost (see `drove agent --help`); `0s` turns it off.
+    #[arg(long, default_value = "10s")]
+    startup_cpu_boost: String,
     /// `cgroups` (default) or `none`.
     #[arg(long, default_value = "cgroups")]
     isolation: String,
@@ -236,6 +239,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     if let Some(r) = &args.resources {
         agent_flags.push(format!("--resources={r}"));
     }
+    agent_flags.push(format!("--startup-cpu-boost={}", args.startup_cpu_boost));
     for dir in &args.fetch_allow_dirs {
         agent_flags.push(format!("--fetch-allow-dir={}", dir.display()));
     }

@@ -67,7 +67,14 @@ pub struct Limits {
     pub cfs_quota: bool,
     /// Most processes and threads the task may have; None: no limit.
     pub pids_max: Option<u64>,
+    /// Startup CPU boost: the CFS quota is at least one whole core until the launcher ends
+    /// it (the task's first passed health check, or `--startup-cpu-boost`). Shares stay the
+    /// task's own, so under contention the boost only takes otherwise idle CPU.
+    pub boost: bool,
 }
+
+/// The quota a boosted task gets at least, in cores.
+pub const BOOST_CPUS: f64 = 1.0;
 
 impl Limits {
     pub fn shares(&self) -> u64 {
@@ -79,7 +86,12 @@ impl Limits {
         if !self.cfs_quota || self.cpus <= 0.0 {
             return None;
         }
-        Some(((self.cpus * CFS_PERIOD_US as f64).round() as u64).max(MIN_CFS_QUOTA_US))
+        let cpus = if self.boost {
+            self.cpus.max(BOOST_CPUS)
+        } else {
+            self.cpus
+        };
+        Some(((cpus * CFS_PERIOD_US as f64).round() as u64).max(MIN_CFS_QUOTA_US))
     }
 
     pub fn mem_bytes(&self) -> Option<u64> {
@@ -370,6 +382,26 @@ impl TaskCgroup {
             .collect()
     }
 
+    /// Sets the CFS quota alone (a boost ending).
+    pub fn set_cpu_quota(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let path = self.path.clone();
+        let cpu: &CpuController =
+            self.cg
+                .controller_of()
+                .ok_or_else(|| CgroupError::MissingController {
+                    path: path.clone(),
+                    controller: "cpu",
+                    found: String::new(),
+                })?;
+        let quota = limits.cfs_quota_us().map(|q| q as i64).unwrap_or(-1);
+        cpu.set_cfs_quota_and_period(Some(quota), Some(CFS_PERIOD_US))
+            .map_err(|source| CgroupError::Limit {
+                path,
+                what: "cfs quota",
+                source,
+            })
+    }
+
     fn apply(&self, limits: &Limits) -> Result<(), CgroupError> {
         let limit_err = |what: &'static str| {
             let path = self.path.clone();
@@ -576,6 +608,7 @@ mod tests {
             mem_mb: 64.0,
             cfs_quota: true,
             pids_max: None,
+            boost: false,
         };
         assert_eq!(l.shares(), 512);
         assert_eq!(l.cfs_quota_us(), Some(50_000));
@@ -585,6 +618,7 @@ mod tests {
             mem_mb: 0.0,
             cfs_quota: true,
             pids_max: None,
+            boost: false,
         };
         assert_eq!(tiny.shares(), 2);
         assert_eq!(tiny.cfs_quota_us(), Some(1_000));
@@ -594,6 +628,16 @@ mod tests {
             ..l
         };
         assert_eq!(no_cfs.cfs_quota_us(), None);
+        // A starting task gets at least a core of quota, and keeps its own shares.
+        let boosted = Limits { boost: true, ..l };
+        assert_eq!(boosted.cfs_quota_us(), Some(100_000));
+        assert_eq!(boosted.shares(), 512);
+        let big = Limits {
+            cpus: 2.0,
+            boost: true,
+            ..l
+        };
+        assert_eq!(big.cfs_quota_us(), Some(200_000));
     }
 
     #[test]

@@ -30,6 +30,9 @@ use crate::sandbox::{self, TaskUser};
 use crate::status::{self, UpdateOpts};
 
 const WATCH_TICK: Duration = Duration::from_millis(200);
+/// How often a task is looked at until its process is seen: its RUNNING (and its first health
+/// checks) wait on this, and a cold start's latency with them.
+const STARTING_TICK: Duration = Duration::from_millis(5);
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `shell: false` commands: Mesos puts `argv[0]` first in `arguments`. When the first argument
@@ -398,6 +401,7 @@ async fn prepare_and_start(
             mem_mb: resources.mem,
             cfs_quota: cfg.cfs_quota,
             pids_max: cfg.pids_max,
+            boost: cfg.startup_boost.is_some(),
         };
         let mgr = mgr.clone();
         let cid = container_id.to_string();
@@ -700,16 +704,37 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
     let mut health_started = false;
     let mut last_rotation = Instant::now();
     let mut health_tx = Some(health_tx);
+    let started = Instant::now();
+    let mut seen_running = false;
+    let mut boosted = node.config.startup_boost.is_some();
     loop {
+        let tick = if seen_running {
+            WATCH_TICK
+        } else {
+            STARTING_TICK
+        };
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(WATCH_TICK) => {}
+            _ = tokio::time::sleep(tick) => {}
             Some(action) = health_rx.recv() => {
+                if boosted && matches!(action, HealthAction::Report(true)) {
+                    boosted = false;
+                    end_boost(&node, &key);
+                }
                 on_health(&node, &key, action);
                 continue;
             }
         }
-        let Some(snap) = node.tasks().get(&key).cloned() else {
+        if boosted
+            && node
+                .config
+                .startup_boost
+                .is_some_and(|b| started.elapsed() >= b)
+        {
+            boosted = false;
+            end_boost(&node, &key);
+        }
+        let Some(mut snap) = node.tasks().get(&key).cloned() else {
             return;
         };
         let Some(epid) = snap.executor_pid else {
@@ -719,7 +744,18 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
         if snap.task_pid.is_none() {
             if let Some(pid) = read_pid_file(&cdir.join("task.pid")) {
                 mark_running(&node, &key, pid);
+                // Health checks start now, not a tick later.
+                match node.tasks().get(&key) {
+                    Some(rec) => snap = rec.clone(),
+                    None => return,
+                }
+            } else if started.elapsed() > Duration::from_secs(2) {
+                // A supervisor this slow to start its task is not worth a 5 ms poll.
+                seen_running = true;
             }
+        }
+        if snap.task_pid.is_some() {
+            seen_running = true;
         }
         if !health_started && snap.task_pid.is_some() && snap.state == TaskState::TaskRunning {
             health_started = true;
@@ -771,6 +807,31 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
         finish(&node, &key).await;
         cancel.cancel();
         return;
+    }
+}
+
+/// Ends a task's startup CPU boost: its CFS quota goes down to what it asked for.
+fn end_boost(node: &Node, key: &TaskKey) {
+    let (Some(mgr), Some(rec)) = (&node.config.cgroups, node.tasks().get(key).cloned()) else {
+        return;
+    };
+    let Some(path) = rec.cgroup.as_deref() else {
+        return;
+    };
+    let cpus = Resources::from_mesos(&rec.task.resources)
+        .map(|r| r.cpus)
+        .unwrap_or(0.0);
+    let limits = Limits {
+        cpus,
+        mem_mb: 0.0,
+        cfs_quota: node.config.cfs_quota,
+        pids_max: None,
+        boost: false,
+    };
+    if let Err(e) = mgr.load(path).set_cpu_quota(&limits) {
+        tracing::warn!(task = %rec.task.task_id, error = %e, "ending the startup CPU boost failed");
+    } else {
+        tracing::debug!(task = %rec.task.task_id, "startup CPU boost over");
     }
 }
 

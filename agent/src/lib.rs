@@ -93,6 +93,11 @@ pub struct AgentArgs {
     /// Ping interval in seconds (default: what the master says at registration).
     #[arg(long)]
     pub ping_interval: Option<f64>,
+    /// A starting task's CFS quota is raised to at least one core until its first passed
+    /// health check, or this long at most (`0s`: no boost). Shares are not raised, so it only
+    /// takes CPU nobody else wants; a cold start stops waiting on a 0.1-cpu quota.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub startup_cpu_boost: std::time::Duration,
     /// Per-stream size limit of a task's stdout/stderr before rotation, in bytes.
     #[arg(long, default_value_t = logs::DEFAULT_MAX_BYTES)]
     pub log_max_bytes: u64,
@@ -204,6 +209,8 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         task_uids,
         executor_path,
         log_max_bytes: args.log_max_bytes.max(1024),
+        startup_boost: (!args.startup_cpu_boost.is_zero() && !args.no_cfs_quota)
+            .then_some(args.startup_cpu_boost),
         ping_interval: args.ping_interval,
     })
 }

@@ -46,6 +46,8 @@ pub struct Config {
     pub task_uids: std::sync::Arc<crate::sandbox::TaskUids>,
     pub executor_path: PathBuf,
     pub log_max_bytes: u64,
+    /// How long a task's startup CPU boost lasts at most (None: no boost).
+    pub startup_boost: Option<Duration>,
     /// Overrides the master's ping interval (seconds) when set.
     pub ping_interval: Option<f64>,
 }
@@ -351,6 +353,7 @@ mod tests {
             ),
             executor_path: "/bin/false".into(),
             log_max_bytes: 1 << 20,
+            startup_boost: None,
             ping_interval: None,
         };
         let meta = Meta::open(dir).unwrap().with_write_delay(delay);

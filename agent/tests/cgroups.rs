@@ -46,6 +46,7 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
                 mem_mb: 96.0,
                 cfs_quota: true,
                 pids_max: None,
+                boost: false,
             },
         )
         .unwrap();
@@ -102,6 +103,7 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
                 mem_mb: 0.0,
                 cfs_quota: false,
                 pids_max: None,
+                boost: false,
             },
         )
         .unwrap();
@@ -135,6 +137,7 @@ fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
                 mem_mb: 64.0,
                 cfs_quota: true,
                 pids_max: None,
+                boost: false,
             },
         )
         .unwrap();
@@ -173,6 +176,7 @@ fn oom_kill_is_counted_and_only_hits_the_cgroup() {
                 mem_mb: 32.0,
                 cfs_quota: false,
                 pids_max: None,
+                boost: false,
             },
         )
         .unwrap();
@@ -202,6 +206,7 @@ fn a_nested_cgroup_root_works() {
                 mem_mb: 48.0,
                 cfs_quota: true,
                 pids_max: None,
+                boost: false,
             },
         )
         .unwrap();

@@ -330,6 +330,7 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
         cgroup_root: cgroup_root.to_string(),
         ping_interval: None,
         log_max_bytes: drove_agent::logs::DEFAULT_MAX_BYTES,
+        startup_cpu_boost: std::time::Duration::from_secs(10),
         executor_path: Some(executor_path()),
     }
 }
