@@ -182,13 +182,15 @@ fn nix_alive(pid: i32) -> bool {
 }
 
 /// 1,000 concurrent requests to an app at zero all succeed (held while it wakes, never a 5xx);
-/// the burst sends the scaler into panic mode and more instances start; once the load is gone
-/// the app comes back down.
+/// the burst sends the scaler into panic mode and more instances start while the router keeps
+/// each instance within its concurrency limit (the first is not flooded: later instances
+/// answer too); once the load is gone the app comes back down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_on_a_cold_app_all_succeeds_and_scales_it_up_then_down() {
     let d = Drove::start(&[&agent(11)]).await;
     let scaling = json!({"minInstances": 0, "maxInstances": 3, "idleSeconds": 3,
-                         "targetConcurrency": 2, "stableWindowSeconds": 4});
+                         "targetConcurrency": 2, "stableWindowSeconds": 4,
+                         "concurrencyLimit": 100});
     d.create(scaled_app("/bursty", 0, scaling)).await;
     d.wait_app("/bursty", Duration::from_secs(10), "created at zero", |a| {
         a["deployments"].as_array().is_some_and(|x| x.is_empty())
@@ -210,13 +212,23 @@ async fn a_burst_on_a_cold_app_all_succeeds_and_scales_it_up_then_down() {
                 .send()
                 .await
             {
-                Ok(r) => r.status().as_u16(),
-                Err(_) => 0,
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (status, r.text().await.unwrap_or_default())
+                }
+                Err(e) => {
+                    eprintln!("request failed: {e:?}");
+                    (0, String::new())
+                }
             }
         }
     });
-    let statuses = futures::future::join_all(requests).await;
-    let failed: Vec<u16> = statuses.iter().copied().filter(|s| *s != 200).collect();
+    let answers = futures::future::join_all(requests).await;
+    let failed: Vec<u16> = answers
+        .iter()
+        .map(|(s, _)| *s)
+        .filter(|s| *s != 200)
+        .collect();
     assert!(
         failed.is_empty(),
         "{} of 1000 failed ({:?}…) in {:?}\n{}",
@@ -226,6 +238,15 @@ async fn a_burst_on_a_cold_app_all_succeeds_and_scales_it_up_then_down() {
         d.cluster.logs()
     );
     eprintln!("1000 cold requests answered in {:?}", started.elapsed());
+    // "scaled <pid>": more than one process served the burst.
+    let pids: std::collections::HashSet<&str> = answers
+        .iter()
+        .filter_map(|(_, body)| body.split_whitespace().nth(1))
+        .collect();
+    assert!(
+        pids.len() > 1,
+        "one instance took the whole burst: {pids:?}"
+    );
     let view = scaling_view(&d, "bursty").await;
     let made = decisions(&view);
     assert!(
@@ -324,6 +345,51 @@ async fn an_open_websocket_and_a_manual_floor_keep_an_app_up() {
         Duration::from_secs(20),
         "to zero once the floor is cleared",
         |a| a["instances"] == 0 && a["scaling"].get("floor").is_none(),
+    )
+    .await;
+}
+
+/// An app with no requests but busy on its own (background work in its cgroup, read from the
+/// agent as Mesos's `/monitor/statistics` reports it) is not taken to zero, and the decision
+/// says why; once the work ends, it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_busy_on_its_own_is_not_taken_to_zero() {
+    let d = Drove::start(&[&agent(13)]).await;
+    let scaling = json!({"minInstances": 0, "maxInstances": 1, "idleSeconds": 2,
+                         "targetConcurrency": 5, "stableWindowSeconds": 4});
+    let mut app = scaled_app("/worker", 1, scaling);
+    // 30 ms of CPU in every 100 ms for 10 s, next to the web server.
+    app["cmd"] = json!(
+        "node -e 'setInterval(()=>{const e=Date.now()+30;while(Date.now()<e){}},100);\
+         setTimeout(()=>process.exit(0),10000)' & exec node server.js"
+    );
+    d.create(app).await;
+    d.wait_healthy("/worker", 1, Duration::from_secs(30)).await;
+    let since = Instant::now();
+    // Past its idle period three times over, it is still up, and says why.
+    let deadline = since + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        assert_eq!(
+            d.app("/worker").await["instances"],
+            1,
+            "a busy app went to zero: {}",
+            scaling_view(&d, "worker").await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let view = scaling_view(&d, "worker").await;
+    assert!(
+        decisions(&view)
+            .iter()
+            .any(|(by, why, to)| by == "scaler" && why.contains("busy") && *to == 1),
+        "{view}"
+    );
+    // The background work ends after 10 s: then it goes to zero.
+    d.wait_app(
+        "/worker",
+        Duration::from_secs(25),
+        "to zero once idle for real",
+        |a| a["instances"] == 0,
     )
     .await;
 }

@@ -488,6 +488,21 @@ impl TaskCgroup {
         }
     }
 
+    /// CPU time used by the cgroup so far, (user, system) in seconds: v2 `cpu.stat`
+    /// (`user_usec`, `system_usec`), v1 `cpuacct.stat` (in USER_HZ ticks, 100 a second).
+    pub fn cpu_seconds(&self) -> Option<(f64, f64)> {
+        for dir in self.dirs() {
+            if self.v2 {
+                if let Ok(t) = fs::read_to_string(dir.join("cpu.stat")) {
+                    return parse_cpu_stat(&t);
+                }
+            } else if let Ok(t) = fs::read_to_string(dir.join("cpuacct.stat")) {
+                return parse_cpuacct_stat(&t);
+            }
+        }
+        None
+    }
+
     /// Times the kernel OOM killer fired inside this cgroup.
     pub fn oom_kills(&self) -> u64 {
         if self.v2 {
@@ -597,9 +612,46 @@ impl TaskCgroup {
     }
 }
 
+/// v2 `cpu.stat` → (user, system) seconds.
+fn parse_cpu_stat(text: &str) -> Option<(f64, f64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((
+        field("user_usec ")? as f64 / 1e6,
+        field("system_usec ")? as f64 / 1e6,
+    ))
+}
+
+/// v1 `cpuacct.stat` → (user, system) seconds (USER_HZ is 100 on Linux).
+fn parse_cpuacct_stat(text: &str) -> Option<(f64, f64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+    };
+    Some((
+        field("user ")? as f64 / 100.0,
+        field("system ")? as f64 / 100.0,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_accounting_files_parse() {
+        assert_eq!(
+            parse_cpu_stat("usage_usec 3500000\nuser_usec 3000000\nsystem_usec 500000\n"),
+            Some((3.0, 0.5))
+        );
+        assert_eq!(
+            parse_cpuacct_stat("user 250\nsystem 50\n"),
+            Some((2.5, 0.5))
+        );
+        assert_eq!(parse_cpu_stat("nothing"), None);
+    }
 
     #[test]
     fn limits_follow_mesos() {

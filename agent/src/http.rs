@@ -34,6 +34,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 // through the master, which checks whose task it is.
                 .route(STATE_PATH, get(state))
                 .route("/agent/v1/tasks/{task_id}/{stream}", get(task_log))
+                .route("/monitor/statistics", get(statistics))
                 .route_layer(axum::middleware::from_fn_with_state(
                     node.clone(),
                     only_the_master,
@@ -196,6 +197,47 @@ async fn task_log(
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
+}
+
+/// `GET /monitor/statistics` (Mesos's shape): each live task's resource use, read from its
+/// cgroup. For command tasks the executor id is the task id.
+async fn statistics(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+    let tasks: Vec<_> = node
+        .tasks()
+        .values()
+        .filter(|r| !r.state.is_terminal())
+        .map(|r| {
+            (
+                r.framework_id.value.clone(),
+                r.task.task_id.value.clone(),
+                r.cgroup.clone(),
+                r.task.resources.clone(),
+            )
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let entries = tasks
+        .into_iter()
+        .filter_map(|(fw, task, cgroup, resources)| {
+            let cg = node.config.cgroups.as_ref()?.load(cgroup.as_deref()?);
+            let (user, system) = cg.cpu_seconds()?;
+            let limits = drove_proto::Resources::from_mesos(&resources).ok();
+            Some(serde_json::json!({
+                "framework_id": fw, "executor_id": task, "executor_name": "", "source": task,
+                "statistics": {
+                    "timestamp": now,
+                    "cpus_user_time_secs": user,
+                    "cpus_system_time_secs": system,
+                    "cpus_limit": limits.as_ref().map(|l| l.cpus),
+                    "mem_limit_bytes": cg.memory_limit(),
+                },
+            }))
+        })
+        .collect();
+    Json(serde_json::Value::Array(entries))
 }
 
 async fn health() -> &'static str {

@@ -1,10 +1,14 @@
-//! `GET /master/frameworks/{framework}/tasks/{task}/logs/{stream}?offset=&length=`: a task's
-//! stdout or stderr, read from the agent that runs it on the caller's behalf.
+//! Reads of one task that its agent answers, made through the master on the caller's behalf:
 //!
-//! Agents serve logs to their master only (the cluster secret), so frameworks read them here:
-//! a framework principal reads its own framework's tasks only (403 otherwise); the cluster
-//! secret reads any. Without framework authentication and cluster secret, anyone may read, as
-//! every other endpoint of such a master.
+//! - `GET /master/frameworks/{framework}/tasks/{task}/logs/{stream}?offset=&length=`: its
+//!   stdout or stderr;
+//! - `GET /master/frameworks/{framework}/tasks/{task}/statistics`: its resource use (Mesos's
+//!   `ResourceStatistics`: CPU seconds, limits), from the agent's `/monitor/statistics`.
+//!
+//! Agents answer their master only (the cluster secret), so frameworks read here: a framework
+//! principal reads its own framework's tasks only (403 otherwise); the cluster secret reads
+//! any. Without framework authentication and cluster secret, anyone may read, as every other
+//! endpoint of such a master.
 
 use std::sync::Arc;
 
@@ -21,18 +25,15 @@ fn refuse(status: StatusCode, message: String) -> Response {
     (status, format!("{message}\n")).into_response()
 }
 
-pub async fn task_log(
-    State(shared): State<Arc<Shared>>,
-    Path((framework, task, stream)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    if stream != "stdout" && stream != "stderr" {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            format!("stream: expected stdout or stderr, found {stream:?}"),
-        );
-    }
+pub const STATS_PATH: &str = "/master/frameworks/{framework}/tasks/{task}/statistics";
+
+/// Checks the caller may read `framework`'s task `task` and finds its agent's endpoint.
+fn resolve(
+    shared: &Shared,
+    headers: &HeaderMap,
+    framework: &str,
+    task: &str,
+) -> Result<String, Response> {
     let protected =
         shared.frameworks.is_some() || shared.cluster_secret.is_some() || shared.readonly_auth;
     let reader = if protected {
@@ -45,47 +46,61 @@ pub async fn task_log(
             header,
         ) {
             Some(r) => Some(r),
-            None => return unauthenticated(),
+            None => return Err(unauthenticated()),
         }
     } else {
         None
     };
-    let endpoint = {
-        let cluster = shared.lock();
-        let Some(fw) = cluster.frameworks.get(&framework) else {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                format!("framework {framework:?} is not known"),
-            );
-        };
-        if let Some(Reader::Framework(principal)) = &reader {
-            if fw.info.principal.as_deref() != Some(principal.as_str()) {
-                return refuse(
-                    StatusCode::FORBIDDEN,
-                    format!("framework {framework:?} is not principal {principal:?}'s"),
-                );
-            }
+    let cluster = shared.lock();
+    let Some(fw) = cluster.frameworks.get(framework) else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("framework {framework:?} is not known"),
+        ));
+    };
+    if let Some(Reader::Framework(principal)) = &reader {
+        if fw.info.principal.as_deref() != Some(principal.as_str()) {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                format!("framework {framework:?} is not principal {principal:?}'s"),
+            ));
         }
-        let agent = fw
-            .tasks
-            .get(&task)
-            .or_else(|| fw.completed.iter().find(|t| t.info.task_id.value == task))
-            .map(|t| t.agent_id.value.clone());
-        let Some(agent) = agent else {
-            return refuse(
-                StatusCode::NOT_FOUND,
-                format!("task {task:?} of framework {framework:?} is not known"),
-            );
-        };
-        match cluster.agents.get(&agent) {
-            Some(a) => a.endpoint.clone(),
-            None => {
-                return refuse(
-                    StatusCode::BAD_GATEWAY,
-                    format!("agent {agent} of task {task:?} is not registered"),
-                )
-            }
-        }
+    }
+    let agent = fw
+        .tasks
+        .get(task)
+        .or_else(|| fw.completed.iter().find(|t| t.info.task_id.value == task))
+        .map(|t| t.agent_id.value.clone());
+    let Some(agent) = agent else {
+        return Err(refuse(
+            StatusCode::NOT_FOUND,
+            format!("task {task:?} of framework {framework:?} is not known"),
+        ));
+    };
+    match cluster.agents.get(&agent) {
+        Some(a) => Ok(a.endpoint.clone()),
+        None => Err(refuse(
+            StatusCode::BAD_GATEWAY,
+            format!("agent {agent} of task {task:?} is not registered"),
+        )),
+    }
+}
+
+pub async fn task_log(
+    State(shared): State<Arc<Shared>>,
+    Path((framework, task, stream)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if stream != "stdout" && stream != "stderr" {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("stream: expected stdout or stderr, found {stream:?}"),
+        );
+    }
+    let endpoint = match resolve(&shared, &headers, &framework, &task) {
+        Ok(e) => e,
+        Err(r) => return r,
     };
     let mut url = format!("{endpoint}/agent/v1/tasks/{task}/{stream}");
     if let Some(q) = query {
@@ -105,5 +120,41 @@ pub async fn task_log(
         )
             .into_response(),
         Err(e) => refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
+    }
+}
+
+pub async fn task_statistics(
+    State(shared): State<Arc<Shared>>,
+    Path((framework, task)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let endpoint = match resolve(&shared, &headers, &framework, &task) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let url = format!("{endpoint}/monitor/statistics");
+    let all: serde_json::Value = match shared.agent_http.get(&url).send().await {
+        Ok(r) if r.status().is_success() => match r.json().await {
+            Ok(v) => v,
+            Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
+        },
+        Ok(r) => {
+            return refuse(
+                StatusCode::BAD_GATEWAY,
+                format!("reading {url}: HTTP {}", r.status()),
+            )
+        }
+        Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
+    };
+    let entry = all.as_array().and_then(|a| {
+        a.iter()
+            .find(|e| e["framework_id"] == framework.as_str() && e["executor_id"] == task.as_str())
+    });
+    match entry {
+        Some(e) => axum::Json(e["statistics"].clone()).into_response(),
+        None => refuse(
+            StatusCode::NOT_FOUND,
+            format!("no statistics for task {task:?} (not running, or no cgroup)"),
+        ),
     }
 }

@@ -155,9 +155,14 @@ impl Drove {
     async fn wait_router(&self) {
         let url = format!("http://127.0.0.1:{}/health", self.router_admin);
         let deadline = Instant::now() + Duration::from_secs(20);
+        // The admin listener answers before Pingora's proxy listener is bound: wait for both.
         while Instant::now() < deadline {
             if let Ok(r) = self.anon.get(&url).send().await {
-                if r.status().is_success() {
+                if r.status().is_success()
+                    && tokio::net::TcpStream::connect(self.router_addr())
+                        .await
+                        .is_ok()
+                {
                     return;
                 }
             }

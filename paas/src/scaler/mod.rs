@@ -51,6 +51,9 @@ struct AppMemory {
     decisions: VecDeque<Value>,
     /// Whether "busy on its own" was already recorded for the current idle stretch.
     busy_noted: bool,
+    /// (when, total CPU seconds of `cpu_tasks`) while the app looks idle.
+    cpu: VecDeque<(Instant, f64)>,
+    cpu_tasks: Vec<String>,
 }
 
 impl AppMemory {
@@ -64,6 +67,8 @@ impl AppMemory {
             panic_until: None,
             decisions: VecDeque::new(),
             busy_noted: false,
+            cpu: VecDeque::new(),
+            cpu_tasks: Vec::new(),
         }
     }
 }
@@ -170,9 +175,55 @@ impl Scaler {
                 idle_for: now.duration_since(m.last_activity),
                 since_change: now.duration_since(m.last_change),
                 cpus: None,
+                cpu_pending: false,
                 panicking: m.panic_until.is_some_and(|u| now < u),
             }
         })
+    }
+
+    /// Adds a CPU sample (None: not measurable) and returns (cores over the idle window, pending).
+    fn cpu_sample(
+        &self,
+        app: &str,
+        tasks: &[String],
+        sample: Option<f64>,
+        window: Duration,
+        now: Instant,
+    ) -> (Option<f64>, bool) {
+        self.with(app, 0, |m| {
+            let Some(total) = sample else {
+                m.cpu.clear();
+                return (None, false);
+            };
+            if m.cpu_tasks != tasks {
+                m.cpu.clear();
+                m.cpu_tasks = tasks.to_vec();
+            }
+            m.cpu.push_back((now, total));
+            while m.cpu.len() > 2
+                && m.cpu
+                    .get(1)
+                    .is_some_and(|(t, _)| now.duration_since(*t) >= window)
+            {
+                m.cpu.pop_front();
+            }
+            match (m.cpu.front(), m.cpu.back()) {
+                (Some((t0, c0)), Some((t1, c1))) if t1.duration_since(*t0) >= TICK / 2 => {
+                    let secs = t1.duration_since(*t0).as_secs_f64();
+                    (Some(((c1 - c0) / secs).max(0.0)), false)
+                }
+                _ => (None, true),
+            }
+        })
+    }
+
+    fn cpu_clear(&self, app: &str) {
+        self.with(app, 0, |m| m.cpu.clear());
+    }
+
+    /// Whether a "busy" note is due (once per idle stretch).
+    fn note_busy(&self, app: &str) -> bool {
+        self.with(app, 0, |m| !std::mem::replace(&mut m.busy_noted, true))
     }
 
     fn panic(&self, app: &str, until: Instant) {
@@ -272,6 +323,32 @@ pub async fn set_instances_with(
     Ok(true)
 }
 
+/// The CPU seconds used so far by all of `tasks` (through the master, which asks their agents),
+/// or None when any cannot be read (no cgroups, an agent away): then CPU use does not count.
+async fn cpu_seconds(paas: &Arc<Paas>, framework: &str, tasks: &[String]) -> Option<f64> {
+    let reads = tasks.iter().map(|t| {
+        let req = paas
+            .master_get(&format!(
+                "/master/frameworks/{framework}/tasks/{t}/statistics"
+            ))
+            .timeout(Duration::from_secs(2));
+        async move {
+            let v: Value = req
+                .send()
+                .await
+                .ok()?
+                .error_for_status()
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(v["cpus_user_time_secs"].as_f64()? + v["cpus_system_time_secs"].as_f64()?)
+        }
+    });
+    let all = futures::future::join_all(reads).await;
+    all.into_iter().sum()
+}
+
 /// The scaler loop; ends with the PaaS.
 pub async fn run(paas: Arc<Paas>) {
     let mut tick = tokio::time::interval(TICK);
@@ -286,10 +363,22 @@ pub async fn run(paas: Arc<Paas>) {
 }
 
 /// One look at every scaled app.
+/// One app as the scaler sees it in a step.
+struct Candidate {
+    id: String,
+    route: String,
+    current: u32,
+    scaling: Scaling,
+    deploying: bool,
+    /// Its live instances' task ids, sorted.
+    tasks: Vec<String>,
+}
+
 pub async fn step(paas: &Arc<Paas>) {
-    let apps: Vec<(String, String, u32, Scaling, bool)> = {
+    let (apps, framework): (Vec<Candidate>, Option<String>) = {
         let s = paas.lock();
-        s.apps
+        let apps = s
+            .apps
             .values()
             .filter(|a| !a.deleting)
             .filter_map(|a| {
@@ -299,21 +388,74 @@ pub async fn step(paas: &Arc<Paas>) {
                     .deployment
                     .as_ref()
                     .is_some_and(|d| d.action != "ScaleApplication");
-                Some((a.def.id.clone(), route, a.def.instances, scaling, deploying))
+                let mut tasks: Vec<String> = s
+                    .instances_of(&a.def.id)
+                    .filter(|i| !i.killing)
+                    .map(|i| i.task_id.clone())
+                    .collect();
+                tasks.sort();
+                Some(Candidate {
+                    id: a.def.id.clone(),
+                    route,
+                    current: a.def.instances,
+                    scaling,
+                    deploying,
+                    tasks,
+                })
             })
-            .collect()
+            .collect();
+        (apps, s.framework_id.clone())
     };
     let now = Instant::now();
     let at = now_ms();
-    for (id, route, current, scaling, deploying) in apps {
+    for app in apps {
+        let Candidate {
+            id,
+            route,
+            current,
+            scaling,
+            deploying,
+            tasks,
+        } = app;
         let load = paas.stats.load(&route, at, FRESH_MS);
-        let inputs = paas.scaler.observe(&id, current, &scaling, load, now);
+        let mut inputs = paas.scaler.observe(&id, current, &scaling, load, now);
         if deploying {
             continue;
+        }
+        // An app that looks idle has its CPU measured from half its idle period on, so the
+        // decision at the idle period knows whether it is busy on its own.
+        let idle_secs = scaling.idle_seconds;
+        let looks_idle = current > 0
+            && scaling.lower() == 0
+            && inputs.in_flight == 0
+            && inputs.held == 0
+            && inputs.idle_for.as_secs_f64() >= idle_secs / 2.0;
+        if looks_idle {
+            let sample = match &framework {
+                Some(fw) => cpu_seconds(paas, fw, &tasks).await,
+                None => None,
+            };
+            let window = Duration::from_secs_f64(idle_secs);
+            (inputs.cpus, inputs.cpu_pending) =
+                paas.scaler.cpu_sample(&id, &tasks, sample, window, now);
+        } else {
+            paas.scaler.cpu_clear(&id);
         }
         let Some(change) = policy::decide(&scaling, &inputs) else {
             continue;
         };
+        if change.to == current {
+            if paas.scaler.note_busy(&id) {
+                let decision = paas
+                    .scaler
+                    .record(&id, current, current, &change.reason, "scaler");
+                paas.lock().events.publish(crate::events::scheduler(
+                    "drove_scaling_decision_event",
+                    decision,
+                ));
+            }
+            continue;
+        }
         if change.panic {
             paas.scaler.panic(
                 &id,

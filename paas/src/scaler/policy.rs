@@ -37,10 +37,14 @@ pub struct Inputs {
     pub since_change: Duration,
     /// The app's CPU use over the idle period, in cores, when known.
     pub cpus: Option<f64>,
+    /// CPU use is being measured but not known yet (one sample so far): an idle decision
+    /// waits for it.
+    pub cpu_pending: bool,
     pub panicking: bool,
 }
 
-/// A change to make, with the reason shown to people.
+/// A change to make, with the reason shown to people. `to` equal to the current count is a
+/// decision not to change, worth recording (an idle app kept up because it is busy).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub to: u32,
@@ -86,10 +90,19 @@ pub fn decide(s: &Scaling, i: &Inputs) -> Option<Change> {
         && i.held == 0
         && i.idle_for.as_secs_f64() >= s.idle_seconds
     {
-        if let Some(cpus) = i.cpus.filter(|c| *c > BUSY_CPUS) {
-            // Busy on its own: stay. (The caller reports this once per idle stretch.)
-            let _ = cpus;
+        if i.cpu_pending {
             return None;
+        }
+        if let Some(cpus) = i.cpus.filter(|c| *c > BUSY_CPUS) {
+            // Busy on its own: stay, and say why (the caller records it once per idle stretch).
+            return Some(Change {
+                to: cur,
+                reason: format!(
+                    "idle {} s but busy: {cpus:.2} cpus of background work",
+                    i.idle_for.as_secs()
+                ),
+                panic: false,
+            });
         }
         return Some(Change {
             to: 0,
@@ -159,6 +172,7 @@ mod tests {
             idle_seconds: 2.0,
             target_concurrency: 2.0,
             stable_window_seconds: 10.0,
+            concurrency_limit: 0,
             floor: None,
         }
     }
@@ -180,7 +194,12 @@ mod tests {
         let c = decide(&s(), &i).expect("to zero");
         assert_eq!((c.to, c.reason.as_str()), (0, "idle 3 s"));
         i.cpus = Some(0.5);
-        assert_eq!(decide(&s(), &i), None, "busy on its own");
+        let kept = decide(&s(), &i).expect("a decision to stay");
+        assert_eq!(kept.to, 1, "busy on its own: {kept:?}");
+        assert!(kept.reason.contains("busy"), "{kept:?}");
+        i.cpu_pending = true;
+        assert_eq!(decide(&s(), &i), None, "waits for the CPU measure");
+        i.cpu_pending = false;
         i.cpus = Some(0.001);
         assert_eq!(decide(&s(), &i).map(|c| c.to), Some(0));
         i.in_flight = 1; // an open WebSocket or long poll

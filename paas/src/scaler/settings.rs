@@ -24,6 +24,11 @@ pub struct Scaling {
     /// once it has been that low for that long. The panic window is a tenth of it (≥ 1 s).
     #[serde(default = "stable_default")]
     pub stable_window_seconds: f64,
+    /// Most requests one instance is sent at once (Knative's `containerConcurrency`); more
+    /// wait in the router, where they count as held load, so a burst on a cold app starts
+    /// more instances instead of flooding the first. 0: no limit.
+    #[serde(default)]
+    pub concurrency_limit: u32,
     /// Set by a manual scale (the API's or the CLI's): the scaler keeps at least this many
     /// until it is cleared (`null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +56,7 @@ impl Default for Scaling {
             idle_seconds: idle_default(),
             target_concurrency: target_default(),
             stable_window_seconds: stable_default(),
+            concurrency_limit: 0,
             floor: None,
         }
     }

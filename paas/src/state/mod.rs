@@ -144,6 +144,8 @@ pub struct AppRt {
     /// Launches wanted now (computed by `plan`).
     pub wanted: usize,
     pub waiting_since: Option<String>,
+    /// Agents this app's instances were placed on (their fetch caches hold its artifacts).
+    pub ran_on: std::collections::HashSet<String>,
     /// The wake in progress, and the last completed ones (`wakes`).
     pub wake: Option<wakes::Timeline>,
     pub wakes: wakes::History,
@@ -552,6 +554,7 @@ pub fn new_rt(
         offers: OfferStats::default(),
         wanted: 0,
         waiting_since: None,
+        ran_on: Default::default(),
         wake: None,
         wakes: Default::default(),
     }

@@ -277,7 +277,14 @@ impl State {
                     *per_agent.entry(i.agent_id.clone()).or_default() += 1;
                 }
                 let placed_refs: Vec<&AgentFacts> = placed.iter().collect();
-                let mut best: Option<(usize, usize)> = None;
+                // Fewest of the app's instances first; among equals, an agent it ran on
+                // before, whose fetch cache has its artifacts (a wake starts sooner there).
+                let ran_on = self
+                    .apps
+                    .get(&id)
+                    .map(|a| a.ran_on.clone())
+                    .unwrap_or_default();
+                let mut best: Option<(usize, (usize, bool))> = None;
                 for (k, (offer, space, _)) in spaces.iter().enumerate() {
                     if let Err(r) = space.check(&def) {
                         *reasons.entry(r).or_default() += 1;
@@ -289,8 +296,9 @@ impl State {
                         continue;
                     }
                     let load = per_agent.get(&offer.agent_id.value).copied().unwrap_or(0);
-                    if best.is_none_or(|(_, l)| load < l) {
-                        best = Some((k, load));
+                    let rank = (load, !ran_on.contains(&offer.agent_id.value));
+                    if best.is_none_or(|(_, r)| rank < r) {
+                        best = Some((k, rank));
                     }
                 }
                 let Some((k, _)) = best else { break };
@@ -318,6 +326,9 @@ impl State {
                 self.persist_instance(&instance);
                 self.events
                     .publish(events::instance_changed(&instance, "Created"));
+                if let Some(a) = self.apps.get_mut(&id) {
+                    a.ran_on.insert(instance.agent_id.clone());
+                }
                 self.instances.insert(instance.task_id.clone(), instance);
                 tasks.push(task);
                 self.wake_mark(&id, "accept", now);

@@ -33,7 +33,12 @@ impl State {
             } else {
                 AppState::Running
             },
-            concurrency_limit: 0,
+            concurrency_limit: app
+                .def
+                .scaling
+                .as_ref()
+                .map(|s| s.concurrency_limit)
+                .unwrap_or(0),
             backends,
         })
     }

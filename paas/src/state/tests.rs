@@ -157,3 +157,53 @@ async fn a_new_config_drops_the_old_backoff() {
     assert_eq!(s.apps["/web"].failures, 0);
     assert_eq!(s.apps["/web"].wanted, 1, "launches at once");
 }
+
+fn offer(agent: &str) -> drove_proto::mesos::Offer {
+    serde_json::from_value(serde_json::json!({
+        "id": {"value": format!("o-{agent}")}, "framework_id": {"value": "fw"},
+        "agent_id": {"value": agent}, "hostname": agent,
+        "resources": [
+            {"name": "cpus", "type": "SCALAR", "scalar": {"value": 4.0}},
+            {"name": "mem", "type": "SCALAR", "scalar": {"value": 4096.0}},
+            {"name": "ports", "type": "RANGES", "ranges": {"range": [{"begin": 31000, "end": 31100}]}}
+        ]
+    }))
+    .expect("offer")
+}
+
+/// A woken app starts on an agent it ran on before (its artifacts are in that agent's fetch
+/// cache), whatever order the offers come in.
+#[tokio::test]
+async fn a_wake_prefers_an_agent_the_app_ran_on() {
+    let (mut s, _dir) = state().await;
+    let d = def(1, 1.0, 1.0, "v1");
+    s.install(
+        new_rt(d.clone(), "v1".into(), "v1".into(), "v1".into()),
+        "StartApplication",
+        None,
+    );
+    s.plan(Instant::now());
+    let calls = s.on_offers(vec![offer("a2")], Instant::now());
+    assert!(!calls.is_empty(), "launched on a2");
+    // To zero (the instance ends), then woken with offers from a1 first.
+    let ids: Vec<String> = s.instances.keys().cloned().collect();
+    s.instances.clear();
+    assert_eq!(ids.len(), 1);
+    let mut zero = d.clone();
+    zero.instances = 0;
+    s.install(
+        new_rt(zero, "v2".into(), "v1".into(), "v2".into()),
+        "ScaleApplication",
+        None,
+    );
+    s.plan(Instant::now());
+    s.install(
+        new_rt(d, "v3".into(), "v1".into(), "v3".into()),
+        "ScaleApplication",
+        None,
+    );
+    s.plan(Instant::now());
+    s.on_offers(vec![offer("a1"), offer("a2")], Instant::now());
+    let placed: Vec<&str> = s.instances.values().map(|i| i.agent_id.as_str()).collect();
+    assert_eq!(placed, vec!["a2"]);
+}
