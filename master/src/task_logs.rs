@@ -33,7 +33,7 @@ fn resolve(
     headers: &HeaderMap,
     framework: &str,
     task: &str,
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     let protected =
         shared.frameworks.is_some() || shared.cluster_secret.is_some() || shared.readonly_auth;
     let reader = if protected {
@@ -46,24 +46,24 @@ fn resolve(
             header,
         ) {
             Some(r) => Some(r),
-            None => return Err(unauthenticated()),
+            None => return Err(Box::new(unauthenticated())),
         }
     } else {
         None
     };
     let cluster = shared.lock();
     let Some(fw) = cluster.frameworks.get(framework) else {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::NOT_FOUND,
             format!("framework {framework:?} is not known"),
-        ));
+        )));
     };
     if let Some(Reader::Framework(principal)) = &reader {
         if fw.info.principal.as_deref() != Some(principal.as_str()) {
-            return Err(refuse(
+            return Err(Box::new(refuse(
                 StatusCode::FORBIDDEN,
                 format!("framework {framework:?} is not principal {principal:?}'s"),
-            ));
+            )));
         }
     }
     let agent = fw
@@ -72,17 +72,17 @@ fn resolve(
         .or_else(|| fw.completed.iter().find(|t| t.info.task_id.value == task))
         .map(|t| t.agent_id.value.clone());
     let Some(agent) = agent else {
-        return Err(refuse(
+        return Err(Box::new(refuse(
             StatusCode::NOT_FOUND,
             format!("task {task:?} of framework {framework:?} is not known"),
-        ));
+        )));
     };
     match cluster.agents.get(&agent) {
         Some(a) => Ok(a.endpoint.clone()),
-        None => Err(refuse(
+        None => Err(Box::new(refuse(
             StatusCode::BAD_GATEWAY,
             format!("agent {agent} of task {task:?} is not registered"),
-        )),
+        ))),
     }
 }
 
@@ -100,7 +100,7 @@ pub async fn task_log(
     }
     let endpoint = match resolve(&shared, &headers, &framework, &task) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut url = format!("{endpoint}/agent/v1/tasks/{task}/{stream}");
     if let Some(q) = query {
@@ -130,7 +130,7 @@ pub async fn task_statistics(
 ) -> Response {
     let endpoint = match resolve(&shared, &headers, &framework, &task) {
         Ok(e) => e,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let url = format!("{endpoint}/monitor/statistics");
     let all: serde_json::Value = match shared.agent_http.get(&url).send().await {
