@@ -139,7 +139,7 @@ async fn an_idle_app_goes_to_zero_and_the_next_request_wakes_it() {
         .collect();
     let names: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
     for step in [
-        "wake", "offer", "accept", "starting", "running", "ready", "routed",
+        "held", "wake", "offer", "accept", "starting", "running", "ready", "routed",
     ] {
         assert!(names.contains(&step), "{step} missing from {wake}");
     }

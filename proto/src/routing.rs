@@ -126,6 +126,10 @@ pub struct WakeRequest {
     pub app: String,
     /// Requests held for the app when the call was sent.
     pub held: u64,
+    /// How long the first of them had been held when the call was sent (ms): the first step
+    /// of the wake's timeline.
+    #[serde(default)]
+    pub held_for_ms: u64,
 }
 
 /// A report's responses by status class.
@@ -301,13 +305,17 @@ mod tests {
         let body = WakeRequest {
             app: "shop".into(),
             held: 17,
+            held_for_ms: 3,
         };
         assert_eq!(
             serde_json::to_string(&body).expect("serializes"),
-            r#"{"app":"shop","held":17}"#
+            r#"{"app":"shop","held":17,"held_for_ms":3}"#
         );
+        // A router that does not send it yet is still understood.
+        let old: WakeRequest = serde_json::from_str(r#"{"app":"shop","held":1}"#).expect("old");
+        assert_eq!(old.held_for_ms, 0);
         let back: WakeRequest =
-            serde_json::from_str(r#"{"app":"shop","held":17}"#).expect("parses");
+            serde_json::from_str(r#"{"app":"shop","held":17,"held_for_ms":3}"#).expect("parses");
         assert_eq!(back, body);
     }
 

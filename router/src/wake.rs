@@ -248,9 +248,15 @@ async fn wake_one(client: reqwest::Client, paas: String, app: Arc<App>) {
     for attempt in 1..=8u32 {
         app.stats.wakes.fetch_add(1, Ordering::Relaxed);
         let held = app.held.load(Ordering::Relaxed);
+        let episode = app.wake_sent_ms.load(Ordering::SeqCst);
         let body = WakeRequest {
             app: app.name.clone(),
             held: held as u64,
+            held_for_ms: if episode == 0 {
+                0
+            } else {
+                mono_ms().saturating_sub(episode)
+            },
         };
         let res = client
             .post(&url)

@@ -69,9 +69,9 @@ pub async fn wake(
 ) -> Response {
     let started = Instant::now();
     // The body is informative (how many requests wait); a wake without one still wakes.
-    let held = serde_json::from_slice::<drove_proto::routing::WakeRequest>(&body)
-        .map(|w| w.held)
-        .ok();
+    let request = serde_json::from_slice::<drove_proto::routing::WakeRequest>(&body).ok();
+    let held = request.as_ref().map(|w| w.held);
+    let held_for = request.as_ref().map(|w| w.held_for_ms).unwrap_or(0);
     let id = {
         let mut s = paas.lock();
         let Some(a) = s.app_by_route(&name) else {
@@ -100,7 +100,7 @@ pub async fn wake(
     // Deduplicated: of concurrent wakes (routers, requests), the first sets 1, the rest find it.
     let opened = id.clone();
     let wake = crate::scaler::set_instances_with(&paas, &id, 1, &reason, "router", move |s| {
-        s.wake_started(&opened, held, started)
+        s.wake_started(&opened, held, held_for, started)
     });
     match wake.await {
         Ok(_) => {}

@@ -1,7 +1,8 @@
 //! Wake timelines: where the time of each cold start went.
 //!
-//! A wake opens a timeline on its app (`wake`: the router's call came in, with how many
-//! requests were held). Each step the PaaS sees on the way is marked once, with the time since
+//! A wake opens a timeline on its app: `held` (the router's first held request, reported as
+//! how long before its call it was held, so a negative time) and `wake` (the call came in,
+//! with how many requests were held). Each step the PaaS sees on the way is marked once, with the time since
 //! the wake: `revive` (offers asked for), `offer` (an offer arrived while the app waited),
 //! `accept` (a launch was sent on it), `starting` (the agent took it: sandbox, fetch),
 //! `running` (the process started), `ready` (its first passed health check), `routed` (the
@@ -28,15 +29,18 @@ pub struct Timeline {
     started: Instant,
     at: String,
     held: Option<u64>,
+    /// How long the router had held the first request when it called.
+    held_for_ms: u64,
     marks: Vec<(&'static str, Duration)>,
 }
 
 impl Timeline {
-    pub fn new(held: Option<u64>, now: Instant) -> Timeline {
+    pub fn new(held: Option<u64>, held_for_ms: u64, now: Instant) -> Timeline {
         Timeline {
             started: now,
             at: timestamp(),
             held,
+            held_for_ms,
             marks: vec![("wake", Duration::ZERO)],
         }
     }
@@ -49,12 +53,16 @@ impl Timeline {
     }
 
     fn to_json(&self, app: &str) -> Value {
-        let steps: Vec<Value> = self
-            .marks
-            .iter()
-            .map(|(s, d)| json!({"step": s, "ms": d.as_secs_f64() * 1000.0}))
+        let held = json!({"step": "held", "ms": -(self.held_for_ms as f64)});
+        let steps: Vec<Value> = std::iter::once(held)
+            .chain(
+                self.marks
+                    .iter()
+                    .map(|(s, d)| json!({"step": s, "ms": d.as_secs_f64() * 1000.0})),
+            )
             .collect();
-        let total = self.marks.last().map(|(_, d)| *d).unwrap_or_default();
+        let total = self.marks.last().map(|(_, d)| *d).unwrap_or_default()
+            + Duration::from_millis(self.held_for_ms);
         json!({
             "appId": app, "timestamp": self.at, "held": self.held,
             "totalMs": total.as_secs_f64() * 1000.0, "steps": steps,
@@ -64,9 +72,9 @@ impl Timeline {
 
 impl State {
     /// Opens a wake timeline for `app` (a wake just set it to one instance).
-    pub fn wake_started(&mut self, app: &str, held: Option<u64>, now: Instant) {
+    pub fn wake_started(&mut self, app: &str, held: Option<u64>, held_for_ms: u64, now: Instant) {
         if let Some(a) = self.apps.get_mut(app) {
-            a.wake = Some(Timeline::new(held, now));
+            a.wake = Some(Timeline::new(held, held_for_ms, now));
         }
     }
 
