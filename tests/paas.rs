@@ -797,6 +797,51 @@ async fn drove_up_and_the_cli() {
         assert!(Instant::now() < deadline, "no log line: {out}\n{}", log());
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // An app with a 2 s idle period goes to zero by itself under `drove up`, and the next
+    // request wakes it; the scaler says why, and the wake's timeline is there.
+    let mut sleepy = logged.clone();
+    sleepy["id"] = json!("/sleepy");
+    sleepy["scaling"] = json!({"minInstances": 0, "idleSeconds": 2});
+    let file = dir.path().join("sleepy.json");
+    std::fs::write(&file, sleepy.to_string()).unwrap();
+    let (ok, out) = cli(&["deploy", file.to_str().unwrap(), &paas_arg, &data_arg]).await;
+    assert!(ok, "{out}");
+    let scaling = || async {
+        http.get(format!("{paas_url}/v1/apps/sleepy/scaling"))
+            .bearer_auth(token.trim())
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let v = scaling().await;
+        let idled =
+            v["decisions"].as_array().into_iter().flatten().any(|d| {
+                d["to"] == 0 && d["reason"].as_str().is_some_and(|r| r.starts_with("idle"))
+            });
+        if idled && v["instances"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "sleepy never idled to zero: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = http
+        .get(format!("http://127.0.0.1:{router}/"))
+        .header("Host", "sleepy.localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the request that woke sleepy was answered");
+    let v = scaling().await;
+    assert!(
+        v["wakes"].as_array().is_some_and(|w| !w.is_empty()),
+        "a wake timeline: {v}"
+    );
     drop(up);
     support::kill_cgroup_tree(&cgroup_root);
 }
