@@ -22,6 +22,12 @@ pub struct Target {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClientCommand {
+    /// Create an app deployed by `git push`: prints its git remote and deploy token.
+    Create {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List apps with their instances.
     Apps {
         #[command(flatten)]
@@ -150,6 +156,7 @@ impl ClientCommand {
     fn target(&self) -> &Target {
         match self {
             ClientCommand::Apps { target }
+            | ClientCommand::Create { target, .. }
             | ClientCommand::App { target, .. }
             | ClientCommand::Deploy { target, .. }
             | ClientCommand::Scale { target, .. }
@@ -162,6 +169,26 @@ impl ClientCommand {
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     let c = Client::new(command.target())?;
     match command {
+        ClientCommand::Create { name, .. } => {
+            let v = c
+                .send(
+                    reqwest::Method::POST,
+                    "/v1/push/apps",
+                    Some(json!({ "name": name })),
+                )
+                .await?;
+            let remote = v["remote"].as_str().unwrap_or("?");
+            let token = v["deployToken"].as_str().unwrap_or("?");
+            println!("created {name}");
+            println!("  git remote:    {remote}");
+            println!("  deploy token:  {token}  (the password git asks for; any user name)");
+            println!(
+                "  webhook:       {} (secret {})",
+                v["webhookUrl"].as_str().unwrap_or("?"),
+                v["webhookSecret"].as_str().unwrap_or("?")
+            );
+            println!("\nnext:\n  git remote add drove {remote}\n  git push drove main");
+        }
         ClientCommand::Apps { .. } => {
             let v = c
                 .send(reqwest::Method::GET, "/v2/apps?embed=apps.tasks", None)

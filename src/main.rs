@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod push_hook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ enum Command {
     /// Supervise one task (started by the agent; not for direct use).
     #[command(hide = true)]
     Executor(drove_agent::ExecutorArgs),
+    /// git hooks of pushed apps' repositories (run by git; not for direct use).
+    #[command(hide = true)]
+    Hook {
+        #[command(subcommand)]
+        hook: push_hook::Hook,
+    },
 }
 
 #[derive(clap::Args)]
@@ -150,6 +157,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Router(args) => router(args, shutdown).await,
         Command::Up(args) => up(args, shutdown).await,
         Command::Executor(_) => unreachable!("handled before the runtime starts"),
+        Command::Hook { hook } => push_hook::run(hook).await,
     }
 }
 

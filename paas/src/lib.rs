@@ -16,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod events;
 pub mod placement;
+pub mod push;
 pub mod scaler;
 pub mod scheduler;
 pub mod state;
@@ -97,6 +98,7 @@ pub struct Paas {
     pub args: PaasArgs,
     pub stats: stats::RouterStats,
     pub scaler: scaler::Scaler,
+    pub push: push::Pushes,
     pub http: reqwest::Client,
     pub metrics: api::metrics::Metrics,
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
@@ -193,7 +195,11 @@ pub struct Started {
 
 /// Opens the state, binds the API and starts scheduling; returns once listening.
 pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Started, PaasError> {
-    let (store, snapshot) = Store::open(&args.data_dir).await?;
+    let (store, mut snapshot) = Store::open(&args.data_dir).await?;
+    let pushed: Vec<push::PushApp> = std::mem::take(&mut snapshot.push_apps)
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
     let (tokens, generated) = tokens::Tokens::load_or_create(
         &args.data_dir,
         args.admin_token.clone(),
@@ -239,6 +245,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         })?;
     let addr = listener.local_addr().map_err(PaasError::Serve)?;
     let started_tokens = (tokens.admin.clone(), tokens.router.clone());
+    let push_dir = args.data_dir.clone();
     let paas = Arc::new(Paas {
         state: Mutex::new(state),
         store,
@@ -249,6 +256,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         args,
         stats: stats::RouterStats::default(),
         scaler: scaler::Scaler::default(),
+        push: push::Pushes::new(push_dir, pushed),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

@@ -55,6 +55,8 @@ pub enum Op {
         data: String,
     },
     DeleteInstance(String),
+    /// A pushed app's settings: (JSON, name).
+    PutPushApp(String, String),
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
 }
@@ -66,6 +68,8 @@ pub struct Snapshot {
     pub apps: Vec<StoredApp>,
     /// `(task_id, data)`.
     pub instances: Vec<(String, String)>,
+    /// Pushed apps' settings, JSON.
+    pub push_apps: Vec<String>,
 }
 
 type Ack = oneshot::Sender<Result<(), String>>;
@@ -185,10 +189,18 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
         .iter()
         .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
         .collect();
+    let push_apps = sqlx::query("SELECT data FROM push_apps ORDER BY name")
+        .fetch_all(pool)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect();
     Ok(Snapshot {
         framework_id,
         apps,
         instances,
+        push_apps,
     })
 }
 
@@ -271,6 +283,16 @@ async fn write_batch(pool: &SqlitePool, ops: &[&Op]) -> Result<(), sqlx::Error> 
                 )
                 .bind(task_id)
                 .bind(app_id)
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Op::PutPushApp(data, name) => {
+                sqlx::query(
+                    "INSERT INTO push_apps (name, data) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO UPDATE SET data = excluded.data",
+                )
+                .bind(name)
                 .bind(data)
                 .execute(&mut *tx)
                 .await?;

@@ -342,6 +342,24 @@ pub async fn get_sub(
 }
 
 /// Installs `def` as the app's new version. `scale_only` keeps the running instances.
+/// Stores a definition and installs it as a deployment (the caller holds `paas.writes` and has
+/// made its checks); returns the deployment id.
+pub(crate) async fn install_definition(
+    paas: &Arc<Paas>,
+    def: AppDefinition,
+    previous: Option<AppDefinition>,
+    action: &'static str,
+    version: String,
+    config_version: String,
+    scaling_version: String,
+) -> Result<String, crate::store::StoreError> {
+    let rt = new_rt(def, version, config_version, scaling_version);
+    paas.store.write(Op::PutApp(rt.stored())).await?;
+    let deployment = paas.lock().install(rt, action, previous);
+    paas.kick.notify_one();
+    Ok(deployment)
+}
+
 async fn change(
     paas: &Arc<Paas>,
     def: AppDefinition,
@@ -369,13 +387,21 @@ async fn change(
             _ => (version.clone(), version.clone()),
         }
     };
-    let rt = new_rt(def, version.clone(), config_version, scaling_version);
-    if let Err(e) = paas.store.write(Op::PutApp(rt.stored())).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-    }
     let created = previous.is_none();
-    let deployment = paas.lock().install(rt, action, previous);
-    paas.kick.notify_one();
+    let deployment = match install_definition(
+        paas,
+        def,
+        previous,
+        action,
+        version.clone(),
+        config_version,
+        scaling_version,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
     let status = if created {
         StatusCode::CREATED
     } else {

@@ -5,8 +5,8 @@
 //! token as password). The admin token opens everything; the router token opens only the route
 //! stream, wakes and stats pushes. Anything else is 401 with `WWW-Authenticate: Basic`.
 
-mod apps;
-mod deployments;
+pub(crate) mod apps;
+pub(crate) mod deployments;
 mod logs;
 pub mod metrics;
 mod routing;
@@ -27,6 +27,8 @@ use crate::Paas;
 
 /// Bodies larger than this are refused (413).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// The largest push (a git pack) accepted.
+pub const PUSH_MAX_BODY: usize = 512 * 1024 * 1024;
 
 pub fn router(paas: Arc<Paas>) -> Router {
     Router::new()
@@ -58,9 +60,22 @@ pub fn router(paas: Arc<Paas>) -> Router {
         .route("/v1/apps/{app}/scaling", get(routing::app_scaling))
         .route(STATS_PATH, post(routing::stats))
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
+        .route("/v1/push/apps", post(crate::push::create))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(paas.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        // Their own access rules: git's (a deploy token, as HTTP basic), a push's (a single-use
+        // token), and artifacts (content addresses, for the agents' fetchers).
+        .merge(
+            Router::new()
+                .route(
+                    "/git/{repo}/{*rest}",
+                    get(crate::push::git).post(crate::push::git),
+                )
+                .layer(axum::extract::DefaultBodyLimit::max(PUSH_MAX_BODY))
+                .route("/v1/push/apps/{app}/receive", post(crate::push::receive))
+                .route("/v1/artifacts/{name}", get(crate::push::artifacts::serve)),
+        )
         .with_state(paas)
 }
 

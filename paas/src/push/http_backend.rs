@@ -1,0 +1,151 @@
+//! Git's smart HTTP protocol, served by git itself: each request runs `git http-backend` (a
+//! CGI program) with the request's method, path and body, and its CGI answer (`Status:` and
+//! other header lines, a blank line, the body) becomes the response. git2 has no server side.
+//!
+//! `REMOTE_USER` is set for authenticated callers only, which is what lets `http-backend`
+//! accept pushes (`http.receivepack` defaults to "when authenticated").
+
+use std::path::Path;
+use std::process::Stdio;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The largest CGI header block accepted from `http-backend`.
+const MAX_HEADER_LINES: usize = 64;
+
+/// What the CGI program needs to know of one request.
+pub struct CgiRequest<'a> {
+    pub method: &'a Method,
+    /// `/<app>.git/info/refs`, `/<app>.git/git-receive-pack`, ...
+    pub path_info: &'a str,
+    pub query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub remote_user: &'a str,
+    /// Extra environment (the hook's callback URL and token).
+    pub env: Vec<(String, String)>,
+}
+
+fn header(headers: &HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Runs `git http-backend` for `req` over the repositories under `root`, streaming `body` in
+/// and the answer out. The child is killed if the response is dropped (the client left).
+pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", req.method.as_str())
+        .env("PATH_INFO", req.path_info)
+        .env("QUERY_STRING", req.query)
+        .env("CONTENT_TYPE", header(req.headers, "content-type"))
+        .env(
+            "HTTP_CONTENT_ENCODING",
+            header(req.headers, "content-encoding"),
+        )
+        .env("GIT_PROTOCOL", header(req.headers, "git-protocol"))
+        .env("REMOTE_USER", req.remote_user)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .envs(req.env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("running git http-backend: {e}\n"),
+            )
+                .into_response()
+        }
+    };
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "git http-backend pipes\n",
+        )
+            .into_response();
+    };
+    // The request body goes in while the answer comes out (a push's pack can be large).
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            if stdin.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = stdin.shutdown().await;
+    });
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(target: "drove_paas::push::git", "{line}");
+        }
+    });
+    let mut out = BufReader::new(stdout);
+    let mut status = StatusCode::OK;
+    let mut headers = HeaderMap::new();
+    for _ in 0..MAX_HEADER_LINES {
+        let mut line = String::new();
+        match out.read_line(&mut line).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        if line.is_empty() {
+            break;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            if let Some(code) = value
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse::<u16>().ok())
+                .and_then(|c| StatusCode::from_u16(c).ok())
+            {
+                status = code;
+            }
+        } else if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    // The child lives as long as its output is read (kill_on_drop ends it if the client goes).
+    let body = futures::stream::unfold((out, child), |(mut out, child)| async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        match tokio::io::AsyncReadExt::read(&mut out, &mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                    (out, child),
+                ))
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}

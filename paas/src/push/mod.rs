@@ -1,0 +1,571 @@
+//! Deploys by `git push`: each pushed app has a bare repository served over git's smart HTTP
+//! (`http_backend`), and the deploy happens inside the push, in a pre-receive step (as Dokku
+//! does), before the ref moves.
+//!
+//! - `POST /v1/push/apps {"name"}` (admin) creates the repository, a deploy token and a webhook
+//!   secret. `/git/<app>.git` takes HTTP basic auth with the deploy token (or the admin token)
+//!   as the password; anything else gets 401 with `WWW-Authenticate: Basic`, so git asks.
+//! - A push runs `git receive-pack` under `git http-backend`, whose pre-receive hook is the
+//!   `drove hook pre-receive` command: it sends the ref updates and git's quarantine paths to
+//!   `POST /v1/push/apps/<app>/receive` with a single-use push token, and prints what comes
+//!   back (git shows it as `remote:` lines). The last line says whether the push is accepted.
+//! - The deploy runs in its own task, so a client that leaves mid-deploy leaves no half-made
+//!   release: it finishes, or it is rolled back. One deploy at a time per app; a second push
+//!   is refused with a clear message.
+//! - A release: the descriptor (`descriptor`), the commit packed as a content-addressed
+//!   artifact (`artifacts`), and the app definition made from them, rolled out by the PaaS
+//!   core's health-gated deploy. A release whose instances never become healthy is rolled back
+//!   and the push rejected; the previous release keeps serving throughout.
+//!
+//! Not yet: builds (npm) as cluster tasks, GitHub webhooks, config vars, `drove releases` and
+//! rollback by release number.
+
+pub mod artifacts;
+pub mod descriptor;
+pub mod http_backend;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::api::error;
+use crate::app::{normalize_id, route_name, AppDefinition};
+use crate::store::Op;
+use crate::Paas;
+use descriptor::Descriptor;
+
+/// A pushed app's own settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushApp {
+    pub name: String,
+    pub deploy_token: String,
+    pub webhook_secret: String,
+    /// Releases made so far (the next is `releases + 1`).
+    #[serde(default)]
+    pub releases: u32,
+}
+
+/// The pushed apps, their repositories and the pushes in progress.
+pub struct Pushes {
+    data_dir: PathBuf,
+    apps: Mutex<HashMap<String, PushApp>>,
+    /// Apps with a deploy in progress.
+    deploying: Mutex<HashSet<String>>,
+    /// Single-use push tokens → (app, issued).
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long a push token stays usable: the whole receive of one push.
+const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The longest a release's instances may take to become healthy before the push is rejected.
+const ROLLOUT_LIMIT: Duration = Duration::from_secs(300);
+
+impl Pushes {
+    pub fn new(data_dir: PathBuf, apps: Vec<PushApp>) -> Pushes {
+        Pushes {
+            data_dir,
+            apps: Mutex::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
+            deploying: Mutex::new(HashSet::new()),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn artifacts_dir(&self) -> PathBuf {
+        self.data_dir.join("artifacts")
+    }
+
+    fn repos_dir(&self) -> PathBuf {
+        self.data_dir.join("git")
+    }
+
+    fn repo(&self, name: &str) -> PathBuf {
+        self.repos_dir().join(format!("{name}.git"))
+    }
+
+    fn app(&self, name: &str) -> Option<PushApp> {
+        locked(&self.apps).get(name).cloned()
+    }
+
+    fn issue_token(&self, app: &str) -> String {
+        let token = crate::tokens::generate();
+        let mut tokens = locked(&self.tokens);
+        tokens.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+        tokens.insert(token.clone(), (app.to_string(), Instant::now()));
+        token
+    }
+
+    /// Takes a push token (once): the app it was issued for.
+    fn redeem(&self, token: &str) -> Option<String> {
+        let (app, at) = locked(&self.tokens).remove(token)?;
+        (at.elapsed() < TOKEN_TTL).then_some(app)
+    }
+}
+
+/// The pre-receive hook, installed in every repository: the `drove` binary the PaaS runs as
+/// (`DROVE_BIN`, set on each `http-backend` it starts) does the work.
+const HOOK: &str = "#!/bin/sh\nexec \"${DROVE_BIN:?drove binary}\" hook pre-receive\n";
+
+#[derive(Deserialize)]
+pub struct CreateRequest {
+    name: String,
+}
+
+/// `POST /v1/push/apps`: a new pushed app and its repository.
+pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
+    let req: CreateRequest = match drove_proto::decode(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{e}")),
+    };
+    let id = match normalize_id(&req.name) {
+        Ok(id) if !id[1..].contains('/') => id,
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "name: a pushed app's name is one path segment",
+            )
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("name: {e}")),
+    };
+    let Some(name) = route_name(&id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "name: longer than a DNS label (63)",
+        );
+    };
+    let _gate = paas.writes.lock().await;
+    if paas.push.app(&name).is_some() || paas.lock().apps.contains_key(&id) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("an app named {name:?} exists already"),
+        );
+    }
+    let repo = paas.push.repo(&name);
+    let init = tokio::process::Command::new("git")
+        .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+        .arg(&repo)
+        .output()
+        .await;
+    match init {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "git init {}: {}",
+                    repo.display(),
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("running git: {e}"),
+            )
+        }
+    }
+    let hook = repo.join("hooks").join("pre-receive");
+    let wrote = std::fs::write(&hook, HOOK).and_then(|_| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+    });
+    if let Err(e) = wrote {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", hook.display()),
+        );
+    }
+    let app = PushApp {
+        name: name.clone(),
+        deploy_token: crate::tokens::generate(),
+        webhook_secret: crate::tokens::generate(),
+        releases: 0,
+    };
+    if let Err(e) = paas
+        .store
+        .write(Op::PutPushApp(
+            serde_json::to_string(&app).unwrap_or_default(),
+            name.clone(),
+        ))
+        .await
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    locked(&paas.push.apps).insert(name.clone(), app.clone());
+    let base = format!("http://{}", paas.args.listen);
+    (
+        StatusCode::CREATED,
+        Json(json!({
+            "app": name,
+            "remote": format!("{base}/git/{name}.git"),
+            "deployToken": app.deploy_token,
+            "webhookUrl": format!("{base}/hooks/github/{name}"),
+            "webhookSecret": app.webhook_secret,
+        })),
+    )
+        .into_response()
+}
+
+fn basic_password(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine;
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b64 = v.trim().strip_prefix("Basic ")?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    Some(
+        text.split_once(':')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// `/git/{repo}/{*rest}`: git's smart HTTP, for the app's deploy token or the admin token.
+pub async fn git(
+    State(paas): State<Arc<Paas>>,
+    Path((repo, rest)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    req: Request,
+) -> Response {
+    let Some(name) = repo.strip_suffix(".git") else {
+        return (StatusCode::NOT_FOUND, "no such repository\n").into_response();
+    };
+    let Some(app) = paas.push.app(name) else {
+        return (StatusCode::NOT_FOUND, "no such repository\n").into_response();
+    };
+    let authorized = basic_password(req.headers())
+        .is_some_and(|p| equal(&p, &app.deploy_token) || equal(&p, &paas.tokens.admin));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"drove git\"")],
+            "give the app's deploy token (or the admin token) as the password\n",
+        )
+            .into_response();
+    }
+    let mut env = Vec::new();
+    if rest == "git-receive-pack" {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("drove"));
+        env.push(("DROVE_BIN".to_string(), exe.display().to_string()));
+        env.push((
+            "DROVE_PUSH_URL".to_string(),
+            format!("http://{}/v1/push/apps/{name}/receive", paas.args.listen),
+        ));
+        env.push(("DROVE_PUSH_TOKEN".to_string(), paas.push.issue_token(name)));
+    }
+    let (parts, body) = req.into_parts();
+    let path_info = format!("/{repo}/{rest}");
+    http_backend::serve(
+        &paas.push.repos_dir(),
+        http_backend::CgiRequest {
+            method: &parts.method,
+            path_info: &path_info,
+            query: query.as_deref().unwrap_or(""),
+            headers: &parts.headers,
+            remote_user: name,
+            env,
+        },
+        body,
+    )
+    .await
+}
+
+/// What the hook sends.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Receive {
+    /// `(old, new, ref)` of each update.
+    pub updates: Vec<(String, String, String)>,
+    /// The repository (the hook's working directory).
+    pub git_dir: String,
+    /// git's quarantine variables (`GIT_OBJECT_DIRECTORY`, ...).
+    pub env: Vec<(String, String)>,
+}
+
+/// `POST /v1/push/apps/{app}/receive`: the deploy inside a push, its output streamed back.
+pub async fn receive(
+    State(paas): State<Arc<Paas>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if paas.push.redeem(token).as_deref() != Some(name.as_str()) {
+        return (StatusCode::UNAUTHORIZED, "not a push token for this app\n").into_response();
+    }
+    let req: Receive = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    // Runs to its end whether or not the pusher is still there.
+    tokio::spawn(async move {
+        let verdict = deploy(&paas, &name, req, &tx).await;
+        let _ = tx.send(match verdict {
+            Ok(()) => "ok".to_string(),
+            Err(why) => format!("rejected: {why}"),
+        });
+    });
+    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+        .map(|l| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{l}\n"))));
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(lines),
+    )
+        .into_response()
+}
+
+use futures::StreamExt;
+
+/// Frees the app for the next push however the deploy ends.
+struct Deploying<'a>(&'a Pushes, String);
+
+impl Drop for Deploying<'_> {
+    fn drop(&mut self) {
+        locked(&self.0.deploying).remove(&self.1);
+    }
+}
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// The deploy: `Ok` accepts the push, `Err(reason)` rejects it.
+async fn deploy(
+    paas: &Arc<Paas>,
+    name: &str,
+    req: Receive,
+    out: &mpsc::UnboundedSender<String>,
+) -> Result<(), String> {
+    let say = |s: String| {
+        let _ = out.send(s);
+    };
+    if !locked(&paas.push.deploying).insert(name.to_string()) {
+        return Err(format!(
+            "another push is deploying {name}; push again when it is done"
+        ));
+    }
+    let _deploying = Deploying(&paas.push, name.to_string());
+    let objects = artifacts::Objects {
+        git_dir: PathBuf::from(&req.git_dir),
+        env: req.env.clone(),
+    };
+    let mut deployed = false;
+    for (_old, new, refname) in &req.updates {
+        let Some(branch) = refname.strip_prefix("refs/heads/") else {
+            say(format!(
+                "{refname}: stored (not a branch: nothing to deploy)"
+            ));
+            continue;
+        };
+        if new == ZERO {
+            say(format!("{branch}: deleted"));
+            continue;
+        }
+        if deployed {
+            say(format!("{branch}: stored (one deploy per push)"));
+            continue;
+        }
+        let Some(pkg) = objects
+            .file(new, "package.json")
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Err(format!(
+                "no package.json at the top of {}",
+                &new[..new.len().min(12)]
+            ));
+        };
+        let descriptor = Descriptor::parse(&pkg).map_err(|e| format!("package.json: {e}"))?;
+        if branch != descriptor.drove.branch {
+            say(format!(
+                "{branch}: stored; only {} deploys (drove.branch)",
+                descriptor.drove.branch
+            ));
+            continue;
+        }
+        if descriptor.has_dependencies || descriptor.build.is_some() {
+            return Err(
+                "package.json has dependencies or a build script: builds (npm) are not supported \
+                 by this drove yet; push a dependency-free app"
+                    .into(),
+            );
+        }
+        say(format!(
+            "-----> {name}: {} {}",
+            descriptor.name,
+            descriptor.version.as_deref().unwrap_or("")
+        ));
+        let artifact = objects
+            .pack(new, &paas.push.artifacts_dir())
+            .await
+            .map_err(|e| format!("packing {new}: {e}"))?;
+        say(format!(
+            "-----> packed {} as {artifact}",
+            &new[..new.len().min(12)]
+        ));
+        release(paas, name, &descriptor, new, &artifact, out).await?;
+        deployed = true;
+    }
+    Ok(())
+}
+
+/// The app definition of a release.
+fn definition(
+    paas: &Paas,
+    name: &str,
+    d: &Descriptor,
+    commit: &str,
+    artifact: &str,
+    number: u32,
+) -> Result<AppDefinition, String> {
+    let url = format!("http://{}/v1/artifacts/{artifact}", paas.args.listen);
+    let checks: Vec<Value> = if d.checks.is_empty() {
+        vec![json!({"protocol": "TCP", "portIndex": 0,
+            "gracePeriodSeconds": d.drove.check_grace_seconds, "intervalSeconds": 2,
+            "timeoutSeconds": d.drove.check_timeout_seconds, "maxConsecutiveFailures": 3})]
+    } else {
+        d.checks
+            .iter()
+            .map(|c| {
+                json!({"protocol": "HTTP", "path": c.path, "portIndex": 0,
+                    "gracePeriodSeconds": d.drove.check_grace_seconds,
+                    "intervalSeconds": c.interval_seconds,
+                    "timeoutSeconds": d.drove.check_timeout_seconds,
+                    "maxConsecutiveFailures": c.max_consecutive_failures})
+            })
+            .collect()
+    };
+    let ports: Vec<Value> = (0..d.ports).map(|_| json!({"port": 0})).collect();
+    let max = d.drove.max_instances.max(d.instances).max(1);
+    let value = json!({
+        "id": format!("/{name}"),
+        "cmd": d.command(),
+        "instances": d.instances.clamp(d.drove.min_instances, max),
+        "cpus": d.cpus,
+        "mem": d.mem,
+        "fetch": [{"uri": url, "extract": true, "cache": true}],
+        "portDefinitions": ports,
+        "healthChecks": checks,
+        "labels": {"DROVE_RELEASE": format!("v{number}"), "DROVE_COMMIT": commit,
+                   "DROVE_ARTIFACT": artifact, "DROVE_PACKAGE": d.name},
+        "scaling": {"minInstances": d.drove.min_instances, "maxInstances": max,
+                    "idleSeconds": d.drove.idle_seconds,
+                    "targetConcurrency": d.drove.target_concurrency},
+    });
+    AppDefinition::from_value(value).map_err(|e| format!("the release's definition: {}", e.body()))
+}
+
+/// Makes release `v<n>` and rolls it out; on failure rolls it back.
+async fn release(
+    paas: &Arc<Paas>,
+    name: &str,
+    d: &Descriptor,
+    commit: &str,
+    artifact: &str,
+    out: &mpsc::UnboundedSender<String>,
+) -> Result<(), String> {
+    let say = |s: String| {
+        let _ = out.send(s);
+    };
+    let id = format!("/{name}");
+    let number = paas.push.app(name).map(|a| a.releases + 1).unwrap_or(1);
+    let def = definition(paas, name, d, commit, artifact, number)?;
+    let want = def.instances as usize;
+    let deployment = {
+        let _gate = paas.writes.lock().await;
+        let previous = paas
+            .lock()
+            .apps
+            .get(&id)
+            .filter(|a| !a.deleting)
+            .map(|a| a.def.clone());
+        let action = if previous.is_some() {
+            "RestartApplication"
+        } else {
+            "StartApplication"
+        };
+        let version = crate::state::timestamp();
+        crate::api::apps::install_definition(
+            paas,
+            def,
+            previous,
+            action,
+            version.clone(),
+            version.clone(),
+            version,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    say(format!("-----> v{number}: rolling out {want} instance(s)"));
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (pending, failure) = {
+            let s = paas.lock();
+            let Some(a) = s.apps.get(&id) else {
+                return Err("the app was removed during the deploy".into());
+            };
+            let pending = a.deployment.as_ref().is_some_and(|x| x.id == deployment);
+            let failure = a
+                .last_task_failure
+                .as_ref()
+                .filter(|f| f["version"] == a.version.as_str())
+                .and_then(|f| f["message"].as_str().map(str::to_string));
+            (pending, failure)
+        };
+        if !pending {
+            break;
+        }
+        let too_long = started.elapsed() > ROLLOUT_LIMIT;
+        if let Some(why) = failure
+            .filter(|_| started.elapsed() > Duration::from_secs(1))
+            .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())))
+        {
+            say(format!("-----> v{number} failed: {why}; rolling back"));
+            let _ = crate::api::deployments::delete(
+                State(paas.clone()),
+                Path(deployment.clone()),
+                RawQuery(None),
+            )
+            .await;
+            return Err(format!("v{number} did not become healthy: {why}"));
+        }
+    }
+    {
+        let mut apps = locked(&paas.push.apps);
+        if let Some(a) = apps.get_mut(name) {
+            a.releases = number;
+            let stored = serde_json::to_string(&*a).unwrap_or_default();
+            paas.store.enqueue(Op::PutPushApp(stored, name.to_string()));
+        }
+    }
+    say(format!(
+        "-----> released v{number}: http://{name}.{}/ (took {:.1} s)",
+        paas.args.domain,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
