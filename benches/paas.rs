@@ -13,8 +13,12 @@
 //!    against the same floor (node alone), and with the agent's startup CPU boost off and on
 //!    (two `drove up`s); the PaaS's wake timelines show where the time went.
 //!
-//! `ROUNDS` (default 10) sets how many deploys part 1 (and wakes part 4) times; `PARTS`
-//! (default `1,2,3,4`) selects.
+//! 5. **`git push` → first 200 of the new release**: a dependency-free app pushed over HTTP
+//!    (real git), the push returning once the release is healthy, then the new release's first
+//!    answer through the router; against node alone.
+//!
+//! `ROUNDS` (default 10) sets how many deploys parts 1 and 5 (and wakes part 4) time; `PARTS`
+//! (default `1,2,3,4,5`) selects.
 
 mod support;
 #[path = "../tests/support/mod.rs"]
@@ -86,9 +90,9 @@ async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Instant
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4".into());
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4,5".into());
     rt.block_on(async {
-        if parts.contains('1') || parts.contains('2') {
+        if parts.contains('1') || parts.contains('2') || parts.contains('5') {
             with_drove_up(&parts, &[]).await;
         }
         if parts.contains('3') {
@@ -161,6 +165,9 @@ async fn with_drove_up(parts: &str, extra: &[&str]) {
     }
     if parts.contains('4') {
         wake_to_first_200(&http, &paas, &router_url).await;
+    }
+    if parts.contains('5') {
+        push_to_first_200(&http, &paas, &router_url).await;
     }
     drop(up);
 }
@@ -252,6 +259,125 @@ async fn wake_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
         .bearer_auth(TOKEN)
         .send()
         .await;
+}
+
+/// Runs git in `dir` with no user configuration.
+fn git(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@drove.invalid",
+        ])
+        .args(["-c", "init.defaultBranch=main", "-c", "credential.helper="])
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Part 5: each round changes the app's answer, commits and pushes; the time until the push
+/// returns (the release is healthy) and until the router serves the new answer.
+async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10);
+    println!("git push → first 200 of the new release ({rounds} rounds, floor interleaved)");
+    let created: Value = http
+        .post(format!("{paas}/v1/push/apps"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "pushbench"}))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("json");
+    let remote = created["remote"].as_str().expect("remote").replacen(
+        "http://",
+        &format!(
+            "http://git:{}@",
+            created["deployToken"].as_str().expect("token")
+        ),
+        1,
+    );
+    let work = support::tempdir();
+    let dir = work.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    let package = json!({"name": "pushbench", "scripts": {"start": "node server.js"},
+        "flock": {"instances": 1, "cpus": 0.1, "mem": 64},
+        "checks": [{"path": "/health", "intervalSeconds": 1}],
+        "drove": {"minInstances": 1}});
+    std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
+    let source = std::fs::read_to_string(server_js()).expect("server.js");
+    let (mut floor, mut pushed, mut served) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        let port = support::free_addr().port();
+        let started = Instant::now();
+        let child = Command::new("node")
+            .arg(server_js())
+            .env("PORT0", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("node");
+        let _child = Killed(child);
+        floor.push(until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await);
+        drop(_child);
+
+        let message = format!("round{i}");
+        std::fs::write(
+            dir.join("server.js"),
+            source.replace("process.env.MESSAGE || 'hello'", &format!("'{message}'")),
+        )
+        .expect("server.js");
+        assert!(git(dir, &["add", "-A"]).0);
+        assert!(git(dir, &["commit", "-q", "-m", &message]).0);
+        let started = Instant::now();
+        let (ok, out) = git(dir, &["push", "-q", &remote, "main"]);
+        assert!(ok, "push {i}: {out}");
+        pushed.push(started.elapsed());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let body = http
+                .get(router)
+                .header("Host", "pushbench.localhost")
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200);
+            let text = match body {
+                Some(r) => r.text().await.unwrap_or_default(),
+                None => String::new(),
+            };
+            if text.starts_with(&message) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "round {i} never served");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        served.push(started.elapsed());
+        if std::env::var_os("VERBOSE").is_some() {
+            println!(
+                "  round {i}: node {:?}, push {:?}, served {:?}",
+                floor[i], pushed[i], served[i]
+            );
+        }
+    }
+    stats("node alone: spawn → first 200", floor);
+    stats("drove: git push returns (healthy)", pushed);
+    stats("drove: git push → new release's 200", served);
 }
 
 /// Scales the bench app to zero and waits until its instance is gone.
