@@ -28,6 +28,53 @@ pub enum ClientCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// A pushed app's releases.
+    Releases {
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// One release, whole (its log included).
+    #[command(name = "releases:info")]
+    ReleasesInfo {
+        app: String,
+        /// `vN`.
+        version: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A new release from an older one's artifact and config (default: the one before).
+    Rollback {
+        app: String,
+        /// `vN`.
+        version: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A pushed app's config vars.
+    Config {
+        app: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Sets config vars (`K=V ...`): a new release, rolled out.
+    #[command(name = "config:set")]
+    ConfigSet {
+        app: String,
+        #[arg(required = true)]
+        vars: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Removes config vars: a new release, rolled out.
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        app: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List apps with their instances.
     Apps {
         #[command(flatten)]
@@ -157,6 +204,12 @@ impl ClientCommand {
         match self {
             ClientCommand::Apps { target }
             | ClientCommand::Create { target, .. }
+            | ClientCommand::Releases { target, .. }
+            | ClientCommand::ReleasesInfo { target, .. }
+            | ClientCommand::Rollback { target, .. }
+            | ClientCommand::Config { target, .. }
+            | ClientCommand::ConfigSet { target, .. }
+            | ClientCommand::ConfigUnset { target, .. }
             | ClientCommand::App { target, .. }
             | ClientCommand::Deploy { target, .. }
             | ClientCommand::Scale { target, .. }
@@ -188,6 +241,88 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 v["webhookSecret"].as_str().unwrap_or("?")
             );
             println!("\nnext:\n  git remote add drove {remote}\n  git push drove main");
+        }
+        ClientCommand::Releases { app, .. } => {
+            let v = c
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/v1/push/apps/{app}/releases"),
+                    None,
+                )
+                .await?;
+            for r in v["releases"].as_array().into_iter().flatten().rev() {
+                println!(
+                    "{:<5} {:<10} {:<22} {}  {}",
+                    r["version"].as_str().unwrap_or("?"),
+                    r["status"].as_str().unwrap_or("?"),
+                    r["by"].as_str().unwrap_or("?"),
+                    r["commit"].as_str().unwrap_or("").get(..12).unwrap_or(""),
+                    r["created"].as_str().unwrap_or("")
+                );
+            }
+        }
+        ClientCommand::ReleasesInfo { app, version, .. } => {
+            let v = c
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/v1/push/apps/{app}/releases/{version}"),
+                    None,
+                )
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        ClientCommand::Rollback { app, version, .. } => {
+            let body = match &version {
+                Some(v) => json!({ "to": v }),
+                None => json!({}),
+            };
+            let v = c
+                .send(
+                    reqwest::Method::POST,
+                    &format!("/v1/push/apps/{app}/rollback"),
+                    Some(body),
+                )
+                .await?;
+            println!("{app}: released {}", v["version"].as_str().unwrap_or("?"));
+        }
+        ClientCommand::Config { app, .. } => {
+            let v = c
+                .send(
+                    reqwest::Method::GET,
+                    &format!("/v1/push/apps/{app}/config"),
+                    None,
+                )
+                .await?;
+            for (k, val) in v["config"].as_object().into_iter().flatten() {
+                println!("{k}={}", val.as_str().unwrap_or(""));
+            }
+        }
+        ClientCommand::ConfigSet { app, vars, .. } => {
+            let mut set = serde_json::Map::new();
+            for kv in &vars {
+                let Some((k, val)) = kv.split_once('=') else {
+                    anyhow::bail!("{kv:?}: expected NAME=VALUE");
+                };
+                set.insert(k.to_string(), json!(val));
+            }
+            let v = c
+                .send(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/push/apps/{app}/config"),
+                    Some(json!({ "set": set })),
+                )
+                .await?;
+            println!("{app}: released {}", v["version"].as_str().unwrap_or("?"));
+        }
+        ClientCommand::ConfigUnset { app, names, .. } => {
+            let v = c
+                .send(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/push/apps/{app}/config"),
+                    Some(json!({ "unset": names })),
+                )
+                .await?;
+            println!("{app}: released {}", v["version"].as_str().unwrap_or("?"));
         }
         ClientCommand::Apps { .. } => {
             let v = c

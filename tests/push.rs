@@ -160,4 +160,50 @@ async fn git_push_deploys_and_bad_pushes_are_rejected() {
     assert!(ok, "{out}");
     assert!(out.contains("only main deploys"), "{out}");
     assert_eq!(d.app("/pushed").await["labels"]["DROVE_RELEASE"], "v1");
+
+    // Config vars: a new release whose environment the app sees.
+    let target = [
+        format!("--paas={}", d.paas_url()),
+        format!("--token={}", support::paas::ADMIN_TOKEN),
+    ];
+    let cli = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        all.extend(target.iter().cloned());
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            support::drove_cli(&refs).await
+        }
+    };
+    let (ok, out) = cli(&["config:set", "pushed", "MESSAGE=configured"]).await;
+    assert!(ok, "config:set: {out}");
+    assert!(out.contains("released v3"), "{out}");
+    assert!(serving(&d).await.starts_with("configured "));
+    let (ok, out) = cli(&["config", "pushed"]).await;
+    assert!(ok && out.contains("MESSAGE=configured"), "{out}");
+    let (ok, out) = cli(&["releases", "pushed"]).await;
+    assert!(ok, "{out}");
+    for line in [
+        "v1    succeeded  push",
+        "v2    failed     push",
+        "v3    succeeded  config",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
+    let (ok, out) = cli(&["releases:info", "pushed", "v2"]).await;
+    assert!(
+        ok && out.contains("v2 failed") && out.contains("rolling back"),
+        "{out}"
+    );
+
+    // Rollback: a new release from v1's artifact and config.
+    let (ok, out) = cli(&["rollback", "pushed"]).await;
+    assert!(ok && out.contains("released v4"), "rollback: {out}");
+    assert!(serving(&d).await.starts_with("hello "));
+    let app = d.app("/pushed").await;
+    assert_eq!(app["labels"]["DROVE_COMMIT"], v1.as_str(), "{app}");
+    let (ok, out) = cli(&["releases", "pushed"]).await;
+    assert!(
+        ok && out.contains("v4    succeeded  rollback to v1"),
+        "{out}"
+    );
 }

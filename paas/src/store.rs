@@ -57,6 +57,12 @@ pub enum Op {
     DeleteInstance(String),
     /// A pushed app's settings: (JSON, name).
     PutPushApp(String, String),
+    /// A pushed app's release (JSON).
+    PutRelease {
+        app: String,
+        number: u32,
+        data: String,
+    },
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
 }
@@ -136,6 +142,19 @@ impl Store {
     /// Waits until every write queued so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.write(Op::Flush).await
+    }
+
+    /// A pushed app's releases (JSON), oldest first.
+    pub async fn releases(&self, app: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT data FROM releases WHERE app = $1 ORDER BY number")
+            .bind(app)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StoreError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
     }
 
     /// Every stored version of an app, oldest first.
@@ -293,6 +312,17 @@ async fn write_batch(pool: &SqlitePool, ops: &[&Op]) -> Result<(), sqlx::Error> 
                      ON CONFLICT (name) DO UPDATE SET data = excluded.data",
                 )
                 .bind(name)
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Op::PutRelease { app, number, data } => {
+                sqlx::query(
+                    "INSERT INTO releases (app, number, data) VALUES ($1, $2, $3) \
+                     ON CONFLICT (app, number) DO UPDATE SET data = excluded.data",
+                )
+                .bind(app)
+                .bind(i64::from(*number))
                 .bind(data)
                 .execute(&mut *tx)
                 .await?;

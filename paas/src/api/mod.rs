@@ -61,6 +61,22 @@ pub fn router(paas: Arc<Paas>) -> Router {
         .route(STATS_PATH, post(routing::stats))
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
         .route("/v1/push/apps", post(crate::push::create))
+        .route(
+            "/v1/push/apps/{app}/releases",
+            get(crate::push::releases::list),
+        )
+        .route(
+            "/v1/push/apps/{app}/releases/{version}",
+            get(crate::push::releases::info),
+        )
+        .route(
+            "/v1/push/apps/{app}/rollback",
+            post(crate::push::releases::rollback),
+        )
+        .route(
+            "/v1/push/apps/{app}/config",
+            get(crate::push::releases::config).patch(crate::push::releases::set_config),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(paas.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -23,6 +23,7 @@
 pub mod artifacts;
 pub mod descriptor;
 pub mod http_backend;
+pub mod releases;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -35,11 +36,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::api::error;
-use crate::app::{normalize_id, route_name, AppDefinition};
+use crate::app::{normalize_id, route_name};
 use crate::store::Op;
 use crate::Paas;
 use descriptor::Descriptor;
@@ -58,21 +59,19 @@ pub struct PushApp {
 /// The pushed apps, their repositories and the pushes in progress.
 pub struct Pushes {
     data_dir: PathBuf,
-    apps: Mutex<HashMap<String, PushApp>>,
+    pub(crate) apps: Mutex<HashMap<String, PushApp>>,
     /// Apps with a deploy in progress.
-    deploying: Mutex<HashSet<String>>,
+    pub(crate) deploying: Mutex<HashSet<String>>,
     /// Single-use push tokens → (app, issued).
     tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
 
-fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How long a push token stays usable: the whole receive of one push.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
-/// The longest a release's instances may take to become healthy before the push is rejected.
-const ROLLOUT_LIMIT: Duration = Duration::from_secs(300);
 
 impl Pushes {
     pub fn new(data_dir: PathBuf, apps: Vec<PushApp>) -> Pushes {
@@ -96,7 +95,7 @@ impl Pushes {
         self.repos_dir().join(format!("{name}.git"))
     }
 
-    fn app(&self, name: &str) -> Option<PushApp> {
+    pub(crate) fn app(&self, name: &str) -> Option<PushApp> {
         locked(&self.apps).get(name).cloned()
     }
 
@@ -340,8 +339,19 @@ pub async fn receive(
 
 use futures::StreamExt;
 
+/// The config vars of the app's latest succeeded release.
+async fn releases_config(paas: &Paas, name: &str) -> std::collections::BTreeMap<String, String> {
+    let rows = paas.store.releases(name).await.unwrap_or_default();
+    rows.iter()
+        .rev()
+        .filter_map(|r| serde_json::from_str::<releases::Release>(r).ok())
+        .find(|r| r.status == "succeeded")
+        .map(|r| r.config)
+        .unwrap_or_default()
+}
+
 /// Frees the app for the next push however the deploy ends.
-struct Deploying<'a>(&'a Pushes, String);
+pub(crate) struct Deploying<'a>(pub(crate) &'a Pushes, pub(crate) String);
 
 impl Drop for Deploying<'_> {
     fn drop(&mut self) {
@@ -425,147 +435,17 @@ async fn deploy(
             "-----> packed {} as {artifact}",
             &new[..new.len().min(12)]
         ));
-        release(paas, name, &descriptor, new, &artifact, out).await?;
+        // The config carries over from the release serving now.
+        let config = releases_config(paas, name).await;
+        let input = releases::Input {
+            commit: new.clone(),
+            descriptor: String::from_utf8_lossy(&pkg).into_owned(),
+            artifact,
+            config,
+            by: "push".into(),
+        };
+        releases::release(paas, name, input, out).await?;
         deployed = true;
     }
-    Ok(())
-}
-
-/// The app definition of a release.
-fn definition(
-    paas: &Paas,
-    name: &str,
-    d: &Descriptor,
-    commit: &str,
-    artifact: &str,
-    number: u32,
-) -> Result<AppDefinition, String> {
-    let url = format!("http://{}/v1/artifacts/{artifact}", paas.args.listen);
-    let checks: Vec<Value> = if d.checks.is_empty() {
-        vec![json!({"protocol": "TCP", "portIndex": 0,
-            "gracePeriodSeconds": d.drove.check_grace_seconds, "intervalSeconds": 2,
-            "timeoutSeconds": d.drove.check_timeout_seconds, "maxConsecutiveFailures": 3})]
-    } else {
-        d.checks
-            .iter()
-            .map(|c| {
-                json!({"protocol": "HTTP", "path": c.path, "portIndex": 0,
-                    "gracePeriodSeconds": d.drove.check_grace_seconds,
-                    "intervalSeconds": c.interval_seconds,
-                    "timeoutSeconds": d.drove.check_timeout_seconds,
-                    "maxConsecutiveFailures": c.max_consecutive_failures})
-            })
-            .collect()
-    };
-    let ports: Vec<Value> = (0..d.ports).map(|_| json!({"port": 0})).collect();
-    let max = d.drove.max_instances.max(d.instances).max(1);
-    let value = json!({
-        "id": format!("/{name}"),
-        "cmd": d.command(),
-        "instances": d.instances.clamp(d.drove.min_instances, max),
-        "cpus": d.cpus,
-        "mem": d.mem,
-        "fetch": [{"uri": url, "extract": true, "cache": true}],
-        "portDefinitions": ports,
-        "healthChecks": checks,
-        "labels": {"DROVE_RELEASE": format!("v{number}"), "DROVE_COMMIT": commit,
-                   "DROVE_ARTIFACT": artifact, "DROVE_PACKAGE": d.name},
-        "scaling": {"minInstances": d.drove.min_instances, "maxInstances": max,
-                    "idleSeconds": d.drove.idle_seconds,
-                    "targetConcurrency": d.drove.target_concurrency},
-    });
-    AppDefinition::from_value(value).map_err(|e| format!("the release's definition: {}", e.body()))
-}
-
-/// Makes release `v<n>` and rolls it out; on failure rolls it back.
-async fn release(
-    paas: &Arc<Paas>,
-    name: &str,
-    d: &Descriptor,
-    commit: &str,
-    artifact: &str,
-    out: &mpsc::UnboundedSender<String>,
-) -> Result<(), String> {
-    let say = |s: String| {
-        let _ = out.send(s);
-    };
-    let id = format!("/{name}");
-    let number = paas.push.app(name).map(|a| a.releases + 1).unwrap_or(1);
-    let def = definition(paas, name, d, commit, artifact, number)?;
-    let want = def.instances as usize;
-    let deployment = {
-        let _gate = paas.writes.lock().await;
-        let previous = paas
-            .lock()
-            .apps
-            .get(&id)
-            .filter(|a| !a.deleting)
-            .map(|a| a.def.clone());
-        let action = if previous.is_some() {
-            "RestartApplication"
-        } else {
-            "StartApplication"
-        };
-        let version = crate::state::timestamp();
-        crate::api::apps::install_definition(
-            paas,
-            def,
-            previous,
-            action,
-            version.clone(),
-            version.clone(),
-            version,
-        )
-        .await
-        .map_err(|e| e.to_string())?
-    };
-    say(format!("-----> v{number}: rolling out {want} instance(s)"));
-    let started = Instant::now();
-    loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let (pending, failure) = {
-            let s = paas.lock();
-            let Some(a) = s.apps.get(&id) else {
-                return Err("the app was removed during the deploy".into());
-            };
-            let pending = a.deployment.as_ref().is_some_and(|x| x.id == deployment);
-            let failure = a
-                .last_task_failure
-                .as_ref()
-                .filter(|f| f["version"] == a.version.as_str())
-                .and_then(|f| f["message"].as_str().map(str::to_string));
-            (pending, failure)
-        };
-        if !pending {
-            break;
-        }
-        let too_long = started.elapsed() > ROLLOUT_LIMIT;
-        if let Some(why) = failure
-            .filter(|_| started.elapsed() > Duration::from_secs(1))
-            .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())))
-        {
-            say(format!("-----> v{number} failed: {why}; rolling back"));
-            let _ = crate::api::deployments::delete(
-                State(paas.clone()),
-                Path(deployment.clone()),
-                RawQuery(None),
-            )
-            .await;
-            return Err(format!("v{number} did not become healthy: {why}"));
-        }
-    }
-    {
-        let mut apps = locked(&paas.push.apps);
-        if let Some(a) = apps.get_mut(name) {
-            a.releases = number;
-            let stored = serde_json::to_string(&*a).unwrap_or_default();
-            paas.store.enqueue(Op::PutPushApp(stored, name.to_string()));
-        }
-    }
-    say(format!(
-        "-----> released v{number}: http://{name}.{}/ (took {:.1} s)",
-        paas.args.domain,
-        started.elapsed().as_secs_f64()
-    ));
     Ok(())
 }

@@ -1,0 +1,475 @@
+//! Releases of pushed apps: `v1`, `v2`, … each with its commit, descriptor, artifact, config,
+//! status, log and what made it (a push, a webhook, a rollback, a config change), kept in
+//! SQLite (`releases`). A release becomes the app's definition and rolls out through the PaaS
+//! core's health-gated deploy; one that never becomes healthy is rolled back.
+//!
+//! Config vars are the app's environment: changing them makes a new release from the current
+//! one's artifact (Heroku's semantics), as a rollback makes one from an older release's artifact
+//! and config. Values are never logged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::descriptor::Descriptor;
+use super::{locked, Deploying};
+use crate::api::error;
+use crate::app::AppDefinition;
+use crate::store::Op;
+use crate::Paas;
+
+/// The longest a release's instances may take to become healthy.
+pub const ROLLOUT_LIMIT: Duration = Duration::from_secs(300);
+
+/// One release, as stored and shown.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Release {
+    pub number: u32,
+    pub commit: String,
+    /// The `package.json` it was made from.
+    pub descriptor: String,
+    pub artifact: String,
+    /// Config var names → values (shown only to the admin API; never logged).
+    pub config: BTreeMap<String, String>,
+    /// "push", "webhook", "rollback to v2", "config".
+    pub by: String,
+    /// "succeeded", "failed", "deploying".
+    pub status: String,
+    pub created: String,
+    pub log: Vec<String>,
+}
+
+/// What a new release is made from.
+pub struct Input {
+    pub commit: String,
+    pub descriptor: String,
+    pub artifact: String,
+    pub config: BTreeMap<String, String>,
+    pub by: String,
+}
+
+/// The app definition of a release.
+fn definition(
+    paas: &Paas,
+    name: &str,
+    d: &Descriptor,
+    r: &Input,
+    number: u32,
+) -> Result<AppDefinition, String> {
+    let url = format!("http://{}/v1/artifacts/{}", paas.args.listen, r.artifact);
+    let checks: Vec<Value> = if d.checks.is_empty() {
+        vec![json!({"protocol": "TCP", "portIndex": 0,
+            "gracePeriodSeconds": d.drove.check_grace_seconds, "intervalSeconds": 2,
+            "timeoutSeconds": d.drove.check_timeout_seconds, "maxConsecutiveFailures": 3})]
+    } else {
+        d.checks
+            .iter()
+            .map(|c| {
+                json!({"protocol": "HTTP", "path": c.path, "portIndex": 0,
+                    "gracePeriodSeconds": d.drove.check_grace_seconds,
+                    "intervalSeconds": c.interval_seconds,
+                    "timeoutSeconds": d.drove.check_timeout_seconds,
+                    "maxConsecutiveFailures": c.max_consecutive_failures})
+            })
+            .collect()
+    };
+    let ports: Vec<Value> = (0..d.ports).map(|_| json!({"port": 0})).collect();
+    let max = d.drove.max_instances.max(d.instances).max(1);
+    let value = json!({
+        "id": format!("/{name}"),
+        "cmd": d.command(),
+        "instances": d.instances.clamp(d.drove.min_instances, max),
+        "cpus": d.cpus,
+        "mem": d.mem,
+        "env": r.config,
+        "fetch": [{"uri": url, "extract": true, "cache": true}],
+        "portDefinitions": ports,
+        "healthChecks": checks,
+        "labels": {"DROVE_RELEASE": format!("v{number}"), "DROVE_COMMIT": r.commit,
+                   "DROVE_ARTIFACT": r.artifact, "DROVE_PACKAGE": d.name},
+        "scaling": {"minInstances": d.drove.min_instances, "maxInstances": max,
+                    "idleSeconds": d.drove.idle_seconds,
+                    "targetConcurrency": d.drove.target_concurrency},
+    });
+    AppDefinition::from_value(value).map_err(|e| format!("the release's definition: {}", e.body()))
+}
+
+fn store_release(paas: &Paas, name: &str, r: &Release) {
+    paas.store.enqueue(Op::PutRelease {
+        app: name.to_string(),
+        number: r.number,
+        data: serde_json::to_string(r).unwrap_or_default(),
+    });
+}
+
+/// Makes the next release from `input` and rolls it out; on failure rolls it back. Every
+/// step is said on `out` and kept in the release's log.
+pub async fn release(
+    paas: &Arc<Paas>,
+    name: &str,
+    input: Input,
+    out: &mpsc::UnboundedSender<String>,
+) -> Result<u32, String> {
+    let d =
+        Descriptor::parse(input.descriptor.as_bytes()).map_err(|e| format!("package.json: {e}"))?;
+    let id = format!("/{name}");
+    let number = paas.push.app(name).map(|a| a.releases + 1).unwrap_or(1);
+    let def = definition(paas, name, &d, &input, number)?;
+    let mut record = Release {
+        number,
+        commit: input.commit.clone(),
+        descriptor: input.descriptor.clone(),
+        artifact: input.artifact.clone(),
+        config: input.config.clone(),
+        by: input.by.clone(),
+        status: "deploying".into(),
+        created: crate::state::timestamp(),
+        log: Vec::new(),
+    };
+    let say = |record: &mut Release, s: String| {
+        record.log.push(s.clone());
+        let _ = out.send(s);
+    };
+    // The number is taken now, so a failed release keeps its place in the history.
+    {
+        let mut apps = locked(&paas.push.apps);
+        if let Some(a) = apps.get_mut(name) {
+            a.releases = number;
+            paas.store.enqueue(Op::PutPushApp(
+                serde_json::to_string(&*a).unwrap_or_default(),
+                name.to_string(),
+            ));
+        }
+    }
+    let want = def.instances;
+    let deployment = {
+        let _gate = paas.writes.lock().await;
+        let previous = paas
+            .lock()
+            .apps
+            .get(&id)
+            .filter(|a| !a.deleting)
+            .map(|a| a.def.clone());
+        let action = if previous.is_some() {
+            "RestartApplication"
+        } else {
+            "StartApplication"
+        };
+        let version = crate::state::timestamp();
+        crate::api::apps::install_definition(
+            paas,
+            def,
+            previous,
+            action,
+            version.clone(),
+            version.clone(),
+            version,
+        )
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    say(
+        &mut record,
+        format!(
+            "-----> v{number} ({}): rolling out {want} instance(s)",
+            input.by
+        ),
+    );
+    store_release(paas, name, &record);
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (pending, failure) = {
+            let s = paas.lock();
+            let Some(a) = s.apps.get(&id) else {
+                return Err("the app was removed during the deploy".into());
+            };
+            let pending = a.deployment.as_ref().is_some_and(|x| x.id == deployment);
+            let failure = a
+                .last_task_failure
+                .as_ref()
+                .filter(|f| f["version"] == a.version.as_str())
+                .and_then(|f| f["message"].as_str().map(str::to_string));
+            (pending, failure)
+        };
+        if !pending {
+            break;
+        }
+        let too_long = started.elapsed() > ROLLOUT_LIMIT;
+        let failed = failure
+            .filter(|_| started.elapsed() > Duration::from_secs(1))
+            .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())));
+        if let Some(why) = failed {
+            say(
+                &mut record,
+                format!("-----> v{number} failed: {why}; rolling back"),
+            );
+            let _ = crate::api::deployments::delete(
+                State(paas.clone()),
+                Path(deployment.clone()),
+                RawQuery(None),
+            )
+            .await;
+            record.status = "failed".into();
+            store_release(paas, name, &record);
+            return Err(format!("v{number} did not become healthy: {why}"));
+        }
+    }
+    say(
+        &mut record,
+        format!(
+            "-----> released v{number}: http://{name}.{}/ (rolled out in {:.1} s)",
+            paas.args.domain,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    record.status = "succeeded".into();
+    store_release(paas, name, &record);
+    Ok(number)
+}
+
+/// The app's releases, oldest first.
+async fn all(paas: &Paas, name: &str) -> Result<Vec<Release>, Response> {
+    let rows = paas
+        .store
+        .releases(name)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect())
+}
+
+fn no_app(name: &str) -> Response {
+    error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"))
+}
+
+/// `GET /v1/push/apps/{app}/releases`: every release, without logs and config values.
+pub async fn list(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    if paas.push.app(&name).is_none() {
+        return no_app(&name);
+    }
+    match all(&paas, &name).await {
+        Ok(rs) => Json(json!({"releases": rs.iter().map(|r| json!({
+            "version": format!("v{}", r.number), "commit": r.commit, "artifact": r.artifact,
+            "by": r.by, "status": r.status, "created": r.created,
+            "config": r.config.keys().collect::<Vec<_>>(),
+        })).collect::<Vec<_>>()}))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+fn parse_version(v: &str) -> Option<u32> {
+    v.trim_start_matches('v').parse().ok()
+}
+
+/// `GET /v1/push/apps/{app}/releases/{vN}`: one release, whole.
+pub async fn info(
+    State(paas): State<Arc<Paas>>,
+    Path((name, version)): Path<(String, String)>,
+) -> Response {
+    if paas.push.app(&name).is_none() {
+        return no_app(&name);
+    }
+    let Some(n) = parse_version(&version) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("release: expected vN, found {version:?}"),
+        );
+    };
+    match all(&paas, &name).await {
+        Ok(rs) => match rs.into_iter().find(|r| r.number == n) {
+            Some(r) => Json(r).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("{name} has no release v{n}")),
+        },
+        Err(r) => r,
+    }
+}
+
+/// Runs one release made outside a push (rollback, config) and answers with its outcome.
+async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Response {
+    if !locked(&paas.push.deploying).insert(name.to_string()) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("another deploy of {name} is in progress; try again when it is done"),
+        );
+    }
+    let paas2 = paas.clone();
+    let name2 = name.to_string();
+    // In its own task: a client that leaves does not stop the rollout half-way.
+    let task = tokio::spawn(async move {
+        let _deploying = Deploying(&paas2.push, name2.clone());
+        let (tx, _rx) = mpsc::unbounded_channel();
+        release(&paas2, &name2, input, &tx).await
+    });
+    match task.await {
+        Ok(Ok(n)) => Json(json!({"app": name, "version": format!("v{n}"), "status": "succeeded"}))
+            .into_response(),
+        Ok(Err(why)) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// The release now serving: the latest that succeeded.
+async fn current(paas: &Paas, name: &str) -> Result<Release, Response> {
+    all(paas, name)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|r| r.status == "succeeded")
+        .ok_or_else(|| {
+            error(
+                StatusCode::CONFLICT,
+                format!("{name} has no release yet: push first"),
+            )
+        })
+}
+
+#[derive(Deserialize)]
+struct RollbackRequest {
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /v1/push/apps/{app}/rollback {"to": "vN"?}`: a new release from an older one's artifact
+/// and config (default: the succeeded release before the current one).
+pub async fn rollback(
+    State(paas): State<Arc<Paas>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if paas.push.app(&name).is_none() {
+        return no_app(&name);
+    }
+    let req: RollbackRequest = if body.is_empty() {
+        RollbackRequest { to: None }
+    } else {
+        match drove_proto::decode(&body) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    };
+    let releases = match all(&paas, &name).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let target = match req.to.as_deref() {
+        Some(v) => {
+            let Some(n) = parse_version(v) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("to: expected vN, found {v:?}"),
+                );
+            };
+            match releases.iter().find(|r| r.number == n) {
+                Some(r) if r.status == "succeeded" => r.clone(),
+                Some(_) => return error(StatusCode::CONFLICT, format!("to: v{n} never succeeded")),
+                None => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        format!("to: {name} has no release v{n}"),
+                    )
+                }
+            }
+        }
+        None => {
+            let mut ok = releases.iter().rev().filter(|r| r.status == "succeeded");
+            let _current = ok.next();
+            match ok.next() {
+                Some(r) => r.clone(),
+                None => {
+                    return error(
+                        StatusCode::CONFLICT,
+                        format!("{name} has no earlier release to roll back to"),
+                    )
+                }
+            }
+        }
+    };
+    let input = Input {
+        commit: target.commit.clone(),
+        descriptor: target.descriptor.clone(),
+        artifact: target.artifact.clone(),
+        config: target.config.clone(),
+        by: format!("rollback to v{}", target.number),
+    };
+    run(&paas, &name, input).await
+}
+
+/// `GET /v1/push/apps/{app}/config`: the app's config vars.
+pub async fn config(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    if paas.push.app(&name).is_none() {
+        return no_app(&name);
+    }
+    match current(&paas, &name).await {
+        Ok(r) => Json(json!({"config": r.config})).into_response(),
+        Err(_) => Json(json!({"config": {}})).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfigChange {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    unset: Vec<String>,
+}
+
+fn valid_name(k: &str) -> bool {
+    !k.is_empty()
+        && !k.starts_with(|c: char| c.is_ascii_digit())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// `PATCH /v1/push/apps/{app}/config {"set": {...}, "unset": [...]}`: a new release with the
+/// changed config, rolled out.
+pub async fn set_config(
+    State(paas): State<Arc<Paas>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    if paas.push.app(&name).is_none() {
+        return no_app(&name);
+    }
+    let change: ConfigChange = match drove_proto::decode(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    for k in change.set.keys().chain(change.unset.iter()) {
+        if !valid_name(k) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{k:?}: expected a config var name (letters, digits and _, not starting with a digit)"),
+            );
+        }
+    }
+    let base = match current(&paas, &name).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut config = base.config.clone();
+    for k in &change.unset {
+        config.remove(k);
+    }
+    config.extend(change.set);
+    let input = Input {
+        commit: base.commit,
+        descriptor: base.descriptor,
+        artifact: base.artifact,
+        config,
+        by: "config".into(),
+    };
+    run(&paas, &name, input).await
+}
