@@ -207,3 +207,145 @@ async fn git_push_deploys_and_bad_pushes_are_rejected() {
         "{out}"
     );
 }
+
+/// `X-Hub-Signature-256` of `body` under `secret`, as GitHub computes it.
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// GitHub's push webhook: a ping is answered; a bad signature is 401; a signed push to the
+/// deploy branch is fetched from `repository.clone_url` and deployed (202 at once); a replayed
+/// delivery, a tag push and a branch deletion deploy nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_webhook_deploys_signed_pushes() {
+    let d = Drove::start(&[&agent(16)]).await;
+    // The "GitHub" repository: another pushed app's, over the same smart HTTP.
+    let (_, upstream) = d
+        .call(
+            Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "upstream"})),
+        )
+        .await;
+    let clone_url = upstream["remote"].as_str().expect("remote").replacen(
+        "http://",
+        &format!(
+            "http://git:{}@",
+            upstream["deployToken"].as_str().expect("token")
+        ),
+        1,
+    );
+    let work = support::tempdir();
+    let dir = work.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    std::fs::copy(support::paas::server_js(), dir.join("server.js")).expect("server.js");
+    commit(dir, &package(json!({})), "v1");
+    let (ok, out) = git(dir, &["push", &clone_url, "main"]);
+    assert!(ok, "{out}");
+    let head = git(dir, &["rev-parse", "HEAD"]).1.trim().to_string();
+
+    let (status, hooked) = d
+        .call(
+            Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "hooked"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hooked}");
+    let secret = hooked["webhookSecret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    let url = format!("{}/hooks/github/hooked", d.paas_url());
+    let http = reqwest::Client::new();
+    let deliver = |event: &str, delivery: &str, body: Value, signature: Option<String>| {
+        let bytes = body.to_string().into_bytes();
+        let sig = signature.unwrap_or_else(|| sign(&secret, &bytes));
+        http.post(&url)
+            .header("X-GitHub-Event", event)
+            .header("X-GitHub-Delivery", delivery)
+            .header("X-Hub-Signature-256", sig)
+            .header("Content-Type", "application/json")
+            .body(bytes)
+            .send()
+    };
+    let r = deliver(
+        "ping",
+        "d-0",
+        json!({"zen": "Keep it logically awesome."}),
+        None,
+    )
+    .await
+    .expect("ping");
+    assert_eq!(r.status(), 200);
+    let push = json!({"ref": "refs/heads/main", "before": "0000000000000000000000000000000000000000",
+                      "after": head, "repository": {"clone_url": clone_url}});
+    let r = deliver("push", "d-1", push.clone(), Some("sha256=00".into()))
+        .await
+        .expect("bad signature");
+    assert_eq!(r.status(), 401, "a bad signature is refused");
+    let started = std::time::Instant::now();
+    let r = deliver("push", "d-2", push.clone(), None)
+        .await
+        .expect("push");
+    assert_eq!(r.status(), 202);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered within GitHub's 10 s"
+    );
+    let app = d
+        .wait_app(
+            "/hooked",
+            Duration::from_secs(60),
+            "deployed by the webhook",
+            |a| {
+                a["labels"]["DROVE_RELEASE"] == "v1"
+                    && a["deployments"].as_array().is_some_and(|x| x.is_empty())
+            },
+        )
+        .await;
+    assert_eq!(app["labels"]["DROVE_COMMIT"], head.as_str());
+    let (status, body) = d
+        .through_router("hooked.localhost", "/")
+        .await
+        .expect("through the router");
+    assert_eq!(status, 200, "{body}");
+    let (_, releases) = d
+        .call(Method::GET, "/v1/push/apps/hooked/releases", None)
+        .await;
+    assert_eq!(releases["releases"][0]["by"], "webhook", "{releases}");
+
+    // A redelivery, a tag and a deletion: nothing more is deployed.
+    for (delivery, body) in [
+        ("d-2", push.clone()),
+        (
+            "d-3",
+            json!({"ref": "refs/tags/v1.0", "after": head,
+                       "repository": {"clone_url": clone_url}}),
+        ),
+        (
+            "d-4",
+            json!({"ref": "refs/heads/main", "after": "0000000000000000000000000000000000000000",
+                       "deleted": true, "repository": {"clone_url": clone_url}}),
+        ),
+    ] {
+        let r = deliver("push", delivery, body, None)
+            .await
+            .expect("delivery");
+        assert_eq!(r.status(), 202);
+        let v: Value = r.json().await.expect("json");
+        assert!(v["ignored"].is_string(), "{delivery}: {v}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, releases) = d
+        .call(Method::GET, "/v1/push/apps/hooked/releases", None)
+        .await;
+    assert_eq!(
+        releases["releases"].as_array().map(|r| r.len()),
+        Some(1),
+        "{releases}"
+    );
+}

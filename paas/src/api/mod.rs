@@ -90,7 +90,13 @@ pub fn router(paas: Arc<Paas>) -> Router {
                 )
                 .layer(axum::extract::DefaultBodyLimit::max(PUSH_MAX_BODY))
                 .route("/v1/push/apps/{app}/receive", post(crate::push::receive))
-                .route("/v1/artifacts/{name}", get(crate::push::artifacts::serve)),
+                .route("/v1/artifacts/{name}", get(crate::push::artifacts::serve))
+                .route(
+                    "/hooks/github/{app}",
+                    post(crate::push::webhook::github).layer(axum::extract::DefaultBodyLimit::max(
+                        crate::push::webhook::MAX_BODY,
+                    )),
+                ),
         )
         .with_state(paas)
 }

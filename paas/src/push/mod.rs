@@ -24,6 +24,7 @@ pub mod artifacts;
 pub mod descriptor;
 pub mod http_backend;
 pub mod releases;
+pub mod webhook;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -62,6 +63,8 @@ pub struct Pushes {
     pub(crate) apps: Mutex<HashMap<String, PushApp>>,
     /// Apps with a deploy in progress.
     pub(crate) deploying: Mutex<HashSet<String>>,
+    /// GitHub deliveries seen.
+    pub(crate) deliveries: webhook::Deliveries,
     /// Single-use push tokens → (app, issued).
     tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
@@ -79,6 +82,7 @@ impl Pushes {
             data_dir,
             apps: Mutex::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
             deploying: Mutex::new(HashSet::new()),
+            deliveries: webhook::Deliveries::default(),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -91,7 +95,7 @@ impl Pushes {
         self.data_dir.join("git")
     }
 
-    fn repo(&self, name: &str) -> PathBuf {
+    pub(crate) fn repo(&self, name: &str) -> PathBuf {
         self.repos_dir().join(format!("{name}.git"))
     }
 
@@ -322,7 +326,7 @@ pub async fn receive(
     let (tx, rx) = mpsc::unbounded_channel::<String>();
     // Runs to its end whether or not the pusher is still there.
     tokio::spawn(async move {
-        let verdict = deploy(&paas, &name, req, &tx).await;
+        let verdict = deploy(&paas, &name, req, "push", &tx).await;
         let _ = tx.send(match verdict {
             Ok(()) => "ok".to_string(),
             Err(why) => format!("rejected: {why}"),
@@ -359,13 +363,14 @@ impl Drop for Deploying<'_> {
     }
 }
 
-const ZERO: &str = "0000000000000000000000000000000000000000";
+pub(crate) const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// The deploy: `Ok` accepts the push, `Err(reason)` rejects it.
-async fn deploy(
+pub(crate) async fn deploy(
     paas: &Arc<Paas>,
     name: &str,
     req: Receive,
+    by: &str,
     out: &mpsc::UnboundedSender<String>,
 ) -> Result<(), String> {
     let say = |s: String| {
@@ -442,7 +447,7 @@ async fn deploy(
             descriptor: String::from_utf8_lossy(&pkg).into_owned(),
             artifact,
             config,
-            by: "push".into(),
+            by: by.to_string(),
         };
         releases::release(paas, name, input, out).await?;
         deployed = true;

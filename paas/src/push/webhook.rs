@@ -1,0 +1,223 @@
+//! GitHub's push webhook: `POST /hooks/github/{app}`.
+//!
+//! The body's HMAC-SHA256 with the app's webhook secret must match `X-Hub-Signature-256`
+//! (compared in constant time), else 401. A `ping` is answered. A `push` to the app's deploy
+//! branch fetches `repository.clone_url` into the app's repository with git and deploys
+//! `after` in the background: the answer (202) comes at once, well within GitHub's 10 s, and
+//! the outcome shows in the app's releases (`by: webhook`) and events. Tags and branch
+//! deletions are ignored; a delivery id seen before is not deployed again; bodies over 25 MB
+//! are refused.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::{Receive, ZERO};
+use crate::api::error;
+use crate::Paas;
+
+/// GitHub's own limit on a payload.
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+/// Delivery ids remembered, to ignore redeliveries.
+const REMEMBERED: usize = 1000;
+
+/// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
+pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
+    let Some(hex_sig) = signature.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(expected) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&expected).is_ok()
+}
+
+/// Recent delivery ids.
+#[derive(Default)]
+pub struct Deliveries(Mutex<VecDeque<String>>);
+
+impl Deliveries {
+    /// Records `id`; false if it was seen already.
+    fn first_time(&self, id: &str) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.iter().any(|s| s == id) {
+            return false;
+        }
+        if seen.len() >= REMEMBERED {
+            seen.pop_front();
+        }
+        seen.push_back(id.to_string());
+        true
+    }
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// `POST /hooks/github/{app}`.
+pub async fn github(
+    State(paas): State<Arc<Paas>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(app) = paas.push.app(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"));
+    };
+    if !verify(
+        &app.webhook_secret,
+        &body,
+        header(&headers, "x-hub-signature-256"),
+    ) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256: missing or not the HMAC-SHA256 of the body with the app's webhook secret",
+        );
+    }
+    let event = header(&headers, "x-github-event");
+    if event == "ping" {
+        return Json(json!({"ok": true, "app": name})).into_response();
+    }
+    if event != "push" {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"ignored": format!("event {event:?}")})),
+        )
+            .into_response();
+    }
+    let delivery = header(&headers, "x-github-delivery").to_string();
+    let payload: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the push payload: {e}")),
+    };
+    let refname = payload["ref"].as_str().unwrap_or("").to_string();
+    let after = payload["after"].as_str().unwrap_or("").to_string();
+    let before = payload["before"].as_str().unwrap_or(ZERO).to_string();
+    let Some(branch) = refname.strip_prefix("refs/heads/").map(str::to_string) else {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"ignored": format!("{refname:?} is not a branch")})),
+        )
+            .into_response();
+    };
+    if after.is_empty() || after == ZERO || payload["deleted"] == true {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"ignored": format!("{branch} was deleted")})),
+        )
+            .into_response();
+    }
+    if after.len() != 40 || !after.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("after: expected a commit id, found {after:?}"),
+        );
+    }
+    let Some(url) = payload["repository"]["clone_url"]
+        .as_str()
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .map(str::to_string)
+    else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "repository.clone_url: expected an http(s) URL",
+        );
+    };
+    if !delivery.is_empty() && !paas.push.deliveries.first_time(&delivery) {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"ignored": format!("delivery {delivery} was handled already")})),
+        )
+            .into_response();
+    }
+    let paas2 = paas.clone();
+    let (name2, after2) = (name.clone(), after.clone());
+    tokio::spawn(async move {
+        let repo = paas2.push.repo(&name2);
+        let fetched = tokio::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&repo)
+            .args(["fetch", "--quiet", "--no-tags", &url])
+            .arg(format!("+refs/heads/{branch}:refs/drove/webhook/{branch}"))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .kill_on_drop(true)
+            .output()
+            .await;
+        match fetched {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                tracing::warn!(app = %name2, "webhook fetch failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(app = %name2, error = %e, "webhook fetch failed");
+                return;
+            }
+        }
+        let req = Receive {
+            updates: vec![(before, after2.clone(), format!("refs/heads/{branch}"))],
+            git_dir: repo.display().to_string(),
+            env: Vec::new(),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        match super::deploy(&paas2, &name2, req, "webhook", &tx).await {
+            Ok(()) => {
+                // The repository's branch follows what was deployed.
+                let _ = tokio::process::Command::new("git")
+                    .arg("--git-dir")
+                    .arg(&repo)
+                    .args(["update-ref", &format!("refs/heads/{branch}"), &after2])
+                    .output()
+                    .await;
+                tracing::info!(app = %name2, commit = %after2, "webhook deploy done");
+            }
+            Err(why) => {
+                tracing::warn!(app = %name2, commit = %after2, %why, "webhook deploy rejected")
+            }
+        }
+    });
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"app": name, "deploying": after})),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GitHub's published test vector.
+    #[test]
+    fn githubs_test_vector() {
+        let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert!(verify("It's a Secret to Everybody", b"Hello, World!", sig));
+        assert!(!verify("It's a Secret to Everybody", b"Hello, World?", sig));
+        assert!(!verify("another secret", b"Hello, World!", sig));
+        assert!(!verify(
+            "It's a Secret to Everybody",
+            b"Hello, World!",
+            "sha1=00"
+        ));
+        let d = Deliveries::default();
+        assert!(d.first_time("a"));
+        assert!(!d.first_time("a"));
+    }
+}
