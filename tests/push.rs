@@ -349,3 +349,109 @@ async fn github_webhook_deploys_signed_pushes() {
         "{releases}"
     );
 }
+
+/// An app with a dependency (packed in its own tree, `file:`, so no network is needed) is built
+/// on the cluster: `npm ci` installs it, the app uses it; a second push that changes only code
+/// installs nothing (the dependency cache, keyed by the lockfile); a failing build is rejected
+/// naming its step, and the previous release keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependencies_are_built_on_the_cluster_and_cached() {
+    let d = Drove::start(&[&agent(17)]).await;
+    let (status, created) = d
+        .call(
+            Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "built"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let remote = created["remote"].as_str().expect("remote").replacen(
+        "http://",
+        &format!(
+            "http://git:{}@",
+            created["deployToken"].as_str().expect("token")
+        ),
+        1,
+    );
+    let work = support::tempdir();
+    let dir = work.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    let vendor = dir.join("vendor/greeter");
+    std::fs::create_dir_all(&vendor).expect("vendor dir");
+    std::fs::write(
+        vendor.join("package.json"),
+        json!({"name": "greeter", "version": "1.0.0", "main": "index.js"}).to_string(),
+    )
+    .expect("dep package.json");
+    std::fs::write(
+        vendor.join("index.js"),
+        "module.exports = (w) => `greeted ${w}`;\n",
+    )
+    .expect("dep index.js");
+    let server = |word: &str| {
+        format!(
+            "const greet = require('greeter');\n\
+             require('http').createServer((q, r) => r.end(q.url === '/health' ? 'ok' : \
+             greet('{word}') + '\\n')).listen(process.env.PORT0);\n"
+        )
+    };
+    std::fs::write(dir.join("server.js"), server("once")).expect("server.js");
+    let mut pkg = package(json!({"dependencies": {"greeter": "file:vendor/greeter"}}));
+    std::fs::write(dir.join("package.json"), pkg.to_string()).expect("package.json");
+    let lock = std::process::Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--offline",
+        ])
+        .args(["--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .expect("npm runs");
+    assert!(
+        lock.status.success(),
+        "npm: {}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    commit(dir, &pkg, "with a dependency");
+    let (ok, out) = git(dir, &["push", &remote, "main"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("installing dependencies: npm ci"), "{out}");
+    assert!(out.contains("released v1"), "{out}");
+    let (status, body) = d
+        .through_router("built.localhost", "/")
+        .await
+        .expect("through the router");
+    assert_eq!((status, body.trim()), (200, "greeted once"));
+
+    // Code only: the lockfile is unchanged, so nothing is installed.
+    std::fs::write(dir.join("server.js"), server("twice")).expect("server.js");
+    commit(dir, &pkg, "code only");
+    let (ok, out) = git(dir, &["push", &remote, "main"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("from the cache"), "{out}");
+    assert!(!out.contains("npm ci"), "{out}");
+    let (_, body) = d
+        .through_router("built.localhost", "/")
+        .await
+        .expect("through the router");
+    assert_eq!(body.trim(), "greeted twice");
+
+    // A failing build: rejected with its step and output; v2 keeps serving.
+    pkg["scripts"]["build"] = json!("echo compiling; echo the compiler broke >&2; exit 3");
+    commit(dir, &pkg, "broken build");
+    let (ok, out) = git(dir, &["push", &remote, "main"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("the build failed at \"building: npm run build\""),
+        "{out}"
+    );
+    assert!(out.contains("the compiler broke"), "{out}");
+    let (_, body) = d
+        .through_router("built.localhost", "/")
+        .await
+        .expect("through the router");
+    assert_eq!(body.trim(), "greeted twice");
+}

@@ -588,6 +588,10 @@ pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(),
         for entry in archive.entries().map_err(bad)? {
             let mut entry = entry.map_err(bad)?;
             let path = entry.path().map_err(bad)?.into_owned();
+            // `./` (an archive made with `tar -C dir .`): the sandbox itself, already there.
+            if path.components().all(|c| c == Component::CurDir) {
+                continue;
+            }
             let rel = safe_relative(&path.to_string_lossy())
                 .ok_or_else(|| format!("entry {} leaves the sandbox; refused", path.display()))?;
             refuse_reserved(&rel)?;

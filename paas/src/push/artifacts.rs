@@ -104,9 +104,14 @@ pub async fn serve(
     State(paas): State<std::sync::Arc<Paas>>,
     UrlPath(name): UrlPath<String>,
 ) -> Response {
-    let valid = name.len() == 64 + ".tar.zst".len()
-        && name.ends_with(".tar.zst")
-        && name[..64].bytes().all(|b| b.is_ascii_hexdigit());
+    // `<sha256>.tar.zst` (a commit's tree), `<sha256>.tar.gz` (a build's result),
+    // `deps-<sha256 of a lockfile>.tar.gz` (a dependency cache).
+    let stem = name
+        .strip_suffix(".tar.zst")
+        .or_else(|| name.strip_suffix(".tar.gz"))
+        .unwrap_or("");
+    let hash = stem.strip_prefix("deps-").unwrap_or(stem);
+    let valid = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
     if !valid {
         return (StatusCode::NOT_FOUND, "no such artifact\n").into_response();
     }

@@ -21,6 +21,7 @@
 //! rollback by release number.
 
 pub mod artifacts;
+pub mod build;
 pub mod descriptor;
 pub mod http_backend;
 pub mod releases;
@@ -63,6 +64,8 @@ pub struct Pushes {
     pub(crate) apps: Mutex<HashMap<String, PushApp>>,
     /// Apps with a deploy in progress.
     pub(crate) deploying: Mutex<HashSet<String>>,
+    /// Uploads of builds in progress.
+    pub(crate) uploads: build::Uploads,
     /// GitHub deliveries seen.
     pub(crate) deliveries: webhook::Deliveries,
     /// Single-use push tokens → (app, issued).
@@ -83,6 +86,7 @@ impl Pushes {
             apps: Mutex::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
             deploying: Mutex::new(HashSet::new()),
             deliveries: webhook::Deliveries::default(),
+            uploads: build::Uploads::default(),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -420,13 +424,6 @@ pub(crate) async fn deploy(
             ));
             continue;
         }
-        if descriptor.has_dependencies || descriptor.build.is_some() {
-            return Err(
-                "package.json has dependencies or a build script: builds (npm) are not supported \
-                 by this drove yet; push a dependency-free app"
-                    .into(),
-            );
-        }
         say(format!(
             "-----> {name}: {} {}",
             descriptor.name,
@@ -440,6 +437,16 @@ pub(crate) async fn deploy(
             "-----> packed {} as {artifact}",
             &new[..new.len().min(12)]
         ));
+        // Dependencies or a build script: built on the cluster into the artifact released.
+        let artifact = if descriptor.has_dependencies || descriptor.build.is_some() {
+            let lockfile = objects
+                .file(new, "package-lock.json")
+                .await
+                .map_err(|e| e.to_string())?;
+            build::run(paas, name, &descriptor, &artifact, lockfile.as_deref(), out).await?
+        } else {
+            artifact
+        };
         // The config carries over from the release serving now.
         let config = releases_config(paas, name).await;
         let input = releases::Input {

@@ -163,6 +163,7 @@ impl AppRt {
     }
 }
 
+pub mod jobs;
 mod plan;
 mod routes;
 #[cfg(test)]
@@ -191,6 +192,8 @@ pub struct State {
     pub drain_timeout: Duration,
     pub kill_grace: Duration,
     pub counters: Counters,
+    /// One-off tasks (builds).
+    pub jobs: jobs::Jobs,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -234,6 +237,7 @@ impl State {
             drain_timeout,
             kill_grace,
             counters: Counters::default(),
+            jobs: Default::default(),
         }
     }
 
@@ -424,6 +428,9 @@ impl State {
     /// Applies a status update. Returns calls (a kill for a task nobody wants).
     pub fn on_update(&mut self, status: &TaskStatus, now: Instant) -> Vec<Call> {
         self.counters.updates += 1;
+        if self.job_update(status) {
+            return Vec::new();
+        }
         let task_id = status.task_id.value.clone();
         let Some(i) = self.instances.get_mut(&task_id) else {
             if gone(status.state) {

@@ -56,7 +56,9 @@ impl State {
         }
         // Offers: revive when a need appears or grows, or when resources were freed while one
         // waits (the offers declined meanwhile are filtered); suppress when nothing is needed.
-        let wanted: usize = self.apps.values().map(|a| a.wanted).sum();
+        calls.extend(self.job_kills());
+        let wanted: usize =
+            self.apps.values().map(|a| a.wanted).sum::<usize>() + self.pending_jobs();
         let freed = std::mem::take(&mut self.freed);
         if self.subscribed {
             if wanted > 0 && (self.suppressed != Some(false) || wanted > self.last_wanted || freed)
@@ -238,6 +240,7 @@ impl State {
     /// Places wanted instances on `offers`; declines the rest.
     pub fn on_offers(&mut self, offers: Vec<Offer>, now: Instant) -> Vec<Call> {
         self.wake_mark_waiting("offer", now);
+
         for o in &offers {
             self.agents
                 .insert(o.agent_id.value.clone(), AgentFacts::of_offer(o));
@@ -249,6 +252,8 @@ impl State {
                 (o, s, Vec::new())
             })
             .collect();
+        // Builds first: a push waits on its build.
+        self.place_jobs(&mut spaces);
         let ids: Vec<String> = self
             .apps
             .iter()
