@@ -128,6 +128,17 @@ async fn git_push_deploys_and_bad_pushes_are_rejected() {
     assert!(out.contains("pre-receive hook declined"), "{out}");
     let (_, refs) = git(dir, &["ls-remote", &authed, "refs/heads/main"]);
     assert!(refs.starts_with(&v1), "the ref did not move: {refs}");
+    // A node the agents do not have: rejected, naming engines.node.
+    commit(
+        dir,
+        &package(json!({"engines": {"node": ">=99"}})),
+        "future node",
+    );
+    let (ok, out) = git(dir, &["push", &authed, "main"]);
+    assert!(
+        !ok && out.contains("engines.node: expected a node the agents have"),
+        "{out}"
+    );
     assert!(serving(&d).await.starts_with("hello "));
 
     // An app that never passes its check: rolled back, rejected; v1 still serves.

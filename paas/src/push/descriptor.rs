@@ -397,6 +397,36 @@ impl Descriptor {
     }
 }
 
+/// Whether node `have` (e.g. `v20.19.2`) meets an `engines.node` range, for the simple forms
+/// (`>=18`, `>18`, `^20`, `~20.1`, `20`, `20.x`, `20.1.0`, `*`); `None` when the range is not one
+/// of them (it is then not checked).
+pub fn node_satisfies(range: &str, have: &str) -> Option<bool> {
+    let major = |v: &str| -> Option<u64> {
+        v.trim()
+            .trim_start_matches('v')
+            .split('.')
+            .next()?
+            .parse()
+            .ok()
+    };
+    let have = major(have)?;
+    let r = range.trim();
+    if r.is_empty() || r == "*" || r == "x" {
+        return Some(true);
+    }
+    if r.contains(' ') || r.contains('|') || r.contains('<') {
+        return None;
+    }
+    if let Some(v) = r.strip_prefix(">=") {
+        return Some(have >= major(v)?);
+    }
+    if let Some(v) = r.strip_prefix('>') {
+        return Some(have > major(v)?);
+    }
+    let v = r.trim_start_matches(['^', '~', '=']);
+    Some(have == major(v)?)
+}
+
 /// Quotes for `sh`.
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -427,6 +457,16 @@ mod tests {
         let m = parse(json!({"name": "m", "main": "index.js"})).unwrap();
         assert_eq!(m.command(), "exec node 'index.js'");
         assert_eq!(m.instances, 1);
+    }
+
+    #[test]
+    fn engines_node_ranges() {
+        assert_eq!(node_satisfies(">=18", "v20.19.2"), Some(true));
+        assert_eq!(node_satisfies(">=22", "v20.19.2"), Some(false));
+        assert_eq!(node_satisfies("^20.1.0", "v20.19.2"), Some(true));
+        assert_eq!(node_satisfies("18.x", "v20.19.2"), Some(false));
+        assert_eq!(node_satisfies("*", "v20.19.2"), Some(true));
+        assert_eq!(node_satisfies(">=14 <16", "v20.19.2"), None);
     }
 
     #[test]

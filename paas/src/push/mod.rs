@@ -347,6 +347,18 @@ pub async fn receive(
 
 use futures::StreamExt;
 
+/// The node on this machine (the agents of `drove up` share it), e.g. `v20.19.2`.
+async fn node_version() -> Option<String> {
+    let out = tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
 /// The config vars of the app's latest succeeded release.
 async fn releases_config(paas: &Paas, name: &str) -> std::collections::BTreeMap<String, String> {
     let rows = paas.store.releases(name).await.unwrap_or_default();
@@ -417,6 +429,24 @@ pub(crate) async fn deploy(
             ));
         };
         let descriptor = Descriptor::parse(&pkg).map_err(|e| format!("package.json: {e}"))?;
+        if let Some(range) = &descriptor.engines_node {
+            let have = node_version().await;
+            match have
+                .as_deref()
+                .and_then(|h| descriptor::node_satisfies(range, h))
+            {
+                Some(false) => {
+                    return Err(format!(
+                        "engines.node: expected a node the agents have ({}), found {range:?}",
+                        have.as_deref().unwrap_or("?")
+                    ))
+                }
+                Some(true) => {}
+                None => say(format!(
+                    "engines.node {range:?}: not checked (only simple ranges are)"
+                )),
+            }
+        }
         if branch != descriptor.drove.branch {
             say(format!(
                 "{branch}: stored; only {} deploys (drove.branch)",
