@@ -28,6 +28,24 @@ pub enum ClientCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Removes a pushed app, its repository and its releases.
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        app: String,
+        /// The app's name again, to confirm.
+        #[arg(long)]
+        confirm: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Shows a pushed app's webhook URL and secret; `--rotate` replaces the secret.
+    Webhook {
+        app: String,
+        #[arg(long)]
+        rotate: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// A pushed app's releases.
     Releases {
         app: String,
@@ -205,6 +223,8 @@ impl ClientCommand {
             ClientCommand::Apps { target }
             | ClientCommand::Create { target, .. }
             | ClientCommand::Releases { target, .. }
+            | ClientCommand::AppsDestroy { target, .. }
+            | ClientCommand::Webhook { target, .. }
             | ClientCommand::ReleasesInfo { target, .. }
             | ClientCommand::Rollback { target, .. }
             | ClientCommand::Config { target, .. }
@@ -241,6 +261,30 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 v["webhookSecret"].as_str().unwrap_or("?")
             );
             println!("\nnext:\n  git remote add drove {remote}\n  git push drove main");
+        }
+        ClientCommand::AppsDestroy { app, confirm, .. } => {
+            if confirm != app {
+                anyhow::bail!("--confirm {confirm:?} is not {app:?}: nothing destroyed");
+            }
+            c.send(
+                reqwest::Method::DELETE,
+                &format!("/v1/push/apps/{app}"),
+                None,
+            )
+            .await?;
+            println!("{app}: destroyed (app, repository, releases)");
+        }
+        ClientCommand::Webhook { app, rotate, .. } => {
+            let method = if rotate {
+                reqwest::Method::POST
+            } else {
+                reqwest::Method::GET
+            };
+            let v = c
+                .send(method, &format!("/v1/push/apps/{app}/webhook"), None)
+                .await?;
+            println!("url:    {}", v["webhookUrl"].as_str().unwrap_or("?"));
+            println!("secret: {}", v["webhookSecret"].as_str().unwrap_or("?"));
         }
         ClientCommand::Releases { app, .. } => {
             let v = c

@@ -217,6 +217,30 @@ async fn git_push_deploys_and_bad_pushes_are_rejected() {
         ok && out.contains("v4    succeeded  rollback to v1"),
         "{out}"
     );
+
+    // Destroyed: the app, its repository and its releases.
+    let (ok, out) = cli(&["apps:destroy", "pushed", "--confirm", "nope"]).await;
+    assert!(!ok && out.contains("nothing destroyed"), "{out}");
+    let (ok, out) = cli(&["apps:destroy", "pushed", "--confirm", "pushed"]).await;
+    assert!(ok, "{out}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, _) = d.call(Method::GET, "/v2/apps/pushed", None).await;
+        if status == 404 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app outlived its destruction"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out) = git(dir, &["ls-remote", &authed]);
+    assert!(!ok, "the repository is gone: {out}");
+    let (status, _) = d
+        .call(Method::GET, "/v1/push/apps/pushed/releases", None)
+        .await;
+    assert_eq!(status, 404);
 }
 
 /// `X-Hub-Signature-256` of `body` under `secret`, as GitHub computes it.
@@ -359,6 +383,15 @@ async fn github_webhook_deploys_signed_pushes() {
         Some(1),
         "{releases}"
     );
+
+    // A rotated secret: deliveries signed with the old one are refused.
+    let (status, rotated) = d
+        .call(Method::POST, "/v1/push/apps/hooked/webhook", None)
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_ne!(rotated["webhookSecret"], secret.as_str());
+    let r = deliver("ping", "d-5", json!({}), None).await.expect("ping");
+    assert_eq!(r.status(), 401, "the old secret no longer signs");
 }
 
 /// An app with a dependency (packed in its own tree, `file:`, so no network is needed) is built

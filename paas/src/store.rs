@@ -57,6 +57,8 @@ pub enum Op {
     DeleteInstance(String),
     /// A pushed app's settings: (JSON, name).
     PutPushApp(String, String),
+    /// A pushed app is destroyed: its settings and releases go.
+    DeletePushApp(String),
     /// A pushed app's release (JSON).
     PutRelease {
         app: String,
@@ -326,6 +328,16 @@ async fn write_batch(pool: &SqlitePool, ops: &[&Op]) -> Result<(), sqlx::Error> 
                 .bind(data)
                 .execute(&mut *tx)
                 .await?;
+            }
+            Op::DeletePushApp(name) => {
+                sqlx::query("DELETE FROM push_apps WHERE name = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM releases WHERE app = $1")
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
             }
             Op::Flush => {}
             Op::ForgetFrameworkId => {

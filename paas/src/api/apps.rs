@@ -662,7 +662,7 @@ pub async fn delete_sub(
     }
 }
 
-async fn delete_app(paas: &Arc<Paas>, id: &str, force: bool) -> Response {
+pub(crate) async fn delete_app(paas: &Arc<Paas>, id: &str, force: bool) -> Response {
     let (def, version) = {
         let s = paas.lock();
         let Some(a) = s.apps.get(id).filter(|a| !a.deleting) else {

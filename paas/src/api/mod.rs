@@ -62,6 +62,14 @@ pub fn router(paas: Arc<Paas>) -> Router {
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
         .route("/v1/push/apps", post(crate::push::create))
         .route(
+            "/v1/push/apps/{app}",
+            axum::routing::delete(crate::push::destroy),
+        )
+        .route(
+            "/v1/push/apps/{app}/webhook",
+            get(crate::push::webhook_show).post(crate::push::webhook_rotate),
+        )
+        .route(
             "/v1/push/apps/{app}/releases",
             get(crate::push::releases::list),
         )

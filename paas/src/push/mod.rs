@@ -227,6 +227,65 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
         .into_response()
 }
 
+/// `DELETE /v1/push/apps/{app}`: the app (its instances stopped), its repository, its
+/// releases and settings.
+pub async fn destroy(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    if paas.push.app(&name).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"));
+    }
+    if locked(&paas.push.deploying).contains(&name) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("{name} is deploying; try again when it is done"),
+        );
+    }
+    let id = format!("/{name}");
+    let exists = paas.lock().apps.get(&id).is_some_and(|a| !a.deleting);
+    if exists {
+        let _gate = paas.writes.lock().await;
+        let r = crate::api::apps::delete_app(&paas, &id, true).await;
+        if !r.status().is_success() {
+            return r;
+        }
+    }
+    if let Err(e) = paas.store.write(Op::DeletePushApp(name.clone())).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    locked(&paas.push.apps).remove(&name);
+    let repo = paas.push.repo(&name);
+    if let Err(e) = tokio::fs::remove_dir_all(&repo).await {
+        tracing::warn!(repo = %repo.display(), error = %e, "removing the repository failed");
+    }
+    Json(json!({"app": name, "destroyed": true})).into_response()
+}
+
+/// `GET /v1/push/apps/{app}/webhook` (the URL and secret); `POST` replaces the secret.
+pub async fn webhook_show(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    match paas.push.app(&name) {
+        Some(a) => Json(json!({
+            "webhookUrl": format!("http://{}/hooks/github/{name}", paas.args.listen),
+            "webhookSecret": a.webhook_secret,
+        }))
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}")),
+    }
+}
+
+pub async fn webhook_rotate(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    let stored = {
+        let mut apps = locked(&paas.push.apps);
+        let Some(a) = apps.get_mut(&name) else {
+            return error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"));
+        };
+        a.webhook_secret = crate::tokens::generate();
+        serde_json::to_string(&*a).unwrap_or_default()
+    };
+    if let Err(e) = paas.store.write(Op::PutPushApp(stored, name.clone())).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+    }
+    webhook_show(State(paas), Path(name)).await
+}
+
 fn basic_password(headers: &HeaderMap) -> Option<String> {
     use base64::Engine;
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
