@@ -498,4 +498,56 @@ async fn dependencies_are_built_on_the_cluster_and_cached() {
         .await
         .expect("through the router");
     assert_eq!(body.trim(), "greeted twice");
+
+    // A push under steady load (a request every 10 ms): not one fails while it rolls out.
+    pkg["scripts"]
+        .as_object_mut()
+        .expect("scripts")
+        .remove("build");
+    std::fs::write(dir.join("server.js"), server("thrice")).expect("server.js");
+    commit(dir, &pkg, "under load");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (stop, url) = (stop.clone(), format!("http://{}/", d.router_addr()));
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client");
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            // Bounded: at most 60 s of load.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !stop.is_cancelled() && std::time::Instant::now() < deadline {
+                match client
+                    .get(&url)
+                    .header("Host", "built.localhost")
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(r.status().to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, out) = git(dir, &["push", &remote, "main"]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    let (served, failed) = load.await.expect("load task");
+    assert!(
+        failed.is_empty(),
+        "{} failed during the push: {failed:?}",
+        failed.len()
+    );
+    assert!(served > 20, "only {served} requests went through");
+    let (_, body) = d
+        .through_router("built.localhost", "/")
+        .await
+        .expect("through the router");
+    assert_eq!(body.trim(), "greeted thrice");
 }
