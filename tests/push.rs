@@ -550,4 +550,65 @@ async fn dependencies_are_built_on_the_cluster_and_cached() {
         .await
         .expect("through the router");
     assert_eq!(body.trim(), "greeted thrice");
+
+    // A pusher that leaves mid-build leaves no half-made release: the deploy runs to an end
+    // (here, the release completes), no release stays "deploying", no deployment is left,
+    // and the app serves its latest succeeded release.
+    pkg["scripts"]["build"] = json!("echo slow build; sleep 5; echo built");
+    std::fs::write(dir.join("server.js"), server("never")).expect("server.js");
+    commit(dir, &pkg, "left mid-build");
+    let mut push = std::process::Command::new("git")
+        .args(["-c", "credential.helper=", "push", &remote, "main"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git push");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _ = push.kill();
+    let _ = push.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let releases = loop {
+        let (_, v) = d
+            .call(Method::GET, "/v1/push/apps/built/releases", None)
+            .await;
+        let settled = v["releases"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|x| x["status"] != "deploying"));
+        let app = d.app("/built").await;
+        let idle = app["deployments"].as_array().is_some_and(|x| x.is_empty());
+        if settled && idle {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a deploy was left half-way: {v} {app}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let latest = releases["releases"]
+        .as_array()
+        .and_then(|r| r.iter().rev().find(|x| x["status"] == "succeeded"))
+        .cloned()
+        .expect("a succeeded release");
+    let app = d.app("/built").await;
+    assert_eq!(app["labels"]["DROVE_RELEASE"], latest["version"], "{app}");
+    let (_, body) = d
+        .through_router("built.localhost", "/")
+        .await
+        .expect("through the router");
+    let expected = if latest["commit"] == app["labels"]["DROVE_COMMIT"] && latest["version"] == "v4"
+    {
+        "greeted never"
+    } else {
+        "greeted thrice"
+    };
+    assert_eq!(
+        body.trim(),
+        expected,
+        "it serves its latest succeeded release"
+    );
 }

@@ -286,6 +286,15 @@ pub async fn run(
             }
             break e;
         }
+        if out.is_closed() {
+            // The pusher left: the push cannot succeed, so the build stops.
+            paas.lock().cancel_job(&job);
+            paas.kick.notify_one();
+            paas.push.uploads.close(&token);
+            return Err(format!(
+                "the pusher left during the build (at: {step}); stopped"
+            ));
+        }
         if started.elapsed() > BUILD_LIMIT {
             paas.lock().cancel_job(&job);
             paas.kick.notify_one();

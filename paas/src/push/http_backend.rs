@@ -14,6 +14,21 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+/// Kills a process group when dropped.
+struct GroupKill(Option<u32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // ESRCH (all gone already) is the normal case.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// The largest CGI header block accepted from `http-backend`.
 const MAX_HEADER_LINES: usize = 64;
 
@@ -57,10 +72,16 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
         .env("GIT_PROTOCOL", header(req.headers, "git-protocol"))
         .env("REMOTE_USER", req.remote_user)
         .env("REMOTE_ADDR", "127.0.0.1")
+        // A keepalive every second while the hook is silent (a build): writing it is how a
+        // client that left is noticed, and the push stopped.
+        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_KEY_0", "receive.keepAlive")
+        .env("GIT_CONFIG_VALUE_0", "1")
         .envs(req.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -72,6 +93,9 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
                 .into_response()
         }
     };
+    // Its whole process group (receive-pack, the hook) goes when the response does: a client
+    // that leaves mid-push stops the push at once.
+    let group = GroupKill(child.id());
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -131,7 +155,7 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
         }
     }
     // The child lives as long as its output is read (kill_on_drop ends it if the client goes).
-    let body = futures::stream::unfold((out, child), |(mut out, child)| async move {
+    let body = futures::stream::unfold((out, child, group), |(mut out, child, group)| async move {
         let mut buf = vec![0u8; 64 * 1024];
         match tokio::io::AsyncReadExt::read(&mut out, &mut buf).await {
             Ok(0) | Err(_) => None,
@@ -139,7 +163,7 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
                 buf.truncate(n);
                 Some((
                     Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
-                    (out, child),
+                    (out, child, group),
                 ))
             }
         }

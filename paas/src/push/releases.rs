@@ -206,9 +206,13 @@ pub async fn release(
             break;
         }
         let too_long = started.elapsed() > ROLLOUT_LIMIT;
+        // A pusher that leaves never sees its ref move: the release goes back too, so the app
+        // never runs what its repository does not have.
+        let left = out.is_closed().then(|| "the pusher left".to_string());
         let failed = failure
             .filter(|_| started.elapsed() > Duration::from_secs(1))
-            .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())));
+            .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())))
+            .or(left);
         if let Some(why) = failed {
             say(
                 &mut record,
