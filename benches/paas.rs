@@ -16,9 +16,12 @@
 //! 5. **`git push` → first 200 of the new release**: a dependency-free app pushed over HTTP
 //!    (real git), the push returning once the release is healthy, then the new release's first
 //!    answer through the router; against node alone.
+//! 6. **The same with a dependency** (a `file:` package, a lockfile), built on the cluster: the
+//!    first push installs it, every later one takes `node_modules` from the cache. Each step's
+//!    share comes from the time its `remote:` line arrived.
 //!
-//! `ROUNDS` (default 10) sets how many deploys parts 1 and 5 (and wakes part 4) time; `PARTS`
-//! (default `1,2,3,4,5`) selects.
+//! `ROUNDS` (default 10) sets how many deploys parts 1, 5 and 6 (and wakes part 4) time;
+//! `PARTS` (default `1,2,3,4,5,6`) selects.
 
 mod support;
 #[path = "../tests/support/mod.rs"]
@@ -90,9 +93,10 @@ async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Instant
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4,5".into());
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4,5,6".into());
     rt.block_on(async {
-        if parts.contains('1') || parts.contains('2') || parts.contains('5') {
+        if parts.contains('1') || parts.contains('2') || parts.contains('5') || parts.contains('6')
+        {
             with_drove_up(&parts, &[]).await;
         }
         if parts.contains('3') {
@@ -167,7 +171,10 @@ async fn with_drove_up(parts: &str, extra: &[&str]) {
         wake_to_first_200(&http, &paas, &router_url).await;
     }
     if parts.contains('5') {
-        push_to_first_200(&http, &paas, &router_url).await;
+        push_to_first_200(&http, &paas, &router_url, false).await;
+    }
+    if parts.contains('6') {
+        push_to_first_200(&http, &paas, &router_url, true).await;
     }
     drop(up);
 }
@@ -288,16 +295,59 @@ fn git(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 
 /// Part 5: each round changes the app's answer, commits and pushes; the time until the push
 /// returns (the release is healthy) and until the router serves the new answer.
-async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
+/// Pushes `main` to `remote`, timing each `remote: -----> ` line from the push's start.
+async fn timed_push(dir: &std::path::Path, remote: &str) -> (Duration, Vec<(String, Duration)>) {
+    use tokio::io::AsyncBufReadExt;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("git")
+        .args(["-c", "credential.helper=", "push", remote, "main"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git push");
+    let mut steps = Vec::new();
+    let mut all = String::new();
+    if let Some(err) = child.stderr.take() {
+        let mut lines = tokio::io::BufReader::new(err).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(step) = line
+                .trim_start_matches("remote:")
+                .trim()
+                .strip_prefix("-----> ")
+            {
+                steps.push((step.to_string(), started.elapsed()));
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+    }
+    let status = child.wait().await.expect("git push");
+    assert!(status.success(), "push: {all}");
+    (started.elapsed(), steps)
+}
+
+async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dependency: bool) {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(10);
-    println!("git push → first 200 of the new release ({rounds} rounds, floor interleaved)");
+    let name = if dependency { "pushdeps" } else { "pushbench" };
+    println!(
+        "git push → first 200 of the new release{} ({rounds} rounds, floor interleaved)",
+        if dependency {
+            ", with a cached dependency"
+        } else {
+            ""
+        }
+    );
     let created: Value = http
         .post(format!("{paas}/v1/push/apps"))
         .bearer_auth(TOKEN)
-        .json(&json!({"name": "pushbench"}))
+        .json(&json!({ "name": name }))
         .send()
         .await
         .expect("create")
@@ -315,14 +365,45 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
     let work = support::tempdir();
     let dir = work.path();
     assert!(git(dir, &["init", "-q"]).0);
-    let package = json!({"name": "pushbench", "scripts": {"start": "node server.js"},
+    let mut package = json!({"name": "pushbench", "scripts": {"start": "node server.js"},
         "flock": {"instances": 1, "cpus": 0.1, "mem": 64},
         "checks": [{"path": "/health", "intervalSeconds": 1}],
         "drove": {"minInstances": 1}});
+    if dependency {
+        let vendor = dir.join("vendor/dep");
+        std::fs::create_dir_all(&vendor).expect("vendor");
+        std::fs::write(
+            vendor.join("package.json"),
+            json!({"name": "dep", "version": "1.0.0", "main": "index.js"}).to_string(),
+        )
+        .expect("dep");
+        std::fs::write(vendor.join("index.js"), "module.exports = 1;\n").expect("dep");
+        package["dependencies"] = json!({"dep": "file:vendor/dep"});
+        std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
+        let lock = Command::new("npm")
+            .args([
+                "install",
+                "--package-lock-only",
+                "--ignore-scripts",
+                "--offline",
+            ])
+            .current_dir(dir)
+            .env("HOME", dir)
+            .output()
+            .expect("npm");
+        assert!(
+            lock.status.success(),
+            "npm: {}",
+            String::from_utf8_lossy(&lock.stderr)
+        );
+    }
     std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
     let source = std::fs::read_to_string(server_js()).expect("server.js");
     let (mut floor, mut pushed, mut served) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds {
+    let mut shares: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    // With a dependency, one push first fills the cache; the rounds then time cached pushes.
+    let rounds_from = usize::from(dependency);
+    for i in 0..rounds + rounds_from {
         let port = support::free_addr().port();
         let started = Instant::now();
         let child = Command::new("node")
@@ -345,9 +426,23 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
         assert!(git(dir, &["add", "-A"]).0);
         assert!(git(dir, &["commit", "-q", "-m", &message]).0);
         let started = Instant::now();
-        let (ok, out) = git(dir, &["push", "-q", &remote, "main"]);
-        assert!(ok, "push {i}: {out}");
-        pushed.push(started.elapsed());
+        let (took, steps) = timed_push(dir, &remote).await;
+        if i < rounds_from {
+            continue;
+        }
+        pushed.push(took);
+        for (step, at) in steps {
+            // "packed <sha> as <artifact>" and friends: keyed by their first words.
+            let key: String = step
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            shares
+                .entry(key)
+                .or_default()
+                .push(at.as_secs_f64() * 1000.0);
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let body = http
@@ -368,16 +463,23 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         served.push(started.elapsed());
-        if std::env::var_os("VERBOSE").is_some() {
-            println!(
-                "  round {i}: node {:?}, push {:?}, served {:?}",
-                floor[i], pushed[i], served[i]
-            );
-        }
     }
     stats("node alone: spawn → first 200", floor);
     stats("drove: git push returns (healthy)", pushed);
     stats("drove: git push → new release's 200", served);
+    let mut order: Vec<(f64, String)> = shares
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], k)
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let line: Vec<String> = order.iter().map(|(ms, k)| format!("{k} {ms:.0}")).collect();
+    println!(
+        "  steps, median ms since the push began: {}",
+        line.join(" → ")
+    );
 }
 
 /// Scales the bench app to zero and waits until its instance is gone.

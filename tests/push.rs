@@ -384,6 +384,20 @@ async fn github_webhook_deploys_signed_pushes() {
         "{releases}"
     );
 
+    // Over GitHub's 25 MB: refused unread (413, or a reset connection if the server closes
+    // before the client reads the answer).
+    let huge = vec![b'a'; 26 << 20];
+    let r = http
+        .post(&url)
+        .header("X-GitHub-Event", "push")
+        .header("X-Hub-Signature-256", sign(&secret, &huge))
+        .body(huge)
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413, "an oversized delivery");
+    }
+
     // A rotated secret: deliveries signed with the old one are refused.
     let (status, rotated) = d
         .call(Method::POST, "/v1/push/apps/hooked/webhook", None)
