@@ -432,12 +432,22 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dep
         }
         pushed.push(took);
         for (step, at) in steps {
-            // "packed <sha> as <artifact>" and friends: keyed by their first words.
-            let key: String = step
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
+            // Keyed by what the step is, without its ids and numbers.
+            let key = [
+                ("packed", "packed"),
+                ("on the cluster", "build started"),
+                ("from the cache", "deps from the cache"),
+                ("npm ci", "npm ci"),
+                ("pruning", "pruned"),
+                ("packing", "packing"),
+                ("built", "built"),
+                ("rolling out", "rollout started"),
+                ("released", "released"),
+            ]
+            .iter()
+            .find(|(needle, _)| step.contains(needle))
+            .map(|(_, k)| k.to_string())
+            .unwrap_or_else(|| step.split_whitespace().next().unwrap_or("").to_string());
             shares
                 .entry(key)
                 .or_default()
@@ -447,7 +457,7 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dep
         loop {
             let body = http
                 .get(router)
-                .header("Host", "pushbench.localhost")
+                .header("Host", format!("{name}.localhost"))
                 .send()
                 .await
                 .ok()
