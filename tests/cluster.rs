@@ -987,45 +987,6 @@ async fn oversized_bodies_are_refused() {
     assert!(!fw.id.is_empty(), "the master still serves");
 }
 
-/// Makes files immutable (`chattr +i`: even root cannot write them, through fds already open
-/// too) until dropped.
-struct Immutable(Vec<std::path::PathBuf>);
-
-impl Immutable {
-    fn set(paths: &[std::path::PathBuf]) -> Immutable {
-        let guard = Immutable(paths.to_vec());
-        for p in paths {
-            let out = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(p)
-                .output()
-                .unwrap_or_else(|e| panic!("running chattr (e2fsprogs): {e}"));
-            assert!(
-                out.status.success(),
-                "chattr +i {} failed (needs root and ext4/xfs/btrfs): {}",
-                p.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        guard
-    }
-
-    fn clear(&mut self) {
-        for p in self.0.drain(..) {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(&p)
-                .status();
-        }
-    }
-}
-
-impl Drop for Immutable {
-    fn drop(&mut self) {
-        self.clear();
-    }
-}
-
 /// The master's `/health`: status and body.
 async fn master_health(c: &TestCluster) -> (u16, String) {
     let r = c

@@ -1036,3 +1036,48 @@ async fn marathon_api_surface() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A PaaS whose database stops taking writes refuses the change (503) instead of answering it,
+/// and once the disk is back every answered change survives a restart (a write after a failed
+/// one really reaches the disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
+    let mut d = Drove::start(&[&agent(18)]).await;
+    d.create(node_app("/durable", 1, "v1")).await;
+    d.wait_healthy("/durable", 1, Duration::from_secs(30)).await;
+    let dir = d.cluster.dir.path().join("paas");
+    let mut immutable = support::Immutable::set(&[dir.join("paas.db"), dir.join("paas.db-wal")]);
+    let (status, body) = d
+        .call(
+            Method::PUT,
+            "/v2/apps/durable?force=true",
+            Some(json!({"instances": 2})),
+        )
+        .await;
+    assert_eq!(
+        status, 503,
+        "an unwritable store refuses the change: {body}"
+    );
+    assert_eq!(
+        d.app("/durable").await["instances"],
+        1,
+        "nothing was applied"
+    );
+    immutable.clear();
+    let (status, body) = d
+        .call(
+            Method::PUT,
+            "/v2/apps/durable?force=true",
+            Some(json!({"instances": 3})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    d.kill_paas();
+    d.start_paas();
+    d.wait_paas().await;
+    let app = d.app("/durable").await;
+    assert_eq!(
+        app["instances"], 3,
+        "the answered change survived a restart: {app}"
+    );
+}

@@ -230,7 +230,12 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ac
     while rx.recv_many(&mut batch, 256).await > 0 {
         let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
         let result = (|| write_batch(&pool, &ops))
-            .retry(ExponentialBuilder::default().with_max_times(5))
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(std::time::Duration::from_millis(50))
+                    .with_max_delay(std::time::Duration::from_secs(1))
+                    .with_max_times(5),
+            )
             .notify(|e, after| tracing::warn!(error = %e, ?after, "PaaS store write retried"))
             .await
             .map_err(|e| e.to_string());
@@ -245,8 +250,21 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ac
     }
 }
 
+/// Writes a batch in one transaction. A connection whose write failed is closed, never put
+/// back: after a failed COMMIT sqlx 0.8 still counts the transaction as open, so the next
+/// `begin` on that connection would only open a savepoint whose release writes nothing.
 async fn write_batch(pool: &SqlitePool, ops: &[&Op]) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut conn = pool.acquire().await?;
+    let result = write_ops(&mut conn, ops).await;
+    if result.is_err() {
+        let _ = conn.close().await;
+    }
+    result
+}
+
+async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
     for op in ops {
         match op {
             Op::FrameworkId(id) => {

@@ -737,3 +737,42 @@ pub async fn drove_cli(args: &[&str]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// Makes files immutable (`chattr +i`: even root cannot write them, through fds already open
+/// too) until dropped.
+pub struct Immutable(Vec<std::path::PathBuf>);
+
+impl Immutable {
+    pub fn set(paths: &[std::path::PathBuf]) -> Immutable {
+        let guard = Immutable(paths.to_vec());
+        for p in paths {
+            let out = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(p)
+                .output()
+                .unwrap_or_else(|e| panic!("running chattr (e2fsprogs): {e}"));
+            assert!(
+                out.status.success(),
+                "chattr +i {} failed (needs root and ext4/xfs/btrfs): {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        guard
+    }
+
+    pub fn clear(&mut self) {
+        for p in self.0.drain(..) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&p)
+                .status();
+        }
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
