@@ -111,6 +111,22 @@ fn main() {
     });
 }
 
+/// The floor every part compares against: `node server.js` spawned directly, until its
+/// first 200.
+async fn node_alone(http: &reqwest::Client) -> Duration {
+    let port = support::free_addr().port();
+    let started = Instant::now();
+    let child = Command::new("node")
+        .arg(server_js())
+        .env("PORT0", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node");
+    let _child = Killed(child);
+    until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await
+}
+
 async fn with_drove_up(parts: &str, extra: &[&str]) {
     let dir = support::tempdir();
     let addr = || support::free_addr().to_string();
@@ -203,18 +219,7 @@ async fn wake_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
     let mut steps: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for i in 0..rounds {
         to_zero(http, paas).await;
-        let port = support::free_addr().port();
-        let started = Instant::now();
-        let child = Command::new("node")
-            .arg(server_js())
-            .env("PORT0", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("node");
-        let _child = Killed(child);
-        floor.push(until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await);
-        drop(_child);
+        floor.push(node_alone(http).await);
 
         let started = Instant::now();
         let r = http
@@ -268,33 +273,6 @@ async fn wake_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
         .await;
 }
 
-/// Runs git in `dir` with no user configuration.
-fn git(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@drove.invalid",
-        ])
-        .args(["-c", "init.defaultBranch=main", "-c", "credential.helper="])
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Part 5: each round changes the app's answer, commits and pushes; the time until the push
-/// returns (the release is healthy) and until the router serves the new answer.
 /// Pushes `main` to `remote`, timing each `remote: -----> ` line from the push's start.
 async fn timed_push(dir: &std::path::Path, remote: &str) -> (Duration, Vec<(String, Duration)>) {
     use tokio::io::AsyncBufReadExt;
@@ -364,7 +342,7 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dep
     );
     let work = support::tempdir();
     let dir = work.path();
-    assert!(git(dir, &["init", "-q"]).0);
+    assert!(test_support::git(dir, &["init", "-q"]).0);
     let mut package = json!({"name": "pushbench", "scripts": {"start": "node server.js"},
         "flock": {"instances": 1, "cpus": 0.1, "mem": 64},
         "checks": [{"path": "/health", "intervalSeconds": 1}],
@@ -404,18 +382,7 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dep
     // With a dependency, one push first fills the cache; the rounds then time cached pushes.
     let rounds_from = usize::from(dependency);
     for i in 0..rounds + rounds_from {
-        let port = support::free_addr().port();
-        let started = Instant::now();
-        let child = Command::new("node")
-            .arg(server_js())
-            .env("PORT0", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("node");
-        let _child = Killed(child);
-        floor.push(until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await);
-        drop(_child);
+        floor.push(node_alone(http).await);
 
         let message = format!("round{i}");
         std::fs::write(
@@ -423,8 +390,8 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dep
             source.replace("process.env.MESSAGE || 'hello'", &format!("'{message}'")),
         )
         .expect("server.js");
-        assert!(git(dir, &["add", "-A"]).0);
-        assert!(git(dir, &["commit", "-q", "-m", &message]).0);
+        assert!(test_support::git(dir, &["add", "-A"]).0);
+        assert!(test_support::git(dir, &["commit", "-q", "-m", &message]).0);
         let started = Instant::now();
         let (took, steps) = timed_push(dir, &remote).await;
         if i < rounds_from {
@@ -542,20 +509,7 @@ async fn deploy_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
     println!("deploy → first 200 through the router ({rounds} rounds, floor interleaved)");
     let (mut floor, mut drove) = (Vec::new(), Vec::new());
     for i in 0..rounds {
-        // The floor: node itself, from spawn to its first 200.
-        let port = support::free_addr().port();
-        let started = Instant::now();
-        let child = Command::new("node")
-            .arg(server_js())
-            .env("PORT0", port.to_string())
-            .env("HOST", "127.0.0.1")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("node");
-        let _child = Killed(child);
-        let url = format!("http://127.0.0.1:{port}/");
-        floor.push(until_200(http, &url, "floor", started).await);
-        drop(_child);
+        floor.push(node_alone(http).await);
 
         let id = format!("bench{i}");
         let started = Instant::now();

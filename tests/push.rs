@@ -9,32 +9,8 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use support::git;
 use support::paas::{agent, Drove};
-
-/// Runs git in `dir` without any user or system configuration; (success, output).
-fn git(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=drove test",
-            "-c",
-            "user.email=test@drove.invalid",
-        ])
-        .args(["-c", "init.defaultBranch=main", "-c", "credential.helper="])
-        .args(args)
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .expect("git runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 fn commit(dir: &Path, package: &Value, message: &str) {
     std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");

@@ -53,20 +53,30 @@ fn zipped() -> Vec<u8> {
     z.finish().unwrap().into_inner()
 }
 
+/// Serves `app` on a free loopback port; its base URL.
+async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// Serves `files` at `/files/{name}`, counting the downloads of each.
+async fn serve_files(files: HashMap<String, Vec<u8>>) -> (String, Files) {
+    let files: Files = Arc::new((files, Mutex::new(HashMap::new())));
+    let app = Router::new()
+        .route("/files/{name}", get(serve_file))
+        .with_state(files.clone());
+    (serve(app).await, files)
+}
+
 async fn server() -> (String, Files) {
     let mut files = HashMap::new();
     files.insert("app.tar.gz".to_string(), targz());
     files.insert("app.tar.zst".to_string(), tarzst());
     files.insert("conf.zip".to_string(), zipped());
     files.insert("tool".to_string(), b"#!/bin/sh\nexit 0\n".to_vec());
-    let files: Files = Arc::new((files, Mutex::new(HashMap::new())));
-    let app = Router::new()
-        .route("/files/{name}", get(serve_file))
-        .with_state(files.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, files)
+    serve_files(files).await
 }
 
 fn uri(value: String) -> Uri {
@@ -241,9 +251,7 @@ async fn downloads_over_the_size_cap_or_the_timeout_are_refused() {
     let app = Router::new()
         .route("/big.bin", get(big))
         .route("/slow.bin", get(slow));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve(app).await;
 
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
@@ -362,13 +370,10 @@ async fn hostile_archives_are_refused() {
     for (name, bytes, _) in &cases {
         files.insert(format!("{name}.tar"), bytes.clone());
     }
-    let files: Files = Arc::new((files, Mutex::new(HashMap::new())));
-    let app = Router::new()
-        .route("/files/{name}", get(serve_file))
-        .with_state(files);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // A link that stays inside is fine.
+    let ok = tar_with("a/b/link", EntryType::Symlink, Some("../c"), b"");
+    files.insert("ok.tar".to_string(), ok);
+    let (url, _) = serve_files(files).await;
     let fetcher = Fetcher::new(work.path().join("cache"));
     for (name, _, why) in &cases {
         let sandbox = work.path().join("sb").join(name);
@@ -383,17 +388,6 @@ async fn hostile_archives_are_refused() {
         assert!(out.is_file(), "{name}: stdout is still the agent's file");
     }
     assert!(walk(&outside).is_empty(), "nothing written outside");
-    // A link that stays inside is fine.
-    let ok = tar_with("a/b/link", EntryType::Symlink, Some("../c"), b"");
-    let mut f = HashMap::new();
-    f.insert("ok.tar".to_string(), ok);
-    let files: Files = Arc::new((f, Mutex::new(HashMap::new())));
-    let app = Router::new()
-        .route("/files/{name}", get(serve_file))
-        .with_state(files);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let sandbox = work.path().join("sb-ok");
     std::fs::create_dir_all(&sandbox).unwrap();
     fetcher
@@ -414,9 +408,7 @@ async fn the_cache_is_bounded_lru_and_locks_are_pruned() {
         vec![name.len() as u8; 400 << 10]
     }
     let app = Router::new().route("/blob/{name}", get(blob));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = serve(app).await;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
     let fetcher = Fetcher::with_limits(

@@ -776,3 +776,29 @@ impl Drop for Immutable {
         self.clear();
     }
 }
+
+/// Runs git in `dir` with no user or system configuration (and no credential prompts); its
+/// success and its output.
+pub fn git(dir: &Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=drove test",
+            "-c",
+            "user.email=test@drove.invalid",
+        ])
+        .args(["-c", "init.defaultBranch=main", "-c", "credential.helper="])
+        .args(args)
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .expect("git runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}

@@ -137,11 +137,9 @@ pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>
         };
         (a.def.id.clone(), a.def.instances, a.def.scaling.clone())
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    let load = paas.stats.load(&name, now_ms, crate::scaler::FRESH_MS);
+    let load = paas
+        .stats
+        .load(&name, crate::scaler::now_ms(), crate::scaler::FRESH_MS);
     let mut view = paas.scaler.view(&id);
     view["wakes"] = json!(paas.lock().wakes_of(&id));
     view["appId"] = json!(id);

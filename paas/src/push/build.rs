@@ -248,7 +248,13 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_millis(250)) => None,
         };
         if task.is_none() {
-            task = paas.lock().job_task(&job).map(|(t, _)| t);
+            // A job ended before it was looked up is forgotten: its end names its task.
+            task = paas.lock().job_task(&job).map(|(t, _)| t).or_else(|| {
+                finished
+                    .as_ref()
+                    .and_then(|e| e.as_ref().ok())
+                    .and_then(|e| e.task_id.clone())
+            });
         }
         // Output so far, forwarded line by line.
         let text = match &task {
@@ -269,40 +275,26 @@ pub async fn run(
             }
         }
         if let Some(e) = finished {
-            if let (None, Ok(end)) = (&task, &e) {
-                // Ended before it was looked up: read its output once, whole.
-                task = end.task_id.clone();
-                if let Some(t) = &task {
-                    if let Some(text) = job_output(paas, t, "stdout", 0).await {
-                        for line in String::from_utf8_lossy(&text).lines() {
-                            if let Some(s) = line.strip_prefix("-----> ") {
-                                step = s.to_string();
-                            }
-                            last_lines.push(line.to_string());
-                            say(format!("       {line}"));
-                        }
-                    }
-                }
-            }
             break e;
         }
-        if out.is_closed() {
-            // The pusher left: the push cannot succeed, so the build stops.
-            paas.lock().cancel_job(&job);
-            paas.kick.notify_one();
-            paas.push.uploads.close(&token);
-            return Err(format!(
+        // The pusher left (the push cannot succeed), or the time bound passed: it stops.
+        let abort = if out.is_closed() {
+            Some(format!(
                 "the pusher left during the build (at: {step}); stopped"
-            ));
-        }
-        if started.elapsed() > BUILD_LIMIT {
+            ))
+        } else {
+            (started.elapsed() > BUILD_LIMIT).then(|| {
+                format!(
+                    "the build took longer than {} s (at: {step})",
+                    BUILD_LIMIT.as_secs()
+                )
+            })
+        };
+        if let Some(why) = abort {
             paas.lock().cancel_job(&job);
             paas.kick.notify_one();
             paas.push.uploads.close(&token);
-            return Err(format!(
-                "the build took longer than {} s (at: {step})",
-                BUILD_LIMIT.as_secs()
-            ));
+            return Err(why);
         }
     };
     let uploaded = paas.push.uploads.close(&token).unwrap_or_default();

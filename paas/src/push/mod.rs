@@ -418,17 +418,6 @@ async fn node_version() -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The config vars of the app's latest succeeded release.
-async fn releases_config(paas: &Paas, name: &str) -> std::collections::BTreeMap<String, String> {
-    let rows = paas.store.releases(name).await.unwrap_or_default();
-    rows.iter()
-        .rev()
-        .filter_map(|r| serde_json::from_str::<releases::Release>(r).ok())
-        .find(|r| r.status == "succeeded")
-        .map(|r| r.config)
-        .unwrap_or_default()
-}
-
 /// Frees the app for the next push however the deploy ends.
 pub(crate) struct Deploying<'a>(pub(crate) &'a Pushes, pub(crate) String);
 
@@ -537,7 +526,11 @@ pub(crate) async fn deploy(
             artifact
         };
         // The config carries over from the release serving now.
-        let config = releases_config(paas, name).await;
+        let config = releases::serving(paas, name)
+            .await
+            .map_err(|e| format!("reading the releases: {e}"))?
+            .map(|r| r.config)
+            .unwrap_or_default();
         let input = releases::Input {
             commit: new.clone(),
             descriptor: String::from_utf8_lossy(&pkg).into_owned(),

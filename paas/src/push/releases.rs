@@ -326,13 +326,21 @@ async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Response {
     }
 }
 
-/// The release now serving: the latest that succeeded.
-async fn current(paas: &Paas, name: &str) -> Result<Release, Response> {
-    all(paas, name)
-        .await?
-        .into_iter()
+/// The release now serving: the latest that succeeded, if any.
+pub(crate) async fn serving(paas: &Paas, name: &str) -> Result<Option<Release>, String> {
+    let rows = paas.store.releases(name).await.map_err(|e| e.to_string())?;
+    Ok(rows
+        .iter()
         .rev()
-        .find(|r| r.status == "succeeded")
+        .filter_map(|r| serde_json::from_str::<Release>(r).ok())
+        .find(|r| r.status == "succeeded"))
+}
+
+/// [`serving`], or the API's answer when there is none.
+async fn current(paas: &Paas, name: &str) -> Result<Release, Response> {
+    serving(paas, name)
+        .await
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e))?
         .ok_or_else(|| {
             error(
                 StatusCode::CONFLICT,

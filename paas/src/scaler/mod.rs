@@ -73,7 +73,8 @@ impl AppMemory {
     }
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds since the epoch (the routers' report times are on the same clock).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
