@@ -670,6 +670,8 @@ async fn scheduling_throughput() {
         master_secret: None,
         drain_timeout: Duration::from_secs(1),
         kill_grace: Duration::from_secs(1),
+        admin_password: None,
+        admin_session: Duration::from_secs(3600),
     };
     let started = drove_paas::start(args, shutdown.clone())
         .await

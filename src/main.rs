@@ -307,9 +307,10 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         .context("router start task")?
         .context("router failed to start")?;
     println!(
-        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
+        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
         args.master_listen,
         args.agent_listen,
+        paas.addr,
         paas.addr,
         args.domain,
         args.router_listen.port(),

@@ -628,48 +628,15 @@ async fn tokens_and_bad_input() {
 /// the router, list it, read its logs, scale it to zero and wake it with a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drove_up_and_the_cli() {
-    let dir = support::tempdir();
-    let port = || support::free_port("127.0.0.1");
-    let (master, agent, paas, router, admin) = (port(), port(), port(), port(), port());
-    let cgroup_root = format!("drove-test-{}", support::uuid_like());
-    let _cleanup = support::CgroupTree(cgroup_root.clone());
-    let data = dir.path().join("data");
-    let args: Vec<String> = vec![
-        "up".into(),
-        format!("--data-dir={}", data.display()),
-        format!("--master-listen=127.0.0.1:{master}"),
-        format!("--agent-listen=127.0.0.1:{agent}"),
-        format!("--paas-listen=127.0.0.1:{paas}"),
-        format!("--router-listen=127.0.0.1:{router}"),
-        format!("--router-admin=127.0.0.1:{admin}"),
-        format!("--resources=cpus:2;mem:2048;ports:[{}-{}]", 21600, 21799),
-        format!("--cgroup-root={cgroup_root}"),
-        format!(
-            "--fetch-allow-dir={}",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
-        ),
-    ];
-    let up = support::Proc::spawn("up", &args, &dir.path().join("up.log"));
-    let paas_url = format!("http://127.0.0.1:{paas}");
-    let data_arg = format!("--data-dir={}", data.display());
-    let paas_arg = format!("--paas={paas_url}");
-    let log = || std::fs::read_to_string(dir.path().join("up.log")).unwrap_or_default();
-
-    // The token is generated, saved, and printed.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !data.join("paas/admin-token").exists() || !log().contains("admin token") {
-        assert!(
-            Instant::now() < deadline,
-            "drove up did not start:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let token = std::fs::read_to_string(data.join("paas/admin-token")).unwrap();
-    assert!(
-        log().contains(token.trim()),
-        "drove up prints the admin token"
-    );
+    let up = support::up::Up::start((21600, 21799), &[]).await;
+    let dir = &up.dir;
+    let paas_url = up.paas_url.clone();
+    let router = up.router_port;
+    let (data_arg, paas_arg) = (up.data_arg(), up.paas_arg());
+    let args = up.args.clone();
+    let log = || up.log();
+    let token = up.token.clone();
+    assert!(log().contains(&token), "drove up prints the admin token");
 
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/hello.json");
     let (ok, out) = cli(&["deploy", example, &paas_arg, &data_arg]).await;
@@ -843,7 +810,6 @@ async fn drove_up_and_the_cli() {
         "a wake timeline: {v}"
     );
     drop(up);
-    support::kill_cgroup_tree(&cgroup_root);
 }
 
 /// The rest of the Marathon surface tools use: nested ids and their host names, embed and

@@ -157,6 +157,8 @@ async fn state(State(node): State<Arc<Node>>) -> Json<AgentState> {
 struct LogQuery {
     offset: Option<u64>,
     length: Option<u64>,
+    /// drove's: the last this many bytes (instead of offset and length).
+    tail: Option<u64>,
 }
 
 async fn task_log(
@@ -181,9 +183,11 @@ async fn task_log(
         return (StatusCode::NOT_FOUND, format!("unknown task {task_id:?}\n")).into_response();
     };
     let path = stream.path_in(&sandbox);
-    let offset = q.offset.unwrap_or(0);
-    let length = q.length;
-    match tokio::task::spawn_blocking(move || logs::read_range(&path, offset, length)).await {
+    let read = move || match q.tail {
+        Some(n) => logs::read_tail(&path, n),
+        None => logs::read_range(&path, q.offset.unwrap_or(0), q.length),
+    };
+    match tokio::task::spawn_blocking(read).await {
         Ok(Ok(bytes)) => {
             ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
         }

@@ -153,6 +153,12 @@ pub fn read_range(path: &Path, offset: u64, length: Option<u64>) -> io::Result<V
     Ok(buf)
 }
 
+/// The last `n` bytes of a stream file (at most `MAX_READ`), through the same checks.
+pub fn read_tail(path: &Path, n: u64) -> io::Result<Vec<u8>> {
+    let len = open_untrusted(path, false)?.metadata()?.len();
+    read_range(path, len.saturating_sub(n.min(MAX_READ)), None)
+}
+
 /// Creates (or opens for appending) a stream file in a sandbox without following a link at
 /// its name; the executor and the launcher use this before the task runs.
 pub fn open_for_append(path: &Path) -> io::Result<File> {

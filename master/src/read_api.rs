@@ -217,6 +217,8 @@ pub fn state_json(c: &Cluster, pid: &str) -> Value {
                 "endpoint": a.endpoint,
                 "attributes": attributes,
                 "registered_time": a.registered_secs,
+                // drove's: how long since the agent's last ping (its heartbeat).
+                "last_ping_seconds_ago": now.saturating_duration_since(a.last_ping).as_secs_f64(),
                 "active": a.status == AgentStatus::Active,
                 "deactivated": a.status != AgentStatus::Active,
                 "recovering": matches!(a.status, AgentStatus::Recovering { .. }),

@@ -8,10 +8,12 @@
 //! - [`scheduler`]: the loop between the Mesos driver and the state;
 //! - [`task`]: the Mesos task an instance runs as;
 //! - [`store`]: SQLite persistence; [`events`]: Marathon's event bus;
+//! - [`admin`]: the admin dashboard at `/admin`;
 //! - [`api`]: the HTTP API (`/v2`, `/v1` routes for routers, `/ping`, `/metrics`) and its
 //!   access rules; [`tokens`]: the admin and router tokens.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod events;
@@ -75,6 +77,12 @@ pub struct PaasArgs {
     pub master_principal: Option<String>,
     #[arg(long, env = "DROVE_MASTER_SECRET", hide_env_values = true)]
     pub master_secret: Option<String>,
+    /// A password for the dashboard's login, besides the admin token (which always works).
+    #[arg(long, env = "DROVE_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How long a dashboard login lasts.
+    #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
+    pub admin_session: Duration,
     /// How long an instance taken out of the routes may finish its requests before the kill.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
@@ -101,6 +109,7 @@ pub struct Paas {
     pub push: push::Pushes,
     pub http: reqwest::Client,
     pub metrics: api::metrics::Metrics,
+    pub admin: admin::Admin,
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
     pub shutdown: CancellationToken,
     agents: Mutex<Option<AgentsReading>>,
@@ -246,6 +255,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
     let addr = listener.local_addr().map_err(PaasError::Serve)?;
     let started_tokens = (tokens.admin.clone(), tokens.router.clone());
     let push_dir = args.data_dir.clone();
+    let admin_session = args.admin_session;
     let paas = Arc::new(Paas {
         state: Mutex::new(state),
         store,
@@ -262,6 +272,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
             .build()
             .unwrap_or_default(),
         metrics: api::metrics::Metrics::default(),
+        admin: admin::Admin::new(admin_session),
         shutdown: shutdown.clone(),
         agents: Mutex::new(None),
         writes: tokio::sync::Mutex::new(()),
@@ -275,6 +286,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
         shutdown.clone(),
     ));
     tokio::spawn(scaler::run(paas.clone()));
+    tokio::spawn(admin::history::run(paas.clone()));
     let app = api::router(paas.clone());
     let task = tokio::spawn(async move {
         axum::serve(

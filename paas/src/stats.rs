@@ -1,5 +1,5 @@
 //! The routers' per-app stats: the latest report of each router, and a short history per app
-//! (for the scaler and the dashboard to come), readable at `GET /v1/apps/{app}/stats`.
+//! (for the scaler and the dashboard), readable at `GET /v1/apps/{app}/stats`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -31,6 +31,21 @@ pub struct Load {
     pub last_request_ms: Option<u64>,
 }
 
+/// An app's request counter and latency, for the dashboard's history.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Counters {
+    pub requests: Option<u64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+fn max(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 impl RouterStats {
     /// The app's load from reports no older than `fresh_ms` at `now_ms`.
     pub fn load(&self, app: &str, now_ms: u64, fresh_ms: u64) -> Load {
@@ -47,6 +62,25 @@ impl RouterStats {
             }
         }
         load
+    }
+
+    /// The app's requests counted by every router that reported it (cumulative; `None` if
+    /// none did) and its latency quantiles (the slowest of the fresh reports).
+    pub fn counters(&self, app: &str, now_ms: u64, fresh_ms: u64) -> Counters {
+        let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = Counters::default();
+        let Some(s) = apps.get(app) else {
+            return c;
+        };
+        for (at, r) in s.latest.values() {
+            *c.requests.get_or_insert(0) += r.counters.requests;
+            if now_ms.saturating_sub(*at) <= fresh_ms {
+                let q = &r.counters.latency_ms;
+                c.p50 = max(c.p50, q.p50);
+                c.p99 = max(c.p99, q.p99);
+            }
+        }
+        c
     }
 
     pub fn record(&self, report: &StatsReport) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod paas;
+pub mod up;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -37,10 +38,16 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, args: &[String], log: &Path) -> Proc {
+        Proc::spawn_with_env(name, args, log, &[])
+    }
+
+    /// [`Proc::spawn`] with `env` set.
+    pub fn spawn_with_env(name: &str, args: &[String], log: &Path, env: &[(&str, &str)]) -> Proc {
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
         let child = Command::new(DROVE)
             .args(args)
+            .envs(env.iter().copied())
             .env("DROVE_LOG", "info,drove_master=debug,drove_agent=debug")
             .stdin(Stdio::null())
             .stdout(out)

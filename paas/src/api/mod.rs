@@ -30,7 +30,13 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 /// The largest push (a git pack) accepted.
 pub const PUSH_MAX_BODY: usize = 512 * 1024 * 1024;
 
+/// The API and, beside it, the dashboard (which calls the API in-process).
 pub fn router(paas: Arc<Paas>) -> Router {
+    let api = routes(paas.clone());
+    api.clone().merge(crate::admin::router(paas, api))
+}
+
+fn routes(paas: Arc<Paas>) -> Router {
     Router::new()
         .route("/v2/apps", get(apps::list).post(apps::create))
         .route(

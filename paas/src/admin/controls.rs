@@ -1,0 +1,255 @@
+//! The app page's controls. Each is one call of the PaaS's API (the CLI's call where the CLI
+//! has the command) and answers with the API's outcome: JSON for the page's script, or a
+//! redirect back to the page with the outcome shown for a browser without it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde_json::{json, Value};
+
+use super::client::Answer;
+use crate::Paas;
+
+/// What a control did.
+struct Outcome {
+    status: StatusCode,
+    message: String,
+    /// HTML for an element of the page (its id, its new content).
+    html: Option<(&'static str, String)>,
+}
+
+impl Outcome {
+    fn from(a: &Answer, done: impl FnOnce(&Value) -> String) -> Outcome {
+        Outcome {
+            status: a.status,
+            message: if a.ok() { done(&a.body) } else { a.message() },
+            html: None,
+        }
+    }
+
+    fn invalid(message: String) -> Outcome {
+        Outcome {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message,
+            html: None,
+        }
+    }
+}
+
+fn field<'a>(form: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    form.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
+}
+
+fn whole(form: &HashMap<String, String>, k: &str) -> Result<Option<u32>, Outcome> {
+    match field(form, k) {
+        None => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Outcome::invalid(format!("{k}: expected a whole number, found {v:?}"))),
+    }
+}
+
+fn seconds(form: &HashMap<String, String>, k: &str) -> Result<Option<f64>, Outcome> {
+    match field(form, k) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite())
+            .map(Some)
+            .ok_or_else(|| Outcome::invalid(format!("{k}: expected a number, found {v:?}"))),
+    }
+}
+
+fn deployment(v: &Value) -> String {
+    v["deploymentId"].as_str().unwrap_or("?").to_string()
+}
+
+/// `POST /admin/apps/{app}/{action}`: `instances`, `scaling`, `zero`, `wake`, `restart`,
+/// `auto`, `rollback`, `config` (show the config vars' values).
+pub async fn act(
+    State(paas): State<Arc<Paas>>,
+    Path((name, action)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let outcome = match run(&paas, &name, &action, &form, peer).await {
+        Ok(o) | Err(o) => o,
+    };
+    if outcome.status.is_success() {
+        tracing::info!(app = %name, action, "dashboard: {}", outcome.message);
+    }
+    let script = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    if script {
+        let mut body = json!({"ok": outcome.status.is_success(), "message": outcome.message});
+        if let Some((target, html)) = outcome.html {
+            body["target"] = json!(target);
+            body["html"] = json!(html);
+        }
+        return (outcome.status, Json(body)).into_response();
+    }
+    let q = serde_urlencoded::to_string([
+        ("result", outcome.message.as_str()),
+        (
+            "ok",
+            if outcome.status.is_success() {
+                "1"
+            } else {
+                "0"
+            },
+        ),
+    ])
+    .unwrap_or_default();
+    Redirect::to(&format!("/admin/apps/{name}?{q}")).into_response()
+}
+
+async fn run(
+    paas: &Arc<Paas>,
+    name: &str,
+    action: &str,
+    form: &HashMap<String, String>,
+    peer: SocketAddr,
+) -> Result<Outcome, Outcome> {
+    let api = paas.admin.api().ok_or_else(|| Outcome {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "the dashboard is starting".into(),
+        html: None,
+    })?;
+    let id = paas
+        .lock()
+        .app_by_route(name)
+        .map(|a| a.def.id.clone())
+        .ok_or_else(|| Outcome {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no app {name:?}"),
+            html: None,
+        })?;
+    let app_path = format!("/v2/apps{id}?force=true");
+    let call = |method: Method, uri: String, body: Option<Value>| {
+        let api = api.clone();
+        async move { api.call(method, &uri, body, peer).await }
+    };
+    Ok(match action {
+        "instances" | "zero" => {
+            let n = if action == "zero" {
+                0
+            } else {
+                whole(form, "instances")?
+                    .ok_or_else(|| Outcome::invalid("instances: expected a whole number".into()))?
+            };
+            let a = call(Method::PUT, app_path, Some(json!({ "instances": n }))).await;
+            Outcome::from(&a, |v| {
+                format!("scaling {id} to {n}: deployment {}", deployment(v))
+            })
+        }
+        "scaling" => {
+            let current = call(Method::GET, format!("/v2/apps{id}"), None).await;
+            let mut scaling = match current.body["app"]["scaling"].clone() {
+                Value::Object(m) => Value::Object(m),
+                _ => json!({}),
+            };
+            let fields = [
+                ("minInstances", whole(form, "min")?.map(|x| json!(x))),
+                ("maxInstances", whole(form, "max")?.map(|x| json!(x))),
+                ("idleSeconds", seconds(form, "idle")?.map(|x| json!(x))),
+                (
+                    "targetConcurrency",
+                    seconds(form, "target")?.map(|x| json!(x)),
+                ),
+            ];
+            for (k, v) in fields {
+                if let Some(v) = v {
+                    scaling[k] = v;
+                }
+            }
+            let a = call(Method::PATCH, app_path, Some(json!({ "scaling": scaling }))).await;
+            Outcome::from(&a, |_| format!("{id}: scaling settings saved"))
+        }
+        "auto" => {
+            let current = call(Method::GET, format!("/v2/apps{id}"), None).await;
+            let Value::Object(mut scaling) = current.body["app"]["scaling"].clone() else {
+                return Err(Outcome {
+                    status: StatusCode::CONFLICT,
+                    message: format!("{id} has no scaling settings: its count is fixed"),
+                    html: None,
+                });
+            };
+            scaling.remove("floor");
+            let a = call(Method::PATCH, app_path, Some(json!({ "scaling": scaling }))).await;
+            Outcome::from(&a, |_| {
+                format!("{id}: the floor is cleared; the scaler decides its count")
+            })
+        }
+        "wake" => {
+            let a = call(Method::POST, format!("/v1/apps/{name}/wake"), None).await;
+            Outcome::from(&a, |v| {
+                format!("{id}: awake, {} instance(s) wanted", v["instances"])
+            })
+        }
+        "restart" => {
+            let a = call(
+                Method::POST,
+                format!("/v2/apps{id}/restart?force=true"),
+                None,
+            )
+            .await;
+            Outcome::from(&a, |v| {
+                format!("restarting {id}: deployment {}", deployment(v))
+            })
+        }
+        "rollback" => {
+            let body = field(form, "version").map(|v| json!({ "to": v }));
+            let a = call(Method::POST, format!("/v1/push/apps/{name}/rollback"), body).await;
+            Outcome::from(&a, |v| {
+                format!(
+                    "{name}: rolled back; {} is serving",
+                    v["release"]
+                        .as_str()
+                        .or(v["version"].as_str())
+                        .unwrap_or("the release")
+                )
+            })
+        }
+        "config" => {
+            let a = call(Method::GET, format!("/v1/push/apps/{name}/config"), None).await;
+            let mut o = Outcome::from(&a, |_| format!("{name}: config values shown"));
+            if a.ok() {
+                o.html = Some(("config", config_table(&a.body["config"])));
+            }
+            o
+        }
+        other => Outcome {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no control {other:?}"),
+            html: None,
+        },
+    })
+}
+
+/// The config vars with their values (escaped: they are the app's, not ours).
+fn config_table(config: &Value) -> String {
+    let mut out = String::from("<table class=\"kv\"><tr><th>name</th><th>value</th></tr>");
+    for (k, v) in config.as_object().into_iter().flatten() {
+        out.push_str(&format!(
+            "<tr><td><code>{}</code></td><td><code class=\"secret\">{}</code></td></tr>",
+            escape(k),
+            escape(v.as_str().unwrap_or(""))
+        ));
+    }
+    out.push_str("</table>");
+    out
+}
+
+fn escape(s: &str) -> String {
+    minijinja::HtmlEscape(s).to_string()
+}

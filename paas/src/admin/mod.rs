@@ -1,0 +1,373 @@
+//! The admin dashboard at `/admin`: server-rendered pages from `templates/` (minijinja,
+//! compiled into the binary), kept live by server-sent events ([`live`]), with SVG charts
+//! drawn here ([`charts`]) from the last hour of every app ([`history`]).
+//!
+//! - [`session`]: login with the admin token or `--admin-password`, session cookies, CSRF;
+//! - [`client`]: the PaaS's own API, called in-process: every read and every control goes
+//!   through the same routes as the CLI;
+//! - [`views`]: what each page shows; [`controls`]: what its forms do.
+
+pub mod charts;
+mod client;
+mod controls;
+pub mod history;
+mod live;
+pub mod session;
+mod views;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use minijinja::Environment;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use client::ApiClient;
+
+use crate::Paas;
+
+/// The dashboard's shared parts (on [`Paas`]).
+pub struct Admin {
+    pub sessions: session::Sessions,
+    pub history: history::History,
+    api: OnceLock<ApiClient>,
+}
+
+impl Admin {
+    pub fn new(session_ttl: Duration) -> Admin {
+        Admin {
+            sessions: session::Sessions::new(session_ttl),
+            history: history::History::default(),
+            api: OnceLock::new(),
+        }
+    }
+
+    /// The in-process API client (set when the API router is built).
+    pub fn api(&self) -> Option<ApiClient> {
+        self.api.get().cloned()
+    }
+}
+
+/// A page and the ids of its live blocks (template blocks and element ids alike).
+#[derive(Debug, Clone)]
+pub enum Page {
+    Cluster,
+    Apps,
+    App(String),
+}
+
+impl Page {
+    fn parse(page: &str, app: Option<String>) -> Option<Page> {
+        match (page, app) {
+            ("cluster", _) => Some(Page::Cluster),
+            ("apps", _) => Some(Page::Apps),
+            ("app", Some(a)) => Some(Page::App(a)),
+            _ => None,
+        }
+    }
+
+    fn template(&self) -> &'static str {
+        match self {
+            Page::Cluster => "cluster.html",
+            Page::Apps => "apps.html",
+            Page::App(_) => "app.html",
+        }
+    }
+
+    fn blocks(&self) -> &'static [&'static str] {
+        match self {
+            Page::Cluster => &["totals", "agents", "frameworks", "offers", "starving"],
+            Page::Apps => &["apps"],
+            Page::App(_) => &[
+                "summary",
+                "charts",
+                "instances",
+                "scaler",
+                "wakes",
+                "releases",
+                "logs",
+            ],
+        }
+    }
+
+    /// The page's data; `None` for an app that does not exist.
+    async fn view(&self, paas: &Paas) -> Option<Value> {
+        let api = paas.admin.api()?;
+        Some(match self {
+            Page::Cluster => views::cluster(paas, &api).await,
+            Page::Apps => views::apps(paas, &api).await,
+            Page::App(name) => views::app(paas, &api, name).await?,
+        })
+    }
+}
+
+/// The templates, compiled once.
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        let all = [
+            ("base.html", include_str!("../../../templates/base.html")),
+            ("login.html", include_str!("../../../templates/login.html")),
+            (
+                "cluster.html",
+                include_str!("../../../templates/cluster.html"),
+            ),
+            ("apps.html", include_str!("../../../templates/apps.html")),
+            ("app.html", include_str!("../../../templates/app.html")),
+        ];
+        for (name, source) in all {
+            if let Err(e) = env.add_template(name, source) {
+                // A broken template is a build defect; the test of every page finds it.
+                tracing::error!(template = name, error = %e, "dashboard template");
+            }
+        }
+        env
+    })
+}
+
+fn render(name: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+    templates()
+        .get_template(name)?
+        .render(minijinja::value::Serde(ctx))
+}
+
+/// The page's live blocks, rendered (with the session's CSRF token for their forms).
+async fn render_blocks(
+    paas: &Paas,
+    page: &Page,
+    csrf: &str,
+) -> Result<Vec<(&'static str, String)>, minijinja::Error> {
+    let Some(view) = page.view(paas).await else {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::UndefinedError,
+            "the page's app is gone",
+        ));
+    };
+    let ctx = json!({ "v": view, "csrf": csrf });
+    let tmpl = templates().get_template(page.template())?;
+    let mut captured = tmpl.render_captured(minijinja::value::Serde(&ctx))?;
+    captured.with_state_mut(|state| {
+        page.blocks()
+            .iter()
+            .map(|b| state.render_block(b).map(|html| (*b, html)))
+            .collect()
+    })
+}
+
+fn page_error(e: minijinja::Error) -> Response {
+    tracing::error!(error = %e, "dashboard: rendering a page");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("rendering the page failed: {e}\n"),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct Flash {
+    result: Option<String>,
+    ok: Option<String>,
+}
+
+async fn show(paas: &Paas, page: Page, csrf: &str, flash: Flash) -> Response {
+    let Some(view) = page.view(paas).await else {
+        return (StatusCode::NOT_FOUND, Html("no such app\n".to_string())).into_response();
+    };
+    let (live_page, live_app) = match &page {
+        Page::Cluster => ("cluster", String::new()),
+        Page::Apps => ("apps", String::new()),
+        Page::App(a) => ("app", a.clone()),
+    };
+    let ctx = json!({
+        "v": view, "csrf": csrf, "page": live_page, "app": live_app,
+        "flash": flash.result, "flash_ok": flash.ok.as_deref() == Some("1"),
+    });
+    match render(page.template(), &ctx) {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => page_error(e),
+    }
+}
+
+async fn cluster(
+    State(paas): State<Arc<Paas>>,
+    axum::Extension(s): axum::Extension<session::Session>,
+) -> Response {
+    show(&paas, Page::Cluster, &s.csrf, Flash::default()).await
+}
+
+async fn apps(
+    State(paas): State<Arc<Paas>>,
+    axum::Extension(s): axum::Extension<session::Session>,
+) -> Response {
+    show(&paas, Page::Apps, &s.csrf, Flash::default()).await
+}
+
+async fn app(
+    State(paas): State<Arc<Paas>>,
+    Path(name): Path<String>,
+    Query(flash): Query<Flash>,
+    axum::Extension(s): axum::Extension<session::Session>,
+) -> Response {
+    show(&paas, Page::App(name), &s.csrf, flash).await
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    secret: String,
+    csrf: String,
+}
+
+/// `GET /admin/login`: the form, with a fresh login CSRF token in a cookie and in the form.
+async fn login_page() -> Response {
+    login_form(None, StatusCode::OK)
+}
+
+fn login_form(error: Option<&str>, status: StatusCode) -> Response {
+    let token = crate::tokens::generate();
+    match render("login.html", &json!({"csrf": token, "error": error})) {
+        Ok(html) => (
+            status,
+            [(
+                header::SET_COOKIE,
+                session::set_cookie(session::LOGIN_COOKIE, &token, Duration::from_secs(3600)),
+            )],
+            Html(html),
+        )
+            .into_response(),
+        Err(e) => page_error(e),
+    }
+}
+
+/// `POST /admin/login`: the admin token or the configured password opens a session.
+async fn login(
+    State(paas): State<Arc<Paas>>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = session::cookie(&headers, session::LOGIN_COOKIE);
+    if !expected.is_some_and(|c| session::equal(&c, &form.csrf)) {
+        return login_form(
+            Some("The login form expired or came from elsewhere; try again."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let by_token = session::equal(&form.secret, &paas.tokens.admin);
+    let by_password = paas
+        .args
+        .admin_password
+        .as_deref()
+        .is_some_and(|p| !p.is_empty() && session::equal(&form.secret, p));
+    if !by_token && !by_password {
+        paas.metrics.request(false);
+        tracing::warn!("dashboard: a failed login");
+        // A guess costs a second.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        return login_form(Some("Wrong token or password."), StatusCode::UNAUTHORIZED);
+    }
+    let id = paas.admin.sessions.open();
+    tracing::info!("dashboard: logged in");
+    let mut resp = Redirect::to("/admin/apps").into_response();
+    let h = resp.headers_mut();
+    for c in [
+        session::set_cookie(session::COOKIE, &id, paas.admin.sessions.ttl()),
+        session::clear_cookie(session::LOGIN_COOKIE),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+/// `POST /admin/logout`.
+async fn logout(State(paas): State<Arc<Paas>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(id) = session::cookie(&headers, session::COOKIE) {
+        paas.admin.sessions.close(&id);
+    }
+    (
+        [(header::SET_COOKIE, session::clear_cookie(session::COOKIE))],
+        Redirect::to("/admin/login"),
+    )
+        .into_response()
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../templates/admin.css"),
+    )
+        .into_response()
+}
+
+async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../templates/admin.js"),
+    )
+        .into_response()
+}
+
+/// Every dashboard answer: no framing by other sites, nothing from elsewhere, not cached.
+async fn headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+/// The dashboard's routes; `api` is the PaaS's API router, which its reads and controls call.
+pub fn router(paas: Arc<Paas>, api: Router) -> Router {
+    let _ = paas.admin.api.set(ApiClient::new(api, &paas.tokens.admin));
+    let private = Router::new()
+        .route("/admin/cluster", get(cluster))
+        .route("/admin/apps", get(apps))
+        .route("/admin/apps/{app}", get(app))
+        .route("/admin/apps/{app}/{action}", post(controls::act))
+        .route("/admin/live", get(live::stream))
+        .route("/admin/logout", post(logout))
+        .layer(axum::middleware::from_fn_with_state(
+            paas.clone(),
+            session::require,
+        ));
+    Router::new()
+        .route("/admin", get(|| async { Redirect::to("/admin/apps") }))
+        .route("/admin/", get(|| async { Redirect::to("/admin/apps") }))
+        .route("/admin/login", get(login_page).post(login))
+        .route("/admin/static/admin.css", get(stylesheet))
+        .route("/admin/static/admin.js", get(script))
+        .merge(private)
+        .layer(axum::middleware::from_fn(headers))
+        .layer(axum::extract::DefaultBodyLimit::max(session::MAX_FORM))
+        .with_state(paas)
+}

@@ -1,0 +1,257 @@
+//! Dashboard sessions: a login with the admin token (or the configured password) opens a
+//! session named by a random cookie (HttpOnly, SameSite=Strict, Path=/admin, expiring); each
+//! session has its own CSRF token, which every state-changing request must carry as the form
+//! field `csrf`. Sessions live in memory: a restarted PaaS asks for a new login.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::Paas;
+
+pub const COOKIE: &str = "drove_session";
+/// The login form's own CSRF cookie (double submit): a login form posted from another site
+/// carries neither it nor its value.
+pub const LOGIN_COOKIE: &str = "drove_login";
+/// Most sessions kept at once; the oldest goes first.
+const MAX_SESSIONS: usize = 1024;
+/// Largest form body the CSRF check reads.
+pub const MAX_FORM: usize = 64 * 1024;
+
+/// What a request's session gives its handler.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub csrf: String,
+}
+
+struct Entry {
+    expires: Instant,
+    created: Instant,
+    csrf: String,
+}
+
+/// The open sessions, by the SHA-256 of their cookie (a dump of memory gives no cookie).
+pub struct Sessions {
+    ttl: Duration,
+    open: Mutex<HashMap<String, Entry>>,
+}
+
+fn digest(id: &str) -> String {
+    hex::encode(Sha256::digest(id.as_bytes()))
+}
+
+pub fn equal(a: &str, b: &str) -> bool {
+    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Sessions {
+        Sessions {
+            ttl,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Opens a session; returns its cookie value.
+    pub fn open(&self) -> String {
+        let id = crate::tokens::generate();
+        let now = Instant::now();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, e| e.expires > now);
+        if open.len() >= MAX_SESSIONS {
+            if let Some(oldest) = open
+                .iter()
+                .min_by_key(|(_, e)| e.created)
+                .map(|(k, _)| k.clone())
+            {
+                open.remove(&oldest);
+            }
+        }
+        open.insert(
+            digest(&id),
+            Entry {
+                expires: now + self.ttl,
+                created: now,
+                csrf: crate::tokens::generate(),
+            },
+        );
+        id
+    }
+
+    /// The live session a cookie names.
+    pub fn get(&self, id: &str) -> Option<Session> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let key = digest(id);
+        match open.get(&key) {
+            Some(e) if e.expires > Instant::now() => Some(Session {
+                csrf: e.csrf.clone(),
+            }),
+            Some(_) => {
+                open.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn close(&self, id: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&digest(id));
+    }
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A `Set-Cookie` value for the dashboard: HttpOnly, SameSite=Strict, under `/admin`.
+/// (Not `Secure`: drove serves plain HTTP on loopback; put TLS in front and add it there.)
+pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> String {
+    format!(
+        "{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
+        max_age.as_secs()
+    )
+}
+
+pub fn clear_cookie(name: &str) -> String {
+    format!("{name}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0")
+}
+
+/// The form field `csrf` of a urlencoded body.
+pub fn form_field(body: &[u8], field: &str) -> Option<String> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .ok()?
+        .into_iter()
+        .find(|(k, _)| k == field)
+        .map(|(_, v)| v)
+}
+
+fn refused(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+/// A request from another origin (when the browser says where it comes from).
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let (Some(origin), Some(host)) = (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) else {
+        return false;
+    };
+    let origin_host = origin.split_once("://").map(|(_, h)| h).unwrap_or(origin);
+    origin_host != host
+}
+
+/// Every dashboard path but the login page and the static files: a page without a session is
+/// sent to the login; anything else without one is 401. A request that changes something must
+/// come from the dashboard's own origin and carry the session's CSRF token (403 otherwise,
+/// and nothing is done).
+pub async fn require(State(paas): State<Arc<Paas>>, req: Request, next: Next) -> Response {
+    let session = cookie(req.headers(), COOKIE).and_then(|id| paas.admin.sessions.get(&id));
+    let Some(session) = session else {
+        paas.metrics.request(false);
+        if req.method() == Method::GET && !req.uri().path().starts_with("/admin/live") {
+            return Redirect::to("/admin/login").into_response();
+        }
+        return refused(
+            StatusCode::UNAUTHORIZED,
+            "not logged in: log in at /admin/login",
+        );
+    };
+    let mut req = req;
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        if cross_origin(req.headers()) {
+            return refused(StatusCode::FORBIDDEN, "cross-origin request refused");
+        }
+        let (parts, body) = req.into_parts();
+        let bytes = match axum::body::to_bytes(body, MAX_FORM).await {
+            Ok(b) => b,
+            Err(_) => return refused(StatusCode::PAYLOAD_TOO_LARGE, "form too large"),
+        };
+        let ok = form_field(&bytes, "csrf").is_some_and(|t| equal(&t, &session.csrf));
+        if !ok {
+            tracing::warn!(path = %parts.uri.path(), "dashboard: bad or missing CSRF token");
+            return refused(
+                StatusCode::FORBIDDEN,
+                "csrf: bad or missing token; reload the page and try again",
+            );
+        }
+        req = Request::from_parts(parts, Body::from(bytes));
+    }
+    paas.metrics.request(true);
+    req.extensions_mut().insert(session);
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_expires_and_closes() {
+        let s = Sessions::new(Duration::from_millis(50));
+        let id = s.open();
+        assert!(s.get(&id).is_some());
+        assert!(s.get("forged").is_none());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(s.get(&id).is_none(), "expired");
+        let id = Sessions::new(Duration::from_secs(60));
+        let c = id.open();
+        id.close(&c);
+        assert!(id.get(&c).is_none(), "closed");
+    }
+
+    #[test]
+    fn cookies_and_form_fields_are_read() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            "a=1; drove_session=xyz; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("xyz"));
+        assert_eq!(cookie(&h, "c"), None);
+        assert_eq!(
+            form_field(b"instances=3&csrf=a%2Bb", "csrf").as_deref(),
+            Some("a+b")
+        );
+        assert_eq!(form_field(b"instances=3", "csrf"), None);
+    }
+
+    #[test]
+    fn another_origin_is_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:7070".parse().unwrap());
+        assert!(!cross_origin(&h));
+        h.insert(header::ORIGIN, "http://127.0.0.1:7070".parse().unwrap());
+        assert!(!cross_origin(&h));
+        h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
+        assert!(cross_origin(&h));
+    }
+}
