@@ -389,13 +389,15 @@ async fn the_dashboard_in_a_real_browser() {
     click(&c, "#save-scaling").await;
     let said = result(&c).await;
     assert!(said.contains("/scaling/minInstances"), "{said}");
+    let before = text(&c, "tr.instance small").await;
     click(&c, "#restart").await;
     let said = result(&c).await;
     assert!(said.contains("restarting /shop"), "{said}");
     until("restarted: one new instance ready", 60, || async {
         let n = text(&c, "#count").await;
         let rows = count(&c, "tr.instance").await;
-        if n == "1 / 1" && rows == 1 {
+        let now = text(&c, "tr.instance small").await;
+        if n == "1 / 1" && rows == 1 && now != before {
             Ok(())
         } else {
             Err(format!("{n:?}, {rows} rows"))
@@ -448,6 +450,30 @@ async fn the_dashboard_in_a_real_browser() {
     assert!(
         build_log.as_str().is_some_and(|l| !l.is_empty()),
         "v1's build log: {build_log}"
+    );
+
+    // An app that cannot fit waits for resources; the cluster page says why.
+    api(
+        &up,
+        reqwest::Method::POST,
+        "/v2/apps",
+        Some(json!({"id": "/hog", "cmd": "exec sleep 600", "instances": 2, "cpus": 1.5, "mem": 32})),
+    )
+    .await;
+    c.goto(&format!("{base}/admin/cluster")).await.unwrap();
+    until("the waiting app explained", 30, || async {
+        let t = text(&c, "#starving").await;
+        if t.contains("/hog") && t.contains("InsufficientCpus") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    })
+    .await;
+    let agents = text(&c, "#agents").await;
+    assert!(
+        agents.contains("1.6 / 2 cpus") && agents.contains("active"),
+        "{agents}"
     );
 
     // Screenshots of every page at both widths.

@@ -125,7 +125,8 @@ pub async fn wake(
 }
 
 /// `GET /v1/apps/{app}/scaling`: an app's scaling settings, its scaler's view (recent
-/// decisions with their reasons, panic mode, idle time, concurrency) and its current load.
+/// decisions with their reasons, panic mode, idle time, concurrency), its current load, its
+/// recent wakes' timelines and the open one (`waking`, `null` unless it is waking).
 pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
     let (id, instances, scaling) = {
         let s = paas.lock();
@@ -141,7 +142,11 @@ pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>
         .stats
         .load(&name, crate::scaler::now_ms(), crate::scaler::FRESH_MS);
     let mut view = paas.scaler.view(&id);
-    view["wakes"] = json!(paas.lock().wakes_of(&id));
+    {
+        let s = paas.lock();
+        view["wakes"] = json!(s.wakes_of(&id));
+        view["waking"] = json!(s.open_wake(&id));
+    }
     view["appId"] = json!(id);
     view["instances"] = json!(instances);
     view["scaling"] = json!(scaling);

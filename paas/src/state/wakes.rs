@@ -115,6 +115,12 @@ impl State {
         }
     }
 
+    /// The app's open wake (the steps so far), if it is waking.
+    pub fn open_wake(&self, app: &str) -> Option<Value> {
+        let a = self.apps.get(app)?;
+        a.wake.as_ref().map(|t| t.to_json(app))
+    }
+
     /// The app's recent completed wakes, oldest first.
     pub fn wakes_of(&self, app: &str) -> Vec<Value> {
         self.apps
