@@ -12,22 +12,38 @@ function swap(el, html) {
   });
 }
 
+// One event stream per visible tab: browsers allow six HTTP/1.1 connections per host, so a
+// hidden tab (or a page left for another) gives its stream back, and takes a fresh one (which
+// starts with every block) when shown again.
 function live() {
   const page = document.body.dataset.livePage;
   if (!page) return;
   const app = document.body.dataset.liveApp || "";
   const status = document.getElementById("live-status");
   const url = "/admin/live?page=" + encodeURIComponent(page) + "&app=" + encodeURIComponent(app);
-  const source = new EventSource(url);
-  source.onopen = () => { if (status) status.className = "live on"; };
-  source.onerror = () => { if (status) status.className = "live off"; };
-  source.addEventListener("fragment", (e) => {
-    const f = JSON.parse(e.data);
-    // Blocks and their elements share ids, but for the instances list (the control's field
-    // is "instances").
-    const el = document.getElementById(f.id === "instances" ? "instances-list" : f.id);
-    if (el) swap(el, f.html);
-  });
+  let source = null;
+  const open = () => {
+    if (source) return;
+    source = new EventSource(url);
+    source.onopen = () => { if (status) status.className = "live on"; };
+    source.onerror = () => { if (status) status.className = "live off"; };
+    source.addEventListener("fragment", (e) => {
+      const f = JSON.parse(e.data);
+      // Blocks and their elements share ids, but for the instances list (the control's field
+      // is "instances").
+      const el = document.getElementById(f.id === "instances" ? "instances-list" : f.id);
+      if (el) swap(el, f.html);
+    });
+  };
+  const close = () => {
+    if (source) source.close();
+    source = null;
+    if (status) status.className = "live";
+  };
+  document.addEventListener("visibilitychange", () => (document.hidden ? close() : open()));
+  window.addEventListener("pagehide", close);
+  window.addEventListener("pageshow", () => { if (!document.hidden) open(); });
+  if (!document.hidden) open();
 }
 
 function show(ok, message) {

@@ -141,8 +141,8 @@ fn shots() -> PathBuf {
 async fn screenshot(c: &Client, url: &str, width: u32, name: &str) {
     c.set_window_size(width, 900).await.expect("window size");
     c.goto(url).await.expect("goto");
-    // The live stream's first renders, and the charts, are in.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The page comes rendered (the live stream only updates it): let it lay out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let height = c
         .execute("return document.documentElement.scrollHeight", vec![])
         .await
@@ -457,7 +457,9 @@ async fn the_dashboard_in_a_real_browser() {
         &up,
         reqwest::Method::POST,
         "/v2/apps",
-        Some(json!({"id": "/hog", "cmd": "exec sleep 600", "instances": 2, "cpus": 1.5, "mem": 32})),
+        Some(
+            json!({"id": "/hog", "cmd": "exec sleep 600", "instances": 2, "cpus": 1.5, "mem": 32}),
+        ),
     )
     .await;
     c.goto(&format!("{base}/admin/cluster")).await.unwrap();

@@ -56,22 +56,27 @@ fn fragments(
                 if let Some(e) = pending.pop() {
                     return Some((Ok(e), (paas, page, csrf, events, sent, pending)));
                 }
-                tokio::select! {
-                    _ = paas.shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(EVERY) => {}
-                    r = events.recv() => {
-                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
-                            return None;
+                // A new stream (a tab shown again) gets every block at once.
+                let first = sent.is_empty();
+                if !first {
+                    tokio::select! {
+                        _ = paas.shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(EVERY) => {}
+                        r = events.recv() => {
+                            if let Err(tokio::sync::broadcast::error::RecvError::Closed) = r {
+                                return None;
+                            }
+                            tokio::time::sleep(SOON).await;
+                            // What gathered meanwhile is in this render.
+                            while events.try_recv().is_ok() {}
                         }
-                        tokio::time::sleep(SOON).await;
-                        // What gathered meanwhile is in this render.
-                        while events.try_recv().is_ok() {}
                     }
                 }
                 let blocks = match super::render_blocks(&paas, &page, &csrf).await {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::warn!(error = %e, "dashboard: rendering a live page");
+                        tokio::time::sleep(EVERY).await;
                         continue;
                     }
                 };
