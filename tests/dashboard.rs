@@ -478,6 +478,38 @@ async fn the_dashboard_in_a_real_browser() {
         "{agents}"
     );
 
+    // Requests through the router reach the app's charts (the last hour, sampled every 10 s).
+    let traffic = {
+        let (url, host) = up.app_request("shop");
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for _ in 0..600 {
+                let _ = http.get(&url).header("Host", &host).send().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    c.goto(&format!("{base}/admin/apps/shop")).await.unwrap();
+    until("a request rate drawn", 45, || async {
+        let rate = c
+            .execute(
+                "return document.querySelector('#charts figure').innerHTML",
+                vec![],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let svg = rate.as_str().unwrap_or("");
+        if svg.contains(" L") && !svg.contains("no data yet") {
+            Ok(())
+        } else {
+            Err(svg.chars().take(200).collect::<String>())
+        }
+    })
+    .await;
+    let charts = text(&c, "#charts").await;
+    assert!(charts.contains("req/s") && charts.contains("p99"), "{charts}");
+    traffic.abort();
+
     // Screenshots of every page at both widths.
     for (width, tag) in [(1280, "laptop"), (390, "phone")] {
         for (path, name) in [
