@@ -332,14 +332,7 @@ async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dep
         .json()
         .await
         .expect("json");
-    let remote = created["remote"].as_str().expect("remote").replacen(
-        "http://",
-        &format!(
-            "http://git:{}@",
-            created["deployToken"].as_str().expect("token")
-        ),
-        1,
-    );
+    let remote = test_support::push_remote(&created);
     let work = support::tempdir();
     let dir = work.path();
     assert!(test_support::git(dir, &["init", "-q"]).0);

@@ -210,14 +210,7 @@ async fn the_dashboard_in_a_real_browser() {
         Some(json!({"name": "shop"})),
     )
     .await;
-    let remote = created["remote"].as_str().expect("remote").replacen(
-        "http://",
-        &format!(
-            "http://git:{}@",
-            created["deployToken"].as_str().expect("token")
-        ),
-        1,
-    );
+    let remote = support::push_remote(&created);
     let work = support::tempdir();
     let dir = work.path();
     assert!(git(dir, &["init", "-q"]).0);
@@ -507,7 +500,10 @@ async fn the_dashboard_in_a_real_browser() {
     })
     .await;
     let charts = text(&c, "#charts").await;
-    assert!(charts.contains("req/s") && charts.contains("p99"), "{charts}");
+    assert!(
+        charts.contains("req/s") && charts.contains("p99"),
+        "{charts}"
+    );
     traffic.abort();
 
     // Screenshots of every page at both widths.

@@ -241,14 +241,7 @@ async fn github_webhook_deploys_signed_pushes() {
             Some(json!({"name": "upstream"})),
         )
         .await;
-    let clone_url = upstream["remote"].as_str().expect("remote").replacen(
-        "http://",
-        &format!(
-            "http://git:{}@",
-            upstream["deployToken"].as_str().expect("token")
-        ),
-        1,
-    );
+    let clone_url = support::push_remote(&upstream);
     let work = support::tempdir();
     let dir = work.path();
     assert!(git(dir, &["init", "-q"]).0);
@@ -399,14 +392,7 @@ async fn dependencies_are_built_on_the_cluster_and_cached() {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    let remote = created["remote"].as_str().expect("remote").replacen(
-        "http://",
-        &format!(
-            "http://git:{}@",
-            created["deployToken"].as_str().expect("token")
-        ),
-        1,
-    );
+    let remote = support::push_remote(&created);
     let work = support::tempdir();
     let dir = work.path();
     assert!(git(dir, &["init", "-q"]).0);

@@ -784,6 +784,17 @@ impl Drop for Immutable {
     }
 }
 
+/// A created push app's git remote with its deploy token in it (what `git push` is given),
+/// from the answer of `POST /v1/push/apps`.
+pub fn push_remote(created: &Value) -> String {
+    let token = created["deployToken"].as_str().expect("a deploy token");
+    created["remote"].as_str().expect("a remote").replacen(
+        "http://",
+        &format!("http://git:{token}@"),
+        1,
+    )
+}
+
 /// Runs git in `dir` with no user or system configuration (and no credential prompts); its
 /// success and its output.
 pub fn git(dir: &Path, args: &[&str]) -> (bool, String) {
