@@ -20,8 +20,11 @@
 //!    first push installs it, every later one takes `node_modules` from the cache. Each step's
 //!    share comes from the time its `remote:` line arrived.
 //!
-//! `ROUNDS` (default 10) sets how many deploys parts 1, 5 and 6 (and wakes part 4) time;
-//! `PARTS` (default `1,2,3,4,5,6`) selects.
+//! 7. **Dashboard pages** with part 3's 1,000 apps: the apps and cluster pages, each a full
+//!    render (what a live viewer's stream makes every 2 s), against `GET /v2/apps`.
+//!
+//! `ROUNDS` (default 10) sets how many deploys parts 1, 5 and 6 (wakes part 4, renders part 7)
+//! time; `PARTS` (default `1,2,3,4,5,6,7`) selects.
 
 mod support;
 #[path = "../tests/support/mod.rs"]
@@ -93,13 +96,13 @@ async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Instant
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4,5,6".into());
+    let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4,5,6,7".into());
     rt.block_on(async {
         if parts.contains('1') || parts.contains('2') || parts.contains('5') || parts.contains('6')
         {
             with_drove_up(&parts, &[]).await;
         }
-        if parts.contains('3') {
+        if parts.contains('3') || parts.contains('7') {
             scheduling_throughput().await;
         }
         if parts.contains('4') {
@@ -109,6 +112,14 @@ fn main() {
             with_drove_up("4", &[]).await;
         }
     });
+}
+
+/// `ROUNDS`: how many times each part times its thing (default 10).
+fn rounds() -> usize {
+    std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(10)
 }
 
 /// The floor every part compares against: `node server.js` spawned directly, until its
@@ -198,10 +209,7 @@ async fn with_drove_up(parts: &str, extra: &[&str]) {
 /// Part 4: the app at zero; one request through the router; its answer. Between rounds the
 /// app goes back to zero and its process is gone.
 async fn wake_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let rounds = rounds();
     println!("wake → first 200 through the router ({rounds} rounds, floor interleaved)");
     let mut app = node_app("wake", 0, "bench");
     app["scaling"] = json!({"minInstances": 0, "maxInstances": 1, "idleSeconds": 3600});
@@ -309,10 +317,7 @@ async fn timed_push(dir: &std::path::Path, remote: &str) -> (Duration, Vec<(Stri
 }
 
 async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dependency: bool) {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let rounds = rounds();
     let name = if dependency { "pushdeps" } else { "pushbench" };
     println!(
         "git push → first 200 of the new release{} ({rounds} rounds, floor interleaved)",
@@ -495,10 +500,7 @@ impl Drop for EndTasks {
 }
 
 async fn deploy_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
-    let rounds: usize = std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10);
+    let rounds = rounds();
     println!("deploy → first 200 through the router ({rounds} rounds, floor interleaved)");
     let (mut floor, mut drove) = (Vec::new(), Vec::new());
     for i in 0..rounds {
@@ -730,5 +732,79 @@ async fn scheduling_throughput() {
         all.as_secs_f64(),
         APPS as f64 / all.as_secs_f64()
     );
+    if std::env::var("PARTS").map_or(true, |p| p.contains('7')) {
+        dashboard_pages(&http, &paas, APPS).await;
+    }
     shutdown.cancel();
+}
+
+/// Part 7: what a dashboard viewer costs the PaaS with `apps` apps: the apps and cluster
+/// pages (each a full render, as the live stream does every 2 s), against the `/v2/apps` call
+/// the apps page is built from.
+async fn dashboard_pages(http: &reqwest::Client, paas: &str, apps: usize) {
+    let form = http
+        .get(format!("{paas}/admin/login"))
+        .send()
+        .await
+        .expect("login form");
+    let login_cookie = form
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .expect("the login form's cookie")
+        .to_string();
+    let html = form.text().await.expect("login form");
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field")
+        .to_string();
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = no_redirect
+        .post(format!("{paas}/admin/login"))
+        .header("Cookie", &login_cookie)
+        .form(&[("secret", TOKEN), ("csrf", csrf.as_str())])
+        .send()
+        .await
+        .expect("login");
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("drove_session="))
+        .and_then(|c| c.split(';').next())
+        .expect("a session")
+        .to_string();
+    let rounds = rounds();
+    let time = |path: &'static str, bearer: bool| {
+        let (http, session) = (http.clone(), session.clone());
+        let url = format!("{paas}{path}");
+        async move {
+            let mut xs = Vec::new();
+            for _ in 0..rounds {
+                let t = Instant::now();
+                let req = if bearer {
+                    http.get(&url).bearer_auth(TOKEN)
+                } else {
+                    http.get(&url).header("Cookie", &session)
+                };
+                let r = req.send().await.expect("page");
+                assert!(r.status().is_success(), "{path}: {}", r.status());
+                let body = r.bytes().await.expect("body");
+                assert!(!body.is_empty());
+                xs.push(t.elapsed());
+            }
+            xs
+        }
+    };
+    println!("dashboard pages with {apps} apps (full renders, as the live stream makes every 2 s):");
+    stats("GET /v2/apps?embed=apps.tasks", time("/v2/apps?embed=apps.tasks", true).await);
+    stats("GET /admin/apps", time("/admin/apps", false).await);
+    stats("GET /admin/cluster", time("/admin/cluster", false).await);
 }
