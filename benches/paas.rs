@@ -803,8 +803,13 @@ async fn dashboard_pages(http: &reqwest::Client, paas: &str, apps: usize) {
             xs
         }
     };
-    println!("dashboard pages with {apps} apps (full renders, as the live stream makes every 2 s):");
-    stats("GET /v2/apps?embed=apps.tasks", time("/v2/apps?embed=apps.tasks", true).await);
+    println!(
+        "dashboard pages with {apps} apps (full renders, as the live stream makes every 2 s):"
+    );
+    stats(
+        "GET /v2/apps?embed=apps.tasks",
+        time("/v2/apps?embed=apps.tasks", true).await,
+    );
     stats("GET /admin/apps", time("/admin/apps", false).await);
     stats("GET /admin/cluster", time("/admin/cluster", false).await);
 }

@@ -183,6 +183,16 @@ mod tests {
     use std::io::Write;
 
     #[test]
+    fn a_tail_is_the_last_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdout");
+        fs::write(&path, b"one\ntwo\nthree\n").unwrap();
+        assert_eq!(read_tail(&path, 6).unwrap(), b"three\n");
+        assert_eq!(read_tail(&path, 1000).unwrap(), b"one\ntwo\nthree\n");
+        assert_eq!(read_tail(&path, 0).unwrap(), b"");
+    }
+
+    #[test]
     fn rotation_bounds_size_while_writer_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("stdout");
