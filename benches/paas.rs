@@ -667,6 +667,7 @@ async fn scheduling_throughput() {
         kill_grace: Duration::from_secs(1),
         admin_password: None,
         admin_session: Duration::from_secs(3600),
+        router_port: 8080,
     };
     let started = drove_paas::start(args, shutdown.clone())
         .await

@@ -258,6 +258,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         "paas".to_string(),
         format!("--master=http://{}", args.master_listen),
         format!("--listen={}", args.paas_listen),
+        format!("--router-port={}", args.router_listen.port()),
         format!("--data-dir={}", data_dir.join("paas").display()),
         format!("--domain={}", args.domain),
         format!("--master-principal={UP_PRINCIPAL}"),

@@ -34,6 +34,10 @@ function live() {
       const el = document.getElementById(f.id === "instances" ? "instances-list" : f.id);
       if (el) swap(el, f.html);
     });
+    source.addEventListener("gone", (e) => {
+      close();
+      show(false, e.data);
+    });
   };
   const close = () => {
     if (source) source.close();

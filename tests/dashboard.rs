@@ -17,6 +17,8 @@ use support::up::Up;
 use tokio::time::Instant;
 
 const PASSWORD: &str = "correct horse battery staple";
+/// A config value with markup in it: shown only when asked, and as text.
+const SECRET: &str = "second-release-secret <i>not markup</i>";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -153,6 +155,16 @@ async fn screenshot(c: &Client, url: &str, width: u32, name: &str) {
     c.set_window_size(width, height + 140)
         .await
         .expect("resize");
+    let wide = c
+        .execute("return document.documentElement.scrollWidth", vec![])
+        .await
+        .ok()
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    assert!(
+        wide <= u64::from(width),
+        "{name}: the page is {wide} px wide at {width} px"
+    );
     let png = c.screenshot().await.expect("screenshot");
     std::fs::write(shots().join(format!("{name}.png")), png).expect("saving a screenshot");
 }
@@ -224,11 +236,11 @@ async fn the_dashboard_in_a_real_browser() {
         &up,
         reqwest::Method::PATCH,
         "/v1/push/apps/shop/config",
-        Some(json!({"set": {"MESSAGE": "second-release-secret"}})),
+        Some(json!({"set": {"MESSAGE": SECRET}})),
     )
     .await;
     let body = until("v2 serving", 60, || through_router(&up)).await;
-    assert!(body.starts_with("second-release-secret "), "{body}");
+    assert!(body.starts_with(SECRET), "{body}");
 
     let profile = support::tempdir();
     let (_driver, c) = browser(profile.path()).await;
@@ -401,16 +413,23 @@ async fn the_dashboard_in_a_real_browser() {
     // Config values are hidden until asked for.
     let page = c.source().await.unwrap();
     assert!(page.contains("MESSAGE") && !page.contains("second-release-secret"));
+    let link = format!("shop.localhost:{}", up.router_port);
+    assert!(
+        page.contains(&link),
+        "the app's link names the router's port"
+    );
     click(&c, "#show-config").await;
     until("the config value shown", 30, || async {
         let t = text(&c, "#config").await;
-        if t.contains("second-release-secret") {
+        if t.contains(SECRET) {
             Ok(())
         } else {
             Err(t)
         }
     })
     .await;
+    // The value is the app's text, not markup.
+    assert_eq!(count(&c, "#config i").await, 0, "config values are escaped");
 
     // Roll back to v1 from its row: a new release (v3) with v1's config serves.
     let log = text(&c, "#releases").await;
@@ -625,5 +644,60 @@ async fn the_dashboard_in_a_real_browser() {
     ] {
         assert!(session.contains(attr), "{attr} in {session}");
     }
+    let session = session.split(';').next().unwrap_or_default().to_string();
+    let page = http
+        .get(format!("{base}/admin/apps/shop"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the page's csrf field")
+        .to_string();
+    // The right token from another site's page is still refused.
+    let r = http
+        .post(format!("{base}/admin/apps/shop/zero"))
+        .header("Cookie", &session)
+        .header("Origin", "http://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a cross-origin control");
+    // An open live stream ends when its session does.
+    let mut live = http
+        .get(format!("{base}/admin/live?page=app&app=shop"))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let first = tokio::time::timeout(Duration::from_secs(10), live.chunk())
+        .await
+        .expect("the stream's first blocks")
+        .unwrap();
+    assert!(first.is_some_and(|c| String::from_utf8_lossy(&c).contains("fragment")));
+    let r = http
+        .post(format!("{base}/admin/logout"))
+        .header("Cookie", &session)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let ended = tokio::time::timeout(Duration::from_secs(15), async {
+        while let Ok(Some(_)) = live.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the live stream outlived its session");
+    let app = api(&up, reqwest::Method::GET, "/v2/apps/shop", None).await;
+    assert_eq!(app["app"]["instances"], 1, "nothing was scaled: {app}");
+
     println!("screenshots in {}", shots().display());
 }

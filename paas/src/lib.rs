@@ -77,7 +77,11 @@ pub struct PaasArgs {
     pub master_principal: Option<String>,
     #[arg(long, env = "DROVE_MASTER_SECRET", hide_env_values = true)]
     pub master_secret: Option<String>,
-    /// A password for the dashboard's login, besides the admin token (which always works).
+    /// The port apps are browsed on (the router's), for the dashboard's links to them.
+    #[arg(long, default_value_t = 8080)]
+    pub router_port: u16,
+    /// A password for the dashboard's login (12 characters at least), besides the admin token
+    /// (which always works).
     #[arg(long, env = "DROVE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
     /// How long a dashboard login lasts.
@@ -190,6 +194,8 @@ pub enum PaasError {
     Serve(std::io::Error),
     #[error("{0}")]
     Stopped(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// A started PaaS: its API address and the tokens in force.
@@ -204,6 +210,15 @@ pub struct Started {
 
 /// Opens the state, binds the API and starts scheduling; returns once listening.
 pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Started, PaasError> {
+    if let Some(p) = &args.admin_password {
+        if p.chars().count() < admin::session::MIN_PASSWORD {
+            return Err(PaasError::Invalid(format!(
+                "--admin-password (DROVE_ADMIN_PASSWORD): expected at least {} characters, found {}",
+                admin::session::MIN_PASSWORD,
+                p.chars().count()
+            )));
+        }
+    }
     let (store, mut snapshot) = Store::open(&args.data_dir).await?;
     let pushed: Vec<push::PushApp> = std::mem::take(&mut snapshot.push_apps)
         .iter()

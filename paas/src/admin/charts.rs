@@ -266,7 +266,6 @@ pub fn number(x: f64) -> String {
     }
 }
 
-/// XML-escapes text and attribute values.
 /// A wake's timeline as a waterfall: one row per step (`held`, `wake`, `revive`, ... with its
 /// time in ms since the wake call; `held` is negative), a bar from the previous step to it, and
 /// how long that took. Shows at a glance where a cold start's time went.
@@ -307,6 +306,7 @@ pub fn waterfall(steps: &[(String, f64)]) -> String {
     out
 }
 
+/// XML-escapes text and attribute values.
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {

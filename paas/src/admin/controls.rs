@@ -1,6 +1,6 @@
 //! The app page's controls. Each is one call of the PaaS's API (the CLI's call where the CLI
 //! has the command) and answers with the API's outcome: JSON for the page's script, or a
-//! redirect back to the page with the outcome shown for a browser without it.
+//! redirect back to the page, which shows the outcome once, for a browser without it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -77,9 +77,17 @@ pub async fn act(
     State(paas): State<Arc<Paas>>,
     Path((name, action)): Path<(String, String)>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    axum::Extension(session): axum::Extension<super::session::Session>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    if paas.lock().app_by_route(&name).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"ok": false, "message": "no such app"})),
+        )
+            .into_response();
+    }
     let outcome = match run(&paas, &name, &action, &form, peer).await {
         Ok(o) | Err(o) => o,
     };
@@ -98,19 +106,12 @@ pub async fn act(
         }
         return (outcome.status, Json(body)).into_response();
     }
-    let q = serde_urlencoded::to_string([
-        ("result", outcome.message.as_str()),
-        (
-            "ok",
-            if outcome.status.is_success() {
-                "1"
-            } else {
-                "0"
-            },
-        ),
-    ])
-    .unwrap_or_default();
-    Redirect::to(&format!("/admin/apps/{name}?{q}")).into_response()
+    // Without the page's script: back to the page (a route name: [a-z0-9-] only), which shows
+    // the outcome once.
+    paas.admin
+        .sessions
+        .set_flash(&session.key, outcome.status.is_success(), outcome.message);
+    Redirect::to(&format!("/admin/apps/{name}")).into_response()
 }
 
 async fn run(

@@ -18,7 +18,7 @@ mod views;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -138,27 +138,27 @@ fn render(name: &str, ctx: &Value) -> Result<String, minijinja::Error> {
         .render(minijinja::value::Serde(ctx))
 }
 
-/// The page's live blocks, rendered (with the session's CSRF token for their forms).
+/// The page's live blocks, rendered (with the session's CSRF token for their forms); `None`
+/// when the page's app is gone.
 async fn render_blocks(
     paas: &Paas,
     page: &Page,
     csrf: &str,
-) -> Result<Vec<(&'static str, String)>, minijinja::Error> {
+) -> Result<Option<Vec<(&'static str, String)>>, minijinja::Error> {
     let Some(view) = page.view(paas).await else {
-        return Err(minijinja::Error::new(
-            minijinja::ErrorKind::UndefinedError,
-            "the page's app is gone",
-        ));
+        return Ok(None);
     };
     let ctx = json!({ "v": view, "csrf": csrf });
     let tmpl = templates().get_template(page.template())?;
     let mut captured = tmpl.render_captured(minijinja::value::Serde(&ctx))?;
-    captured.with_state_mut(|state| {
-        page.blocks()
-            .iter()
-            .map(|b| state.render_block(b).map(|html| (*b, html)))
-            .collect()
-    })
+    captured
+        .with_state_mut(|state| {
+            page.blocks()
+                .iter()
+                .map(|b| state.render_block(b).map(|html| (*b, html)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map(Some)
 }
 
 fn page_error(e: minijinja::Error) -> Response {
@@ -170,13 +170,8 @@ fn page_error(e: minijinja::Error) -> Response {
         .into_response()
 }
 
-#[derive(Deserialize, Default)]
-struct Flash {
-    result: Option<String>,
-    ok: Option<String>,
-}
-
-async fn show(paas: &Paas, page: Page, csrf: &str, flash: Flash) -> Response {
+async fn show(paas: &Paas, page: Page, session: &session::Session) -> Response {
+    let flash = paas.admin.sessions.take_flash(&session.key);
     let Some(view) = page.view(paas).await else {
         return (StatusCode::NOT_FOUND, Html("no such app\n".to_string())).into_response();
     };
@@ -186,8 +181,8 @@ async fn show(paas: &Paas, page: Page, csrf: &str, flash: Flash) -> Response {
         Page::App(a) => ("app", a.clone()),
     };
     let ctx = json!({
-        "v": view, "csrf": csrf, "page": live_page, "app": live_app,
-        "flash": flash.result, "flash_ok": flash.ok.as_deref() == Some("1"),
+        "v": view, "csrf": session.csrf, "page": live_page, "app": live_app,
+        "flash": flash.as_ref().map(|f| &f.1), "flash_ok": flash.as_ref().is_some_and(|f| f.0),
     });
     match render(page.template(), &ctx) {
         Ok(html) => Html(html).into_response(),
@@ -199,23 +194,22 @@ async fn cluster(
     State(paas): State<Arc<Paas>>,
     axum::Extension(s): axum::Extension<session::Session>,
 ) -> Response {
-    show(&paas, Page::Cluster, &s.csrf, Flash::default()).await
+    show(&paas, Page::Cluster, &s).await
 }
 
 async fn apps(
     State(paas): State<Arc<Paas>>,
     axum::Extension(s): axum::Extension<session::Session>,
 ) -> Response {
-    show(&paas, Page::Apps, &s.csrf, Flash::default()).await
+    show(&paas, Page::Apps, &s).await
 }
 
 async fn app(
     State(paas): State<Arc<Paas>>,
     Path(name): Path<String>,
-    Query(flash): Query<Flash>,
     axum::Extension(s): axum::Extension<session::Session>,
 ) -> Response {
-    show(&paas, Page::App(name), &s.csrf, flash).await
+    show(&paas, Page::App(name), &s).await
 }
 
 #[derive(Deserialize)]
@@ -251,6 +245,12 @@ async fn login(
     headers: axum::http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if paas.admin.sessions.locked_out() {
+        return login_form(
+            Some("Too many failed logins in the last minute; wait a minute."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
     let expected = session::cookie(&headers, session::LOGIN_COOKIE);
     if !expected.is_some_and(|c| session::equal(&c, &form.csrf)) {
         return login_form(
@@ -266,10 +266,15 @@ async fn login(
         .is_some_and(|p| !p.is_empty() && session::equal(&form.secret, p));
     if !by_token && !by_password {
         paas.metrics.request(false);
+        paas.admin.sessions.failed();
         tracing::warn!("dashboard: a failed login");
         // A guess costs a second.
         tokio::time::sleep(Duration::from_secs(1)).await;
         return login_form(Some("Wrong token or password."), StatusCode::UNAUTHORIZED);
+    }
+    // A new login ends the session this browser had.
+    if let Some(old) = session::cookie(&headers, session::COOKIE) {
+        paas.admin.sessions.close(&old);
     }
     let id = paas.admin.sessions.open();
     tracing::info!("dashboard: logged in");

@@ -1,9 +1,10 @@
 //! Dashboard sessions: a login with the admin token (or the configured password) opens a
 //! session named by a random cookie (HttpOnly, SameSite=Strict, Path=/admin, expiring); each
 //! session has its own CSRF token, which every state-changing request must carry as the form
-//! field `csrf`. Sessions live in memory: a restarted PaaS asks for a new login.
+//! field `csrf`. Sessions live in memory: a restarted PaaS asks for a new login. Failed logins
+//! cost a second each, and more than [`MAX_FAILURES`] a minute close the login for a while.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,31 +26,41 @@ pub const LOGIN_COOKIE: &str = "drove_login";
 const MAX_SESSIONS: usize = 1024;
 /// Largest form body the CSRF check reads.
 pub const MAX_FORM: usize = 64 * 1024;
+/// The shortest `--admin-password` taken.
+pub const MIN_PASSWORD: usize = 12;
+/// Failed logins (all callers together) a minute before the login refuses everyone (429).
+pub const MAX_FAILURES: usize = 20;
 
 /// What a request's session gives its handler.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub csrf: String,
+    /// The session's name in [`Sessions`] (the SHA-256 of its cookie).
+    pub key: String,
 }
 
 struct Entry {
     expires: Instant,
     created: Instant,
     csrf: String,
+    /// A control's outcome for the next page (browsers without the page's script).
+    flash: Option<(bool, String)>,
 }
 
 /// The open sessions, by the SHA-256 of their cookie (a dump of memory gives no cookie).
 pub struct Sessions {
     ttl: Duration,
     open: Mutex<HashMap<String, Entry>>,
+    failures: Mutex<VecDeque<Instant>>,
 }
 
 fn digest(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
+/// Constant-time equality that does not give away the length either.
 pub fn equal(a: &str, b: &str) -> bool {
-    bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    bool::from(Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())))
 }
 
 impl Sessions {
@@ -57,7 +68,25 @@ impl Sessions {
         Sessions {
             ttl,
             open: Mutex::new(HashMap::new()),
+            failures: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Records a failed login; true when the last minute has seen too many.
+    pub fn failed(&self) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.push_back(Instant::now());
+        while f.len() > MAX_FAILURES {
+            f.pop_front();
+        }
+    }
+
+    /// Whether logins are closed: [`MAX_FAILURES`] failures within the last minute.
+    pub fn locked_out(&self) -> bool {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.len() >= MAX_FAILURES
+            && f.front()
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
     }
 
     pub fn ttl(&self) -> Duration {
@@ -85,6 +114,7 @@ impl Sessions {
                 expires: now + self.ttl,
                 created: now,
                 csrf: crate::tokens::generate(),
+                flash: None,
             },
         );
         id
@@ -97,6 +127,7 @@ impl Sessions {
         match open.get(&key) {
             Some(e) if e.expires > Instant::now() => Some(Session {
                 csrf: e.csrf.clone(),
+                key,
             }),
             Some(_) => {
                 open.remove(&key);
@@ -111,6 +142,36 @@ impl Sessions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&digest(id));
+    }
+
+    /// Whether the session named `key` is still open (neither expired nor logged out).
+    pub fn alive(&self, key: &str) -> bool {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .is_some_and(|e| e.expires > Instant::now())
+    }
+
+    /// Leaves a control's outcome for the session's next page.
+    pub fn set_flash(&self, key: &str, ok: bool, message: String) {
+        if let Some(e) = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+        {
+            e.flash = Some((ok, message));
+        }
+    }
+
+    /// The outcome left for this page, once.
+    pub fn take_flash(&self, key: &str) -> Option<(bool, String)> {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(key)
+            .and_then(|e| e.flash.take())
     }
 }
 
@@ -226,6 +287,24 @@ mod tests {
         let c = id.open();
         id.close(&c);
         assert!(id.get(&c).is_none(), "closed");
+    }
+
+    #[test]
+    fn logins_close_after_many_failures_and_flashes_show_once() {
+        let s = Sessions::new(Duration::from_secs(60));
+        for _ in 0..MAX_FAILURES - 1 {
+            s.failed();
+        }
+        assert!(!s.locked_out());
+        s.failed();
+        assert!(s.locked_out());
+        let id = s.open();
+        let key = s.get(&id).map(|x| x.key).unwrap_or_default();
+        assert!(s.alive(&key));
+        s.set_flash(&key, true, "done".into());
+        assert_eq!(s.take_flash(&key), Some((true, "done".into())));
+        assert_eq!(s.take_flash(&key), None);
+        assert!(equal("a", "a") && !equal("a", "ab"));
     }
 
     #[test]

@@ -19,8 +19,11 @@ const IDLE_MS: u64 = 60 * 1000;
 const LOG_LINES: usize = 40;
 /// Bytes read from the end of each log.
 const LOG_TAIL: u64 = 8 * 1024;
-/// Releases whose build log is shown.
-const LOGGED_RELEASES: usize = 5;
+/// Releases whose build log is shown, and its last lines shown.
+const LOGGED_RELEASES: usize = 3;
+const BUILD_LOG_LINES: usize = 200;
+/// A log tail that takes longer (an agent away) is shown as not read.
+const TAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn now_ms() -> u64 {
     crate::scaler::now_ms()
@@ -354,9 +357,10 @@ fn app_charts(samples: &[Sample]) -> Value {
 
 /// The last lines of a task's stream.
 async fn tail(api: &ApiClient, task: &str, stream: &str) -> String {
-    let a = api
-        .get(&format!("/v1/tasks/{task}/logs/{stream}?tail={LOG_TAIL}"))
-        .await;
+    let uri = format!("/v1/tasks/{task}/logs/{stream}?tail={LOG_TAIL}");
+    let Ok(a) = tokio::time::timeout(TAIL_WAIT, api.get(&uri)).await else {
+        return format!("(not read: no answer within {} s)", TAIL_WAIT.as_secs());
+    };
     if !a.ok() {
         return format!("({})", a.message());
     }
@@ -382,12 +386,13 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
     let state = app_state(app, q, &scaling);
     let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
     let samples = paas.admin.history.of(name);
-    let mut logs = Vec::new();
-    for t in &tasks {
+    // Every instance's tails at once, each bounded by TAIL_WAIT.
+    let logs: Vec<Value> = futures::future::join_all(tasks.iter().map(|t| async move {
         let tid = t["id"].as_str().unwrap_or("");
-        logs.push(json!({"id": tid, "addr": addr(t),
-            "stdout": tail(api, tid, "stdout").await, "stderr": tail(api, tid, "stderr").await}));
-    }
+        let (stdout, stderr) = tokio::join!(tail(api, tid, "stdout"), tail(api, tid, "stderr"));
+        json!({"id": tid, "addr": addr(t), "stdout": stdout, "stderr": stderr})
+    }))
+    .await;
     let decisions: Vec<Value> = scaling["decisions"]
         .as_array()
         .into_iter()
@@ -428,7 +433,7 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
     let releases = releases(api, name).await;
     Some(json!({
         "id": id, "name": name, "state": state, "class": state_class(state),
-        "domain": paas.args.domain,
+        "domain": paas.args.domain, "router_port": paas.args.router_port,
         "wanted": app["instances"], "ready": tasks.iter().filter(|t| ready(t)).count(),
         "version": app["version"], "cmd": app["cmd"],
         "resources": format!("{} cpus, {}", charts::number(app["cpus"].as_f64().unwrap_or(0.0)),
@@ -468,13 +473,13 @@ async fn releases(api: &ApiClient, name: &str) -> Value {
         let v = r["version"].as_str().unwrap_or("");
         let log = if i < LOGGED_RELEASES {
             let info = api.get(&format!("/v1/push/apps/{name}/releases/{v}")).await;
-            info.body["log"]
+            let lines: Vec<&str> = info.body["log"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join("\n")
+                .collect();
+            lines[lines.len().saturating_sub(BUILD_LOG_LINES)..].join("\n")
         } else {
             String::new()
         };
