@@ -668,6 +668,7 @@ async fn scheduling_throughput() {
         admin_password: None,
         admin_session: Duration::from_secs(3600),
         router_port: 8080,
+        admin_secure_cookies: false,
     };
     let started = drove_paas::start(args, shutdown.clone())
         .await

@@ -84,6 +84,9 @@ pub struct PaasArgs {
     /// (which always works).
     #[arg(long, env = "DROVE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// Mark the dashboard's cookies `Secure` (when a TLS proxy serves it).
+    #[arg(long)]
+    pub admin_secure_cookies: bool,
     /// How long a dashboard login lasts.
     #[arg(long, default_value = "8h", value_parser = humantime::parse_duration)]
     pub admin_session: Duration,
@@ -270,7 +273,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
     let addr = listener.local_addr().map_err(PaasError::Serve)?;
     let started_tokens = (tokens.admin.clone(), tokens.router.clone());
     let push_dir = args.data_dir.clone();
-    let admin_session = args.admin_session;
+    let (admin_session, admin_secure_cookies) = (args.admin_session, args.admin_secure_cookies);
     let paas = Arc::new(Paas {
         state: Mutex::new(state),
         store,
@@ -287,7 +290,7 @@ pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Starte
             .build()
             .unwrap_or_default(),
         metrics: api::metrics::Metrics::default(),
-        admin: admin::Admin::new(admin_session),
+        admin: admin::Admin::new(admin_session, admin_secure_cookies),
         shutdown: shutdown.clone(),
         agents: Mutex::new(None),
         writes: tokio::sync::Mutex::new(()),

@@ -40,9 +40,9 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(session_ttl: Duration) -> Admin {
+    pub fn new(session_ttl: Duration, secure_cookies: bool) -> Admin {
         Admin {
-            sessions: session::Sessions::new(session_ttl),
+            sessions: session::Sessions::new(session_ttl, secure_cookies),
             history: history::History::default(),
             api: OnceLock::new(),
         }
@@ -219,18 +219,22 @@ struct LoginForm {
 }
 
 /// `GET /admin/login`: the form, with a fresh login CSRF token in a cookie and in the form.
-async fn login_page() -> Response {
-    login_form(None, StatusCode::OK)
+async fn login_page(State(paas): State<Arc<Paas>>) -> Response {
+    login_form(&paas, None, StatusCode::OK)
 }
 
-fn login_form(error: Option<&str>, status: StatusCode) -> Response {
+fn login_form(paas: &Paas, error: Option<&str>, status: StatusCode) -> Response {
     let token = crate::tokens::generate();
     match render("login.html", &json!({"csrf": token, "error": error})) {
         Ok(html) => (
             status,
             [(
                 header::SET_COOKIE,
-                session::set_cookie(session::LOGIN_COOKIE, &token, Duration::from_secs(3600)),
+                paas.admin.sessions.set_cookie(
+                    session::LOGIN_COOKIE,
+                    &token,
+                    Duration::from_secs(3600),
+                ),
             )],
             Html(html),
         )
@@ -247,6 +251,7 @@ async fn login(
 ) -> Response {
     if paas.admin.sessions.locked_out() {
         return login_form(
+            &paas,
             Some("Too many failed logins in the last minute; wait a minute."),
             StatusCode::TOO_MANY_REQUESTS,
         );
@@ -254,6 +259,7 @@ async fn login(
     let expected = session::cookie(&headers, session::LOGIN_COOKIE);
     if !expected.is_some_and(|c| session::equal(&c, &form.csrf)) {
         return login_form(
+            &paas,
             Some("The login form expired or came from elsewhere; try again."),
             StatusCode::FORBIDDEN,
         );
@@ -270,7 +276,11 @@ async fn login(
         tracing::warn!("dashboard: a failed login");
         // A guess costs a second.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        return login_form(Some("Wrong token or password."), StatusCode::UNAUTHORIZED);
+        return login_form(
+            &paas,
+            Some("Wrong token or password."),
+            StatusCode::UNAUTHORIZED,
+        );
     }
     // A new login ends the session this browser had.
     if let Some(old) = session::cookie(&headers, session::COOKIE) {
@@ -281,8 +291,10 @@ async fn login(
     let mut resp = Redirect::to("/admin/apps").into_response();
     let h = resp.headers_mut();
     for c in [
-        session::set_cookie(session::COOKIE, &id, paas.admin.sessions.ttl()),
-        session::clear_cookie(session::LOGIN_COOKIE),
+        paas.admin
+            .sessions
+            .set_cookie(session::COOKIE, &id, paas.admin.sessions.ttl()),
+        paas.admin.sessions.clear_cookie(session::LOGIN_COOKIE),
     ] {
         if let Ok(v) = HeaderValue::from_str(&c) {
             h.append(header::SET_COOKIE, v);
@@ -297,7 +309,10 @@ async fn logout(State(paas): State<Arc<Paas>>, headers: axum::http::HeaderMap) -
         paas.admin.sessions.close(&id);
     }
     (
-        [(header::SET_COOKIE, session::clear_cookie(session::COOKIE))],
+        [(
+            header::SET_COOKIE,
+            paas.admin.sessions.clear_cookie(session::COOKIE),
+        )],
         Redirect::to("/admin/login"),
     )
         .into_response()

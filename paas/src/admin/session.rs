@@ -50,6 +50,7 @@ struct Entry {
 /// The open sessions, by the SHA-256 of their cookie (a dump of memory gives no cookie).
 pub struct Sessions {
     ttl: Duration,
+    secure: bool,
     open: Mutex<HashMap<String, Entry>>,
     failures: Mutex<VecDeque<Instant>>,
 }
@@ -64,9 +65,10 @@ pub fn equal(a: &str, b: &str) -> bool {
 }
 
 impl Sessions {
-    pub fn new(ttl: Duration) -> Sessions {
+    pub fn new(ttl: Duration, secure: bool) -> Sessions {
         Sessions {
             ttl,
+            secure,
             open: Mutex::new(HashMap::new()),
             failures: Mutex::new(VecDeque::new()),
         }
@@ -187,17 +189,20 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// A `Set-Cookie` value for the dashboard: HttpOnly, SameSite=Strict, under `/admin`.
-/// (Not `Secure`: drove serves plain HTTP on loopback; put TLS in front and add it there.)
-pub fn set_cookie(name: &str, value: &str, max_age: Duration) -> String {
-    format!(
-        "{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}",
-        max_age.as_secs()
-    )
-}
+impl Sessions {
+    /// A `Set-Cookie` value for the dashboard: HttpOnly, SameSite=Strict, under `/admin`, and
+    /// `Secure` with `--admin-secure-cookies` (behind TLS; drove itself serves plain HTTP).
+    pub fn set_cookie(&self, name: &str, value: &str, max_age: Duration) -> String {
+        format!(
+            "{name}={value}; Path=/admin; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            max_age.as_secs(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
 
-pub fn clear_cookie(name: &str) -> String {
-    format!("{name}=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0")
+    pub fn clear_cookie(&self, name: &str) -> String {
+        self.set_cookie(name, "", Duration::ZERO)
+    }
 }
 
 /// The form field `csrf` of a urlencoded body.
@@ -277,13 +282,13 @@ mod tests {
 
     #[test]
     fn a_session_expires_and_closes() {
-        let s = Sessions::new(Duration::from_millis(50));
+        let s = Sessions::new(Duration::from_millis(50), false);
         let id = s.open();
         assert!(s.get(&id).is_some());
         assert!(s.get("forged").is_none());
         std::thread::sleep(Duration::from_millis(80));
         assert!(s.get(&id).is_none(), "expired");
-        let id = Sessions::new(Duration::from_secs(60));
+        let id = Sessions::new(Duration::from_secs(60), false);
         let c = id.open();
         id.close(&c);
         assert!(id.get(&c).is_none(), "closed");
@@ -291,7 +296,7 @@ mod tests {
 
     #[test]
     fn logins_close_after_many_failures_and_flashes_show_once() {
-        let s = Sessions::new(Duration::from_secs(60));
+        let s = Sessions::new(Duration::from_secs(60), false);
         for _ in 0..MAX_FAILURES - 1 {
             s.failed();
         }
@@ -321,6 +326,24 @@ mod tests {
             Some("a+b")
         );
         assert_eq!(form_field(b"instances=3", "csrf"), None);
+    }
+
+    #[test]
+    fn cookies_are_strict_and_secure_when_asked() {
+        let plain = Sessions::new(Duration::from_secs(60), false).set_cookie(
+            "a",
+            "b",
+            Duration::from_secs(9),
+        );
+        assert_eq!(
+            plain,
+            "a=b; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=9"
+        );
+        let tls = Sessions::new(Duration::from_secs(60), true).clear_cookie("a");
+        assert_eq!(
+            tls,
+            "a=; Path=/admin; HttpOnly; SameSite=Strict; Max-Age=0; Secure"
+        );
     }
 
     #[test]
