@@ -525,6 +525,33 @@ async fn the_dashboard_in_a_real_browser() {
     );
     traffic.abort();
 
+    // An app whose process keeps exiting is failing, with its last failure.
+    api(
+        &up,
+        reqwest::Method::POST,
+        "/v2/apps",
+        Some(
+            json!({"id": "/crash", "cmd": "echo 'cannot start' >&2; exit 3", "instances": 1,
+                    "cpus": 0.1, "mem": 32}),
+        ),
+    )
+    .await;
+    c.goto(&format!("{base}/admin/apps")).await.unwrap();
+    until("the crashing app shown failing", 30, || async {
+        let t = text(&c, "tr[data-app=crash]").await;
+        if t.contains("failing") && t.contains("last failure") {
+            Ok(())
+        } else {
+            Err(t)
+        }
+    })
+    .await;
+    let hog = text(&c, "tr[data-app=hog]").await;
+    assert!(
+        hog.contains("waiting for resources: InsufficientCpus"),
+        "{hog}"
+    );
+
     // Screenshots of every page at both widths.
     for (width, tag) in [(1280, "laptop"), (390, "phone")] {
         for (path, name) in [

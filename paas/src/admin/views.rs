@@ -324,9 +324,37 @@ pub async fn apps(paas: &Paas, api: &ApiClient) -> Value {
                 &format!("{} req/s now; last 5 min", charts::number(rate_now.unwrap_or(0.0)))),
             "p99": samples.last().and_then(|s| s.p99).map(|p| format!("{} ms", charts::number(p))),
             "last_request": ago_ms(scaling["load"]["lastRequestMs"].as_u64()),
+            "note": note(app, queued(&queue, id), state),
         }));
     }
     json!({ "apps": rows })
+}
+
+/// One line on why an app is not as it should be: what its offers lacked, its backoff, and
+/// (while it is failing) how its last instance ended.
+fn note(app: &Value, queued: Option<&Value>, state: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(q) = queued {
+        let w = waiting(q);
+        let reasons: Vec<&str> = w["reasons"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !reasons.is_empty() {
+            parts.push(format!("waiting for resources: {}", reasons.join(", ")));
+        }
+        if let Some(b) = w["backoff"].as_str() {
+            parts.push(b.to_string());
+        }
+    }
+    if state == "failing" {
+        if let Some(m) = app["lastTaskFailure"]["message"].as_str() {
+            parts.push(format!("last failure: {m}"));
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// The hour's charts of one app.
