@@ -270,16 +270,17 @@ pub fn number(x: f64) -> String {
 /// time in ms since the wake call; `held` is negative), a bar from the previous step to it, and
 /// how long that took. Shows at a glance where a cold start's time went.
 pub fn waterfall(steps: &[(String, f64)]) -> String {
+    // Narrow, so that it stays legible when a phone shrinks it.
     const ROW: f64 = 16.0;
-    const X0: f64 = 90.0;
-    const X1: f64 = 520.0;
+    const X0: f64 = 62.0;
+    const X1: f64 = 330.0;
     let start = steps.first().map(|(_, ms)| ms.min(0.0)).unwrap_or(0.0);
     let end = steps.iter().map(|(_, ms)| *ms).fold(0.0_f64, f64::max);
     let span = (end - start).max(1.0);
     let x = |ms: f64| X0 + (ms - start) / span * (X1 - X0);
     let h = ROW * steps.len() as f64 + 4.0;
     let mut out = format!(
-        "<svg class=\"chart waterfall\" viewBox=\"0 0 600 {h}\" width=\"100%\" role=\"img\" aria-label=\"wake timeline\">"
+        "<svg class=\"chart waterfall\" viewBox=\"0 0 400 {h}\" width=\"100%\" role=\"img\" aria-label=\"wake timeline\">"
     );
     let mut prev = start;
     for (i, (name, ms)) in steps.iter().enumerate() {
