@@ -744,45 +744,11 @@ async fn scheduling_throughput() {
 /// pages (each a full render, as the live stream does every 2 s), against the `/v2/apps` call
 /// the apps page is built from.
 async fn dashboard_pages(http: &reqwest::Client, paas: &str, apps: usize) {
-    let form = http
-        .get(format!("{paas}/admin/login"))
-        .send()
-        .await
-        .expect("login form");
-    let login_cookie = form
-        .headers()
-        .get("set-cookie")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .expect("the login form's cookie")
-        .to_string();
-    let html = form.text().await.expect("login form");
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf field")
-        .to_string();
     let no_redirect = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
-    let r = no_redirect
-        .post(format!("{paas}/admin/login"))
-        .header("Cookie", &login_cookie)
-        .form(&[("secret", TOKEN), ("csrf", csrf.as_str())])
-        .send()
-        .await
-        .expect("login");
-    let session = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("drove_session="))
-        .and_then(|c| c.split(';').next())
-        .expect("a session")
-        .to_string();
+    let session = test_support::dashboard::login(&no_redirect, paas, TOKEN).await;
     let rounds = rounds();
     let time = |path: &'static str, bearer: bool| {
         let (http, session) = (http.clone(), session.clone());

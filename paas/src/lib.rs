@@ -143,16 +143,7 @@ impl Paas {
                 }
             }
         }
-        let state: serde_json::Value = self
-            .master_get("/master/state")
-            .send()
-            .await
-            .ok()?
-            .error_for_status()
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let state = json_answer(self.master_get("/master/state")).await?;
         let agents = Arc::new(state["slaves"].as_array().cloned().unwrap_or_default());
         *self.agents.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), agents.clone()));
@@ -180,6 +171,19 @@ impl Paas {
         };
         (!agents.is_empty()).then(|| (max("cpus"), max("mem")))
     }
+}
+
+/// The JSON a request (to the master, say) answers; `None` when it cannot be sent, is not a
+/// success or is not JSON.
+pub async fn json_answer(req: reqwest::RequestBuilder) -> Option<serde_json::Value> {
+    req.send()
+        .await
+        .ok()?
+        .error_for_status()
+        .ok()?
+        .json()
+        .await
+        .ok()
 }
 
 #[derive(Debug, thiserror::Error)]

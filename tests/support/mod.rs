@@ -2,6 +2,7 @@
 //! as an external framework would, through `drove-driver`.
 #![allow(dead_code)]
 
+pub mod dashboard;
 pub mod paas;
 pub mod up;
 

@@ -81,14 +81,14 @@ pub async fn act(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if paas.lock().app_by_route(&name).is_none() {
+    let Some(id) = paas.lock().app_by_route(&name).map(|a| a.def.id.clone()) else {
         return (
             StatusCode::NOT_FOUND,
-            Json(json!({"ok": false, "message": "no such app"})),
+            Json(json!({"ok": false, "message": format!("no app {name:?}")})),
         )
             .into_response();
-    }
-    let outcome = match run(&paas, &name, &action, &form, peer).await {
+    };
+    let outcome = match run(&paas, &name, &id, &action, &form, peer).await {
         Ok(o) | Err(o) => o,
     };
     if outcome.status.is_success() {
@@ -117,6 +117,7 @@ pub async fn act(
 async fn run(
     paas: &Arc<Paas>,
     name: &str,
+    id: &str,
     action: &str,
     form: &HashMap<String, String>,
     peer: SocketAddr,
@@ -126,15 +127,6 @@ async fn run(
         message: "the dashboard is starting".into(),
         html: None,
     })?;
-    let id = paas
-        .lock()
-        .app_by_route(name)
-        .map(|a| a.def.id.clone())
-        .ok_or_else(|| Outcome {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no app {name:?}"),
-            html: None,
-        })?;
     let app_path = format!("/v2/apps{id}?force=true");
     let call = |method: Method, uri: String, body: Option<Value>| {
         let api = api.clone();

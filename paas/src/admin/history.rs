@@ -25,6 +25,17 @@ pub struct Sample {
     pub ready: u32,
 }
 
+/// What one sampling reads of an app.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Reading {
+    /// The routers' cumulative request counter (`None`: no router reported the app).
+    pub requests: Option<u64>,
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub wanted: u32,
+    pub ready: u32,
+}
+
 #[derive(Default)]
 struct Series {
     samples: VecDeque<Sample>,
@@ -38,14 +49,13 @@ pub struct History {
 }
 
 impl History {
-    /// Records one sample of `app` (its route name) from the routers' counters.
-    pub fn record(&self, app: &str, at_ms: u64, requests: Option<u64>, sample: Sample) {
+    /// Records what was read of `app` (its route name) at `at_ms`; the rate comes from the
+    /// counter's change since the previous sample.
+    pub fn record(&self, app: &str, at_ms: u64, r: Reading) {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let s = apps.entry(app.to_string()).or_default();
-        let mut sample = sample;
-        sample.at_ms = at_ms;
         let prev_at = s.samples.back().map(|p| p.at_ms);
-        sample.rate = match (s.requests, requests, prev_at) {
+        let rate = match (s.requests, r.requests, prev_at) {
             (Some(before), Some(now), Some(then)) if now >= before && at_ms > then => {
                 Some((now - before) as f64 / ((at_ms - then) as f64 / 1000.0))
             }
@@ -53,11 +63,18 @@ impl History {
             // No router has reported the app: no requests.
             (_, None, _) => Some(0.0),
         };
-        s.requests = requests;
+        s.requests = r.requests;
         if s.samples.len() >= KEPT {
             s.samples.pop_front();
         }
-        s.samples.push_back(sample);
+        s.samples.push_back(Sample {
+            at_ms,
+            rate,
+            p50: r.p50,
+            p99: r.p99,
+            wanted: r.wanted,
+            ready: r.ready,
+        });
     }
 
     /// The app's samples, oldest first.
@@ -111,10 +128,8 @@ fn sample(paas: &Paas) {
         paas.admin.history.record(
             route,
             now,
-            c.requests,
-            Sample {
-                at_ms: now,
-                rate: None,
+            Reading {
+                requests: c.requests,
                 p50: c.p50,
                 p99: c.p99,
                 wanted: *wanted,
@@ -130,24 +145,20 @@ fn sample(paas: &Paas) {
 mod tests {
     use super::*;
 
-    fn s() -> Sample {
-        Sample {
-            at_ms: 0,
-            rate: None,
-            p50: None,
-            p99: None,
-            wanted: 1,
-            ready: 1,
+    fn r(requests: Option<u64>) -> Reading {
+        Reading {
+            requests,
+            ..Reading::default()
         }
     }
 
     #[test]
     fn rates_come_from_counter_deltas() {
         let h = History::default();
-        h.record("a", 10_000, Some(100), s());
-        h.record("a", 20_000, Some(150), s());
-        h.record("a", 30_000, Some(10), s()); // a restarted router
-        h.record("a", 40_000, None, s());
+        h.record("a", 10_000, r(Some(100)));
+        h.record("a", 20_000, r(Some(150)));
+        h.record("a", 30_000, r(Some(10))); // a restarted router
+        h.record("a", 40_000, r(None));
         let rates: Vec<Option<f64>> = h.of("a").iter().map(|x| x.rate).collect();
         assert_eq!(rates, vec![None, Some(5.0), None, Some(0.0)]);
     }
@@ -156,7 +167,7 @@ mod tests {
     fn an_hour_is_kept() {
         let h = History::default();
         for i in 0..(KEPT as u64 + 5) {
-            h.record("a", i * 10_000, Some(i), s());
+            h.record("a", i * 10_000, r(Some(i)));
         }
         let all = h.of("a");
         assert_eq!(all.len(), KEPT);

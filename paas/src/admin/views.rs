@@ -183,11 +183,7 @@ fn mb(x: f64) -> String {
 
 /// The Cluster page: agents, frameworks, offers, and who is starving and why.
 pub async fn cluster(paas: &Paas, api: &ApiClient) -> Value {
-    let master: Option<Value> = match paas.master_get("/master/state").send().await {
-        Ok(r) if r.status().is_success() => r.json().await.ok(),
-        _ => None,
-    };
-    let Some(m) = master else {
+    let Some(m) = crate::json_answer(paas.master_get("/master/state")).await else {
         return json!({"master_error": format!("the master at {} cannot be read", paas.args.master)});
     };
     let slaves = m["slaves"].as_array().cloned().unwrap_or_default();

@@ -334,15 +334,7 @@ async fn cpu_seconds(paas: &Arc<Paas>, framework: &str, tasks: &[String]) -> Opt
             ))
             .timeout(Duration::from_secs(2));
         async move {
-            let v: Value = req
-                .send()
-                .await
-                .ok()?
-                .error_for_status()
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let v = crate::json_answer(req).await?;
             Some(v["cpus_user_time_secs"].as_f64()? + v["cpus_system_time_secs"].as_f64()?)
         }
     });
