@@ -15,6 +15,15 @@ pub struct Target {
     /// The admin token (default: read from <data-dir>/paas/admin-token).
     #[arg(long, env = "DROVE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The admin token, read from a file (mode 0600).
+    #[arg(
+        long,
+        env = "DROVE_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "token"
+    )]
+    pub token_file: Option<String>,
     /// The data dir `drove up` uses, to find the admin token.
     #[arg(long = "data-dir", default_value = ".drove")]
     pub data_dir: PathBuf,
@@ -149,14 +158,14 @@ pub struct Client {
 
 impl Client {
     pub fn new(t: &Target) -> anyhow::Result<Client> {
-        let token = match &t.token {
+        let token = match t.token.as_ref().or(t.token_file.as_ref()) {
             Some(t) => t.clone(),
             None => {
                 let path = t.data_dir.join("paas").join("admin-token");
                 std::fs::read_to_string(&path)
                     .with_context(|| {
                         format!(
-                            "no --token / DROVE_ADMIN_TOKEN, and cannot read {}",
+                            "no --token-file / DROVE_ADMIN_TOKEN, and cannot read {}",
                             path.display()
                         )
                     })?

@@ -66,9 +66,10 @@ struct UpArgs {
     /// Where every component keeps its state (master/, agent/, paas/).
     #[arg(long, default_value = ".drove")]
     data_dir: PathBuf,
-    /// The agent's work dir (sandboxes, fetch cache). Default: `<data-dir>/agent` when task
-    /// users can reach it, else `/var/lib/drove/agent-<hash of the data dir>` (a data dir under
-    /// a mode-0700 home directory is out of the tasks' reach).
+    /// The agent's work dir (sandboxes, fetch cache). Default, as root:
+    /// `/var/lib/drove/agent-<hash of the data dir>`: never inside the data dir, which holds
+    /// every secret and is root's alone (mode 0700), while tasks must reach their sandboxes.
+    /// Not as root (tasks then run as this same user): `<data-dir>/agent`.
     #[arg(long)]
     agent_work_dir: Option<PathBuf>,
     #[arg(long, default_value = "127.0.0.1:5050")]
@@ -103,6 +104,18 @@ struct UpArgs {
     cgroup_root: String,
 }
 
+/// Flags that carry a secret; each also has a `-file` form and an environment variable.
+const SECRET_FLAGS: &[&str] = &[
+    "--cluster-secret",
+    "--admin-token",
+    "--router-token",
+    "--master-secret",
+    "--admin-password",
+    "--paas-token",
+    "--metrics-token",
+    "--token",
+];
+
 /// Parses a component's flags from an argument list, for `drove up`.
 #[derive(Parser)]
 struct Flags<T: clap::Args> {
@@ -111,6 +124,9 @@ struct Flags<T: clap::Args> {
 }
 
 fn main() -> ExitCode {
+    // Whatever a component creates (databases, repositories, caches, secrets) is its owner's
+    // alone unless it says otherwise; the executor gives tasks the usual 0022.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     if let Command::Executor(args) = cli.command {
         // No runtime, no logging set-up: the executor must stay small and exec quickly.
@@ -123,6 +139,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for flag in drove_proto::secret::on_command_line(std::env::args_os(), SECRET_FLAGS) {
+        tracing::warn!(
+            "{flag} was given on the command line, which every local user and every task can \
+             read (/proc/<pid>/cmdline); give it with {flag}-file (mode 0600) or its \
+             environment variable instead"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -181,28 +204,23 @@ fn agent_work_dir(args: &UpArgs, data_dir: &std::path::Path) -> anyhow::Result<P
     if let Some(dir) = &args.agent_work_dir {
         return Ok(dir.clone());
     }
-    let inside = data_dir.join("agent");
     if !nix::unistd::geteuid().is_root() {
-        return Ok(inside);
+        // Tasks run as this same user: nothing to keep from them by placing it elsewhere.
+        return Ok(data_dir.join("agent"));
     }
-    match drove_agent::sandbox::check_reachable(data_dir) {
-        Ok(()) => Ok(inside),
-        Err(why) => {
-            use sha2::Digest;
-            let hash = hex::encode(sha2::Sha256::digest(
-                data_dir.as_os_str().as_encoded_bytes(),
-            ));
-            let dir = PathBuf::from("/var/lib/drove").join(format!("agent-{}", &hash[..12]));
-            tracing::info!(
-                work_dir = %dir.display(),
-                reason = %why,
-                "the agent works outside the data dir"
-            );
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating the agent work dir {}", dir.display()))?;
-            Ok(dir)
-        }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(
+        data_dir.as_os_str().as_encoded_bytes(),
+    ));
+    let base = PathBuf::from("/var/lib/drove");
+    let dir = base.join(format!("agent-{}", &hash[..12]));
+    for d in [&base, &dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        // Task users must traverse to their sandboxes; nothing in these two can be listed.
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .with_context(|| format!("chmod {}", d.display()))?;
     }
+    Ok(dir)
 }
 
 async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -212,6 +230,9 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("resolving {}", data_dir.display()))?;
+    for f in drove_proto::state_dir::make_private(&data_dir)? {
+        tracing::warn!("state others could read made private: {f}");
+    }
     // Frameworks authenticate to the master: the PaaS's secret is generated on the first start
     // (`master/paas-secret`) and named in the master's credentials file.
     std::fs::create_dir_all(data_dir.join("master"))
@@ -308,9 +329,10 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         .context("router start task")?
         .context("router failed to start")?;
     println!(
-        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
+        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}  (work dir {})\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
         args.master_listen,
         args.agent_listen,
+        agent_work_dir.display(),
         paas.addr,
         paas.addr,
         args.domain,

@@ -211,6 +211,9 @@ fn supervise(spec: &ExecutorSpec) -> Result<ExitRecord, ExecutorError> {
     let stdout = open(&spec.stdout)?;
     let stderr = open(&spec.stderr)?;
 
+    // The agent runs with umask 0077 (its state is private); a task gets the usual 0022, as
+    // under Mesos and Docker (its sandbox is 0700 either way).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let mut cmd = Command::new(&spec.program);
     if let Some(a) = &spec.arg0 {
         cmd.arg0(a);

@@ -67,6 +67,20 @@ pub struct AgentArgs {
     /// (`Authorization: Bearer`); the same value as the master's --cluster-secret.
     #[arg(long, env = "DROVE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// The cluster secret, read from a file (mode 0600): the form to use, since a command
+    /// line is readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "cluster_secret"
+    )]
+    pub cluster_secret_file: Option<String>,
+    /// Listen on a non-loopback address without a cluster secret: anyone who reaches the
+    /// port may then run tasks here. Without this flag such an agent refuses to start.
+    #[arg(long)]
+    pub insecure: bool,
     /// Bound on one artifact download, request to last byte (e.g. `10m`, `30s`).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub fetch_timeout: std::time::Duration,
@@ -136,6 +150,14 @@ pub enum AgentError {
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
+    #[error(transparent)]
+    StateDir(#[from] drove_proto::state_dir::StateDirError),
+    #[error(
+        "--listen {0} is not a loopback address and there is no --cluster-secret-file: anyone \
+         who reaches it could run tasks on this machine. Give the cluster secret (or \
+         --insecure to accept that)"
+    )]
+    Unprotected(SocketAddr),
 }
 
 /// Resolves flags into a configuration (without binding anything).
@@ -151,6 +173,13 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
             path: args.work_dir.clone(),
             source,
         })?;
+    // What only the agent reads (checkpoints with tasks' environments, its key, the fetch
+    // cache of every app's artifacts) is root's alone; sandboxes get their own modes.
+    for dir in [work_dir.join("meta"), work_dir.join("cache")] {
+        for f in drove_proto::state_dir::make_private(&dir)? {
+            tracing::warn!("state others could read made private: {f}");
+        }
+    }
     let detected = machine::detect(&work_dir);
     let resources =
         machine::with_overrides(detected, args.resources.as_deref()).map_err(|source| {
@@ -217,7 +246,13 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
 
 /// Runs the agent until `shutdown` fires. Tasks keep running after it returns; the next agent
 /// started on the same work dir recovers them.
-pub async fn run(args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentError> {
+pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> Result<(), AgentError> {
+    if let Some(secret) = args.cluster_secret_file.take() {
+        args.cluster_secret = Some(secret);
+    }
+    if args.cluster_secret.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(AgentError::Unprotected(args.listen));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| AgentError::Bind {

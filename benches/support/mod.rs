@@ -93,6 +93,8 @@ pub async fn sim_cluster(
         authenticate_frameworks: false,
         credentials: None,
         cluster_secret: None,
+        cluster_secret_file: None,
+        insecure: false,
         authenticate_http_readonly: false,
     };
     tokio::spawn(drove_master::run(args, shutdown.clone()));

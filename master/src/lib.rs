@@ -84,6 +84,20 @@ pub struct MasterArgs {
     /// agent protocol; without it that protocol is open to anyone who can reach the ports.
     #[arg(long, env = "DROVE_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// The cluster secret, read from a file (mode 0600): the form to use, since a command
+    /// line is readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_CLUSTER_SECRET_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "cluster_secret"
+    )]
+    pub cluster_secret_file: Option<String>,
+    /// Listen on a non-loopback address without a cluster secret: anyone who reaches the
+    /// port may then register an agent. Without this flag such a master refuses to start.
+    #[arg(long)]
+    pub insecure: bool,
     /// The read endpoints (`/master/state`, `/state`, `/metrics`) need a framework's
     /// credentials (HTTP basic) or the cluster secret (bearer), as Mesos's
     /// `--authenticate_http_readonly`. `/health` and `/version` stay open.
@@ -138,6 +152,14 @@ pub enum MasterError {
     Serve(std::io::Error),
     #[error(transparent)]
     Credentials(#[from] auth::CredentialsError),
+    #[error(transparent)]
+    StateDir(#[from] drove_proto::state_dir::StateDirError),
+    #[error(
+        "--listen {0} is not a loopback address and there is no --cluster-secret-file: anyone \
+         who reaches it could register an agent and be sent tasks. Give the cluster secret \
+         (or --insecure to accept that)"
+    )]
+    Unprotected(SocketAddr),
 }
 
 /// What the HTTP handlers share.
@@ -213,7 +235,16 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// Runs the master until `shutdown` fires.
-pub async fn run(args: MasterArgs, shutdown: CancellationToken) -> Result<(), MasterError> {
+pub async fn run(mut args: MasterArgs, shutdown: CancellationToken) -> Result<(), MasterError> {
+    if let Some(secret) = args.cluster_secret_file.take() {
+        args.cluster_secret = Some(secret);
+    }
+    if args.cluster_secret.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
+        return Err(MasterError::Unprotected(args.listen));
+    }
+    for f in drove_proto::state_dir::make_private(&args.data_dir)? {
+        tracing::warn!("state others could read made private: {f}");
+    }
     if args.authenticate_http_readonly
         && !args.authenticate_frameworks
         && args.cluster_secret.is_none()

@@ -60,9 +60,29 @@ pub struct PaasArgs {
     /// data dir when not given.
     #[arg(long, env = "DROVE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// The admin token, read from a file (mode 0600): the form to use, since a command line is
+    /// readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_ADMIN_TOKEN_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "admin_token"
+    )]
+    pub admin_token_file: Option<String>,
     /// The token routers use for routes, wakes and stats; generated when not given.
     #[arg(long, env = "DROVE_ROUTER_TOKEN", hide_env_values = true)]
     pub router_token: Option<String>,
+    /// The router token, read from a file (mode 0600): the form to use, since a command line is
+    /// readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_ROUTER_TOKEN_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "router_token"
+    )]
+    pub router_token_file: Option<String>,
     /// How long the master keeps the PaaS's instances running while the PaaS is away.
     #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
     pub failover_timeout: Duration,
@@ -77,6 +97,16 @@ pub struct PaasArgs {
     pub master_principal: Option<String>,
     #[arg(long, env = "DROVE_MASTER_SECRET", hide_env_values = true)]
     pub master_secret: Option<String>,
+    /// The secret for the master, read from a file (mode 0600): the form to use, since a command line is
+    /// readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_MASTER_SECRET_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "master_secret"
+    )]
+    pub master_secret_file: Option<String>,
     /// The port apps are browsed on (the router's), for the dashboard's links to them.
     #[arg(long, default_value_t = 8080)]
     pub router_port: u16,
@@ -84,6 +114,16 @@ pub struct PaasArgs {
     /// (which always works).
     #[arg(long, env = "DROVE_ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// The dashboard's password, read from a file (mode 0600): the form to use, since a command line is
+    /// readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_ADMIN_PASSWORD_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "admin_password"
+    )]
+    pub admin_password_file: Option<String>,
     /// Mark the dashboard's cookies `Secure` (when a TLS proxy serves it).
     #[arg(long)]
     pub admin_secure_cookies: bool,
@@ -203,6 +243,8 @@ pub enum PaasError {
     Stopped(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    StateDir(#[from] drove_proto::state_dir::StateDirError),
 }
 
 /// A started PaaS: its API address and the tokens in force.
@@ -216,7 +258,20 @@ pub struct Started {
 }
 
 /// Opens the state, binds the API and starts scheduling; returns once listening.
-pub async fn start(args: PaasArgs, shutdown: CancellationToken) -> Result<Started, PaasError> {
+pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<Started, PaasError> {
+    for (value, file) in [
+        (&mut args.admin_token, args.admin_token_file.take()),
+        (&mut args.router_token, args.router_token_file.take()),
+        (&mut args.master_secret, args.master_secret_file.take()),
+        (&mut args.admin_password, args.admin_password_file.take()),
+    ] {
+        if file.is_some() {
+            *value = file;
+        }
+    }
+    for f in drove_proto::state_dir::make_private(&args.data_dir)? {
+        tracing::warn!("state others could read made private: {f}");
+    }
     if let Some(p) = &args.admin_password {
         if p.chars().count() < admin::session::MIN_PASSWORD {
             return Err(PaasError::Invalid(format!(

@@ -8,6 +8,8 @@
 //! - [`recordio`]: the RecordIO framing of the scheduler event stream.
 //! - [`routing`]: the router <-> PaaS contract (route stream, wake and stats bodies and paths),
 //!   documented in ARCHITECTURE.md.
+//! - [`secret`]: how every component takes a secret (a file or the environment, never argv).
+//! - [`state_dir`]: state directories only root reads (0700, files 0600).
 //!
 //! This crate knows nothing about any component's internals; every component depends on it,
 //! and it depends on none of them.
@@ -20,6 +22,8 @@ pub mod recordio;
 pub mod resources;
 pub mod routing;
 pub mod scheduler;
+pub mod secret;
+pub mod state_dir;
 
 pub use json::{decode, DecodeError};
 pub use resources::{Ranges, ResourceError, Resources};

@@ -52,10 +52,30 @@ pub struct RouterArgs {
     /// The PaaS's router token, sent as `Authorization: Bearer` on every call to the PaaS.
     #[arg(long, env = "DROVE_ROUTER_TOKEN", hide_env_values = true)]
     pub paas_token: Option<String>,
+    /// The router token, read from a file (mode 0600): the form to use, since a command line is
+    /// readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_ROUTER_TOKEN_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "paas_token"
+    )]
+    pub paas_token_file: Option<String>,
     /// A token `/metrics` on the admin listener then requires (`Authorization: Bearer`); it
     /// names every app and its traffic. `/health` stays open.
     #[arg(long, env = "DROVE_ROUTER_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// The metrics token, read from a file (mode 0600): the form to use, since a command line is
+    /// readable by every local user.
+    #[arg(
+        long,
+        env = "DROVE_ROUTER_METRICS_TOKEN_FILE",
+        value_name = "FILE",
+        value_parser = drove_proto::secret::from_file,
+        conflicts_with = "metrics_token"
+    )]
+    pub metrics_token_file: Option<String>,
 }
 
 impl RouterArgs {
@@ -77,7 +97,9 @@ impl RouterArgs {
             stats_interval: Duration::from_secs(1),
             id: None,
             paas_token: None,
+            paas_token_file: None,
             metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }

@@ -143,7 +143,13 @@ fn probe_addr(addr: SocketAddr) -> SocketAddr {
 
 /// Starts the router on two threads of its own and returns once the proxy accepts connections.
 /// Safe to call from inside a tokio runtime.
-pub fn start(args: RouterArgs) -> Result<RouterHandle, RouterError> {
+pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
+    if let Some(t) = args.paas_token_file.take() {
+        args.paas_token = Some(t);
+    }
+    if let Some(t) = args.metrics_token_file.take() {
+        args.metrics_token = Some(t);
+    }
     let paas = args.paas.trim_end_matches('/').to_string();
     match reqwest::Url::parse(&paas) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}

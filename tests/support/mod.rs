@@ -721,6 +721,93 @@ pub fn pid_of(status: &Value) -> Option<i32> {
 
 /// A temporary directory task users can traverse (mode 0711): a root agent refuses a work
 /// dir its tasks' uids cannot reach, and `mktemp -d` makes 0700 ones.
+/// Polls `f` (every 200 ms) until it gives a value; panics naming `what` after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A network namespace of the test's own whose loopback device also holds `addr` (an
+/// address outside 127.0.0.0/8, so a component can listen on a non-loopback address without
+/// touching the host's network); deleted when dropped.
+pub struct Netns {
+    pub name: String,
+    pub addr: String,
+}
+
+impl Netns {
+    pub fn new(addr: &str) -> Netns {
+        let name = format!("drove-test-{}", uuid_like());
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip runs");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            addr: addr.to_string(),
+        };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{addr}/32"),
+            "dev",
+            "lo",
+        ]);
+        ns
+    }
+
+    /// Runs `drove args…` inside the namespace, output to `log`.
+    pub fn spawn(&self, name: &str, args: &[String], log: &Path) -> Proc {
+        let mut all = vec![
+            "netns".to_string(),
+            "exec".into(),
+            self.name.clone(),
+            DROVE.into(),
+        ];
+        all.extend(args.iter().cloned());
+        let out = std::fs::File::create(log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new("ip")
+            .args(&all)
+            .env("DROVE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        Proc {
+            child,
+            name: name.into(),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
 pub fn tempdir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");

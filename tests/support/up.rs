@@ -10,10 +10,12 @@ use tokio::time::Instant;
 
 use super::{free_port, CgroupTree, Proc};
 
-/// Dropped in order: the process, its tasks' cgroups, then the data dir.
+/// Dropped in order: the process, its tasks' cgroups, the agent's work dir, then the data dir.
 pub struct Up {
     pub proc: Proc,
     _cgroups: CgroupTree,
+    /// The agent's work dir (`drove up` puts it outside the data dir, under /var/lib/drove).
+    pub agent_work: RemovedOnDrop,
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     /// `drove up`'s whole command line (to try it again, say).
@@ -21,6 +23,18 @@ pub struct Up {
     pub paas_url: String,
     pub router_port: u16,
     pub token: String,
+    env: Vec<(String, String)>,
+}
+
+/// A directory removed when dropped.
+pub struct RemovedOnDrop(pub PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        if !self.0.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 impl Up {
@@ -59,22 +73,58 @@ impl Up {
             router_port: router,
             token: String::new(),
             _cgroups: CgroupTree(cgroup_root),
+            agent_work: RemovedOnDrop(PathBuf::new()),
             dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
+        up.wait_up().await;
+        up
+    }
+
+    /// Waits until `drove up` says it is up; reads its admin token and agent work dir.
+    async fn wait_up(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !up.data.join("paas/admin-token").exists() || !up.log().contains("drove is up") {
+        while !self.data.join("paas/admin-token").exists() || !self.log().contains("drove is up") {
             assert!(
                 Instant::now() < deadline,
                 "drove up did not start:\n{}",
-                up.log()
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        up.token = std::fs::read_to_string(up.data.join("paas/admin-token"))
+        self.token = std::fs::read_to_string(self.data.join("paas/admin-token"))
             .expect("the admin token file")
             .trim()
             .to_string();
-        up
+        let log = self.log();
+        let work = log
+            .split_once("(work dir ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(dir, _)| PathBuf::from(dir))
+            .expect("drove up names the agent's work dir");
+        self.agent_work = RemovedOnDrop(work);
+    }
+
+    /// Stops `drove up` (SIGTERM, as Ctrl-C does) and starts it again with the same flags;
+    /// returns once it is up. Its tasks keep running meanwhile.
+    pub async fn restart(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while super::pid_alive(self.proc.pid()) {
+            assert!(Instant::now() < deadline, "drove up did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.proc.child.wait();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.proc = Proc::spawn_with_env("up", &self.args, &self.dir.path().join("up.log"), &env);
+        self.wait_up().await;
     }
 
     /// What `drove up` printed so far.

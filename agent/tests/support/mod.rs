@@ -321,6 +321,8 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
         isolation: Isolation::Cgroups,
         no_cfs_quota: false,
         cluster_secret: None,
+        cluster_secret_file: None,
+        insecure: false,
         fetch_timeout: std::time::Duration::from_secs(60),
         fetch_max_bytes: 64 << 20,
         task_pids_max: 64,
