@@ -8,7 +8,7 @@
 use std::io::{BufRead, Write};
 
 use anyhow::Context;
-use drove_paas::push::Receive;
+use drove_paas::push::{Receive, QUARANTINE};
 use futures::StreamExt;
 
 #[derive(clap::Subcommand, Debug)]
@@ -16,13 +16,6 @@ pub enum Hook {
     /// Deploy the pushed commit before the ref moves.
     PreReceive,
 }
-
-/// git's variables that say where a push's objects wait.
-const QUARANTINE: [&str; 3] = [
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_QUARANTINE_PATH",
-];
 
 pub async fn run(hook: Hook) -> anyhow::Result<()> {
     let Hook::PreReceive = hook;

@@ -6,10 +6,12 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use support::paas::{agent, Drove};
 use support::up::Up;
 use support::{eventually, git};
 
@@ -305,4 +307,315 @@ async fn an_unprotected_cluster_port_refuses_to_start_and_secrets_come_by_file()
         )),
         "{text}"
     );
+}
+
+/// A dependency as a registry would serve it: `greeter-1.0.0.tgz` (npm installs a tarball as
+/// a directory of its own in `node_modules`, as it does a registry package), made in `dir`.
+fn greeter_tarball(dir: &Path) -> PathBuf {
+    let src = dir.join("greeter");
+    std::fs::create_dir_all(&src).expect("greeter dir");
+    std::fs::write(
+        src.join("package.json"),
+        json!({"name": "greeter", "version": "1.0.0", "main": "index.js"}).to_string(),
+    )
+    .expect("dep package.json");
+    std::fs::write(src.join("index.js"), "module.exports = () => 'greeted';\n")
+        .expect("dep index.js");
+    let out = std::process::Command::new("npm")
+        .args(["pack", "--offline", "--pack-destination"])
+        .arg(dir)
+        .current_dir(&src)
+        .env("HOME", dir)
+        .output()
+        .expect("npm runs");
+    assert!(
+        out.status.success(),
+        "npm pack: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir.join("greeter-1.0.0.tgz")
+}
+
+/// A pushed app's working tree: `server.js` answering with its vendored dependency
+/// (`file:vendor/greeter-1.0.0.tgz`, so `npm ci` needs no network), `package.json` from `pkg`,
+/// and its lockfile; committed.
+fn app_with_a_dependency(dir: &Path, tarball: &Path, pkg: &Value) {
+    assert!(git(dir, &["init", "-q"]).0);
+    std::fs::create_dir_all(dir.join("vendor")).expect("vendor dir");
+    std::fs::copy(tarball, dir.join("vendor/greeter-1.0.0.tgz")).expect("the tarball");
+    std::fs::write(
+        dir.join("server.js"),
+        "const greet = require('greeter');\n\
+         require('http').createServer((q, r) => r.end(q.url === '/health' ? 'ok' : \
+         greet() + '\\n')).listen(process.env.PORT0);\n",
+    )
+    .expect("server.js");
+    std::fs::write(dir.join("package.json"), pkg.to_string()).expect("package.json");
+    let lock = std::process::Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--offline",
+        ])
+        .args(["--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .expect("npm runs");
+    assert!(
+        lock.status.success(),
+        "npm: {}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+    assert!(git(dir, &["add", "-A"]).0);
+    assert!(git(dir, &["commit", "-qm", "v1"]).0);
+}
+
+/// A pushed app's `package.json` (named alike for every app, so equal dependencies make equal
+/// lockfiles), with `scripts` merged in.
+fn package(scripts: Value) -> Value {
+    let mut p = json!({
+        "name": "tenant-app", "version": "1.0.0",
+        "scripts": {"start": "node server.js"},
+        "dependencies": {"greeter": "file:vendor/greeter-1.0.0.tgz"},
+        "flock": {"instances": 1, "cpus": 0.1, "mem": 64},
+        "checks": [{"path": "/health", "intervalSeconds": 1, "maxConsecutiveFailures": 2}],
+        "drove": {"checkGraceSeconds": 3, "minInstances": 1}
+    });
+    if let (Some(s), Some(extra)) = (p["scripts"].as_object_mut(), scripts.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    p
+}
+
+/// Creates a pushed app; its authenticated git remote.
+async fn create_pushed(d: &Drove, name: &str) -> String {
+    let (status, created) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({ "name": name })),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    support::push_remote(&created)
+}
+
+/// One app's build can never feed another's: an app whose install script tampers with its
+/// installed dependencies, pushed first with the very same lockfile, leaves the next app's
+/// build untouched (a fresh `npm ci`, the real dependency served), and each app's cache feeds
+/// only that app's later builds. A build's upload token takes one upload of each kind, named
+/// by the PaaS: `deps-<a hash of its choosing>`, a second `deps` and a second `app` are
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_cannot_poison_another_apps_dependencies() {
+    let d = Drove::start(&[&agent(21)]).await;
+    let mallory = create_pushed(&d, "mallory").await;
+    let victim = create_pushed(&d, "victim").await;
+
+    // Pushed first: a postinstall (not covered by the lockfile) replaces the dependency.
+    let shared = support::tempdir();
+    let tarball = greeter_tarball(shared.path());
+    let m = support::tempdir();
+    let tamper =
+        "echo \"module.exports = () => 'tampered=by another app'\" > node_modules/greeter/index.js";
+    app_with_a_dependency(
+        m.path(),
+        &tarball,
+        &package(json!({ "postinstall": tamper })),
+    );
+    let (ok, out) = git(m.path(), &["push", &mallory, "main"]);
+    assert!(
+        ok && out.contains("installing dependencies: npm ci"),
+        "{out}"
+    );
+    let (_, body) = d
+        .through_router("mallory.localhost", "/")
+        .await
+        .expect("router");
+    assert_eq!(
+        body.trim(),
+        "tampered=by another app",
+        "its own tree is its own"
+    );
+
+    // Its next build probes its upload token: the cache is named by the PaaS, once per build.
+    let probe = "const http = require('http'), fs = require('fs'), crypto = require('crypto');\n\
+        const lock = crypto.createHash('sha256').update(fs.readFileSync('package-lock.json')).digest('hex');\n\
+        const put = k => new Promise(r => { const q = http.request(process.env.DROVE_UPLOAD + '/' + k,\n\
+          {method: 'PUT'}, s => { s.resume(); s.on('end', () => r(s.statusCode)); });\n\
+          q.on('error', e => r(e.message)); q.end('poison'); });\n\
+        (async () => { for (const k of ['deps-' + lock, 'deps', 'app', 'app'])\n\
+          console.log('upload ' + k.replace(lock, '<lockfile hash>') + ': ' + await put(k)); })();\n";
+    std::fs::write(m.path().join("probe.js"), probe).expect("probe.js");
+    std::fs::write(
+        m.path().join("package.json"),
+        package(json!({"postinstall": tamper, "build": "node probe.js"})).to_string(),
+    )
+    .expect("package.json");
+    assert!(git(m.path(), &["add", "-A"]).0);
+    assert!(git(m.path(), &["commit", "-qm", "probe"]).0);
+    let (ok, out) = git(m.path(), &["push", &mallory, "main"]);
+    assert!(!ok, "{out}");
+    for line in [
+        "upload deps-<lockfile hash>: 404",
+        "upload deps: 409",
+        "upload app: 200",
+        "upload app: 409",
+    ] {
+        assert!(out.contains(line), "{line}:\n{out}");
+    }
+
+    // The victim, same lockfile: installs afresh and serves the real dependency.
+    let v = support::tempdir();
+    app_with_a_dependency(v.path(), &tarball, &package(json!({})));
+    let (ok, out) = git(v.path(), &["push", &victim, "main"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("installing dependencies: npm ci") && !out.contains("from the cache"),
+        "{out}"
+    );
+    let (_, body) = d
+        .through_router("victim.localhost", "/")
+        .await
+        .expect("router");
+    assert_eq!(body.trim(), "greeted");
+    // Its own cache serves its own next build.
+    std::fs::write(v.path().join("README"), "code only\n").expect("README");
+    assert!(git(v.path(), &["add", "-A"]).0);
+    assert!(git(v.path(), &["commit", "-qm", "code only"]).0);
+    let (ok, out) = git(v.path(), &["push", &victim, "main"]);
+    assert!(ok && out.contains("from the cache"), "{out}");
+    let (_, body) = d
+        .through_router("victim.localhost", "/")
+        .await
+        .expect("router");
+    assert_eq!(body.trim(), "greeted");
+}
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A push whose `package.json` is a sparse 1 GiB file (a few MB on the wire), to a side
+/// branch, is refused with a message naming the file and the limit, and the PaaS's memory
+/// stays flat (it asks git for the size before reading anything); a normal push
+/// to the same app then deploys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_pushed_file_is_refused_without_reading_it() {
+    let d = Drove::start(&[&agent(22)]).await;
+    let remote = create_pushed(&d, "sparse").await;
+    let pid = d.paas.as_ref().expect("the PaaS").pid();
+    let w = support::tempdir();
+    let dir = w.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    std::fs::copy(support::paas::server_js(), dir.join("server.js")).expect("server.js");
+    let huge = std::fs::File::create(dir.join("package.json")).expect("package.json");
+    huge.set_len(1 << 30).expect("a sparse GiB");
+    drop(huge);
+    let fast = ["-c", "core.compression=1", "-c", "core.looseCompression=1"];
+    assert!(git(dir, &[&fast[..], &["add", "-A"]].concat()).0);
+    assert!(git(dir, &["commit", "-qm", "huge"]).0);
+    let before = rss(pid);
+    // To a side branch: the descriptor is looked at before the branch is known not to deploy.
+    let (ok, out) = git(dir, &[&fast[..], &["push", &remote, "HEAD:side"]].concat());
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("package.json is 1073741824 bytes, over the 1048576-byte limit"),
+        "{out}"
+    );
+    let grown = rss(pid).saturating_sub(before);
+    assert!(grown < 64 << 20, "the PaaS grew by {} MiB", grown >> 20);
+    // The same app takes a normal push.
+    let package = json!({"name": "sparse", "scripts": {"start": "node server.js"},
+                         "drove": {"minInstances": 1}});
+    std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
+    assert!(git(dir, &["add", "-A"]).0);
+    assert!(git(dir, &["commit", "-qm", "normal"]).0);
+    let (ok, out) = git(dir, &["push", &remote, "HEAD:main"]);
+    assert!(ok && out.contains("released v1"), "{out}");
+}
+
+/// A pusher that stops reading while its build prints without end does not make the PaaS
+/// hold the output: it is cut off, the build is stopped, and the PaaS's memory stays flat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_pusher_does_not_grow_the_paas() {
+    let d = Drove::start(&[&agent(23)]).await;
+    let remote = create_pushed(&d, "chatty").await;
+    let pid = d.paas.as_ref().expect("the PaaS").pid();
+    let w = support::tempdir();
+    let dir = w.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    std::fs::copy(support::paas::server_js(), dir.join("server.js")).expect("server.js");
+    // ~400 MB of output at once, then silence until stopped (bounded: 10 minutes).
+    let flood = "node -e \"const l = 'x'.repeat(200) + '\\n'; \
+                 for (let i = 0; i < 2e6; i++) process.stdout.write(i + l); \
+                 setTimeout(() => {}, 600000)\"";
+    let package = json!({"name": "chatty", "scripts": {"start": "node server.js", "build": flood},
+                         "drove": {"minInstances": 1}});
+    std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
+    assert!(git(dir, &["add", "-A"]).0);
+    assert!(git(dir, &["commit", "-qm", "chatty"]).0);
+    let before = rss(pid);
+    let log = dir.join("push.log");
+    let out = std::fs::File::create(&log).expect("push log");
+    let mut push = std::process::Command::new("git")
+        .args(["-c", "credential.helper=", "push", &remote, "main"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("git push");
+    let group = nix::unistd::Pid::from_raw(push.id() as i32);
+    eventually("the build's output", Duration::from_secs(60), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::future::ready(text.contains("building: npm run build").then_some(()))
+    })
+    .await;
+    assert!(build_running(&d, "chatty").await, "the build runs");
+    // The pusher stops reading (its whole process group, git-remote-http included).
+    nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let mut peak = 0;
+    eventually("the build to be stopped", Duration::from_secs(60), || {
+        peak = peak.max(rss(pid));
+        let d = &d;
+        async move { (!build_running(d, "chatty").await).then_some(()) }
+    })
+    .await;
+    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+    let _ = push.wait();
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 64 << 20,
+        "the PaaS grew by {} MiB while the pusher did not read",
+        grown >> 20
+    );
+    let paas_log = std::fs::read_to_string(d.cluster.dir.path().join("paas1.log"));
+    let paas_log = paas_log.unwrap_or_default();
+    assert!(paas_log.contains("cut off"), "{paas_log}");
+}
+
+/// Whether `app`'s build task runs, by the master's state.
+async fn build_running(d: &Drove, app: &str) -> bool {
+    let state = d.cluster.state().await;
+    let name = format!("{app}-build");
+    state["frameworks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+        .any(|t| t["name"].as_str() == Some(name.as_str()) && t["state"] == "TASK_RUNNING")
 }

@@ -3,12 +3,15 @@
 //! sandbox and cgroup, under the app's own uid, bounded in time, their output streamed to the
 //! pusher.
 //!
-//! The task gets the commit's tree (the source artifact) and, when the lockfile's hash has been
-//! built before, that build's `node_modules` (the dependency cache), then: `npm ci` with a
-//! lockfile, `npm install --omit=dev` without one (nothing when cached), `npm run build` when
-//! there is one, `npm prune --omit=dev`, and packs the result. It uploads the packed app (and,
-//! after a fresh install with a lockfile, `node_modules` for the cache) to the PaaS with a
-//! token only this build holds; the PaaS names each by its SHA-256.
+//! The task gets the commit's tree (the source artifact) and, when this app's last fresh
+//! install had the same lockfile, that install's `node_modules` (the app's dependency cache),
+//! then: `npm ci` with a lockfile, `npm install --omit=dev` without one (nothing when cached),
+//! `npm run build` when there is one, `npm prune --omit=dev`, and packs the result. It uploads
+//! the packed app (and, after a fresh install with a lockfile, `node_modules` for the cache)
+//! to the PaaS with a token only this build holds, once each; the PaaS stores each under its
+//! SHA-256 and keys the cache by the lockfile hash it computed itself. The cache is the app's
+//! own: the tree is taken after the app's install scripts ran, which its lockfile does not
+//! cover, so no other app's build may ever be fed from it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,6 @@ use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 use super::descriptor::Descriptor;
 use super::locked;
@@ -31,16 +33,43 @@ use crate::Paas;
 
 /// Default bound on a build.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(600);
-/// Largest upload accepted from a build.
+/// Largest upload accepted from a build (each of its two).
 pub const MAX_UPLOAD: u64 = 1 << 30;
+/// An upload that sends nothing for this long is dropped.
+pub const UPLOAD_IDLE: Duration = Duration::from_secs(60);
 
-/// What a build uploaded, by its token.
+/// The builds in progress, by their upload token: what each may still upload.
 #[derive(Default)]
-pub struct Uploads(Mutex<HashMap<String, Uploaded>>);
+pub struct Uploads(Mutex<HashMap<String, Build>>);
 
-#[derive(Default, Clone)]
-struct Uploaded {
-    app: Option<String>,
+/// One build's uploads: its result (`app`) and, after a fresh `npm ci` with a lockfile, its
+/// dependency cache (`deps`), each at most once. Both are stored under their content's hash;
+/// the cache entry is keyed by the lockfile hash the PaaS computed, never by the build.
+#[derive(Default)]
+struct Build {
+    /// The lockfile's hash when this build installs fresh and may upload the cache.
+    deps_key: Option<String>,
+    app: Slot,
+    deps: Slot,
+}
+
+#[derive(Default, Clone, PartialEq, Eq)]
+enum Slot {
+    #[default]
+    Open,
+    /// An upload started (whatever came of it): no second one.
+    Taken,
+    Done(String),
+}
+
+impl Build {
+    fn slot(&mut self, kind: &str) -> Option<&mut Slot> {
+        match kind {
+            "app" => Some(&mut self.app),
+            "deps" => Some(&mut self.deps),
+            _ => None,
+        }
+    }
 }
 
 /// The build task's script (run by `sh -c`).
@@ -88,98 +117,133 @@ step "built"
 "#;
 
 impl Uploads {
-    fn open(&self) -> String {
+    fn open(&self, deps_key: Option<String>) -> String {
         let token = crate::tokens::generate();
-        locked(&self.0).insert(token.clone(), Uploaded::default());
+        let build = Build {
+            deps_key,
+            ..Build::default()
+        };
+        locked(&self.0).insert(token.clone(), build);
         token
     }
 
-    fn close(&self, token: &str) -> Option<Uploaded> {
+    fn close(&self, token: &str) -> Option<Build> {
         locked(&self.0).remove(token)
     }
 
-    fn has(&self, token: &str) -> bool {
-        locked(&self.0).contains_key(token)
+    /// Takes the build's slot for `kind`, or says why not.
+    fn take(&self, token: &str, kind: &str) -> Result<(), (StatusCode, String)> {
+        let mut builds = locked(&self.0);
+        let Some(build) = builds.get_mut(token) else {
+            return Err((StatusCode::UNAUTHORIZED, "not a build in progress".into()));
+        };
+        if kind == "deps" && build.deps_key.is_none() {
+            return Err((
+                StatusCode::CONFLICT,
+                "this build has no dependency cache to upload".into(),
+            ));
+        }
+        let Some(slot) = build.slot(kind) else {
+            return Err((StatusCode::NOT_FOUND, "expected app or deps".into()));
+        };
+        if *slot != Slot::Open {
+            return Err((
+                StatusCode::CONFLICT,
+                format!("this build uploaded its {kind} already"),
+            ));
+        }
+        *slot = Slot::Taken;
+        Ok(())
+    }
+
+    fn done(&self, token: &str, kind: &str, name: String) {
+        if let Some(slot) = locked(&self.0).get_mut(token).and_then(|b| b.slot(kind)) {
+            *slot = Slot::Done(name);
+        }
     }
 }
 
-/// `PUT /v1/push/builds/{token}/{kind}`: a build's result (`app`) or dependency cache (`deps`,
-/// named after the lockfile's hash the build was told).
+/// `PUT /v1/push/builds/{token}/{kind}`: a build's result (`app`) or its dependency cache
+/// (`deps`), once each, at most [`MAX_UPLOAD`] bytes, never idle for [`UPLOAD_IDLE`]; stored
+/// under the SHA-256 of what arrived.
 pub async fn upload(
     State(paas): State<Arc<Paas>>,
     Path((token, kind)): Path<(String, String)>,
     body: Body,
 ) -> Response {
-    if !paas.push.uploads.has(&token) {
-        return (StatusCode::UNAUTHORIZED, "not a build in progress\n").into_response();
-    }
-    if kind != "app" && !kind.starts_with("deps-") {
-        return (
-            StatusCode::NOT_FOUND,
-            "expected app or deps-<lockfile hash>\n",
-        )
-            .into_response();
+    if let Err((status, why)) = paas.push.uploads.take(&token, &kind) {
+        return (status, format!("{why}\n")).into_response();
     }
     let dir = paas.push.artifacts_dir();
-    if let Err(e) = tokio::fs::create_dir_all(&dir).await {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("{}: {e}\n", dir.display()),
-        )
-            .into_response();
-    }
-    let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
-    let mut file = match tokio::fs::File::create(&tmp).await {
-        Ok(f) => f,
-        Err(e) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("{}: {e}\n", tmp.display()),
-            )
-                .into_response()
+    match receive(&dir, body).await {
+        Ok(name) => {
+            paas.push.uploads.done(&token, &kind, name.clone());
+            (StatusCode::OK, format!("{name}\n")).into_response()
         }
+        Err((status, why)) => (status, format!("{why}\n")).into_response(),
+    }
+}
+
+/// Writes `body` into `dir` as `<sha256>.tar.gz`; the name, or why it was refused.
+async fn receive(dir: &std::path::Path, body: Body) -> Result<String, (StatusCode, String)> {
+    let internal = |what: &std::path::Path, e: std::io::Error| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{}: {e}", what.display()),
+        )
     };
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|e| internal(dir, e))?;
+    let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| internal(&tmp, e))?;
     let mut hash = Sha256::new();
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
-        let ok = match chunk {
-            Ok(c) => {
-                size += c.len() as u64;
-                hash.update(&c);
-                size <= MAX_UPLOAD && file.write_all(&c).await.is_ok()
+    let failed = loop {
+        let chunk = match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+            Err(_) => {
+                break Some((
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("nothing arrived for {} s", UPLOAD_IDLE.as_secs()),
+                ))
             }
-            Err(_) => false,
+            Ok(None) => break None,
+            Ok(Some(Err(e))) => {
+                break Some((StatusCode::BAD_REQUEST, format!("broken upload: {e}")))
+            }
+            Ok(Some(Ok(c))) => c,
         };
-        if !ok {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return (
+        size += chunk.len() as u64;
+        if size > MAX_UPLOAD {
+            break Some((
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("upload refused (over {MAX_UPLOAD} bytes, or broken)\n"),
-            )
-                .into_response();
+                format!("over {MAX_UPLOAD} bytes"),
+            ));
         }
-    }
-    let _ = file.flush().await;
-    let name = if kind == "app" {
-        format!("{}.tar.gz", hex::encode(hash.finalize()))
-    } else {
-        let key = &kind["deps-".len()..];
-        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return (StatusCode::BAD_REQUEST, "deps-<64 hex digits>\n").into_response();
+        hash.update(&chunk);
+        if let Err(e) = file.write_all(&chunk).await {
+            break Some(internal(&tmp, e));
         }
-        format!("deps-{key}.tar.gz")
     };
-    if let Err(e) = tokio::fs::rename(&tmp, dir.join(&name)).await {
-        return (StatusCode::INTERNAL_SERVER_ERROR, format!("{name}: {e}\n")).into_response();
-    }
-    if kind == "app" {
-        if let Some(u) = locked(&paas.push.uploads.0).get_mut(&token) {
-            u.app = Some(name.clone());
+    let flushed = file.flush().await;
+    let result = match (failed, flushed) {
+        (Some(f), _) => Err(f),
+        (None, Err(e)) => Err(internal(&tmp, e)),
+        (None, Ok(())) => {
+            let name = format!("{}.tar.gz", hex::encode(hash.finalize()));
+            tokio::fs::rename(&tmp, dir.join(&name))
+                .await
+                .map(|()| name.clone())
+                .map_err(|e| internal(&dir.join(&name), e))
         }
+    };
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
     }
-    (StatusCode::OK, format!("{name}\n")).into_response()
+    result
 }
 
 /// Runs the build of `source` (an artifact of the commit's tree) for `name`; returns the
@@ -189,19 +253,23 @@ pub async fn run(
     name: &str,
     d: &Descriptor,
     source: &str,
-    lockfile: Option<&[u8]>,
-    out: &mpsc::UnboundedSender<String>,
+    lock_hash: Option<String>,
+    out: &super::relay::Relay,
 ) -> Result<String, String> {
-    let say = |s: String| {
-        let _ = out.send(s);
-    };
-    let token = paas.push.uploads.open();
+    let say = |s: String| out.say(s);
     let base = format!("http://{}", paas.args.listen);
-    let lock_hash = lockfile.map(|l| hex::encode(Sha256::digest(l)));
-    let cached = lock_hash
-        .as_ref()
-        .map(|h| format!("deps-{h}.tar.gz"))
-        .filter(|f| paas.push.artifacts_dir().join(f).is_file());
+    // This app's own cache only: another app's build (and its install scripts) never feeds
+    // this one, whatever its lockfile.
+    let cached = lock_hash.as_ref().and_then(|h| {
+        paas.push
+            .app(name)
+            .and_then(|a| a.deps_cache)
+            .filter(|c| &c.lock_hash == h)
+            .map(|c| c.artifact)
+            .filter(|f| paas.push.artifacts_dir().join(f).is_file())
+    });
+    let deps_key = lock_hash.filter(|_| cached.is_none());
+    let token = paas.push.uploads.open(deps_key.clone());
     let mut fetch = vec![
         json!({"uri": format!("{base}/v1/artifacts/{source}"), "extract": true, "cache": false}),
     ];
@@ -210,15 +278,9 @@ pub async fn run(
             json!({"uri": format!("{base}/v1/artifacts/{c}"), "extract": true, "cache": true}),
         );
     }
-    let deps_kind = lock_hash
-        .as_ref()
-        .map(|h| format!("deps-{h}"))
-        .unwrap_or_default();
-    // The script uploads `deps` to `$DROVE_UPLOAD/deps`: route that to the lockfile's name.
-    let script = SCRIPT.replace("upload deps ", &format!("upload {deps_kind} "));
     let def = AppDefinition::from_value(json!({
         "id": format!("/{name}-build"),
-        "cmd": script,
+        "cmd": SCRIPT,
         "instances": 1,
         "cpus": 1.0,
         "mem": 1024,
@@ -278,7 +340,7 @@ pub async fn run(
             break e;
         }
         // The pusher left (the push cannot succeed), or the time bound passed: it stops.
-        let abort = if out.is_closed() {
+        let abort = if out.left() {
             Some(format!(
                 "the pusher left during the build (at: {step}); stopped"
             ))
@@ -323,9 +385,13 @@ pub async fn run(
             tail.join(" | ")
         ));
     }
-    uploaded
-        .app
-        .ok_or_else(|| "the build finished without uploading the app".to_string())
+    if let (Some(key), Slot::Done(artifact)) = (deps_key, uploaded.deps) {
+        super::remember_deps(paas, name, key, artifact);
+    }
+    match uploaded.app {
+        Slot::Done(artifact) => Ok(artifact),
+        _ => Err("the build finished without uploading the app".to_string()),
+    }
 }
 
 /// Bytes of a build task's stdout or stderr from `offset`, through the master.

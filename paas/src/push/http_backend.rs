@@ -42,7 +42,13 @@ pub struct CgiRequest<'a> {
     pub remote_user: &'a str,
     /// Extra environment (the hook's callback URL and token).
     pub env: Vec<(String, String)>,
+    /// The largest pack a push may send (`receive.maxInputSize`, so git itself says so); the
+    /// request body is cut a little past it whatever git does.
+    pub max_pack: u64,
 }
+
+/// Room past `max_pack` for a push's commands (pkt-lines before the pack).
+const COMMANDS_ROOM: u64 = 1 << 20;
 
 fn header(headers: &HeaderMap, name: &str) -> String {
     headers
@@ -74,9 +80,13 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
         .env("REMOTE_ADDR", "127.0.0.1")
         // A keepalive every second while the hook is silent (a build): writing it is how a
         // client that left is noticed, and the push stopped.
-        .env("GIT_CONFIG_COUNT", "1")
+        .env("GIT_CONFIG_COUNT", "2")
         .env("GIT_CONFIG_KEY_0", "receive.keepAlive")
         .env("GIT_CONFIG_VALUE_0", "1")
+        .env("GIT_CONFIG_KEY_1", "receive.maxInputSize")
+        .env("GIT_CONFIG_VALUE_1", req.max_pack.to_string())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", root)
         .envs(req.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -105,11 +115,15 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
         )
             .into_response();
     };
-    // The request body goes in while the answer comes out (a push's pack can be large).
+    // The request body goes in while the answer comes out (a push's pack can be large), up
+    // to the bound: past it git has said no already, and the rest is not read.
+    let max_body = req.max_pack.saturating_add(COMMANDS_ROOM);
     tokio::spawn(async move {
         let mut stream = body.into_data_stream();
+        let mut sent: u64 = 0;
         while let Some(Ok(chunk)) = stream.next().await {
-            if stdin.write_all(&chunk).await.is_err() {
+            sent = sent.saturating_add(chunk.len() as u64);
+            if sent > max_body || stdin.write_all(&chunk).await.is_err() {
                 return;
             }
         }

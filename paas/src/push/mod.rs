@@ -24,6 +24,7 @@ pub mod artifacts;
 pub mod build;
 pub mod descriptor;
 pub mod http_backend;
+pub mod relay;
 pub mod releases;
 pub mod webhook;
 
@@ -39,7 +40,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::api::error;
 use crate::app::{normalize_id, route_name};
@@ -56,6 +56,38 @@ pub struct PushApp {
     /// Releases made so far (the next is `releases + 1`).
     #[serde(default)]
     pub releases: u32,
+    /// This app's dependency cache: the `node_modules` of its last fresh install.
+    #[serde(default)]
+    pub deps_cache: Option<DepsCache>,
+}
+
+/// A dependency cache entry: the artifact a build uploaded after `npm ci` of a lockfile whose
+/// SHA-256 (computed by the PaaS) is `lock_hash`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DepsCache {
+    pub lock_hash: String,
+    pub artifact: String,
+}
+
+/// Records `name`'s dependency cache for `lock_hash`, unless it has one for it already (an
+/// entry is never replaced by another build's upload for the same lockfile).
+pub(crate) fn remember_deps(paas: &Paas, name: &str, lock_hash: String, artifact: String) {
+    let mut apps = locked(&paas.push.apps);
+    let Some(a) = apps.get_mut(name) else { return };
+    if a.deps_cache
+        .as_ref()
+        .is_some_and(|c| c.lock_hash == lock_hash)
+    {
+        return;
+    }
+    a.deps_cache = Some(DepsCache {
+        lock_hash,
+        artifact,
+    });
+    paas.store.enqueue(Op::PutPushApp(
+        serde_json::to_string(&*a).unwrap_or_default(),
+        name.to_string(),
+    ));
 }
 
 /// The pushed apps, their repositories and the pushes in progress.
@@ -201,6 +233,7 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
         deploy_token: crate::tokens::generate(),
         webhook_secret: crate::tokens::generate(),
         releases: 0,
+        deps_cache: None,
     };
     if let Err(e) = paas
         .store
@@ -350,6 +383,7 @@ pub async fn git(
             headers: &parts.headers,
             remote_user: name,
             env,
+            max_pack: crate::api::PUSH_MAX_BODY as u64,
         },
         body,
     )
@@ -367,6 +401,39 @@ pub struct Receive {
     pub env: Vec<(String, String)>,
 }
 
+/// The variables git sets for a pre-receive hook's view of the pushed objects.
+pub const QUARANTINE: [&str; 3] = [
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_QUARANTINE_PATH",
+];
+
+/// `env` reduced to git's quarantine variables, each naming paths inside `repo` only.
+fn quarantine_env(
+    repo: &std::path::Path,
+    env: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, String> {
+    let inside = |p: &str| {
+        let p = std::path::Path::new(p);
+        p.is_absolute()
+            && p.starts_with(repo)
+            && !p
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    };
+    let mut kept = Vec::new();
+    for (k, v) in env {
+        if !QUARANTINE.contains(&k.as_str()) {
+            continue;
+        }
+        if !v.split(':').all(inside) {
+            return Err(format!("{k}: {v:?} is not inside the app's repository"));
+        }
+        kept.push((k, v));
+    }
+    Ok(kept)
+}
+
 /// `POST /v1/push/apps/{app}/receive`: the deploy inside a push, its output streamed back.
 pub async fn receive(
     State(paas): State<Arc<Paas>>,
@@ -382,20 +449,30 @@ pub async fn receive(
     if paas.push.redeem(token).as_deref() != Some(name.as_str()) {
         return (StatusCode::UNAUTHORIZED, "not a push token for this app\n").into_response();
     }
-    let req: Receive = match serde_json::from_slice(&body) {
+    let mut req: Receive = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let (tx, rx) = mpsc::unbounded_channel::<String>();
+    // The repository is the app's, whatever the hook says; of its environment only git's
+    // quarantine variables pass, and only when they point inside that repository.
+    let repo = paas.push.repo(&name);
+    req.env = match quarantine_env(&repo, std::mem::take(&mut req.env)) {
+        Ok(env) => env,
+        Err(why) => return (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response(),
+    };
+    req.git_dir = repo.display().to_string();
+    let (relay, rx) = relay::Relay::new();
     // Runs to its end whether or not the pusher is still there.
     tokio::spawn(async move {
-        let verdict = deploy(&paas, &name, req, "push", &tx).await;
-        let _ = tx.send(match verdict {
-            Ok(()) => "ok".to_string(),
-            Err(why) => format!("rejected: {why}"),
-        });
+        let verdict = deploy(&paas, &name, req, "push", &relay).await;
+        relay
+            .finish(match verdict {
+                Ok(()) => "ok".to_string(),
+                Err(why) => format!("rejected: {why}"),
+            })
+            .await;
     });
-    let lines = tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+    let lines = tokio_stream::wrappers::ReceiverStream::new(rx)
         .map(|l| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{l}\n"))));
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -435,11 +512,9 @@ pub(crate) async fn deploy(
     name: &str,
     req: Receive,
     by: &str,
-    out: &mpsc::UnboundedSender<String>,
+    out: &relay::Relay,
 ) -> Result<(), String> {
-    let say = |s: String| {
-        let _ = out.send(s);
-    };
+    let say = |s: String| out.say(s);
     if !locked(&paas.push.deploying).insert(name.to_string()) {
         return Err(format!(
             "another push is deploying {name}; push again when it is done"
@@ -467,7 +542,7 @@ pub(crate) async fn deploy(
             continue;
         }
         let Some(pkg) = objects
-            .file(new, "package.json")
+            .file(new, "package.json", artifacts::MAX_DESCRIPTOR)
             .await
             .map_err(|e| e.to_string())?
         else {
@@ -508,7 +583,7 @@ pub(crate) async fn deploy(
             descriptor.version.as_deref().unwrap_or("")
         ));
         let artifact = objects
-            .pack(new, &paas.push.artifacts_dir())
+            .pack(new, &paas.push.artifacts_dir(), artifacts::MAX_TREE)
             .await
             .map_err(|e| format!("packing {new}: {e}"))?;
         say(format!(
@@ -517,11 +592,11 @@ pub(crate) async fn deploy(
         ));
         // Dependencies or a build script: built on the cluster into the artifact released.
         let artifact = if descriptor.has_dependencies || descriptor.build.is_some() {
-            let lockfile = objects
-                .file(new, "package-lock.json")
+            let lock_hash = objects
+                .file_hash(new, "package-lock.json", artifacts::MAX_LOCKFILE)
                 .await
                 .map_err(|e| e.to_string())?;
-            build::run(paas, name, &descriptor, &artifact, lockfile.as_deref(), out).await?
+            build::run(paas, name, &descriptor, &artifact, lock_hash, out).await?
         } else {
             artifact
         };

@@ -18,7 +18,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use super::descriptor::Descriptor;
 use super::{locked, Deploying};
@@ -118,7 +117,7 @@ pub async fn release(
     paas: &Arc<Paas>,
     name: &str,
     input: Input,
-    out: &mpsc::UnboundedSender<String>,
+    out: &super::relay::Relay,
 ) -> Result<u32, String> {
     let d =
         Descriptor::parse(input.descriptor.as_bytes()).map_err(|e| format!("package.json: {e}"))?;
@@ -138,7 +137,7 @@ pub async fn release(
     };
     let say = |record: &mut Release, s: String| {
         record.log.push(s.clone());
-        let _ = out.send(s);
+        out.say(s);
     };
     // The number is taken now, so a failed release keeps its place in the history.
     {
@@ -208,7 +207,7 @@ pub async fn release(
         let too_long = started.elapsed() > ROLLOUT_LIMIT;
         // A pusher that leaves never sees its ref move: the release goes back too, so the app
         // never runs what its repository does not have.
-        let left = out.is_closed().then(|| "the pusher left".to_string());
+        let left = out.left().then(|| "the pusher left".to_string());
         let failed = failure
             .filter(|_| started.elapsed() > Duration::from_secs(1))
             .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())))
@@ -315,8 +314,7 @@ async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Response {
     // In its own task: a client that leaves does not stop the rollout half-way.
     let task = tokio::spawn(async move {
         let _deploying = Deploying(&paas2.push, name2.clone());
-        let (tx, _rx) = mpsc::unbounded_channel();
-        release(&paas2, &name2, input, &tx).await
+        release(&paas2, &name2, input, &super::relay::Relay::discard()).await
     });
     match task.await {
         Ok(Ok(n)) => Json(json!({"app": name, "version": format!("v{n}"), "status": "succeeded"}))

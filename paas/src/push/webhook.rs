@@ -175,9 +175,8 @@ pub async fn github(
             git_dir: repo.display().to_string(),
             env: Vec::new(),
         };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        match super::deploy(&paas2, &name2, req, "webhook", &tx).await {
+        let out = super::relay::Relay::discard();
+        match super::deploy(&paas2, &name2, req, "webhook", &out).await {
             Ok(()) => {
                 // The repository's branch follows what was deployed.
                 let _ = tokio::process::Command::new("git")
