@@ -131,6 +131,19 @@ pub enum ClientCommand {
         #[command(flatten)]
         target: Target,
     },
+    /// Takes an app offline: no instances, and requests get 503 without waking it.
+    Suspend {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Brings a suspended app back (an autoscaled one to its minimum, woken by its next
+    /// request; another to one instance).
+    Resume {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Rolling restart of an app.
     Restart {
         id: String,
@@ -222,6 +235,30 @@ impl Client {
     }
 }
 
+/// `drove suspend` / `drove resume`.
+async fn suspension(c: &Client, id: &str, suspend: bool) -> anyhow::Result<()> {
+    let verb = if suspend { "suspend" } else { "resume" };
+    let Some(route) = drove_paas::app::normalize_id(id)
+        .ok()
+        .and_then(|i| drove_paas::app::route_name(&i))
+    else {
+        bail!("{id:?} is not an app id");
+    };
+    let v = c
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/apps/{route}/{verb}"),
+            None,
+        )
+        .await?;
+    match (v["changed"] == true, suspend) {
+        (true, true) => println!("{id}: suspended; requests get 503 until `drove resume {id}`"),
+        (true, false) => println!("{id}: resumed ({} instances)", v["instances"]),
+        (false, _) => println!("{id}: already {verb}d"),
+    }
+    Ok(())
+}
+
 fn app_path(id: &str) -> String {
     format!("/v2/apps/{}", id.trim_start_matches('/'))
 }
@@ -243,6 +280,8 @@ impl ClientCommand {
             | ClientCommand::Deploy { target, .. }
             | ClientCommand::Scale { target, .. }
             | ClientCommand::Restart { target, .. }
+            | ClientCommand::Suspend { target, .. }
+            | ClientCommand::Resume { target, .. }
             | ClientCommand::Logs { target, .. } => target,
         }
     }
@@ -463,6 +502,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 v["deploymentId"].as_str().unwrap_or("?")
             );
         }
+        ClientCommand::Suspend { id, .. } => suspension(&c, &id, true).await?,
+        ClientCommand::Resume { id, .. } => suspension(&c, &id, false).await?,
         ClientCommand::Restart { id, .. } => {
             let v = c
                 .send(

@@ -18,13 +18,16 @@ use support::paas::{
 use tokio::time::Instant;
 
 /// Two healthy instances spread over two agents answer through the router by Host; scaling
-/// to 3, to 0 (requests then wake it) and the event stream all behave.
+/// to 3, to 0 (an app with `scaling` is then idle, and requests wake it) and the event stream
+/// all behave.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_is_spread_routed_scaled_and_woken() {
     let d = Drove::start(&[&agent(0), &agent(1)]).await;
     let (events, _watch) = watch_events(&d);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let created = d.create(node_app("/web", 2, "v1")).await;
+    let mut web = node_app("/web", 2, "v1");
+    web["scaling"] = json!({"minInstances": 0, "idleSeconds": 3600});
+    let created = d.create(web).await;
     assert_eq!(created["id"], "/web");
     assert_eq!(created["instances"], 2);
     let app = d.wait_healthy("web", 2, Duration::from_secs(40)).await;

@@ -546,7 +546,8 @@ async fn a_huge_pushed_file_is_refused_without_reading_it() {
 }
 
 /// A pusher that stops reading while its build prints without end does not make the PaaS
-/// hold the output: it is cut off, the build is stopped, and the PaaS's memory stays flat.
+/// hold the output: it is cut off (after `relay::STALL`), the build is stopped, and the PaaS's
+/// memory stays flat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_pusher_does_not_grow_the_paas() {
     let d = Drove::start(&[&agent(23)]).await;
@@ -585,7 +586,11 @@ async fn a_stalled_pusher_does_not_grow_the_paas() {
         std::future::ready(text.contains("building: npm run build").then_some(()))
     })
     .await;
-    assert!(build_running(&d, "chatty").await, "the build runs");
+    eventually("the build to run", Duration::from_secs(30), || {
+        let d = &d;
+        async move { build_running(d, "chatty").await.then_some(()) }
+    })
+    .await;
     // The pusher stops reading (its whole process group, git-remote-http included).
     nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
     let mut peak = 0;
@@ -618,4 +623,249 @@ async fn build_running(d: &Drove, app: &str) -> bool {
         .flatten()
         .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
         .any(|t| t["name"].as_str() == Some(name.as_str()) && t["state"] == "TASK_RUNNING")
+}
+
+/// A browser that cached the admin credentials cannot be steered by another site: a body that
+/// is not JSON is 415 and another origin is 403, while the same call from a client (no
+/// Origin) or from the API's own origin goes through. The dashboard's login budget is per
+/// client and taken before the comparison: 25 concurrent wrong passwords from one client get
+/// 20 refusals and 5 "too many", after which the right password waits too, and the admin token
+/// still logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_site_cannot_use_the_api_and_guesses_do_not_lock_out_the_token() {
+    const PASSWORD: &str = "correct horse battery";
+    let up = Up::start((24800, 24999), &[("DROVE_ADMIN_PASSWORD", PASSWORD)]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let app = |id: &str| {
+        json!({"id": id, "cmd": "sleep 600", "instances": 0, "cpus": 0.1, "mem": 32}).to_string()
+    };
+    let post = |id: &str, content_type: &str, origin: Option<&str>, site: Option<&str>| {
+        let mut r = http
+            .post(format!("{}/v2/apps", up.paas_url))
+            .basic_auth("admin", Some(&up.token))
+            .header("Content-Type", content_type)
+            .body(app(id));
+        if let Some(o) = origin {
+            r = r.header("Origin", o);
+        }
+        if let Some(s) = site {
+            r = r.header("Sec-Fetch-Site", s);
+        }
+        r.send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.expect("answered").status().as_u16();
+    assert_eq!(status(post("/form", "text/plain", None, None).await), 415);
+    let evil = Some("http://evil.example");
+    assert_eq!(
+        status(post("/evil", "application/json", evil, None).await),
+        403
+    );
+    let cross = Some("cross-site");
+    assert_eq!(
+        status(post("/cross", "application/json", None, cross).await),
+        403
+    );
+    for id in ["form", "evil", "cross"] {
+        let r = http
+            .get(format!("{}/v2/apps/{id}", up.paas_url))
+            .bearer_auth(&up.token)
+            .send()
+            .await;
+        assert_eq!(status(r), 404, "{id} was not created");
+    }
+    assert_eq!(
+        status(post("/tool", "application/json", None, None).await),
+        201
+    );
+    let own = format!(
+        "http://127.0.0.1:{}",
+        up.paas_url.rsplit(':').next().unwrap_or("")
+    );
+    let same = Some("same-origin");
+    let r = post("/own", "application/json; charset=utf-8", Some(&own), same).await;
+    assert_eq!(status(r), 201);
+
+    // Password guesses, all at once from one client.
+    let form = support::dashboard::login_form(&http, &up.paas_url).await;
+    let guess = |secret: String| {
+        let (http, form, base) = (&http, &form, &up.paas_url);
+        async move {
+            http.post(format!("{base}/admin/login"))
+                .header("Cookie", &form.cookie)
+                .form(&[("secret", secret.as_str()), ("csrf", form.csrf.as_str())])
+                .send()
+                .await
+                .expect("a login answer")
+                .status()
+                .as_u16()
+        }
+    };
+    let answers =
+        futures::future::join_all((0..25).map(|i| guess(format!("wrong guess {i}")))).await;
+    let count = |code| answers.iter().filter(|&&s| s == code).count();
+    assert_eq!((count(401), count(429)), (20, 5), "{answers:?}");
+    assert_eq!(
+        guess(PASSWORD.to_string()).await,
+        429,
+        "the budget is spent"
+    );
+    assert_eq!(
+        guess(up.token.clone()).await,
+        303,
+        "the admin token logs in"
+    );
+}
+
+/// An operator's ceilings bind what a pushed app may ask for: a descriptor over them is
+/// refused naming the key and the flag. An operator takes an app offline with `drove
+/// suspend`: its requests get 503 at once and never wake it, until `drove resume` (after which
+/// a request wakes it again). A Marathon app at 0 instances without `scaling` is suspended
+/// too, as in Marathon, while one with `scaling` wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ceilings_bind_pushed_apps_and_a_suspended_app_stays_down() {
+    let d = Drove::start(&[&agent(24)]).await;
+    let remote = create_pushed(&d, "greedy").await;
+    let w = support::tempdir();
+    let dir = w.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    std::fs::copy(support::paas::server_js(), dir.join("server.js")).expect("server.js");
+    let push = |flock: Value, drove: Value| {
+        let package = json!({"name": "greedy", "scripts": {"start": "node server.js"},
+                             "flock": flock, "drove": drove});
+        std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
+        assert!(git(dir, &["add", "-A"]).0);
+        assert!(git(dir, &["commit", "-qm", "next"]).0);
+        git(dir, &["push", &remote, "main"])
+    };
+    let (ok, out) = push(json!({"instances": 100, "cpus": 64}), json!({}));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("flock.cpus: expected at most 2 (this PaaS's --app-max-cpus), found 64"),
+        "{out}"
+    );
+    let (ok, out) = push(json!({}), json!({"minInstances": 50}));
+    assert!(
+        !ok && out.contains(
+            "drove.minInstances: expected at most 10 (this PaaS's --app-max-instances), found 50"
+        ),
+        "{out}"
+    );
+    let (ok, out) = push(
+        json!({"cpus": 0.1}),
+        json!({"minInstances": 0, "idleSeconds": 600}),
+    );
+    assert!(ok && out.contains("released v1"), "{out}");
+    let (status, body) = d
+        .through_router("greedy.localhost", "/")
+        .await
+        .expect("router");
+    assert_eq!(status, 200, "{body}");
+
+    // Suspended with the CLI (the token from a file).
+    let token = dir.join("admin-token");
+    std::fs::write(&token, support::paas::ADMIN_TOKEN).expect("token file");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let target = [
+        format!("--paas={}", d.paas_url()),
+        format!("--token-file={}", token.display()),
+    ];
+    let cli = |verb: &'static str| {
+        let target = target.clone();
+        async move {
+            let mut args = vec![verb, "greedy"];
+            args.extend(target.iter().map(String::as_str));
+            support::drove_cli(&args).await
+        }
+    };
+    let (ok, out) = cli("suspend").await;
+    assert!(ok && out.contains("greedy: suspended"), "{out}");
+    let refused_at_once = || refused_at_once_for(&d, "greedy.localhost");
+    eventually(
+        "503 for the suspended app",
+        Duration::from_secs(20),
+        || async { refused_at_once().await.then_some(()) },
+    )
+    .await;
+    // Its instance drains and goes; requests meanwhile and after stay 503 and wake nothing.
+    eventually(
+        "the suspended app's instance to go",
+        Duration::from_secs(30),
+        || async {
+            let app = d.app("/greedy").await;
+            app["tasks"]
+                .as_array()
+                .is_some_and(|t| t.is_empty())
+                .then_some(())
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        assert!(
+            refused_at_once().await,
+            "a request to a suspended app is 503 at once"
+        );
+    }
+    let app = d.app("/greedy").await;
+    assert_eq!(app["instances"], 0, "{app}");
+    assert!(
+        app["tasks"].as_array().is_some_and(|t| t.is_empty()),
+        "{app}"
+    );
+    let scaling = d.get("/v1/apps/greedy/scaling").await;
+    assert!(
+        scaling["wakes"].as_array().is_none_or(|w| w.is_empty()),
+        "never woken: {scaling}"
+    );
+    // Resumed: idle at zero (its minimum), and the next request wakes it.
+    let (ok, out) = cli("resume").await;
+    assert!(ok && out.contains("greedy: resumed"), "{out}");
+    let (status, body) = eventually("a request to wake it", Duration::from_secs(40), || async {
+        d.through_router("greedy.localhost", "/")
+            .await
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    })
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Marathon's suspension: an app without `scaling` at 0 instances is not woken.
+    let mut plain = support::paas::node_app("/plain", 0, "plain");
+    d.create(plain.clone()).await;
+    eventually(
+        "503 for the suspended Marathon app",
+        Duration::from_secs(20),
+        || async {
+            refused_at_once_for(&d, "plain.localhost")
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(d.app("/plain").await["instances"], 0);
+    // With `scaling`, the same app at 0 is idle, and a request wakes it.
+    plain["id"] = json!("/scaled");
+    plain["scaling"] = json!({"minInstances": 0});
+    d.create(plain).await;
+    let (status, _) = eventually(
+        "a request to wake the scaled app",
+        Duration::from_secs(40),
+        || async {
+            d.through_router("scaled.localhost", "/")
+                .await
+                .ok()
+                .filter(|(s, _)| *s == 200)
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// Whether a request to `host` through the router is 503 within 2 s.
+async fn refused_at_once_for(d: &Drove, host: &str) -> bool {
+    let started = std::time::Instant::now();
+    let (status, _) = d.through_router(host, "/").await.expect("router");
+    status == 503 && started.elapsed() < Duration::from_secs(2)
 }

@@ -394,6 +394,15 @@ impl AppDefinition {
             for (path, e) in s.violations(MAX_INSTANCES) {
                 bad(&path, e);
             }
+            if s.suspended && self.instances > 0 {
+                bad(
+                    "/scaling/suspended",
+                    format!(
+                        "a suspended app runs no instances: expected instances 0, found {}",
+                        self.instances
+                    ),
+                );
+            }
         }
         if self.instances > MAX_INSTANCES {
             bad(
@@ -556,6 +565,13 @@ impl AppDefinition {
         } else {
             Err(InvalidApp::Rules(v))
         }
+    }
+
+    /// Taken offline: no instances, and nothing wakes it. As in Marathon, an app without
+    /// `scaling` at 0 instances is suspended; one with `scaling` only when an operator said so
+    /// (at 0 it is otherwise idle, and the next request wakes it).
+    pub fn suspended(&self) -> bool {
+        self.instances == 0 && self.scaling.as_ref().is_none_or(|s| s.suspended)
     }
 
     pub fn port_definitions(&self) -> &[PortDefinition] {

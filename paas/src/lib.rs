@@ -133,9 +133,30 @@ pub struct PaasArgs {
     /// How long an instance taken out of the routes may finish its requests before the kill.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// The most cpus an instance of a pushed app may ask for (`flock.cpus`).
+    #[arg(long, default_value_t = 2.0)]
+    pub app_max_cpus: f64,
+    /// The most memory, in MiB, an instance of a pushed app may ask for (`flock.mem`).
+    #[arg(long, default_value_t = 2048.0)]
+    pub app_max_mem: f64,
+    /// The most instances a pushed app may ask for (`flock.instances`,
+    /// `drove.minInstances`, `drove.maxInstances`).
+    #[arg(long, default_value_t = 10)]
+    pub app_max_instances: u32,
     /// Between SIGTERM and SIGKILL when an instance is killed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: Duration,
+}
+
+impl PaasArgs {
+    /// What one pushed app may ask for.
+    pub fn ceilings(&self) -> push::descriptor::Ceilings {
+        push::descriptor::Ceilings {
+            cpus: self.app_max_cpus,
+            mem: self.app_max_mem,
+            instances: self.app_max_instances,
+        }
+    }
 }
 
 /// When the master's agents were read, and what they were.

@@ -72,7 +72,7 @@ fn deployment(v: &Value) -> String {
 }
 
 /// `POST /admin/apps/{app}/{action}`: `instances`, `scaling`, `zero`, `wake`, `restart`,
-/// `auto`, `rollback`, `config` (show the config vars' values).
+/// `auto`, `suspend`, `resume`, `rollback`, `config` (show the config vars' values).
 pub async fn act(
     State(paas): State<Arc<Paas>>,
     Path((name, action)): Path<(String, String)>,
@@ -181,6 +181,14 @@ async fn run(
             let a = call(Method::PATCH, app_path, Some(json!({ "scaling": scaling }))).await;
             Outcome::from(&a, |_| {
                 format!("{id}: the floor is cleared; the scaler decides its count")
+            })
+        }
+        "suspend" | "resume" => {
+            let a = call(Method::POST, format!("/v1/apps/{name}/{action}"), None).await;
+            Outcome::from(&a, |v| match (v["changed"] == true, action) {
+                (true, "suspend") => format!("{id}: suspended; its requests get 503"),
+                (true, _) => format!("{id}: resumed"),
+                (false, _) => format!("{id}: already {action}d"),
             })
         }
         "wake" => {

@@ -1,10 +1,13 @@
 //! Dashboard sessions: a login with the admin token (or the configured password) opens a
 //! session named by a random cookie (HttpOnly, SameSite=Strict, Path=/admin, expiring); each
 //! session has its own CSRF token, which every state-changing request must carry as the form
-//! field `csrf`. Sessions live in memory: a restarted PaaS asks for a new login. Failed logins
-//! cost a second each, and more than [`MAX_FAILURES`] a minute close the login for a while.
+//! field `csrf`. Sessions live in memory: a restarted PaaS asks for a new login. The admin
+//! token always logs in (32 random bytes are not guessed); password guesses cost a second
+//! each and come out of a budget per client address, [`MAX_FAILURES`] a minute, taken before
+//! the comparison so that concurrent guesses count too.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,8 +31,10 @@ const MAX_SESSIONS: usize = 1024;
 pub const MAX_FORM: usize = 64 * 1024;
 /// The shortest `--admin-password` taken.
 pub const MIN_PASSWORD: usize = 12;
-/// Failed logins (all callers together) a minute before the login refuses everyone (429).
+/// Failed password logins a minute from one client address before it is refused (429).
 pub const MAX_FAILURES: usize = 20;
+/// Client addresses whose failures are remembered at once (the least recent goes first).
+const MAX_CLIENTS: usize = 4096;
 
 /// What a request's session gives its handler.
 #[derive(Debug, Clone)]
@@ -52,7 +57,8 @@ pub struct Sessions {
     ttl: Duration,
     secure: bool,
     open: Mutex<HashMap<String, Entry>>,
-    failures: Mutex<VecDeque<Instant>>,
+    /// Each client's password guesses of the last minute (reserved before the comparison).
+    guesses: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
 }
 
 fn digest(id: &str) -> String {
@@ -70,25 +76,48 @@ impl Sessions {
             ttl,
             secure,
             open: Mutex::new(HashMap::new()),
-            failures: Mutex::new(VecDeque::new()),
+            guesses: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records a failed login; true when the last minute has seen too many.
-    pub fn failed(&self) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.push_back(Instant::now());
-        while f.len() > MAX_FAILURES {
-            f.pop_front();
+    /// Takes one password guess from `client`'s budget; false when its last minute has had
+    /// [`MAX_FAILURES`] already. A guess that turns out right is given back ([`Self::refund`]).
+    pub fn reserve(&self, client: IpAddr) -> bool {
+        let minute = Duration::from_secs(60);
+        let mut all = self.guesses.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if !all.contains_key(&client) && all.len() >= MAX_CLIENTS {
+            all.retain(|_, g| g.back().is_some_and(|t| now.duration_since(*t) < minute));
+            if all.len() >= MAX_CLIENTS {
+                let least_recent = all
+                    .iter()
+                    .min_by_key(|(_, g)| g.back().copied())
+                    .map(|(ip, _)| *ip);
+                if let Some(ip) = least_recent {
+                    all.remove(&ip);
+                }
+            }
         }
+        let mine = all.entry(client).or_default();
+        while mine
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= minute)
+        {
+            mine.pop_front();
+        }
+        if mine.len() >= MAX_FAILURES {
+            return false;
+        }
+        mine.push_back(now);
+        true
     }
 
-    /// Whether logins are closed: [`MAX_FAILURES`] failures within the last minute.
-    pub fn locked_out(&self) -> bool {
-        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.len() >= MAX_FAILURES
-            && f.front()
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(60))
+    /// Gives back a guess [`Self::reserve`] took (it was right).
+    pub fn refund(&self, client: IpAddr) {
+        let mut all = self.guesses.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mine) = all.get_mut(&client) {
+            mine.pop_back();
+        }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -295,14 +324,18 @@ mod tests {
     }
 
     #[test]
-    fn logins_close_after_many_failures_and_flashes_show_once() {
+    fn guesses_are_budgeted_per_client_and_flashes_show_once() {
         let s = Sessions::new(Duration::from_secs(60), false);
-        for _ in 0..MAX_FAILURES - 1 {
-            s.failed();
+        let (a, b): (IpAddr, IpAddr) = ([127, 0, 0, 2].into(), [127, 0, 0, 3].into());
+        for _ in 0..MAX_FAILURES {
+            assert!(s.reserve(a));
         }
-        assert!(!s.locked_out());
-        s.failed();
-        assert!(s.locked_out());
+        assert!(!s.reserve(a), "a's budget is spent");
+        assert!(s.reserve(b), "b has its own");
+        s.refund(b);
+        for _ in 0..MAX_FAILURES {
+            assert!(s.reserve(b), "a right guess was given back");
+        }
         let id = s.open();
         let key = s.get(&id).map(|x| x.key).unwrap_or_default();
         assert!(s.alive(&key));

@@ -93,7 +93,8 @@ pub fn route(id: &str) -> String {
     crate::app::route_name(id).unwrap_or_else(|| id.trim_matches('/').to_string())
 }
 
-/// The state an operator reads first: failing, waking, deploying, at zero, idle or running.
+/// The state an operator reads first: failing, waking, deploying, suspended, at zero, idle or
+/// running.
 fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'static str {
     let now = now_ms();
     let wanted = app["instances"].as_u64().unwrap_or(0);
@@ -110,6 +111,12 @@ fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'static s
         "waking"
     } else if app["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
         "deploying"
+    } else if wanted == 0
+        && app["scaling"]
+            .as_object()
+            .is_none_or(|s| s.get("suspended") == Some(&Value::Bool(true)))
+    {
+        "suspended"
     } else if wanted == 0 {
         "at zero"
     } else if scaling["load"]["lastRequestMs"]
@@ -127,7 +134,7 @@ fn state_class(state: &str) -> &'static str {
     match state {
         "failing" => "bad",
         "waking" | "deploying" => "busy",
-        "at zero" | "idle" => "quiet",
+        "at zero" | "idle" | "suspended" => "quiet",
         _ => "good",
     }
 }
@@ -535,7 +542,12 @@ mod tests {
         let stale = json!({"load": {"lastRequestMs": null, "inFlight": 0}, "waking": null});
         assert_eq!(app_state(&app(1, running.clone()), None, &fresh), "running");
         assert_eq!(app_state(&app(1, running.clone()), None, &stale), "idle");
-        assert_eq!(app_state(&app(0, json!([])), None, &stale), "at zero");
+        let mut scaled = app(0, json!([]));
+        scaled["scaling"] = json!({"minInstances": 0});
+        assert_eq!(app_state(&scaled, None, &stale), "at zero");
+        assert_eq!(app_state(&app(0, json!([])), None, &stale), "suspended");
+        scaled["scaling"]["suspended"] = json!(true);
+        assert_eq!(app_state(&scaled, None, &stale), "suspended");
         let waking = json!({"load": {}, "waking": {"steps": []}});
         assert_eq!(app_state(&app(1, json!([])), None, &waking), "waking");
         let mut deploying = app(2, running.clone());

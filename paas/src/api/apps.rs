@@ -508,6 +508,13 @@ async fn update(
             };
             let mut merged = merged;
             merged["id"] = json!(id);
+            // Scaling a suspended app up (Marathon's way of bringing an app back) resumes it.
+            let scales_up = patch["instances"].as_u64().is_some_and(|n| n > 0);
+            if scales_up && patch["scaling"].is_null() {
+                if let Some(s) = merged["scaling"].as_object_mut() {
+                    s.remove("suspended");
+                }
+            }
             match AppDefinition::from_value(merged) {
                 Ok(d) => (d, Some(cur)),
                 Err(e) => return invalid(&e),

@@ -64,6 +64,8 @@ fn routes(paas: Arc<Paas>) -> Router {
         .route("/v1/apps/{app}/wake", post(routing::wake))
         .route("/v1/apps/{app}/stats", get(routing::app_stats))
         .route("/v1/apps/{app}/scaling", get(routing::app_scaling))
+        .route("/v1/apps/{app}/suspend", post(routing::suspend))
+        .route("/v1/apps/{app}/resume", post(routing::resume))
         .route(STATS_PATH, post(routing::stats))
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
         .route("/v1/push/apps", post(crate::push::create))
@@ -92,6 +94,8 @@ fn routes(paas: Arc<Paas>) -> Router {
             get(crate::push::releases::config).patch(crate::push::releases::set_config),
         )
         .fallback(not_found)
+        // Runs after `auth` (layers wrap outwards): strangers get 401 whatever they send.
+        .layer(axum::middleware::from_fn(same_origin_json))
         .layer(axum::middleware::from_fn_with_state(paas.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         // Their own access rules: git's (a deploy token, as HTTP basic), a push's (a single-use
@@ -151,6 +155,47 @@ async fn auth(State(paas): State<Arc<Paas>>, req: Request, next: Next) -> Respon
             Json(json!({ "message": message })),
         )
             .into_response();
+    }
+    next.run(req).await
+}
+
+/// A browser that cached the admin credentials (HTTP basic) must not be steered by another
+/// site: a request a browser says another site made (`Sec-Fetch-Site`), or whose `Origin` is
+/// not this host, is refused (403); a body that is not JSON is refused (415), since a
+/// cross-site `<form enctype="text/plain">` sends one without asking first.
+async fn same_origin_json(req: Request, next: Next) -> Response {
+    let h = req.headers();
+    let text = |name| {
+        h.get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if matches!(text("sec-fetch-site"), Some("cross-site" | "same-site")) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "refused: another site made this request (Sec-Fetch-Site)",
+        );
+    }
+    if let Some(origin) = text(header::ORIGIN.as_str()) {
+        let host = text(header::HOST.as_str()).unwrap_or("");
+        let origin_host = origin.split_once("://").map_or("", |(_, rest)| rest);
+        if origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host) {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("refused: Origin {origin:?} is not this API ({host})"),
+            );
+        }
+    }
+    let has_body = text(header::TRANSFER_ENCODING.as_str()).is_some()
+        || text(header::CONTENT_LENGTH.as_str()).is_some_and(|l| l.trim() != "0");
+    if has_body {
+        let ct = text(header::CONTENT_TYPE.as_str()).unwrap_or("");
+        let media = ct.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Type: expected application/json, found {ct:?}"),
+            );
+        }
     }
     next.run(req).await
 }

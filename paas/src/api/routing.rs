@@ -80,6 +80,12 @@ pub async fn wake(
                 format!("no app is served as {name:?}"),
             );
         };
+        if a.def.suspended() {
+            return error(
+                StatusCode::CONFLICT,
+                format!("{} is suspended: it is not woken", a.def.id),
+            );
+        }
         if a.def.instances > 0 {
             // Awake or waking. Restate its route: a router that woke it because every backend
             // looked down (passive marks) takes a republished backend as usable again.
@@ -110,6 +116,9 @@ pub async fn wake(
                 format!("no app is served as {name:?}"),
             )
         }
+        Err(e @ crate::scaler::ScaleError::Suspended(_)) => {
+            return error(StatusCode::CONFLICT, e.to_string())
+        }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
     paas.lock().events.publish(crate::events::scheduler(
@@ -127,6 +136,40 @@ pub async fn wake(
 /// `GET /v1/apps/{app}/scaling`: an app's scaling settings, its scaler's view (recent
 /// decisions with their reasons, panic mode, idle time, concurrency), its current load, its
 /// recent wakes' timelines and the open one (`waking`, `null` unless it is waking).
+/// `POST /v1/apps/{app}/suspend` and `/resume`: an operator takes the app offline (no
+/// instances; the routers answer 503 and never wake it) or brings it back.
+pub async fn suspend(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    suspension(paas, name, true).await
+}
+
+pub async fn resume(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
+    suspension(paas, name, false).await
+}
+
+async fn suspension(paas: Arc<Paas>, name: String, suspend: bool) -> Response {
+    let Some(id) = paas.lock().app_by_route(&name).map(|a| a.def.id.clone()) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no app is served as {name:?}"),
+        );
+    };
+    let changed = if suspend {
+        crate::scaler::suspend(&paas, &id, "api").await
+    } else {
+        crate::scaler::resume(&paas, &id, "api").await
+    };
+    match changed {
+        Ok(changed) => {
+            let instances = paas.lock().apps.get(&id).map(|a| a.def.instances);
+            Json(json!({"app": id, "suspended": suspend, "changed": changed,
+                        "instances": instances}))
+            .into_response()
+        }
+        Err(e @ crate::scaler::ScaleError::NoApp(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
 pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
     let (id, instances, scaling) = {
         let s = paas.lock();

@@ -256,7 +256,6 @@ pub async fn run(
     lock_hash: Option<String>,
     out: &super::relay::Relay,
 ) -> Result<String, String> {
-    let say = |s: String| out.say(s);
     let base = format!("http://{}", paas.args.listen);
     // This app's own cache only: another app's build (and its install scripts) never feeds
     // this one, whatever its lockfile.
@@ -297,7 +296,8 @@ pub async fn run(
     .map_err(|e| format!("the build task: {}", e.body()))?;
     let (job, mut ended) = paas.lock().submit_job(def);
     paas.kick.notify_one();
-    say(format!("-----> building {name} on the cluster"));
+    out.say(format!("-----> building {name} on the cluster"))
+        .await;
     let started = Instant::now();
     let mut offset = 0usize;
     let mut last_lines: Vec<String> = Vec::new();
@@ -333,7 +333,7 @@ pub async fn run(
                 if last_lines.len() > 20 {
                     last_lines.remove(0);
                 }
-                say(format!("       {line}"));
+                out.say(format!("       {line}")).await;
             }
         }
         if let Some(e) = finished {

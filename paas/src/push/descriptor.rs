@@ -50,11 +50,24 @@ pub struct Check {
     pub max_consecutive_failures: u32,
 }
 
+/// `drove.maxInstances` when not given (within the operator's ceiling).
+pub const DEFAULT_MAX_INSTANCES: u32 = 10;
+
+/// What an operator lets one pushed app ask for: per instance (`flock.cpus`, `flock.mem` in
+/// MiB) and instances (`flock.instances`, `drove.minInstances`, `drove.maxInstances`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceilings {
+    pub cpus: f64,
+    pub mem: f64,
+    pub instances: u32,
+}
+
 /// drove's own keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DroveKeys {
     pub min_instances: u32,
-    pub max_instances: u32,
+    /// `drove.maxInstances` as given; [`Descriptor::max_instances`] is what applies.
+    pub max_instances: Option<u32>,
     pub idle_seconds: u32,
     pub target_concurrency: f64,
     pub hostnames: Vec<String>,
@@ -67,7 +80,7 @@ impl Default for DroveKeys {
     fn default() -> Self {
         DroveKeys {
             min_instances: 0,
-            max_instances: 10,
+            max_instances: None,
             idle_seconds: 300,
             target_concurrency: 10.0,
             hostnames: Vec::new(),
@@ -296,7 +309,7 @@ impl Descriptor {
                 "a whole number of instances from 1 to 100",
                 1..=100,
             )? {
-                drove.max_instances = n;
+                drove.max_instances = Some(n);
             }
             if let Some(n) = whole(
                 d,
@@ -364,10 +377,10 @@ impl Descriptor {
                     return Err(bad("drove.hostnames", "a list of host names", Some(other)))
                 }
             }
-            if drove.min_instances > drove.max_instances {
+            if let Some(max) = drove.max_instances.filter(|m| drove.min_instances > *m) {
                 return Err(bad(
                     "drove.minInstances",
-                    &format!("at most drove.maxInstances ({})", drove.max_instances),
+                    &format!("at most drove.maxInstances ({max})"),
                     d.get("minInstances"),
                 ));
             }
@@ -386,6 +399,53 @@ impl Descriptor {
             checks,
             drove,
         })
+    }
+
+    /// Checks what the app asks for against the operator's ceilings, naming the first key
+    /// over one.
+    pub fn within(&self, c: &Ceilings) -> Result<(), DescriptorError> {
+        let over = |key: &str, flag: &str, limit: String, found: String| DescriptorError {
+            key: key.to_string(),
+            expected: format!("at most {limit} (this PaaS's --{flag})"),
+            found,
+        };
+        if self.cpus > c.cpus {
+            return Err(over(
+                "flock.cpus",
+                "app-max-cpus",
+                c.cpus.to_string(),
+                self.cpus.to_string(),
+            ));
+        }
+        if self.mem > c.mem {
+            return Err(over(
+                "flock.mem",
+                "app-max-mem",
+                c.mem.to_string(),
+                self.mem.to_string(),
+            ));
+        }
+        let most = c.instances.to_string();
+        for (key, n) in [
+            ("flock.instances", Some(self.instances)),
+            ("drove.minInstances", Some(self.drove.min_instances)),
+            ("drove.maxInstances", self.drove.max_instances),
+        ] {
+            if let Some(n) = n.filter(|n| *n > c.instances) {
+                return Err(over(key, "app-max-instances", most, n.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The most instances the scaler may run: `drove.maxInstances`, else 10 (within the
+    /// ceiling), and never fewer than `flock.instances` or 1.
+    pub fn max_instances(&self, c: &Ceilings) -> u32 {
+        self.drove
+            .max_instances
+            .unwrap_or(DEFAULT_MAX_INSTANCES.min(c.instances))
+            .max(self.instances)
+            .max(1)
     }
 
     /// The shell command that starts the app in its sandbox (where the artifact is unpacked).
@@ -457,6 +517,39 @@ mod tests {
         let m = parse(json!({"name": "m", "main": "index.js"})).unwrap();
         assert_eq!(m.command(), "exec node 'index.js'");
         assert_eq!(m.instances, 1);
+    }
+
+    #[test]
+    fn ceilings_name_the_key_over_them() {
+        let c = Ceilings {
+            cpus: 2.0,
+            mem: 2048.0,
+            instances: 5,
+        };
+        let within = |v: Value| parse(v).unwrap().within(&c).map_err(|e| e.to_string());
+        assert_eq!(
+            within(json!({"name": "x", "main": "a", "flock": {"cpus": 64}})),
+            Err("flock.cpus: expected at most 2 (this PaaS's --app-max-cpus), found 64".into())
+        );
+        assert_eq!(
+            within(json!({"name": "x", "main": "a", "flock": {"mem": 4096}})),
+            Err("flock.mem: expected at most 2048 (this PaaS's --app-max-mem), found 4096".into())
+        );
+        assert_eq!(
+            within(json!({"name": "x", "main": "a", "drove": {"minInstances": 6}})),
+            Err(
+                "drove.minInstances: expected at most 5 (this PaaS's --app-max-instances), found 6"
+                    .into()
+            )
+        );
+        assert!(within(json!({"name": "x", "main": "a", "drove": {"maxInstances": 9}})).is_err());
+        let plain = parse(json!({"name": "x", "main": "a"})).unwrap();
+        assert!(plain.within(&c).is_ok());
+        assert_eq!(
+            plain.max_instances(&c),
+            5,
+            "the default max stays within the ceiling"
+        );
     }
 
     #[test]

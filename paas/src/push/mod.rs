@@ -514,7 +514,6 @@ pub(crate) async fn deploy(
     by: &str,
     out: &relay::Relay,
 ) -> Result<(), String> {
-    let say = |s: String| out.say(s);
     if !locked(&paas.push.deploying).insert(name.to_string()) {
         return Err(format!(
             "another push is deploying {name}; push again when it is done"
@@ -528,17 +527,19 @@ pub(crate) async fn deploy(
     let mut deployed = false;
     for (_old, new, refname) in &req.updates {
         let Some(branch) = refname.strip_prefix("refs/heads/") else {
-            say(format!(
+            out.say(format!(
                 "{refname}: stored (not a branch: nothing to deploy)"
-            ));
+            ))
+            .await;
             continue;
         };
         if new == ZERO {
-            say(format!("{branch}: deleted"));
+            out.say(format!("{branch}: deleted")).await;
             continue;
         }
         if deployed {
-            say(format!("{branch}: stored (one deploy per push)"));
+            out.say(format!("{branch}: stored (one deploy per push)"))
+                .await;
             continue;
         }
         let Some(pkg) = objects
@@ -552,6 +553,9 @@ pub(crate) async fn deploy(
             ));
         };
         let descriptor = Descriptor::parse(&pkg).map_err(|e| format!("package.json: {e}"))?;
+        descriptor
+            .within(&paas.args.ceilings())
+            .map_err(|e| format!("package.json: {e}"))?;
         if let Some(range) = &descriptor.engines_node {
             let have = node_version().await;
             match have
@@ -565,31 +569,37 @@ pub(crate) async fn deploy(
                     ))
                 }
                 Some(true) => {}
-                None => say(format!(
-                    "engines.node {range:?}: not checked (only simple ranges are)"
-                )),
+                None => {
+                    out.say(format!(
+                        "engines.node {range:?}: not checked (only simple ranges are)"
+                    ))
+                    .await
+                }
             }
         }
         if branch != descriptor.drove.branch {
-            say(format!(
+            out.say(format!(
                 "{branch}: stored; only {} deploys (drove.branch)",
                 descriptor.drove.branch
-            ));
+            ))
+            .await;
             continue;
         }
-        say(format!(
+        out.say(format!(
             "-----> {name}: {} {}",
             descriptor.name,
             descriptor.version.as_deref().unwrap_or("")
-        ));
+        ))
+        .await;
         let artifact = objects
             .pack(new, &paas.push.artifacts_dir(), artifacts::MAX_TREE)
             .await
             .map_err(|e| format!("packing {new}: {e}"))?;
-        say(format!(
+        out.say(format!(
             "-----> packed {} as {artifact}",
             &new[..new.len().min(12)]
-        ));
+        ))
+        .await;
         // Dependencies or a build script: built on the cluster into the artifact released.
         let artifact = if descriptor.has_dependencies || descriptor.build.is_some() {
             let lock_hash = objects

@@ -1,15 +1,18 @@
 //! A deploy's output on its way to whoever started it (the pusher's hook, which prints it as
 //! `remote:` lines): bounded everywhere, so a tenant's build can never make the PaaS buffer
-//! what the pusher does not read. Lines are cut at [`MAX_LINE`]; a listener that falls
-//! [`CAPACITY`] lines behind is cut off, which the deploy sees as the pusher leaving (it
-//! stops and rolls back, and the push is rejected).
+//! what the pusher does not read. Lines are cut at [`MAX_LINE`] and at most [`CAPACITY`] wait;
+//! a slow reader slows the relay (the build itself writes to its log and goes on), and a
+//! reader that takes nothing for [`STALL`] is cut off, which the deploy sees as the pusher
+//! leaving (it stops and rolls back, and the push is rejected).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
 
-/// Lines waiting for a slow listener before it is cut off.
+/// Lines waiting for the listener at most.
 pub const CAPACITY: usize = 1024;
+/// A listener that takes no line for this long is cut off.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(20);
 /// The longest line relayed, in bytes; a longer one is cut, saying so.
 pub const MAX_LINE: usize = 4096;
 
@@ -44,8 +47,13 @@ impl Relay {
         }
     }
 
-    /// Sends one line (cut at [`MAX_LINE`]); a listener that cannot take it is cut off.
-    pub fn say(&self, line: impl Into<String>) {
+    /// Sends one line (cut at [`MAX_LINE`]), waiting while [`CAPACITY`] lines wait; a
+    /// listener that takes nothing for [`STALL`] is cut off.
+    pub async fn say(&self, line: impl Into<String>) {
+        self.say_within(line, STALL).await
+    }
+
+    async fn say_within(&self, line: impl Into<String>, stall: std::time::Duration) {
         let Some(tx) = &self.tx else { return };
         if self.cut.load(Ordering::Relaxed) {
             return;
@@ -59,14 +67,12 @@ impl Relay {
             line.truncate(end);
             line.push_str(" [cut]");
         }
-        match tx.try_send(line) {
-            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    "a pusher stopped reading the deploy's output ({CAPACITY} lines behind): cut off"
-                );
-                self.cut.store(true, Ordering::Relaxed);
-            }
+        if tokio::time::timeout(stall, tx.send(line)).await.is_err() {
+            tracing::warn!(
+                "a pusher took none of the deploy's output for {stall:?} ({CAPACITY} lines \
+                 waiting): cut off"
+            );
+            self.cut.store(true, Ordering::Relaxed);
         }
     }
 
@@ -89,27 +95,47 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_reader_that_stops_is_cut_off_and_nothing_more_is_kept() {
+    async fn a_slow_reader_slows_the_relay_and_a_stalled_one_is_cut_off() {
         let (relay, mut rx) = Relay::new();
-        relay.say("first");
-        assert_eq!(rx.recv().await.as_deref(), Some("first"));
-        for i in 0..CAPACITY + 10 {
-            relay.say(format!("line {i}"));
+        let stall = std::time::Duration::from_millis(200);
+        // A reader slower than the writer gets every line.
+        let reader = tokio::spawn(async move {
+            let mut got = 0;
+            while got < 3 * CAPACITY {
+                if rx.recv().await.is_none() {
+                    break;
+                }
+                got += 1;
+                if got % 512 == 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            }
+            (got, rx)
+        });
+        for i in 0..3 * CAPACITY {
+            relay.say_within(format!("line {i}"), stall).await;
         }
-        assert!(relay.left(), "cut off once a whole buffer waits");
+        let (got, mut rx) = reader.await.expect("reader");
+        assert_eq!(got, 3 * CAPACITY);
+        assert!(!relay.left());
+        // A reader that stops: the buffer fills, then it is cut off.
+        for i in 0..CAPACITY + 1 {
+            relay.say_within(format!("line {i}"), stall).await;
+        }
+        assert!(relay.left(), "cut off after the stall");
         let mut kept = 0;
         while rx.try_recv().is_ok() {
             kept += 1;
         }
         assert_eq!(kept, CAPACITY, "never more than the buffer");
-        relay.say("after");
+        relay.say("after").await;
         assert!(rx.try_recv().is_err());
     }
 
     #[tokio::test]
     async fn long_lines_are_cut_and_a_gone_reader_is_noticed() {
         let (relay, mut rx) = Relay::new();
-        relay.say("é".repeat(MAX_LINE));
+        relay.say("é".repeat(MAX_LINE)).await;
         let line = rx.recv().await.unwrap_or_default();
         assert!(line.len() <= MAX_LINE + 6 && line.ends_with(" [cut]"));
         assert!(!relay.left());

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::descriptor::Descriptor;
+use super::relay::Relay;
 use super::{locked, Deploying};
 use crate::api::error;
 use crate::app::AppDefinition;
@@ -83,7 +84,7 @@ fn definition(
             .collect()
     };
     let ports: Vec<Value> = (0..d.ports).map(|_| json!({"port": 0})).collect();
-    let max = d.drove.max_instances.max(d.instances).max(1);
+    let max = d.max_instances(&paas.args.ceilings());
     let value = json!({
         "id": format!("/{name}"),
         "cmd": d.command(),
@@ -111,16 +112,26 @@ fn store_release(paas: &Paas, name: &str, r: &Release) {
     });
 }
 
+/// Says `line` to the pusher and keeps it in the release's log.
+async fn note(out: &Relay, record: &mut Release, line: String) {
+    record.log.push(line.clone());
+    out.say(line).await;
+}
+
 /// Makes the next release from `input` and rolls it out; on failure rolls it back. Every
 /// step is said on `out` and kept in the release's log.
 pub async fn release(
     paas: &Arc<Paas>,
     name: &str,
     input: Input,
-    out: &super::relay::Relay,
+    out: &Relay,
 ) -> Result<u32, String> {
     let d =
         Descriptor::parse(input.descriptor.as_bytes()).map_err(|e| format!("package.json: {e}"))?;
+    // Checked again here: a rollback or a config change releases an older descriptor, which
+    // the ceilings in force now also bind.
+    d.within(&paas.args.ceilings())
+        .map_err(|e| format!("package.json: {e}"))?;
     let id = format!("/{name}");
     let number = paas.push.app(name).map(|a| a.releases + 1).unwrap_or(1);
     let def = definition(paas, name, &d, &input, number)?;
@@ -134,10 +145,6 @@ pub async fn release(
         status: "deploying".into(),
         created: crate::state::timestamp(),
         log: Vec::new(),
-    };
-    let say = |record: &mut Release, s: String| {
-        record.log.push(s.clone());
-        out.say(s);
     };
     // The number is taken now, so a failed release keeps its place in the history.
     {
@@ -177,13 +184,15 @@ pub async fn release(
         .await
         .map_err(|e| e.to_string())?
     };
-    say(
+    note(
+        out,
         &mut record,
         format!(
             "-----> v{number} ({}): rolling out {want} instance(s)",
             input.by
         ),
-    );
+    )
+    .await;
     store_release(paas, name, &record);
     let started = Instant::now();
     loop {
@@ -213,10 +222,12 @@ pub async fn release(
             .or(too_long.then(|| format!("not healthy within {} s", ROLLOUT_LIMIT.as_secs())))
             .or(left);
         if let Some(why) = failed {
-            say(
+            note(
+                out,
                 &mut record,
                 format!("-----> v{number} failed: {why}; rolling back"),
-            );
+            )
+            .await;
             let _ = crate::api::deployments::delete(
                 State(paas.clone()),
                 Path(deployment.clone()),
@@ -228,14 +239,16 @@ pub async fn release(
             return Err(format!("v{number} did not become healthy: {why}"));
         }
     }
-    say(
+    note(
+        out,
         &mut record,
         format!(
             "-----> released v{number}: http://{name}.{}/ (rolled out in {:.1} s)",
             paas.args.domain,
             started.elapsed().as_secs_f64()
         ),
-    );
+    )
+    .await;
     record.status = "succeeded".into();
     store_release(paas, name, &record);
     Ok(number)

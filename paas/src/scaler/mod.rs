@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 pub use settings::Scaling;
 
+use crate::app::AppDefinition;
 use crate::state::timestamp;
 use crate::store::Op;
 use crate::Paas;
@@ -260,6 +261,8 @@ impl Scaler {
 pub enum ScaleError {
     #[error("no app {0}")]
     NoApp(String),
+    #[error("{0} is suspended; resume it first")]
+    Suspended(String),
     #[error("{0}")]
     Store(String),
 }
@@ -287,20 +290,82 @@ pub async fn set_instances_with(
     by: &str,
     installed: impl FnOnce(&mut crate::state::State),
 ) -> Result<bool, ScaleError> {
+    let edit = |def: &mut AppDefinition| {
+        if def.instances == to {
+            return Ok(false);
+        }
+        if def.suspended() {
+            return Err(ScaleError::Suspended(def.id.clone()));
+        }
+        def.instances = to;
+        Ok(true)
+    };
+    rescale(paas, app_id, reason, by, edit, installed).await
+}
+
+/// Takes an app offline (`drove suspend`, `POST /v1/apps/{app}/suspend`): no instances, and
+/// with `scaling` marked suspended, so neither the scaler nor a wake brings it back; the
+/// routers answer 503. `Ok(false)` when it was suspended already.
+pub async fn suspend(paas: &Arc<Paas>, app_id: &str, by: &str) -> Result<bool, ScaleError> {
+    let edit = |def: &mut AppDefinition| {
+        if def.suspended() {
+            return Ok(false);
+        }
+        def.instances = 0;
+        if let Some(s) = def.scaling.as_mut() {
+            s.suspended = true;
+            s.floor = None;
+        }
+        Ok(true)
+    };
+    rescale(paas, app_id, "suspended by an operator", by, edit, |_| {}).await
+}
+
+/// Brings a suspended app back (`drove resume`): with `scaling`, to its minimum (at 0 it is
+/// idle, and its next request wakes it); without, to one instance. `Ok(false)` when it was
+/// not suspended.
+pub async fn resume(paas: &Arc<Paas>, app_id: &str, by: &str) -> Result<bool, ScaleError> {
+    let edit = |def: &mut AppDefinition| {
+        if !def.suspended() {
+            return Ok(false);
+        }
+        def.instances = match def.scaling.as_mut() {
+            Some(s) => {
+                s.suspended = false;
+                s.min_instances
+            }
+            None => 1,
+        };
+        Ok(true)
+    };
+    rescale(paas, app_id, "resumed by an operator", by, edit, |_| {}).await
+}
+
+/// A scale-only change of an app's definition (its count, its scaling settings) made by
+/// `edit` (`Ok(false)`: nothing to change): stored, installed as a scale deployment,
+/// recorded as a decision and published.
+async fn rescale(
+    paas: &Arc<Paas>,
+    app_id: &str,
+    reason: &str,
+    by: &str,
+    edit: impl FnOnce(&mut AppDefinition) -> Result<bool, ScaleError>,
+    installed: impl FnOnce(&mut crate::state::State),
+) -> Result<bool, ScaleError> {
     let _gate = paas.writes.lock().await;
     let (def, config) = {
         let s = paas.lock();
         let Some(a) = s.apps.get(app_id).filter(|a| !a.deleting) else {
             return Err(ScaleError::NoApp(app_id.to_string()));
         };
-        if a.def.instances == to {
-            return Ok(false);
-        }
         (a.def.clone(), a.config_version.clone())
     };
     let previous = def.clone();
     let mut def = def;
-    def.instances = to;
+    if !edit(&mut def)? {
+        return Ok(false);
+    }
+    let to = def.instances;
     let version = timestamp();
     let rt = crate::state::new_rt(def.clone(), version.clone(), config, version);
     paas.store
@@ -375,7 +440,7 @@ pub async fn step(paas: &Arc<Paas>) {
             .values()
             .filter(|a| !a.deleting)
             .filter_map(|a| {
-                let scaling = a.def.scaling.clone()?;
+                let scaling = a.def.scaling.clone().filter(|s| !s.suspended)?;
                 let route = crate::app::route_name(&a.def.id)?;
                 let deploying = a
                     .deployment

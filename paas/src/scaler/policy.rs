@@ -174,6 +174,7 @@ mod tests {
             stable_window_seconds: 10.0,
             concurrency_limit: 0,
             floor: None,
+            suspended: false,
         }
     }
 

@@ -33,6 +33,10 @@ pub struct Scaling {
     /// until it is cleared (`null`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<u32>,
+    /// Taken offline by an operator (`drove suspend`): no instances, never scaled, never
+    /// woken; the routers answer its requests 503 at once. `drove resume` clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
 }
 
 fn max_default() -> u32 {
@@ -58,6 +62,7 @@ impl Default for Scaling {
             stable_window_seconds: stable_default(),
             concurrency_limit: 0,
             floor: None,
+            suspended: false,
         }
     }
 }

@@ -28,7 +28,9 @@ impl State {
         Some(AppSpec {
             name,
             hostnames: Vec::new(),
-            state: if app.def.instances == 0 {
+            state: if app.def.suspended() {
+                AppState::Stopped
+            } else if app.def.instances == 0 {
                 AppState::Idle
             } else {
                 AppState::Running
