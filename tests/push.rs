@@ -220,12 +220,7 @@ async fn git_push_deploys_and_bad_pushes_are_rejected() {
 }
 
 /// `X-Hub-Signature-256` of `body` under `secret`, as GitHub computes it.
-fn sign(secret: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
+use support::github_signature as sign;
 
 /// GitHub's push webhook: a ping is answered; a bad signature is 401; a signed push to the
 /// deploy branch is fetched from `repository.clone_url` and deployed (202 at once); a replayed

@@ -869,3 +869,175 @@ async fn refused_at_once_for(d: &Drove, host: &str) -> bool {
     let (status, _) = d.through_router(host, "/").await.expect("router");
     status == 503 && started.elapsed() < Duration::from_secs(2)
 }
+
+/// A webhook's `clone_url` that redirects elsewhere is not followed (the fetch fails, and the
+/// other server is never asked, though it answers whoever asks it directly); the same signed
+/// push replayed under a new delivery id is ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_fetch_follows_no_redirect_and_a_replay_is_ignored() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let d = Drove::start(&[&agent(25)]).await;
+    let (status, hooked) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "hooked"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hooked}");
+    let secret = hooked["webhookSecret"]
+        .as_str()
+        .expect("secret")
+        .to_string();
+    // Where a redirect would lead: counts every request.
+    let hits = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let elsewhere = axum::Router::new().fallback(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async { (axum::http::StatusCode::NOT_FOUND, "elsewhere") }
+    });
+    let serve = |app: axum::Router| async move {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        port
+    };
+    let other = serve(elsewhere).await;
+    let redirecting = axum::Router::new().fallback(move |uri: axum::http::Uri| async move {
+        axum::response::Redirect::permanent(&format!("http://127.0.0.1:{other}{uri}"))
+    });
+    let port = serve(redirecting).await;
+    let clone_url = format!("http://127.0.0.1:{port}/someone/hooked.git");
+    let after = "1".repeat(40);
+    let body = json!({"ref": "refs/heads/main", "after": after,
+                      "repository": {"clone_url": clone_url}})
+    .to_string();
+    let deliver = |id: &'static str| {
+        let body = body.clone();
+        let sig = support::github_signature(&secret, body.as_bytes());
+        let url = format!("{}/hooks/github/hooked", d.paas_url());
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("X-GitHub-Event", "push")
+                .header("X-GitHub-Delivery", id)
+                .header("X-Hub-Signature-256", sig)
+                .header("Content-Type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("a webhook answer")
+        }
+    };
+    assert_eq!(deliver("first").await.status(), 202);
+    let log = d.cluster.dir.path().join("paas1.log");
+    let text = eventually("the webhook fetch to fail", Duration::from_secs(30), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::future::ready(text.contains("webhook fetch failed").then_some(text))
+    })
+    .await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a redirect was followed:\n{text}"
+    );
+    let direct = reqwest::get(format!("http://127.0.0.1:{other}/x"))
+        .await
+        .expect("direct");
+    assert_eq!(direct.status(), 404);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the other server answers directly"
+    );
+    // The same signed push under a new delivery id.
+    let replay = deliver("second").await;
+    assert_eq!(replay.status(), 202);
+    let v: Value = replay.json().await.expect("json");
+    assert!(
+        v["ignored"]
+            .as_str()
+            .is_some_and(|s| s.contains("handled already")),
+        "{v}"
+    );
+}
+
+/// An app destroyed and created again under the same name runs under a new uid: what the old
+/// one left behind in a shared place (a private file in /tmp) is not the new one's to read,
+/// while the old one read its own file back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_created_app_cannot_read_what_the_old_one_left() {
+    let d = Drove::start(&[&agent(26)]).await;
+    let leftover = format!("/tmp/drove-test-leftover-{}", support::uuid_like());
+    let w = support::tempdir();
+    let dir = w.path();
+    assert!(git(dir, &["init", "-q"]).0);
+    std::fs::copy(support::paas::server_js(), dir.join("server.js")).expect("server.js");
+    std::fs::write(
+        dir.join("probe.sh"),
+        format!(
+            "f={leftover}\nif [ -e $f ]; then cat $f >/dev/null 2>&1 && echo \"READ $f\" || \
+             echo \"DENIED $f\"; else (umask 077; echo mine > $f); cat $f >/dev/null && \
+             echo \"WROTE $f\"; fi\nexec node server.js\n"
+        ),
+    )
+    .expect("probe.sh");
+    let package = json!({"name": "again", "scripts": {"start": "sh probe.sh"},
+                         "drove": {"minInstances": 1}});
+    std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
+    assert!(git(dir, &["add", "-A"]).0);
+    assert!(git(dir, &["commit", "-qm", "probe"]).0);
+    let stdout_of_app = || async {
+        let task = d.tasks("/again").await.first()?["id"].as_str()?.to_string();
+        let (status, _) = d.call(reqwest::Method::GET, "/v2/apps/again", None).await;
+        (status == 200).then_some(())?;
+        let r = d
+            .api
+            .get(format!("{}/v1/tasks/{task}/logs/stdout", d.paas_url()))
+            .send()
+            .await
+            .ok()?;
+        r.text().await.ok()
+    };
+    let mut seen = Vec::new();
+    for round in ["first", "again"] {
+        // Created again once the old one's instances are gone.
+        let remote = eventually("the app created", Duration::from_secs(30), || async {
+            let (status, created) = d
+                .call(
+                    reqwest::Method::POST,
+                    "/v1/push/apps",
+                    Some(json!({"name": "again"})),
+                )
+                .await;
+            (status == 201).then(|| support::push_remote(&created))
+        })
+        .await;
+        let (ok, out) = git(dir, &["push", "--force", &remote, "main"]);
+        assert!(ok && out.contains("released v1"), "{round}: {out}");
+        let text = eventually(
+            &format!("the {round} app's probe"),
+            Duration::from_secs(30),
+            || async { stdout_of_app().await.filter(|t| t.contains(&leftover)) },
+        )
+        .await;
+        seen.push(text);
+        let (status, v) = d
+            .call(reqwest::Method::DELETE, "/v1/push/apps/again", None)
+            .await;
+        assert_eq!(status, 200, "{round}: {v}");
+    }
+    let _ = std::fs::remove_file(&leftover);
+    assert!(
+        seen[0].contains(&format!("WROTE {leftover}")),
+        "{}",
+        seen[0]
+    );
+    assert!(
+        seen[1].contains(&format!("DENIED {leftover}")),
+        "{}",
+        seen[1]
+    );
+}

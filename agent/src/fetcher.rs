@@ -539,9 +539,69 @@ fn refuse_reserved(rel: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses an entry at `rel` whose parent directories, as already extracted into `dest`,
+/// include a link: root never writes through one (a chain of links that each stay inside
+/// lexically may still lead out, or onto the task's logs).
+fn refuse_under_link(dest: &Path, rel: &Path) -> Result<(), String> {
+    let mut at = dest.to_path_buf();
+    let parents: Vec<_> = rel
+        .parent()
+        .map(|p| p.components().collect())
+        .unwrap_or_default();
+    for c in parents {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "entry {} lies under the link {}; refused",
+                    rel.display(),
+                    at.strip_prefix(dest).unwrap_or(&at).display()
+                ))
+            }
+            Ok(_) => {}
+            // Not there yet: nothing below it is either.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
 /// Checks where a link entry at `rel` points: a symlink target is taken relative to the
-/// entry's directory, a hard link's relative to the archive's root; neither may leave it.
-fn check_link(rel: &Path, target: &Path, hard: bool) -> Result<(), String> {
+/// entry's directory, a hard link's relative to the archive's root; neither may leave it,
+/// lexically or through a link already extracted into `dest` (a link to a link is refused).
+fn check_link(dest: &Path, rel: &Path, target: &Path, hard: bool) -> Result<(), String> {
+    check_link_lexically(rel, target, hard)?;
+    let mut at: Vec<std::ffi::OsString> = Vec::new();
+    if !hard {
+        if let Some(parent) = rel.parent() {
+            at.extend(parent.components().map(|c| c.as_os_str().to_os_string()));
+        }
+    }
+    for c in target.components() {
+        match c {
+            Component::Normal(s) => {
+                at.push(s.to_os_string());
+                let path: PathBuf = std::iter::once(dest.as_os_str().to_os_string())
+                    .chain(at.iter().cloned())
+                    .collect();
+                if fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    return Err(format!(
+                        "{} links through the link {}; refused",
+                        rel.display(),
+                        path.strip_prefix(dest).unwrap_or(&path).display()
+                    ));
+                }
+            }
+            Component::ParentDir => {
+                at.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn check_link_lexically(rel: &Path, target: &Path, hard: bool) -> Result<(), String> {
     let escapes = || {
         format!(
             "{} links to {}, outside the sandbox; refused",
@@ -595,13 +655,18 @@ pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(),
             let rel = safe_relative(&path.to_string_lossy())
                 .ok_or_else(|| format!("entry {} leaves the sandbox; refused", path.display()))?;
             refuse_reserved(&rel)?;
+            refuse_under_link(dest, &rel)?;
             let kind = entry.header().entry_type();
+            if kind.is_dir() {
+                // Its mode would be set through a link standing at its path.
+                refuse_under_link(dest, &rel.join("x"))?;
+            }
             if kind.is_symlink() || kind.is_hard_link() {
                 let target = entry
                     .link_name()
                     .map_err(bad)?
                     .ok_or_else(|| format!("link {} has no target", rel.display()))?;
-                check_link(&rel, &target, kind.is_hard_link())?;
+                check_link(dest, &rel, &target, kind.is_hard_link())?;
             } else if !(kind.is_file() || kind.is_dir() || kind.is_contiguous()) {
                 if kind.is_pax_global_extensions()
                     || kind.is_pax_local_extensions()
@@ -643,6 +708,12 @@ pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(),
                     format!("zip entry {:?} leaves the sandbox; refused", entry.name())
                 })?;
                 refuse_reserved(&rel)?;
+                // Every directory on the way is a real one (no link), so creating the missing
+                // ones and the file below never follows a link as root.
+                refuse_under_link(dest, &rel)?;
+                if entry.is_dir() {
+                    refuse_under_link(dest, &rel.join("x"))?;
+                }
                 let out = dest.join(&rel);
                 if entry.is_dir() {
                     fs::create_dir_all(&out)

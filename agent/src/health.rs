@@ -123,6 +123,15 @@ pub fn check_port(port: Option<u32>, port_index: Option<u32>, ports: &[u64]) -> 
     ports.first().copied()
 }
 
+/// The HTTP checks' client. Redirects are not followed: a 3xx answers the check (healthy, as
+/// in Mesos), and the agent, root, never requests what a task points it at.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 /// Runs one check; Ok(()) is healthy, Err carries why not.
 pub async fn probe(
     check: &HealthCheck,
@@ -246,7 +255,7 @@ pub async fn run(
     actions: mpsc::Sender<HealthAction>,
 ) {
     let mut tracker = HealthTracker::new(&check);
-    let client = reqwest::Client::new();
+    let client = client();
     let delay = Duration::try_from_secs_f64(check.delay().max(0.0)).unwrap_or(Duration::MAX);
     let interval = Duration::try_from_secs_f64(check.interval().max(0.01)).unwrap_or(Duration::MAX);
     let first = started + delay;
@@ -392,6 +401,67 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_http_check_does_not_follow_a_redirect() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = hits.clone();
+        let elsewhere = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { "reached" }
+            }),
+        );
+        let serve = |app: axum::Router| async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(async move { axum::serve(l, app).await });
+            port
+        };
+        let other = serve(elsewhere).await;
+        let task = axum::Router::new().route(
+            "/health",
+            axum::routing::get(move || async move {
+                axum::response::Redirect::temporary(&format!("http://127.0.0.1:{other}/"))
+            }),
+        );
+        let port = serve(task).await;
+        let target = CheckTarget {
+            host: "127.0.0.1".into(),
+            ports: vec![u64::from(port)],
+            sandbox: std::env::temp_dir(),
+            env: vec![],
+            uid: None,
+            gid: None,
+        };
+        let mut c = check(0.0, 1);
+        c.kind = HealthCheckType::Http;
+        c.http = Some(drove_proto::mesos::HttpCheckInfo {
+            scheme: None,
+            port: None,
+            port_index: None,
+            path: Some("/health".into()),
+            statuses: Vec::new(),
+        });
+        assert!(
+            probe(&c, &target, &client()).await.is_ok(),
+            "a 307 is healthy"
+        );
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            0,
+            "the redirect was not followed"
+        );
+        // The other server answers whoever asks it directly.
+        let direct = client()
+            .get(format!("http://127.0.0.1:{other}/"))
+            .send()
+            .await;
+        assert_eq!(direct.unwrap().text().await.unwrap(), "reached");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -366,6 +366,32 @@ async fn hostile_archives_are_refused() {
             "refused",
         ),
     ];
+    let mut cases = cases;
+    // Links that each stay inside, lexically, but chain out of the sandbox.
+    let chain = |entries: &[(&str, &str)]| {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, target) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(EntryType::Symlink);
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_link_name(target).unwrap();
+            h.set_path(path).unwrap();
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    };
+    cases.push((
+        "chained-links",
+        chain(&[("a/b", ".."), ("a/b/c", ".."), ("a/b/c/outside", "x")]),
+        "lies under the link a/b",
+    ));
+    cases.push((
+        "link-through-link",
+        chain(&[("a/b", ".."), ("up", "a/b/..")]),
+        "links through the link a/b",
+    ));
     let mut files = HashMap::new();
     for (name, bytes, _) in &cases {
         files.insert(format!("{name}.tar"), bytes.clone());
@@ -373,6 +399,17 @@ async fn hostile_archives_are_refused() {
     // A link that stays inside is fine.
     let ok = tar_with("a/b/link", EntryType::Symlink, Some("../c"), b"");
     files.insert("ok.tar".to_string(), ok);
+    // A link to the sandbox itself, then a zip writing through it onto the task's log.
+    files.insert(
+        "here.tar".to_string(),
+        tar_with("l", EntryType::Symlink, Some("."), b""),
+    );
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts: zip::write::SimpleFileOptions =
+        zip::write::SimpleFileOptions::default().unix_permissions(0o644);
+    z.start_file("l/stdout", opts).unwrap();
+    z.write_all(b"forged").unwrap();
+    files.insert("through.zip".to_string(), z.finish().unwrap().into_inner());
     let (url, _) = serve_files(files).await;
     let fetcher = Fetcher::new(work.path().join("cache"));
     for (name, _, why) in &cases {
@@ -388,6 +425,23 @@ async fn hostile_archives_are_refused() {
         assert!(out.is_file(), "{name}: stdout is still the agent's file");
     }
     assert!(walk(&outside).is_empty(), "nothing written outside");
+    let sandbox = work.path().join("sb-through");
+    std::fs::create_dir_all(&sandbox).unwrap();
+    std::fs::write(sandbox.join("stdout"), b"").unwrap();
+    fetcher
+        .fetch(&uri(format!("{url}/files/here.tar")), &sandbox)
+        .await
+        .expect("a link to the sandbox itself stays inside");
+    let err = fetcher
+        .fetch(&uri(format!("{url}/files/through.zip")), &sandbox)
+        .await
+        .expect_err("a zip entry under a link");
+    assert!(err.to_string().contains("lies under the link l"), "{err}");
+    assert_eq!(
+        std::fs::read(sandbox.join("stdout")).unwrap(),
+        b"",
+        "the log is the agent's"
+    );
     let sandbox = work.path().join("sb-ok");
     std::fs::create_dir_all(&sandbox).unwrap();
     fetcher

@@ -872,6 +872,14 @@ impl Drop for Immutable {
     }
 }
 
+/// GitHub's `X-Hub-Signature-256` of a delivery `body` under the webhook `secret`.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
 /// A created push app's git remote with its deploy token in it (what `git push` is given),
 /// from the answer of `POST /v1/push/apps`.
 pub fn push_remote(created: &Value) -> String {

@@ -283,7 +283,7 @@ pub async fn run(
         "instances": 1,
         "cpus": 1.0,
         "mem": 1024,
-        "user": format!("app-{name}"),
+        "user": paas.push.app(name).map(|a| a.task_user()),
         "portDefinitions": [],
         "fetch": fetch,
         "env": {

@@ -59,6 +59,22 @@ pub struct PushApp {
     /// This app's dependency cache: the `node_modules` of its last fresh install.
     #[serde(default)]
     pub deps_cache: Option<DepsCache>,
+    /// Random, chosen when the app is created: its tasks' user is named after it, so an app
+    /// destroyed and created again under the same name gets a new uid on every agent and
+    /// cannot read what the old one left behind.
+    #[serde(default)]
+    pub incarnation: String,
+}
+
+impl PushApp {
+    /// The user its builds and instances run as (each agent gives it a uid of its own).
+    pub fn task_user(&self) -> String {
+        if self.incarnation.is_empty() {
+            format!("app-{}", self.name)
+        } else {
+            format!("app-{}-{}", self.name, self.incarnation)
+        }
+    }
 }
 
 /// A dependency cache entry: the artifact a build uploaded after `npm ci` of a lockfile whose
@@ -234,6 +250,7 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
         webhook_secret: crate::tokens::generate(),
         releases: 0,
         deps_cache: None,
+        incarnation: format!("{:08x}", rand::random::<u32>()),
     };
     if let Err(e) = paas
         .store

@@ -87,6 +87,7 @@ fn definition(
     let max = d.max_instances(&paas.args.ceilings());
     let value = json!({
         "id": format!("/{name}"),
+        "user": paas.push.app(name).map(|a| a.task_user()),
         "cmd": d.command(),
         "instances": d.instances.clamp(d.drove.min_instances, max),
         "cpus": d.cpus,

@@ -5,8 +5,13 @@
 //! branch fetches `repository.clone_url` into the app's repository with git and deploys
 //! `after` in the background: the answer (202) comes at once, well within GitHub's 10 s, and
 //! the outcome shows in the app's releases (`by: webhook`) and events. Tags and branch
-//! deletions are ignored; a delivery id seen before is not deployed again; bodies over 25 MB
-//! are refused.
+//! deletions are ignored; a delivery seen before is not deployed again, by its id or by what
+//! it signs (app, ref and `after`: a captured delivery replayed under a new id); bodies over
+//! 25 MB are refused.
+//!
+//! The fetch runs git with nothing of the PaaS's environment or of root's git configuration,
+//! over http(s) only, following no redirect, within [`FETCH_LIMIT`] and [`FETCH_MAX_BYTES`]
+//! (no file it writes may be larger), at most [`FETCHES`] at a time (more are 503).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,8 +31,14 @@ use crate::Paas;
 
 /// GitHub's own limit on a payload.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
-/// Delivery ids remembered, to ignore redeliveries.
+/// Deliveries remembered, to ignore redeliveries.
 const REMEMBERED: usize = 1000;
+/// The longest a webhook's fetch may take.
+pub const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+/// The largest file a webhook's fetch may write (its pack).
+pub const FETCH_MAX_BYTES: u64 = 512 << 20;
+/// Webhook fetches at once.
+pub const FETCHES: usize = 2;
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
 pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
@@ -44,14 +55,25 @@ pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-/// Recent delivery ids.
-#[derive(Default)]
-pub struct Deliveries(Mutex<VecDeque<String>>);
+/// Recent deliveries (their ids, and what they signed), and the fetches in progress.
+pub struct Deliveries {
+    seen: Mutex<VecDeque<String>>,
+    fetches: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Deliveries {
+            seen: Mutex::new(VecDeque::new()),
+            fetches: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
+        }
+    }
+}
 
 impl Deliveries {
     /// Records `id`; false if it was seen already.
     fn first_time(&self, id: &str) -> bool {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.iter().any(|s| s == id) {
             return false;
         }
@@ -139,36 +161,40 @@ pub async fn github(
             "repository.clone_url: expected an http(s) URL",
         );
     };
-    if !delivery.is_empty() && !paas.push.deliveries.first_time(&delivery) {
+    if !delivery.is_empty() && !paas.push.deliveries.first_time(&format!("id {delivery}")) {
         return (
             StatusCode::ACCEPTED,
             Json(json!({"ignored": format!("delivery {delivery} was handled already")})),
         )
             .into_response();
     }
+    // What the signature covers: the same push replayed under another delivery id.
+    if !paas
+        .push
+        .deliveries
+        .first_time(&format!("push {name} {refname} {after}"))
+    {
+        return (
+            StatusCode::ACCEPTED,
+            Json(json!({"ignored": format!("{after} of {refname} was handled already")})),
+        )
+            .into_response();
+    }
+    let Ok(permit) = paas.push.deliveries.fetches.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{FETCHES} webhook fetches are in progress; redeliver later"),
+        );
+    };
     let paas2 = paas.clone();
     let (name2, after2) = (name.clone(), after.clone());
     tokio::spawn(async move {
         let repo = paas2.push.repo(&name2);
-        let fetched = tokio::process::Command::new("git")
-            .arg("--git-dir")
-            .arg(&repo)
-            .args(["fetch", "--quiet", "--no-tags", &url])
-            .arg(format!("+refs/heads/{branch}:refs/drove/webhook/{branch}"))
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .kill_on_drop(true)
-            .output()
-            .await;
-        match fetched {
-            Ok(o) if o.status.success() => {}
-            Ok(o) => {
-                tracing::warn!(app = %name2, "webhook fetch failed: {}", String::from_utf8_lossy(&o.stderr).trim());
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(app = %name2, error = %e, "webhook fetch failed");
-                return;
-            }
+        let fetched = fetch(&repo, &url, &branch).await;
+        drop(permit);
+        if let Err(why) = fetched {
+            tracing::warn!(app = %name2, "webhook fetch failed: {why}");
+            return;
         }
         let req = Receive {
             updates: vec![(before, after2.clone(), format!("refs/heads/{branch}"))],
@@ -197,6 +223,45 @@ pub async fn github(
         Json(json!({"app": name, "deploying": after})),
     )
         .into_response()
+}
+
+/// Fetches `branch` of `url` into `repo` (as `refs/drove/webhook/<branch>`); see the module
+/// docs for its bounds.
+async fn fetch(repo: &std::path::Path, url: &str, branch: &str) -> Result<(), String> {
+    let mut cmd = tokio::process::Command::new("prlimit");
+    cmd.arg(format!("--fsize={FETCH_MAX_BYTES}"))
+        .arg("git")
+        .args(["-c", "http.followRedirects=false"])
+        .args(["-c", "protocol.allow=never"])
+        .args(["-c", "protocol.http.allow=always"])
+        .args(["-c", "protocol.https.allow=always"])
+        .arg("--git-dir")
+        .arg(repo)
+        .args([
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-recurse-submodules",
+            url,
+        ])
+        .arg(format!("+refs/heads/{branch}:refs/drove/webhook/{branch}"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(FETCH_LIMIT, cmd.output()).await {
+        Err(_) => Err(format!("took longer than {} s", FETCH_LIMIT.as_secs())),
+        Ok(Err(e)) => Err(format!("running git: {e}")),
+        Ok(Ok(o)) if o.status.success() => Ok(()),
+        Ok(Ok(o)) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let tail: String = stderr.trim().chars().rev().take(2000).collect();
+            Err(tail.chars().rev().collect())
+        }
+    }
 }
 
 #[cfg(test)]
