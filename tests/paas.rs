@@ -1007,13 +1007,16 @@ async fn marathon_api_surface() {
 }
 
 /// A PaaS whose database stops taking writes refuses the change (503) instead of answering it,
-/// and once the disk is back every answered change survives a restart (a write after a failed
-/// one really reaches the disk).
+/// says so on `/ping` and refuses the next change at once; what its scheduler did meanwhile (an
+/// instance replaced) is kept and written once the disk is back, so after a restart the
+/// replacement is still the app's instance (not killed as unknown); every answered change
+/// survives the restart (a write after a failed one really reaches the disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
     let mut d = Drove::start(&[&agent(18)]).await;
     d.create(node_app("/durable", 1, "v1")).await;
-    d.wait_healthy("/durable", 1, Duration::from_secs(30)).await;
+    let app = d.wait_healthy("/durable", 1, Duration::from_secs(30)).await;
+    let first = app["tasks"][0]["id"].as_str().expect("a task").to_string();
     let dir = d.cluster.dir.path().join("paas");
     let mut immutable = support::Immutable::set(&[dir.join("paas.db"), dir.join("paas.db-wal")]);
     let (status, body) = d
@@ -1032,7 +1035,60 @@ async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
         1,
         "nothing was applied"
     );
+    let ping = d.api.get(url_of(&d, "/ping")).send().await.expect("ping");
+    assert_eq!(ping.status(), 503);
+    assert!(ping.text().await.unwrap_or_default().contains("paas.db"));
+    let started = Instant::now();
+    let (status, _) = d
+        .call(
+            Method::PUT,
+            "/v2/apps/durable?force=true",
+            Some(json!({"instances": 2})),
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once while failed"
+    );
+    // The scheduler replaces a dead instance meanwhile: its own bookkeeping waits for the disk.
+    let pid = support::paas::task_pid(&first).expect("the instance's process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let app = d
+        .wait_app("durable", Duration::from_secs(30), "a replacement", |a| {
+            a["tasksHealthy"] == 1 && a["tasks"][0]["id"] != first.as_str()
+        })
+        .await;
+    let second = app["tasks"][0]["id"].as_str().expect("a task").to_string();
     immutable.clear();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = d
+            .api
+            .get(url_of(&d, "/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        let ping = d.api.get(url_of(&d, "/ping")).send().await.expect("ping");
+        if ping.status() == 200
+            && metrics.contains("drove_paas_store_failed 0")
+            && metrics.contains("drove_paas_store_pending_ops 0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store never recovered: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (status, body) = d
         .call(
             Method::PUT,
@@ -1049,4 +1105,19 @@ async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
         app["instances"], 3,
         "the answered change survived a restart: {app}"
     );
+    let app = d.wait_healthy("/durable", 3, Duration::from_secs(40)).await;
+    let ids: Vec<&str> = app["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&second.as_str()),
+        "the replacement made while the store failed is still the app's: {ids:?}"
+    );
+}
+
+fn url_of(d: &Drove, path: &str) -> String {
+    format!("{}{path}", d.paas_url())
 }

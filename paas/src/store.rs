@@ -1,9 +1,20 @@
 //! sqlx/SQLite persistence: apps, their versions, instances, the framework id. One writer task
 //! applies writes in order, in batches; a caller that must not answer before its write is on
 //! disk (an API change) waits for it, the scheduler's own bookkeeping does not.
+//!
+//! The master's guarantee: nothing queued is dropped. A batch that fails is retried
+//! ([`QUICK_RETRIES`] more attempts, 0.1 s to 1 s apart); if it still fails the store is
+//! *failed*. The changes in it that wait for their answer (an API change, whose caller has
+//! changed nothing yet) are then refused, and the rest (what the scheduler already did) is
+//! kept and retried every few seconds until the disk takes it. While failed, or while
+//! [`QUEUE_LIMIT`] ops wait, [`Store::write`] refuses new changes at once (the API answers
+//! 503), `/ping` is 503 with the reason, and `/metrics` says so.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -67,6 +78,8 @@ pub enum Op {
     },
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
+    /// Writes a timestamp: how a failed store finds out that the disk takes writes again.
+    Probe,
 }
 
 /// What was on disk at start.
@@ -82,11 +95,33 @@ pub struct Snapshot {
 
 type Ack = oneshot::Sender<Result<(), String>>;
 
+/// Ops waiting to be written beyond which no new change is taken.
+pub const QUEUE_LIMIT: usize = 10_000;
+/// Attempts after the first before a batch marks the store failed.
+pub const QUICK_RETRIES: usize = 4;
+/// Ops written per transaction, at most.
+const BATCH: usize = 256;
+
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
     pool: SqlitePool,
     path: PathBuf,
+    health: Arc<Health>,
+}
+
+/// Whether the writer keeps up.
+struct Health {
+    /// Ops queued or being written, not yet committed (or refused).
+    pending: AtomicUsize,
+    /// Set while the writer cannot commit: the last error.
+    failure: Mutex<Option<String>>,
+}
+
+impl Health {
+    fn set_failure(&self, error: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
+    }
 }
 
 impl Store {
@@ -121,24 +156,87 @@ impl Store {
             })?;
         let snapshot = read(&pool, &path).await?;
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool.clone(), rx));
-        Ok((Store { tx, pool, path }, snapshot))
+        let health = Arc::new(Health {
+            pending: AtomicUsize::new(0),
+            failure: Mutex::new(None),
+        });
+        tokio::spawn(writer(pool.clone(), rx, health.clone(), path.clone()));
+        Ok((
+            Store {
+                tx,
+                pool,
+                path,
+                health,
+            },
+            snapshot,
+        ))
     }
 
-    /// Queues a write; errors are logged by the writer.
+    fn send(&self, op: Op, ack: Option<Ack>) -> bool {
+        self.health.pending.fetch_add(1, Ordering::SeqCst);
+        let sent = self.tx.send((op, ack)).is_ok();
+        if !sent {
+            self.health.pending.fetch_sub(1, Ordering::SeqCst);
+        }
+        sent
+    }
+
+    /// Queues a write of what already happened (the scheduler's bookkeeping): never refused,
+    /// never dropped, written when the disk takes it.
     pub fn enqueue(&self, op: Op) {
-        let _ = self.tx.send((op, None));
+        self.send(op, None);
     }
 
-    /// Writes and waits until it is committed.
+    /// Writes a change and waits until it is committed; refused at once while the store is
+    /// failed or full, or when the writer gives up on it (the caller must then not apply it).
     pub async fn write(&self, op: Op) -> Result<(), StoreError> {
+        if let Some(why) = self.unavailable() {
+            return Err(StoreError::Write(why));
+        }
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send((op, Some(ack)))
-            .map_err(|_| StoreError::Write("the store is closed".into()))?;
+        if !self.send(op, Some(ack)) {
+            return Err(StoreError::Write("the store is closed".into()));
+        }
         done.await
             .map_err(|_| StoreError::Write("the store is closed".into()))?
             .map_err(StoreError::Write)
+    }
+
+    /// Ops accepted but not yet committed.
+    pub fn pending(&self) -> usize {
+        self.health.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether the writer cannot commit (it keeps trying).
+    pub fn failed(&self) -> bool {
+        self.health
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// Why no new change may be taken now (the store is failed, or its queue is full).
+    pub fn unavailable(&self) -> Option<String> {
+        let pending = self.pending();
+        let path = self.path.display();
+        let failure = self
+            .health
+            .failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(error) = failure {
+            return Some(format!(
+                "the PaaS store: writing {path} failed: {error}; {pending} changes not yet written"
+            ));
+        }
+        (pending >= QUEUE_LIMIT).then(|| {
+            format!(
+                "the PaaS store: {pending} changes waiting to be written to {path}, at the limit \
+                 of {QUEUE_LIMIT}"
+            )
+        })
     }
 
     /// Waits until every write queued so far is committed.
@@ -225,28 +323,76 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
     })
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>) {
+async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>,
+    health: Arc<Health>,
+    path: PathBuf,
+) {
+    let path = path.display();
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let taken = batch.len();
+        let quick = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(1))
+            .with_max_times(QUICK_RETRIES);
         let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
-        let result = (|| write_batch(&pool, &ops))
-            .retry(
-                ExponentialBuilder::default()
-                    .with_min_delay(std::time::Duration::from_millis(50))
-                    .with_max_delay(std::time::Duration::from_secs(1))
-                    .with_max_times(5),
-            )
-            .notify(|e, after| tracing::warn!(error = %e, ?after, "PaaS store write retried"))
-            .await
-            .map_err(|e| e.to_string());
-        if let Err(e) = &result {
-            tracing::error!(error = %e, ops = ops.len(), "persisting the PaaS state failed");
-        }
-        for (_, ack) in batch.drain(..) {
-            if let Some(ack) = ack {
-                let _ = ack.send(result.clone());
+        let first = (|| write_batch(&pool, &ops))
+            .retry(quick)
+            .notify(|e, after| {
+                tracing::warn!(%path, error = %e, ops = ops.len(), retry_in = ?after,
+                    "writing the PaaS state failed; retrying");
+            })
+            .await;
+        match first {
+            Ok(()) => {
+                for (_, ack) in batch.drain(..) {
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(()));
+                    }
+                }
+            }
+            Err(error) => {
+                health.set_failure(Some(error.to_string()));
+                tracing::error!(%path, %error, pending = health.pending.load(Ordering::SeqCst),
+                    "writing the PaaS state keeps failing: refusing changes until it recovers");
+                // Changes waiting for their answer are refused (their callers apply nothing);
+                // what already happened is kept, in order, until the disk takes it.
+                let why = format!("writing {path} failed: {error}");
+                let mut kept = Vec::new();
+                for (op, ack) in batch.drain(..) {
+                    match ack {
+                        Some(ack) => {
+                            let _ = ack.send(Err(why.clone()));
+                        }
+                        None => kept.push(op),
+                    }
+                }
+                // A real write is needed to know the disk is back, even with nothing kept.
+                kept.push(Op::Probe);
+                let kept: Vec<&Op> = kept.iter().collect();
+                let patient = ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_secs(1))
+                    .with_max_delay(Duration::from_secs(5))
+                    .without_max_times();
+                // Without a limit on attempts this only ends when a write succeeds.
+                while let Err(e) = (|| write_batch(&pool, &kept))
+                    .retry(patient)
+                    .notify(|e, after| {
+                        health.set_failure(Some(e.to_string()));
+                        tracing::warn!(%path, error = %e, kept = kept.len(), retry_in = ?after,
+                            "the PaaS store still failing");
+                    })
+                    .await
+                {
+                    health.set_failure(Some(e.to_string()));
+                }
+                health.set_failure(None);
+                tracing::info!(%path, "the PaaS store is writable again; taking changes");
             }
         }
+        health.pending.fetch_sub(taken, Ordering::SeqCst);
     }
 }
 
@@ -358,6 +504,15 @@ async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(),
                     .await?;
             }
             Op::Flush => {}
+            Op::Probe => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('store_probe', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(crate::state::timestamp())
+                .execute(&mut *tx)
+                .await?;
+            }
             Op::ForgetFrameworkId => {
                 sqlx::query("DELETE FROM settings WHERE key = 'framework_id'")
                     .execute(&mut *tx)

@@ -50,6 +50,18 @@ pub async fn metrics(State(paas): State<Arc<Paas>>) -> Response {
         gauge(&mut registry, "apps", "Apps defined", s.apps.len() as u64);
         gauge(
             &mut registry,
+            "store_failed",
+            "1 while the store cannot write (changes are refused)",
+            u64::from(paas.store.failed()),
+        );
+        gauge(
+            &mut registry,
+            "store_pending_ops",
+            "Changes queued and not yet written",
+            paas.store.pending() as u64,
+        );
+        gauge(
+            &mut registry,
             "instances",
             "Instances launched and not ended",
             s.instances.len() as u64,

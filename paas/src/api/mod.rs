@@ -216,8 +216,17 @@ fn wants(headers: &HeaderMap, media: &str) -> bool {
         .is_some_and(|a| a.contains(media))
 }
 
-async fn ping() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain")], "pong").into_response()
+/// `/ping`: `pong`, or 503 with the reason while the store cannot take changes.
+async fn ping(State(paas): State<Arc<Paas>>) -> Response {
+    match paas.store.unavailable() {
+        None => ([(header::CONTENT_TYPE, "text/plain")], "pong").into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain")],
+            why,
+        )
+            .into_response(),
+    }
 }
 
 async fn info(State(paas): State<Arc<Paas>>) -> Json<Value> {
