@@ -214,6 +214,18 @@ fn agent_work_dir(args: &UpArgs, data_dir: &std::path::Path) -> anyhow::Result<P
     ));
     let base = PathBuf::from("/var/lib/drove");
     let dir = base.join(format!("agent-{}", &hash[..12]));
+    let old = data_dir.join("agent");
+    if old.join("meta").is_dir() {
+        tracing::warn!(
+            "{} is an agent work dir an earlier drove kept inside the data dir, which tasks \
+             must not reach; the agent now works in {} and does not recover the tasks recorded \
+             there: the PaaS starts new instances, and the old processes (under the cgroup \
+             root) are yours to stop; remove {} once they are",
+            old.display(),
+            dir.display(),
+            old.display()
+        );
+    }
     for d in [&base, &dir] {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         // Task users must traverse to their sandboxes; nothing in these two can be listed.

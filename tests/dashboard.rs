@@ -384,6 +384,44 @@ async fn the_dashboard_in_a_real_browser() {
         "the scaler's decisions: {decisions}"
     );
 
+    // Suspend (it asks first): no instances, shown as suspended, requests 503; then resume.
+    click(&c, "#suspend").await;
+    c.accept_alert().await.expect("suspending asks first");
+    let said = result(&c).await;
+    assert!(said.contains("/shop: suspended"), "{said}");
+    until("suspended, shown live", 60, || async {
+        let (s, rows) = (text(&c, "#state").await, count(&c, "tr.instance").await);
+        if s == "suspended" && rows == 0 {
+            Ok(())
+        } else {
+            Err(format!("{s:?}, {rows} rows"))
+        }
+    })
+    .await;
+    let (url, host) = up.app_request("shop");
+    let r = reqwest::Client::new()
+        .get(&url)
+        .header("Host", &host)
+        .send()
+        .await
+        .expect("a request to the suspended app");
+    assert_eq!(r.status(), 503, "a suspended app is not woken");
+    click(&c, "#resume").await;
+    let said = result(&c).await;
+    assert!(said.contains("/shop: resumed"), "{said}");
+    click(&c, "#wake").await;
+    let said = result(&c).await;
+    assert!(said.contains("awake"), "{said}");
+    until("awake after the resume", 60, || async {
+        let (n, s) = (text(&c, "#count").await, text(&c, "#state").await);
+        if n == "1 / 1" && s != "suspended" && s != "waking" {
+            Ok(())
+        } else {
+            Err(format!("{n:?} {s:?}"))
+        }
+    })
+    .await;
+
     // Bad input is refused with the API's message, naming the field; a restart goes through.
     let min = c
         .find(Locator::Css("form.scaling input[name=min]"))
