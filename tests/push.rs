@@ -413,23 +413,7 @@ async fn dependencies_are_built_on_the_cluster_and_cached() {
     std::fs::write(dir.join("server.js"), server("once")).expect("server.js");
     let mut pkg = package(json!({"dependencies": {"greeter": "file:vendor/greeter"}}));
     std::fs::write(dir.join("package.json"), pkg.to_string()).expect("package.json");
-    let lock = std::process::Command::new("npm")
-        .args([
-            "install",
-            "--package-lock-only",
-            "--ignore-scripts",
-            "--offline",
-        ])
-        .args(["--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .env("HOME", dir)
-        .output()
-        .expect("npm runs");
-    assert!(
-        lock.status.success(),
-        "npm: {}",
-        String::from_utf8_lossy(&lock.stderr)
-    );
+    support::npm_lockfile(dir);
     commit(dir, &pkg, "with a dependency");
     let (ok, out) = git(dir, &["push", &remote, "main"]);
     assert!(ok, "{out}");

@@ -35,6 +35,7 @@ case!(hung_paas_does_not_slow_the_proxy);
 case!(stop_with_held_and_inflight_requests_is_prompt);
 case!(route_stream_reconnects_and_keeps_serving);
 case!(metrics_need_the_token);
+case!(a_stopped_app_gets_503_on_a_kept_connection);
 
 /// The binary refuses a taken port with a message naming it.
 #[test]

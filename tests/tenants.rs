@@ -351,23 +351,7 @@ fn app_with_a_dependency(dir: &Path, tarball: &Path, pkg: &Value) {
     )
     .expect("server.js");
     std::fs::write(dir.join("package.json"), pkg.to_string()).expect("package.json");
-    let lock = std::process::Command::new("npm")
-        .args([
-            "install",
-            "--package-lock-only",
-            "--ignore-scripts",
-            "--offline",
-        ])
-        .args(["--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .env("HOME", dir)
-        .output()
-        .expect("npm runs");
-    assert!(
-        lock.status.success(),
-        "npm: {}",
-        String::from_utf8_lossy(&lock.stderr)
-    );
+    support::npm_lockfile(dir);
     assert!(git(dir, &["add", "-A"]).0);
     assert!(git(dir, &["commit", "-qm", "v1"]).0);
 }
@@ -758,11 +742,12 @@ async fn ceilings_bind_pushed_apps_and_a_suspended_app_stays_down() {
         json!({"minInstances": 0, "idleSeconds": 600}),
     );
     assert!(ok && out.contains("released v1"), "{out}");
-    let (status, body) = d
-        .through_router("greedy.localhost", "/")
-        .await
-        .expect("router");
-    assert_eq!(status, 200, "{body}");
+    // Served once the router has the new route (a few ms after the release).
+    eventually("greedy served", Duration::from_secs(10), || async {
+        let answer = d.through_router("greedy.localhost", "/").await.ok()?;
+        (answer.0 == 200).then_some(())
+    })
+    .await;
 
     // Suspended with the CLI (the token from a file).
     let token = dir.join("admin-token");

@@ -212,9 +212,26 @@ impl ProxyHttp for Router {
         };
         app.stats.start(now_ms());
         app.inflight.fetch_add(1, Ordering::Relaxed);
+        let stopped = app.route.load().state == drove_proto::routing::AppState::Stopped;
         ctx.app = Some(AppGuard(app));
         ctx.host = host;
         ctx.request_id = Some(self.request_id(session));
+        if stopped {
+            // Answered here rather than as a proxy failure: Pingora keeps a connection after a
+            // request filter's answer, never after a failure (it would close it even though
+            // the answer said keep-alive, and the client's next request would meet a reset).
+            let body = HoldError::Stopped.message();
+            let id = ctx
+                .request_id
+                .clone()
+                .unwrap_or_else(|| self.request_id(session));
+            let resp = plain(503, body, None, id)?;
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+                .await?;
+            return Ok(true);
+        }
         Ok(false)
     }
 
@@ -374,6 +391,9 @@ impl ProxyHttp for Router {
                 .request_id
                 .clone()
                 .unwrap_or_else(|| self.request_id(session));
+            // Pingora closes the connection after a proxy failure whatever the answer says; say
+            // `Connection: close`, so the client does not send its next request on it.
+            session.set_keepalive(None);
             let written = match plain(503, body, retry, id) {
                 Ok(resp) => {
                     let r = session.write_response_header(Box::new(resp), false).await;

@@ -44,12 +44,18 @@ impl Proc {
 
     /// [`Proc::spawn`] with `env` set.
     pub fn spawn_with_env(name: &str, args: &[String], log: &Path, env: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(DROVE);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env("DROVE_LOG", "info,drove_master=debug,drove_agent=debug");
+        Proc::spawn_command(name, cmd, log)
+    }
+
+    /// Starts `cmd` with its output to `log`.
+    pub fn spawn_command(name: &str, mut cmd: Command, log: &Path) -> Proc {
         let out = std::fs::File::create(log).expect("log file");
         let err = out.try_clone().expect("log file");
-        let child = Command::new(DROVE)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("DROVE_LOG", "info,drove_master=debug,drove_agent=debug")
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -776,27 +782,11 @@ impl Netns {
 
     /// Runs `drove args…` inside the namespace, output to `log`.
     pub fn spawn(&self, name: &str, args: &[String], log: &Path) -> Proc {
-        let mut all = vec![
-            "netns".to_string(),
-            "exec".into(),
-            self.name.clone(),
-            DROVE.into(),
-        ];
-        all.extend(args.iter().cloned());
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new("ip")
-            .args(&all)
-            .env("DROVE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
-        Proc {
-            child,
-            name: name.into(),
-        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, DROVE])
+            .args(args)
+            .env("DROVE_LOG", "info");
+        Proc::spawn_command(name, cmd, log)
     }
 }
 
@@ -870,6 +860,28 @@ impl Drop for Immutable {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+/// Writes `dir`'s `package-lock.json` from its `package.json`, offline (its dependencies are
+/// local files).
+pub fn npm_lockfile(dir: &Path) {
+    let lock = Command::new("npm")
+        .args([
+            "install",
+            "--package-lock-only",
+            "--ignore-scripts",
+            "--offline",
+        ])
+        .args(["--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .env("HOME", dir)
+        .output()
+        .expect("npm runs");
+    assert!(
+        lock.status.success(),
+        "npm: {}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
 }
 
 /// GitHub's `X-Hub-Signature-256` of a delivery `body` under the webhook `secret`.

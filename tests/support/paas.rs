@@ -284,7 +284,7 @@ impl Drove {
             .header("Host", host)
             .send()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e:?}"))?;
         let status = resp.status().as_u16();
         Ok((status, resp.text().await.unwrap_or_default()))
     }

@@ -87,6 +87,26 @@ impl Objects {
         std::str::from_utf8(&size).ok()?.trim().parse().ok()
     }
 
+    /// `<commit>:<path>` when the commit has that file and it is at most `limit` bytes; None
+    /// when it has no such file.
+    async fn bounded(
+        &self,
+        commit: &str,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<String>, ArtifactError> {
+        let spec = format!("{commit}:{path}");
+        match self.size(&spec).await {
+            None => Ok(None),
+            Some(size) if size > limit => Err(ArtifactError::TooLarge {
+                what: path.to_string(),
+                size,
+                limit,
+            }),
+            Some(_) => Ok(Some(spec)),
+        }
+    }
+
     /// A file of the commit, read whole when it is at most `limit` bytes; None when the
     /// commit has no such file. Its size is asked first, so nothing large is ever read.
     pub async fn file(
@@ -95,17 +115,9 @@ impl Objects {
         path: &str,
         limit: u64,
     ) -> Result<Option<Vec<u8>>, ArtifactError> {
-        let spec = format!("{commit}:{path}");
-        let Some(size) = self.size(&spec).await else {
+        let Some(spec) = self.bounded(commit, path, limit).await? else {
             return Ok(None);
         };
-        if size > limit {
-            return Err(ArtifactError::TooLarge {
-                what: path.to_string(),
-                size,
-                limit,
-            });
-        }
         self.git(&["cat-file", "blob", &spec]).await.map(Some)
     }
 
@@ -116,17 +128,9 @@ impl Objects {
         path: &str,
         limit: u64,
     ) -> Result<Option<String>, ArtifactError> {
-        let spec = format!("{commit}:{path}");
-        let Some(size) = self.size(&spec).await else {
+        let Some(spec) = self.bounded(commit, path, limit).await? else {
             return Ok(None);
         };
-        if size > limit {
-            return Err(ArtifactError::TooLarge {
-                what: path.to_string(),
-                size,
-                limit,
-            });
-        }
         let cmd = self.command(&["cat-file", "blob", &spec]);
         let what = format!("cat-file blob {spec}");
         blocking(move || {

@@ -993,3 +993,112 @@ pub async fn metrics_need_the_token(l: &Launch) {
     let health = format!("http://{}/health", r.admin);
     assert_eq!(status(c.get(&health)).await, 200);
 }
+
+/// Sends `n` requests for `host` one after the other on one connection; each answer's head and
+/// body, until the router closes the connection (then the last entry says so).
+fn on_one_connection(proxy: SocketAddr, host: &str, n: usize) -> Vec<String> {
+    use std::io::{Read, Write};
+    let mut answers = Vec::new();
+    let Ok(mut s) = std::net::TcpStream::connect(proxy) else {
+        return vec!["connect failed".into()];
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    for _ in 0..n {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        if s.write_all(request.as_bytes()).is_err() {
+            answers.push("closed".into());
+            return answers;
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Head, then as many body bytes as Content-Length says.
+        let complete = |got: &[u8]| {
+            let text = String::from_utf8_lossy(got);
+            let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                return false;
+            };
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            body.len() >= len
+        };
+        while !complete(&got) {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    answers.push("closed".into());
+                    return answers;
+                }
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        answers.push(String::from_utf8_lossy(&got).into_owned());
+    }
+    answers
+}
+
+/// A stopped app (an operator suspended it) is answered 503 at once, without `Retry-After`,
+/// and is never woken; the connection stays open for the next request, as after a 404. A
+/// request that waited in vain closes its connection and says so (`Connection: close`).
+pub async fn a_stopped_app_gets_503_on_a_kept_connection(l: &Launch) {
+    let paas = Paas::start().await;
+    let mut stopped = app_json("down", &[]);
+    stopped["state"] = json!("stopped");
+    paas.upsert(stopped);
+    paas.upsert(app_json("cold", &[]));
+    let r = l.router(&paas.url, &["--hold-timeout", "300ms"]).await;
+    wait_known(&r, "down").await;
+    wait_known(&r, "cold").await;
+    let proxy = r.proxy;
+    let answers =
+        tokio::task::spawn_blocking(move || on_one_connection(proxy, "down.localhost", 20))
+            .await
+            .expect("client thread");
+    assert_eq!(
+        answers.len(),
+        20,
+        "every request on one connection: {answers:?}"
+    );
+    for a in &answers {
+        assert!(
+            a.starts_with("HTTP/1.1 503") && a.ends_with("503 the app is stopped\n"),
+            "{a}"
+        );
+        assert!(!a.to_ascii_lowercase().contains("retry-after"), "{a}");
+    }
+    // The same client on a known-unknown host keeps its connection too (the control).
+    let answers =
+        tokio::task::spawn_blocking(move || on_one_connection(proxy, "nope.localhost", 5))
+            .await
+            .expect("client thread");
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 404")),
+        "{answers:?}"
+    );
+    let answers =
+        tokio::task::spawn_blocking(move || on_one_connection(proxy, "cold.localhost", 2))
+            .await
+            .expect("client thread");
+    assert!(
+        answers[0].starts_with("HTTP/1.1 503")
+            && answers[0]
+                .to_ascii_lowercase()
+                .contains("connection: close"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.get(1).map(String::as_str),
+        Some("closed"),
+        "{answers:?}"
+    );
+    assert!(
+        paas.wakes().iter().all(|w| w != "down"),
+        "a stopped app is never woken: {:?}",
+        paas.wakes()
+    );
+}
