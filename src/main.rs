@@ -201,10 +201,21 @@ async fn router(args: drove_router::RouterArgs, shutdown: CancellationToken) -> 
 
 /// Where `drove up`'s agent works; see `UpArgs::agent_work_dir`.
 fn agent_work_dir(args: &UpArgs, data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let root = nix::unistd::geteuid().is_root();
     if let Some(dir) = &args.agent_work_dir {
+        let absolute = std::env::current_dir()
+            .map(|cwd| cwd.join(dir))
+            .unwrap_or_else(|_| dir.clone());
+        if root && absolute.starts_with(data_dir) {
+            anyhow::bail!(
+                "--agent-work-dir {} is inside the data dir {}, which tasks must not reach",
+                dir.display(),
+                data_dir.display()
+            );
+        }
         return Ok(dir.clone());
     }
-    if !nix::unistd::geteuid().is_root() {
+    if !root {
         // Tasks run as this same user: nothing to keep from them by placing it elsewhere.
         return Ok(data_dir.join("agent"));
     }
@@ -214,6 +225,14 @@ fn agent_work_dir(args: &UpArgs, data_dir: &std::path::Path) -> anyhow::Result<P
     ));
     let base = PathBuf::from("/var/lib/drove");
     let dir = base.join(format!("agent-{}", &hash[..12]));
+    if dir.starts_with(data_dir) {
+        anyhow::bail!(
+            "the agent's work dir would be {}, inside the data dir {}, which tasks must not \
+             reach: give --agent-work-dir a directory outside it",
+            dir.display(),
+            data_dir.display()
+        );
+    }
     let old = data_dir.join("agent");
     if old.join("meta").is_dir() {
         tracing::warn!(
@@ -242,8 +261,8 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("resolving {}", data_dir.display()))?;
-    for f in drove_proto::state_dir::make_private(&data_dir)? {
-        tracing::warn!("state others could read made private: {f}");
+    for w in drove_proto::state_dir::warnings(&drove_proto::state_dir::make_private(&data_dir)?) {
+        tracing::warn!("{w}");
     }
     // Frameworks authenticate to the master: the PaaS's secret is generated on the first start
     // (`master/paas-secret`) and named in the master's credentials file.

@@ -317,9 +317,11 @@ async fn github_webhook_deploys_signed_pushes() {
         .await;
     assert_eq!(releases["releases"][0]["by"], "webhook", "{releases}");
 
-    // A redelivery, a tag and a deletion: nothing more is deployed.
+    // A redelivery, the same signed push under a new id (a captured one replayed), a tag and
+    // a deletion: nothing more is deployed.
     for (delivery, body) in [
         ("d-2", push.clone()),
+        ("d-2-replayed", push.clone()),
         (
             "d-3",
             json!({"ref": "refs/tags/v1.0", "after": head,

@@ -448,6 +448,7 @@ fn place(
         None => PathBuf::from(name),
     };
     refuse_reserved(&rel)?;
+    refuse_under_link(sandbox, &rel)?;
     let dst = sandbox.join(&rel);
     if let Some(parent) = dst.parent() {
         fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
@@ -568,7 +569,8 @@ fn refuse_under_link(dest: &Path, rel: &Path) -> Result<(), String> {
 
 /// Checks where a link entry at `rel` points: a symlink target is taken relative to the
 /// entry's directory, a hard link's relative to the archive's root; neither may leave it,
-/// lexically or through a link already extracted into `dest` (a link to a link is refused).
+/// lexically or through a link already extracted into `dest` (links extracted later are
+/// checked once the archive is in, by [`links_stay_inside`]).
 fn check_link(dest: &Path, rel: &Path, target: &Path, hard: bool) -> Result<(), String> {
     check_link_lexically(rel, target, hard)?;
     let mut at: Vec<std::ffi::OsString> = Vec::new();
@@ -637,8 +639,43 @@ fn check_link_lexically(rel: &Path, target: &Path, hard: bool) -> Result<(), Str
     Ok(())
 }
 
-/// Unpacks an archive into `dest`, refusing entries that would escape it (see the module docs).
+/// Unpacks an archive into `dest`, refusing entries that would escape it (see the module docs),
+/// then checks every link now in `dest` stays inside it (links an archive makes in an order
+/// that no single entry's check could see through).
 pub fn extract_archive(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> {
+    unpack(src, kind, dest)?;
+    links_stay_inside(dest)
+}
+
+/// Every symlink under `dest` (none followed while walking) resolves inside it, or to nothing.
+fn links_stay_inside(dest: &Path) -> Result<(), String> {
+    let root = fs::canonicalize(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let mut todo = vec![dest.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for e in entries.flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                if let Ok(real) = fs::canonicalize(e.path()) {
+                    if !real.starts_with(&root) {
+                        let rel = e.path();
+                        return Err(format!(
+                            "{} leads outside the sandbox; refused",
+                            rel.strip_prefix(dest).unwrap_or(&rel).display()
+                        ));
+                    }
+                }
+            } else if meta.is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn unpack(src: &Path, kind: ArchiveKind, dest: &Path) -> Result<(), String> {
     let open = || File::open(src).map_err(|e| format!("opening {}: {e}", src.display()));
     let untar = |reader: Box<dyn io::Read>| -> Result<(), String> {
         let bad = |e: io::Error| format!("extracting {}: {e}", src.display());

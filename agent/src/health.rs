@@ -125,11 +125,10 @@ pub fn check_port(port: Option<u32>, port_index: Option<u32>, ports: &[u64]) -> 
 
 /// The HTTP checks' client. Redirects are not followed: a 3xx answers the check (healthy, as
 /// in Mesos), and the agent, root, never requests what a task points it at.
-pub fn client() -> reqwest::Client {
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .unwrap_or_default()
 }
 
 /// Runs one check; Ok(()) is healthy, Err carries why not.
@@ -255,7 +254,14 @@ pub async fn run(
     actions: mpsc::Sender<HealthAction>,
 ) {
     let mut tracker = HealthTracker::new(&check);
-    let client = client();
+    // Never a client that follows redirects instead: without one, no check passes.
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client for health checks; the task stays unchecked");
+            return;
+        }
+    };
     let delay = Duration::try_from_secs_f64(check.delay().max(0.0)).unwrap_or(Duration::MAX);
     let interval = Duration::try_from_secs_f64(check.interval().max(0.01)).unwrap_or(Duration::MAX);
     let first = started + delay;
@@ -447,7 +453,7 @@ mod tests {
             statuses: Vec::new(),
         });
         assert!(
-            probe(&c, &target, &client()).await.is_ok(),
+            probe(&c, &target, &client().unwrap()).await.is_ok(),
             "a 307 is healthy"
         );
         assert_eq!(
@@ -457,6 +463,7 @@ mod tests {
         );
         // The other server answers whoever asks it directly.
         let direct = client()
+            .unwrap()
             .get(format!("http://127.0.0.1:{other}/"))
             .send()
             .await;

@@ -176,8 +176,8 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
     // What only the agent reads (checkpoints with tasks' environments, its key, the fetch
     // cache of every app's artifacts) is root's alone; sandboxes get their own modes.
     for dir in [work_dir.join("meta"), work_dir.join("cache")] {
-        for f in drove_proto::state_dir::make_private(&dir)? {
-            tracing::warn!("state others could read made private: {f}");
+        for w in drove_proto::state_dir::warnings(&drove_proto::state_dir::make_private(&dir)?) {
+            tracing::warn!("{w}");
         }
     }
     let detected = machine::detect(&work_dir);
@@ -252,6 +252,13 @@ pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> Result<(),
     }
     if args.cluster_secret.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
         return Err(AgentError::Unprotected(args.listen));
+    }
+    if args.cluster_secret.is_none() {
+        tracing::warn!(
+            "no cluster secret: any process on this host, every task included, may launch and \
+             kill tasks here and read their logs; give --cluster-secret-file (for development \
+             only without one)"
+        );
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -392,6 +392,12 @@ async fn hostile_archives_are_refused() {
         chain(&[("a/b", ".."), ("up", "a/b/..")]),
         "links through the link a/b",
     ));
+    // The link it goes through comes later in the archive.
+    cases.push((
+        "link-through-a-later-link",
+        chain(&[("p", "q/q/q/q/../../../.."), ("q", ".")]),
+        "p leads outside the sandbox",
+    ));
     let mut files = HashMap::new();
     for (name, bytes, _) in &cases {
         files.insert(format!("{name}.tar"), bytes.clone());

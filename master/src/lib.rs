@@ -242,8 +242,17 @@ pub async fn run(mut args: MasterArgs, shutdown: CancellationToken) -> Result<()
     if args.cluster_secret.is_none() && !args.listen.ip().is_loopback() && !args.insecure {
         return Err(MasterError::Unprotected(args.listen));
     }
-    for f in drove_proto::state_dir::make_private(&args.data_dir)? {
-        tracing::warn!("state others could read made private: {f}");
+    if args.cluster_secret.is_none() {
+        tracing::warn!(
+            "no cluster secret: any process on this host, every task included, may register an \
+             agent and be sent tasks; give --cluster-secret-file (for development only without \
+             one)"
+        );
+    }
+    for w in
+        drove_proto::state_dir::warnings(&drove_proto::state_dir::make_private(&args.data_dir)?)
+    {
+        tracing::warn!("{w}");
     }
     if args.authenticate_http_readonly
         && !args.authenticate_frameworks

@@ -290,9 +290,20 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
             *value = file;
         }
     }
-    for f in drove_proto::state_dir::make_private(&args.data_dir)? {
-        tracing::warn!("state others could read made private: {f}");
+    for w in
+        drove_proto::state_dir::warnings(&drove_proto::state_dir::make_private(&args.data_dir)?)
+    {
+        tracing::warn!("{w}");
     }
+    // Absolute and without links: git hands the hook the repositories' real paths, which are
+    // compared with the data dir's.
+    args.data_dir =
+        args.data_dir
+            .canonicalize()
+            .map_err(|source| drove_proto::state_dir::StateDirError {
+                path: args.data_dir.clone(),
+                source,
+            })?;
     if let Some(p) = &args.admin_password {
         if p.chars().count() < admin::session::MIN_PASSWORD {
             return Err(PaasError::Invalid(format!(

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -332,7 +332,7 @@ async fn writer(
     let path = path.display();
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let taken = batch.len();
+        let mut taken = batch.len();
         let quick = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(1))
@@ -357,36 +357,43 @@ async fn writer(
                 health.set_failure(Some(error.to_string()));
                 tracing::error!(%path, %error, pending = health.pending.load(Ordering::SeqCst),
                     "writing the PaaS state keeps failing: refusing changes until it recovers");
-                // Changes waiting for their answer are refused (their callers apply nothing);
-                // what already happened is kept, in order, until the disk takes it.
+                // Changes waiting for their answer are refused (their callers apply nothing),
+                // those in this batch and those that come while the store fails; what already
+                // happened is kept, in order, until the disk takes it.
                 let why = format!("writing {path} failed: {error}");
                 let mut kept = Vec::new();
-                for (op, ack) in batch.drain(..) {
-                    match ack {
-                        Some(ack) => {
-                            let _ = ack.send(Err(why.clone()));
-                        }
-                        None => kept.push(op),
+                let sort = |op: Op, ack: Option<Ack>, kept: &mut Vec<Op>| match ack {
+                    Some(ack) => {
+                        let _ = ack.send(Err(why.clone()));
                     }
+                    None => kept.push(op),
+                };
+                for (op, ack) in batch.drain(..) {
+                    sort(op, ack, &mut kept);
                 }
-                // A real write is needed to know the disk is back, even with nothing kept.
-                kept.push(Op::Probe);
-                let kept: Vec<&Op> = kept.iter().collect();
-                let patient = ExponentialBuilder::default()
+                let mut delays = ExponentialBuilder::default()
                     .with_min_delay(Duration::from_secs(1))
                     .with_max_delay(Duration::from_secs(5))
-                    .without_max_times();
-                // Without a limit on attempts this only ends when a write succeeds.
-                while let Err(e) = (|| write_batch(&pool, &kept))
-                    .retry(patient)
-                    .notify(|e, after| {
-                        health.set_failure(Some(e.to_string()));
-                        tracing::warn!(%path, error = %e, kept = kept.len(), retry_in = ?after,
-                            "the PaaS store still failing");
-                    })
-                    .await
-                {
-                    health.set_failure(Some(e.to_string()));
+                    .without_max_times()
+                    .build();
+                // A real write is needed to know the disk is back, even with nothing kept.
+                let probe = Op::Probe;
+                loop {
+                    while let Ok((op, ack)) = rx.try_recv() {
+                        taken += 1;
+                        sort(op, ack, &mut kept);
+                    }
+                    let ops: Vec<&Op> = kept.iter().chain(std::iter::once(&probe)).collect();
+                    match write_batch(&pool, &ops).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            health.set_failure(Some(e.to_string()));
+                            let after = delays.next().unwrap_or(Duration::from_secs(5));
+                            tracing::warn!(%path, error = %e, kept = kept.len(), retry_in = ?after,
+                                "the PaaS store still failing");
+                            tokio::time::sleep(after).await;
+                        }
+                    }
                 }
                 health.set_failure(None);
                 tracing::info!(%path, "the PaaS store is writable again; taking changes");

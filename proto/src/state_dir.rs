@@ -35,6 +35,24 @@ impl std::fmt::Display for Fixed {
     }
 }
 
+/// What to log of `fixed`: each change, then (when there was any) that whatever secret those
+/// paths held may have been read while they were open, and should be replaced.
+pub fn warnings(fixed: &[Fixed]) -> Vec<String> {
+    let mut out: Vec<String> = fixed
+        .iter()
+        .map(|f| format!("state others could read made private: {f}"))
+        .collect();
+    if !fixed.is_empty() {
+        out.push(
+            "whatever secrets that state held were readable until now: rotate them (the \
+             cluster secret, the admin and router tokens, apps' deploy tokens and webhook \
+             secrets, config vars)"
+                .to_string(),
+        );
+    }
+    out
+}
+
 /// Creates `dir` (and its missing parents) or takes the existing one, and makes it and the
 /// entries directly inside it private: directories 0700, files keep only their owner's bits
 /// (links are left alone, never followed). Returns what had to change in what was already

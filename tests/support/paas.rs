@@ -58,6 +58,11 @@ pub struct Drove {
 impl Drove {
     /// A master, one agent per resource spec, the PaaS and a router.
     pub async fn start(agents: &[&String]) -> Drove {
+        Drove::start_with_agent_args(agents, &[]).await
+    }
+
+    /// [`Drove::start`] with more flags for every agent.
+    pub async fn start_with_agent_args(agents: &[&String], extra: &[&str]) -> Drove {
         let agents: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
         // The apps fetch `server.js` from the checkout: the agents allow that directory only.
         let apps = server_js();
@@ -65,7 +70,9 @@ impl Drove {
             "--fetch-allow-dir={}",
             apps.parent().unwrap_or(&apps).display()
         );
-        let cluster = TestCluster::start_with_agents(&agents, &[], &[&allow]).await;
+        let mut agent_args = vec![allow.as_str()];
+        agent_args.extend_from_slice(extra);
+        let cluster = TestCluster::start_with_agents(&agents, &[], &agent_args).await;
         let mut d = Drove {
             cluster,
             paas: None,

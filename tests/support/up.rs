@@ -105,7 +105,17 @@ impl Up {
             .and_then(|(_, rest)| rest.split_once(')'))
             .map(|(dir, _)| PathBuf::from(dir))
             .expect("drove up names the agent's work dir");
-        self.agent_work = RemovedOnDrop(work);
+        // Kept from the first start: a restart works in the same dir (replacing the guard
+        // would remove it under the running agent).
+        if self.agent_work.0 != work {
+            assert!(
+                self.agent_work.0.as_os_str().is_empty(),
+                "drove up moved its agent from {} to {}",
+                self.agent_work.0.display(),
+                work.display()
+            );
+            self.agent_work = RemovedOnDrop(work);
+        }
     }
 
     /// Stops `drove up` (SIGTERM, as Ctrl-C does) and starts it again with the same flags;

@@ -261,7 +261,7 @@ async fn login(
     // The admin token is never locked out: nobody guesses 32 random bytes, and whoever holds
     // it must always get in (a task on the same host may spend a client's whole budget).
     if !session::equal(&form.secret, &paas.tokens.admin) {
-        let client = peer.ip();
+        let client = session::client_of(peer.ip());
         if !paas.admin.sessions.reserve(client) {
             return login_form(
                 &paas,

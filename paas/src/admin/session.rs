@@ -65,6 +65,15 @@ fn digest(id: &str) -> String {
     hex::encode(Sha256::digest(id.as_bytes()))
 }
 
+/// Whose budget a guess from `ip` comes out of: the address, or for IPv6 its /64 (one
+/// holder's whole network, where it may pick any address).
+pub fn client_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 /// Constant-time equality that does not give away the length either.
 pub fn equal(a: &str, b: &str) -> bool {
     bool::from(Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())))
@@ -332,6 +341,13 @@ mod tests {
         }
         assert!(!s.reserve(a), "a's budget is spent");
         assert!(s.reserve(b), "b has its own");
+        let (x, y): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::ffff".parse().unwrap(),
+        );
+        assert_eq!(client_of(x), client_of(y), "one /64, one budget");
+        let mapped: IpAddr = "::ffff:127.0.0.2".parse().unwrap();
+        assert_eq!(client_of(mapped), a);
         s.refund(b);
         for _ in 0..MAX_FAILURES {
             assert!(s.reserve(b), "a right guess was given back");

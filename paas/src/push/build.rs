@@ -76,13 +76,15 @@ impl Build {
 const SCRIPT: &str = r#"set -eu
 step() { echo "-----> $*"; }
 upload() {
+  # The upload URL (its token) stays in the environment: a command line is every user's to read.
   node -e '
     const fs = require("fs"), http = require("http");
-    const [url, file] = process.argv.slice(1);
+    const [kind, file] = process.argv.slice(1);
+    const url = process.env.DROVE_UPLOAD + "/" + kind;
     const req = http.request(url, {method: "PUT", headers: {"content-length": fs.statSync(file).size}},
       res => { res.resume(); res.on("end", () => process.exit(res.statusCode === 200 ? 0 : 1)); });
     req.on("error", e => { console.error(e.message); process.exit(1); });
-    fs.createReadStream(file).pipe(req);' "$DROVE_UPLOAD/$1" "$2"
+    fs.createReadStream(file).pipe(req);' "$1" "$2"
 }
 export HOME="$PWD" npm_config_cache="$PWD/.drove-npm" npm_config_update_notifier=false \
   npm_config_fund=false npm_config_audit=false
@@ -175,7 +177,9 @@ pub async fn upload(
         return (status, format!("{why}\n")).into_response();
     }
     let dir = paas.push.artifacts_dir();
-    match receive(&dir, body).await {
+    // It ends with its build, whatever it still sends.
+    let open = || locked(&paas.push.uploads.0).contains_key(&token);
+    match receive(&dir, body, open).await {
         Ok(name) => {
             paas.push.uploads.done(&token, &kind, name.clone());
             (StatusCode::OK, format!("{name}\n")).into_response()
@@ -184,8 +188,14 @@ pub async fn upload(
     }
 }
 
-/// Writes `body` into `dir` as `<sha256>.tar.gz`; the name, or why it was refused.
-async fn receive(dir: &std::path::Path, body: Body) -> Result<String, (StatusCode, String)> {
+/// Writes `body` into `dir` as `<sha256>.tar.gz` while `open()` and within [`BUILD_LIMIT`];
+/// the name, or why it was refused.
+async fn receive(
+    dir: &std::path::Path,
+    body: Body,
+    open: impl Fn() -> bool,
+) -> Result<String, (StatusCode, String)> {
+    let until = tokio::time::Instant::now() + BUILD_LIMIT;
     let internal = |what: &std::path::Path, e: std::io::Error| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -203,19 +213,29 @@ async fn receive(dir: &std::path::Path, body: Body) -> Result<String, (StatusCod
     let mut size: u64 = 0;
     let mut stream = body.into_data_stream();
     let failed = loop {
-        let chunk = match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+        let next = tokio::time::timeout_at(until, stream.next());
+        let chunk = match tokio::time::timeout(UPLOAD_IDLE, next).await {
             Err(_) => {
                 break Some((
                     StatusCode::REQUEST_TIMEOUT,
                     format!("nothing arrived for {} s", UPLOAD_IDLE.as_secs()),
                 ))
             }
-            Ok(None) => break None,
-            Ok(Some(Err(e))) => {
+            Ok(Err(_)) => {
+                break Some((
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("longer than a build ({} s)", BUILD_LIMIT.as_secs()),
+                ))
+            }
+            Ok(Ok(None)) => break None,
+            Ok(Ok(Some(Err(e)))) => {
                 break Some((StatusCode::BAD_REQUEST, format!("broken upload: {e}")))
             }
-            Ok(Some(Ok(c))) => c,
+            Ok(Ok(Some(Ok(c)))) => c,
         };
+        if !open() {
+            break Some((StatusCode::GONE, "its build has ended".to_string()));
+        }
         size += chunk.len() as u64;
         if size > MAX_UPLOAD {
             break Some((
@@ -304,10 +324,12 @@ pub async fn run(
     let mut step = String::from("starting");
     // Kept once known: the job is forgotten as soon as it ends, its logs are not.
     let mut task: Option<String> = None;
+    // Polled every 250 ms, at once while there is more to read.
+    let mut pause = Duration::from_millis(250);
     let end = loop {
         let finished = tokio::select! {
             e = &mut ended => Some(e),
-            _ = tokio::time::sleep(Duration::from_millis(250)) => None,
+            _ = tokio::time::sleep(pause) => None,
         };
         if task.is_none() {
             // A job ended before it was looked up is forgotten: its end names its task.
@@ -320,8 +342,13 @@ pub async fn run(
         }
         // Output so far, forwarded line by line.
         let text = match &task {
-            Some(t) => job_output(paas, t, "stdout", offset).await,
+            Some(t) => job_output(paas, t, "stdout", Read::From(offset)).await,
             None => None,
+        };
+        pause = if text.as_ref().is_some_and(|t| t.len() >= OUTPUT_CHUNK) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(250)
         };
         if let Some(text) = text {
             offset += text.len();
@@ -334,6 +361,10 @@ pub async fn run(
                     last_lines.remove(0);
                 }
                 out.say(format!("       {line}")).await;
+                // A slow pusher slows the relay, never the bound on the build.
+                if started.elapsed() > BUILD_LIMIT || out.left() {
+                    break;
+                }
             }
         }
         if let Some(e) = finished {
@@ -363,7 +394,9 @@ pub async fn run(
     let end = end.map_err(|_| "the build was lost".to_string())?;
     if end.state != drove_proto::mesos::TaskState::TaskFinished {
         let stderr = match &task {
-            Some(t) => job_output(paas, t, "stderr", 0).await.unwrap_or_default(),
+            Some(t) => job_output(paas, t, "stderr", Read::Tail)
+                .await
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         let stderr = String::from_utf8_lossy(&stderr);
@@ -394,12 +427,26 @@ pub async fn run(
     }
 }
 
-/// Bytes of a build task's stdout or stderr from `offset`, through the master.
-async fn job_output(paas: &Paas, task: &str, stream: &str, offset: usize) -> Option<Vec<u8>> {
+/// Where [`job_output`] reads.
+enum Read {
+    From(usize),
+    Tail,
+}
+
+/// The most of a build's output read at once.
+const OUTPUT_CHUNK: usize = 1 << 20;
+
+/// Up to [`OUTPUT_CHUNK`] bytes of a build task's stdout or stderr from `offset` (or, with
+/// `Tail`, its last bytes), through the master.
+async fn job_output(paas: &Paas, task: &str, stream: &str, at: Read) -> Option<Vec<u8>> {
     let framework = paas.lock().framework_id.clone()?;
+    let range = match at {
+        Read::From(offset) => format!("offset={offset}&length={OUTPUT_CHUNK}"),
+        Read::Tail => format!("tail={OUTPUT_CHUNK}"),
+    };
     let r = paas
         .master_get(&format!(
-            "/master/frameworks/{framework}/tasks/{task}/logs/{stream}?offset={offset}"
+            "/master/frameworks/{framework}/tasks/{task}/logs/{stream}?{range}"
         ))
         .timeout(Duration::from_secs(5))
         .send()

@@ -45,10 +45,54 @@ pub struct CgiRequest<'a> {
     /// The largest pack a push may send (`receive.maxInputSize`, so git itself says so); the
     /// request body is cut a little past it whatever git does.
     pub max_pack: u64,
+    /// Kept until git is done with the request (a push's hold on its app).
+    pub hold: Option<Box<dyn Send + Sync>>,
 }
 
-/// Room past `max_pack` for a push's commands (pkt-lines before the pack).
-const COMMANDS_ROOM: u64 = 1 << 20;
+/// The most a push's commands (the pkt-lines before its pack: one per ref updated) may take:
+/// `receive-pack` keeps each in memory.
+pub const MAX_COMMANDS: usize = 1 << 20;
+/// A request body that sends nothing for this long is cut.
+pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest a request body may take to arrive.
+pub const BODY_LIMIT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// Where a push's body is: still in its commands (kept back until they end, so none reaches
+/// git past [`MAX_COMMANDS`]), or past them.
+enum Commands {
+    Reading(Vec<u8>),
+    Done,
+}
+
+impl Commands {
+    /// Takes `chunk`; the bytes to pass on now, or `Err` when the commands run over the bound.
+    fn take(&mut self, chunk: &[u8]) -> Result<Vec<u8>, ()> {
+        let Commands::Reading(buf) = self else {
+            return Ok(chunk.to_vec());
+        };
+        buf.extend_from_slice(chunk);
+        let mut at = 0;
+        while let Some(len) = buf
+            .get(at..at + 4)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| usize::from_str_radix(h, 16).ok())
+        {
+            if len == 0 {
+                let all = std::mem::take(buf);
+                *self = Commands::Done;
+                return Ok(all);
+            }
+            if len < 4 {
+                return Err(());
+            }
+            at += len;
+        }
+        if buf.len() > MAX_COMMANDS {
+            return Err(());
+        }
+        Ok(Vec::new())
+    }
+}
 
 fn header(headers: &HeaderMap, name: &str) -> String {
     headers
@@ -115,15 +159,34 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
         )
             .into_response();
     };
-    // The request body goes in while the answer comes out (a push's pack can be large), up
-    // to the bound: past it git has said no already, and the rest is not read.
-    let max_body = req.max_pack.saturating_add(COMMANDS_ROOM);
+    // The request body goes in while the answer comes out (a push's pack can be large),
+    // within its bounds: a push's commands at most MAX_COMMANDS, the whole body a little past
+    // the largest pack (git has said no by then), no pause over BODY_IDLE, all of it within
+    // BODY_LIMIT. Past a bound the rest is not read, and git fails on what it got.
+    let max_body = req.max_pack.saturating_add(MAX_COMMANDS as u64);
+    let receive = req.path_info.ends_with("/git-receive-pack");
     tokio::spawn(async move {
         let mut stream = body.into_data_stream();
         let mut sent: u64 = 0;
-        while let Some(Ok(chunk)) = stream.next().await {
+        let mut commands = if receive {
+            Commands::Reading(Vec::new())
+        } else {
+            Commands::Done
+        };
+        let until = tokio::time::Instant::now() + BODY_LIMIT;
+        loop {
+            let next = tokio::time::timeout(BODY_IDLE, stream.next());
+            let chunk = match tokio::time::timeout_at(until, next).await {
+                Ok(Ok(Some(Ok(chunk)))) => chunk,
+                Ok(Ok(None)) => break,
+                _ => return,
+            };
             sent = sent.saturating_add(chunk.len() as u64);
-            if sent > max_body || stdin.write_all(&chunk).await.is_err() {
+            let Ok(pass) = commands.take(&chunk) else {
+                tracing::warn!("a push's commands ran over {MAX_COMMANDS} bytes: cut");
+                return;
+            };
+            if sent > max_body || stdin.write_all(&pass).await.is_err() {
                 return;
             }
         }
@@ -168,22 +231,56 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
             headers.append(n, v);
         }
     }
-    // The child lives as long as its output is read (kill_on_drop ends it if the client goes).
-    let body = futures::stream::unfold((out, child, group), |(mut out, child, group)| async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        match tokio::io::AsyncReadExt::read(&mut out, &mut buf).await {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((
-                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
-                    (out, child, group),
-                ))
+    // The child (and the request's hold) lives as long as its output is read (kill_on_drop
+    // ends it if the client goes).
+    let hold = req.hold;
+    let body = futures::stream::unfold(
+        (out, child, group, hold),
+        |(mut out, child, group, hold)| async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            match tokio::io::AsyncReadExt::read(&mut out, &mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((
+                        Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                        (out, child, group, hold),
+                    ))
+                }
             }
-        }
-    });
+        },
+    );
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_s_commands_are_bounded_and_passed_on_whole() {
+        let line = |s: &str| format!("{:04x}{s}", s.len() + 4);
+        let cmd = line("0000 1111 refs/heads/main\n");
+        let mut c = Commands::Reading(Vec::new());
+        // Split anywhere: nothing passes until the flush, then all of it, then everything.
+        let (a, b) = cmd.as_bytes().split_at(7);
+        assert_eq!(c.take(a), Ok(vec![]));
+        assert_eq!(c.take(b), Ok(vec![]));
+        let mut all = cmd.clone().into_bytes();
+        all.extend_from_slice(b"0000PACK");
+        assert_eq!(c.take(b"0000PACK"), Ok(all));
+        assert_eq!(c.take(b"more"), Ok(b"more".to_vec()));
+        // Commands without end: cut once over the bound.
+        let mut c = Commands::Reading(Vec::new());
+        let many = line(&"x".repeat(60_000)).repeat(MAX_COMMANDS / 60_000 + 1);
+        assert_eq!(c.take(many.as_bytes()), Err(()));
+        assert_eq!(
+            Commands::Reading(Vec::new()).take(b"0002"),
+            Err(()),
+            "no such length"
+        );
+    }
 }

@@ -112,6 +112,8 @@ pub struct Pushes {
     pub(crate) apps: Mutex<HashMap<String, PushApp>>,
     /// Apps with a deploy in progress.
     pub(crate) deploying: Mutex<HashSet<String>>,
+    /// Apps whose repository is receiving a push (one at a time).
+    receiving: Mutex<HashSet<String>>,
     /// Uploads of builds in progress.
     pub(crate) uploads: build::Uploads,
     /// GitHub deliveries seen.
@@ -126,6 +128,46 @@ pub(crate) fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// How long a push token stays usable: the whole receive of one push.
 const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// The most a pushed app's repository may hold (its objects, side branches included); a push
+/// to a repository past it is refused until branches are deleted.
+pub const REPO_QUOTA: u64 = 2 << 30;
+
+/// The most refs one push may update (each is looked at).
+pub const MAX_UPDATES: usize = 100;
+
+/// An app's repository receiving a push; the next push to it waits for this one to end.
+struct Receiving(Arc<Paas>, String);
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        locked(&self.0.push.receiving).remove(&self.1);
+    }
+}
+
+/// The bytes a repository holds (links not followed, a push's quarantine not counted),
+/// counted up to just past `limit`.
+fn repo_size_within(dir: &std::path::Path, limit: u64) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                if !e.file_name().to_string_lossy().starts_with("incoming-") {
+                    todo.push(e.path());
+                }
+            } else {
+                total = total.saturating_add(meta.len());
+                if total > limit {
+                    return total;
+                }
+            }
+        }
+    }
+    total
+}
 
 impl Pushes {
     pub fn new(data_dir: PathBuf, apps: Vec<PushApp>) -> Pushes {
@@ -133,6 +175,7 @@ impl Pushes {
             data_dir,
             apps: Mutex::new(apps.into_iter().map(|a| (a.name.clone(), a)).collect()),
             deploying: Mutex::new(HashSet::new()),
+            receiving: Mutex::new(HashSet::new()),
             deliveries: webhook::Deliveries::default(),
             uploads: build::Uploads::default(),
             tokens: Mutex::new(HashMap::new()),
@@ -322,17 +365,20 @@ pub async fn webhook_show(State(paas): State<Arc<Paas>>, Path(name): Path<String
 }
 
 pub async fn webhook_rotate(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
-    let stored = {
-        let mut apps = locked(&paas.push.apps);
-        let Some(a) = apps.get_mut(&name) else {
-            return error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"));
-        };
-        a.webhook_secret = crate::tokens::generate();
-        serde_json::to_string(&*a).unwrap_or_default()
+    // Written first, then used: a secret the store refused is never the one in force.
+    let _gate = paas.writes.lock().await;
+    let Some(mut app) = paas.push.app(&name) else {
+        return error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"));
     };
+    app.webhook_secret = crate::tokens::generate();
+    let stored = serde_json::to_string(&app).unwrap_or_default();
     if let Err(e) = paas.store.write(Op::PutPushApp(stored, name.clone())).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
     }
+    if let Some(a) = locked(&paas.push.apps).get_mut(&name) {
+        a.webhook_secret = app.webhook_secret;
+    }
+    drop(_gate);
     webhook_show(State(paas), Path(name)).await
 }
 
@@ -380,7 +426,25 @@ pub async fn git(
             .into_response();
     }
     let mut env = Vec::new();
+    let mut hold: Option<Box<dyn Send + Sync>> = None;
     if rest == "git-receive-pack" {
+        // git sends a push's body plain; a compressed one would hide its real size from the
+        // bounds (git would inflate it past them).
+        if req.headers().contains_key(header::CONTENT_ENCODING) {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a push's body is taken uncompressed\n",
+            )
+                .into_response();
+        }
+        if !locked(&paas.push.receiving).insert(name.to_string()) {
+            return (
+                StatusCode::CONFLICT,
+                format!("another push to {name} is being received; push again when it is done\n"),
+            )
+                .into_response();
+        }
+        hold = Some(Box::new(Receiving(paas.clone(), name.to_string())));
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("drove"));
         env.push(("DROVE_BIN".to_string(), exe.display().to_string()));
         env.push((
@@ -401,6 +465,7 @@ pub async fn git(
             remote_user: name,
             env,
             max_pack: crate::api::PUSH_MAX_BODY as u64,
+            hold,
         },
         body,
     )
@@ -523,6 +588,28 @@ impl Drop for Deploying<'_> {
 
 pub(crate) const ZERO: &str = "0000000000000000000000000000000000000000";
 
+/// Collects what a repository no longer references, once the push that deleted it is in.
+fn collect_garbage_later(repo: PathBuf) {
+    tokio::spawn(async move {
+        // After the hook: the ref moves once it has answered.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let gc = tokio::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&repo)
+            .args(["gc", "--quiet", "--prune=now"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &repo)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(Duration::from_secs(600), gc).await {
+            Ok(Ok(o)) if o.status.success() => {}
+            _ => tracing::warn!(repo = %repo.display(), "collecting the repository failed"),
+        }
+    });
+}
+
 /// The deploy: `Ok` accepts the push, `Err(reason)` rejects it.
 pub(crate) async fn deploy(
     paas: &Arc<Paas>,
@@ -537,6 +624,30 @@ pub(crate) async fn deploy(
         ));
     }
     let _deploying = Deploying(&paas.push, name.to_string());
+    releases::not_suspended(paas, name)?;
+    if req.updates.len() > MAX_UPDATES {
+        return Err(format!(
+            "a push may update at most {MAX_UPDATES} refs; this one updates {}",
+            req.updates.len()
+        ));
+    }
+    // A repository past its quota takes deletions only (the pushed objects wait in quarantine
+    // and go with a refused push); a deletion is then collected.
+    let repo = paas.push.repo(name);
+    let deletes_only = req.updates.iter().all(|(_, new, _)| new == ZERO);
+    let counted = repo.clone();
+    let used = tokio::task::spawn_blocking(move || repo_size_within(&counted, REPO_QUOTA))
+        .await
+        .unwrap_or(0);
+    if used > REPO_QUOTA && !deletes_only {
+        return Err(format!(
+            "{name}'s repository holds over {REPO_QUOTA} bytes, its quota; delete branches it \
+             no longer needs (git push <remote> --delete <branch>) and push again"
+        ));
+    }
+    if deletes_only {
+        collect_garbage_later(repo);
+    }
     let objects = artifacts::Objects {
         git_dir: PathBuf::from(&req.git_dir),
         env: req.env.clone(),
@@ -570,6 +681,14 @@ pub(crate) async fn deploy(
             ));
         };
         let descriptor = Descriptor::parse(&pkg).map_err(|e| format!("package.json: {e}"))?;
+        if branch != descriptor.drove.branch {
+            out.say(format!(
+                "{branch}: stored; only {} deploys (drove.branch)",
+                descriptor.drove.branch
+            ))
+            .await;
+            continue;
+        }
         descriptor
             .within(&paas.args.ceilings())
             .map_err(|e| format!("package.json: {e}"))?;
@@ -593,14 +712,6 @@ pub(crate) async fn deploy(
                     .await
                 }
             }
-        }
-        if branch != descriptor.drove.branch {
-            out.say(format!(
-                "{branch}: stored; only {} deploys (drove.branch)",
-                descriptor.drove.branch
-            ))
-            .await;
-            continue;
         }
         out.say(format!(
             "-----> {name}: {} {}",

@@ -113,6 +113,23 @@ fn store_release(paas: &Paas, name: &str, r: &Release) {
     });
 }
 
+/// A suspended app takes no release (a push, a webhook, a rollback, a config change): it
+/// stays offline until an operator resumes it.
+pub(crate) fn not_suspended(paas: &Paas, name: &str) -> Result<(), String> {
+    let suspended = paas
+        .lock()
+        .apps
+        .get(&format!("/{name}"))
+        .is_some_and(|a| !a.deleting && a.def.suspended());
+    if suspended {
+        return Err(format!(
+            "{name} is suspended by an operator; nothing is released until it is resumed \
+             (drove resume {name})"
+        ));
+    }
+    Ok(())
+}
+
 /// Says `line` to the pusher and keeps it in the release's log.
 async fn note(out: &Relay, record: &mut Release, line: String) {
     record.log.push(line.clone());
@@ -134,6 +151,7 @@ pub async fn release(
     d.within(&paas.args.ceilings())
         .map_err(|e| format!("package.json: {e}"))?;
     let id = format!("/{name}");
+    not_suspended(paas, name)?;
     let number = paas.push.app(name).map(|a| a.releases + 1).unwrap_or(1);
     let def = definition(paas, name, &d, &input, number)?;
     let mut record = Release {

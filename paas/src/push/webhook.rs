@@ -11,9 +11,10 @@
 //!
 //! The fetch runs git with nothing of the PaaS's environment or of root's git configuration,
 //! over http(s) only, following no redirect, within [`FETCH_LIMIT`] and [`FETCH_MAX_BYTES`]
-//! (no file it writes may be larger), at most [`FETCHES`] at a time (more are 503).
+//! (into one pack file, no larger), one per app and at most [`FETCHES`] at a time (more are
+//! 503, and their redelivery is taken).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -37,8 +38,8 @@ const REMEMBERED: usize = 1000;
 pub const FETCH_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
 /// The largest file a webhook's fetch may write (its pack).
 pub const FETCH_MAX_BYTES: u64 = 512 << 20;
-/// Webhook fetches at once.
-pub const FETCHES: usize = 2;
+/// Webhook fetches at once (one per app).
+pub const FETCHES: usize = 4;
 
 /// Whether `signature` (`sha256=<hex>`) is the HMAC-SHA256 of `body` under `secret`.
 pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
@@ -55,34 +56,90 @@ pub fn verify(secret: &str, body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-/// Recent deliveries (their ids, and what they signed), and the fetches in progress.
+/// Each app's recent deliveries (their ids, and what they signed), and the fetches in
+/// progress: one per app, [`FETCHES`] in all.
 pub struct Deliveries {
-    seen: Mutex<VecDeque<String>>,
+    seen: Mutex<HashMap<String, VecDeque<String>>>,
+    fetching: Mutex<HashSet<String>>,
     fetches: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Deliveries {
     fn default() -> Self {
         Deliveries {
-            seen: Mutex::new(VecDeque::new()),
+            seen: Mutex::new(HashMap::new()),
+            fetching: Mutex::new(HashSet::new()),
             fetches: Arc::new(tokio::sync::Semaphore::new(FETCHES)),
         }
     }
 }
 
-impl Deliveries {
-    /// Records `id`; false if it was seen already.
-    fn first_time(&self, id: &str) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.iter().any(|s| s == id) {
-            return false;
-        }
-        if seen.len() >= REMEMBERED {
-            seen.pop_front();
-        }
-        seen.push_back(id.to_string());
-        true
+/// An app's fetch in progress: its turn and its share of [`FETCHES`], given back when dropped.
+struct Fetching {
+    paas: Arc<Paas>,
+    app: String,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Fetching {
+    fn drop(&mut self) {
+        super::locked(&self.paas.push.deliveries.fetching).remove(&self.app);
     }
+}
+
+/// `app`'s turn to fetch, if it has none in progress and a fetch is free.
+fn turn(paas: &Arc<Paas>, app: &str) -> Option<Fetching> {
+    let d = &paas.push.deliveries;
+    let permit = d.fetches.clone().try_acquire_owned().ok()?;
+    if !super::locked(&d.fetching).insert(app.to_string()) {
+        return None;
+    }
+    Some(Fetching {
+        paas: paas.clone(),
+        app: app.to_string(),
+        _permit: permit,
+    })
+}
+
+impl Deliveries {
+    /// Whether `app` has seen any of `keys`.
+    fn seen(&self, app: &str, keys: &[String]) -> bool {
+        let seen = super::locked(&self.seen);
+        seen.get(app)
+            .is_some_and(|s| s.iter().any(|k| keys.contains(k)))
+    }
+
+    /// Records `keys` for `app` (its [`REMEMBERED`] most recent kept).
+    fn record(&self, app: &str, keys: &[String]) {
+        let mut seen = super::locked(&self.seen);
+        let mine = seen.entry(app.to_string()).or_default();
+        for k in keys {
+            if mine.len() >= REMEMBERED {
+                mine.pop_front();
+            }
+            mine.push_back(k.clone());
+        }
+    }
+
+    /// Forgets `keys` (a delivery that was not handled, so its redelivery is).
+    fn forget(&self, app: &str, keys: &[String]) {
+        if let Some(mine) = super::locked(&self.seen).get_mut(app) {
+            mine.retain(|k| !keys.contains(k));
+        }
+    }
+}
+
+/// A branch name as a refspec may carry it: no pattern, no second side, nothing git refuses.
+fn plain_branch(b: &str) -> bool {
+    !b.is_empty()
+        && b.len() <= 200
+        && !b.starts_with(['-', '/', '.'])
+        && !b.ends_with(['/', '.'])
+        && !b.contains("..")
+        && !b.contains("//")
+        && !b.ends_with(".lock")
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./".contains(&c))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -161,38 +218,40 @@ pub async fn github(
             "repository.clone_url: expected an http(s) URL",
         );
     };
-    if !delivery.is_empty() && !paas.push.deliveries.first_time(&format!("id {delivery}")) {
-        return (
-            StatusCode::ACCEPTED,
-            Json(json!({"ignored": format!("delivery {delivery} was handled already")})),
-        )
-            .into_response();
+    if !plain_branch(&branch) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("ref: {refname:?} is not a branch drove deploys"),
+        );
     }
-    // What the signature covers: the same push replayed under another delivery id.
-    if !paas
-        .push
-        .deliveries
-        .first_time(&format!("push {name} {refname} {after}"))
-    {
+    // Its id, and what the signature covers (the same push replayed under another id).
+    let mut keys = vec![format!("push {refname} {after}")];
+    if !delivery.is_empty() {
+        keys.push(format!("id {delivery}"));
+    }
+    if paas.push.deliveries.seen(&name, &keys) {
         return (
             StatusCode::ACCEPTED,
             Json(json!({"ignored": format!("{after} of {refname} was handled already")})),
         )
             .into_response();
     }
-    let Ok(permit) = paas.push.deliveries.fetches.clone().try_acquire_owned() else {
+    let Some(fetching) = turn(&paas, &name) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{FETCHES} webhook fetches are in progress; redeliver later"),
+            format!("a fetch for {name} (or {FETCHES} in all) is in progress; redeliver later"),
         );
     };
+    paas.push.deliveries.record(&name, &keys);
     let paas2 = paas.clone();
     let (name2, after2) = (name.clone(), after.clone());
     tokio::spawn(async move {
         let repo = paas2.push.repo(&name2);
         let fetched = fetch(&repo, &url, &branch).await;
-        drop(permit);
+        drop(fetching);
         if let Err(why) = fetched {
+            // Not handled: its redelivery is.
+            paas2.push.deliveries.forget(&name2, &keys);
             tracing::warn!(app = %name2, "webhook fetch failed: {why}");
             return;
         }
@@ -232,6 +291,8 @@ async fn fetch(repo: &std::path::Path, url: &str, branch: &str) -> Result<(), St
     cmd.arg(format!("--fsize={FETCH_MAX_BYTES}"))
         .arg("git")
         .args(["-c", "http.followRedirects=false"])
+        // One pack file, whatever the object count, so the size bound bounds the fetch.
+        .args(["-c", "fetch.unpackLimit=1"])
         .args(["-c", "protocol.allow=never"])
         .args(["-c", "protocol.http.allow=always"])
         .args(["-c", "protocol.https.allow=always"])
@@ -281,7 +342,15 @@ mod tests {
             "sha1=00"
         ));
         let d = Deliveries::default();
-        assert!(d.first_time("a"));
-        assert!(!d.first_time("a"));
+        let keys = ["id a".to_string()];
+        assert!(!d.seen("app", &keys));
+        d.record("app", &keys);
+        assert!(d.seen("app", &keys) && !d.seen("other", &keys));
+        d.forget("app", &keys);
+        assert!(!d.seen("app", &keys));
+        assert!(plain_branch("main") && plain_branch("feature/x-1"));
+        for bad in ["*", "a:b", "-x", "a..b", "", "x.lock", "a b"] {
+            assert!(!plain_branch(bad), "{bad}");
+        }
     }
 }
