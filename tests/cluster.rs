@@ -700,6 +700,8 @@ async fn failover_timeout_expiry_kills_tasks_and_partition_aware_sees_unreachabl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drove_up_runs_master_and_agent() {
     let dir = support::tempdir();
+    // The agent's work dir is outside the data dir (and removed with the test).
+    let work = support::tempdir();
     let master = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let agent = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let cgroup_root = format!("drove-test-{}", uuid_like());
@@ -714,6 +716,7 @@ async fn drove_up_runs_master_and_agent() {
         format!("--router-admin=127.0.0.1:{}", free_port("127.0.0.1")),
         "--resources=cpus:1;mem:512;ports:[31000-31009]".to_string(),
         format!("--cgroup-root={cgroup_root}"),
+        format!("--agent-work-dir={}", work.path().join("agent").display()),
     ];
     let _up = Proc::spawn("up", &args, &dir.path().join("up.log"));
     let http = reqwest::Client::new();
