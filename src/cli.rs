@@ -158,8 +158,12 @@ pub enum ClientCommand {
         /// Keep printing what they write.
         #[arg(long, short)]
         follow: bool,
+        /// stderr instead of stdout.
         #[arg(long)]
         stderr: bool,
+        /// Only the last N lines of each instance's log.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
     },
 }
 
@@ -232,6 +236,93 @@ impl Client {
             );
         }
         Ok(resp.bytes().await?.to_vec())
+    }
+}
+
+/// `drove logs`: every running instance's log; with none running, the app's last failed
+/// instance's, saying so.
+async fn logs(
+    c: &Client,
+    id: &str,
+    follow: bool,
+    stderr: bool,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
+    let stream = if stderr { "stderr" } else { "stdout" };
+    let app = c.send(reqwest::Method::GET, &app_path(id), None).await?;
+    let mut offsets: std::collections::HashMap<String, u64> = Default::default();
+    let mut first = true;
+    loop {
+        let v = c
+            .send(
+                reqwest::Method::GET,
+                &format!("{}/tasks", app_path(id)),
+                None,
+            )
+            .await?;
+        let mut tasks: Vec<String> = v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["id"].as_str().map(str::to_string))
+            .collect();
+        if tasks.is_empty() && first {
+            let failure = &app["app"]["lastTaskFailure"];
+            match failure["taskId"].as_str() {
+                Some(t) => {
+                    eprintln!(
+                        "({id} has no instance running; this is its last failed one, {t}, which \
+                         ended: {})",
+                        failure["message"]
+                            .as_str()
+                            .and_then(|m| m.lines().next())
+                            .unwrap_or("?")
+                    );
+                    tasks.push(t.to_string());
+                }
+                None => eprintln!("({id} has no instance running, and none has failed)"),
+            }
+        }
+        for t in &tasks {
+            let query = match (first, tail) {
+                (true, Some(_)) => format!("tail={}", 256 * 1024),
+                _ => format!("offset={}", offsets.get(t).copied().unwrap_or(0)),
+            };
+            let Ok(bytes) = c
+                .bytes(&format!("/v1/tasks/{t}/logs/{stream}?{query}"))
+                .await
+            else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let mut lines: Vec<&str> = text.lines().collect();
+            if let (true, Some(n)) = (first, tail) {
+                if follow {
+                    // Following goes on from the log's end.
+                    let size = c
+                        .bytes(&format!("/v1/tasks/{t}/logs/{stream}?offset=0"))
+                        .await
+                        .map(|b| b.len() as u64)
+                        .unwrap_or(0);
+                    offsets.insert(t.clone(), size);
+                }
+                lines = lines.split_off(lines.len().saturating_sub(n));
+            } else {
+                *offsets.entry(t.clone()).or_insert(0) += bytes.len() as u64;
+            }
+            for line in lines {
+                if tasks.len() > 1 {
+                    println!("[{t}] {line}");
+                } else {
+                    println!("{line}");
+                }
+            }
+        }
+        first = false;
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -361,7 +452,38 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     None,
                 )
                 .await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let text = |k: &str| v[k].as_str().unwrap_or("?").to_string();
+            println!(
+                "v{}  {}  by {}  at {}",
+                v["number"],
+                text("status"),
+                text("by"),
+                text("created")
+            );
+            println!("commit:   {}", text("commit"));
+            println!("artifact: {}", text("artifact"));
+            let config: Vec<&String> = v["config"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+                .collect();
+            if !config.is_empty() {
+                println!(
+                    "config:   {}",
+                    config
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            println!("log:");
+            for entry in v["log"].as_array().into_iter().flatten() {
+                for line in entry.as_str().unwrap_or("").lines() {
+                    println!("  {line}");
+                }
+            }
         }
         ClientCommand::Rollback { app, version, .. } => {
             let body = match &version {
@@ -417,22 +539,40 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             println!("{app}: released {}", v["version"].as_str().unwrap_or("?"));
         }
         ClientCommand::Apps { .. } => {
+            use drove_paas::admin::views::{app_state, note};
             let v = c
                 .send(reqwest::Method::GET, "/v2/apps?embed=apps.tasks", None)
                 .await?;
+            let queue = c.send(reqwest::Method::GET, "/v2/queue", None).await?;
             println!(
-                "{:<24} {:>9} {:>8} {:>8}  DEPLOYING",
-                "ID", "INSTANCES", "RUNNING", "HEALTHY"
+                "{:<24} {:>9} {:>8} {:>8}  {:<10} WHY",
+                "ID", "INSTANCES", "RUNNING", "HEALTHY", "STATE"
             );
             for a in v["apps"].as_array().into_iter().flatten() {
-                let deploying = a["deployments"].as_array().is_some_and(|d| !d.is_empty());
+                let id = a["id"].as_str().unwrap_or("");
+                let queued = queue["queue"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|q| q["app"]["id"] == id);
+                let route = drove_paas::app::route_name(id).unwrap_or_default();
+                let scaling = c
+                    .send(
+                        reqwest::Method::GET,
+                        &format!("/v1/apps/{route}/scaling"),
+                        None,
+                    )
+                    .await
+                    .unwrap_or(Value::Null);
+                let state = app_state(a, queued, &scaling);
                 println!(
-                    "{:<24} {:>9} {:>8} {:>8}  {}",
-                    a["id"].as_str().unwrap_or(""),
+                    "{:<24} {:>9} {:>8} {:>8}  {:<10} {}",
+                    id,
                     a["instances"].to_string(),
                     a["tasksRunning"].to_string(),
                     a["tasksHealthy"].to_string(),
-                    if deploying { "yes" } else { "no" }
+                    state,
+                    note(a, queued, state).unwrap_or_default()
                 );
             }
         }
@@ -518,48 +658,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             );
         }
         ClientCommand::Logs {
-            id, follow, stderr, ..
-        } => {
-            let stream = if stderr { "stderr" } else { "stdout" };
-            let mut offsets: std::collections::HashMap<String, u64> = Default::default();
-            loop {
-                let v = c
-                    .send(
-                        reqwest::Method::GET,
-                        &format!("{}/tasks", app_path(&id)),
-                        None,
-                    )
-                    .await?;
-                let tasks: Vec<String> = v["tasks"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|t| t["id"].as_str().map(str::to_string))
-                    .collect();
-                for t in &tasks {
-                    let off = offsets.entry(t.clone()).or_insert(0);
-                    let Ok(bytes) = c
-                        .bytes(&format!("/v1/tasks/{t}/logs/{stream}?offset={off}"))
-                        .await
-                    else {
-                        continue;
-                    };
-                    *off += bytes.len() as u64;
-                    let text = String::from_utf8_lossy(&bytes);
-                    for line in text.lines() {
-                        if tasks.len() > 1 {
-                            println!("[{t}] {line}");
-                        } else {
-                            println!("{line}");
-                        }
-                    }
-                }
-                if !follow {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+            id,
+            follow,
+            stderr,
+            tail,
+            ..
+        } => logs(&c, &id, follow, stderr, tail).await?,
     }
     Ok(())
 }

@@ -928,7 +928,21 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
     if snap.kill == Some(KillCause::MemoryLimit) && oom.is_none() {
         oom = Some((None, None));
     }
-    let (state, opts) = terminal_status(&snap, exit.as_ref(), oom);
+    let said = match &snap.sandbox {
+        Some(sb) if !exit.as_ref().is_some_and(|e| e.success()) => {
+            let sb = sb.clone();
+            tokio::task::spawn_blocking(move || last_said(&sb))
+                .await
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let (state, mut opts) = terminal_status(&snap, exit.as_ref(), oom);
+    // What it said last explains a failure (a crash, a failed check), not a requested kill.
+    let explains = state == TaskState::TaskFailed || snap.kill == Some(KillCause::Health);
+    if !said.is_empty() && explains {
+        opts = opts.append_message(&said.join("\n"));
+    }
     {
         let mut tasks = node.tasks();
         if let Some(rec) = tasks.get_mut(key) {
@@ -944,6 +958,28 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
             tasks.remove(key);
         }
     }
+}
+
+/// How many of a failed task's last output lines its status carries, and how wide.
+const SAID_LINES: usize = 8;
+const SAID_WIDTH: usize = 300;
+
+/// The last lines a task wrote: its stderr's, else its stdout's (what a crash says), without
+/// a stack's frames (`at …`), which would push the error line itself out.
+fn last_said(sandbox: &Path) -> Vec<String> {
+    for stream in [Stream::Stderr, Stream::Stdout] {
+        let lines: Vec<String> = crate::logs::read_tail(&stream.path_in(sandbox), 16 * 1024)
+            .map(|b| crate::logs::last_lines(&b, 200, SAID_WIDTH))
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !l.trim_start().starts_with("at "))
+            .collect();
+        if !lines.is_empty() {
+            let skip = lines.len().saturating_sub(SAID_LINES);
+            return lines.into_iter().skip(skip).collect();
+        }
+    }
+    Vec::new()
 }
 
 fn mib(b: u64) -> String {

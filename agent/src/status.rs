@@ -49,6 +49,14 @@ impl UpdateOpts {
         self.message = Some(m.into());
         self
     }
+    /// Adds lines below the message (what a failed task last wrote).
+    pub fn append_message(mut self, more: &str) -> Self {
+        self.message = Some(match self.message.take() {
+            Some(m) => format!("{m}\n{more}"),
+            None => more.to_string(),
+        });
+        self
+    }
     pub fn healthy(mut self, h: Option<bool>) -> Self {
         self.healthy = h;
         self

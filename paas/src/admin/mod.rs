@@ -13,7 +13,7 @@ mod controls;
 pub mod history;
 mod live;
 pub mod session;
-mod views;
+pub mod views;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -94,8 +94,9 @@ pub fn route(id: &str) -> String {
 }
 
 /// The state an operator reads first: failing, waking, deploying, suspended, at zero, idle or
-/// running.
-fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'static str {
+/// running; from the app's `/v2/apps` JSON (with its tasks), its `/v2/queue` entry and its
+/// scaling view (`/v1/apps/{app}/scaling`). The dashboard and `drove apps` show it.
+pub fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'static str {
     let now = now_ms();
     let wanted = app["instances"].as_u64().unwrap_or(0);
     let tasks = app["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
@@ -334,8 +335,9 @@ pub async fn apps(paas: &Paas, api: &ApiClient) -> Value {
 }
 
 /// One line on why an app is not as it should be: what its offers lacked, its backoff, and
-/// (while it is failing) how its last instance ended.
-fn note(app: &Value, queued: Option<&Value>, state: &str) -> Option<String> {
+/// (while it is failing) how its last instance ended and what it wrote last. The dashboard's
+/// apps page and `drove apps` show it.
+pub fn note(app: &Value, queued: Option<&Value>, state: &str) -> Option<String> {
     let mut parts = Vec::new();
     if let Some(q) = queued {
         let w = waiting(q);
@@ -354,7 +356,27 @@ fn note(app: &Value, queued: Option<&Value>, state: &str) -> Option<String> {
     }
     if state == "failing" {
         if let Some(m) = app["lastTaskFailure"]["message"].as_str() {
-            parts.push(format!("last failure: {m}"));
+            let lines: Vec<&str> = m.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            // How it ended, and what it said: its error line if it wrote one (`TypeError: …`,
+            // `error: …`), else its last.
+            let error_line = |l: &&&str| {
+                let name = l.split(':').next().unwrap_or("");
+                name.len() < l.len()
+                    && !name.is_empty()
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
+                    && (name.ends_with("Error") || name.eq_ignore_ascii_case("error"))
+            };
+            let said = lines
+                .iter()
+                .skip(1)
+                .find(error_line)
+                .or(lines.iter().skip(1).last())
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            parts.push(format!(
+                "last failure: {}{said}",
+                lines.first().copied().unwrap_or("")
+            ));
         }
     }
     (!parts.is_empty()).then(|| parts.join("; "))

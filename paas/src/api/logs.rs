@@ -1,5 +1,5 @@
-//! `GET /v1/tasks/{task}/logs/{stream}?offset=&length=`: an instance's stdout or stderr, read
-//! through the master (`/master/frameworks/{framework}/tasks/{task}/logs/{stream}`), which
+//! `GET /v1/tasks/{task}/logs/{stream}?offset=&length=` (or `?tail=<bytes>`): an instance's
+//! stdout or stderr (a running one's, or an app's last failed one's), read through the master (`/master/frameworks/{framework}/tasks/{task}/logs/{stream}`), which
 //! checks the PaaS's credentials and asks the agent that runs it.
 
 use std::sync::Arc;
@@ -21,10 +21,14 @@ pub async fn task_log(
     }
     let (known, framework) = {
         let state = paas.lock();
-        (
-            state.instances.contains_key(&task),
-            state.framework_id.clone(),
-        )
+        // A running instance, or an app's last failed one (what it wrote explains why).
+        let known = state.instances.contains_key(&task)
+            || state.apps.values().any(|a| {
+                a.last_task_failure
+                    .as_ref()
+                    .is_some_and(|f| f["taskId"] == task.as_str())
+            });
+        (known, state.framework_id.clone())
     };
     if !known {
         return error(

@@ -547,12 +547,20 @@ pub async fn receive(
     // Runs to its end whether or not the pusher is still there.
     tokio::spawn(async move {
         let verdict = deploy(&paas, &name, req, "push", &relay).await;
-        relay
-            .finish(match verdict {
-                Ok(()) => "ok".to_string(),
-                Err(why) => format!("rejected: {why}"),
-            })
-            .await;
+        let last = match verdict {
+            Ok(()) => "ok".to_string(),
+            // The verdict is one line; the reason's other lines (what a failed instance
+            // wrote last) go before it.
+            Err(why) => {
+                let mut lines = why.lines();
+                let first = lines.next().unwrap_or("").to_string();
+                for l in lines {
+                    relay.say(format!("       {l}")).await;
+                }
+                format!("rejected: {first}")
+            }
+        };
+        relay.finish(last).await;
     });
     let lines = tokio_stream::wrappers::ReceiverStream::new(rx)
         .map(|l| Ok::<_, std::convert::Infallible>(Bytes::from(format!("{l}\n"))));

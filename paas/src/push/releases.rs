@@ -244,7 +244,7 @@ pub async fn release(
             note(
                 out,
                 &mut record,
-                format!("-----> v{number} failed: {why}; rolling back"),
+                format!("-----> v{number} failed, rolling back: {why}"),
             )
             .await;
             let _ = crate::api::deployments::delete(
