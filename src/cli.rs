@@ -392,6 +392,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             let remote = v["remote"].as_str().unwrap_or("?");
             let token = v["deployToken"].as_str().unwrap_or("?");
             println!("created {name}");
+            println!("  app:           {}", v["url"].as_str().unwrap_or("?"));
             println!("  git remote:    {remote}");
             println!("  deploy token:  {token}  (the password git asks for; any user name)");
             println!(

@@ -120,3 +120,247 @@ async fn a_crash_at_start_shows_what_the_app_said() {
         "{v}"
     );
 }
+
+/// A repository for a pushed app: `server.js` (serving `dist/greeting.txt` when the build made
+/// one, else "hello"), `package.json` from `pkg`, any `files`; committed.
+fn app_repo(dir: &Path, pkg: &Value, files: &[(&str, &str)]) {
+    if !dir.join(".git").exists() {
+        std::fs::create_dir_all(dir).expect("repo dir");
+        assert!(git(dir, &["init", "-q"]).0);
+    }
+    std::fs::write(
+        dir.join("server.js"),
+        "const fs = require('fs');\n\
+         require('http').createServer((q, r) => r.end(q.url === '/health' ? 'ok' :\n\
+           (fs.existsSync('dist/greeting.txt') ? fs.readFileSync('dist/greeting.txt', 'utf8') : 'hello')\n\
+         )).listen(process.env.PORT);\n",
+    )
+    .expect("server.js");
+    std::fs::write(dir.join("package.json"), pkg.to_string()).expect("package.json");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("a file");
+    }
+    assert!(git(dir, &["add", "-A"]).0);
+    assert!(git(dir, &["commit", "-qm", "next", "--allow-empty"]).0);
+}
+
+/// Builds can be followed: what a build writes on stderr reaches the pusher while it runs;
+/// config vars reach the build (`VITE_*` are read then); a failed build is a failed release
+/// whose log holds the build's output and whose rejection quotes the error line, not a
+/// status; `config:set PORT=…` is refused naming why; a start script that runs a pruned
+/// devDependency is named at push time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_can_be_followed_and_explain_their_failures() {
+    let d = Drove::start(&[&agent(29)]).await;
+    let work = support::tempdir();
+    let target = cli_target(&d, work.path());
+    let repo = work.path().join("repo");
+    let (status, created) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "follow"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let remote = support::push_remote(&created);
+    let build = "console.error('compiling on stderr');\n\
+                 setTimeout(() => {\n\
+                   fs.mkdirSync('dist', {recursive: true});\n\
+                   fs.writeFileSync('dist/greeting.txt', 'greeting=' + (process.env.VITE_GREETING || 'unset') + ' env=' + process.env.NODE_ENV);\n\
+                   console.log('built');\n\
+                 }, 3000);\n";
+    let build = format!("const fs = require('fs');\n{build}");
+    let pkg = json!({"name": "follow", "scripts": {"start": "node server.js", "build": "node build.js"},
+                     "drove": {"minInstances": 1}});
+    app_repo(&repo, &pkg, &[("build.js", &build)]);
+
+    // Live: the stderr line is at the pusher while the build still runs.
+    let log = work.path().join("push.log");
+    let out = std::fs::File::create(&log).expect("push log");
+    let mut push = std::process::Command::new("git")
+        .args(["-c", "credential.helper=", "push", &remote, "main"])
+        .current_dir(&repo)
+        .env("HOME", &repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("git push");
+    eventually(
+        "the build's stderr line at the pusher",
+        Duration::from_secs(60),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            std::future::ready(text.contains("compiling on stderr").then_some(()))
+        },
+    )
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("built"),
+        "the build is still running:\n{text}"
+    );
+    let done = tokio::task::spawn_blocking(move || push.wait())
+        .await
+        .expect("join");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(done.is_ok_and(|s| s.success()), "{text}");
+    assert!(
+        text.contains("released v1: http://follow.localhost:"),
+        "the URL has the port: {text}"
+    );
+    let served = |want: &'static str| {
+        let d = &d;
+        async move {
+            eventually(want, Duration::from_secs(20), || async {
+                let (status, body) = d.through_router("follow.localhost", "/").await.ok()?;
+                (status == 200 && body.contains(want)).then_some(body)
+            })
+            .await
+        }
+    };
+    served("greeting=unset env=production").await;
+
+    // Config reaches the next build.
+    let (ok, out) = cli(&target, &["config:set", "follow", "VITE_GREETING=bonjour"]).await;
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&target, &["config:set", "follow", "PORT=1"]).await;
+    assert!(
+        !ok && out.contains("PORT: not a config var an app sets"),
+        "{out}"
+    );
+    app_repo(&repo, &pkg, &[]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
+    assert!(ok, "{out}");
+    served("greeting=bonjour").await;
+
+    // A failing build: its error line, not a status, and a failed release with the log.
+    let failing = "console.log('compiling');\n\
+                   console.error('./app/page.js');\n\
+                   console.error('\\x1b[31mSyntaxError: Unexpected token (3:5)\\x1b[0m');\n\
+                   for (let i = 0; i < 40; i++) console.error('  noise ' + i);\n\
+                   process.exit(1);\n";
+    app_repo(&repo, &pkg, &[("build.js", failing)]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("SyntaxError: Unexpected token (3:5)"), "{out}");
+    assert!(
+        !out.contains("\u{1b}[31m"),
+        "no escapes in the verdict: {out}"
+    );
+    let (ok, out) = cli(&target, &["releases", "follow"]).await;
+    assert!(ok && out.contains("v4    failed     push"), "{out}");
+    let (ok, out) = cli(&target, &["releases:info", "follow", "v4"]).await;
+    assert!(
+        ok && out.contains("noise 39") && out.contains("SyntaxError"),
+        "{out}"
+    );
+    served("greeting=bonjour").await;
+
+    // A start script that needs a devDependency pruned before start.
+    let mut dev = pkg.clone();
+    dev["scripts"]["start"] = json!("serve-it --port $PORT");
+    dev["devDependencies"] = json!({"serve-it": "file:vendor/serve-it"});
+    app_repo(
+        &repo,
+        &dev,
+        &[("build.js", "console.log('nothing to build')")],
+    );
+    let (_, out) = git(&repo, &["push", &remote, "main"]);
+    assert!(
+        out.contains("scripts.start runs serve-it, a devDependency"),
+        "{out}"
+    );
+}
+
+/// A build the agents have no room for says what it waits for, at the pusher within seconds,
+/// in `/v2/queue` and on the dashboard's cluster page; once room is made it goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_waiting_for_resources_says_so() {
+    let small = "cpus:2;mem:4096;ports:[26000-26199]".to_string();
+    let d = Drove::start(&[&small]).await;
+    let work = support::tempdir();
+    let repo = work.path().join("repo");
+    // Most of the CPU taken.
+    d.create(json!({"id": "/hog", "cmd": "sleep 600", "instances": 1, "cpus": 1.5, "mem": 32}))
+        .await;
+    d.wait_app("/hog", Duration::from_secs(30), "running", |a| {
+        a["tasksRunning"] == 1
+    })
+    .await;
+    let (status, created) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "patient"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let pkg = json!({"name": "patient", "scripts": {"start": "node server.js", "build": "node -e 0"},
+                     "drove": {"minInstances": 1}});
+    app_repo(&repo, &pkg, &[]);
+    let log = work.path().join("push.log");
+    let out = std::fs::File::create(&log).expect("push log");
+    let mut push = std::process::Command::new("git")
+        .args([
+            "-c",
+            "credential.helper=",
+            "push",
+            &support::push_remote(&created),
+            "main",
+        ])
+        .current_dir(&repo)
+        .env("HOME", &repo)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("git push");
+    let said = eventually("the push to say it waits", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        std::future::ready(text.contains("waiting for resources").then_some(text))
+    })
+    .await;
+    assert!(
+        said.contains("it needs 1 cpus and 1024 MiB") && said.contains("InsufficientCpus"),
+        "{said}"
+    );
+    let queue = d.get("/v2/queue").await;
+    assert!(
+        queue["queue"]
+            .as_array()
+            .is_some_and(|q| q.iter().any(|e| e["app"]["id"] == "/patient-build")),
+        "{queue}"
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let session = support::dashboard::login(&http, &d.paas_url(), support::paas::ADMIN_TOKEN).await;
+    let html = http
+        .get(format!("{}/admin/cluster", d.paas_url()))
+        .header("Cookie", &session)
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        html.contains("/patient-build"),
+        "the dashboard lists the waiting build"
+    );
+    // Room made: the build runs and the push goes through.
+    d.put("hog", json!({"instances": 0})).await;
+    let done = tokio::task::spawn_blocking(move || push.wait())
+        .await
+        .expect("join");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        done.is_ok_and(|s| s.success()) && text.contains("released v1"),
+        "{text}"
+    );
+}

@@ -392,8 +392,8 @@ async fn create_pushed(d: &Drove, name: &str) -> String {
 /// installed dependencies, pushed first with the very same lockfile, leaves the next app's
 /// build untouched (a fresh `npm ci`, the real dependency served), and each app's cache feeds
 /// only that app's later builds. A build's upload token takes one upload of each kind, named
-/// by the PaaS: `deps-<a hash of its choosing>`, a second `deps` and a second `app` are
-/// refused.
+/// by the PaaS: `deps-<a hash of its choosing>`, a second `deps`, an `app` that is no archive
+/// and any second `app` are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_cannot_poison_another_apps_dependencies() {
     let d = Drove::start(&[&agent(21)]).await;
@@ -447,7 +447,7 @@ async fn a_build_cannot_poison_another_apps_dependencies() {
     for line in [
         "upload deps-<lockfile hash>: 404",
         "upload deps: 409",
-        "upload app: 200",
+        "upload app: 415",
         "upload app: 409",
     ] {
         assert!(out.contains(line), "{line}:\n{out}");

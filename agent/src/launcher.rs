@@ -969,7 +969,7 @@ const SAID_WIDTH: usize = 300;
 fn last_said(sandbox: &Path) -> Vec<String> {
     for stream in [Stream::Stderr, Stream::Stdout] {
         let lines: Vec<String> = crate::logs::read_tail(&stream.path_in(sandbox), 16 * 1024)
-            .map(|b| crate::logs::last_lines(&b, 200, SAID_WIDTH))
+            .map(|b| drove_proto::output::last_lines(&b, 200, SAID_WIDTH))
             .unwrap_or_default()
             .into_iter()
             .filter(|l| !l.trim_start().starts_with("at "))

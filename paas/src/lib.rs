@@ -143,9 +143,28 @@ pub struct PaasArgs {
     /// `drove.minInstances`, `drove.maxInstances`).
     #[arg(long, default_value_t = 10)]
     pub app_max_instances: u32,
+    /// What a pushed app's build task asks for, unless its `drove.buildCpus`/`buildMem` say.
+    #[arg(long, default_value_t = 1.0)]
+    pub build_cpus: f64,
+    #[arg(long, default_value_t = 1024.0)]
+    pub build_mem: f64,
+    /// The most cpus an instance of a pushed app may burst to when the machine has them idle
+    /// (its `flock.cpus` is what it is guaranteed), unless its `drove.cpusLimit` says.
+    #[arg(long, default_value_t = 1.0)]
+    pub app_cpus_limit: f64,
     /// Between SIGTERM and SIGKILL when an instance is killed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: Duration,
+}
+
+impl Paas {
+    /// Where people browse the app served as `route`: through the router, on its port.
+    pub fn app_url(&self, route: &str) -> String {
+        match self.args.router_port {
+            80 => format!("http://{route}.{}/", self.args.domain),
+            port => format!("http://{route}.{}:{port}/", self.args.domain),
+        }
+    }
 }
 
 impl PaasArgs {

@@ -8,6 +8,7 @@
 //! - [`recordio`]: the RecordIO framing of the scheduler event stream.
 //! - [`routing`]: the router <-> PaaS contract (route stream, wake and stats bodies and paths),
 //!   documented in ARCHITECTURE.md.
+//! - [`output`]: what tasks write, as people read it (escapes stripped, bounded).
 //! - [`secret`]: how every component takes a secret (a file or the environment, never argv).
 //! - [`state_dir`]: state directories only root reads (0700, files 0600).
 //!
@@ -18,6 +19,7 @@
 pub mod agent;
 pub mod json;
 pub mod mesos;
+pub mod output;
 pub mod recordio;
 pub mod resources;
 pub mod routing;

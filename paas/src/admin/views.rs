@@ -363,7 +363,9 @@ pub fn note(app: &Value, queued: Option<&Value>, state: &str) -> Option<String> 
                 let name = l.split(':').next().unwrap_or("");
                 name.len() < l.len()
                     && !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ' ')
                     && (name.ends_with("Error") || name.eq_ignore_ascii_case("error"))
             };
             let said = lines

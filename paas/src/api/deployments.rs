@@ -179,6 +179,30 @@ pub async fn queue(State(paas): State<Arc<Paas>>) -> Json<Value> {
             "lastUnusedOffers": o.last_unused.iter().collect::<Vec<_>>(),
         }));
     }
+    // Builds waiting for an offer they fit (a push waits on them).
+    for w in s.jobs_waiting() {
+        let o = &w.offers;
+        let summary: Vec<Value> = Reject::ALL
+            .iter()
+            .map(|r| {
+                json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
+                            "processed": o.processed})
+            })
+            .collect();
+        queue.push(json!({
+            "app": {"id": w.def.id, "instances": 1, "cpus": w.def.cpus, "mem": w.def.mem,
+                    "labels": {"DROVE_BUILD": "true"}},
+            "count": 1,
+            "delay": {"timeLeftSeconds": 0, "overdue": true},
+            "since": w.since,
+            "processedOffersSummary": {
+                "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
+                "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
+                "rejectSummaryLastOffers": summary,
+            },
+            "lastUnusedOffers": [],
+        }));
+    }
     Json(json!({ "queue": queue }))
 }
 

@@ -72,8 +72,11 @@ impl Build {
     }
 }
 
-/// The build task's script (run by `sh -c`).
+/// The build task's script (run by `sh -c`). Its stderr joins its stdout, so the pusher sees
+/// both live and in order. devDependencies are installed (build tools are), then pruned unless
+/// the app says otherwise (`DROVE_PRUNE`). Everything is packed with zstd.
 const SCRIPT: &str = r#"set -eu
+exec 2>&1
 step() { echo "-----> $*"; }
 upload() {
   # The upload URL (its token) stays in the environment: a command line is every user's to read.
@@ -87,36 +90,114 @@ upload() {
     fs.createReadStream(file).pipe(req);' "$1" "$2"
 }
 export HOME="$PWD" npm_config_cache="$PWD/.drove-npm" npm_config_update_notifier=false \
-  npm_config_fund=false npm_config_audit=false
+  npm_config_fund=false npm_config_audit=false npm_config_color=false
 if [ "$DROVE_DEPS" = cached ]; then
   step "dependencies: from the cache (lockfile unchanged), nothing to install"
 elif [ -f package-lock.json ]; then
   step "installing dependencies: npm ci"
-  npm ci
+  npm ci --include=dev
   step "caching node_modules for this lockfile"
-  tar -czf .drove-deps.tar.gz node_modules
-  upload deps .drove-deps.tar.gz
-  rm -f .drove-deps.tar.gz
+  tar --zstd -cf .drove-deps.tar.zst node_modules
+  upload deps .drove-deps.tar.zst
+  rm -f .drove-deps.tar.zst
 elif [ "$DROVE_HAS_DEPS" = 1 ]; then
-  step "installing dependencies: npm install --omit=dev"
-  npm install --omit=dev
+  step "installing dependencies: npm install"
+  npm install --include=dev
 fi
 if [ "$DROVE_HAS_BUILD" = 1 ]; then
   step "building: npm run build"
   npm run build
 fi
-if [ -d node_modules ]; then
+if [ -d node_modules ] && [ "$DROVE_PRUNE" = 1 ]; then
   step "pruning dev dependencies"
   npm prune --omit=dev
 fi
 step "packing"
 # Into a directory made first, so the sandbox itself does not change while tar reads it.
 mkdir -p .drove-out
-tar --exclude=./.drove-npm --exclude=./.drove-out --exclude=./stdout --exclude=./stderr \
-  --exclude=./stdout.1 --exclude=./stderr.1 -czf .drove-out/app.tar.gz .
-upload app .drove-out/app.tar.gz
+tar --zstd --exclude=./.drove-npm --exclude=./.drove-out --exclude=./stdout --exclude=./stderr \
+  --exclude=./stdout.1 --exclude=./stderr.1 -cf .drove-out/app.tar.zst .
+upload app .drove-out/app.tar.zst
 step "built"
 "#;
+
+/// The most of a build's log a release keeps (its last lines).
+pub const LOG_MAX_BYTES: usize = 256 << 10;
+
+/// A build's output as a release keeps it: its last [`LOG_MAX_BYTES`], escapes stripped.
+#[derive(Debug, Default, Clone)]
+pub struct BuildLog {
+    lines: std::collections::VecDeque<String>,
+    bytes: usize,
+    dropped: usize,
+}
+
+impl BuildLog {
+    fn push(&mut self, line: String) {
+        self.bytes += line.len();
+        self.lines.push_back(line);
+        while self.bytes > LOG_MAX_BYTES {
+            match self.lines.pop_front() {
+                Some(l) => {
+                    self.bytes -= l.len();
+                    self.dropped += 1;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The kept lines, saying first how many earlier ones were not.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.lines.len() + 1);
+        if self.dropped > 0 {
+            out.push(format!(
+                "[{} earlier lines of the build not kept]",
+                self.dropped
+            ));
+        }
+        out.extend(self.lines.iter().cloned());
+        out
+    }
+
+    /// The lines that explain a failure: from the first error-looking line of the last step
+    /// (`Error: …`, `error …`, `Failed to compile`, `not found`, `ERR!`) on, at most 25; else
+    /// the step's last 15.
+    fn failure_excerpt(&self) -> Vec<String> {
+        let step_start = self
+            .lines
+            .iter()
+            .rposition(|l| l.starts_with("-----> "))
+            .map_or(0, |i| i + 1);
+        let step: Vec<&String> = self.lines.iter().skip(step_start).collect();
+        let looks_wrong = |l: &str| {
+            let lower = l.to_ascii_lowercase();
+            lower.contains("error")
+                || lower.contains("failed")
+                || lower.contains("not found")
+                || lower.contains("cannot find")
+                || l.contains("ERR!")
+        };
+        match step.iter().position(|l| looks_wrong(l)) {
+            Some(i) => step
+                .iter()
+                .skip(i)
+                .take(25)
+                .map(|l| l.to_string())
+                .collect(),
+            None => {
+                let skip = step.len().saturating_sub(15);
+                step.iter().skip(skip).map(|l| l.to_string()).collect()
+            }
+        }
+    }
+}
+
+/// How a build ended: the built artifact's name, or why not; its log either way.
+pub struct Built {
+    pub result: Result<String, String>,
+    pub log: BuildLog,
+}
 
 impl Uploads {
     fn open(&self, deps_key: Option<String>) -> String {
@@ -188,8 +269,8 @@ pub async fn upload(
     }
 }
 
-/// Writes `body` into `dir` as `<sha256>.tar.gz` while `open()` and within [`BUILD_LIMIT`];
-/// the name, or why it was refused.
+/// Writes `body` into `dir` as `<sha256>.tar.zst` (or `.tar.gz`, by its first bytes) while
+/// `open()` and within [`BUILD_LIMIT`]; the name, or why it was refused.
 async fn receive(
     dir: &std::path::Path,
     body: Body,
@@ -211,6 +292,7 @@ async fn receive(
         .map_err(|e| internal(&tmp, e))?;
     let mut hash = Sha256::new();
     let mut size: u64 = 0;
+    let mut first: Vec<u8> = Vec::with_capacity(4);
     let mut stream = body.into_data_stream();
     let failed = loop {
         let next = tokio::time::timeout_at(until, stream.next());
@@ -244,6 +326,9 @@ async fn receive(
             ));
         }
         hash.update(&chunk);
+        if first.len() < 4 {
+            first.extend(chunk.iter().take(4 - first.len()));
+        }
         if let Err(e) = file.write_all(&chunk).await {
             break Some(internal(&tmp, e));
         }
@@ -253,7 +338,20 @@ async fn receive(
         (Some(f), _) => Err(f),
         (None, Err(e)) => Err(internal(&tmp, e)),
         (None, Ok(())) => {
-            let name = format!("{}.tar.gz", hex::encode(hash.finalize()));
+            // Named by what it is: zstd (what builds send) or gzip.
+            let kind = match first.get(..4) {
+                Some([0x28, 0xb5, 0x2f, 0xfd]) => Some("tar.zst"),
+                Some([0x1f, 0x8b, ..]) => Some("tar.gz"),
+                _ => None,
+            };
+            let Some(kind) = kind else {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err((
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "expected a .tar.zst (or .tar.gz) archive".to_string(),
+                ));
+            };
+            let name = format!("{}.{kind}", hex::encode(hash.finalize()));
             tokio::fs::rename(&tmp, dir.join(&name))
                 .await
                 .map(|()| name.clone())
@@ -266,15 +364,33 @@ async fn receive(
     result
 }
 
-/// Runs the build of `source` (an artifact of the commit's tree) for `name`; returns the
-/// built artifact's name, or why it failed (the step, and the output's last lines).
+/// Runs the build of `source` (an artifact of the commit's tree) for `name` with the app's
+/// `config`; returns the built artifact's name, or why it failed (the step, and the lines of
+/// its output that say why), with the build's log either way.
 pub async fn run(
     paas: &Arc<Paas>,
     name: &str,
     d: &Descriptor,
     source: &str,
     lock_hash: Option<String>,
+    config: &std::collections::BTreeMap<String, String>,
     out: &super::relay::Relay,
+) -> Built {
+    let mut log = BuildLog::default();
+    let result = build(paas, name, d, source, lock_hash, config, out, &mut log).await;
+    Built { result, log }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build(
+    paas: &Arc<Paas>,
+    name: &str,
+    d: &Descriptor,
+    source: &str,
+    lock_hash: Option<String>,
+    config: &std::collections::BTreeMap<String, String>,
+    out: &super::relay::Relay,
+    log: &mut BuildLog,
 ) -> Result<String, String> {
     let base = format!("http://{}", paas.args.listen);
     // This app's own cache only: another app's build (and its install scripts) never feeds
@@ -297,33 +413,70 @@ pub async fn run(
             json!({"uri": format!("{base}/v1/artifacts/{c}"), "extract": true, "cache": true}),
         );
     }
+    // The app's config vars (VITE_*, NEXT_PUBLIC_* are read at build time), NODE_ENV
+    // production unless the config says otherwise, then the build's own.
+    let mut env: serde_json::Map<String, serde_json::Value> = config
+        .iter()
+        .filter(|(k, _)| super::releases::reserved(k).is_none())
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    env.entry("NODE_ENV").or_insert(json!("production"));
+    for (k, v) in [
+        ("DROVE_UPLOAD", format!("{base}/v1/push/builds/{token}")),
+        (
+            "DROVE_DEPS",
+            (if cached.is_some() { "cached" } else { "none" }).into(),
+        ),
+        (
+            "DROVE_HAS_DEPS",
+            (if d.has_dependencies { "1" } else { "0" }).into(),
+        ),
+        (
+            "DROVE_HAS_BUILD",
+            (if d.build.is_some() { "1" } else { "0" }).into(),
+        ),
+        (
+            "DROVE_PRUNE",
+            (if d.drove.prune_dev_dependencies {
+                "1"
+            } else {
+                "0"
+            })
+            .into(),
+        ),
+    ] {
+        env.insert(k.to_string(), json!(v));
+    }
+    let (cpus, mem) = (
+        d.drove.build_cpus.unwrap_or(paas.args.build_cpus),
+        d.drove.build_mem.unwrap_or(paas.args.build_mem),
+    );
     let def = AppDefinition::from_value(json!({
         "id": format!("/{name}-build"),
         "cmd": SCRIPT,
         "instances": 1,
-        "cpus": 1.0,
-        "mem": 1024,
+        "cpus": cpus,
+        "mem": mem,
         "user": paas.push.app(name).map(|a| a.task_user()),
         "portDefinitions": [],
         "fetch": fetch,
-        "env": {
-            "DROVE_UPLOAD": format!("{base}/v1/push/builds/{token}"),
-            "DROVE_DEPS": if cached.is_some() { "cached" } else { "none" },
-            "DROVE_HAS_DEPS": if d.has_dependencies { "1" } else { "0" },
-            "DROVE_HAS_BUILD": if d.build.is_some() { "1" } else { "0" },
-        },
+        "env": env,
+        "labels": {"DROVE_BUILD": name},
     }))
     .map_err(|e| format!("the build task: {}", e.body()))?;
     let (job, mut ended) = paas.lock().submit_job(def);
     paas.kick.notify_one();
-    out.say(format!("-----> building {name} on the cluster"))
-        .await;
+    out.say(format!(
+        "-----> building {name} on the cluster ({cpus} cpus, {mem} MiB)"
+    ))
+    .await;
     let started = Instant::now();
     let mut offset = 0usize;
-    let mut last_lines: Vec<String> = Vec::new();
     let mut step = String::from("starting");
     // Kept once known: the job is forgotten as soon as it ends, its logs are not.
     let mut task: Option<String> = None;
+    // What the pusher was last told about a wait for resources.
+    let mut told: Option<String> = None;
     // Polled every 250 ms, at once while there is more to read.
     let mut pause = Duration::from_millis(250);
     let end = loop {
@@ -340,9 +493,20 @@ pub async fn run(
                     .and_then(|e| e.task_id.clone())
             });
         }
+        // Still no place for it after a second: say what it waits for (again when that
+        // changes).
+        if task.is_none() && started.elapsed() > Duration::from_secs(1) {
+            let waiting = paas.lock().job_waiting(&job).map(|w| w.describe());
+            if let Some(w) = waiting.filter(|w| told.as_ref() != Some(w)) {
+                let line = format!("-----> waiting for resources: {w}");
+                log.push(line.clone());
+                out.say(line).await;
+                told = Some(w);
+            }
+        }
         // Output so far, forwarded line by line.
         let text = match &task {
-            Some(t) => job_output(paas, t, "stdout", Read::From(offset)).await,
+            Some(t) => job_output(paas, t, "stdout", offset).await,
             None => None,
         };
         pause = if text.as_ref().is_some_and(|t| t.len() >= OUTPUT_CHUNK) {
@@ -352,14 +516,12 @@ pub async fn run(
         };
         if let Some(text) = text {
             offset += text.len();
-            for line in String::from_utf8_lossy(&text).lines() {
+            let plain = drove_proto::output::strip_escapes(&String::from_utf8_lossy(&text));
+            for line in plain.lines() {
                 if let Some(s) = line.strip_prefix("-----> ") {
                     step = s.to_string();
                 }
-                last_lines.push(line.to_string());
-                if last_lines.len() > 20 {
-                    last_lines.remove(0);
-                }
+                log.push(line.chars().take(super::relay::MAX_LINE).collect());
                 out.say(format!("       {line}")).await;
                 // A slow pusher slows the relay, never the bound on the build.
                 if started.elapsed() > BUILD_LIMIT || out.left() {
@@ -393,30 +555,10 @@ pub async fn run(
     let uploaded = paas.push.uploads.close(&token).unwrap_or_default();
     let end = end.map_err(|_| "the build was lost".to_string())?;
     if end.state != drove_proto::mesos::TaskState::TaskFinished {
-        let stderr = match &task {
-            Some(t) => job_output(paas, t, "stderr", Read::Tail)
-                .await
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let stderr = String::from_utf8_lossy(&stderr);
-        let mut tail: Vec<String> = stderr
-            .lines()
-            .rev()
-            .take(15)
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        if tail.is_empty() {
-            tail = last_lines;
-        }
-        return Err(format!(
-            "the build failed at \"{step}\" ({}): {}",
-            end.message,
-            tail.join(" | ")
-        ));
+        let how = end.message.lines().next().unwrap_or("").to_string();
+        let mut why = vec![format!("the build failed at \"{step}\" ({how})")];
+        why.extend(log.failure_excerpt());
+        return Err(why.join("\n"));
     }
     if let (Some(key), Slot::Done(artifact)) = (deps_key, uploaded.deps) {
         super::remember_deps(paas, name, key, artifact);
@@ -427,26 +569,16 @@ pub async fn run(
     }
 }
 
-/// Where [`job_output`] reads.
-enum Read {
-    From(usize),
-    Tail,
-}
-
 /// The most of a build's output read at once.
 const OUTPUT_CHUNK: usize = 1 << 20;
 
-/// Up to [`OUTPUT_CHUNK`] bytes of a build task's stdout or stderr from `offset` (or, with
-/// `Tail`, its last bytes), through the master.
-async fn job_output(paas: &Paas, task: &str, stream: &str, at: Read) -> Option<Vec<u8>> {
+/// Up to [`OUTPUT_CHUNK`] bytes of a build task's stdout or stderr from `offset`, through the
+/// master.
+async fn job_output(paas: &Paas, task: &str, stream: &str, offset: usize) -> Option<Vec<u8>> {
     let framework = paas.lock().framework_id.clone()?;
-    let range = match at {
-        Read::From(offset) => format!("offset={offset}&length={OUTPUT_CHUNK}"),
-        Read::Tail => format!("tail={OUTPUT_CHUNK}"),
-    };
     let r = paas
         .master_get(&format!(
-            "/master/frameworks/{framework}/tasks/{task}/logs/{stream}?{range}"
+            "/master/frameworks/{framework}/tasks/{task}/logs/{stream}?offset={offset}&length={OUTPUT_CHUNK}"
         ))
         .timeout(Duration::from_secs(5))
         .send()

@@ -74,6 +74,14 @@ pub struct DroveKeys {
     pub check_timeout_seconds: u32,
     pub check_grace_seconds: u32,
     pub branch: String,
+    /// Whether devDependencies are removed after the build (`npm prune --omit=dev`).
+    pub prune_dev_dependencies: bool,
+    /// What the build task asks for; the operator's defaults when not given.
+    pub build_cpus: Option<f64>,
+    pub build_mem: Option<f64>,
+    /// The most cpus an instance may burst to when the machine has them idle (its `cpus` is
+    /// what it is guaranteed); the operator's default when not given.
+    pub cpus_limit: Option<f64>,
 }
 
 impl Default for DroveKeys {
@@ -87,6 +95,10 @@ impl Default for DroveKeys {
             check_timeout_seconds: 2,
             check_grace_seconds: 30,
             branch: "main".into(),
+            prune_dev_dependencies: true,
+            build_cpus: None,
+            build_mem: None,
+            cpus_limit: None,
         }
     }
 }
@@ -100,6 +112,8 @@ pub struct Descriptor {
     pub build: Option<String>,
     pub engines_node: Option<String>,
     pub has_dependencies: bool,
+    /// The names of its devDependencies (pruned before it starts, unless told otherwise).
+    pub dev_dependencies: Vec<String>,
     pub instances: u32,
     pub cpus: f64,
     pub mem: f64,
@@ -200,6 +214,10 @@ impl Descriptor {
             Some(e) => string(e, "node", "engines.node")?,
             None => None,
         };
+        let dev_dependencies = match object(pkg, "devDependencies", "devDependencies")? {
+            Some(d) => d.keys().cloned().collect(),
+            None => Vec::new(),
+        };
         let has_dependencies = match object(pkg, "dependencies", "dependencies")? {
             Some(d) => !d.is_empty(),
             None => false,
@@ -280,7 +298,7 @@ impl Descriptor {
         let mut drove = DroveKeys::default();
         if let Some(d) = object(pkg, "drove", "drove")? {
             for key in d.keys() {
-                const KNOWN: [&str; 8] = [
+                const KNOWN: [&str; 12] = [
                     "minInstances",
                     "maxInstances",
                     "idleSeconds",
@@ -289,6 +307,10 @@ impl Descriptor {
                     "checkTimeoutSeconds",
                     "checkGraceSeconds",
                     "branch",
+                    "pruneDevDependencies",
+                    "buildCpus",
+                    "buildMem",
+                    "cpusLimit",
                 ];
                 if !KNOWN.contains(&key.as_str()) {
                     return Err(bad(
@@ -347,6 +369,38 @@ impl Descriptor {
             )? {
                 drove.check_grace_seconds = n;
             }
+            match d.get("pruneDevDependencies") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => drove.prune_dev_dependencies = *b,
+                Some(other) => {
+                    return Err(bad(
+                        "drove.pruneDevDependencies",
+                        "true or false",
+                        Some(other),
+                    ))
+                }
+            }
+            drove.build_cpus = number(
+                d,
+                "buildCpus",
+                "drove.buildCpus",
+                "a number of cpus above 0 and at most 64",
+                |n| n > 0.0 && n <= 64.0,
+            )?;
+            drove.build_mem = number(
+                d,
+                "buildMem",
+                "drove.buildMem",
+                "a number of MiB ≥ 64",
+                |n| (64.0..=1_048_576.0).contains(&n),
+            )?;
+            drove.cpus_limit = number(
+                d,
+                "cpusLimit",
+                "drove.cpusLimit",
+                "a number of cpus above 0 and at most 64",
+                |n| n > 0.0 && n <= 64.0,
+            )?;
             if let Some(b) = string(d, "branch", "drove.branch")? {
                 if b.is_empty() || b.contains(char::is_whitespace) || b.contains("..") {
                     return Err(bad("drove.branch", "a branch name", d.get("branch")));
@@ -392,6 +446,7 @@ impl Descriptor {
             build,
             engines_node,
             has_dependencies,
+            dev_dependencies,
             instances,
             cpus,
             mem,
@@ -425,6 +480,25 @@ impl Descriptor {
                 self.mem.to_string(),
             ));
         }
+        for (key, flag, limit, n) in [
+            (
+                "drove.buildCpus",
+                "app-max-cpus",
+                c.cpus,
+                self.drove.build_cpus,
+            ),
+            (
+                "drove.cpusLimit",
+                "app-max-cpus",
+                c.cpus,
+                self.drove.cpus_limit,
+            ),
+            ("drove.buildMem", "app-max-mem", c.mem, self.drove.build_mem),
+        ] {
+            if let Some(n) = n.filter(|n| *n > limit) {
+                return Err(over(key, flag, limit.to_string(), n.to_string()));
+            }
+        }
         let most = c.instances.to_string();
         for (key, n) in [
             ("flock.instances", Some(self.instances)),
@@ -436,6 +510,20 @@ impl Descriptor {
             }
         }
         Ok(())
+    }
+
+    /// The devDependency the start script runs, when devDependencies are pruned before start
+    /// (`vite preview` with vite among them fails with status 127 otherwise).
+    pub fn start_needs_pruned(&self) -> Option<&str> {
+        let Start::Script(s) = &self.start else {
+            return None;
+        };
+        if !self.drove.prune_dev_dependencies {
+            return None;
+        }
+        s.split(|c: char| c.is_whitespace() || c == ';' || c == '&' || c == '|')
+            .find_map(|w| self.dev_dependencies.iter().find(|d| d.as_str() == w))
+            .map(String::as_str)
     }
 
     /// The most instances the scaler may run: `drove.maxInstances`, else 10 (within the
@@ -550,6 +638,25 @@ mod tests {
             5,
             "the default max stays within the ceiling"
         );
+    }
+
+    #[test]
+    fn a_start_script_needing_a_pruned_dev_dependency_is_named() {
+        let d = parse(
+            json!({"name": "x", "scripts": {"start": "vite preview --port $PORT"},
+                             "devDependencies": {"vite": "^5"}}),
+        )
+        .unwrap();
+        assert_eq!(d.start_needs_pruned(), Some("vite"));
+        let kept = parse(json!({"name": "x", "scripts": {"start": "vite preview"},
+                                "devDependencies": {"vite": "^5"},
+                                "drove": {"pruneDevDependencies": false}}))
+        .unwrap();
+        assert_eq!(kept.start_needs_pruned(), None);
+        let plain = parse(json!({"name": "x", "scripts": {"start": "node server.js"},
+                                 "devDependencies": {"vite": "^5"}}))
+        .unwrap();
+        assert_eq!(plain.start_needs_pruned(), None);
     }
 
     #[test]

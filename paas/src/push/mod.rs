@@ -315,6 +315,7 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
             "deployToken": app.deploy_token,
             "webhookUrl": format!("{base}/hooks/github/{name}"),
             "webhookSecret": app.webhook_secret,
+            "url": paas.app_url(&name),
         })),
     )
         .into_response()
@@ -736,29 +737,51 @@ pub(crate) async fn deploy(
             &new[..new.len().min(12)]
         ))
         .await;
-        // Dependencies or a build script: built on the cluster into the artifact released.
-        let artifact = if descriptor.has_dependencies || descriptor.build.is_some() {
-            let lock_hash = objects
-                .file_hash(new, "package-lock.json", artifacts::MAX_LOCKFILE)
-                .await
-                .map_err(|e| e.to_string())?;
-            build::run(paas, name, &descriptor, &artifact, lock_hash, out).await?
-        } else {
-            artifact
-        };
-        // The config carries over from the release serving now.
+        if let Some(dev) = descriptor.start_needs_pruned() {
+            out.say(format!(
+                "-----> warning: scripts.start runs {dev}, a devDependency, which is removed \
+                 before the app starts: move it to dependencies, or set \
+                 \"drove\": {{\"pruneDevDependencies\": false}}"
+            ))
+            .await;
+        }
+        // The config carries over from the release serving now (the build sees it too).
         let config = releases::serving(paas, name)
             .await
             .map_err(|e| format!("reading the releases: {e}"))?
             .map(|r| r.config)
             .unwrap_or_default();
-        let input = releases::Input {
+        let mut input = releases::Input {
             commit: new.clone(),
             descriptor: String::from_utf8_lossy(&pkg).into_owned(),
-            artifact,
+            artifact: artifact.clone(),
             config,
             by: by.to_string(),
+            build_log: Vec::new(),
         };
+        // Dependencies or a build script: built on the cluster into the artifact released.
+        if descriptor.has_dependencies || descriptor.build.is_some() {
+            let lock_hash = objects
+                .file_hash(new, "package-lock.json", artifacts::MAX_LOCKFILE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let built = build::run(
+                paas,
+                name,
+                &descriptor,
+                &artifact,
+                lock_hash,
+                &input.config,
+                out,
+            )
+            .await;
+            input.build_log = built.log.lines();
+            match built.result {
+                Ok(a) => input.artifact = a,
+                // A failed build is a failed release too, with its log.
+                Err(why) => return Err(releases::build_failed(paas, name, input, why).await),
+            }
+        }
         releases::release(paas, name, input, out).await?;
         deployed = true;
     }

@@ -56,6 +56,8 @@ pub struct Input {
     pub artifact: String,
     pub config: BTreeMap<String, String>,
     pub by: String,
+    /// Its build's output, when it was built (the release's log starts with it).
+    pub build_log: Vec<String>,
 }
 
 /// The app definition of a release.
@@ -85,6 +87,10 @@ fn definition(
     };
     let ports: Vec<Value> = (0..d.ports).map(|_| json!({"port": 0})).collect();
     let max = d.max_instances(&paas.args.ceilings());
+    // Production unless the app's config says otherwise (Express and friends read it).
+    let mut env = r.config.clone();
+    env.entry("NODE_ENV".into())
+        .or_insert_with(|| "production".into());
     let value = json!({
         "id": format!("/{name}"),
         "user": paas.push.app(name).map(|a| a.task_user()),
@@ -92,7 +98,7 @@ fn definition(
         "instances": d.instances.clamp(d.drove.min_instances, max),
         "cpus": d.cpus,
         "mem": d.mem,
-        "env": r.config,
+        "env": env,
         "fetch": [{"uri": url, "extract": true, "cache": true}],
         "portDefinitions": ports,
         "healthChecks": checks,
@@ -130,6 +136,45 @@ pub(crate) fn not_suspended(paas: &Paas, name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Takes the app's next release number: a failed release keeps its place in the history.
+fn next_number(paas: &Paas, name: &str) -> u32 {
+    let mut apps = locked(&paas.push.apps);
+    let Some(a) = apps.get_mut(name) else {
+        return 1;
+    };
+    a.releases += 1;
+    paas.store.enqueue(Op::PutPushApp(
+        serde_json::to_string(&*a).unwrap_or_default(),
+        name.to_string(),
+    ));
+    a.releases
+}
+
+/// A new record of release `number` made from `input`; its log starts with the build's.
+fn record_of(number: u32, input: &Input, status: &str) -> Release {
+    Release {
+        number,
+        commit: input.commit.clone(),
+        descriptor: input.descriptor.clone(),
+        artifact: input.artifact.clone(),
+        config: input.config.clone(),
+        by: input.by.clone(),
+        status: status.into(),
+        created: crate::state::timestamp(),
+        log: input.build_log.clone(),
+    }
+}
+
+/// Records a release whose build failed, with the build's log and why; returns why, naming
+/// the release.
+pub(crate) async fn build_failed(paas: &Paas, name: &str, input: Input, why: String) -> String {
+    let number = next_number(paas, name);
+    let mut record = record_of(number, &input, "failed");
+    record.log.push(format!("-----> v{number}: {why}"));
+    store_release(paas, name, &record);
+    format!("v{number}: {why}")
+}
+
 /// Says `line` to the pusher and keeps it in the release's log.
 async fn note(out: &Relay, record: &mut Release, line: String) {
     record.log.push(line.clone());
@@ -152,30 +197,9 @@ pub async fn release(
         .map_err(|e| format!("package.json: {e}"))?;
     let id = format!("/{name}");
     not_suspended(paas, name)?;
-    let number = paas.push.app(name).map(|a| a.releases + 1).unwrap_or(1);
+    let number = next_number(paas, name);
     let def = definition(paas, name, &d, &input, number)?;
-    let mut record = Release {
-        number,
-        commit: input.commit.clone(),
-        descriptor: input.descriptor.clone(),
-        artifact: input.artifact.clone(),
-        config: input.config.clone(),
-        by: input.by.clone(),
-        status: "deploying".into(),
-        created: crate::state::timestamp(),
-        log: Vec::new(),
-    };
-    // The number is taken now, so a failed release keeps its place in the history.
-    {
-        let mut apps = locked(&paas.push.apps);
-        if let Some(a) = apps.get_mut(name) {
-            a.releases = number;
-            paas.store.enqueue(Op::PutPushApp(
-                serde_json::to_string(&*a).unwrap_or_default(),
-                name.to_string(),
-            ));
-        }
-    }
+    let mut record = record_of(number, &input, "deploying");
     let want = def.instances;
     let deployment = {
         let _gate = paas.writes.lock().await;
@@ -262,8 +286,8 @@ pub async fn release(
         out,
         &mut record,
         format!(
-            "-----> released v{number}: http://{name}.{}/ (rolled out in {:.1} s)",
-            paas.args.domain,
+            "-----> released v{number}: {} (rolled out in {:.1} s)",
+            paas.app_url(name),
             started.elapsed().as_secs_f64()
         ),
     )
@@ -446,6 +470,7 @@ pub async fn rollback(
         artifact: target.artifact.clone(),
         config: target.config.clone(),
         by: format!("rollback to v{}", target.number),
+        build_log: Vec::new(),
     };
     run(&paas, &name, input).await
 }
@@ -467,6 +492,20 @@ struct ConfigChange {
     set: BTreeMap<String, String>,
     #[serde(default)]
     unset: Vec<String>,
+}
+
+/// Why a config var may not be named `k`: drove sets it for each instance (`PORT`, `HOST`,
+/// Mesos's and Marathon's) or for itself (`DROVE_*`).
+pub(crate) fn reserved(k: &str) -> Option<&'static str> {
+    if k == "HOST" || k.starts_with("PORT") {
+        Some("drove sets it for each instance (its host and ports)")
+    } else if k.starts_with("MESOS_") || k.starts_with("MARATHON_") {
+        Some("drove sets it for each instance, as Mesos and Marathon do")
+    } else if k.starts_with("DROVE_") {
+        Some("drove's own")
+    } else {
+        None
+    }
 }
 
 fn valid_name(k: &str) -> bool {
@@ -497,6 +536,14 @@ pub async fn set_config(
             );
         }
     }
+    for k in change.set.keys() {
+        if let Some(why) = reserved(k) {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{k}: not a config var an app sets: {why}"),
+            );
+        }
+    }
     let base = match current(&paas, &name).await {
         Ok(r) => r,
         Err(r) => return r,
@@ -512,6 +559,7 @@ pub async fn set_config(
         artifact: base.artifact,
         config,
         by: "config".into(),
+        build_log: Vec::new(),
     };
     run(&paas, &name, input).await
 }

@@ -29,6 +29,41 @@ pub struct Job {
     cancel: bool,
     kill_sent: bool,
     done: Option<oneshot::Sender<JobEnd>>,
+    /// When it was submitted (Marathon's timestamp), and what the offers it did not fit lacked.
+    since: String,
+    offers: super::OfferStats,
+}
+
+/// A job still waiting for an offer it fits: what it needs and what the offers lacked, for
+/// the pusher, `/v2/queue` and the dashboard.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub def: AppDefinition,
+    pub since: String,
+    pub offers: super::OfferStats,
+}
+
+impl Waiting {
+    /// In a line: `the build needs 1 cpus and 1024 MiB; 3 offers lacked: InsufficientCpus ×3`.
+    pub fn describe(&self) -> String {
+        let needs = format!("it needs {} cpus and {} MiB", self.def.cpus, self.def.mem);
+        if self.offers.processed == 0 {
+            return format!(
+                "{needs}; no offer has come since it was submitted (everything offered is in use)"
+            );
+        }
+        let lacked: Vec<String> = self
+            .offers
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{} ×{n}", r.as_str()))
+            .collect();
+        format!(
+            "{needs}; of {} offers, none fit: {}",
+            self.offers.processed,
+            lacked.join(", ")
+        )
+    }
 }
 
 /// Jobs by id.
@@ -48,9 +83,31 @@ impl State {
                 cancel: false,
                 kill_sent: false,
                 done: Some(tx),
+                since: super::timestamp(),
+                offers: Default::default(),
             },
         );
         (id, rx)
+    }
+
+    /// The job, while it waits for an offer it fits.
+    pub fn job_waiting(&self, id: &str) -> Option<Waiting> {
+        self.jobs
+            .get(id)
+            .filter(|j| j.task.is_none() && !j.cancel)
+            .map(|j| Waiting {
+                def: j.def.clone(),
+                since: j.since.clone(),
+                offers: j.offers.clone(),
+            })
+    }
+
+    /// Every job waiting for an offer.
+    pub fn jobs_waiting(&self) -> Vec<Waiting> {
+        self.jobs
+            .keys()
+            .filter_map(|id| self.job_waiting(id))
+            .collect()
     }
 
     /// The (task id, agent id) a job runs as, once launched.
@@ -108,8 +165,10 @@ impl State {
             .values_mut()
             .filter(|j| j.task.is_none() && !j.cancel)
         {
+            let mut lacked: BTreeMap<crate::placement::Reject, u64> = BTreeMap::new();
             for (offer, space, tasks) in spaces.iter_mut() {
-                if space.check(&j.def).is_err() {
+                if let Err(r) = space.check(&j.def) {
+                    *lacked.entry(r).or_default() += 1;
                     continue;
                 }
                 let Ok(ports) = space.take(&j.def) else {
@@ -119,6 +178,12 @@ impl State {
                 j.task = Some((task.task_id.value.clone(), offer.agent_id.value.clone()));
                 tasks.push(task);
                 break;
+            }
+            j.offers.processed += spaces.len() as u64;
+            if j.task.is_none() && !spaces.is_empty() {
+                j.offers.unused += spaces.len() as u64;
+                j.offers.last_unused_at = Some(super::timestamp());
+                j.offers.reasons = lacked;
             }
         }
     }
