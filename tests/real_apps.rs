@@ -364,3 +364,119 @@ async fn a_build_waiting_for_resources_says_so() {
         "{text}"
     );
 }
+
+/// The overlay mounts under `dir`: (mount point, its lower dirs).
+fn overlays_under(dir: &Path) -> Vec<(std::path::PathBuf, Vec<String>)> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let under = f
+                .get(1)
+                .is_some_and(|p| std::path::Path::new(p).starts_with(dir));
+            (f.get(2) == Some(&"overlay") && under).then(|| {
+                let lowers = f[3]
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("lowerdir="))
+                    .map(|l| l.split(':').map(str::to_string).collect())
+                    .unwrap_or_default();
+                (std::path::PathBuf::from(f[1]), lowers)
+            })
+        })
+        .collect()
+}
+
+/// Wakes do not redo work and leave no disk behind: every instance of an app mounts the
+/// same unpacked artifact (one layer, made once: its inode never changes across 20 wakes)
+/// instead of extracting it again, and after 20 wakes the agent keeps the live sandbox and
+/// the last two ended ones, no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_reuse_the_unpacked_artifact_and_leave_no_disk_behind() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Drove::start(&[&agent(31)]).await;
+    let work = support::tempdir();
+    let repo = work.path().join("repo");
+    let (status, created) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "sleeper"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let pkg = json!({"name": "sleeper", "scripts": {"start": "node server.js"},
+                     "drove": {"minInstances": 0, "idleSeconds": 3600}});
+    app_repo(&repo, &pkg, &[]);
+    let (ok, out) = git(&repo, &["push", &support::push_remote(&created), "main"]);
+    assert!(ok, "{out}");
+    let agent_dir = d.cluster.specs[0].work_dir.clone();
+    // Every sandbox of the app (live, and ended ones kept for their logs) is mounted over
+    // one and the same layer.
+    let layer_of_instance = || {
+        let mounts = overlays_under(&agent_dir.join("sandboxes"));
+        assert!(!mounts.is_empty(), "sandboxes are mounted over layers");
+        let lowers: std::collections::BTreeSet<&Vec<String>> =
+            mounts.iter().map(|(_, l)| l).collect();
+        assert_eq!(lowers.len(), 1, "one layer for all: {mounts:?}");
+        let lowers = &mounts[0].1;
+        assert_eq!(lowers.len(), 1, "{lowers:?}");
+        let layer = std::path::PathBuf::from(&lowers[0]);
+        assert!(layer.starts_with(agent_dir.join("layers")), "{layer:?}");
+        layer
+    };
+    let served = || {
+        let d = &d;
+        async move {
+            eventually("sleeper served", Duration::from_secs(30), || async {
+                let (status, _) = d.through_router("sleeper.localhost", "/").await.ok()?;
+                (status == 200).then_some(())
+            })
+            .await
+        }
+    };
+    served().await;
+    let layer = layer_of_instance();
+    let inode = std::fs::metadata(&layer).expect("the layer").ino();
+    let sandboxes = |d: &std::path::Path| -> usize {
+        let mut n = 0;
+        for fw in std::fs::read_dir(d).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(fw.path()).into_iter().flatten().flatten() {
+                n += std::fs::read_dir(task.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|r| !r.file_name().to_string_lossy().contains('.'))
+                    .count();
+            }
+        }
+        n
+    };
+    for round in 0..20 {
+        d.put("sleeper", json!({"instances": 0})).await;
+        eventually(
+            &format!("round {round}: at zero"),
+            Duration::from_secs(30),
+            || async { d.tasks("sleeper").await.is_empty().then_some(()) },
+        )
+        .await;
+        served().await;
+        assert_eq!(layer_of_instance(), layer, "the same layer");
+    }
+    assert_eq!(
+        std::fs::metadata(&layer).expect("the layer").ino(),
+        inode,
+        "made once, never extracted again"
+    );
+    // Collected: the live sandbox and the last two ended ones.
+    let base = agent_dir.join("sandboxes");
+    let left = eventually("ended sandboxes collected", Duration::from_secs(90), || {
+        let n = sandboxes(&base);
+        std::future::ready((n <= 3).then_some(n))
+    })
+    .await;
+    assert!(
+        left >= 2,
+        "the live one and at least one ended one are kept: {left}"
+    );
+}

@@ -164,6 +164,9 @@ fn allowed_local(uri: &str, path: &Path, allow: &[PathBuf]) -> Result<PathBuf, F
     Ok(real)
 }
 
+/// A cached artifact kept from eviction (see [`Fetcher::cached`]).
+pub struct Held(#[allow(dead_code)] UrlLock);
+
 /// A held per-URI lock; dropping it releases the URI and forgets the lock when unused.
 struct UrlLock {
     table: LockTable,
@@ -249,6 +252,19 @@ impl Fetcher {
     /// URIs with a lock entry (held or awaited); for tests of the table's pruning.
     pub fn lock_count(&self) -> usize {
         table(&self.locks).len()
+    }
+
+    /// The cached copy of an http `uri` (downloaded on a miss), kept from eviction while the
+    /// returned hold lives.
+    pub async fn cached(&self, uri: &Uri) -> Result<(PathBuf, Held), FetchError> {
+        let value = uri.value.trim();
+        let Source::Http(url) = classify(value)? else {
+            return Err(FetchError::new(value, "only http artifacts are cached"));
+        };
+        let key = hex::encode(Sha256::digest(url.as_bytes()));
+        let held = self.lock(&key).await;
+        let file = self.cached_download(&url, &key, &base_name(value)).await?;
+        Ok((file, Held(held)))
     }
 
     /// Fetches every URI into `sandbox`, stopping at the first failure.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drove_proto::agent::LaunchTask;
-use drove_proto::mesos::{KillPolicy, TaskState};
+use drove_proto::mesos::{KillPolicy, TaskState, Uri};
 use drove_proto::Resources;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -24,6 +24,7 @@ use crate::cgroups::Limits;
 use crate::checkpoint::{KillCause, TaskRecord};
 use crate::executor::{read_exit_record, read_pid_file, ExecutorSpec, ExitRecord};
 use crate::health::{self, CheckTarget, HealthAction};
+use crate::layers::Layers;
 use crate::logs::Stream;
 use crate::node::{key_of, Node, TaskKey};
 use crate::sandbox::{self, TaskUser};
@@ -332,6 +333,17 @@ async fn prepare_and_start(
             .map_err(|e| launch_failed(e.to_string()))?
             .map_err(|e| launch_failed(format!("creating the sandbox: {e}")))?
     };
+    // A task whose sandbox is not kept once it ends (a build).
+    let discard = req.task.labels.as_ref().is_some_and(|l| {
+        l.labels
+            .iter()
+            .any(|l| l.key == crate::gc::DISCARD_LABEL && l.value.as_deref() == Some("discard"))
+    });
+    if discard {
+        let marker = crate::gc::discard_marker(&sandbox_dir);
+        std::fs::write(&marker, b"")
+            .map_err(|e| launch_failed(format!("{}: {e}", marker.display())))?;
+    }
     let user = cfg
         .task_uids
         .user_for(
@@ -370,6 +382,52 @@ async fn prepare_and_start(
     }
     killed()?;
 
+    // Archives shared as layers (unpacked once per agent): the sandbox is mounted over them,
+    // and only what is not a layer is fetched into it. A kill aborts a fetch in progress.
+    let layered: Vec<&Uri> = match &node.layers {
+        Some(_) if layers_apply(&cmd.uris) => {
+            cmd.uris.iter().filter(|u| Layers::layered(u)).collect()
+        }
+        _ => Vec::new(),
+    };
+    let rest: Vec<Uri> = cmd
+        .uris
+        .iter()
+        .filter(|u| !layered.iter().any(|l| std::ptr::eq(*l, *u)))
+        .cloned()
+        .collect();
+    let mounted = match (&node.layers, layered.is_empty()) {
+        (Some(layers), false) => {
+            let mut lowers = Vec::new();
+            for uri in &layered {
+                let made = tokio::select! {
+                    r = layers.layer(&node.fetcher, uri, &user) => Some(r),
+                    _ = abort.cancelled() => None,
+                };
+                match made {
+                    Some(r) => {
+                        lowers.push(r.map_err(|e| ("REASON_FETCHER_FAILED", e.to_string()))?)
+                    }
+                    None => {
+                        return Err((
+                            "REASON_TASK_KILLED_DURING_LAUNCH",
+                            "killed during launch".into(),
+                        ))
+                    }
+                }
+            }
+            // The last fetched wins, as when extracting in order: it is the top layer.
+            lowers.reverse();
+            let (sb, u) = (sandbox_dir.clone(), user.clone());
+            tokio::task::spawn_blocking(move || crate::layers::mount(&lowers, &sb, &u))
+                .await
+                .map_err(|e| launch_failed(e.to_string()))?
+                .map_err(|e| launch_failed(e.to_string()))?;
+            true
+        }
+        _ => false,
+    };
+
     // Standard streams exist before fetching, so an artifact cannot take their place.
     for stream in [Stream::Stdout, Stream::Stderr] {
         let p = stream.path_in(&sandbox_dir);
@@ -377,17 +435,22 @@ async fn prepare_and_start(
             .map_err(|e| launch_failed(format!("creating {}: {e}", p.display())))?;
     }
 
-    // A kill aborts a fetch in progress.
     tokio::select! {
-        r = node.fetcher.fetch_all(&cmd.uris, &sandbox_dir) => {
+        r = node.fetcher.fetch_all(&rest, &sandbox_dir) => {
             r.map_err(|e| ("REASON_FETCHER_FAILED", e.to_string()))?;
         }
         _ = abort.cancelled() => {}
     }
     killed()?;
     {
-        let (sb, user) = (sandbox_dir.clone(), user.clone());
-        tokio::task::spawn_blocking(move || sandbox::hand_over(&sb, &user))
+        // Mounted, the instance's own files are its upper dir's (the layers are its already).
+        let own = if mounted {
+            crate::layers::upper_of(&sandbox_dir)
+        } else {
+            sandbox_dir.clone()
+        };
+        let user = user.clone();
+        tokio::task::spawn_blocking(move || sandbox::hand_over(&own, &user))
             .await
             .map_err(|e| launch_failed(e.to_string()))?
             .map_err(|e| launch_failed(format!("handing the sandbox over: {e}")))?;
@@ -958,6 +1021,22 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
             tasks.remove(key);
         }
     }
+}
+
+/// Whether a task's URIs can use layers: every archive it extracts is a layered one (so the
+/// order in which they override each other is kept).
+fn layers_apply(uris: &[Uri]) -> bool {
+    uris.iter().all(|u| {
+        Layers::layered(u)
+            || !u.extract.unwrap_or(true)
+            || u.executable.unwrap_or(false)
+            || crate::fetcher::archive_kind(
+                u.output_file
+                    .as_deref()
+                    .unwrap_or(&crate::fetcher::base_name(u.value.trim())),
+            )
+            .is_none()
+    })
 }
 
 /// How many of a failed task's last output lines its status carries, and how wide.

@@ -7,9 +7,11 @@ pub mod cgroups;
 pub mod checkpoint;
 pub mod executor;
 pub mod fetcher;
+pub mod gc;
 pub mod health;
 pub mod http;
 pub mod launcher;
+pub mod layers;
 pub mod logs;
 pub mod machine;
 pub mod node;
@@ -115,6 +117,18 @@ pub struct AgentArgs {
     /// Per-stream size limit of a task's stdout/stderr before rotation, in bytes.
     #[arg(long, default_value_t = logs::DEFAULT_MAX_BYTES)]
     pub log_max_bytes: u64,
+    /// Extract every archive into each sandbox, instead of unpacking a cached one once and
+    /// mounting it under the sandboxes of the tasks that use it (an overlay; root only).
+    #[arg(long)]
+    pub no_artifact_layers: bool,
+    /// The most ended tasks' sandboxes (kept for their logs, the last two per app) may take,
+    /// in bytes; the oldest go first.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub sandbox_keep_bytes: u64,
+    /// The most artifact layers no sandbox mounts may take, in bytes (kept for the next wake;
+    /// the least recently used go first).
+    #[arg(long, default_value_t = 4 << 30)]
+    pub layers_keep_bytes: u64,
     /// The binary run as `<path> executor --spec FILE` to supervise a task (default: this
     /// executable).
     #[arg(long, hide = true)]
@@ -238,6 +252,9 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         task_uids,
         executor_path,
         log_max_bytes: args.log_max_bytes.max(1024),
+        artifact_layers: !args.no_artifact_layers,
+        sandbox_keep_bytes: args.sandbox_keep_bytes,
+        layers_keep_bytes: args.layers_keep_bytes,
         startup_boost: (!args.startup_cpu_boost.is_zero() && !args.no_cfs_quota)
             .then_some(args.startup_cpu_boost),
         ping_interval: args.ping_interval,
@@ -294,6 +311,7 @@ pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> Result<(),
             .await
     });
     let registration = tokio::spawn(registration::run(node.clone()));
+    tokio::spawn(gc::run(node.clone()));
     let sender = tokio::spawn(status::run_sender(node.clone()));
 
     shutdown.cancelled().await;

@@ -46,6 +46,11 @@ pub struct Config {
     pub task_uids: std::sync::Arc<crate::sandbox::TaskUids>,
     pub executor_path: PathBuf,
     pub log_max_bytes: u64,
+    /// Whether cached archives are unpacked once and mounted under sandboxes (`layers`).
+    pub artifact_layers: bool,
+    /// Bounds on what ended sandboxes and unused layers keep (`gc`).
+    pub sandbox_keep_bytes: u64,
+    pub layers_keep_bytes: u64,
     /// How long a task's startup CPU boost lasts at most (None: no boost).
     pub startup_boost: Option<Duration>,
     /// Overrides the master's ping interval (seconds) when set.
@@ -100,6 +105,10 @@ pub struct Node {
     pub reregister: Notify,
     pub client: reqwest::Client,
     pub fetcher: Fetcher,
+    /// Artifacts unpacked once and mounted under sandboxes, when this agent can.
+    pub layers: Option<crate::layers::Layers>,
+    /// Asks for a collection of ended sandboxes (a task was forgotten).
+    pub collect: Notify,
     /// Cancelled when the agent stops; every loop and watcher listens to it.
     pub shutdown: CancellationToken,
 }
@@ -121,6 +130,11 @@ impl Node {
         let agent_id = meta.load_agent_id();
         let fetcher =
             Fetcher::with_limits(config.work_dir.join("cache"), config.fetch_limits.clone());
+        let layers = if config.artifact_layers {
+            crate::layers::Layers::probe(&config.work_dir)
+        } else {
+            None
+        };
         let headers = secret_header(config.cluster_secret.as_deref());
         Node {
             config,
@@ -141,6 +155,8 @@ impl Node {
                 .build()
                 .unwrap_or_default(),
             fetcher,
+            layers,
+            collect: Notify::new(),
             shutdown,
         }
     }
@@ -193,8 +209,10 @@ impl Node {
         self.writer.save(record)
     }
 
-    /// Forgets a task's checkpoint (ordered after its pending writes).
+    /// Forgets a task's checkpoint (ordered after its pending writes); its sandbox is now an
+    /// ended one, for the next collection.
     pub fn remove_checkpoint(&self, container_id: &str) -> Durable {
+        self.collect.notify_one();
         self.writer.remove(container_id)
     }
 
@@ -353,6 +371,9 @@ mod tests {
             ),
             executor_path: "/bin/false".into(),
             log_max_bytes: 1 << 20,
+            artifact_layers: false,
+            sandbox_keep_bytes: 1 << 30,
+            layers_keep_bytes: 1 << 30,
             startup_boost: None,
             ping_interval: None,
         };

@@ -354,6 +354,24 @@ impl Drop for TestCluster {
         }
         self.kill_master();
         kill_cgroup_tree(&self.cgroup_root);
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Unmounts whatever is mounted under `dir` (sandboxes an agent mounted over artifact
+/// layers), so the test's directory can be removed.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    // Deepest first.
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 

@@ -32,6 +32,7 @@ pub struct RemovedOnDrop(pub PathBuf);
 impl Drop for RemovedOnDrop {
     fn drop(&mut self) {
         if !self.0.as_os_str().is_empty() {
+            super::unmount_under(&self.0);
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }

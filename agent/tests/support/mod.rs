@@ -334,6 +334,10 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
         log_max_bytes: drove_agent::logs::DEFAULT_MAX_BYTES,
         startup_cpu_boost: std::time::Duration::from_secs(10),
         executor_path: Some(executor_path()),
+        // Tests that want layers (mounts under the test's dir) ask for them.
+        no_artifact_layers: true,
+        sandbox_keep_bytes: 1 << 30,
+        layers_keep_bytes: 1 << 30,
     }
 }
 

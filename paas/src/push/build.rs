@@ -461,7 +461,8 @@ async fn build(
         "portDefinitions": [],
         "fetch": fetch,
         "env": env,
-        "labels": {"DROVE_BUILD": name},
+        // Its sandbox goes as soon as it ends: its output is read while it runs.
+        "labels": {"DROVE_BUILD": name, "DROVE_SANDBOX": "discard"},
     }))
     .map_err(|e| format!("the build task: {}", e.body()))?;
     let (job, mut ended) = paas.lock().submit_job(def);
