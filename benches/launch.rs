@@ -104,6 +104,7 @@ async fn run_framework(master: &str, per_accept: usize) -> (Duration, usize) {
                             labels: None,
                             discovery: None,
                             container: None,
+                            limits: Default::default(),
                         });
                         launched += 1;
                     }

@@ -157,6 +157,7 @@ fn sleeper(id: &str, offer: &Offer) -> TaskInfo {
         labels: None,
         discovery: None,
         container: None,
+        limits: Default::default(),
     }
 }
 

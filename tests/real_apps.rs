@@ -480,3 +480,93 @@ async fn wakes_reuse_the_unpacked_artifact_and_leave_no_disk_behind() {
         "the live one and at least one ended one are kept: {left}"
     );
 }
+
+/// CPU that fits low-traffic apps: a pushed app's instance is guaranteed its `flock.cpus`
+/// (its CPU shares) and may burst into idle CPU up to its limit (its CFS quota): one core by
+/// default (`--app-cpus-limit`), `drove.cpusLimit` when it says; a Marathon app's
+/// `resourceLimits.cpus` likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_is_guaranteed_its_cpus_and_bursts_to_its_limit() {
+    let d = Drove::start(&[&agent(32)]).await;
+    let work = support::tempdir();
+    let repo = work.path().join("repo");
+    let (status, created) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "bursty"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let pkg = json!({"name": "bursty", "scripts": {"start": "node server.js"},
+                     "flock": {"cpus": 0.1}, "drove": {"minInstances": 1}});
+    app_repo(&repo, &pkg, &[]);
+    let (ok, out) = git(&repo, &["push", &support::push_remote(&created), "main"]);
+    assert!(ok, "{out}");
+    let cpu = |task: &str| -> Option<(u64, i64)> {
+        // The task's cgroup under this test's cgroup root (v1: cpu.shares, cpu.cfs_quota_us).
+        let root = std::path::Path::new("/sys/fs/cgroup/cpu").join(&d.cluster.cgroup_root);
+        for c in std::fs::read_dir(&root).ok()?.flatten() {
+            let procs = std::fs::read_to_string(c.path().join("cgroup.procs")).unwrap_or_default();
+            let mine = procs.lines().any(|p| {
+                std::fs::read(format!("/proc/{p}/environ")).is_ok_and(|e| {
+                    e.split(|b| *b == 0)
+                        .any(|kv| kv == format!("MESOS_TASK_ID={task}").as_bytes())
+                })
+            });
+            if mine {
+                let read = |f: &str| std::fs::read_to_string(c.path().join(f)).unwrap_or_default();
+                return Some((
+                    read("cpu.shares").trim().parse().ok()?,
+                    read("cpu.cfs_quota_us").trim().parse().ok()?,
+                ));
+            }
+        }
+        None
+    };
+    if !std::path::Path::new("/sys/fs/cgroup/cpu").is_dir() {
+        return; // cgroup v2 hosts are covered by the agent's VM test
+    }
+    let task = d.tasks("bursty").await[0]["id"]
+        .as_str()
+        .expect("a task")
+        .to_string();
+    let (shares, quota) = eventually(
+        "the boost over, the limit in force",
+        Duration::from_secs(30),
+        || std::future::ready(cpu(&task).filter(|(_, q)| *q == 100_000)),
+    )
+    .await;
+    assert_eq!(
+        (shares, quota),
+        (102, 100_000),
+        "0.1 cpus guaranteed, 1 core of quota"
+    );
+    // A Marathon app's own limit.
+    d.create(
+        json!({"id": "/limited", "cmd": "sleep 600", "instances": 1, "cpus": 0.2, "mem": 32,
+                    "resourceLimits": {"cpus": 0.5}}),
+    )
+    .await;
+    let app = d
+        .wait_app("/limited", Duration::from_secs(30), "running", |a| {
+            a["tasksRunning"] == 1
+        })
+        .await;
+    let task = app["tasks"][0]["id"].as_str().expect("a task").to_string();
+    let got = eventually("its quota", Duration::from_secs(30), || {
+        std::future::ready(cpu(&task).filter(|(_, q)| *q == 50_000))
+    })
+    .await;
+    assert_eq!(got, (205, 50_000));
+    let (status, body) = d
+        .call(
+            reqwest::Method::POST,
+            "/v2/apps",
+            Some(json!({"id": "/bad-limit", "cmd": "sleep 1",
+            "cpus": 0.5, "resourceLimits": {"cpus": 0.1}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("/resourceLimits/cpus"), "{body}");
+}

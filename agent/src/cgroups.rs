@@ -71,6 +71,9 @@ pub struct Limits {
     /// it (the task's first passed health check, or `--startup-cpu-boost`). Shares stay the
     /// task's own, so under contention the boost only takes otherwise idle CPU.
     pub boost: bool,
+    /// The task's CPU limit (Mesos's `limits.cpus`): its quota, when above `cpus`; its shares
+    /// stay its `cpus`, so it bursts only into CPU nobody with a claim wants.
+    pub cpu_limit: Option<f64>,
 }
 
 /// The quota a boosted task gets at least, in cores.
@@ -86,10 +89,11 @@ impl Limits {
         if !self.cfs_quota || self.cpus <= 0.0 {
             return None;
         }
+        let cpus = self.cpus.max(self.cpu_limit.unwrap_or(0.0));
         let cpus = if self.boost {
-            self.cpus.max(BOOST_CPUS)
+            cpus.max(BOOST_CPUS)
         } else {
-            self.cpus
+            cpus
         };
         Some(((cpus * CFS_PERIOD_US as f64).round() as u64).max(MIN_CFS_QUOTA_US))
     }
@@ -661,6 +665,7 @@ mod tests {
             cfs_quota: true,
             pids_max: None,
             boost: false,
+            cpu_limit: None,
         };
         assert_eq!(l.shares(), 512);
         assert_eq!(l.cfs_quota_us(), Some(50_000));
@@ -671,6 +676,7 @@ mod tests {
             cfs_quota: true,
             pids_max: None,
             boost: false,
+            cpu_limit: None,
         };
         assert_eq!(tiny.shares(), 2);
         assert_eq!(tiny.cfs_quota_us(), Some(1_000));
@@ -687,9 +693,22 @@ mod tests {
         let big = Limits {
             cpus: 2.0,
             boost: true,
+            cpu_limit: None,
             ..l
         };
         assert_eq!(big.cfs_quota_us(), Some(200_000));
+        // A limit above its cpus is its quota; its shares stay its cpus'.
+        let bursting = Limits {
+            cpu_limit: Some(1.5),
+            ..l
+        };
+        assert_eq!(bursting.cfs_quota_us(), Some(150_000));
+        assert_eq!(bursting.shares(), 512);
+        let below = Limits {
+            cpu_limit: Some(0.1),
+            ..l
+        };
+        assert_eq!(below.cfs_quota_us(), Some(50_000), "never below its cpus");
     }
 
     #[test]

@@ -465,6 +465,7 @@ async fn prepare_and_start(
             cfs_quota: cfg.cfs_quota,
             pids_max: cfg.pids_max,
             boost: cfg.startup_boost.is_some(),
+            cpu_limit: cpu_limit(&req.task),
         };
         let mgr = mgr.clone();
         let cid = container_id.to_string();
@@ -873,7 +874,16 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
     }
 }
 
-/// Ends a task's startup CPU boost: its CFS quota goes down to what it asked for.
+/// A task's CPU limit (`limits.cpus`), when it has a usable one.
+fn cpu_limit(task: &drove_proto::mesos::TaskInfo) -> Option<f64> {
+    task.limits
+        .get("cpus")
+        .map(|s| s.value)
+        .filter(|v| v.is_finite() && *v > 0.0)
+}
+
+/// Ends a task's startup CPU boost: its CFS quota goes down to what it asked for (or its
+/// limit).
 fn end_boost(node: &Node, key: &TaskKey) {
     let (Some(mgr), Some(rec)) = (&node.config.cgroups, node.tasks().get(key).cloned()) else {
         return;
@@ -890,6 +900,7 @@ fn end_boost(node: &Node, key: &TaskKey) {
         cfs_quota: node.config.cfs_quota,
         pids_max: None,
         boost: false,
+        cpu_limit: cpu_limit(&rec.task),
     };
     if let Err(e) = mgr.load(path).set_cpu_quota(&limits) {
         tracing::warn!(task = %rec.task.task_id, error = %e, "ending the startup CPU boost failed");

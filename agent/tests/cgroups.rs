@@ -47,6 +47,7 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
                 cfs_quota: true,
                 pids_max: None,
                 boost: false,
+                cpu_limit: None,
             },
         )
         .unwrap();
@@ -104,6 +105,7 @@ fn creates_cgroups_with_cpu_and_memory_limits() {
                 cfs_quota: false,
                 pids_max: None,
                 boost: false,
+                cpu_limit: None,
             },
         )
         .unwrap();
@@ -138,6 +140,7 @@ fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
                 cfs_quota: true,
                 pids_max: None,
                 boost: false,
+                cpu_limit: None,
             },
         )
         .unwrap();
@@ -177,6 +180,7 @@ fn oom_kill_is_counted_and_only_hits_the_cgroup() {
                 cfs_quota: false,
                 pids_max: None,
                 boost: false,
+                cpu_limit: None,
             },
         )
         .unwrap();
@@ -207,6 +211,7 @@ fn a_nested_cgroup_root_works() {
                 cfs_quota: true,
                 pids_max: None,
                 boost: false,
+                cpu_limit: None,
             },
         )
         .unwrap();

@@ -680,6 +680,7 @@ mod tests {
             labels: None,
             discovery: None,
             container: None,
+            limits: Default::default(),
         };
         store.apply(StoreOp::UpsertTask(Box::new(TaskRow {
             framework_id: "f1".into(),

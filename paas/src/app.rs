@@ -128,6 +128,36 @@ fn d3() -> u32 {
     3
 }
 
+/// Marathon's `resourceLimits`: how far above its `cpus` an instance may go when the machine
+/// has CPU idle (a number of cpus, or `"unlimited"`); `cpus` stays what it is guaranteed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ResourceLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Limit>,
+}
+
+/// A resource limit: a number, or `"unlimited"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Limit {
+    Value(f64),
+    Named(String),
+}
+
+impl Limit {
+    /// The limit in cpus (`unlimited`: the machine's every core, as far as a quota goes).
+    pub fn cpus(&self) -> Option<f64> {
+        match self {
+            Limit::Value(v) if v.is_finite() && *v > 0.0 => Some(*v),
+            Limit::Named(n) if n == "unlimited" => Some(UNLIMITED_CPUS),
+            _ => None,
+        }
+    }
+}
+
+/// What `"unlimited"` means for a CPU quota.
+pub const UNLIMITED_CPUS: f64 = 1024.0;
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStrategy {
@@ -197,6 +227,9 @@ pub struct AppDefinition {
     pub max_launch_delay_seconds: f64,
     #[serde(default)]
     pub constraints: Vec<Vec<String>>,
+    /// Marathon's: what an instance may burst to above its `cpus` when CPU is idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_limits: Option<ResourceLimits>,
     /// drove's own: how the scaler may move `instances` (see `scaler::Scaling`). Absent: the
     /// count stays what it is set to, as in Marathon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -389,6 +422,19 @@ impl AppDefinition {
             (Some(c), None) if c.trim().is_empty() => bad("/cmd", "must not be empty".into()),
             (None, Some(a)) if a.is_empty() => bad("/args", "must not be empty".into()),
             _ => {}
+        }
+        if let Some(l) = self.resource_limits.as_ref().and_then(|l| l.cpus.as_ref()) {
+            match l.cpus() {
+                None => bad(
+                    "/resourceLimits/cpus",
+                    "expected a number of cpus or \"unlimited\"".into(),
+                ),
+                Some(c) if c < self.cpus => bad(
+                    "/resourceLimits/cpus",
+                    format!("expected at least cpus ({}), found {c}", self.cpus),
+                ),
+                Some(_) => {}
+            }
         }
         if let Some(s) = &self.scaling {
             for (path, e) in s.violations(MAX_INSTANCES) {

@@ -139,7 +139,20 @@ pub fn task_info(def: &AppDefinition, version: &str, offer: &Offer, ports: &[u32
             command,
         }
     });
+    let mut limits = std::collections::BTreeMap::new();
+    if let Some(cpus) = def
+        .resource_limits
+        .as_ref()
+        .and_then(|l| l.cpus.as_ref())
+        .and_then(|l| l.cpus())
+    {
+        limits.insert(
+            "cpus".to_string(),
+            drove_proto::mesos::Scalar { value: cpus },
+        );
+    }
     TaskInfo {
+        limits,
         name: def.id.trim_start_matches('/').to_string(),
         task_id: TaskId::new(task_id),
         agent_id: AgentId::new(offer.agent_id.value.clone()),

@@ -467,6 +467,10 @@ pub struct TaskInfo {
     pub discovery: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Value>,
+    /// Mesos 1.9's resource limits: `cpus` above the task's `cpus` resource lets it burst
+    /// into CPU the machine has idle (its resource is what it is guaranteed).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub limits: std::collections::BTreeMap<String, Scalar>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -98,6 +98,8 @@ fn definition(
         "instances": d.instances.clamp(d.drove.min_instances, max),
         "cpus": d.cpus,
         "mem": d.mem,
+        // Guaranteed its cpus; bursting into idle CPU up to its limit.
+        "resourceLimits": {"cpus": d.drove.cpus_limit.unwrap_or(paas.args.app_cpus_limit).max(d.cpus)},
         "env": env,
         "fetch": [{"uri": url, "extract": true, "cache": true}],
         "portDefinitions": ports,
