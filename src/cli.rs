@@ -33,6 +33,7 @@ pub struct Target {
 pub enum ClientCommand {
     /// Create an app deployed by `git push`: prints its git remote and deploy token.
     Create {
+        /// The app's name (one DNS label: its URL is `<name>.<domain>`).
         name: String,
         #[command(flatten)]
         target: Target,
@@ -40,6 +41,7 @@ pub enum ClientCommand {
     /// Removes a pushed app, its repository and its releases.
     #[command(name = "apps:destroy")]
     AppsDestroy {
+        /// The pushed app's name.
         app: String,
         /// The app's name again, to confirm.
         #[arg(long)]
@@ -49,6 +51,7 @@ pub enum ClientCommand {
     },
     /// Shows a pushed app's webhook URL and secret; `--rotate` replaces the secret.
     Webhook {
+        /// The pushed app's name.
         app: String,
         #[arg(long)]
         rotate: bool,
@@ -57,6 +60,7 @@ pub enum ClientCommand {
     },
     /// A pushed app's releases.
     Releases {
+        /// The pushed app's name.
         app: String,
         #[command(flatten)]
         target: Target,
@@ -64,22 +68,25 @@ pub enum ClientCommand {
     /// One release, whole (its log included).
     #[command(name = "releases:info")]
     ReleasesInfo {
+        /// The pushed app's name.
         app: String,
-        /// `vN`.
+        /// The release (`vN`).
         version: String,
         #[command(flatten)]
         target: Target,
     },
     /// A new release from an older one's artifact and config (default: the one before).
     Rollback {
+        /// The pushed app's name.
         app: String,
-        /// `vN`.
+        /// The release to go back to (`vN`; default: the one before the current).
         version: Option<String>,
         #[command(flatten)]
         target: Target,
     },
     /// A pushed app's config vars.
     Config {
+        /// The pushed app's name.
         app: String,
         #[command(flatten)]
         target: Target,
@@ -87,8 +94,10 @@ pub enum ClientCommand {
     /// Sets config vars (`K=V ...`): a new release, rolled out.
     #[command(name = "config:set")]
     ConfigSet {
+        /// The pushed app's name.
         app: String,
         #[arg(required = true)]
+        /// `NAME=value` pairs.
         vars: Vec<String>,
         #[command(flatten)]
         target: Target,
@@ -96,8 +105,10 @@ pub enum ClientCommand {
     /// Removes config vars: a new release, rolled out.
     #[command(name = "config:unset")]
     ConfigUnset {
+        /// The pushed app's name.
         app: String,
         #[arg(required = true)]
+        /// Config var names.
         names: Vec<String>,
         #[command(flatten)]
         target: Target,
@@ -109,12 +120,14 @@ pub enum ClientCommand {
     },
     /// Show one app (Marathon's JSON).
     App {
+        /// The app's id (`shop`, `/team/shop`).
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Create or update an app from a Marathon app definition file.
     Deploy {
+        /// A Marathon app definition (JSON).
         file: PathBuf,
         #[command(flatten)]
         target: Target,
@@ -125,14 +138,26 @@ pub enum ClientCommand {
     /// Set an app's instance count (0 scales it to zero). On an autoscaled app the count holds
     /// as a floor until `drove scale <app> auto` clears it.
     Scale {
+        /// The app's id (`shop`, `/team/shop`).
         id: String,
         /// A count, or `auto` to hand the app back to the scaler.
         instances: Count,
         #[command(flatten)]
         target: Target,
     },
+    /// Deletes an app (any: a pushed app's repository and releases go with `apps:destroy`).
+    Delete {
+        /// The app's id (`shop`, `/team/shop`).
+        id: String,
+        /// The app's id again, to confirm.
+        #[arg(long)]
+        confirm: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Takes an app offline: no instances, and requests get 503 without waking it.
     Suspend {
+        /// The app's id (`shop`, `/team/shop`).
         id: String,
         #[command(flatten)]
         target: Target,
@@ -140,18 +165,21 @@ pub enum ClientCommand {
     /// Brings a suspended app back (an autoscaled one to its minimum, woken by its next
     /// request; another to one instance).
     Resume {
+        /// The app's id (`shop`, `/team/shop`).
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Rolling restart of an app.
     Restart {
+        /// The app's id (`shop`, `/team/shop`).
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Print the stdout (or stderr) of an app's instances.
     Logs {
+        /// The app's id (`shop`, `/team/shop`).
         id: String,
         #[command(flatten)]
         target: Target,
@@ -210,7 +238,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+        let resp = req.send().await.map_err(|e| self.unreachable(e))?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
@@ -225,9 +253,44 @@ impl Client {
         Ok(value)
     }
 
+    /// A call that reached nothing: say where it went and what to check.
+    fn unreachable(&self, e: reqwest::Error) -> anyhow::Error {
+        if e.is_connect() || e.is_timeout() {
+            anyhow::anyhow!(
+                "cannot reach the PaaS at {} ({}): is drove up running? (--paas or DROVE_PAAS_URL \
+                 say where it is)",
+                self.base,
+                if e.is_timeout() {
+                    "timed out"
+                } else {
+                    "connection refused"
+                }
+            )
+        } else {
+            anyhow::Error::new(e).context(format!("calling {}", self.base))
+        }
+    }
+
+    /// The app `id`, or an error saying there is none.
+    async fn app(&self, id: &str) -> anyhow::Result<Value> {
+        match self.send(reqwest::Method::GET, &app_path(id), None).await {
+            Ok(v) => Ok(v),
+            Err(e) if e.to_string().starts_with("404") => {
+                bail!("no app {id:?} (drove apps lists them)")
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).bearer_auth(&self.token).send().await?;
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             bail!(
                 "{}: {}",
@@ -249,7 +312,7 @@ async fn logs(
     tail: Option<usize>,
 ) -> anyhow::Result<()> {
     let stream = if stderr { "stderr" } else { "stdout" };
-    let app = c.send(reqwest::Method::GET, &app_path(id), None).await?;
+    let app = c.app(id).await?;
     let mut offsets: std::collections::HashMap<String, u64> = Default::default();
     let mut first = true;
     loop {
@@ -372,6 +435,7 @@ impl ClientCommand {
             | ClientCommand::Scale { target, .. }
             | ClientCommand::Restart { target, .. }
             | ClientCommand::Suspend { target, .. }
+            | ClientCommand::Delete { target, .. }
             | ClientCommand::Resume { target, .. }
             | ClientCommand::Logs { target, .. } => target,
         }
@@ -578,7 +642,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             }
         }
         ClientCommand::App { id, .. } => {
-            let v = c.send(reqwest::Method::GET, &app_path(&id), None).await?;
+            let v = c.app(&id).await?;
             println!("{}", serde_json::to_string_pretty(&v["app"])?);
         }
         ClientCommand::Deploy { file, force, .. } => {
@@ -609,7 +673,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             instances: Count::Auto,
             ..
         } => {
-            let app = c.send(reqwest::Method::GET, &app_path(&id), None).await?;
+            let app = c.app(&id).await?;
             let Some(mut scaling) = app["app"].get("scaling").cloned().filter(|s| s.is_object())
             else {
                 anyhow::bail!("{id} has no scaling settings: its count is fixed, nothing to clear");
@@ -630,6 +694,8 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             instances: Count::N(instances),
             ..
         } => {
+            // Marathon's PUT creates a missing app: scaling one that is not there says so.
+            c.app(&id).await?;
             let path = format!("{}?force=true", app_path(&id));
             let v = c
                 .send(
@@ -645,7 +711,25 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Suspend { id, .. } => suspension(&c, &id, true).await?,
         ClientCommand::Resume { id, .. } => suspension(&c, &id, false).await?,
+        ClientCommand::Delete { id, confirm, .. } => {
+            if confirm.trim_start_matches('/') != id.trim_start_matches('/') {
+                bail!("--confirm {confirm:?} is not {id:?}: nothing deleted");
+            }
+            c.app(&id).await?;
+            let v = c
+                .send(
+                    reqwest::Method::DELETE,
+                    &format!("{}?force=true", app_path(&id)),
+                    None,
+                )
+                .await?;
+            println!(
+                "deleting {id}: its instances are stopped (deployment {})",
+                v["deploymentId"].as_str().unwrap_or("?")
+            );
+        }
         ClientCommand::Restart { id, .. } => {
+            c.app(&id).await?;
             let v = c
                 .send(
                     reqwest::Method::POST,

@@ -570,3 +570,36 @@ async fn an_app_is_guaranteed_its_cpus_and_bursts_to_its_limit() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("/resourceLimits/cpus"), "{body}");
 }
+
+/// The CLI says what is wrong: an unknown app is "no app" (not a validation error from
+/// Marathon's create-on-PUT), a PaaS that is not there is named with what to check, and any
+/// app can be deleted from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_says_what_is_wrong() {
+    let d = Drove::start(&[&agent(33)]).await;
+    let work = support::tempdir();
+    let target = cli_target(&d, work.path());
+    let (ok, out) = cli(&target, &["scale", "nope", "0"]).await;
+    assert!(!ok && out.contains("no app \"nope\""), "{out}");
+    let (ok, out) = cli(&target, &["logs", "nope"]).await;
+    assert!(!ok && out.contains("no app \"nope\""), "{out}");
+    d.create(json!({"id": "/doomed", "cmd": "sleep 600", "instances": 1, "cpus": 0.1, "mem": 32}))
+        .await;
+    let (ok, out) = cli(&target, &["delete", "doomed", "--confirm", "other"]).await;
+    assert!(!ok && out.contains("nothing deleted"), "{out}");
+    let (ok, out) = cli(&target, &["delete", "doomed", "--confirm", "doomed"]).await;
+    assert!(ok, "{out}");
+    eventually("doomed gone", Duration::from_secs(30), || async {
+        let (status, _) = d.call(reqwest::Method::GET, "/v2/apps/doomed", None).await;
+        (status == 404).then_some(())
+    })
+    .await;
+    let port = support::free_port("127.0.0.1");
+    let nowhere = [format!("--paas=http://127.0.0.1:{port}"), target[1].clone()];
+    let (ok, out) = cli(&nowhere, &["apps"]).await;
+    assert!(
+        !ok && out.contains(&format!("cannot reach the PaaS at http://127.0.0.1:{port}"))
+            && out.contains("is drove up running?"),
+        "{out}"
+    );
+}
