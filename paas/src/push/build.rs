@@ -49,8 +49,11 @@ pub struct Uploads(Mutex<HashMap<String, Build>>);
 struct Build {
     /// The lockfile's hash when this build installs fresh and may upload the cache.
     deps_key: Option<String>,
+    /// Whether this build packs its `node_modules` apart (none of the app's fits it).
+    packs_modules: bool,
     app: Slot,
     deps: Slot,
+    modules: Slot,
 }
 
 #[derive(Default, Clone, PartialEq, Eq)]
@@ -67,6 +70,7 @@ impl Build {
         match kind {
             "app" => Some(&mut self.app),
             "deps" => Some(&mut self.deps),
+            "modules" => Some(&mut self.modules),
             _ => None,
         }
     }
@@ -112,11 +116,19 @@ if [ -d node_modules ] && [ "$DROVE_PRUNE" = 1 ]; then
   step "pruning dev dependencies"
   npm prune --omit=dev
 fi
-step "packing"
 # Into a directory made first, so the sandbox itself does not change while tar reads it.
 mkdir -p .drove-out
+# node_modules is a layer of its own, packed only when none of the app's fits this build.
+if [ -d node_modules ] && [ "$DROVE_MODULES" = pack ]; then
+  step "packing node_modules"
+  tar --zstd --exclude=./node_modules/.cache -cf .drove-out/modules.tar.zst ./node_modules
+  upload modules .drove-out/modules.tar.zst
+elif [ -d node_modules ]; then
+  step "node_modules: as released before (lockfile unchanged)"
+fi
+step "packing"
 tar --zstd --exclude=./.drove-npm --exclude=./.drove-out --exclude=./stdout --exclude=./stderr \
-  --exclude=./stdout.1 --exclude=./stderr.1 -cf .drove-out/app.tar.zst .
+  --exclude=./stdout.1 --exclude=./stderr.1 --exclude=./node_modules -cf .drove-out/app.tar.zst .
 upload app .drove-out/app.tar.zst
 step "built"
 "#;
@@ -193,17 +205,25 @@ impl BuildLog {
     }
 }
 
-/// How a build ended: the built artifact's name, or why not; its log either way.
+/// How a build ended: what it made, or why not; its log either way.
 pub struct Built {
-    pub result: Result<String, String>,
+    pub result: Result<Artifacts, String>,
     pub log: BuildLog,
 }
 
+/// What a build made: the app (its code and what its build wrote) and, apart, the
+/// `node_modules` it runs with (a new one, or the app's own from an earlier build).
+pub struct Artifacts {
+    pub app: String,
+    pub modules: Option<String>,
+}
+
 impl Uploads {
-    fn open(&self, deps_key: Option<String>) -> String {
+    fn open(&self, deps_key: Option<String>, packs_modules: bool) -> String {
         let token = crate::tokens::generate();
         let build = Build {
             deps_key,
+            packs_modules,
             ..Build::default()
         };
         locked(&self.0).insert(token.clone(), build);
@@ -226,8 +246,17 @@ impl Uploads {
                 "this build has no dependency cache to upload".into(),
             ));
         }
+        if kind == "modules" && !build.packs_modules {
+            return Err((
+                StatusCode::CONFLICT,
+                "this build reuses its app's node_modules".into(),
+            ));
+        }
         let Some(slot) = build.slot(kind) else {
-            return Err((StatusCode::NOT_FOUND, "expected app or deps".into()));
+            return Err((
+                StatusCode::NOT_FOUND,
+                "expected app, deps or modules".into(),
+            ));
         };
         if *slot != Slot::Open {
             return Err((
@@ -391,7 +420,7 @@ async fn build(
     config: &std::collections::BTreeMap<String, String>,
     out: &super::relay::Relay,
     log: &mut BuildLog,
-) -> Result<String, String> {
+) -> Result<Artifacts, String> {
     let base = format!("http://{}", paas.args.listen);
     // This app's own cache only: another app's build (and its install scripts) never feeds
     // this one, whatever its lockfile.
@@ -403,8 +432,28 @@ async fn build(
             .map(|c| c.artifact)
             .filter(|f| paas.push.artifacts_dir().join(f).is_file())
     });
+    // The released node_modules of an earlier build with the same lockfile (and pruning) is
+    // this build's too: it is neither packed nor unpacked again.
+    let modules_key = lock_hash.as_ref().map(|h| {
+        format!(
+            "{h}-{}",
+            if d.drove.prune_dev_dependencies {
+                "pruned"
+            } else {
+                "full"
+            }
+        )
+    });
+    let reused = modules_key.as_ref().and_then(|k| {
+        paas.push
+            .app(name)
+            .and_then(|a| a.modules_cache)
+            .filter(|c| &c.lock_hash == k)
+            .map(|c| c.artifact)
+            .filter(|f| paas.push.artifacts_dir().join(f).is_file())
+    });
     let deps_key = lock_hash.filter(|_| cached.is_none());
-    let token = paas.push.uploads.open(deps_key.clone());
+    let token = paas.push.uploads.open(deps_key.clone(), reused.is_none());
     let mut fetch = vec![
         json!({"uri": format!("{base}/v1/artifacts/{source}"), "extract": true, "cache": false}),
     ];
@@ -444,6 +493,10 @@ async fn build(
             })
             .into(),
         ),
+        (
+            "DROVE_MODULES",
+            (if reused.is_some() { "reuse" } else { "pack" }).into(),
+        ),
     ] {
         env.insert(k.to_string(), json!(v));
     }
@@ -457,6 +510,8 @@ async fn build(
         "instances": 1,
         "cpus": cpus,
         "mem": mem,
+        // Guaranteed its cpus, and bursting into whatever the machine has idle.
+        "resourceLimits": {"cpus": "unlimited"},
         "user": paas.push.app(name).map(|a| a.task_user()),
         "portDefinitions": [],
         "fetch": fetch,
@@ -562,10 +617,19 @@ async fn build(
         return Err(why.join("\n"));
     }
     if let (Some(key), Slot::Done(artifact)) = (deps_key, uploaded.deps) {
-        super::remember_deps(paas, name, key, artifact);
+        super::remember(paas, name, super::Cache::Deps, key, artifact);
     }
+    let modules = match (uploaded.modules, reused) {
+        (Slot::Done(artifact), _) => {
+            if let Some(key) = modules_key {
+                super::remember(paas, name, super::Cache::Modules, key, artifact.clone());
+            }
+            Some(artifact)
+        }
+        (_, reused) => reused,
+    };
     match uploaded.app {
-        Slot::Done(artifact) => Ok(artifact),
+        Slot::Done(app) => Ok(Artifacts { app, modules }),
         _ => Err("the build finished without uploading the app".to_string()),
     }
 }

@@ -59,6 +59,10 @@ pub struct PushApp {
     /// This app's dependency cache: the `node_modules` of its last fresh install.
     #[serde(default)]
     pub deps_cache: Option<DepsCache>,
+    /// Its last build's `node_modules` as released (pruned), keyed by lockfile hash and
+    /// whether it was pruned: a build with the same key reuses it instead of packing its own.
+    #[serde(default)]
+    pub modules_cache: Option<DepsCache>,
     /// Random, chosen when the app is created: its tasks' user is named after it, so an app
     /// destroyed and created again under the same name gets a new uid on every agent and
     /// cannot read what the old one left behind.
@@ -85,19 +89,29 @@ pub struct DepsCache {
     pub artifact: String,
 }
 
-/// Records `name`'s dependency cache for `lock_hash`, unless it has one for it already (an
-/// entry is never replaced by another build's upload for the same lockfile).
-pub(crate) fn remember_deps(paas: &Paas, name: &str, lock_hash: String, artifact: String) {
+/// Which of an app's caches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cache {
+    /// What `npm ci` installed (builds start from it).
+    Deps,
+    /// What a build released (instances mount it).
+    Modules,
+}
+
+/// Records `name`'s `which` cache for `key`, unless it has one for it already (an entry is
+/// never replaced by another build's upload for the same key).
+pub(crate) fn remember(paas: &Paas, name: &str, which: Cache, key: String, artifact: String) {
     let mut apps = locked(&paas.push.apps);
     let Some(a) = apps.get_mut(name) else { return };
-    if a.deps_cache
-        .as_ref()
-        .is_some_and(|c| c.lock_hash == lock_hash)
-    {
+    let slot = match which {
+        Cache::Deps => &mut a.deps_cache,
+        Cache::Modules => &mut a.modules_cache,
+    };
+    if slot.as_ref().is_some_and(|c| c.lock_hash == key) {
         return;
     }
-    a.deps_cache = Some(DepsCache {
-        lock_hash,
+    *slot = Some(DepsCache {
+        lock_hash: key,
         artifact,
     });
     paas.store.enqueue(Op::PutPushApp(
@@ -293,6 +307,7 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
         webhook_secret: crate::tokens::generate(),
         releases: 0,
         deps_cache: None,
+        modules_cache: None,
         incarnation: format!("{:08x}", rand::random::<u32>()),
     };
     if let Err(e) = paas
@@ -755,6 +770,7 @@ pub(crate) async fn deploy(
             commit: new.clone(),
             descriptor: String::from_utf8_lossy(&pkg).into_owned(),
             artifact: artifact.clone(),
+            modules: None,
             config,
             by: by.to_string(),
             build_log: Vec::new(),
@@ -777,7 +793,10 @@ pub(crate) async fn deploy(
             .await;
             input.build_log = built.log.lines();
             match built.result {
-                Ok(a) => input.artifact = a,
+                Ok(b) => {
+                    input.artifact = b.app;
+                    input.modules = b.modules;
+                }
                 // A failed build is a failed release too, with its log.
                 Err(why) => return Err(releases::build_failed(paas, name, input, why).await),
             }

@@ -39,6 +39,10 @@ pub struct Release {
     /// The `package.json` it was made from.
     pub descriptor: String,
     pub artifact: String,
+    /// Its `node_modules`, packed apart (a layer of its own, shared by the releases built from
+    /// the same lockfile, so a code-only push packs and unpacks only its code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
     /// Config var names → values (shown only to the admin API; never logged).
     pub config: BTreeMap<String, String>,
     /// "push", "webhook", "rollback to v2", "config".
@@ -54,6 +58,7 @@ pub struct Input {
     pub commit: String,
     pub descriptor: String,
     pub artifact: String,
+    pub modules: Option<String>,
     pub config: BTreeMap<String, String>,
     pub by: String,
     /// Its build's output, when it was built (the release's log starts with it).
@@ -68,7 +73,14 @@ fn definition(
     r: &Input,
     number: u32,
 ) -> Result<AppDefinition, String> {
-    let url = format!("http://{}/v1/artifacts/{}", paas.args.listen, r.artifact);
+    let url = |a: &str| format!("http://{}/v1/artifacts/{a}", paas.args.listen);
+    // Its node_modules below its code: two layers on an agent, the first shared by releases.
+    let mut fetch: Vec<Value> = r
+        .modules
+        .iter()
+        .map(|m| json!({"uri": url(m), "extract": true, "cache": true}))
+        .collect();
+    fetch.push(json!({"uri": url(&r.artifact), "extract": true, "cache": true}));
     let checks: Vec<Value> = if d.checks.is_empty() {
         vec![json!({"protocol": "TCP", "portIndex": 0,
             "gracePeriodSeconds": d.drove.check_grace_seconds, "intervalSeconds": 2,
@@ -101,7 +113,7 @@ fn definition(
         // Guaranteed its cpus; bursting into idle CPU up to its limit.
         "resourceLimits": {"cpus": d.drove.cpus_limit.unwrap_or(paas.args.app_cpus_limit).max(d.cpus)},
         "env": env,
-        "fetch": [{"uri": url, "extract": true, "cache": true}],
+        "fetch": fetch,
         "portDefinitions": ports,
         "healthChecks": checks,
         "labels": {"DROVE_RELEASE": format!("v{number}"), "DROVE_COMMIT": r.commit,
@@ -159,6 +171,7 @@ fn record_of(number: u32, input: &Input, status: &str) -> Release {
         commit: input.commit.clone(),
         descriptor: input.descriptor.clone(),
         artifact: input.artifact.clone(),
+        modules: input.modules.clone(),
         config: input.config.clone(),
         by: input.by.clone(),
         status: status.into(),
@@ -470,6 +483,7 @@ pub async fn rollback(
         commit: target.commit.clone(),
         descriptor: target.descriptor.clone(),
         artifact: target.artifact.clone(),
+        modules: target.modules.clone(),
         config: target.config.clone(),
         by: format!("rollback to v{}", target.number),
         build_log: Vec::new(),
@@ -559,6 +573,7 @@ pub async fn set_config(
         commit: base.commit,
         descriptor: base.descriptor,
         artifact: base.artifact,
+        modules: base.modules,
         config,
         by: "config".into(),
         build_log: Vec::new(),
