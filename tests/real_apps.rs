@@ -603,3 +603,58 @@ async fn the_cli_says_what_is_wrong() {
         "{out}"
     );
 }
+
+/// The PaaS's artifacts are collected when nothing keeps them: after a release, an artifact no
+/// release or cache refers to goes (once past its grace period), while an old one a release
+/// refers to stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreferenced_artifacts_are_collected() {
+    let d = Drove::start(&[&agent(34)]).await;
+    let work = support::tempdir();
+    let repo = work.path().join("repo");
+    let (status, created) = d
+        .call(
+            reqwest::Method::POST,
+            "/v1/push/apps",
+            Some(json!({"name": "tidy"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let remote = support::push_remote(&created);
+    let pkg = json!({"name": "tidy", "scripts": {"start": "node server.js"},
+                     "drove": {"minInstances": 1}});
+    app_repo(&repo, &pkg, &[]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
+    assert!(ok, "{out}");
+    let (_, releases) = d
+        .call(reqwest::Method::GET, "/v1/push/apps/tidy/releases", None)
+        .await;
+    let v1 = releases["releases"][0]["artifact"]
+        .as_str()
+        .expect("v1's artifact")
+        .to_string();
+    let dir = d.cluster.dir.path().join("paas/artifacts");
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 3600);
+    let age = |p: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(old))
+            .expect("set its time");
+    };
+    age(&dir.join(&v1));
+    let orphan = dir.join(format!("{}.tar.zst", "0".repeat(64)));
+    std::fs::write(&orphan, b"nothing refers to this").expect("orphan");
+    age(&orphan);
+    app_repo(&repo, &pkg, &[("README", "v2")]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
+    assert!(ok, "{out}");
+    eventually("the orphan collected", Duration::from_secs(20), || {
+        std::future::ready((!orphan.exists()).then_some(()))
+    })
+    .await;
+    assert!(
+        dir.join(&v1).is_file(),
+        "v1's artifact is kept: a release refers to it"
+    );
+}

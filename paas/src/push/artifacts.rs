@@ -262,6 +262,57 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// The releases per app whose artifacts are kept (for rollback); older ones' go.
+pub const RELEASES_KEPT: usize = 20;
+/// An artifact younger than this is kept whatever refers to it (a push or build in flight).
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Removes the artifacts nothing keeps: not one of an app's last [`RELEASES_KEPT`]
+/// releases', nor its dependency or node_modules cache, nor younger than [`GRACE`] (a push or
+/// a build in flight). Returns how many went and their bytes.
+pub async fn collect(paas: &Paas) -> (usize, u64) {
+    let mut keep = std::collections::HashSet::new();
+    let apps: Vec<super::PushApp> = super::locked(&paas.push.apps).values().cloned().collect();
+    for a in &apps {
+        for c in [&a.deps_cache, &a.modules_cache].into_iter().flatten() {
+            keep.insert(c.artifact.clone());
+        }
+        let Ok(rows) = paas.store.releases(&a.name).await else {
+            // Unreadable releases: keep everything this time.
+            return (0, 0);
+        };
+        for r in rows.iter().rev().take(RELEASES_KEPT) {
+            if let Ok(r) = serde_json::from_str::<super::releases::Release>(r) {
+                keep.insert(r.artifact);
+                keep.extend(r.modules);
+            }
+        }
+    }
+    let dir = paas.push.artifacts_dir();
+    tokio::task::spawn_blocking(move || {
+        let mut gone = (0, 0);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = e.metadata() else { continue };
+            let young = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_none_or(|age| age < GRACE);
+            if !meta.is_file() || young || keep.contains(&name) {
+                continue;
+            }
+            if std::fs::remove_file(e.path()).is_ok() {
+                gone.0 += 1;
+                gone.1 += meta.len();
+            }
+        }
+        gone
+    })
+    .await
+    .unwrap_or((0, 0))
+}
+
 /// `GET /v1/artifacts/{name}`.
 pub async fn serve(
     State(paas): State<std::sync::Arc<Paas>>,

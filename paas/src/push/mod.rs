@@ -365,6 +365,11 @@ pub async fn destroy(State(paas): State<Arc<Paas>>, Path(name): Path<String>) ->
     if let Err(e) = tokio::fs::remove_dir_all(&repo).await {
         tracing::warn!(repo = %repo.display(), error = %e, "removing the repository failed");
     }
+    // Its artifacts, now nothing keeps them.
+    let (n, bytes) = artifacts::collect(&paas).await;
+    if n > 0 {
+        tracing::info!(app = %name, artifacts = n, mib = bytes >> 20, "collected its artifacts");
+    }
     Json(json!({"app": name, "destroyed": true})).into_response()
 }
 

@@ -309,6 +309,19 @@ pub async fn release(
     .await;
     record.status = "succeeded".into();
     store_release(paas, name, &record);
+    // What no release keeps any more goes (after this release is on disk).
+    let paas2 = paas.clone();
+    tokio::spawn(async move {
+        let _ = paas2.store.flush().await;
+        let (n, bytes) = super::artifacts::collect(&paas2).await;
+        if n > 0 {
+            tracing::info!(
+                artifacts = n,
+                mib = bytes >> 20,
+                "collected artifacts no release keeps"
+            );
+        }
+    });
     Ok(number)
 }
 
@@ -479,6 +492,20 @@ pub async fn rollback(
             }
         }
     };
+    let dir = paas.push.artifacts_dir();
+    let kept = std::iter::once(&target.artifact)
+        .chain(target.modules.iter())
+        .all(|a| dir.join(a).is_file());
+    if !kept {
+        return error(
+            StatusCode::CONFLICT,
+            format!(
+                "v{}'s artifacts are no longer kept (those of the last {} releases are)",
+                target.number,
+                super::artifacts::RELEASES_KEPT
+            ),
+        );
+    }
     let input = Input {
         commit: target.commit.clone(),
         descriptor: target.descriptor.clone(),
