@@ -485,6 +485,7 @@ async fn wakes_reuse_the_unpacked_artifact_and_leave_no_disk_behind() {
 /// (its CPU shares) and may burst into idle CPU up to its limit (its CFS quota): one core by
 /// default (`--app-cpus-limit`), `drove.cpusLimit` when it says; a Marathon app's
 /// `resourceLimits.cpus` likewise.
+/// One without a limit starts boosted to a core, until a few seconds after it is healthy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_is_guaranteed_its_cpus_and_bursts_to_its_limit() {
     let d = Drove::start(&[&agent(32)]).await;
@@ -559,6 +560,20 @@ async fn an_app_is_guaranteed_its_cpus_and_bursts_to_its_limit() {
     })
     .await;
     assert_eq!(got, (205, 50_000));
+    // Without a limit, the startup boost (one core) outlasts the first passed health check,
+    // so a wake's first requests are served boosted; then the task has its own 0.1 cpus.
+    d.create(support::paas::node_app("/booted", 1, "hi")).await;
+    let app = d.wait_healthy("/booted", 1, Duration::from_secs(30)).await;
+    let task = app["tasks"][0]["id"].as_str().expect("a task").to_string();
+    assert_eq!(
+        cpu(&task).map(|(_, q)| q),
+        Some(100_000),
+        "still boosted once healthy"
+    );
+    eventually("the boost over", Duration::from_secs(20), || {
+        std::future::ready(cpu(&task).filter(|(_, q)| *q == 10_000))
+    })
+    .await;
     let (status, body) = d
         .call(
             reqwest::Method::POST,
@@ -656,5 +671,87 @@ async fn unreferenced_artifacts_are_collected() {
     assert!(
         dir.join(&v1).is_file(),
         "v1's artifact is kept: a release refers to it"
+    );
+}
+
+/// What the dashboard shows of an app's past outlives a restart of `drove up`: its scaling
+/// decisions, its wakes' timelines and its last hour of samples (`/v1/apps/<app>/scaling`,
+/// which the dashboard's app page reads) are the same after it as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_past_outlives_a_restart() {
+    let mut up = support::up::Up::start((28800, 28999), &[]).await;
+    let http = reqwest::Client::new();
+    let mut app = support::paas::node_app("/napper", 0, "zzz");
+    app["scaling"] = json!({"minInstances": 0, "idleSeconds": 3600});
+    let r = http
+        .post(format!("{}/v2/apps", up.paas_url))
+        .bearer_auth(&up.token)
+        .json(&app)
+        .send()
+        .await
+        .expect("create");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let (url, host) = up.app_request("napper");
+    let r = http
+        .get(&url)
+        .header("Host", &host)
+        .send()
+        .await
+        .expect("a request wakes it");
+    assert_eq!(r.status(), 200);
+    let (url, token) = (
+        format!("{}/v1/apps/napper/scaling", up.paas_url),
+        up.token.clone(),
+    );
+    let scaling = || {
+        let (http, url, token) = (&http, &url, &token);
+        async move {
+            let v: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            Some(v)
+        }
+    };
+    // A wake, its decision, and two samples with the instance up.
+    let before = eventually(
+        "a wake and two samples",
+        Duration::from_secs(40),
+        || async {
+            let v = scaling().await?;
+            let up_samples = v["history"]
+                .as_array()?
+                .iter()
+                .filter(|s| s["ready"] == 1)
+                .count();
+            let woke = v["wakes"].as_array().is_some_and(|w| !w.is_empty());
+            (woke && up_samples >= 2).then_some(v)
+        },
+    )
+    .await;
+    assert!(
+        before["decisions"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["reason"].as_str().is_some_and(|r| r.starts_with("wake")))),
+        "the wake's decision: {before}"
+    );
+    up.restart().await;
+    let after = scaling().await.expect("the scaling view after the restart");
+    assert_eq!(after["wakes"], before["wakes"], "the wakes kept");
+    assert_eq!(
+        after["decisions"], before["decisions"],
+        "the decisions kept"
+    );
+    let samples = |v: &Value| v["history"].as_array().cloned().unwrap_or_default();
+    let kept = samples(&before);
+    assert!(
+        samples(&after).starts_with(&kept),
+        "the samples kept, in order:\nbefore {kept:?}\nafter {:?}",
+        samples(&after)
     );
 }

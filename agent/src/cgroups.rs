@@ -68,8 +68,9 @@ pub struct Limits {
     /// Most processes and threads the task may have; None: no limit.
     pub pids_max: Option<u64>,
     /// Startup CPU boost: the CFS quota is at least one whole core until the launcher ends
-    /// it (the task's first passed health check, or `--startup-cpu-boost`). Shares stay the
-    /// task's own, so under contention the boost only takes otherwise idle CPU.
+    /// it (a few seconds after the task's first passed health check, so the first requests
+    /// are served boosted too; or `--startup-cpu-boost` without one). Shares stay the task's
+    /// own, so under contention the boost only takes otherwise idle CPU.
     pub boost: bool,
     /// The task's CPU limit (Mesos's `limits.cpus`): its quota, when above `cpus`; its shares
     /// stay its `cpus`, so it bursts only into CPU nobody with a claim wants.

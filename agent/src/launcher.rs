@@ -34,6 +34,10 @@ const WATCH_TICK: Duration = Duration::from_millis(200);
 /// How often a task is looked at until its process is seen: its RUNNING (and its first health
 /// checks) wait on this, and a cold start's latency with them.
 const STARTING_TICK: Duration = Duration::from_millis(5);
+/// How long a task's startup CPU boost outlasts its first passed health check: the requests a
+/// wake held reach it within milliseconds of that check (the route that releases them goes out
+/// with it), so their first, cold render still runs boosted.
+pub const BOOST_AFTER_READY: Duration = Duration::from_secs(5);
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// `shell: false` commands: Mesos puts `argv[0]` first in `arguments`. When the first argument
@@ -771,6 +775,8 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
     let started = Instant::now();
     let mut seen_running = false;
     let mut boosted = node.config.startup_boost.is_some();
+    // When the first passed check came: the boost lasts BOOST_AFTER_READY beyond it.
+    let mut ready_at: Option<Instant> = None;
     loop {
         let tick = if seen_running {
             WATCH_TICK
@@ -781,20 +787,21 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(tick) => {}
             Some(action) = health_rx.recv() => {
-                if boosted && matches!(action, HealthAction::Report(true)) {
-                    boosted = false;
-                    end_boost(&node, &key);
+                if boosted && ready_at.is_none() && matches!(action, HealthAction::Report(true)) {
+                    ready_at = Some(Instant::now());
                 }
                 on_health(&node, &key, action);
                 continue;
             }
         }
-        if boosted
-            && node
+        let boost_over = match ready_at {
+            Some(at) => at.elapsed() >= BOOST_AFTER_READY,
+            None => node
                 .config
                 .startup_boost
-                .is_some_and(|b| started.elapsed() >= b)
-        {
+                .is_some_and(|b| started.elapsed() >= b),
+        };
+        if boosted && boost_over {
             boosted = false;
             end_boost(&node, &key);
         }

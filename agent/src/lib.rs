@@ -109,9 +109,10 @@ pub struct AgentArgs {
     /// Ping interval in seconds (default: what the master says at registration).
     #[arg(long)]
     pub ping_interval: Option<f64>,
-    /// A starting task's CFS quota is raised to at least one core until its first passed
-    /// health check, or this long at most (`0s`: no boost). Shares are not raised, so it only
-    /// takes CPU nobody else wants; a cold start stops waiting on a 0.1-cpu quota.
+    /// A starting task's CFS quota is raised to at least one core until 5 s after its first
+    /// passed health check (so a wake's first requests are served boosted too), or, until it
+    /// passes one, this long at most (`0s`: no boost). Shares are not raised, so it only takes
+    /// CPU nobody else wants; a cold start stops waiting on a 0.1-cpu quota.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub startup_cpu_boost: std::time::Duration,
     /// Per-stream size limit of a task's stdout/stderr before rotation, in bytes.

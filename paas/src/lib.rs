@@ -342,6 +342,21 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         args.admin_token.clone(),
         args.router_token.clone(),
     )?;
+    // Each app's past, for those that keep it: the state its wakes, the scaler its decisions,
+    // the dashboard its samples.
+    let (mut decisions, mut samples) = (Vec::new(), Vec::new());
+    snapshot.journal.retain_mut(|(app, kind, data)| {
+        let line = (std::mem::take(app), std::mem::take(data));
+        match kind {
+            store::Journal::Decision => decisions.push(line),
+            store::Journal::Sample => samples.push(line),
+            store::Journal::Wake => {
+                (*app, *data) = line;
+                return true;
+            }
+        }
+        false
+    });
     let events = Events::new();
     let mut state = State::new(
         store.clone(),
@@ -384,6 +399,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
     let started_tokens = (tokens.admin.clone(), tokens.router.clone());
     let push_dir = args.data_dir.clone();
     let (admin_session, admin_secure_cookies) = (args.admin_session, args.admin_secure_cookies);
+    let scaler = scaler::Scaler::new(store.clone(), decisions);
     let paas = Arc::new(Paas {
         state: Mutex::new(state),
         store,
@@ -393,14 +409,14 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         tokens,
         args,
         stats: stats::RouterStats::default(),
-        scaler: scaler::Scaler::default(),
+        scaler,
         push: push::Pushes::new(push_dir, pushed),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default(),
         metrics: api::metrics::Metrics::default(),
-        admin: admin::Admin::new(admin_session, admin_secure_cookies),
+        admin: admin::Admin::new(admin_session, admin_secure_cookies, samples),
         shutdown: shutdown.clone(),
         agents: Mutex::new(None),
         writes: tokio::sync::Mutex::new(()),
@@ -424,6 +440,10 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(PaasError::Serve)?;
+        // What the scheduler and the journal queued last is on disk before the process ends.
+        if let Err(e) = paas.store.flush().await {
+            tracing::warn!(error = %e, "the PaaS store could not be flushed at shutdown");
+        }
         match paas.fatal.lock().unwrap_or_else(|p| p.into_inner()).take() {
             Some(reason) => Err(PaasError::Stopped(reason)),
             None => Ok(()),

@@ -1,4 +1,6 @@
-//! sqlx/SQLite persistence: apps, their versions, instances, the framework id. One writer task
+//! sqlx/SQLite persistence: apps, their versions, instances, the framework id, pushed apps
+//! and their releases, and each app's journal (what the dashboard shows of its past: scaling
+//! decisions, wakes, the last hour's samples). One writer task
 //! applies writes in order, in batches; a caller that must not answer before its write is on
 //! disk (an API change) waits for it, the scheduler's own bookkeeping does not.
 //!
@@ -76,10 +78,45 @@ pub enum Op {
         number: u32,
         data: String,
     },
+    /// A line of an app's past (`journal`): appended, then only the last `keep` of its kind
+    /// are kept.
+    Journal {
+        app: String,
+        kind: Journal,
+        data: String,
+        keep: usize,
+    },
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
     /// Writes a timestamp: how a failed store finds out that the disk takes writes again.
     Probe,
+}
+
+/// The kinds of lines in an app's journal: what the dashboard shows of its past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    /// A scaling decision (by app id).
+    Decision,
+    /// A completed wake's timeline (by app id).
+    Wake,
+    /// A sample of the last hour (by route name).
+    Sample,
+}
+
+impl Journal {
+    fn name(self) -> &'static str {
+        match self {
+            Journal::Decision => "decision",
+            Journal::Wake => "wake",
+            Journal::Sample => "sample",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Journal> {
+        [Journal::Decision, Journal::Wake, Journal::Sample]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
 }
 
 /// What was on disk at start.
@@ -91,6 +128,8 @@ pub struct Snapshot {
     pub instances: Vec<(String, String)>,
     /// Pushed apps' settings, JSON.
     pub push_apps: Vec<String>,
+    /// Every app's journal, `(app, kind, JSON)`, oldest first.
+    pub journal: Vec<(String, Journal, String)>,
 }
 
 type Ack = oneshot::Sender<Result<(), String>>;
@@ -239,6 +278,19 @@ impl Store {
         })
     }
 
+    /// Appends a line to an app's journal when the store takes writes; history is not state,
+    /// so while the store is failed or full it is left out rather than queued.
+    pub fn journal(&self, app: &str, kind: Journal, data: String, keep: usize) {
+        if self.unavailable().is_none() {
+            self.enqueue(Op::Journal {
+                app: app.to_string(),
+                kind,
+                data,
+                keep,
+            });
+        }
+    }
+
     /// Waits until every write queued so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.write(Op::Flush).await
@@ -315,11 +367,22 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
         .iter()
         .map(|r| r.get::<String, _>(0))
         .collect();
+    let journal = sqlx::query("SELECT app, kind, data FROM journal ORDER BY id")
+        .fetch_all(pool)
+        .await
+        .map_err(err)?
+        .iter()
+        .filter_map(|r| {
+            let kind = Journal::parse(&r.get::<String, _>(1))?;
+            Some((r.get::<String, _>(0), kind, r.get::<String, _>(2)))
+        })
+        .collect();
     Ok(Snapshot {
         framework_id,
         apps,
         instances,
         push_apps,
+        journal,
     })
 }
 
@@ -463,6 +526,35 @@ async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(),
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                let route = crate::app::route_name(id).unwrap_or_default();
+                sqlx::query("DELETE FROM journal WHERE app = $1 OR app = $2")
+                    .bind(id)
+                    .bind(route)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Op::Journal {
+                app,
+                kind,
+                data,
+                keep,
+            } => {
+                sqlx::query("INSERT INTO journal (app, kind, data) VALUES ($1, $2, $3)")
+                    .bind(app)
+                    .bind(kind.name())
+                    .bind(data)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM journal WHERE app = $1 AND kind = $2 AND id <= \
+                     (SELECT id FROM journal WHERE app = $1 AND kind = $2 \
+                      ORDER BY id DESC LIMIT 1 OFFSET $3)",
+                )
+                .bind(app)
+                .bind(kind.name())
+                .bind(i64::try_from(*keep).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
             }
             Op::PutInstance {
                 task_id,

@@ -1,11 +1,13 @@
 //! The last hour of every app, for the dashboard's charts: every [`STEP`] a sample of its
 //! request rate (from the routers' cumulative counters), its latency quantiles (the routers'
-//! last minute) and its instance counts (wanted and ready).
+//! last minute) and its instance counts (wanted and ready). Each sample is journalled too, so
+//! the charts survive a restart (with a gap where the PaaS was down).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::store::Journal;
 use crate::Paas;
 
 /// Between samples.
@@ -13,7 +15,8 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// Samples kept per app: an hour.
 pub const KEPT: usize = 360;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Sample {
     pub at_ms: u64,
     /// Requests per second since the previous sample; `None` for the first one (or after the
@@ -49,9 +52,28 @@ pub struct History {
 }
 
 impl History {
+    /// The history journalled before (`(route name, sample JSON)`, oldest first); the last
+    /// [`KEPT`] of each app.
+    pub fn restore(samples: impl IntoIterator<Item = (String, String)>) -> History {
+        let mut apps: HashMap<String, Series> = HashMap::new();
+        for (app, data) in samples {
+            let Ok(sample) = serde_json::from_str::<Sample>(&data) else {
+                continue;
+            };
+            let s = apps.entry(app).or_default();
+            if s.samples.len() >= KEPT {
+                s.samples.pop_front();
+            }
+            s.samples.push_back(sample);
+        }
+        History {
+            apps: Mutex::new(apps),
+        }
+    }
+
     /// Records what was read of `app` (its route name) at `at_ms`; the rate comes from the
-    /// counter's change since the previous sample.
-    pub fn record(&self, app: &str, at_ms: u64, r: Reading) {
+    /// counter's change since the previous sample. Returns the sample.
+    pub fn record(&self, app: &str, at_ms: u64, r: Reading) -> Sample {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let s = apps.entry(app.to_string()).or_default();
         let prev_at = s.samples.back().map(|p| p.at_ms);
@@ -67,14 +89,16 @@ impl History {
         if s.samples.len() >= KEPT {
             s.samples.pop_front();
         }
-        s.samples.push_back(Sample {
+        let sample = Sample {
             at_ms,
             rate,
             p50: r.p50,
             p99: r.p99,
             wanted: r.wanted,
             ready: r.ready,
-        });
+        };
+        s.samples.push_back(sample);
+        sample
     }
 
     /// The app's samples, oldest first.
@@ -125,7 +149,7 @@ fn sample(paas: &Paas) {
     };
     for (route, wanted, ready) in &apps {
         let c = paas.stats.counters(route, now, crate::scaler::FRESH_MS);
-        paas.admin.history.record(
+        let sample = paas.admin.history.record(
             route,
             now,
             Reading {
@@ -136,6 +160,9 @@ fn sample(paas: &Paas) {
                 ready: *ready,
             },
         );
+        if let Ok(data) = serde_json::to_string(&sample) {
+            paas.store.journal(route, Journal::Sample, data, KEPT);
+        }
     }
     let keep: Vec<String> = apps.into_iter().map(|(r, _, _)| r).collect();
     paas.admin.history.retain(&keep);

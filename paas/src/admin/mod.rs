@@ -40,10 +40,16 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub fn new(session_ttl: Duration, secure_cookies: bool) -> Admin {
+    /// The dashboard's parts, its history restored from the samples journalled before
+    /// (`(route name, JSON)`, oldest first).
+    pub fn new(
+        session_ttl: Duration,
+        secure_cookies: bool,
+        samples: impl IntoIterator<Item = (String, String)>,
+    ) -> Admin {
         Admin {
             sessions: session::Sessions::new(session_ttl, secure_cookies),
-            history: history::History::default(),
+            history: history::History::restore(samples),
             api: OnceLock::new(),
         }
     }

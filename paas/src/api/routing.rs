@@ -135,7 +135,9 @@ pub async fn wake(
 
 /// `GET /v1/apps/{app}/scaling`: an app's scaling settings, its scaler's view (recent
 /// decisions with their reasons, panic mode, idle time, concurrency), its current load, its
-/// recent wakes' timelines and the open one (`waking`, `null` unless it is waking).
+/// recent wakes' timelines and the open one (`waking`, `null` unless it is waking), and its
+/// last hour (`history`: a sample every 10 s of requests per second, p50/p99, wanted and
+/// ready instances). Decisions, wakes and history are journalled, so a restart keeps them.
 /// `POST /v1/apps/{app}/suspend` and `/resume`: an operator takes the app offline (no
 /// instances; the routers answer 503 and never wake it) or brings it back.
 pub async fn suspend(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
@@ -190,6 +192,7 @@ pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>
         view["wakes"] = json!(s.wakes_of(&id));
         view["waking"] = json!(s.open_wake(&id));
     }
+    view["history"] = json!(paas.admin.history.of(&name));
     view["appId"] = json!(id);
     view["instances"] = json!(instances);
     view["scaling"] = json!(scaling);

@@ -23,7 +23,7 @@ pub use settings::Scaling;
 
 use crate::app::AppDefinition;
 use crate::state::timestamp;
-use crate::store::Op;
+use crate::store::{Journal, Op, Store};
 use crate::Paas;
 
 /// How often the scaler looks.
@@ -34,9 +34,10 @@ pub const DECISIONS: usize = 50;
 pub const FRESH_MS: u64 = 5_000;
 
 /// What the scaler remembers of each app.
-#[derive(Default)]
 pub struct Scaler {
     apps: Mutex<HashMap<String, AppMemory>>,
+    /// Where decisions are journalled, so they outlive a restart.
+    store: Store,
 }
 
 struct AppMemory {
@@ -83,6 +84,29 @@ pub fn now_ms() -> u64 {
 }
 
 impl Scaler {
+    /// A scaler that journals to `store`, with the decisions it journalled before
+    /// (`(app id, JSON)`, oldest first).
+    pub fn new(store: Store, restored: impl IntoIterator<Item = (String, String)>) -> Scaler {
+        let mut apps: HashMap<String, AppMemory> = HashMap::new();
+        let now = Instant::now();
+        for (app, data) in restored {
+            let Ok(decision) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            let to = decision["to"].as_u64().unwrap_or(0) as u32;
+            let m = apps.entry(app).or_insert_with(|| AppMemory::new(now, to));
+            if m.decisions.len() >= DECISIONS {
+                m.decisions.pop_front();
+            }
+            m.decisions.push_back(decision);
+            m.last_count = to;
+        }
+        Scaler {
+            apps: Mutex::new(apps),
+            store,
+        }
+    }
+
     fn with<R>(&self, app: &str, count: u32, f: impl FnOnce(&mut AppMemory) -> R) -> R {
         let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let m = apps
@@ -111,6 +135,8 @@ impl Scaler {
                 m.busy_noted = false;
             }
         });
+        self.store
+            .journal(app, Journal::Decision, decision.to_string(), DECISIONS);
         decision
     }
 

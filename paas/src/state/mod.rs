@@ -269,6 +269,15 @@ impl State {
                 Err(e) => tracing::error!(%task_id, error = %e, "stored instance unreadable"),
             }
         }
+        for (app, _, data) in snapshot.journal {
+            let (Some(a), Ok(wake)) = (self.apps.get_mut(&app), serde_json::from_str(&data)) else {
+                continue;
+            };
+            if a.wakes.len() >= wakes::KEPT {
+                a.wakes.pop_front();
+            }
+            a.wakes.push_back(wake);
+        }
         // Deployments are not stored: an app caught mid-change gets one again, so tools that
         // watch `/v2/deployments` see it finish (or not).
         let unsettled: Vec<(String, &'static str)> = self

@@ -7,8 +7,8 @@
 //! `accept` (a launch was sent on it), `starting` (the agent took it: sandbox, fetch),
 //! `running` (the process started), `ready` (its first passed health check), `routed` (the
 //! route upsert that releases the held requests went out; the routers forward them at once).
-//! At `routed` the timeline is complete: kept with the app (the last [`KEPT`]) and published
-//! as a `drove_wake_timeline_event`.
+//! At `routed` the timeline is complete: kept with the app (the last [`KEPT`], journalled so
+//! they outlive a restart) and published as a `drove_wake_timeline_event`.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 
 use super::{timestamp, State};
 use crate::events;
+use crate::store::Journal;
 
 /// Completed timelines kept per app.
 pub const KEPT: usize = 20;
@@ -96,6 +97,8 @@ impl State {
                 a.wakes.pop_front();
             }
             a.wakes.push_back(done.clone());
+            self.store
+                .journal(app, Journal::Wake, done.to_string(), KEPT);
             tracing::info!(app, total_ms = %done["totalMs"], "wake complete");
             self.events
                 .publish(events::scheduler("drove_wake_timeline_event", done));
