@@ -29,8 +29,10 @@
 mod support;
 #[path = "../tests/support/mod.rs"]
 mod test_support;
+#[path = "support/up.rs"]
+mod up;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,8 +41,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-const DROVE: &str = env!("CARGO_BIN_EXE_drove");
-const TOKEN: &str = "bench-admin-token";
+use up::{rounds, stats, timed_push, until_200, BenchUp, Killed, TOKEN};
 
 fn server_js() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/server.js").to_string()
@@ -54,44 +55,6 @@ fn node_app(id: &str, instances: u32, message: &str) -> Value {
         "healthChecks": [{"protocol": "HTTP", "path": "/health", "gracePeriodSeconds": 10,
                           "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 3}],
     })
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn stats(label: &str, mut xs: Vec<Duration>) {
-    xs.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "  {label:<34} min {:>7.1} ms  median {:>7.1} ms  max {:>7.1} ms  (n={})",
-        ms(xs[0]),
-        ms(xs[xs.len() / 2]),
-        ms(xs[xs.len() - 1]),
-        xs.len()
-    );
-}
-
-/// Polls `url` (with `host`) every 2 ms until it answers 200; the time it took.
-async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Instant) -> Duration {
-    let deadline = since + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = http.get(url).header("Host", host).send().await {
-            if r.status() == 200 {
-                return since.elapsed();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{url} ({host}) never answered 200"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 fn main() {
@@ -114,14 +77,6 @@ fn main() {
     });
 }
 
-/// `ROUNDS`: how many times each part times its thing (default 10).
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(10)
-}
-
 /// The floor every part compares against: `node server.js` spawned directly, until its
 /// first 200.
 async fn node_alone(http: &reqwest::Client) -> Duration {
@@ -139,71 +94,23 @@ async fn node_alone(http: &reqwest::Client) -> Duration {
 }
 
 async fn with_drove_up(parts: &str, extra: &[&str]) {
-    let dir = support::tempdir();
-    let addr = || support::free_addr().to_string();
-    let (master, agent, paas, router, admin) = (addr(), addr(), addr(), addr(), addr());
-    let cgroup_root = format!("drove-bench-{}", std::process::id());
-    let _end_tasks = EndTasks(cgroup_root.clone());
-    let up = Command::new(DROVE)
-        .args([
-            "up".to_string(),
-            format!("--data-dir={}", dir.path().join("data").display()),
-            format!("--master-listen={master}"),
-            format!("--agent-listen={agent}"),
-            format!("--paas-listen={paas}"),
-            format!("--router-listen={router}"),
-            format!("--router-admin={admin}"),
-            "--resources=cpus:2;mem:4096;ports:[24000-24999]".into(),
-            format!("--cgroup-root={cgroup_root}"),
-            format!(
-                "--fetch-allow-dir={}",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
-            ),
-        ])
-        .args(extra)
-        .env("DROVE_ADMIN_TOKEN", TOKEN)
-        .env("DROVE_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("drove up");
-    let up = Killed(up);
-    let paas = format!("http://{paas}");
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{paas}/ping"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "drove up did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Let the agent register and the PaaS subscribe.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let router_url = format!("http://{router}/");
+    let up = BenchUp::start(extra).await;
+    let (http, paas, router_url) = (&up.http, up.paas.as_str(), up.router.as_str());
     if parts.contains('1') {
-        deploy_to_first_200(&http, &paas, &router_url).await;
+        deploy_to_first_200(http, paas, router_url).await;
     }
     if parts.contains('2') {
-        rolling_deploy_under_load(&http, &paas, &router_url).await;
+        rolling_deploy_under_load(http, paas, router_url).await;
     }
     if parts.contains('4') {
-        wake_to_first_200(&http, &paas, &router_url).await;
+        wake_to_first_200(http, paas, router_url).await;
     }
     if parts.contains('5') {
-        push_to_first_200(&http, &paas, &router_url, false).await;
+        push_to_first_200(http, paas, router_url, false).await;
     }
     if parts.contains('6') {
-        push_to_first_200(&http, &paas, &router_url, true).await;
+        push_to_first_200(http, paas, router_url, true).await;
     }
-    drop(up);
 }
 
 /// Part 4: the app at zero; one request through the router; its answer. Between rounds the
@@ -279,41 +186,6 @@ async fn wake_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
         .bearer_auth(TOKEN)
         .send()
         .await;
-}
-
-/// Pushes `main` to `remote`, timing each `remote: -----> ` line from the push's start.
-async fn timed_push(dir: &std::path::Path, remote: &str) -> (Duration, Vec<(String, Duration)>) {
-    use tokio::io::AsyncBufReadExt;
-    let started = Instant::now();
-    let mut child = tokio::process::Command::new("git")
-        .args(["-c", "credential.helper=", "push", remote, "main"])
-        .current_dir(dir)
-        .env("HOME", dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("git push");
-    let mut steps = Vec::new();
-    let mut all = String::new();
-    if let Some(err) = child.stderr.take() {
-        let mut lines = tokio::io::BufReader::new(err).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(step) = line
-                .trim_start_matches("remote:")
-                .trim()
-                .strip_prefix("-----> ")
-            {
-                steps.push((step.to_string(), started.elapsed()));
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-    }
-    let status = child.wait().await.expect("git push");
-    assert!(status.success(), "push: {all}");
-    (started.elapsed(), steps)
 }
 
 async fn push_to_first_200(http: &reqwest::Client, paas: &str, router: &str, dependency: bool) {
@@ -491,14 +363,6 @@ async fn to_zero(http: &reqwest::Client, paas: &str) {
 
 /// Tasks outlive their agent by design: ends them when the benchmark ends (or panics), or the
 /// next run would find their ports taken.
-struct EndTasks(String);
-
-impl Drop for EndTasks {
-    fn drop(&mut self) {
-        test_support::kill_cgroup_tree(&self.0);
-    }
-}
-
 async fn deploy_to_first_200(http: &reqwest::Client, paas: &str, router: &str) {
     let rounds = rounds();
     println!("deploy → first 200 through the router ({rounds} rounds, floor interleaved)");
