@@ -3,13 +3,20 @@
 //! quarantine; it hands both to the PaaS (`DROVE_PUSH_URL`, with the single-use
 //! `DROVE_PUSH_TOKEN` the PaaS gave this push) and prints the deploy's output as it comes (git
 //! shows it to the pusher as `remote:` lines). It exits 0, accepting the push, only if the last
-//! line is `ok`.
+//! line is `ok`. If git stops taking its output (git's own reader, the PaaS, went away
+//! mid-push), it exits after [`OUTPUT_STALL`] rather than wait on the pipe forever, holding
+//! `receive-pack` and the repository with it.
 
-use std::io::{BufRead, Write};
+use std::io::BufRead;
+use std::time::Duration;
 
 use anyhow::Context;
 use drove_paas::push::{Receive, QUARANTINE};
 use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+
+/// How long a line of output may wait for git to take it.
+pub const OUTPUT_STALL: Duration = Duration::from_secs(60);
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Hook {
@@ -53,15 +60,23 @@ pub async fn run(hook: Hook) -> anyhow::Result<()> {
     let mut stream = resp.bytes_stream();
     let mut buf = Vec::new();
     let mut last = String::new();
-    let mut stdout = std::io::stdout();
+    let mut stdout = tokio::io::stdout();
     while let Some(chunk) = stream.next().await {
         buf.extend_from_slice(&chunk.context("reading the deploy's output")?);
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=end).collect();
             let text = String::from_utf8_lossy(&line).trim_end().to_string();
             if text != "ok" && !text.starts_with("rejected: ") {
-                let _ = writeln!(stdout, "{text}");
-                let _ = stdout.flush();
+                let line = format!("{text}\n");
+                let write = async {
+                    stdout.write_all(line.as_bytes()).await?;
+                    stdout.flush().await
+                };
+                if tokio::time::timeout(OUTPUT_STALL, write).await.is_err() {
+                    // Nobody takes the output: the push cannot be reported, so it is refused.
+                    // Exiting here, not returning: the runtime would wait for the stuck write.
+                    std::process::exit(1);
+                }
             }
             last = text;
         }

@@ -531,7 +531,8 @@ async fn a_huge_pushed_file_is_refused_without_reading_it() {
 
 /// A pusher that stops reading while its build prints without end does not make the PaaS
 /// hold the output: it is cut off (after `relay::STALL`), the build is stopped, and the PaaS's
-/// memory stays flat.
+/// memory stays flat; git's processes for it end (after `http_backend::RESPONSE_IDLE`) and
+/// the app takes the next push while the first pusher is still stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_pusher_does_not_grow_the_paas() {
     // Logs large enough that the build's output is not rotated away while it is relayed.
@@ -585,6 +586,39 @@ async fn a_stalled_pusher_does_not_grow_the_paas() {
         async move { (!build_running(d, "chatty").await).then_some(()) }
     })
     .await;
+    // Git's processes for the push (receive-pack, the hook) are ended too, the pusher still
+    // stopped, and the app takes the next push.
+    let repo = d.cluster.dir.path().join("paas/git/chatty.git");
+    let in_repo = || -> usize {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|p| {
+                std::fs::read_link(p.path().join("cwd")).is_ok_and(|c| c.starts_with(&repo))
+            })
+            .count()
+    };
+    assert!(
+        in_repo() > 0,
+        "git runs in {} while the push is held",
+        repo.display()
+    );
+    eventually("git's processes ended", Duration::from_secs(120), || {
+        std::future::ready((in_repo() == 0).then_some(()))
+    })
+    .await;
+    let w2 = support::tempdir();
+    let next = w2.path();
+    assert!(git(next, &["init", "-q"]).0);
+    std::fs::copy(support::paas::server_js(), next.join("server.js")).expect("server.js");
+    let quiet = json!({"name": "chatty", "scripts": {"start": "node server.js"},
+                       "drove": {"minInstances": 1}});
+    std::fs::write(next.join("package.json"), quiet.to_string()).expect("package.json");
+    assert!(git(next, &["add", "-A"]).0);
+    assert!(git(next, &["commit", "-qm", "quiet"]).0);
+    let (ok, out) = git(next, &["push", "--force", &remote, "HEAD:main"]);
+    assert!(ok && out.contains("released"), "{out}");
     let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
     let _ = push.wait();
     let grown = peak.saturating_sub(before);

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, Weak};
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -25,6 +26,43 @@ impl Drop for GroupKill {
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+    }
+}
+
+/// A request's git: the child, its process group, and the request's hold; dropped to end them.
+type Git = (
+    tokio::process::Child,
+    GroupKill,
+    Option<Box<dyn Send + Sync>>,
+);
+
+/// One request's git, while its answer is being sent.
+struct Running {
+    git: Mutex<Option<Git>>,
+    /// When the last chunk was handed to the client, while it has not asked for the next.
+    handed: Mutex<Option<tokio::time::Instant>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Ends a request's git once its client has taken nothing for [`RESPONSE_IDLE`]; returns when
+/// the response is gone.
+async fn give_up_on_a_stalled_client(running: Weak<Running>) {
+    loop {
+        tokio::time::sleep(RESPONSE_IDLE / 4).await;
+        let Some(r) = running.upgrade() else { return };
+        let stalled = locked(&r.handed).is_some_and(|at| at.elapsed() >= RESPONSE_IDLE);
+        if stalled {
+            if locked(&r.git).take().is_some() {
+                tracing::warn!(
+                    "a git client took nothing of its answer for {} s: its request is ended",
+                    RESPONSE_IDLE.as_secs()
+                );
+            }
+            return;
         }
     }
 }
@@ -56,6 +94,10 @@ pub const MAX_COMMANDS: usize = 1 << 20;
 pub const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// The longest a request body may take to arrive.
 pub const BODY_LIMIT: std::time::Duration = std::time::Duration::from_secs(1800);
+/// A client that takes nothing of the answer for this long is given up: git's processes are
+/// killed and the push's hold on its app released, whether or not its connection closes. (A
+/// push in progress writes a keepalive every second, so a reading client is never idle.)
+pub const RESPONSE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Where a push's body is: still in its commands (kept back until they end, so none reaches
 /// git past [`MAX_COMMANDS`]), or past them.
@@ -103,7 +145,8 @@ fn header(headers: &HeaderMap, name: &str) -> String {
 }
 
 /// Runs `git http-backend` for `req` over the repositories under `root`, streaming `body` in
-/// and the answer out. The child is killed if the response is dropped (the client left).
+/// and the answer out. The child is killed if the response is dropped (the client left) or
+/// its client takes nothing of it for [`RESPONSE_IDLE`].
 pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("http-backend")
@@ -231,25 +274,30 @@ pub async fn serve(root: &Path, req: CgiRequest<'_>, body: Body) -> Response {
             headers.append(n, v);
         }
     }
-    // The child (and the request's hold) lives as long as its output is read (kill_on_drop
-    // ends it if the client goes).
-    let hold = req.hold;
-    let body = futures::stream::unfold(
-        (out, child, group, hold),
-        |(mut out, child, group, hold)| async move {
-            let mut buf = vec![0u8; 64 * 1024];
-            match tokio::io::AsyncReadExt::read(&mut out, &mut buf).await {
-                Ok(0) | Err(_) => None,
-                Ok(n) => {
-                    buf.truncate(n);
-                    Some((
-                        Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
-                        (out, child, group, hold),
-                    ))
-                }
+    // The child (and the request's hold) lives as long as its output is read: until the
+    // response is dropped (the client left), or its client has taken nothing for
+    // RESPONSE_IDLE.
+    let running = Arc::new(Running {
+        git: Mutex::new(Some((child, group, req.hold))),
+        handed: Mutex::new(None),
+    });
+    tokio::spawn(give_up_on_a_stalled_client(Arc::downgrade(&running)));
+    let body = futures::stream::unfold((out, running), |(mut out, running)| async move {
+        // Asked for more: the client is taking what it was given.
+        *locked(&running.handed) = None;
+        let mut buf = vec![0u8; 64 * 1024];
+        match tokio::io::AsyncReadExt::read(&mut out, &mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                *locked(&running.handed) = Some(tokio::time::Instant::now());
+                Some((
+                    Ok::<_, std::io::Error>(bytes::Bytes::from(buf)),
+                    (out, running),
+                ))
             }
-        },
-    );
+        }
+    });
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
