@@ -44,14 +44,7 @@ async fn a_crash_at_start_shows_what_the_app_said() {
     let said = "Error: boom: DATABASE_URL is not set";
 
     // Pushed: the push is rejected with the app's own words.
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({"name": "crashy"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let remote = d.create_pushed("crashy").await;
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).expect("repo dir");
     assert!(git(&repo, &["init", "-q"]).0);
@@ -61,7 +54,7 @@ async fn a_crash_at_start_shows_what_the_app_said() {
     std::fs::write(repo.join("package.json"), package.to_string()).expect("package.json");
     assert!(git(&repo, &["add", "-A"]).0);
     assert!(git(&repo, &["commit", "-qm", "v1"]).0);
-    let (ok, out) = git(&repo, &["push", &support::push_remote(&created), "main"]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
     assert!(!ok, "{out}");
     assert!(
         out.contains(said),
@@ -155,15 +148,7 @@ async fn builds_can_be_followed_and_explain_their_failures() {
     let work = support::tempdir();
     let target = cli_target(&d, work.path());
     let repo = work.path().join("repo");
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({"name": "follow"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let remote = support::push_remote(&created);
+    let remote = d.create_pushed("follow").await;
     let build = "console.error('compiling on stderr');\n\
                  setTimeout(() => {\n\
                    fs.mkdirSync('dist', {recursive: true});\n\
@@ -290,27 +275,14 @@ async fn a_build_waiting_for_resources_says_so() {
         a["tasksRunning"] == 1
     })
     .await;
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({"name": "patient"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let remote = d.create_pushed("patient").await;
     let pkg = json!({"name": "patient", "scripts": {"start": "node server.js", "build": "node -e 0"},
                      "drove": {"minInstances": 1}});
     app_repo(&repo, &pkg, &[]);
     let log = work.path().join("push.log");
     let out = std::fs::File::create(&log).expect("push log");
     let mut push = std::process::Command::new("git")
-        .args([
-            "-c",
-            "credential.helper=",
-            "push",
-            &support::push_remote(&created),
-            "main",
-        ])
+        .args(["-c", "credential.helper=", "push", &remote, "main"])
         .current_dir(&repo)
         .env("HOME", &repo)
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -397,18 +369,11 @@ async fn wakes_reuse_the_unpacked_artifact_and_leave_no_disk_behind() {
     let d = Drove::start(&[&agent(31)]).await;
     let work = support::tempdir();
     let repo = work.path().join("repo");
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({"name": "sleeper"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let remote = d.create_pushed("sleeper").await;
     let pkg = json!({"name": "sleeper", "scripts": {"start": "node server.js"},
                      "drove": {"minInstances": 0, "idleSeconds": 3600}});
     app_repo(&repo, &pkg, &[]);
-    let (ok, out) = git(&repo, &["push", &support::push_remote(&created), "main"]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
     assert!(ok, "{out}");
     let agent_dir = d.cluster.specs[0].work_dir.clone();
     // Every sandbox of the app (live, and ended ones kept for their logs) is mounted over
@@ -491,18 +456,11 @@ async fn an_app_is_guaranteed_its_cpus_and_bursts_to_its_limit() {
     let d = Drove::start(&[&agent(32)]).await;
     let work = support::tempdir();
     let repo = work.path().join("repo");
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({"name": "bursty"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    let remote = d.create_pushed("bursty").await;
     let pkg = json!({"name": "bursty", "scripts": {"start": "node server.js"},
                      "flock": {"cpus": 0.1}, "drove": {"minInstances": 1}});
     app_repo(&repo, &pkg, &[]);
-    let (ok, out) = git(&repo, &["push", &support::push_remote(&created), "main"]);
+    let (ok, out) = git(&repo, &["push", &remote, "main"]);
     assert!(ok, "{out}");
     let cpu = |task: &str| -> Option<(u64, i64)> {
         // The task's cgroup under this test's cgroup root (v1: cpu.shares, cpu.cfs_quota_us).
@@ -627,15 +585,7 @@ async fn unreferenced_artifacts_are_collected() {
     let d = Drove::start(&[&agent(34)]).await;
     let work = support::tempdir();
     let repo = work.path().join("repo");
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({"name": "tidy"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let remote = support::push_remote(&created);
+    let remote = d.create_pushed("tidy").await;
     let pkg = json!({"name": "tidy", "scripts": {"start": "node server.js"},
                      "drove": {"minInstances": 1}});
     app_repo(&repo, &pkg, &[]);

@@ -375,19 +375,6 @@ fn package(scripts: Value) -> Value {
     p
 }
 
-/// Creates a pushed app; its authenticated git remote.
-async fn create_pushed(d: &Drove, name: &str) -> String {
-    let (status, created) = d
-        .call(
-            reqwest::Method::POST,
-            "/v1/push/apps",
-            Some(json!({ "name": name })),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    support::push_remote(&created)
-}
-
 /// One app's build can never feed another's: an app whose install script tampers with its
 /// installed dependencies, pushed first with the very same lockfile, leaves the next app's
 /// build untouched (a fresh `npm ci`, the real dependency served), and each app's cache feeds
@@ -397,8 +384,8 @@ async fn create_pushed(d: &Drove, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_cannot_poison_another_apps_dependencies() {
     let d = Drove::start(&[&agent(21)]).await;
-    let mallory = create_pushed(&d, "mallory").await;
-    let victim = create_pushed(&d, "victim").await;
+    let mallory = d.create_pushed("mallory").await;
+    let victim = d.create_pushed("victim").await;
 
     // Pushed first: a postinstall (not covered by the lockfile) replaces the dependency.
     let shared = support::tempdir();
@@ -497,7 +484,7 @@ fn rss(pid: i32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_pushed_file_is_refused_without_reading_it() {
     let d = Drove::start(&[&agent(22)]).await;
-    let remote = create_pushed(&d, "sparse").await;
+    let remote = d.create_pushed("sparse").await;
     let pid = d.paas.as_ref().expect("the PaaS").pid();
     let w = support::tempdir();
     let dir = w.path();
@@ -537,7 +524,7 @@ async fn a_huge_pushed_file_is_refused_without_reading_it() {
 async fn a_stalled_pusher_does_not_grow_the_paas() {
     // Logs large enough that the build's output is not rotated away while it is relayed.
     let d = Drove::start_with_agent_args(&[&agent(23)], &["--log-max-bytes=1073741824"]).await;
-    let remote = create_pushed(&d, "chatty").await;
+    let remote = d.create_pushed("chatty").await;
     let pid = d.paas.as_ref().expect("the PaaS").pid();
     let w = support::tempdir();
     let dir = w.path();
@@ -746,7 +733,7 @@ async fn another_site_cannot_use_the_api_and_guesses_do_not_lock_out_the_token()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ceilings_bind_pushed_apps_and_a_suspended_app_stays_down() {
     let d = Drove::start(&[&agent(24)]).await;
-    let remote = create_pushed(&d, "greedy").await;
+    let remote = d.create_pushed("greedy").await;
     let w = support::tempdir();
     let dir = w.path();
     assert!(git(dir, &["init", "-q"]).0);

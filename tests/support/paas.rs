@@ -197,6 +197,19 @@ impl Drove {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Creates a pushed app (`POST /v1/push/apps`); its git remote, deploy token included.
+    pub async fn create_pushed(&self, name: &str) -> String {
+        let (status, created) = self
+            .call(
+                reqwest::Method::POST,
+                "/v1/push/apps",
+                Some(serde_json::json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        super::push_remote(&created)
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let (status, body) = self.call(reqwest::Method::GET, path, None).await;
         assert_eq!(status, 200, "GET {path}: {body}");
