@@ -146,6 +146,47 @@ fn enable_subtree(dir: &Path, controllers: &[&str]) -> std::io::Result<()> {
     fs::write(dir.join("cgroup.subtree_control"), missing.join(" "))
 }
 
+/// A hybrid host (v1 hierarchies under `/sys/fs/cgroup`, v2 at `/sys/fs/cgroup/unified`) can
+/// leave controllers bound to the v2 hierarchy when no v1 one was mounted for them (hugetlb on
+/// some hosts). crun refuses such a host ("cgroups in hybrid mode not supported, drop all
+/// controllers from cgroupv2"), so each such controller gets the v1 hierarchy a systemd host
+/// would have mounted for it, at `/sys/fs/cgroup/<name>`. The kernel moves a controller only
+/// while no v2 cgroup uses it, so nothing running is affected; nothing is done elsewhere.
+pub fn give_v2_controllers_v1_hierarchies() -> Result<(), CgroupError> {
+    let base = Path::new("/sys/fs/cgroup");
+    let unified = base.join("unified");
+    if hierarchies::is_cgroup2_unified_mode() || !unified.join("cgroup.controllers").is_file() {
+        return Ok(());
+    }
+    let on_v2 = fs::read_to_string(unified.join("cgroup.controllers")).unwrap_or_default();
+    for c in on_v2.split_whitespace() {
+        if !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            continue;
+        }
+        let dir = base.join(c);
+        fs::create_dir_all(&dir)
+            .map_err(|e| CgroupError::Unusable(format!("creating {}: {e}", dir.display())))?;
+        nix::mount::mount(
+            Some("cgroup"),
+            &dir,
+            Some("cgroup"),
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            Some(c),
+        )
+        .map_err(|e| {
+            CgroupError::Unusable(format!(
+                "the {c} controller is on the v2 hierarchy of this hybrid host, which crun \
+                 refuses, and mounting its v1 hierarchy at {} failed: {e} (use --oci-runtime runc)",
+                dir.display()
+            ))
+        })?;
+        tracing::info!(controller = c, path = %dir.display(), "gave a v2-bound controller its v1 hierarchy (crun needs it)");
+    }
+    Ok(())
+}
+
 /// v2: makes `<hierarchy>/<root>` a domain whose children get `controllers`.
 ///
 /// The "no internal processes" rule forbids enabling controllers in a non-root cgroup that holds

@@ -96,6 +96,12 @@ pub struct TaskRecord {
     /// Unix seconds when the task started running.
     #[serde(default)]
     pub started_at: Option<f64>,
+    /// The runtime's id of the task's container (`--isolation container`).
+    #[serde(default)]
+    pub runtime_id: Option<String>,
+    /// The task's own network namespace and address (a container not on the host's network).
+    #[serde(default)]
+    pub network: Option<crate::container::Attachment>,
 
     // Runtime-only state.
     #[serde(skip)]
@@ -150,6 +156,8 @@ impl TaskRecord {
             kill: None,
             pending: VecDeque::new(),
             started_at: None,
+            runtime_id: None,
+            network: None,
             next_send: None,
             backoff: Duration::ZERO,
             in_flight: false,

@@ -364,7 +364,41 @@ async fn prepare_and_start(
         .map(|v| (v.name.clone(), v.value.clone()))
         .collect();
     let agent_id = node.agent_id().map(|a| a.value).unwrap_or_default();
-    let env = task_env(&EnvInputs {
+    // The container's network: its own (a pooled namespace), or the host's when asked for and
+    // allowed. Recorded before anything runs in it, so a restarted agent knows it is in use.
+    let network = match &cfg.containers {
+        Some(c) if !wants_host_network(&req.task).map_err(launch_failed)? => {
+            let c = c.clone();
+            let a = tokio::task::spawn_blocking(move || c.network.attach())
+                .await
+                .map_err(|e| launch_failed(e.to_string()))?
+                .map_err(|e| launch_failed(format!("the task's network: {e}")))?;
+            Some(a)
+        }
+        Some(c) if !c.allow_host_network => {
+            return Err(launch_failed(
+                "the task asks for the host's network, which this agent does not allow \
+                 (drove agent --allow-host-network)"
+                    .into(),
+            ));
+        }
+        _ => None,
+    };
+    if let Some(a) = &network {
+        let mut tasks = node.tasks();
+        if let Some(rec) = tasks.get_mut(key) {
+            rec.network = Some(a.clone());
+            rec.runtime_id = Some(crate::container::runtime_id(container_id));
+            node.checkpoint(rec);
+        }
+    } else if cfg.containers.is_some() {
+        let mut tasks = node.tasks();
+        if let Some(rec) = tasks.get_mut(key) {
+            rec.runtime_id = Some(crate::container::runtime_id(container_id));
+            node.checkpoint(rec);
+        }
+    }
+    let mut env = task_env(&EnvInputs {
         host: &cfg.hostname,
         agent_id: &agent_id,
         framework_id: &req.framework_id.value,
@@ -374,6 +408,12 @@ async fn prepare_and_start(
         user: &user,
         command_env: &command_env,
     });
+    if let Some(a) = &network {
+        // $HOST is where the task is reached: its own address (binding the agent's would
+        // leave it unreachable).
+        env.retain(|(k, _)| k != "HOST");
+        env.push(("HOST".into(), a.ip.to_string()));
+    }
     {
         let mut tasks = node.tasks();
         if let Some(rec) = tasks.get_mut(key) {
@@ -508,19 +548,75 @@ async fn prepare_and_start(
     } else {
         (None, None)
     };
-    let spec = ExecutorSpec {
-        program,
-        arg0,
-        args,
-        env,
-        cwd: sandbox_dir.clone(),
-        uid,
-        gid,
-        stdout: Stream::Stdout.path_in(&sandbox_dir),
-        stderr: Stream::Stderr.path_in(&sandbox_dir),
-        cgroup_procs,
-        pid_file: cdir.join("task.pid"),
-        status_file: cdir.join("exit_status.json"),
+    let stdout = Stream::Stdout.path_in(&sandbox_dir);
+    let stderr = Stream::Stderr.path_in(&sandbox_dir);
+    let pid_file = cdir.join("task.pid");
+    let status_file = cdir.join("exit_status.json");
+    let spec = match &cfg.containers {
+        Some(c) => {
+            let mut argv: Vec<String> = Vec::new();
+            if let Some(init) = &c.init {
+                argv.extend([init.display().to_string(), "--".to_string()]);
+            }
+            argv.push(program);
+            argv.extend(args);
+            let rid = crate::container::runtime_id(container_id);
+            let bundle_dir = cdir.join("bundle");
+            let cgroups_path = node
+                .tasks()
+                .get(key)
+                .and_then(|r| r.cgroup.clone())
+                .filter(|_| c.runtime.wants_cgroups_path())
+                .map(|p| format!("/{p}/runtime"));
+            let netns = network.as_ref().map(|a| a.netns_path());
+            let bundle = crate::container::BundleSpec {
+                dir: &bundle_dir,
+                id: &rid,
+                args: argv,
+                env: &env,
+                sandbox: &sandbox_dir,
+                uid: user.uid,
+                gid: user.gid,
+                user_name: &user.name,
+                hostname: &cfg.hostname,
+                netns: netns.as_deref(),
+                address: network.as_ref().map(|a| a.ip),
+                tmp_bytes: c.tmp_bytes,
+                cgroups_path,
+                cgroup_namespace: true,
+            };
+            crate::container::bundle::write(&bundle).map_err(|e| launch_failed(e.to_string()))?;
+            ExecutorSpec {
+                program: c.runtime.path.display().to_string(),
+                arg0: None,
+                args: c.runtime.run_args(&bundle_dir, &rid, &pid_file),
+                env: vec![("PATH".into(), DEFAULT_PATH.into())],
+                cwd: PathBuf::from("/"),
+                uid: None,
+                gid: None,
+                stdout,
+                stderr,
+                cgroup_procs,
+                pid_file,
+                status_file,
+                exec: true,
+            }
+        }
+        None => ExecutorSpec {
+            program,
+            arg0,
+            args,
+            env,
+            cwd: sandbox_dir.clone(),
+            uid,
+            gid,
+            stdout,
+            stderr,
+            cgroup_procs,
+            pid_file,
+            status_file,
+            exec: false,
+        },
     };
     let spec_path = cdir.join("executor.json");
     let spec_bytes = serde_json::to_vec_pretty(&spec).map_err(|e| launch_failed(e.to_string()))?;
@@ -583,8 +679,47 @@ async fn prepare_and_start(
     Ok(())
 }
 
+/// Whether a task asks for the host's network: a `ContainerInfo` naming the `host` network.
+/// Without one (or without network infos) it gets its own. A Docker container is refused.
+fn wants_host_network(task: &drove_proto::mesos::TaskInfo) -> Result<bool, String> {
+    let Some(raw) = &task.container else {
+        return Ok(false);
+    };
+    let info: drove_proto::mesos::ContainerInfo =
+        serde_json::from_value(raw.clone()).map_err(|e| format!("TaskInfo.container: {e}"))?;
+    Ok(info
+        .network_infos
+        .iter()
+        .any(|n| n.name.as_deref() == Some("host")))
+}
+
+/// Gives back what a container held besides its cgroup: its network namespace (to the pool)
+/// and what the runtime keeps of it when its monitor did not end normally.
+async fn release_container(node: &Arc<Node>, rec: &TaskRecord, monitor_ended: bool) {
+    let Some(c) = node.config.containers.clone() else {
+        return;
+    };
+    let network = rec.network.clone();
+    let rid = rec.runtime_id.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let (Some(rid), false) = (&rid, monitor_ended) {
+            c.runtime.delete(rid);
+        }
+        if let Some(a) = network {
+            c.network.release(a);
+            // The pool refills off the launch path.
+            c.network.fill();
+        }
+    })
+    .await;
+}
+
 /// Removes the cgroup of a task that never (or no longer) runs.
 async fn cleanup_container(node: &Arc<Node>, key: &TaskKey) {
+    let rec = node.tasks().get(key).cloned();
+    if let Some(rec) = rec {
+        release_container(node, &rec, false).await;
+    }
     let cgroup = node.tasks().get(key).and_then(|r| r.cgroup.clone());
     if let (Some(path), Some(mgr)) = (cgroup, node.config.cgroups.clone()) {
         let _ = tokio::task::spawn_blocking(move || {
@@ -728,6 +863,45 @@ fn group_members(pgid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// How supervisors that were the agent's children ended, by pid, until [`take_reaped`] reads
+/// it: a container's supervisor is its runtime's monitor, whose exit status is the task's.
+fn reaped() -> std::sync::MutexGuard<'static, std::collections::HashMap<u32, WaitStatus>> {
+    static REAPED: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<u32, WaitStatus>>,
+    > = std::sync::OnceLock::new();
+    let m = REAPED.get_or_init(Default::default);
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// How a supervisor the agent reaped ended (once).
+fn take_reaped(pid: u32) -> Option<WaitStatus> {
+    reaped().remove(&pid)
+}
+
+/// The exit record of a container whose runtime monitor the agent reaped: the runtime exits
+/// with the task's status (128+N for signal N).
+fn container_exit(pid: u32) -> Option<ExitRecord> {
+    match take_reaped(pid)? {
+        WaitStatus::Exited(_, code) => {
+            let (code, signal) = crate::container::split_status(code);
+            Some(ExitRecord {
+                pid: None,
+                code,
+                signal,
+                error: None,
+            })
+        }
+        WaitStatus::Signaled(_, sig, _) => Some(ExitRecord {
+            signal: Some(sig as i32),
+            ..Default::default()
+        }),
+        _ => None,
+    }
+}
+
 /// Is the supervisor still running? Reaps it if it is our child.
 pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
     let Ok(raw) = i32::try_from(pid) else {
@@ -735,7 +909,16 @@ pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
     };
     match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => return true,
-        Ok(_) => return false,
+        Ok(status) => {
+            let mut r = reaped();
+            // Bounded: entries are taken when the task finishes; a pid reaped for nothing
+            // (a task forgotten meanwhile) must not pile up.
+            if r.len() > 4096 {
+                r.clear();
+            }
+            r.insert(pid, status);
+            return false;
+        }
         Err(_) => {}
     }
     match proc_state(pid) {
@@ -832,7 +1015,11 @@ async fn watch(node: Arc<Node>, key: TaskKey, cancel: CancellationToken) {
             health_started = true;
             if let (Some(check), Some(tx)) = (snap.task.health_check.clone(), health_tx.take()) {
                 let target = CheckTarget {
-                    host: node.config.hostname.clone(),
+                    host: snap
+                        .network
+                        .as_ref()
+                        .map(|a| a.ip.to_string())
+                        .unwrap_or_else(|| node.config.hostname.clone()),
                     ports: snap.ports.clone(),
                     sandbox: snap.sandbox.clone().unwrap_or_else(|| PathBuf::from("/")),
                     env: snap.env.clone(),
@@ -977,7 +1164,12 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
         return;
     };
     let cdir = node.meta.container_dir(&snap.container_id);
-    let exit: Option<ExitRecord> = read_exit_record(&cdir.join("exit_status.json"));
+    let mut exit: Option<ExitRecord> = read_exit_record(&cdir.join("exit_status.json"));
+    if snap.runtime_id.is_some() {
+        if let Some(epid) = snap.executor_pid {
+            exit = exit.or_else(|| container_exit(epid));
+        }
+    }
     if snap.task_pid.is_none() {
         let pid = read_pid_file(&cdir.join("task.pid")).or(exit.as_ref().and_then(|e| e.pid));
         if let Some(pid) = pid {
@@ -1005,6 +1197,9 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
     } else {
         // Without cgroups, at least the task's process group goes (if it still is the task's).
         signal_task_group(&snap, Signal::SIGKILL);
+    }
+    if snap.runtime_id.is_some() {
+        release_container(node, &snap, exit.is_some()).await;
     }
     if snap.kill == Some(KillCause::MemoryLimit) && oom.is_none() {
         oom = Some((None, None));
@@ -1327,6 +1522,18 @@ pub async fn recover(node: &Arc<Node>) {
             tracing::info!(task = %rec.task.task_id, state = rec.state.as_str(), pid = ?rec.task_pid, pending = rec.pending.len(), "recovered task");
             tasks.insert(key, rec);
         }
+    }
+    if let Some(c) = node.config.containers.clone() {
+        let in_use: Vec<String> = node
+            .tasks()
+            .values()
+            .filter_map(|r| r.network.as_ref().map(|a| a.name.clone()))
+            .collect();
+        // Namespaces no recovered container uses go (a pool from before is rebuilt fresh).
+        tokio::task::spawn_blocking(move || {
+            c.network.sweep(&in_use);
+            c.network.fill();
+        });
     }
     for key in lost_during_launch {
         if kill_requested(node, &key) {

@@ -5,6 +5,7 @@
 
 pub mod cgroups;
 pub mod checkpoint;
+pub mod container;
 pub mod executor;
 pub mod fetcher;
 pub mod gc;
@@ -30,7 +31,11 @@ pub use executor::{run_executor, ExecutorArgs};
 /// How tasks are isolated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Isolation {
-    /// One cgroup per task (cpu shares, CFS quota, memory limit); refuses to start without them.
+    /// Each task in a container (its own mount, PID, IPC, UTS, network and cgroup namespaces,
+    /// a read-only root, no capabilities, seccomp) run by an OCI runtime, in its cgroup.
+    Container,
+    /// One cgroup per task (cpu shares, CFS quota, memory limit) and nothing else: the task
+    /// sees the host's files, processes and network. Refuses to start without cgroups.
     Cgroups,
     /// No isolation: plain processes in their own process group.
     None,
@@ -62,6 +67,27 @@ pub struct AgentArgs {
     /// Task isolation.
     #[arg(long, value_enum, default_value = "cgroups")]
     pub isolation: Isolation,
+    /// The OCI runtime containers run with: `crun`, `runc`, `youki` or a path.
+    #[arg(long, default_value = "crun")]
+    pub oci_runtime: String,
+    /// The tasks' network (CIDR): each container gets an address in it. Agents sharing a host
+    /// may share it; agents on different hosts need their own.
+    #[arg(long, default_value = "10.213.0.0/16")]
+    pub task_network: String,
+    /// Where the CNI plugins are.
+    #[arg(long, default_value = container::network::DEFAULT_PLUGIN_DIR)]
+    pub cni_plugin_dir: PathBuf,
+    /// Network namespaces kept wired and ready, so a launch runs no CNI plugin.
+    #[arg(long, default_value_t = 4)]
+    pub network_pool: usize,
+    /// Size of each task's private /tmp (a tmpfs counted in its memory), in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub task_tmp_bytes: u64,
+    /// Let tasks that ask for the host's network have it (a Mesos `ContainerInfo` without
+    /// network infos or naming `host`; Marathon's `networks: [{mode: host}]`). Off: every task
+    /// gets its own network, and asking for the host's is refused.
+    #[arg(long)]
+    pub allow_host_network: bool,
     /// Do not cap tasks' CPU with a CFS quota (shares only).
     #[arg(long)]
     pub no_cfs_quota: bool,
@@ -159,6 +185,8 @@ pub enum AgentError {
     Cgroups(#[from] cgroups::CgroupError),
     #[error(transparent)]
     TaskUsers(#[from] sandbox::SandboxError),
+    #[error(transparent)]
+    Container(#[from] container::ContainerError),
     #[error("finding the executor binary: {0}")]
     ExecutorPath(std::io::Error),
     #[error(transparent)]
@@ -217,8 +245,14 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
     } else {
         format!("http://{bound}")
     };
+    let containers = match args.isolation {
+        Isolation::Container => Some(std::sync::Arc::new(containers(args, &work_dir)?)),
+        _ => None,
+    };
     let cgroups = match args.isolation {
-        Isolation::Cgroups => Some(cgroups::CgroupManager::detect(&args.cgroup_root)?),
+        Isolation::Cgroups | Isolation::Container => {
+            Some(cgroups::CgroupManager::detect(&args.cgroup_root)?)
+        }
         Isolation::None => None,
     };
     if nix::unistd::geteuid().is_root() {
@@ -241,6 +275,7 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         resources,
         attributes,
         cgroups,
+        containers,
         cfs_quota: !args.no_cfs_quota,
         pids_max: (args.task_pids_max > 0).then_some(args.task_pids_max),
         cluster_secret: args.cluster_secret.clone(),
@@ -259,6 +294,48 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         startup_boost: (!args.startup_cpu_boost.is_zero() && !args.no_cfs_quota)
             .then_some(args.startup_cpu_boost),
         ping_interval: args.ping_interval,
+    })
+}
+
+/// The container settings of `--isolation container`, checked against the host.
+fn containers(
+    args: &AgentArgs,
+    work_dir: &std::path::Path,
+) -> Result<container::Containers, AgentError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err(container::ContainerError::NotRoot.into());
+    }
+    let runtime = container::Runtime::resolve(&args.oci_runtime)?;
+    if runtime.kind == container::RuntimeKind::Crun {
+        // crun refuses a hybrid host whose v2 hierarchy holds controllers.
+        cgroups::give_v2_controllers_v1_hierarchies()?;
+    }
+    // The agent's tag in namespace names: stable for its work dir.
+    use sha2::Digest;
+    let tag = hex::encode(&sha2::Sha256::digest(work_dir.as_os_str().as_encoded_bytes())[..4]);
+    let network = container::Network::new(
+        &args.task_network,
+        &args.cni_plugin_dir,
+        &tag,
+        args.network_pool,
+    );
+    network.setup().map_err(container::ContainerError::from)?;
+    let init = std::path::Path::new(container::TINI)
+        .is_file()
+        .then(|| PathBuf::from(container::TINI));
+    if init.is_none() {
+        tracing::warn!(
+            "no {} (apt install tini): a task is its container's pid 1, which ignores SIGTERM \
+             unless it handles it",
+            container::TINI
+        );
+    }
+    Ok(container::Containers {
+        runtime,
+        network,
+        tmp_bytes: args.task_tmp_bytes,
+        allow_host_network: args.allow_host_network,
+        init,
     })
 }
 

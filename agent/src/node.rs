@@ -35,6 +35,8 @@ pub struct Config {
     pub attributes: Vec<Attribute>,
     /// None with `--isolation none`.
     pub cgroups: Option<CgroupManager>,
+    /// `--isolation container`: the runtime, the task network and their settings.
+    pub containers: Option<std::sync::Arc<crate::container::Containers>>,
     pub cfs_quota: bool,
     /// `pids.max` of every task cgroup; None: no limit.
     pub pids_max: Option<u64>,
@@ -362,6 +364,7 @@ mod tests {
             resources: Resources::default(),
             attributes: Vec::new(),
             cgroups: None,
+            containers: None,
             cfs_quota: true,
             pids_max: Some(1024),
             cluster_secret: None,

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use drove_proto::agent::{AcknowledgeUpdate, StatusUpdate, STATUS_PATH};
-use drove_proto::mesos::{ContainerStatus, TaskSource, TaskState, TaskStatus};
+use drove_proto::mesos::{
+    ContainerStatus, IpAddress, NetworkInfo, TaskSource, TaskState, TaskStatus,
+};
 
 use crate::checkpoint::Durable;
 use crate::node::{key_of, Node, TaskKey};
@@ -93,9 +95,22 @@ pub fn update(node: &Node, key: &TaskKey, state: TaskState, opts: UpdateOpts) ->
         } else {
             None
         });
-        if let Some(pid) = rec.task_pid {
+        let network_infos: Vec<NetworkInfo> = rec
+            .network
+            .iter()
+            .map(|a| NetworkInfo {
+                name: Some(crate::container::network::NETWORK_NAME.into()),
+                ip_addresses: vec![IpAddress {
+                    protocol: Some("IPv4".into()),
+                    ip_address: Some(a.ip.to_string()),
+                }],
+                port_mappings: Vec::new(),
+            })
+            .collect();
+        if rec.task_pid.is_some() || !network_infos.is_empty() {
             status.container_status = Some(ContainerStatus {
-                executor_pid: Some(pid),
+                executor_pid: rec.task_pid,
+                network_infos,
             });
         }
         tracing::info!(

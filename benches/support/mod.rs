@@ -32,6 +32,7 @@ async fn launch(State(sim): State<Arc<Sim>>, Json(msg): Json<LaunchTask>) -> &'s
             Some(base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes()));
         status.container_status = Some(ContainerStatus {
             executor_pid: Some(1),
+            ..Default::default()
         });
         let update = StatusUpdate {
             agent_id: msg.task.agent_id.clone(),

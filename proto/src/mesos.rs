@@ -539,11 +539,65 @@ pub enum TaskSource {
     SourceExecutor,
 }
 
-/// The `ContainerStatus` subset drove reports: the task's process id.
+/// The `ContainerStatus` subset drove reports: the task's process id and, for a task in its
+/// own network, its address there (what the router and health checks reach it at).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ContainerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_infos: Vec<NetworkInfo>,
+}
+
+impl ContainerStatus {
+    /// The first IPv4 address of the task's own network, if it has one.
+    pub fn ip_address(&self) -> Option<&str> {
+        self.network_infos
+            .iter()
+            .flat_map(|n| n.ip_addresses.iter())
+            .find(|a| a.protocol.as_deref().unwrap_or("IPv4") == "IPv4")
+            .and_then(|a| a.ip_address.as_deref())
+    }
+}
+
+/// Mesos's `NetworkInfo`: in a `ContainerInfo`, the network a task asks to join (by `name`)
+/// with its `port_mappings`; in a `ContainerStatus`, the addresses it got there.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_addresses: Vec<IpAddress>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct IpAddress {
+    /// `IPv4` or `IPv6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_port: u32,
+    pub container_port: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// Mesos's `ContainerInfo` as drove reads it: `type` (`MESOS`; `DOCKER` is refused) and the
+/// networks the task joins. No `network_infos` means the host's network in Mesos; drove gives
+/// such a task its own network unless the agent allows the host's (see the agent's docs).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_infos: Vec<NetworkInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -43,7 +43,7 @@ pub fn task_json(i: &Instance) -> Value {
         "id": i.task_id, "appId": i.app_id, "host": i.host, "ports": i.ports,
         "servicePorts": [], "slaveId": i.agent_id, "stagedAt": i.staged_at,
         "startedAt": i.started_at, "version": i.version, "state": i.state.as_str(),
-        "ipAddresses": [{"ipAddress": i.host, "protocol": "IPv4"}],
+        "ipAddresses": [{"ipAddress": i.ip.as_deref().unwrap_or(&i.host), "protocol": "IPv4"}],
     });
     if i.has_checks {
         if let Some(alive) = i.healthy {

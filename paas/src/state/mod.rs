@@ -65,6 +65,10 @@ pub struct Instance {
     pub config_version: String,
     pub agent_id: String,
     pub host: String,
+    /// The task's own address when it runs in a container on its own network (the agent
+    /// reports it): where it is reached at, on its `ports`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
     pub ports: Vec<u32>,
     pub state: TaskState,
     pub healthy: Option<bool>,
@@ -95,8 +99,11 @@ impl Instance {
             }
     }
 
+    /// Where the instance serves: its own address in a container network, else its agent's
+    /// host, on its first port.
     pub fn addr(&self) -> Option<String> {
-        self.ports.first().map(|p| format!("{}:{p}", self.host))
+        let host = self.ip.as_deref().unwrap_or(&self.host);
+        self.ports.first().map(|p| format!("{host}:{p}"))
     }
 }
 
@@ -459,6 +466,13 @@ impl State {
         let was_ready = i.ready();
         let old_healthy = i.healthy;
         i.state = status.state;
+        if let Some(ip) = status
+            .container_status
+            .as_ref()
+            .and_then(|c| c.ip_address())
+        {
+            i.ip = Some(ip.to_string());
+        }
         if let Some(h) = status.healthy {
             i.healthy = Some(h);
         }

@@ -317,6 +317,7 @@ impl State {
                     config_version: config.clone(),
                     agent_id: offer.agent_id.value.clone(),
                     host: offer.hostname.clone(),
+                    ip: None,
                     ports,
                     state: TaskState::TaskStaging,
                     healthy: None,

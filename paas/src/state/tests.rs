@@ -40,6 +40,7 @@ fn add(s: &mut State, config: &str, ready: bool) -> String {
             config_version: config.into(),
             agent_id: "a1".into(),
             host: "127.0.0.2".into(),
+            ip: None,
             ports: vec![31000],
             state: if ready {
                 TaskState::TaskRunning

@@ -1,0 +1,370 @@
+//! Task networks: one network namespace per container, wired by the standard CNI plugins
+//! (Debian's `containernetworking-plugins`): `loopback`, then `ptp` with `host-local` addresses
+//! and masquerading for egress.
+//!
+//! `ptp` rather than `bridge`: every packet between two tasks is routed by the host, so the
+//! host's filter table sees it (on a bridge, tasks would talk at layer 2, past iptables unless
+//! `br_netfilter` is loaded). The agent's chains (`DROVE-INPUT`, `DROVE-FORWARD`, jumped to
+//! first from `INPUT` and `FORWARD`) then refuse a task's connections to another task and to
+//! the host itself (every control-plane port, whatever address it listens on), and let
+//! replies to connections the host opened (the router, health checks) and egress through NAT
+//! pass.
+//!
+//! Namespaces are pre-wired and recycled: the agent keeps a few ready ([`Network::fill`]), a
+//! launch takes one (no plugin runs on a wake's path), and an ended container's goes back to
+//! the pool (no process is left in it: its PID namespace died with the container). The
+//! namespaces are named `drove-<tag>-<n>`, `<tag>` being the agent's, so one agent never
+//! touches another's; leases live in one machine-wide directory so agents sharing a host and
+//! subnet never hand out the same address.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Where `ip netns` keeps named network namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+/// The CNI network's name (leases are kept under it).
+pub const NETWORK_NAME: &str = "drove";
+/// Where Debian installs the CNI plugins.
+pub const DEFAULT_PLUGIN_DIR: &str = "/usr/lib/cni";
+/// host-local's lease directory, shared by every agent on the host.
+pub const IPAM_DIR: &str = "/run/drove/cni";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("{what}: {source}")]
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{what} failed: {output}")]
+    Failed { what: String, output: String },
+    #[error("CNI plugin {plugin} answered {answer:?}: no IPv4 address")]
+    NoAddress { plugin: String, answer: String },
+    #[error("the CNI plugins are not in {0} (apt install containernetworking-plugins)")]
+    NoPlugins(PathBuf),
+}
+
+/// A network namespace wired to the task network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Its name under /run/netns (also its CNI container id).
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+impl Attachment {
+    pub fn netns_path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
+    }
+}
+
+#[derive(Debug)]
+pub struct Network {
+    subnet: String,
+    plugin_dir: PathBuf,
+    prefix: String,
+    pool_size: usize,
+    pool: Mutex<Vec<Attachment>>,
+}
+
+fn run(what: &str, cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String, NetworkError> {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| NetworkError::Spawn {
+        what: what.to_string(),
+        source,
+    })?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input)
+            .map_err(|source| NetworkError::Spawn {
+                what: what.to_string(),
+                source,
+            })?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|source| NetworkError::Spawn {
+            what: what.to_string(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let mut output = text;
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        return Err(NetworkError::Failed {
+            what: what.to_string(),
+            output: output.trim().chars().take(500).collect(),
+        });
+    }
+    Ok(text)
+}
+
+fn iptables(args: &[&str]) -> Result<String, NetworkError> {
+    run(
+        &format!("iptables {}", args.join(" ")),
+        Command::new("iptables").arg("-w").args(args),
+        None,
+    )
+}
+
+impl Network {
+    /// `subnet`: the task network (CIDR); `tag`: the agent's, in namespace names.
+    pub fn new(subnet: &str, plugin_dir: &Path, tag: &str, pool_size: usize) -> Network {
+        Network {
+            subnet: subnet.to_string(),
+            plugin_dir: plugin_dir.to_path_buf(),
+            prefix: format!("drove-{tag}-"),
+            pool_size,
+            pool: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn subnet(&self) -> &str {
+        &self.subnet
+    }
+
+    /// The namespace-name prefix of this agent's attachments.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Attachment>> {
+        match self.pool.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Checks the plugins and installs the isolation rules (idempotent: every agent of the host
+    /// may run it, in any order).
+    pub fn setup(&self) -> Result<(), NetworkError> {
+        for p in ["ptp", "host-local", "loopback"] {
+            if !self.plugin_dir.join(p).is_file() {
+                return Err(NetworkError::NoPlugins(self.plugin_dir.clone()));
+            }
+        }
+        let s = self.subnet.as_str();
+        let rules: [(&str, Vec<&str>); 5] = [
+            (
+                "DROVE-INPUT",
+                vec![
+                    "-s",
+                    s,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "ESTABLISHED,RELATED",
+                    "-j",
+                    "ACCEPT",
+                ],
+            ),
+            ("DROVE-INPUT", vec!["-s", s, "-j", "REJECT"]),
+            ("DROVE-FORWARD", vec!["-s", s, "-d", s, "-j", "REJECT"]),
+            ("DROVE-FORWARD", vec!["-s", s, "-j", "ACCEPT"]),
+            ("DROVE-FORWARD", vec!["-d", s, "-j", "ACCEPT"]),
+        ];
+        for chain in ["DROVE-INPUT", "DROVE-FORWARD"] {
+            // Exists already when another agent (or an earlier run) made it.
+            let _ = iptables(&["-N", chain]);
+        }
+        for (chain, rule) in &rules {
+            let mut check = vec!["-C", *chain];
+            check.extend(rule);
+            if iptables(&check).is_err() {
+                let mut add = vec!["-A", *chain];
+                add.extend(rule);
+                iptables(&add)?;
+            }
+        }
+        for (builtin, chain) in [("INPUT", "DROVE-INPUT"), ("FORWARD", "DROVE-FORWARD")] {
+            if iptables(&["-C", builtin, "-j", chain]).is_err() {
+                iptables(&["-I", builtin, "1", "-j", chain])?;
+            }
+        }
+        std::fs::create_dir_all(IPAM_DIR).map_err(|source| NetworkError::Spawn {
+            what: format!("creating {IPAM_DIR}"),
+            source,
+        })?;
+        Ok(())
+    }
+
+    fn ptp_config(&self) -> Value {
+        json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "type": "ptp",
+            "ipMasq": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": self.subnet}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": IPAM_DIR,
+            }
+        })
+    }
+
+    fn plugin(
+        &self,
+        plugin: &str,
+        command: &str,
+        name: &str,
+        ifname: &str,
+        config: &Value,
+    ) -> Result<String, NetworkError> {
+        let netns = Path::new(NETNS_DIR).join(name);
+        let bytes = serde_json::to_vec(config).unwrap_or_default();
+        run(
+            &format!("CNI {plugin} {command} {name}"),
+            Command::new(self.plugin_dir.join(plugin))
+                .env_clear()
+                .env("CNI_COMMAND", command)
+                .env("CNI_CONTAINERID", name)
+                .env("CNI_NETNS", &netns)
+                .env("CNI_IFNAME", ifname)
+                .env("CNI_PATH", &self.plugin_dir)
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            Some(&bytes),
+        )
+    }
+
+    /// Makes and wires a new namespace.
+    fn create(&self) -> Result<Attachment, NetworkError> {
+        let name = format!(
+            "{}{}",
+            self.prefix,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        run(
+            "ip netns add",
+            Command::new("ip").args(["netns", "add", &name]),
+            None,
+        )?;
+        let wired = (|| {
+            let lo = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
+            self.plugin("loopback", "ADD", &name, "lo", &lo)?;
+            let answer = self.plugin("ptp", "ADD", &name, "eth0", &self.ptp_config())?;
+            let ip = serde_json::from_str::<Value>(&answer)
+                .ok()
+                .and_then(|v| {
+                    v["ips"].as_array()?.iter().find_map(|i| {
+                        i["address"]
+                            .as_str()?
+                            .split('/')
+                            .next()?
+                            .parse::<Ipv4Addr>()
+                            .ok()
+                    })
+                })
+                .ok_or_else(|| NetworkError::NoAddress {
+                    plugin: "ptp".into(),
+                    answer: answer.chars().take(300).collect(),
+                })?;
+            Ok(ip)
+        })();
+        match wired {
+            Ok(ip) => Ok(Attachment { name, ip }),
+            Err(e) => {
+                self.destroy_named(&name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes [`Network::create`]: the plugins' DEL (veth, lease, NAT rules), then the
+    /// namespace. Best effort: each step runs whatever the one before did.
+    pub fn destroy(&self, a: &Attachment) {
+        self.destroy_named(&a.name);
+    }
+
+    fn destroy_named(&self, name: &str) {
+        if let Err(e) = self.plugin("ptp", "DEL", name, "eth0", &self.ptp_config()) {
+            tracing::warn!(netns = name, error = %e, "releasing a task network");
+        }
+        if let Err(e) = run(
+            "ip netns del",
+            Command::new("ip").args(["netns", "del", name]),
+            None,
+        ) {
+            tracing::warn!(netns = name, error = %e, "removing a network namespace");
+        }
+    }
+
+    /// A wired namespace for a new container: a ready one from the pool, else a new one.
+    pub fn attach(&self) -> Result<Attachment, NetworkError> {
+        if let Some(a) = self.pool().pop() {
+            if a.netns_path().exists() {
+                return Ok(a);
+            }
+        }
+        self.create()
+    }
+
+    /// Gives back the namespace of an ended container: kept for the next one while the pool has
+    /// room, else released.
+    pub fn release(&self, a: Attachment) {
+        if !a.name.starts_with(&self.prefix) {
+            return;
+        }
+        {
+            let mut pool = self.pool();
+            if pool.len() < self.pool_size && !pool.contains(&a) && a.netns_path().exists() {
+                pool.push(a);
+                return;
+            }
+        }
+        self.destroy(&a);
+    }
+
+    /// Tops the pool up (blocking: each namespace is a few plugin runs).
+    pub fn fill(&self) {
+        while self.pool().len() < self.pool_size {
+            match self.create() {
+                Ok(a) => self.pool().push(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "preparing a task network");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// This agent's namespaces, in use or not.
+    pub fn existing(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| n.starts_with(&self.prefix))
+            .collect()
+    }
+
+    /// After a restart: releases every namespace of this agent no recovered container uses.
+    pub fn sweep(&self, in_use: &[String]) {
+        for name in self.existing() {
+            if !in_use.contains(&name) {
+                self.destroy_named(&name);
+            }
+        }
+    }
+
+    /// Releases the pool (the agent stops for good).
+    pub fn drain(&self) {
+        let pooled: Vec<Attachment> = std::mem::take(&mut *self.pool());
+        for a in pooled {
+            self.destroy(&a);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Docker's default seccomp profile, as an OCI `linux.seccomp` for a task with no
+//! capabilities.
+//!
+//! `seccomp/docker-default.json` is moby's `profiles/seccomp/default.json` as vendored in
+//! moby/moby at b985e23 (2026-08), unchanged. Its entries are filtered the way Docker does for
+//! a container: kept when their `includes` hold (this machine's architecture, capabilities the
+//! task has: none) and their `excludes` do not. One choice differs from Docker's: `ptrace`,
+//! `process_vm_readv` and `process_vm_writev` stay refused (Docker allows them on kernels from
+//! 4.8): a PaaS task has no debugger to run, and a refused `ptrace` is one less way to read
+//! another process's memory.
+
+use std::sync::OnceLock;
+
+use oci_spec::runtime::LinuxSeccomp;
+use serde_json::{json, Value};
+
+const PROFILE: &str = include_str!("seccomp/docker-default.json");
+
+/// Syscalls refused although Docker's profile allows them (see the module docs).
+const ALSO_REFUSED: &[&str] = &["ptrace", "process_vm_readv", "process_vm_writev"];
+
+/// Docker's arch names (`includes.arches`) for this machine.
+fn docker_arches() -> &'static [&'static str] {
+    match std::env::consts::ARCH {
+        "x86_64" => &["amd64", "x32", "x86"],
+        "x86" => &["x86"],
+        "aarch64" => &["arm64", "arm"],
+        "arm" => &["arm"],
+        "riscv64" => &["riscv64"],
+        "s390x" => &["s390x", "s390"],
+        "powerpc64" => &["ppc64le"],
+        _ => &[],
+    }
+}
+
+/// The libseccomp architecture of this machine (`archMap`'s key).
+fn scmp_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "SCMP_ARCH_X86_64",
+        "aarch64" => "SCMP_ARCH_AARCH64",
+        "riscv64" => "SCMP_ARCH_RISCV64",
+        "s390x" => "SCMP_ARCH_S390X",
+        _ => "SCMP_ARCH_NATIVE",
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<&str> {
+    v.and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Converts Docker's profile for a task with `caps` on this machine.
+pub fn convert(profile: &Value, caps: &[&str]) -> Value {
+    let arches = docker_arches();
+    let mut architectures = vec![scmp_arch().to_string()];
+    for m in profile["archMap"].as_array().into_iter().flatten() {
+        if m["architecture"] == scmp_arch() {
+            architectures.extend(
+                strings(m.get("subArchitectures"))
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
+        }
+    }
+    let mut syscalls = Vec::new();
+    for s in profile["syscalls"].as_array().into_iter().flatten() {
+        let inc = &s["includes"];
+        let exc = &s["excludes"];
+        let inc_arches = strings(inc.get("arches"));
+        if !inc_arches.is_empty() && !inc_arches.iter().any(|a| arches.contains(a)) {
+            continue;
+        }
+        if !strings(inc.get("caps")).iter().all(|c| caps.contains(c)) {
+            continue;
+        }
+        if strings(exc.get("arches"))
+            .iter()
+            .any(|a| arches.contains(a))
+        {
+            continue;
+        }
+        if strings(exc.get("caps")).iter().any(|c| caps.contains(c)) {
+            continue;
+        }
+        let allow = s["action"] == "SCMP_ACT_ALLOW";
+        let names: Vec<&str> = strings(s.get("names"))
+            .into_iter()
+            .filter(|n| !(allow && ALSO_REFUSED.contains(n)))
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        let mut entry = json!({"names": names, "action": s["action"]});
+        if let Some(e) = s.get("errnoRet") {
+            entry["errnoRet"] = e.clone();
+        }
+        if let Some(a) = s.get("args").filter(|a| !a.is_null()) {
+            entry["args"] = a.clone();
+        }
+        syscalls.push(entry);
+    }
+    json!({
+        "defaultAction": profile["defaultAction"],
+        "defaultErrnoRet": profile["defaultErrnoRet"],
+        "architectures": architectures,
+        "syscalls": syscalls,
+    })
+}
+
+/// The profile every container gets (converted once).
+pub fn docker_default() -> &'static LinuxSeccomp {
+    static CONVERTED: OnceLock<LinuxSeccomp> = OnceLock::new();
+    CONVERTED.get_or_init(|| {
+        let profile: Value = serde_json::from_str(PROFILE).unwrap_or(Value::Null);
+        serde_json::from_value(convert(&profile, &[])).unwrap_or_else(|e| {
+            // The profile is compiled in and covered by a test: this cannot happen at run time
+            // without that test failing first. Refuse everything rather than nothing.
+            tracing::error!(error = %e, "converting the seccomp profile");
+            LinuxSeccomp::default()
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(s: &LinuxSeccomp, name: &str) -> bool {
+        s.syscalls().as_ref().unwrap().iter().any(|c| {
+            c.names().iter().any(|n| n == name)
+                && c.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActAllow
+                && c.args().is_none()
+        })
+    }
+
+    #[test]
+    fn refuses_what_an_unprivileged_task_must_not_do() {
+        let profile: Value = serde_json::from_str(PROFILE).unwrap();
+        let s: LinuxSeccomp = serde_json::from_value(convert(&profile, &[])).unwrap();
+        assert_eq!(
+            s.default_action(),
+            oci_spec::runtime::LinuxSeccompAction::ScmpActErrno
+        );
+        for ok in ["read", "write", "epoll_wait", "accept4", "clone", "execve"] {
+            assert!(
+                allowed(&s, ok) || ok == "clone",
+                "{ok} is allowed by Docker's profile"
+            );
+        }
+        for refused in [
+            "mount",
+            "unshare",
+            "setns",
+            "ptrace",
+            "bpf",
+            "umount2",
+            "kexec_load",
+        ] {
+            assert!(!allowed(&s, refused), "{refused} is refused");
+        }
+        // Granting CAP_SYS_ADMIN brings mount back: the filter follows the capabilities.
+        let admin: LinuxSeccomp =
+            serde_json::from_value(convert(&profile, &["CAP_SYS_ADMIN"])).unwrap();
+        assert!(allowed(&admin, "mount"));
+    }
+
+    #[test]
+    fn the_compiled_in_profile_converts() {
+        assert!(docker_default()
+            .syscalls()
+            .as_ref()
+            .is_some_and(|s| s.len() > 5));
+    }
+}
