@@ -106,3 +106,243 @@ async fn a_task_runs_confined_with_crun() {
 async fn a_task_runs_confined_with_runc() {
     runs_confined("runc").await;
 }
+
+/// A network namespace the test makes outside the task network, wired to the host by a veth
+/// pair: the host's end stands in for the host's own services, the namespace's end for the
+/// internet (the npm registry) that tasks reach through NAT.
+struct Outside {
+    name: String,
+    host_ip: String,
+    ns_ip: String,
+}
+
+fn sh(cmd: &str) {
+    let out = std::process::Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Outside {
+    fn new(n: u8) -> Outside {
+        let tag = &uuid::Uuid::new_v4().simple().to_string()[..6];
+        let name = format!("dt-out-{tag}");
+        let (host_ip, ns_ip) = (format!("198.18.{n}.1"), format!("198.18.{n}.2"));
+        let (h, p) = (format!("dth{tag}"), format!("dtp{tag}"));
+        sh(&format!(
+            "ip netns add {name} && ip link add {h} type veth peer name {p} && \
+             ip link set {p} netns {name} && ip addr add {host_ip}/30 dev {h} && ip link set {h} up && \
+             ip -n {name} addr add {ns_ip}/30 dev {p} && ip -n {name} link set {p} up && \
+             ip -n {name} link set lo up"
+        ));
+        Outside {
+            name,
+            host_ip,
+            ns_ip,
+        }
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A node script run in a task: connects to each `name=host:port` argument and prints
+/// `name=connected`, `name=refused:<code>` or `name=timeout`.
+const PROBE: &str = r#"
+const net = require("net");
+const targets = process.argv.slice(2);
+let left = targets.length;
+const done = () => { if (--left === 0) process.exit(0); };
+for (const t of targets) {
+  const [name, addr] = t.split("=");
+  const [host, port] = addr.split(":");
+  const s = net.connect({ host, port: +port, timeout: 3000 });
+  s.on("connect", () => { console.log(name + "=connected"); s.destroy(); done(); });
+  s.on("error", e => { console.log(name + "=refused:" + e.code); done(); });
+  s.on("timeout", () => { console.log(name + "=timeout"); s.destroy(); done(); });
+}
+"#;
+
+fn probe_cmd(targets: &[(&str, String)]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(PROBE);
+    let args: Vec<String> = targets.iter().map(|(n, a)| format!("{n}={a}")).collect();
+    format!(
+        "echo {b64} | base64 -d > /tmp/probe.js && node /tmp/probe.js {}",
+        args.join(" ")
+    )
+}
+
+async fn wait_output(dir: &std::path::Path, task: &str, marker: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = stdout_of(dir, task);
+        if out.contains(marker) {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {marker:?} from {task}: {out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reaches_the_outside_but_not_other_tasks_or_the_host() {
+    let (master, dir, _root, agent, ep) = started("net", "crun").await;
+    let outside = Outside::new(7);
+    // The host's own service, on an address of the host's (the veth's host end).
+    let host_service = tokio::net::TcpListener::bind((outside.host_ip.as_str(), 0))
+        .await
+        .unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = host_service.accept().await {
+            drop(s);
+        }
+    });
+    // The "registry", outside: a server in the namespace the test made.
+    let registry_port = 18080;
+    let mut registry = std::process::Command::new("ip")
+        .args(["netns", "exec", &outside.name, "node", "-e"])
+        .arg(format!(
+            "require('net').createServer(s => s.end('pong')).listen({registry_port}, '{}')",
+            outside.ns_ip
+        ))
+        .spawn()
+        .unwrap();
+
+    // App B serves on its own address.
+    let b = launch_body(
+        "app-b",
+        "exec node -e \"require('http').createServer((q,s)=>s.end('b')).listen(process.env.PORT)\"",
+        0.2,
+        128.0,
+        Some((31010, 31010)),
+    );
+    assert_eq!(post(&ep, "/agent/v1/launch", &b).await, 202);
+    let running = master.wait_state("app-b", TaskState::TaskRunning).await;
+    let b_ip = running
+        .status
+        .container_status
+        .and_then(|c| c.ip_address().map(str::to_string))
+        .unwrap();
+    // Positive control: the host (the router, health checks) reaches B at its address.
+    let b_url = format!("http://{b_ip}:31010/");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(r) = reqwest::get(&b_url).await {
+            assert_eq!(r.text().await.unwrap(), "b");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never answered the host"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // And the host reaches its own service and the agent (controls of the refusals below).
+    assert!(std::net::TcpStream::connect((outside.host_ip.as_str(), host_port)).is_ok());
+    let agent_port = ep.rsplit(':').next().unwrap().to_string();
+    assert!(std::net::TcpStream::connect(format!("127.0.0.1:{agent_port}")).is_ok());
+
+    let a = launch_body(
+        "app-a",
+        &probe_cmd(&[
+            ("b", format!("{b_ip}:31010")),
+            ("host", format!("{}:{host_port}", outside.host_ip)),
+            ("agent", format!("127.0.0.1:{agent_port}")),
+            ("gateway", format!("10.213.0.1:{agent_port}")),
+            ("registry", format!("{}:{registry_port}", outside.ns_ip)),
+        ]),
+        0.2,
+        128.0,
+        Some((31011, 31011)),
+    );
+    // The registry may take a moment to listen: retry A until it reaches it (bounded).
+    let mut out = String::new();
+    for attempt in 0..10 {
+        let id = format!("app-a{attempt}");
+        let mut body = a.clone();
+        body["task"]["task_id"]["value"] = id.clone().into();
+        assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+        master.wait_state(&id, TaskState::TaskFinished).await;
+        out = wait_output(dir.path(), &id, "registry=").await;
+        if out.contains("registry=connected") {
+            break;
+        }
+    }
+    let _ = registry.kill();
+    let _ = registry.wait();
+    assert!(
+        out.contains("registry=connected"),
+        "egress through NAT: {out}"
+    );
+    for target in ["b", "host", "agent", "gateway"] {
+        assert!(
+            out.contains(&format!("{target}=refused")),
+            "{target} must be refused: {out}"
+        );
+    }
+    agent.stop().await;
+}
+
+/// Refusals a container adds, each probed twice: in a container (refused) and as a plain
+/// cgroup task (allowed: the positive control that the probe itself works).
+const SYSCALL_PROBES: &str = "unshare -r true 2>/dev/null && echo UNSHARE=ok || echo UNSHARE=refused; \
+    unshare -rm sh -c 'mount -t tmpfs none /tmp' 2>/dev/null && echo MOUNT=ok || echo MOUNT=refused; \
+    python3 -c 'import ctypes; print(\"PTRACE=ok\" if ctypes.CDLL(None).ptrace(0, 0, 0, 0) == 0 else \"PTRACE=refused\")'; \
+    python3 -c 'import os, time\nn = 0\ntry:\n    while n < 400:\n        if os.fork() == 0:\n            time.sleep(3); os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(\"FORKS=%d\" % n)'";
+
+async fn probe_syscalls(isolation: Isolation) -> String {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = support::tempdir();
+    let root = CgroupRoot::new("sys");
+    let mut args = agent_args(&master, dir.path(), &root.0);
+    args.isolation = isolation;
+    let agent = TestAgent::start(args);
+    let ep = master.wait_registrations(1).await.endpoint;
+    let body = launch_body("probes", SYSCALL_PROBES, 0.5, 256.0, None);
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    let out = wait_output(dir.path(), "probes", "FORKS=").await;
+    agent.stop().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_unshare_and_ptrace_are_refused_and_a_fork_bomb_stops_at_pids_max() {
+    let confined = probe_syscalls(Isolation::Container).await;
+    let plain = probe_syscalls(Isolation::Cgroups).await;
+    for probe in ["UNSHARE", "MOUNT", "PTRACE"] {
+        assert!(
+            plain.contains(&format!("{probe}=ok")),
+            "the probe works outside a container: {plain}"
+        );
+        assert!(
+            confined.contains(&format!("{probe}=refused")),
+            "{probe} is refused in a container: {confined}"
+        );
+    }
+    // pids.max is 64 in these tests: the bomb stops below it, and did fork (not refused
+    // outright).
+    let forks: u32 = confined
+        .rsplit("FORKS=")
+        .next()
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fork count: {confined}"));
+    assert!((10..64).contains(&forks), "forks: {forks}: {confined}");
+}
