@@ -404,6 +404,10 @@ pub async fn run(mut args: AgentArgs, shutdown: CancellationToken) -> Result<(),
     {
         tracing::warn!("some task checkpoints were still being written at shutdown");
     }
+    // Ready namespaces no container uses are released; running containers keep theirs.
+    if let Some(c) = node.config.containers.clone() {
+        let _ = tokio::task::spawn_blocking(move || c.network.drain()).await;
+    }
     match tokio::time::timeout(std::time::Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) | Err(_) => Ok(()),
         Ok(Ok(Err(e))) => Err(AgentError::Serve(e)),

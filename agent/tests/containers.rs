@@ -346,3 +346,160 @@ async fn mount_unshare_and_ptrace_are_refused_and_a_fork_bomb_stops_at_pids_max(
         .unwrap_or_else(|| panic!("no fork count: {confined}"));
     assert!((10..64).contains(&forks), "forks: {forks}: {confined}");
 }
+
+/// This agent's network namespaces, their address leases and their NAT rules.
+fn network_footprint(work_dir: &std::path::Path) -> (usize, usize, usize) {
+    use sha2::Digest;
+    let canonical = work_dir.canonicalize().unwrap();
+    let tag = hex::encode(&sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4]);
+    let prefix = format!("drove-{tag}-");
+    let netns = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .count()
+        })
+        .unwrap_or(0);
+    let leases = std::fs::read_dir("/run/drove/cni/drove")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(&prefix)))
+                .count()
+        })
+        .unwrap_or(0);
+    let nat = std::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("-A POSTROUTING") && l.contains(&prefix))
+                .count()
+        })
+        .unwrap_or(0);
+    (netns, leases, nat)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_launches_and_kills_leave_nothing_behind() {
+    let (master, dir, root, agent, ep) = started("churn", "crun").await;
+    // Positive control: a running container holds a namespace, a lease and a NAT rule.
+    let body = launch_body(
+        "held",
+        "trap 'echo got-term; exit 0' TERM; while true; do sleep 0.1; done",
+        0.1,
+        32.0,
+        None,
+    );
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    master.wait_state("held", TaskState::TaskRunning).await;
+    let held = network_footprint(dir.path());
+    assert!(held.0 >= 1 && held.1 >= 1 && held.2 >= 1, "{held:?}");
+    // A kill is a SIGTERM the task handles (tini, its pid 1, passes it on), well within the
+    // grace period.
+    let kill = serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "held"},
+        "kill_policy": {"grace_period": {"nanoseconds": 20_000_000_000i64}}});
+    let asked = std::time::Instant::now();
+    assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
+    master.wait_state("held", TaskState::TaskKilled).await;
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    wait_output(dir.path(), "held", "got-term").await;
+
+    for batch in 0..5 {
+        let ids: Vec<String> = (0..10).map(|i| format!("churn-{batch}-{i}")).collect();
+        for id in &ids {
+            let body = launch_body(id, "sleep 600", 0.1, 32.0, None);
+            assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+        }
+        for id in &ids {
+            master.wait_state(id, TaskState::TaskRunning).await;
+        }
+        for id in &ids {
+            let kill =
+                serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": id}});
+            assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
+        }
+        for id in &ids {
+            master.wait_state(id, TaskState::TaskKilled).await;
+        }
+    }
+    // Everything of the 51 containers is released; what remains is the pool of ready
+    // namespaces (2 in these tests), each with its lease and NAT rule, and nothing else.
+    let settled = |f: (usize, usize, usize)| f.0 <= 2 && f.1 == f.0 && f.2 == f.0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !settled(network_footprint(dir.path())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "namespaces, leases and NAT rules left: {:?}",
+            network_footprint(dir.path())
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_until("the task cgroups to go", || {
+        task_cgroups(&root.0).is_empty()
+    })
+    .await;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let work = dir.path().canonicalize().unwrap().display().to_string();
+    assert!(!mounts.contains(&work), "no mount of the work dir is left");
+    let bundles = std::fs::read_dir(dir.path().join("meta/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(bundles, 0, "no container's bundle is left");
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_its_containers() {
+    let (master, dir, root, agent, ep) = started("recover", "crun").await;
+    let body = launch_body("survivor", "sleep 300", 0.1, 32.0, None);
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    let running = master.wait_state("survivor", TaskState::TaskRunning).await;
+    let pid = running
+        .status
+        .container_status
+        .as_ref()
+        .unwrap()
+        .executor_pid
+        .unwrap();
+    let ip = running
+        .status
+        .container_status
+        .as_ref()
+        .unwrap()
+        .ip_address()
+        .unwrap()
+        .to_string();
+    agent.stop().await;
+    assert!(pid_alive(pid), "the container outlives its agent");
+    master.lock().knows_agent = false;
+    let mut args = agent_args(&master, dir.path(), &root.0);
+    args.isolation = Isolation::Container;
+    let agent = TestAgent::start(args);
+    let reg = master.wait_registrations(2).await;
+    let survivor = reg
+        .tasks
+        .iter()
+        .find(|t| t.task.task_id.value == "survivor")
+        .unwrap();
+    assert_eq!(survivor.state, TaskState::TaskRunning);
+    // Its network is still its own: the sweep of unused namespaces spared it.
+    let (netns, _, _) = network_footprint(dir.path());
+    assert!(netns >= 1);
+    let ns_ok = std::process::Command::new("sh")
+        .args([
+            "-c",
+            &format!("ip -o addr | grep -q ' {ip}/' || ls /run/netns | grep -q drove"),
+        ])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ns_ok);
+    assert!(pid_alive(pid));
+    let kill =
+        serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "survivor"}});
+    post(&reg.endpoint, "/agent/v1/kill", &kill).await;
+    master.wait_state("survivor", TaskState::TaskKilled).await;
+    assert!(!pid_alive(pid));
+    agent.stop().await;
+}

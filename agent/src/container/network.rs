@@ -70,7 +70,17 @@ pub struct Network {
     plugin_dir: PathBuf,
     prefix: String,
     pool_size: usize,
-    pool: Mutex<Vec<Attachment>>,
+    pool: Mutex<Pool>,
+}
+
+/// Ready namespaces, and how many are being made for the pool right now (so concurrent
+/// refills never overshoot it).
+#[derive(Debug, Default)]
+struct Pool {
+    ready: Vec<Attachment>,
+    making: usize,
+    /// The agent is stopping: nothing is pooled any more.
+    closed: bool,
 }
 
 fn run(what: &str, cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String, NetworkError> {
@@ -126,7 +136,7 @@ impl Network {
             plugin_dir: plugin_dir.to_path_buf(),
             prefix: format!("drove-{tag}-"),
             pool_size,
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
         }
     }
 
@@ -139,7 +149,7 @@ impl Network {
         &self.prefix
     }
 
-    fn pool(&self) -> std::sync::MutexGuard<'_, Vec<Attachment>> {
+    fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
         match self.pool.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -302,7 +312,8 @@ impl Network {
 
     /// A wired namespace for a new container: a ready one from the pool, else a new one.
     pub fn attach(&self) -> Result<Attachment, NetworkError> {
-        if let Some(a) = self.pool().pop() {
+        let pooled = self.pool().ready.pop();
+        if let Some(a) = pooled {
             if a.netns_path().exists() {
                 return Ok(a);
             }
@@ -318,8 +329,12 @@ impl Network {
         }
         {
             let mut pool = self.pool();
-            if pool.len() < self.pool_size && !pool.contains(&a) && a.netns_path().exists() {
-                pool.push(a);
+            if !pool.closed
+                && pool.ready.len() + pool.making < self.pool_size
+                && !pool.ready.contains(&a)
+                && a.netns_path().exists()
+            {
+                pool.ready.push(a);
                 return;
             }
         }
@@ -328,9 +343,24 @@ impl Network {
 
     /// Tops the pool up (blocking: each namespace is a few plugin runs).
     pub fn fill(&self) {
-        while self.pool().len() < self.pool_size {
-            match self.create() {
-                Ok(a) => self.pool().push(a),
+        loop {
+            {
+                let mut pool = self.pool();
+                if pool.closed || pool.ready.len() + pool.making >= self.pool_size {
+                    return;
+                }
+                pool.making += 1;
+            }
+            let made = self.create();
+            let mut pool = self.pool();
+            pool.making -= 1;
+            match made {
+                Ok(a) if pool.closed => {
+                    drop(pool);
+                    self.destroy(&a);
+                    return;
+                }
+                Ok(a) => pool.ready.push(a),
                 Err(e) => {
                     tracing::warn!(error = %e, "preparing a task network");
                     return;
@@ -362,7 +392,11 @@ impl Network {
 
     /// Releases the pool (the agent stops for good).
     pub fn drain(&self) {
-        let pooled: Vec<Attachment> = std::mem::take(&mut *self.pool());
+        let pooled: Vec<Attachment> = {
+            let mut pool = self.pool();
+            pool.closed = true;
+            std::mem::take(&mut pool.ready)
+        };
         for a in pooled {
             self.destroy(&a);
         }
