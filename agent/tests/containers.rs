@@ -296,6 +296,10 @@ async fn a_task_reaches_the_outside_but_not_other_tasks_or_the_host() {
             "{target} must be refused: {out}"
         );
     }
+    let kill =
+        serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "app-b"}});
+    assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
+    master.wait_state("app-b", TaskState::TaskKilled).await;
     agent.stop().await;
 }
 
@@ -318,6 +322,7 @@ async fn probe_syscalls(isolation: Isolation) -> String {
     let body = launch_body("probes", SYSCALL_PROBES, 0.5, 256.0, None);
     assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
     let out = wait_output(dir.path(), "probes", "FORKS=").await;
+    master.wait_state("probes", TaskState::TaskFinished).await;
     agent.stop().await;
     out
 }
