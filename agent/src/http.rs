@@ -34,6 +34,7 @@ pub fn router(node: Arc<Node>) -> Router {
                 // through the master, which checks whose task it is.
                 .route(STATE_PATH, get(state))
                 .route("/agent/v1/tasks/{task_id}/{stream}", get(task_log))
+                .route("/agent/v1/tasks/{task_id}/outputs/{name}", get(task_output))
                 .route("/monitor/statistics", get(statistics))
                 .route_layer(axum::middleware::from_fn_with_state(
                     node.clone(),
@@ -195,6 +196,56 @@ async fn task_log(
             (StatusCode::NOT_FOUND, "no such log\n").into_response()
         }
         // The task put a link or a foreign file in its log's place.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `GET /agent/v1/tasks/{task_id}/outputs/{name}`: a file the task left at the top of its
+/// sandbox as `.drove-<name>.tar.zst` (`name`: lowercase letters), streamed. A build hands its
+/// result back this way: the agent collects it, so the build needs no way to the PaaS.
+async fn task_output(
+    State(node): State<Arc<Node>>,
+    Path((task_id, name)): Path<(String, String)>,
+) -> Response {
+    if name.is_empty() || name.len() > 32 || !name.bytes().all(|b| b.is_ascii_lowercase()) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name: expected lowercase letters\n",
+        )
+            .into_response();
+    }
+    let live = node
+        .tasks()
+        .values()
+        .filter(|r| r.task.task_id.value == task_id)
+        .find_map(|r| r.sandbox.clone());
+    let Some(sandbox) =
+        live.or_else(|| crate::sandbox::latest_run(&node.config.work_dir, &task_id))
+    else {
+        return (StatusCode::NOT_FOUND, format!("unknown task {task_id:?}\n")).into_response();
+    };
+    let path = sandbox.join(format!(".drove-{name}.tar.zst"));
+    let opened = tokio::task::spawn_blocking(move || logs::open_task_file(&path)).await;
+    match opened {
+        Ok(Ok(file)) => {
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                    (header::CONTENT_LENGTH, len.to_string()),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            (StatusCode::NOT_FOUND, "the task left no such output\n").into_response()
+        }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
             (StatusCode::FORBIDDEN, format!("{e}\n")).into_response()
         }

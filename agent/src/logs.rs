@@ -135,6 +135,12 @@ pub fn rotate_if_needed(path: &Path, max_bytes: u64) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Opens a file a task left in its sandbox's top directory for reading, with the checks of
+/// [`open_untrusted`] (no symlink, a regular file of the sandbox's owner).
+pub fn open_task_file(path: &Path) -> io::Result<File> {
+    open_untrusted(path, false)
+}
+
 /// Reads up to `length` bytes (capped at [`MAX_READ`]) from `offset`; past the end → empty.
 /// The file is opened by [`open_untrusted`]: a symlink or foreign file is refused.
 pub fn read_range(path: &Path, offset: u64, length: Option<u64>) -> io::Result<Vec<u8>> {

@@ -227,6 +227,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(task_logs::PATH, get(task_logs::task_log))
         .route(task_logs::STATS_PATH, get(task_logs::task_statistics))
+        .route(task_logs::OUTPUT_PATH, get(task_logs::task_output))
         .route("/version", get(read_api::version))
         .route("/master/version", get(read_api::version))
         .route("/health", get(read_api::health))

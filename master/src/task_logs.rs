@@ -3,7 +3,9 @@
 //! - `GET /master/frameworks/{framework}/tasks/{task}/logs/{stream}?offset=&length=`: its
 //!   stdout or stderr;
 //! - `GET /master/frameworks/{framework}/tasks/{task}/statistics`: its resource use (Mesos's
-//!   `ResourceStatistics`: CPU seconds, limits), from the agent's `/monitor/statistics`.
+//!   `ResourceStatistics`: CPU seconds, limits), from the agent's `/monitor/statistics`;
+//! - `GET /master/frameworks/{framework}/tasks/{task}/outputs/{name}`: a file it left for its
+//!   framework to collect (a build's result), streamed.
 //!
 //! Agents answer their master only (the cluster secret), so frameworks read here: a framework
 //! principal reads its own framework's tasks only (403 otherwise); the cluster secret reads
@@ -26,6 +28,8 @@ fn refuse(status: StatusCode, message: String) -> Response {
 }
 
 pub const STATS_PATH: &str = "/master/frameworks/{framework}/tasks/{task}/statistics";
+
+pub const OUTPUT_PATH: &str = "/master/frameworks/{framework}/tasks/{task}/outputs/{name}";
 
 /// Checks the caller may read `framework`'s task `task` and finds its agent's endpoint.
 fn resolve(
@@ -121,6 +125,38 @@ pub async fn task_log(
             .into_response(),
         Err(e) => refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
     }
+}
+
+pub async fn task_output(
+    State(shared): State<Arc<Shared>>,
+    Path((framework, task, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let endpoint = match resolve(&shared, &headers, &framework, &task) {
+        Ok(e) => e,
+        Err(r) => return *r,
+    };
+    let url = format!("{endpoint}/agent/v1/tasks/{task}/outputs/{name}");
+    // A build's output may be large: the client's usual bound is for small calls.
+    let resp = match shared
+        .agent_http
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(600))
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
+    };
+    let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(len) = resp.content_length() {
+        out = out.header(header::CONTENT_LENGTH, len);
+    }
+    out.body(axum::body::Body::from_stream(resp.bytes_stream()))
+        .unwrap_or_else(|e| refuse(StatusCode::BAD_GATEWAY, e.to_string()))
 }
 
 pub async fn task_statistics(

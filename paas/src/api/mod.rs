@@ -108,10 +108,6 @@ fn routes(paas: Arc<Paas>) -> Router {
                 )
                 .layer(axum::extract::DefaultBodyLimit::max(PUSH_MAX_BODY))
                 .route("/v1/push/apps/{app}/receive", post(crate::push::receive))
-                .route(
-                    "/v1/push/builds/{token}/{kind}",
-                    axum::routing::put(crate::push::build::upload),
-                )
                 .route("/v1/artifacts/{name}", get(crate::push::artifacts::serve))
                 .route(
                     "/hooks/github/{app}",

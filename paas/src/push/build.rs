@@ -6,75 +6,35 @@
 //! The task gets the commit's tree (the source artifact) and, when this app's last fresh
 //! install had the same lockfile, that install's `node_modules` (the app's dependency cache),
 //! then: `npm ci` with a lockfile, `npm install --omit=dev` without one (nothing when cached),
-//! `npm run build` when there is one, `npm prune --omit=dev`, and packs the result. It uploads
-//! the packed app (and, after a fresh install with a lockfile, `node_modules` for the cache)
-//! to the PaaS with a token only this build holds, once each; the PaaS stores each under its
-//! SHA-256 and keys the cache by the lockfile hash it computed itself. The cache is the app's
-//! own: the tree is taken after the app's install scripts ran, which its lockfile does not
-//! cover, so no other app's build may ever be fed from it.
+//! `npm run build` when there is one, `npm prune --omit=dev`, and packs the result. It leaves
+//! the packed app (its `node_modules` apart, and after a fresh install with a lockfile the
+//! install for the cache) at the top of its sandbox; once it finished, the PaaS collects each
+//! through the master from its agent (`outputs/{app,modules,deps}`), once, bounded, and
+//! stores it under its SHA-256, keying the cache by the lockfile hash it computed itself. A
+//! build needs no way back to the PaaS: in a container it reaches nothing of the host. The
+//! cache is the app's own: the tree is taken after the app's install scripts ran, which its
+//! lockfile does not cover, so no other app's build may ever be fed from it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::descriptor::Descriptor;
-use super::locked;
 use crate::app::AppDefinition;
 use crate::Paas;
 
 /// Default bound on a build.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(600);
-/// Largest upload accepted from a build (each of its two).
-pub const MAX_UPLOAD: u64 = 1 << 30;
-/// An upload that sends nothing for this long is dropped.
-pub const UPLOAD_IDLE: Duration = Duration::from_secs(60);
-
-/// The builds in progress, by their upload token: what each may still upload.
-#[derive(Default)]
-pub struct Uploads(Mutex<HashMap<String, Build>>);
-
-/// One build's uploads: its result (`app`) and, after a fresh `npm ci` with a lockfile, its
-/// dependency cache (`deps`), each at most once. Both are stored under their content's hash;
-/// the cache entry is keyed by the lockfile hash the PaaS computed, never by the build.
-#[derive(Default)]
-struct Build {
-    /// The lockfile's hash when this build installs fresh and may upload the cache.
-    deps_key: Option<String>,
-    /// Whether this build packs its `node_modules` apart (none of the app's fits it).
-    packs_modules: bool,
-    app: Slot,
-    deps: Slot,
-    modules: Slot,
-}
-
-#[derive(Default, Clone, PartialEq, Eq)]
-enum Slot {
-    #[default]
-    Open,
-    /// An upload started (whatever came of it): no second one.
-    Taken,
-    Done(String),
-}
-
-impl Build {
-    fn slot(&mut self, kind: &str) -> Option<&mut Slot> {
-        match kind {
-            "app" => Some(&mut self.app),
-            "deps" => Some(&mut self.deps),
-            "modules" => Some(&mut self.modules),
-            _ => None,
-        }
-    }
-}
+/// Largest output collected from a build (each of its three).
+pub const MAX_OUTPUT: u64 = 1 << 30;
+/// A collection that receives nothing for this long is dropped.
+pub const OUTPUT_IDLE: Duration = Duration::from_secs(60);
 
 /// The build task's script (run by `sh -c`). Its stderr joins its stdout, so the pusher sees
 /// both live and in order. devDependencies are installed (build tools are), then pruned unless
@@ -82,19 +42,10 @@ impl Build {
 const SCRIPT: &str = r#"set -eu
 exec 2>&1
 step() { echo "-----> $*"; }
-upload() {
-  # The upload URL (its token) stays in the environment: a command line is every user's to read.
-  node -e '
-    const fs = require("fs"), http = require("http");
-    const [kind, file] = process.argv.slice(1);
-    const url = process.env.DROVE_UPLOAD + "/" + kind;
-    const req = http.request(url, {method: "PUT", headers: {"content-length": fs.statSync(file).size}},
-      res => { res.resume(); res.on("end", () => process.exit(res.statusCode === 200 ? 0 : 1)); });
-    req.on("error", e => { console.error(e.message); process.exit(1); });
-    fs.createReadStream(file).pipe(req);' "$1" "$2"
-}
 export HOME="$PWD" npm_config_cache="$PWD/.drove-npm" npm_config_update_notifier=false \
   npm_config_fund=false npm_config_audit=false npm_config_color=false
+# What the PaaS collects once this ends: .drove-{app,modules,deps}.tar.zst, here.
+rm -f .drove-app.tar.zst .drove-modules.tar.zst .drove-deps.tar.zst
 if [ "$DROVE_DEPS" = cached ]; then
   step "dependencies: from the cache (lockfile unchanged), nothing to install"
 elif [ -f package-lock.json ]; then
@@ -102,8 +53,6 @@ elif [ -f package-lock.json ]; then
   npm ci --include=dev
   step "caching node_modules for this lockfile"
   tar --zstd -cf .drove-deps.tar.zst node_modules
-  upload deps .drove-deps.tar.zst
-  rm -f .drove-deps.tar.zst
 elif [ "$DROVE_HAS_DEPS" = 1 ]; then
   step "installing dependencies: npm install"
   npm install --include=dev
@@ -122,14 +71,15 @@ mkdir -p .drove-out
 if [ -d node_modules ] && [ "$DROVE_MODULES" = pack ]; then
   step "packing node_modules"
   tar --zstd --exclude=./node_modules/.cache -cf .drove-out/modules.tar.zst ./node_modules
-  upload modules .drove-out/modules.tar.zst
 elif [ -d node_modules ]; then
   step "node_modules: as released before (lockfile unchanged)"
 fi
 step "packing"
 tar --zstd --exclude=./.drove-npm --exclude=./.drove-out --exclude=./stdout --exclude=./stderr \
-  --exclude=./stdout.1 --exclude=./stderr.1 --exclude=./node_modules -cf .drove-out/app.tar.zst .
-upload app .drove-out/app.tar.zst
+  --exclude=./stdout.1 --exclude=./stderr.1 --exclude=./node_modules \
+  --exclude=./.drove-deps.tar.zst -cf .drove-out/app.tar.zst .
+[ -f .drove-out/modules.tar.zst ] && mv .drove-out/modules.tar.zst .drove-modules.tar.zst
+mv .drove-out/app.tar.zst .drove-app.tar.zst
 step "built"
 "#;
 
@@ -218,93 +168,9 @@ pub struct Artifacts {
     pub modules: Option<String>,
 }
 
-impl Uploads {
-    fn open(&self, deps_key: Option<String>, packs_modules: bool) -> String {
-        let token = crate::tokens::generate();
-        let build = Build {
-            deps_key,
-            packs_modules,
-            ..Build::default()
-        };
-        locked(&self.0).insert(token.clone(), build);
-        token
-    }
-
-    fn close(&self, token: &str) -> Option<Build> {
-        locked(&self.0).remove(token)
-    }
-
-    /// Takes the build's slot for `kind`, or says why not.
-    fn take(&self, token: &str, kind: &str) -> Result<(), (StatusCode, String)> {
-        let mut builds = locked(&self.0);
-        let Some(build) = builds.get_mut(token) else {
-            return Err((StatusCode::UNAUTHORIZED, "not a build in progress".into()));
-        };
-        if kind == "deps" && build.deps_key.is_none() {
-            return Err((
-                StatusCode::CONFLICT,
-                "this build has no dependency cache to upload".into(),
-            ));
-        }
-        if kind == "modules" && !build.packs_modules {
-            return Err((
-                StatusCode::CONFLICT,
-                "this build reuses its app's node_modules".into(),
-            ));
-        }
-        let Some(slot) = build.slot(kind) else {
-            return Err((
-                StatusCode::NOT_FOUND,
-                "expected app, deps or modules".into(),
-            ));
-        };
-        if *slot != Slot::Open {
-            return Err((
-                StatusCode::CONFLICT,
-                format!("this build uploaded its {kind} already"),
-            ));
-        }
-        *slot = Slot::Taken;
-        Ok(())
-    }
-
-    fn done(&self, token: &str, kind: &str, name: String) {
-        if let Some(slot) = locked(&self.0).get_mut(token).and_then(|b| b.slot(kind)) {
-            *slot = Slot::Done(name);
-        }
-    }
-}
-
-/// `PUT /v1/push/builds/{token}/{kind}`: a build's result (`app`) or its dependency cache
-/// (`deps`), once each, at most [`MAX_UPLOAD`] bytes, never idle for [`UPLOAD_IDLE`]; stored
-/// under the SHA-256 of what arrived.
-pub async fn upload(
-    State(paas): State<Arc<Paas>>,
-    Path((token, kind)): Path<(String, String)>,
-    body: Body,
-) -> Response {
-    if let Err((status, why)) = paas.push.uploads.take(&token, &kind) {
-        return (status, format!("{why}\n")).into_response();
-    }
-    let dir = paas.push.artifacts_dir();
-    // It ends with its build, whatever it still sends.
-    let open = || locked(&paas.push.uploads.0).contains_key(&token);
-    match receive(&dir, body, open).await {
-        Ok(name) => {
-            paas.push.uploads.done(&token, &kind, name.clone());
-            (StatusCode::OK, format!("{name}\n")).into_response()
-        }
-        Err((status, why)) => (status, format!("{why}\n")).into_response(),
-    }
-}
-
-/// Writes `body` into `dir` as `<sha256>.tar.zst` (or `.tar.gz`, by its first bytes) while
-/// `open()` and within [`BUILD_LIMIT`]; the name, or why it was refused.
-async fn receive(
-    dir: &std::path::Path,
-    body: Body,
-    open: impl Fn() -> bool,
-) -> Result<String, (StatusCode, String)> {
+/// Writes `body` into `dir` as `<sha256>.tar.zst` (or `.tar.gz`, by its first bytes) within
+/// [`BUILD_LIMIT`]; the name, or why it was refused.
+async fn receive(dir: &std::path::Path, body: Body) -> Result<String, (StatusCode, String)> {
     let until = tokio::time::Instant::now() + BUILD_LIMIT;
     let internal = |what: &std::path::Path, e: std::io::Error| {
         (
@@ -315,7 +181,7 @@ async fn receive(
     tokio::fs::create_dir_all(dir)
         .await
         .map_err(|e| internal(dir, e))?;
-    let tmp = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
+    let tmp = dir.join(format!(".collect-{}", uuid::Uuid::new_v4().simple()));
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| internal(&tmp, e))?;
@@ -325,11 +191,11 @@ async fn receive(
     let mut stream = body.into_data_stream();
     let failed = loop {
         let next = tokio::time::timeout_at(until, stream.next());
-        let chunk = match tokio::time::timeout(UPLOAD_IDLE, next).await {
+        let chunk = match tokio::time::timeout(OUTPUT_IDLE, next).await {
             Err(_) => {
                 break Some((
                     StatusCode::REQUEST_TIMEOUT,
-                    format!("nothing arrived for {} s", UPLOAD_IDLE.as_secs()),
+                    format!("nothing arrived for {} s", OUTPUT_IDLE.as_secs()),
                 ))
             }
             Ok(Err(_)) => {
@@ -344,14 +210,11 @@ async fn receive(
             }
             Ok(Ok(Some(Ok(c)))) => c,
         };
-        if !open() {
-            break Some((StatusCode::GONE, "its build has ended".to_string()));
-        }
         size += chunk.len() as u64;
-        if size > MAX_UPLOAD {
+        if size > MAX_OUTPUT {
             break Some((
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("over {MAX_UPLOAD} bytes"),
+                format!("over {MAX_OUTPUT} bytes"),
             ));
         }
         hash.update(&chunk);
@@ -453,7 +316,6 @@ async fn build(
             .filter(|f| paas.push.artifacts_dir().join(f).is_file())
     });
     let deps_key = lock_hash.filter(|_| cached.is_none());
-    let token = paas.push.uploads.open(deps_key.clone(), reused.is_none());
     let mut fetch = vec![
         json!({"uri": format!("{base}/v1/artifacts/{source}"), "extract": true, "cache": false}),
     ];
@@ -471,10 +333,9 @@ async fn build(
         .collect();
     env.entry("NODE_ENV").or_insert(json!("production"));
     for (k, v) in [
-        ("DROVE_UPLOAD", format!("{base}/v1/push/builds/{token}")),
         (
             "DROVE_DEPS",
-            (if cached.is_some() { "cached" } else { "none" }).into(),
+            String::from(if cached.is_some() { "cached" } else { "none" }),
         ),
         (
             "DROVE_HAS_DEPS",
@@ -604,11 +465,9 @@ async fn build(
         if let Some(why) = abort {
             paas.lock().cancel_job(&job);
             paas.kick.notify_one();
-            paas.push.uploads.close(&token);
             return Err(why);
         }
     };
-    let uploaded = paas.push.uploads.close(&token).unwrap_or_default();
     let end = end.map_err(|_| "the build was lost".to_string())?;
     if end.state != drove_proto::mesos::TaskState::TaskFinished {
         let how = end.message.lines().next().unwrap_or("").to_string();
@@ -616,22 +475,64 @@ async fn build(
         why.extend(log.failure_excerpt());
         return Err(why.join("\n"));
     }
-    if let (Some(key), Slot::Done(artifact)) = (deps_key, uploaded.deps) {
-        super::remember(paas, name, super::Cache::Deps, key, artifact);
-    }
-    let modules = match (uploaded.modules, reused) {
-        (Slot::Done(artifact), _) => {
-            if let Some(key) = modules_key {
+    let Some(task) = task.or(end.task_id.clone()) else {
+        return Err("the build finished, but its task is not known".into());
+    };
+    // What it left behind, collected from its agent: the app (always), its node_modules when
+    // the PaaS asked for them, the install cache after a fresh install with a lockfile.
+    let app = collect(paas, &task, "app")
+        .await?
+        .ok_or("the build finished without leaving the app (.drove-app.tar.zst)")?;
+    let modules = match reused {
+        Some(r) => Some(r),
+        None => {
+            let made = collect(paas, &task, "modules").await?;
+            if let (Some(artifact), Some(key)) = (&made, modules_key) {
                 super::remember(paas, name, super::Cache::Modules, key, artifact.clone());
             }
-            Some(artifact)
+            made
         }
-        (_, reused) => reused,
     };
-    match uploaded.app {
-        Slot::Done(app) => Ok(Artifacts { app, modules }),
-        _ => Err("the build finished without uploading the app".to_string()),
+    if let Some(key) = deps_key {
+        if let Some(artifact) = collect(paas, &task, "deps").await? {
+            super::remember(paas, name, super::Cache::Deps, key, artifact);
+        }
     }
+    Ok(Artifacts { app, modules })
+}
+
+/// Collects the build task's output `kind` (`.drove-<kind>.tar.zst` in its sandbox) through
+/// the master into the artifact store; None when it left none.
+async fn collect(paas: &Paas, task: &str, kind: &str) -> Result<Option<String>, String> {
+    let framework = paas
+        .lock()
+        .framework_id
+        .clone()
+        .ok_or("collecting the build's output: no framework id")?;
+    let resp = paas
+        .master_get(&format!(
+            "/master/frameworks/{framework}/tasks/{task}/outputs/{kind}"
+        ))
+        .timeout(BUILD_LIMIT)
+        .send()
+        .await
+        .map_err(|e| format!("collecting the build's {kind}: {e}"))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let why = resp.text().await.unwrap_or_default();
+        return Err(format!(
+            "collecting the build's {kind}: {status}: {}",
+            why.trim()
+        ));
+    }
+    let dir = paas.push.artifacts_dir();
+    receive(&dir, Body::from_stream(resp.bytes_stream()))
+        .await
+        .map(Some)
+        .map_err(|(_, why)| format!("collecting the build's {kind}: {why}"))
 }
 
 /// The most of a build's output read at once.

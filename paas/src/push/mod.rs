@@ -129,7 +129,6 @@ pub struct Pushes {
     /// Apps whose repository is receiving a push (one at a time).
     receiving: Mutex<HashSet<String>>,
     /// Uploads of builds in progress.
-    pub(crate) uploads: build::Uploads,
     /// GitHub deliveries seen.
     pub(crate) deliveries: webhook::Deliveries,
     /// Single-use push tokens → (app, issued).
@@ -191,7 +190,6 @@ impl Pushes {
             deploying: Mutex::new(HashSet::new()),
             receiving: Mutex::new(HashSet::new()),
             deliveries: webhook::Deliveries::default(),
-            uploads: build::Uploads::default(),
             tokens: Mutex::new(HashMap::new()),
         }
     }
