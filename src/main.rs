@@ -96,9 +96,16 @@ struct UpArgs {
     /// The agent's startup CPU boost (see `drove agent --help`); `0s` turns it off.
     #[arg(long, default_value = "10s")]
     startup_cpu_boost: String,
-    /// `cgroups` (default) or `none`.
-    #[arg(long, default_value = "cgroups")]
+    /// `container` (default: each task in its own namespaces, root filesystem and network,
+    /// through an OCI runtime), `cgroups` or `none`.
+    #[arg(long, default_value = "container")]
     isolation: String,
+    /// The OCI runtime containers run with: `crun` (default), `runc`, `youki` or a path.
+    #[arg(long, default_value = "crun")]
+    oci_runtime: String,
+    /// Let tasks that ask for the host's network have it (off: every task gets its own).
+    #[arg(long)]
+    allow_host_network: bool,
     /// Parent cgroup of the agent's task cgroups.
     #[arg(long, default_value = "drove")]
     cgroup_root: String,
@@ -293,11 +300,15 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         format!("--listen={}", args.agent_listen),
         format!("--work-dir={}", agent_work_dir.display()),
         format!("--isolation={}", args.isolation),
+        format!("--oci-runtime={}", args.oci_runtime),
         format!("--cgroup-root={}", args.cgroup_root),
         format!("--cluster-secret={cluster_secret}"),
     ];
     if let Some(r) = &args.resources {
         agent_flags.push(format!("--resources={r}"));
+    }
+    if args.allow_host_network {
+        agent_flags.push("--allow-host-network".to_string());
     }
     agent_flags.push(format!("--startup-cpu-boost={}", args.startup_cpu_boost));
     for dir in &args.fetch_allow_dirs {

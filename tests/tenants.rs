@@ -72,7 +72,28 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// whose modes were left open is made private at the next start, and the log says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_reads_none_of_drove_s_state() {
-    let mut up = Up::start((24000, 24199), &[]).await;
+    reads_none_of_drove_s_state(true).await;
+}
+
+/// The same with containers off (`--isolation cgroups`): the task sees the host's files, and
+/// the modes alone keep drove's state from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_containers_a_task_still_reads_none_of_drove_s_state() {
+    reads_none_of_drove_s_state(false).await;
+}
+
+async fn reads_none_of_drove_s_state(containers: bool) {
+    let extra: &[&str] = if containers {
+        &[]
+    } else {
+        &["--isolation=cgroups"]
+    };
+    let ports = if containers {
+        (24000, 24099)
+    } else {
+        (24100, 24199)
+    };
+    let mut up = Up::start_with_args(ports, &[], extra).await;
     let http = reqwest::Client::new();
     // A pushed app, so there is a repository, an artifact and a cached fetch of it.
     let created: Value = http
@@ -151,10 +172,18 @@ async fn a_task_reads_none_of_drove_s_state() {
     let mut paths = secret.clone();
     paths.push(control.clone());
     let seen = probe_as_a_task(&up, "/probe", &paths).await;
-    assert!(
-        seen.contains(&format!("READ {}\n", control.display())),
-        "the probe reads a file every user may read: {seen}"
-    );
+    if containers {
+        // Not even a file every user may read: nothing of the host but its runtime is there.
+        assert!(
+            seen.contains(&format!("DENIED {}\n", control.display())),
+            "a container sees only its own root: {seen}"
+        );
+    } else {
+        assert!(
+            seen.contains(&format!("READ {}\n", control.display())),
+            "the probe reads a file every user may read: {seen}"
+        );
+    }
     assert!(
         seen.lines()
             .any(|l| l.starts_with("READ ") && l.ends_with("/own")),
@@ -947,11 +976,12 @@ async fn a_webhook_fetch_follows_no_redirect() {
 }
 
 /// An app destroyed and created again under the same name runs under a new uid: what the old
-/// one left behind in a shared place (a private file in /tmp) is not the new one's to read,
-/// while the old one read its own file back.
+/// one left behind in a shared place (a private file in the host's /tmp, with containers off)
+/// is not the new one's to read, while the old one read its own file back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_re_created_app_cannot_read_what_the_old_one_left() {
-    let d = Drove::start(&[&agent(26)]).await;
+    // Without containers: in one, /tmp is the task's own and nothing of the old app is there.
+    let d = Drove::start_with_agent_args(&[&agent(26)], &["--isolation=cgroups"]).await;
     let leftover = format!("/tmp/drove-test-leftover-{}", support::uuid_like());
     let w = support::tempdir();
     let dir = w.path();

@@ -104,6 +104,13 @@ pub struct TaskRecord {
     pub network: Option<crate::container::Attachment>,
 
     // Runtime-only state.
+    /// How long each container step of its launch took (network, bundle, runtime), reported
+    /// with TASK_RUNNING as `drove.io/step/<name>` labels (milliseconds) for wake timelines.
+    #[serde(skip)]
+    pub steps: Vec<(&'static str, Duration)>,
+    /// When its supervisor was spawned (the runtime step runs from here to its process seen).
+    #[serde(skip)]
+    pub spawned: Option<Instant>,
     #[serde(skip)]
     pub next_send: Option<Instant>,
     #[serde(skip)]
@@ -158,6 +165,8 @@ impl TaskRecord {
             started_at: None,
             runtime_id: None,
             network: None,
+            steps: Vec::new(),
+            spawned: None,
             next_send: None,
             backoff: Duration::ZERO,
             in_flight: false,

@@ -366,6 +366,7 @@ async fn prepare_and_start(
     let agent_id = node.agent_id().map(|a| a.value).unwrap_or_default();
     // The container's network: its own (a pooled namespace), or the host's when asked for and
     // allowed. Recorded before anything runs in it, so a restarted agent knows it is in use.
+    let network_began = Instant::now();
     let network = match &cfg.containers {
         Some(c) if !wants_host_network(&req.task).map_err(launch_failed)? => {
             let c = c.clone();
@@ -387,6 +388,7 @@ async fn prepare_and_start(
     if let Some(a) = &network {
         let mut tasks = node.tasks();
         if let Some(rec) = tasks.get_mut(key) {
+            rec.steps.push(("network", network_began.elapsed()));
             rec.network = Some(a.clone());
             rec.runtime_id = Some(crate::container::runtime_id(container_id));
             node.checkpoint(rec);
@@ -585,7 +587,11 @@ async fn prepare_and_start(
                 cgroups_path,
                 cgroup_namespace: true,
             };
+            let began = Instant::now();
             crate::container::bundle::write(&bundle).map_err(|e| launch_failed(e.to_string()))?;
+            if let Some(rec) = node.tasks().get_mut(key) {
+                rec.steps.push(("bundle", began.elapsed()));
+            }
             ExecutorSpec {
                 program: c.runtime.path.display().to_string(),
                 arg0: None,
@@ -660,6 +666,7 @@ async fn prepare_and_start(
             Some(rec) => {
                 rec.executor_pid = Some(pid);
                 rec.executor_start = start;
+                rec.spawned = Some(Instant::now());
                 rec.started_at = Some(drove_proto::mesos::now_secs());
                 (rec.kill.is_some(), node.checkpoint(rec))
             }
@@ -1115,6 +1122,10 @@ fn mark_running(node: &Node, key: &TaskKey, pid: u32) {
             return;
         }
         rec.task_pid = Some(pid);
+        if let (Some(at), Some(_)) = (rec.spawned.take(), &rec.runtime_id) {
+            // Supervisor spawned → the container's process seen: the runtime's create/start.
+            rec.steps.push(("runtime", at.elapsed()));
+        }
         if let (Some(stat), Some(epid)) = (proc_stat(pid), rec.executor_pid) {
             let supervisor_alive = process_alive(epid, rec.executor_start);
             if supervisor_alive && stat.ppid == epid && stat.pgid == pid {

@@ -64,8 +64,9 @@ pub struct AgentArgs {
     /// Agent attributes, e.g. "rack:r1;zone:a".
     #[arg(long)]
     pub attributes: Option<String>,
-    /// Task isolation.
-    #[arg(long, value_enum, default_value = "cgroups")]
+    /// Task isolation: `container` (default), `cgroups` (the task sees the host's files,
+    /// processes and network) or `none`.
+    #[arg(long, value_enum, default_value = "container")]
     pub isolation: Isolation,
     /// The OCI runtime containers run with: `crun`, `runc`, `youki` or a path.
     #[arg(long, default_value = "crun")]

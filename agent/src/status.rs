@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use drove_proto::agent::{AcknowledgeUpdate, StatusUpdate, STATUS_PATH};
 use drove_proto::mesos::{
-    ContainerStatus, IpAddress, NetworkInfo, TaskSource, TaskState, TaskStatus,
+    ContainerStatus, IpAddress, Label, Labels, NetworkInfo, TaskSource, TaskState, TaskStatus,
+    STEP_LABEL,
 };
 
 use crate::checkpoint::Durable;
@@ -107,6 +108,18 @@ pub fn update(node: &Node, key: &TaskKey, state: TaskState, opts: UpdateOpts) ->
                 port_mappings: Vec::new(),
             })
             .collect();
+        if state == TaskState::TaskRunning && !rec.steps.is_empty() {
+            status.labels = Some(Labels {
+                labels: rec
+                    .steps
+                    .iter()
+                    .map(|(step, d)| Label {
+                        key: format!("{STEP_LABEL}{step}"),
+                        value: Some(format!("{:.3}", d.as_secs_f64() * 1000.0)),
+                    })
+                    .collect(),
+            });
+        }
         if rec.task_pid.is_some() || !network_infos.is_empty() {
             status.container_status = Some(ContainerStatus {
                 executor_pid: rec.task_pid,

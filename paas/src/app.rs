@@ -63,6 +63,50 @@ fn tcp() -> String {
     "tcp".into()
 }
 
+/// One of Marathon's `networks`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkDef {
+    /// `host`, `container` or `container/bridge`.
+    #[serde(default = "container_mode")]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+fn container_mode() -> String {
+    "container".into()
+}
+
+/// Marathon's `container`, the part drove reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDef {
+    #[serde(rename = "type", default = "mesos_type")]
+    pub kind: String,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMappingDef>,
+}
+
+fn mesos_type() -> String {
+    "MESOS".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMappingDef {
+    #[serde(default)]
+    pub container_port: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u32>,
+    #[serde(default = "tcp")]
+    pub protocol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FetchUri {
@@ -230,6 +274,16 @@ pub struct AppDefinition {
     /// Marathon's: what an instance may burst to above its `cpus` when CPU is idle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_limits: Option<ResourceLimits>,
+    /// Marathon's networks: `[{"mode": "host"}]` asks for the agent's network (refused unless
+    /// the agent allows it, `--allow-host-network`); `container` or `container/bridge` (and no
+    /// `networks`, unlike Marathon's host default) give each instance its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<NetworkDef>,
+    /// Marathon's `container` (`type: MESOS`): its `portMappings` name the ports the app listens
+    /// on in its own network (`containerPort`; 0: one is given in `$PORTn`). drove reaches an
+    /// instance at its own address, so a mapping's host port is its container port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerDef>,
     /// drove's own: how the scaler may move `instances` (see `scaler::Scaling`). Absent: the
     /// count stays what it is set to, as in Marathon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,6 +414,26 @@ impl AppDefinition {
     }
 
     fn normalize_rest(&mut self) -> Result<(), InvalidApp> {
+        // Port mappings are the ports of a container network: the ones the app listens on.
+        let mapped = self
+            .container
+            .as_ref()
+            .map(|c| c.port_mappings.clone())
+            .unwrap_or_default();
+        if self.port_definitions.is_none() && !mapped.is_empty() {
+            self.require_ports |= mapped.iter().any(|m| m.container_port != 0);
+            self.port_definitions = Some(
+                mapped
+                    .into_iter()
+                    .map(|m| PortDefinition {
+                        port: m.container_port,
+                        protocol: m.protocol,
+                        name: m.name,
+                        labels: m.labels,
+                    })
+                    .collect(),
+            );
+        }
         if self.port_definitions.is_none() {
             // Marathon's default: one port.
             self.port_definitions = Some(vec![PortDefinition {
@@ -413,6 +487,28 @@ impl AppDefinition {
                 errors: vec![e],
             })
         };
+        for (i, n) in self.networks.iter().enumerate() {
+            if !matches!(n.mode.as_str(), "host" | "container" | "container/bridge") {
+                bad(
+                    &format!("/networks({i})/mode"),
+                    format!(
+                        "expected host, container or container/bridge, found {:?}",
+                        n.mode
+                    ),
+                );
+            }
+        }
+        if let Some(c) = &self.container {
+            if c.kind != "MESOS" {
+                bad(
+                    "/container/type",
+                    format!(
+                        "drove runs MESOS containers (its own runtime); found {:?}",
+                        c.kind
+                    ),
+                );
+            }
+        }
         match (&self.cmd, &self.args) {
             (Some(_), Some(_)) => bad("/cmd", "give either cmd or args, not both".into()),
             (None, None) => bad(

@@ -172,8 +172,24 @@ pub fn task_info(def: &AppDefinition, version: &str, offer: &Offer, ports: &[u32
                 .collect(),
         }),
         discovery: None,
-        container: None,
+        container: container_info(def),
     }
+}
+
+/// Mesos's `ContainerInfo` for the app's `networks`: the host's network when it asks for it,
+/// else (drove's default) none, which gives the instance its own.
+fn container_info(def: &AppDefinition) -> Option<serde_json::Value> {
+    let host = def.networks.iter().any(|n| n.mode == "host");
+    host.then(|| {
+        serde_json::to_value(drove_proto::mesos::ContainerInfo {
+            kind: Some("MESOS".into()),
+            network_infos: vec![drove_proto::mesos::NetworkInfo {
+                name: Some("host".into()),
+                ..Default::default()
+            }],
+        })
+        .unwrap_or_default()
+    })
 }
 
 /// A kill policy with `grace` between SIGTERM and SIGKILL.

@@ -560,6 +560,11 @@ impl ContainerStatus {
     }
 }
 
+/// Prefix of the TASK_RUNNING labels in which an agent reports how long each step of a
+/// container's launch took, in milliseconds (`drove.io/step/network`, `…/bundle`,
+/// `…/runtime`).
+pub const STEP_LABEL: &str = "drove.io/step/";
+
 /// Mesos's `NetworkInfo`: in a `ContainerInfo`, the network a task asks to join (by `name`)
 /// with its `port_mappings`; in a `ContainerStatus`, the addresses it got there.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 // A dependency-free HTTP server for drove's tests and examples.
 // Listens on $HOST (default all interfaces) port $PORT0 (or $PORT, or 3000). GET /health answers 200, or 500 when UNHEALTHY=1.
-// Every other path answers "<MESSAGE> <pid>\n" (after ?delay_ms=N). A WebSocket upgrade is
+// Every other path answers "<MESSAGE> <instance>\n" (after ?delay_ms=N): its task id under drove
+// (each container's own pid is 2), else its pid. A WebSocket upgrade is
 // accepted and the connection held open (frames are ignored) until the client closes it.
 // On SIGTERM it stops accepting connections, finishes the requests in flight and exits.
 'use strict';
@@ -9,6 +10,7 @@ const http = require('http');
 const port = Number(process.env.PORT0 || process.env.PORT || 3000);
 const message = process.env.MESSAGE || 'hello';
 const unhealthy = process.env.UNHEALTHY === '1';
+const instance = process.env.MESOS_TASK_ID || String(process.pid);
 
 const server = http.createServer((req, res) => {
   if (req.url === '/health') {
@@ -19,7 +21,7 @@ const server = http.createServer((req, res) => {
   const delay = Number(new URL(req.url, 'http://x').searchParams.get('delay_ms') || 0);
   setTimeout(() => {
     res.writeHead(200, { 'Content-Type': 'text/plain' });
-    res.end(`${message} ${process.pid}\n`);
+    res.end(`${message} ${instance}\n`);
   }, delay);
 });
 

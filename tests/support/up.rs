@@ -42,6 +42,11 @@ impl Up {
     /// Starts `drove up` with an agent offering `ports` (a range no other test uses) and
     /// `env` set; returns once it printed that it is up and saved its admin token.
     pub async fn start(ports: (u16, u16), env: &[(&str, &str)]) -> Up {
+        Up::start_with_args(ports, env, &[]).await
+    }
+
+    /// [`Up::start`] with more flags for `drove up`.
+    pub async fn start_with_args(ports: (u16, u16), env: &[(&str, &str)], extra: &[&str]) -> Up {
         let dir = super::tempdir();
         let port = || free_port("127.0.0.1");
         let (master, agent, paas, router, admin) = (port(), port(), port(), port(), port());
@@ -65,6 +70,8 @@ impl Up {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
             ),
         ];
+        let mut args = args;
+        args.extend(extra.iter().map(|a| a.to_string()));
         let proc = Proc::spawn_with_env("up", &args, &dir.path().join("up.log"), env);
         let mut up = Up {
             proc,

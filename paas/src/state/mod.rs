@@ -487,7 +487,12 @@ impl State {
         let i = i.clone();
         match status.state {
             TaskState::TaskStarting => self.wake_mark(&i.app_id, "starting", now),
-            TaskState::TaskRunning => self.wake_mark(&i.app_id, "running", now),
+            TaskState::TaskRunning => {
+                if let Some(labels) = &status.labels {
+                    self.wake_container_steps(&i.app_id, labels);
+                }
+                self.wake_mark(&i.app_id, "running", now)
+            }
             _ => {}
         }
         if i.ready() {

@@ -7,6 +7,8 @@
 //! `accept` (a launch was sent on it), `starting` (the agent took it: sandbox, fetch),
 //! `running` (the process started), `ready` (its first passed health check), `routed` (the
 //! route upsert that releases the held requests went out; the routers forward them at once).
+//! A container's launch adds what its agent reported of its steps inside `starting`→`running`
+//! (`container`: `networkMs`, `bundleMs`, `runtimeMs`).
 //! At `routed` the timeline is complete: kept with the app (the last [`KEPT`], journalled so
 //! they outlive a restart) and published as a `drove_wake_timeline_event`.
 
@@ -33,6 +35,8 @@ pub struct Timeline {
     /// How long the router had held the first request when it called.
     held_for_ms: u64,
     marks: Vec<(&'static str, Duration)>,
+    /// The agent's container steps inside `starting`→`running` (name, ms), when it said.
+    container: Vec<(String, f64)>,
 }
 
 impl Timeline {
@@ -43,6 +47,7 @@ impl Timeline {
             held,
             held_for_ms,
             marks: vec![("wake", Duration::ZERO)],
+            container: Vec::new(),
         }
     }
 
@@ -64,10 +69,19 @@ impl Timeline {
             .collect();
         let total = self.marks.last().map(|(_, d)| *d).unwrap_or_default()
             + Duration::from_millis(self.held_for_ms);
-        json!({
+        let container: serde_json::Map<String, Value> = self
+            .container
+            .iter()
+            .map(|(k, v)| (format!("{k}Ms"), json!(v)))
+            .collect();
+        let mut out = json!({
             "appId": app, "timestamp": self.at, "held": self.held,
             "totalMs": total.as_secs_f64() * 1000.0, "steps": steps,
-        })
+        });
+        if !container.is_empty() {
+            out["container"] = Value::Object(container);
+        }
+        out
     }
 }
 
@@ -103,6 +117,27 @@ impl State {
             self.events
                 .publish(events::scheduler("drove_wake_timeline_event", done));
         }
+    }
+
+    /// Records the agent's container steps (`drove.io/step/*` labels of TASK_RUNNING) on the
+    /// app's open wake.
+    pub(super) fn wake_container_steps(&mut self, app: &str, labels: &drove_proto::mesos::Labels) {
+        let Some(t) = self.apps.get_mut(app).and_then(|a| a.wake.as_mut()) else {
+            return;
+        };
+        if !t.container.is_empty() {
+            return;
+        }
+        t.container = labels
+            .labels
+            .iter()
+            .filter_map(|l| {
+                let step = l.key.strip_prefix(drove_proto::mesos::STEP_LABEL)?;
+                let ms: f64 = l.value.as_deref()?.parse().ok()?;
+                Some((step.chars().take(32).collect(), ms))
+            })
+            .take(8)
+            .collect();
     }
 
     /// Marks `stage` on every app with an open wake that still waits for launches.
