@@ -311,9 +311,7 @@ fn containers(
         // crun refuses a hybrid host whose v2 hierarchy holds controllers.
         cgroups::give_v2_controllers_v1_hierarchies()?;
     }
-    // The agent's tag in namespace names: stable for its work dir.
-    use sha2::Digest;
-    let tag = hex::encode(&sha2::Sha256::digest(work_dir.as_os_str().as_encoded_bytes())[..4]);
+    let tag = container::network::tag_of(work_dir);
     let network = container::Network::new(
         &args.task_network,
         &args.cni_plugin_dir,

@@ -354,10 +354,10 @@ async fn mount_unshare_and_ptrace_are_refused_and_a_fork_bomb_stops_at_pids_max(
 
 /// This agent's network namespaces, their address leases and their NAT rules.
 fn network_footprint(work_dir: &std::path::Path) -> (usize, usize, usize) {
-    use sha2::Digest;
-    let canonical = work_dir.canonicalize().unwrap();
-    let tag = hex::encode(&sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes())[..4]);
-    let prefix = format!("drove-{tag}-");
+    let prefix = format!(
+        "drove-{}-",
+        drove_agent::container::network::tag_of(work_dir)
+    );
     let netns = std::fs::read_dir("/run/netns")
         .map(|d| {
             d.flatten()

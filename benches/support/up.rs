@@ -120,6 +120,7 @@ struct Unmount(std::path::PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
+        drove_agent::container::network::release_all(&self.0.join("agent"));
         crate::test_support::unmount_under(&self.0);
     }
 }

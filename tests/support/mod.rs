@@ -354,6 +354,9 @@ impl Drop for TestCluster {
         }
         self.kill_master();
         kill_cgroup_tree(&self.cgroup_root);
+        for s in &self.specs {
+            drove_agent::container::network::release_all(&s.work_dir);
+        }
         unmount_under(self.dir.path());
     }
 }

@@ -32,6 +32,8 @@ pub struct RemovedOnDrop(pub PathBuf);
 impl Drop for RemovedOnDrop {
     fn drop(&mut self) {
         if !self.0.as_os_str().is_empty() {
+            // Its containers were ended with its cgroups (dropped first): their networks go.
+            drove_agent::container::network::release_all(&self.0);
             super::unmount_under(&self.0);
             let _ = std::fs::remove_dir_all(&self.0);
         }

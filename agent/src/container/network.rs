@@ -64,6 +64,29 @@ impl Attachment {
     }
 }
 
+/// The tag of the agent working in `work_dir`, in its namespaces' names: stable across its
+/// restarts, distinct from every other agent's on the host.
+pub fn tag_of(work_dir: &Path) -> String {
+    use sha2::Digest;
+    let dir = work_dir
+        .canonicalize()
+        .unwrap_or_else(|_| work_dir.to_path_buf());
+    hex::encode(&sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes())[..4])
+}
+
+/// Releases every task network an agent that worked in `work_dir` left (killed, its pool and
+/// its containers' namespaces stay until it starts again): for tests and tools that end an
+/// agent for good. Uses the default network and plugin directory.
+pub fn release_all(work_dir: &Path) {
+    Network::new(
+        "10.213.0.0/16",
+        Path::new(DEFAULT_PLUGIN_DIR),
+        &tag_of(work_dir),
+        0,
+    )
+    .sweep(&[]);
+}
+
 #[derive(Debug)]
 pub struct Network {
     subnet: String,
