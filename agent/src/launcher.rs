@@ -586,6 +586,7 @@ async fn prepare_and_start(
                 tmp_bytes: c.tmp_bytes,
                 cgroups_path,
                 cgroup_namespace: true,
+                seccomp_bpf: c.seccomp_bpf.as_deref(),
             };
             let began = Instant::now();
             crate::container::bundle::write(&bundle).map_err(|e| launch_failed(e.to_string()))?;

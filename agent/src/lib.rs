@@ -329,7 +329,14 @@ fn containers(
             container::TINI
         );
     }
+    let seccomp_bpf = match runtime.kind {
+        container::RuntimeKind::Crun => {
+            container::seccomp::precompile(&runtime, &work_dir.join("meta"))
+        }
+        _ => None,
+    };
     Ok(container::Containers {
+        seccomp_bpf,
         runtime,
         network,
         tmp_bytes: args.task_tmp_bytes,

@@ -60,6 +60,9 @@ pub struct BundleSpec<'a> {
     pub cgroups_path: Option<String>,
     /// Whether to give the container its own cgroup namespace.
     pub cgroup_namespace: bool,
+    /// The seccomp filter already compiled (crun's `run.oci.seccomp_bpf_data`), instead of
+    /// the profile.
+    pub seccomp_bpf: Option<&'a str>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -230,13 +233,20 @@ fn build(
         .namespaces(namespaces)
         .masked_paths(MASKED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(READONLY.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .seccomp(super::seccomp::docker_default().clone())
         .sysctl(sysctl);
+    let mut annotations = HashMap::new();
+    match b.seccomp_bpf {
+        Some(bpf) => {
+            annotations.insert("run.oci.seccomp_bpf_data".to_string(), bpf.to_string());
+        }
+        None => linux = linux.seccomp(super::seccomp::docker_default().clone()),
+    }
     if let Some(path) = &b.cgroups_path {
         linux = linux.cgroups_path(PathBuf::from(path));
     }
     SpecBuilder::default()
         .version("1.0.2")
+        .annotations(annotations)
         .root(RootBuilder::default().path(rootfs).readonly(true).build()?)
         .hostname(b.hostname)
         .mounts(mounts)
@@ -414,6 +424,7 @@ mod tests {
             tmp_bytes: 64 << 20,
             cgroups_path: None,
             cgroup_namespace: true,
+            seccomp_bpf: None,
         })
         .unwrap();
         let spec = Spec::load(&config).unwrap();

@@ -138,6 +138,8 @@ pub struct Containers {
     pub allow_host_network: bool,
     /// The container's pid 1, when the host has one.
     pub init: Option<PathBuf>,
+    /// The seccomp filter compiled once (crun only; see [`seccomp::precompile`]).
+    pub seccomp_bpf: Option<String>,
 }
 
 /// The container id the runtime knows a task's container by.
