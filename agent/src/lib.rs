@@ -331,7 +331,13 @@ fn containers(
     }
     let seccomp_bpf = match runtime.kind {
         container::RuntimeKind::Crun => {
-            container::seccomp::precompile(&runtime, &work_dir.join("meta"))
+            match container::seccomp::precompile(&runtime, &work_dir.join("meta")) {
+                Ok(bpf) => Some(bpf),
+                Err(e) => {
+                    tracing::warn!(error = %e, "precompiling the seccomp filter failed; each start compiles it");
+                    None
+                }
+            }
         }
         _ => None,
     };

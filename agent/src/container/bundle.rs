@@ -402,6 +402,78 @@ fn write_etc(b: &BundleSpec<'_>, etc: &Path) -> Result<(), BundleError> {
 mod tests {
     use super::*;
 
+    /// A bundle as the agent writes it, run by crun (on the host's network: no CNI here, so
+    /// this also runs in the cgroup v2 VM): its own PID namespace, a read-only root, nothing
+    /// of the host's but the runtime, its sandbox writable, seccomp in force.
+    #[test]
+    fn crun_runs_the_bundle_confined() {
+        crate::cgroups::give_v2_controllers_v1_hierarchies().unwrap();
+        let runtime = crate::container::Runtime::resolve("crun").expect("crun is installed");
+        let dir = tempfile::tempdir().unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let sandbox = dir.path().join("sandbox");
+        fs::create_dir_all(&sandbox).unwrap();
+        std::os::unix::fs::chown(&sandbox, Some(65534), Some(65534)).unwrap();
+        fs::write(dir.path().join("secret"), "host").unwrap();
+        let bundle = dir.path().join("bundle");
+        let probe = format!(
+            "echo pid1=$(tr '\\0' ' ' < /proc/1/cmdline); echo uid=$(id -u); \
+             touch /usr/x 2>/dev/null || echo usr-read-only; echo mine > own && echo own-ok; \
+             cat {}/secret 2>/dev/null || echo no-host-file; \
+             unshare -r true 2>/dev/null || echo unshare-refused",
+            dir.path().display()
+        );
+        let env = vec![("PATH".to_string(), "/usr/bin:/bin".to_string())];
+        let bpf = crate::container::seccomp::precompile(&runtime, dir.path()).unwrap();
+        write(&BundleSpec {
+            dir: &bundle,
+            id: "drove-unit",
+            args: vec![
+                crate::container::TINI.into(),
+                "--".into(),
+                "/bin/sh".into(),
+                "-c".into(),
+                probe,
+            ],
+            env: &env,
+            sandbox: &sandbox,
+            uid: 65534,
+            gid: 65534,
+            user_name: "task",
+            hostname: "task",
+            netns: None,
+            address: None,
+            tmp_bytes: 16 << 20,
+            cgroups_path: None,
+            cgroup_namespace: true,
+            seccomp_bpf: Some(&bpf),
+        })
+        .unwrap();
+        let id = format!("drove-unit-{}", std::process::id());
+        let out = std::process::Command::new(&runtime.path)
+            .args(runtime.run_args(&bundle, &id, &dir.path().join("pid")))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("pid1=/usr/bin/tini -- /bin/sh -c"), "{text}");
+        for line in [
+            "uid=65534",
+            "usr-read-only",
+            "own-ok",
+            "no-host-file",
+            "unshare-refused",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert_eq!(fs::read_to_string(sandbox.join("own")).unwrap(), "mine\n");
+    }
+
     #[test]
     fn writes_a_read_only_root_with_the_sandbox_bound() {
         let dir = tempfile::tempdir().unwrap();

@@ -109,8 +109,8 @@ pub fn convert(profile: &Value, caps: &[&str]) -> Value {
 /// crun's compiled BPF of [`docker_default`] on this machine, base64 (for the
 /// `run.oci.seccomp_bpf_data` annotation): crun `create`s a container of nothing with the
 /// profile in `dir`, the filter it wrote to its state is read back, and the container is
-/// deleted. None (with a warning) if that fails: each start then compiles the profile.
-pub fn precompile(runtime: &super::Runtime, dir: &std::path::Path) -> Option<String> {
+/// deleted. If that fails, each start compiles the profile (the caller says so).
+pub fn precompile(runtime: &super::Runtime, dir: &std::path::Path) -> Result<String, String> {
     use base64::Engine;
     use oci_spec::runtime::{
         LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, ProcessBuilder, RootBuilder,
@@ -121,7 +121,16 @@ pub fn precompile(runtime: &super::Runtime, dir: &std::path::Path) -> Option<Str
     let rootfs = bundle.join("rootfs");
     let made = (|| -> Result<Vec<u8>, String> {
         let err = |e: oci_spec::OciSpecError| e.to_string();
-        std::fs::create_dir_all(&rootfs).map_err(|e| e.to_string())?;
+        // crun makes its default devices under the root's /dev.
+        std::fs::create_dir_all(rootfs.join("dev")).map_err(|e| e.to_string())?;
+        // `create` checks its program exists; it never runs (deleted before any `start`).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let program = rootfs.join("nothing");
+            std::fs::write(&program, b"").map_err(|e| e.to_string())?;
+            std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| e.to_string())?;
+        }
         let namespaces = vec![
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Mount)
@@ -129,6 +138,10 @@ pub fn precompile(runtime: &super::Runtime, dir: &std::path::Path) -> Option<Str
                 .map_err(err)?,
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Pid)
+                .build()
+                .map_err(err)?,
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Uts)
                 .build()
                 .map_err(err)?,
         ];
@@ -160,16 +173,23 @@ pub fn precompile(runtime: &super::Runtime, dir: &std::path::Path) -> Option<Str
             .map_err(err)?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| e.to_string())?;
-        let out = std::process::Command::new(&runtime.path)
+        // The created container's init keeps crun's streams open until it is deleted: they
+        // go to a file, not a pipe read to its end.
+        let errors = bundle.join("stderr");
+        let err_file = std::fs::File::create(&errors).map_err(|e| e.to_string())?;
+        let status = std::process::Command::new(&runtime.path)
             .args(["--cgroup-manager=disabled", "create", "--bundle"])
             .arg(&bundle)
             .arg(&id)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .output()
+            .stderr(err_file)
+            .status()
             .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        if !status.success() {
+            runtime.delete(&id);
+            let said = std::fs::read_to_string(&errors).unwrap_or_default();
+            return Err(said.trim().chars().take(500).collect());
         }
         let state = std::path::Path::new("/run/crun")
             .join(&id)
@@ -180,12 +200,9 @@ pub fn precompile(runtime: &super::Runtime, dir: &std::path::Path) -> Option<Str
     })();
     let _ = std::fs::remove_dir_all(&bundle);
     match made {
-        Ok(bpf) if !bpf.is_empty() => Some(base64::engine::general_purpose::STANDARD.encode(bpf)),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "precompiling the seccomp filter; each start compiles it");
-            None
-        }
+        Ok(bpf) if !bpf.is_empty() => Ok(base64::engine::general_purpose::STANDARD.encode(bpf)),
+        Ok(_) => Err("crun wrote an empty filter".into()),
+        Err(e) => Err(e),
     }
 }
 
@@ -244,6 +261,28 @@ mod tests {
         let admin: LinuxSeccomp =
             serde_json::from_value(convert(&profile, &["CAP_SYS_ADMIN"])).unwrap();
         assert!(allowed(&admin, "mount"));
+    }
+
+    /// crun compiles the profile once; the BPF is what the kernel takes (8-byte instructions).
+    #[test]
+    fn crun_precompiles_the_filter() {
+        use base64::Engine;
+        let runtime = crate::container::Runtime::resolve("crun").expect("crun is installed");
+        // What the agent does first on a hybrid host (crun refuses one otherwise).
+        crate::cgroups::give_v2_controllers_v1_hierarchies().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let bpf = precompile(&runtime, dir.path()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(bpf)
+            .unwrap();
+        assert!(
+            raw.len() > 100 && raw.len().is_multiple_of(8),
+            "{}",
+            raw.len()
+        );
+        assert!(!std::path::Path::new("/run/crun")
+            .join(format!("drove-seccomp-{}", std::process::id()))
+            .exists());
     }
 
     #[test]

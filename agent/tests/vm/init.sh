@@ -1,6 +1,27 @@
 #!/bin/sh
 # /init of the cgroup v2 test VM (see run-cgroup-v2.sh): busybox sh, everything in the initramfs.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# The initramfs root cannot be pivot_root'ed away from, which an OCI runtime does for every
+# container: move everything onto a tmpfs and switch to it first (what a distribution's
+# initramfs does before handing over to its real root).
+if [ ! -e /.switched ]; then
+    mkdir -p /newroot
+    mount -t tmpfs -o mode=0755 tmpfs /newroot
+    for d in $(ls -A /); do
+        case "$d" in
+            # /init stays too: switch_root checks it is there before it empties the old root.
+            newroot|proc|sys|dev|usr|bin|sbin|lib|lib64|init) ;;
+            *) mv "/$d" /newroot/ ;;
+        esac
+    done
+    /usr/bin/busybox mv /usr /bin /sbin /lib /lib64 /newroot/
+    bb=/newroot/usr/bin/busybox
+    $bb mkdir -p /newroot/proc /newroot/sys /newroot/dev
+    : >/newroot/.switched
+    $bb cp /init /newroot/init
+    exec $bb switch_root /newroot /init
+fi
 export HOME=/root RUST_BACKTRACE=1 TMPDIR=/tmp
 
 mount -t proc proc /proc

@@ -3,8 +3,9 @@
 #
 # The dev/CI host is hybrid (cpu/memory on v1), so the agent's v2 path cannot be exercised there.
 # This script boots Debian's cloud kernel with `cgroup_no_v1=all` and an initramfs that holds
-# everything (busybox, python3 for the HTTP health-check test, the stripped test binaries and the
-# supervisor binary at its compile-time path, their shared libraries), mounts cgroup2 at
+# everything (busybox, python3 for the HTTP health-check test, crun and tini for the container
+# tests, the stripped test binaries and the supervisor binary at its compile-time path, their
+# shared libraries), mounts cgroup2 at
 # /sys/fs/cgroup, runs the tests with --test-threads=1 and powers off. Nothing on the host's
 # cgroups or mounts is touched; the VM has no network device (loopback only).
 #
@@ -58,7 +59,7 @@ t0=$(date +%s)
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get; the agent tests need root in the VM)"
 
 # --- packages -----------------------------------------------------------------------------
-pkgs="qemu-system-x86 busybox-static cpio python3 binutils procps util-linux coreutils dash"
+pkgs="qemu-system-x86 busybox-static cpio python3 binutils procps util-linux coreutils dash crun tini"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -183,6 +184,12 @@ for f in /usr/bin/dash $(dpkg -L coreutils | grep -E '^(/usr)?/s?bin/') /usr/bin
     put_libs "$f"
 done
 ln -sf dash "$root/usr/bin/sh"
+# The OCI runtime and the containers' init: the agent's unit tests run containers with them.
+for f in /usr/bin/crun /usr/bin/tini; do
+    [ -f "$f" ] || die "$f is missing (apt-get install crun tini)"
+    put "$f"
+    put_libs "$f"
+done
 
 py=$(readlink -f /usr/bin/python3)
 pyver=$(basename "$py")
