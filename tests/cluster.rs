@@ -595,6 +595,13 @@ async fn run_published_client_with(
         .expect("the framework finished in time")
         .expect("python ran");
     let stdout = String::from_utf8_lossy(&out.stdout);
+    // Its tasks ran in containers (drove's default), each on its own address.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("ADDRESS ") && l.contains(" 10.213.")),
+        "{script}'s tasks report no container address:\n{stdout}"
+    );
     assert!(
         out.status.success() && stdout.contains("RESULT ok"),
         "{script} failed:\n{stdout}\n{}\nlogs:\n{}",
@@ -604,7 +611,8 @@ async fn run_published_client_with(
 }
 
 /// A framework written against pymesos (from PyPI) works unchanged: it launches, sees RUNNING
-/// and FINISHED, kills a task and sees KILLED, acknowledging as it goes.
+/// and FINISHED, kills a task and sees KILLED, acknowledging as it goes. Its tasks run in
+/// containers, each reporting its own address.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pymesos_framework_works_unchanged() {
     run_published_client("pymesos_framework.py", |c| c.master_addr.to_string()).await;

@@ -1121,3 +1121,74 @@ async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
 fn url_of(d: &Drove, path: &str) -> String {
     format!("{}{path}", d.paas_url())
 }
+
+/// An app gets its own network by default; asking for the host's (Marathon's
+/// `networks: [{mode: host}]`) is refused, naming the flag, unless the agent allows it, and then
+/// the instance is reached at its agent's address. A Docker container or an unknown network
+/// mode is a 422 naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_networking_only_where_the_operator_allows_it() {
+    let d = Drove::start(&[&agent(35)]).await;
+    let mut bad = node_app("/odd", 1, "x");
+    bad["networks"] = json!([{"mode": "bridge-ish"}]);
+    let (status, body) = d.call(Method::POST, "/v2/apps", Some(bad)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("/networks(0)/mode"), "{body}");
+    let mut docker = node_app("/docker", 1, "x");
+    docker["container"] = json!({"type": "DOCKER", "docker": {"image": "nginx"}});
+    let (status, body) = d.call(Method::POST, "/v2/apps", Some(docker)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("/container/type"), "{body}");
+
+    // Positive control: the same app on its own network runs, at its own address.
+    d.create(node_app("/own", 1, "own")).await;
+    let app = d.wait_healthy("own", 1, Duration::from_secs(40)).await;
+    let ip = app["tasks"][0]["ipAddresses"][0]["ipAddress"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(ip.starts_with("10.213."), "its own address: {app}");
+    let (status, body) = d
+        .through_router("own.localhost", "/")
+        .await
+        .expect("router");
+    assert_eq!((status, body.starts_with("own ")), (200, true), "{body}");
+
+    let mut host = node_app("/hostnet", 1, "host");
+    host["networks"] = json!([{"mode": "host"}]);
+    d.create(host.clone()).await;
+    let app = d
+        .wait_app(
+            "hostnet",
+            Duration::from_secs(40),
+            "a refused launch",
+            |a| {
+                a["lastTaskFailure"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("host's network"))
+            },
+        )
+        .await;
+    assert!(
+        app["lastTaskFailure"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--allow-host-network")),
+        "{app}"
+    );
+
+    let allowed = Drove::start_with_agent_args(&[&agent(36)], &["--allow-host-network"]).await;
+    allowed.create(host).await;
+    let app = allowed
+        .wait_healthy("hostnet", 1, Duration::from_secs(40))
+        .await;
+    let task = &app["tasks"][0];
+    assert_eq!(
+        task["ipAddresses"][0]["ipAddress"], task["host"],
+        "on the host's network it is reached at its agent's address: {app}"
+    );
+    let (status, body) = allowed
+        .through_router("hostnet.localhost", "/")
+        .await
+        .expect("router");
+    assert_eq!((status, body.starts_with("host ")), (200, true), "{body}");
+}

@@ -148,7 +148,24 @@ async fn an_idle_app_goes_to_zero_and_the_next_request_wakes_it() {
         "steps in time order: {wake}"
     );
     assert_eq!(names.last(), Some(&"routed"), "{wake}");
-    eprintln!("wake timeline: {steps:?}");
+    // The container's own steps, as its agent measured them, fit inside starting → running.
+    let span = |name: &str| steps.iter().find(|(s, _)| s == name).map(|(_, ms)| *ms);
+    let (Some(starting), Some(running)) = (span("starting"), span("running")) else {
+        unreachable!("checked above")
+    };
+    let mut inside = 0.0;
+    for part in ["networkMs", "bundleMs", "runtimeMs"] {
+        let ms = wake["container"][part]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{part} missing from the wake's container steps: {wake}"));
+        assert!(ms >= 0.0, "{wake}");
+        inside += ms;
+    }
+    assert!(
+        inside <= running - starting + 5.0,
+        "the container steps ({inside} ms) fit between starting and running: {wake}"
+    );
+    eprintln!("wake timeline: {steps:?} container: {}", wake["container"]);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let published = events

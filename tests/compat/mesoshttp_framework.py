@@ -61,6 +61,10 @@ class Compat:
         status = update["status"]
         task_id, state = status["task_id"]["value"], status["state"]
         print("UPDATE", task_id, state, flush=True)
+        # A task in its own container network says where it is (Mesos's ContainerStatus).
+        for n in (status.get("container_status") or {}).get("network_infos") or []:
+            for a in n.get("ip_addresses") or []:
+                print("ADDRESS", task_id, a.get("ip_address"), flush=True)
         seen.setdefault(task_id, []).append(state)
         if task_id == "mh-kill" and state == "TASK_RUNNING":
             self.driver.kill(status["agent_id"]["value"], task_id)

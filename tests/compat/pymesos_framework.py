@@ -46,6 +46,10 @@ class Compat(Scheduler):
 
     def statusUpdate(self, driver, update):
         print("UPDATE", update.task_id.value, update.state, flush=True)
+        # A task in its own container network says where it is (Mesos's ContainerStatus).
+        for n in (update.get("container_status") or {}).get("network_infos") or []:
+            for a in n.get("ip_addresses") or []:
+                print("ADDRESS", update.task_id.value, a.get("ip_address"), flush=True)
         seen.setdefault(update.task_id.value, []).append(update.state)
         if update.task_id.value == "py-kill" and update.state == "TASK_RUNNING":
             driver.killTask(update.task_id)
