@@ -13,7 +13,8 @@
 //! 5. **Launch throughput** through the v1 API: a 40-instance app of `sleep`, created → all
 //!    running, in tasks/s.
 //!
-//! `ROUNDS` (default 10) sets the wakes of part 1.
+//! `ROUNDS` (default 10) sets the wakes of part 1; `PARTS` (default `1,2,3,4,5`) selects. Part 3
+//! runs three bursts.
 
 mod support;
 #[path = "../tests/support/mod.rs"]
@@ -44,13 +45,22 @@ fn app(id: &str, instances: u32) -> Value {
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
+        let parts = std::env::var("PARTS").unwrap_or_else(|_| "1,2,3,4,5".into());
         for isolation in ["container", "cgroups"] {
             println!("== --isolation {isolation}");
             let up = BenchUp::start(&[&format!("--isolation={isolation}")]).await;
-            wakes(&up).await;
-            supervisor(&up, isolation).await;
-            throughput(&up).await;
-            density_and_burst(&up).await;
+            if parts.contains('1') {
+                wakes(&up).await;
+            }
+            if parts.contains('4') {
+                supervisor(&up, isolation).await;
+            }
+            if parts.contains('5') {
+                throughput(&up).await;
+            }
+            if parts.contains('2') || parts.contains('3') {
+                density_and_burst(&up).await;
+            }
         }
     });
 }
@@ -343,7 +353,23 @@ async fn density_and_burst(up: &BenchUp) {
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
-    // The fetch cache holds server.js already (part 1): each wake is a launch.
+    // The first wake fills the fetch cache: then each wake is a launch.
+    until_200(&up.http, &up.router, "z199.localhost", Instant::now()).await;
+    for round in 0..3 {
+        if round > 0 {
+            for i in 0..20 {
+                scale(up, &format!("z{i}"), 0).await;
+            }
+            for i in 0..20 {
+                settled(up, &format!("z{i}"), 0).await;
+            }
+        }
+        burst(up).await;
+    }
+}
+
+/// Part 3, once: one request to each of z0..z19, all at once.
+async fn burst(up: &BenchUp) {
     let started = Instant::now();
     let mut waking = Vec::new();
     for i in 0..20 {

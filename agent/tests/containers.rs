@@ -508,3 +508,34 @@ async fn a_restarted_agent_keeps_its_containers() {
     assert!(!pid_alive(pid));
     agent.stop().await;
 }
+
+/// Kill and OOM reporting are what they are without containers: a memory hog in a container is
+/// a memory limitation (its cgroup's limit, /tmp counted in), and its neighbour lives on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_in_a_container_is_a_memory_limitation() {
+    let (master, _dir, _root, agent, ep) = started("oom", "crun").await;
+    let body = launch_body("bystander", "sleep 300", 0.1, 32.0, None);
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    let by = master.wait_state("bystander", TaskState::TaskRunning).await;
+    let by_pid = by.status.container_status.unwrap().executor_pid.unwrap();
+    let body = launch_body(
+        "hog",
+        "head -c 400m /dev/zero | tail > /dev/null",
+        1.0,
+        64.0,
+        None,
+    );
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    let failed = master.wait_state("hog", TaskState::TaskFailed).await;
+    assert_eq!(
+        failed.status.reason.as_deref(),
+        Some("REASON_CONTAINER_LIMITATION_MEMORY"),
+        "{failed:?}"
+    );
+    assert!(pid_alive(by_pid), "the bystander died too");
+    let kill =
+        serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "bystander"}});
+    assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
+    master.wait_state("bystander", TaskState::TaskKilled).await;
+    agent.stop().await;
+}

@@ -6,13 +6,13 @@
 //! host's filter table sees it (on a bridge, tasks would talk at layer 2, past iptables unless
 //! `br_netfilter` is loaded). The agent's chains (`DROVE-INPUT`, `DROVE-FORWARD`, jumped to
 //! first from `INPUT` and `FORWARD`) then refuse a task's connections to another task and to
-//! the host itself (every control-plane port, whatever address it listens on), and let
-//! replies to connections the host opened (the router, health checks) and egress through NAT
-//! pass.
+//! the host itself (every control-plane port, whatever address it listens on: a new connection
+//! from the task network is rejected), and let replies to connections the host opened (the
+//! router, health checks) and egress through NAT pass.
 //!
-//! Namespaces are pre-wired and recycled: the agent keeps a few ready ([`Network::fill`]), a
-//! launch takes one (no plugin runs on a wake's path), and an ended container's goes back to
-//! the pool (no process is left in it: its PID namespace died with the container). The
+//! Namespaces are pre-wired: the agent keeps a few ready ([`Network::fill`]), a launch takes one
+//! (no plugin runs on a wake's path), and an ended container's is released, the pool refilled
+//! in the background. The
 //! namespaces are named `drove-<tag>-<n>`, `<tag>` being the agent's, so one agent never
 //! touches another's; leases live in one machine-wide directory so agents sharing a host and
 //! subnet never hand out the same address.
@@ -187,6 +187,21 @@ impl Network {
                 return Err(NetworkError::NoPlugins(self.plugin_dir.clone()));
             }
         }
+        std::fs::create_dir_all(IPAM_DIR).map_err(|source| NetworkError::Spawn {
+            what: format!("creating {IPAM_DIR}"),
+            source,
+        })?;
+        // Agents of one host set the same rules up: one at a time, so none is added twice.
+        let lock_path = std::path::Path::new(IPAM_DIR).join("iptables.lock");
+        let lock_file = std::fs::File::create(&lock_path).map_err(|source| NetworkError::Spawn {
+            what: format!("creating {}", lock_path.display()),
+            source,
+        })?;
+        let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| NetworkError::Spawn {
+                what: format!("locking {}", lock_path.display()),
+                source: e.into(),
+            })?;
         let s = self.subnet.as_str();
         let rules: [(&str, Vec<&str>); 5] = [
             (
@@ -202,7 +217,19 @@ impl Network {
                     "ACCEPT",
                 ],
             ),
-            ("DROVE-INPUT", vec!["-s", s, "-j", "REJECT"]),
+            (
+                "DROVE-INPUT",
+                vec![
+                    "-s",
+                    s,
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "NEW",
+                    "-j",
+                    "REJECT",
+                ],
+            ),
             ("DROVE-FORWARD", vec!["-s", s, "-d", s, "-j", "REJECT"]),
             ("DROVE-FORWARD", vec!["-s", s, "-j", "ACCEPT"]),
             ("DROVE-FORWARD", vec!["-d", s, "-j", "ACCEPT"]),
@@ -220,15 +247,13 @@ impl Network {
                 iptables(&add)?;
             }
         }
+        // An earlier drove rejected everything from the task network, INVALID replies included.
+        let _ = iptables(&["-D", "DROVE-INPUT", "-s", s, "-j", "REJECT"]);
         for (builtin, chain) in [("INPUT", "DROVE-INPUT"), ("FORWARD", "DROVE-FORWARD")] {
             if iptables(&["-C", builtin, "-j", chain]).is_err() {
                 iptables(&["-I", builtin, "1", "-j", chain])?;
             }
         }
-        std::fs::create_dir_all(IPAM_DIR).map_err(|source| NetworkError::Spawn {
-            what: format!("creating {IPAM_DIR}"),
-            source,
-        })?;
         Ok(())
     }
 
@@ -344,24 +369,14 @@ impl Network {
         self.create()
     }
 
-    /// Gives back the namespace of an ended container: kept for the next one while the pool has
-    /// room, else released.
+    /// Releases the namespace of an ended container (its veth, lease and NAT rule with it). It
+    /// is not handed to the next container: a fresh address per container keeps connections
+    /// the host still tracks to the old one (conntrack, a router's idle keep-alives) from
+    /// meeting a stranger. The pool is refilled off the launch path ([`Network::fill`]).
     pub fn release(&self, a: Attachment) {
-        if !a.name.starts_with(&self.prefix) {
-            return;
+        if a.name.starts_with(&self.prefix) {
+            self.destroy(&a);
         }
-        {
-            let mut pool = self.pool();
-            if !pool.closed
-                && pool.ready.len() + pool.making < self.pool_size
-                && !pool.ready.contains(&a)
-                && a.netns_path().exists()
-            {
-                pool.ready.push(a);
-                return;
-            }
-        }
-        self.destroy(&a);
     }
 
     /// Tops the pool up (blocking: each namespace is a few plugin runs).
