@@ -189,6 +189,9 @@ pub struct Paas {
     pub driver: Driver,
     /// Wakes the scheduler loop after an API change.
     pub kick: Notify,
+    /// Held (shared) by each DECLINE in flight; a REVIVE takes it whole first, so it is never
+    /// overtaken by an earlier decline whose filter would then outlive it.
+    pub declines: std::sync::Arc<tokio::sync::RwLock<()>>,
     pub tokens: tokens::Tokens,
     pub args: PaasArgs,
     pub stats: stats::RouterStats,
@@ -406,6 +409,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         events,
         driver,
         kick: Notify::new(),
+        declines: Default::default(),
         tokens,
         args,
         stats: stats::RouterStats::default(),

@@ -118,12 +118,15 @@ async fn handle(paas: &Arc<Paas>, ev: Event) {
 }
 
 /// Makes the calls. REVIVE and SUPPRESS are made in order (their order matters); the others
-/// run concurrently so a slow master never holds up the loop.
+/// run concurrently so a slow master never holds up the loop, but a REVIVE waits for the
+/// DECLINEs already sent: one arriving after it would refuse the next offers again (for 5 s
+/// while launches wait), and a wake would wait that long.
 async fn execute(paas: &Arc<Paas>, calls: Vec<Call>) {
     for call in calls {
         let driver = paas.driver.clone();
         match call {
             Call::Revive => {
+                let _no_decline_in_flight = paas.declines.write().await;
                 if let Err(e) = driver.revive().await {
                     tracing::warn!(error = %e, "REVIVE failed");
                     paas.lock().reset_offer_mode();
@@ -136,7 +139,9 @@ async fn execute(paas: &Arc<Paas>, calls: Vec<Call>) {
                 }
             }
             Call::Decline(ids, refuse_seconds) => {
+                let in_flight = paas.declines.clone().read_owned().await;
                 tokio::spawn(async move {
+                    let _in_flight = in_flight;
                     if let Err(e) = driver.decline(ids, refuse_seconds).await {
                         tracing::debug!(error = %e, "DECLINE failed");
                     }

@@ -193,10 +193,11 @@ impl Network {
         })?;
         // Agents of one host set the same rules up: one at a time, so none is added twice.
         let lock_path = std::path::Path::new(IPAM_DIR).join("iptables.lock");
-        let lock_file = std::fs::File::create(&lock_path).map_err(|source| NetworkError::Spawn {
-            what: format!("creating {}", lock_path.display()),
-            source,
-        })?;
+        let lock_file =
+            std::fs::File::create(&lock_path).map_err(|source| NetworkError::Spawn {
+                what: format!("creating {}", lock_path.display()),
+                source,
+            })?;
         let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| NetworkError::Spawn {
                 what: format!("locking {}", lock_path.display()),
