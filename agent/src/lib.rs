@@ -1,6 +1,7 @@
-//! drove's agent: registers with the master, runs tasks as cgroup-isolated processes under a
-//! small per-task supervisor, reports their status until acknowledged, and recovers running
-//! tasks across its own restarts. See ARCHITECTURE.md (`## agent`).
+//! drove's agent: registers with the master, runs tasks in containers (an OCI runtime, CNI
+//! networks; or as cgroup-isolated processes) under a small per-task supervisor, reports their
+//! status until acknowledged, and recovers running tasks across its own restarts. See
+//! ARCHITECTURE.md (`## agent`).
 #![forbid(unsafe_code)]
 
 pub mod cgroups;
