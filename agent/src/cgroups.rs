@@ -166,7 +166,7 @@ pub fn give_v2_controllers_v1_hierarchies() -> Result<(), CgroupError> {
         let dir = base.join(c);
         fs::create_dir_all(&dir)
             .map_err(|e| CgroupError::Unusable(format!("creating {}: {e}", dir.display())))?;
-        nix::mount::mount(
+        let mounted = nix::mount::mount(
             Some("cgroup"),
             &dir,
             Some("cgroup"),
@@ -174,8 +174,18 @@ pub fn give_v2_controllers_v1_hierarchies() -> Result<(), CgroupError> {
                 | nix::mount::MsFlags::MS_NODEV
                 | nix::mount::MsFlags::MS_NOEXEC,
             Some(c),
-        )
-        .map_err(|e| {
+        );
+        // Another agent starting at the same time may have moved it first.
+        let moved = || {
+            !fs::read_to_string(unified.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .any(|x| x == c)
+        };
+        if mounted.is_err() && moved() {
+            continue;
+        }
+        mounted.map_err(|e| {
             CgroupError::Unusable(format!(
                 "the {c} controller is on the v2 hierarchy of this hybrid host, which crun \
                  refuses, and mounting its v1 hierarchy at {} failed: {e} (use --oci-runtime runc)",
