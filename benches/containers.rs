@@ -22,15 +22,10 @@ mod test_support;
 #[path = "support/up.rs"]
 mod up;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use up::{rounds, stats, until_200, BenchUp, Killed, TOKEN};
-
-fn server_js() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/server.js").to_string()
-}
+use up::{node_alone, rounds, server_js, stats, until_200, BenchUp, TOKEN};
 
 fn app(id: &str, instances: u32) -> Value {
     json!({
@@ -118,20 +113,6 @@ async fn settled(up: &BenchUp, id: &str, n: usize) {
         assert!(Instant::now() < deadline, "{id} never settled at {n}: {a}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn node_alone(http: &reqwest::Client) -> Duration {
-    let port = support::free_addr().port();
-    let started = Instant::now();
-    let child = Command::new("node")
-        .arg(server_js())
-        .env("PORT0", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node");
-    let _child = Killed(child);
-    until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await
 }
 
 /// Part 1.
@@ -320,10 +301,9 @@ async fn settled_gone(up: &BenchUp, id: &str) {
     }
 }
 
-/// `drove up`'s own RSS, KiB.
+/// `drove up`'s own RSS, KiB (it runs every component in one process: the one whose command
+/// line names this benchmark's directory).
 fn up_rss(up: &BenchUp) -> u64 {
-    // The process listening on the PaaS port: drove up runs every component in one process.
-    let _ = up;
     let mut best = 0;
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {

@@ -32,7 +32,7 @@ mod test_support;
 #[path = "support/up.rs"]
 mod up;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,11 +41,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use up::{rounds, stats, timed_push, until_200, BenchUp, Killed, TOKEN};
-
-fn server_js() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/server.js").to_string()
-}
+use up::{node_alone, rounds, server_js, stats, timed_push, until_200, BenchUp, TOKEN};
 
 fn node_app(id: &str, instances: u32, message: &str) -> Value {
     json!({
@@ -75,22 +71,6 @@ fn main() {
             with_drove_up("4", &[]).await;
         }
     });
-}
-
-/// The floor every part compares against: `node server.js` spawned directly, until its
-/// first 200.
-async fn node_alone(http: &reqwest::Client) -> Duration {
-    let port = support::free_addr().port();
-    let started = Instant::now();
-    let child = Command::new("node")
-        .arg(server_js())
-        .env("PORT0", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("node");
-    let _child = Killed(child);
-    until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await
 }
 
 async fn with_drove_up(parts: &str, extra: &[&str]) {

@@ -118,9 +118,7 @@ pub fn validate(req: &LaunchTask) -> Result<Resources, String> {
             "custom executors are not supported by drove; give the task a `command`".into(),
         );
     }
-    if task.container.is_some() {
-        tracing::warn!(task = %task.task_id, "ignoring TaskInfo.container (drove runs plain commands)");
-    }
+    container_info(task)?;
     let Some(cmd) = &task.command else {
         return Err("the task has no `command` (drove runs command tasks only)".into());
     };
@@ -385,17 +383,13 @@ async fn prepare_and_start(
         }
         _ => None,
     };
-    if let Some(a) = &network {
+    if cfg.containers.is_some() {
         let mut tasks = node.tasks();
         if let Some(rec) = tasks.get_mut(key) {
-            rec.steps.push(("network", network_began.elapsed()));
-            rec.network = Some(a.clone());
-            rec.runtime_id = Some(crate::container::runtime_id(container_id));
-            node.checkpoint(rec);
-        }
-    } else if cfg.containers.is_some() {
-        let mut tasks = node.tasks();
-        if let Some(rec) = tasks.get_mut(key) {
+            if let Some(a) = &network {
+                rec.steps.push(("network", network_began.elapsed()));
+                rec.network = Some(a.clone());
+            }
             rec.runtime_id = Some(crate::container::runtime_id(container_id));
             node.checkpoint(rec);
         }
@@ -687,22 +681,36 @@ async fn prepare_and_start(
     Ok(())
 }
 
-/// Whether a task asks for the host's network: a `ContainerInfo` naming the `host` network.
-/// Without one (or without network infos) it gets its own. A Docker container is refused.
-fn wants_host_network(task: &drove_proto::mesos::TaskInfo) -> Result<bool, String> {
+/// The task's Mesos `ContainerInfo`, if it has one: `MESOS` (or no type) only, since drove
+/// runs its own containers; a Docker container or an unreadable one is a TASK_ERROR.
+fn container_info(
+    task: &drove_proto::mesos::TaskInfo,
+) -> Result<Option<drove_proto::mesos::ContainerInfo>, String> {
     let Some(raw) = &task.container else {
-        return Ok(false);
+        return Ok(None);
     };
     let info: drove_proto::mesos::ContainerInfo =
         serde_json::from_value(raw.clone()).map_err(|e| format!("TaskInfo.container: {e}"))?;
-    Ok(info
-        .network_infos
-        .iter()
-        .any(|n| n.name.as_deref() == Some("host")))
+    match info.kind.as_deref() {
+        None | Some("MESOS") => Ok(Some(info)),
+        Some(other) => Err(format!(
+            "TaskInfo.container.type: drove runs MESOS containers (its own runtime), found {other:?}"
+        )),
+    }
 }
 
-/// Gives back what a container held besides its cgroup: its network namespace (to the pool)
-/// and what the runtime keeps of it when its monitor did not end normally.
+/// Whether a task asks for the host's network: a `ContainerInfo` naming the `host` network.
+/// Without one (or without network infos) it gets its own.
+fn wants_host_network(task: &drove_proto::mesos::TaskInfo) -> Result<bool, String> {
+    Ok(container_info(task)?.is_some_and(|info| {
+        info.network_infos
+            .iter()
+            .any(|n| n.name.as_deref() == Some("host"))
+    }))
+}
+
+/// Gives back what a container held besides its cgroup: its network namespace (released; the
+/// pool refills) and what the runtime keeps of it when its monitor did not end normally.
 async fn release_container(node: &Arc<Node>, rec: &TaskRecord, monitor_ended: bool) {
     let Some(c) = node.config.containers.clone() else {
         return;
@@ -726,7 +734,9 @@ async fn release_container(node: &Arc<Node>, rec: &TaskRecord, monitor_ended: bo
 async fn cleanup_container(node: &Arc<Node>, key: &TaskKey) {
     let rec = node.tasks().get(key).cloned();
     if let Some(rec) = rec {
-        release_container(node, &rec, false).await;
+        // A runtime was asked for nothing unless its monitor was spawned.
+        let nothing_to_delete = rec.executor_pid.is_none();
+        release_container(node, &rec, nothing_to_delete).await;
     }
     let cgroup = node.tasks().get(key).and_then(|r| r.cgroup.clone());
     if let (Some(path), Some(mgr)) = (cgroup, node.config.cgroups.clone()) {
@@ -918,13 +928,8 @@ pub fn process_alive(pid: u32, start: Option<u64>) -> bool {
     match waitpid(Pid::from_raw(raw), Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => return true,
         Ok(status) => {
-            let mut r = reaped();
-            // Bounded: entries are taken when the task finishes; a pid reaped for nothing
-            // (a task forgotten meanwhile) must not pile up.
-            if r.len() > 4096 {
-                r.clear();
-            }
-            r.insert(pid, status);
+            // Taken (whatever the task's kind) when the task finishes.
+            reaped().insert(pid, status);
             return false;
         }
         Err(_) => {}
@@ -1177,10 +1182,11 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
     };
     let cdir = node.meta.container_dir(&snap.container_id);
     let mut exit: Option<ExitRecord> = read_exit_record(&cdir.join("exit_status.json"));
+    // How its supervisor ended, if the agent reaped it: the task's own status for a container
+    // (its runtime's monitor); for `drove executor`, which writes its record, only taken.
+    let reaped = snap.executor_pid.and_then(container_exit);
     if snap.runtime_id.is_some() {
-        if let Some(epid) = snap.executor_pid {
-            exit = exit.or_else(|| container_exit(epid));
-        }
+        exit = exit.or(reaped);
     }
     if snap.task_pid.is_none() {
         let pid = read_pid_file(&cdir.join("task.pid")).or(exit.as_ref().and_then(|e| e.pid));

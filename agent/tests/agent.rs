@@ -12,13 +12,7 @@ use serde_json::json;
 use support::*;
 
 async fn started(tag: &str) -> (FakeMaster, tempfile::TempDir, CgroupRoot, TestAgent, String) {
-    init_tracing();
-    let master = FakeMaster::start().await;
-    let dir = support::tempdir();
-    let root = CgroupRoot::new(tag);
-    let agent = TestAgent::start(agent_args(&master, dir.path(), &root.0));
-    let reg = master.wait_registrations(1).await;
-    (master, dir, root, agent, reg.endpoint)
+    started_with(tag, |_| {}).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,16 +11,11 @@ async fn started(
     tag: &str,
     runtime: &str,
 ) -> (FakeMaster, tempfile::TempDir, CgroupRoot, TestAgent, String) {
-    init_tracing();
-    let master = FakeMaster::start().await;
-    let dir = support::tempdir();
-    let root = CgroupRoot::new(tag);
-    let mut args = agent_args(&master, dir.path(), &root.0);
-    args.isolation = Isolation::Container;
-    args.oci_runtime = runtime.into();
-    let agent = TestAgent::start(args);
-    let reg = master.wait_registrations(1).await;
-    (master, dir, root, agent, reg.endpoint)
+    started_with(tag, |args| {
+        args.isolation = Isolation::Container;
+        args.oci_runtime = runtime.into();
+    })
+    .await
 }
 
 fn stdout_of(dir: &std::path::Path, task: &str) -> String {
@@ -311,14 +306,8 @@ const SYSCALL_PROBES: &str = "unshare -r true 2>/dev/null && echo UNSHARE=ok || 
     python3 -c 'import os, time\nn = 0\ntry:\n    while n < 400:\n        if os.fork() == 0:\n            time.sleep(3); os._exit(0)\n        n += 1\nexcept OSError:\n    pass\nprint(\"FORKS=%d\" % n)'";
 
 async fn probe_syscalls(isolation: Isolation) -> String {
-    init_tracing();
-    let master = FakeMaster::start().await;
-    let dir = support::tempdir();
-    let root = CgroupRoot::new("sys");
-    let mut args = agent_args(&master, dir.path(), &root.0);
-    args.isolation = isolation;
-    let agent = TestAgent::start(args);
-    let ep = master.wait_registrations(1).await.endpoint;
+    let (master, dir, _root, agent, ep) =
+        started_with("sys", |args| args.isolation = isolation).await;
     let body = launch_body("probes", SYSCALL_PROBES, 0.5, 256.0, None);
     assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
     let out = wait_output(dir.path(), "probes", "FORKS=").await;
@@ -537,5 +526,25 @@ async fn a_memory_hog_in_a_container_is_a_memory_limitation() {
         serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "bystander"}});
     assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
     master.wait_state("bystander", TaskState::TaskKilled).await;
+    agent.stop().await;
+}
+
+/// A Docker `ContainerInfo` is refused (drove runs its own containers), naming the field; a
+/// `MESOS` one on drove's network runs (the positive control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_container_is_a_task_error() {
+    let (master, _dir, _root, agent, ep) = started("docker", "crun").await;
+    let mut docker = launch_body("docker", "true", 0.1, 32.0, None);
+    docker["task"]["container"] =
+        serde_json::json!({"type": "DOCKER", "docker": {"image": "nginx"}});
+    assert_eq!(post(&ep, "/agent/v1/launch", &docker).await, 202);
+    let refused = master.wait_state("docker", TaskState::TaskError).await;
+    let msg = refused.status.message.unwrap_or_default();
+    assert!(msg.contains("TaskInfo.container.type"), "{msg}");
+    let mut mesos = launch_body("mesos", "true", 0.1, 32.0, None);
+    mesos["task"]["container"] =
+        serde_json::json!({"type": "MESOS", "network_infos": [{"name": "drove"}]});
+    assert_eq!(post(&ep, "/agent/v1/launch", &mesos).await, 202);
+    master.wait_state("mesos", TaskState::TaskFinished).await;
     agent.stop().await;
 }

@@ -49,6 +49,27 @@ pub async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Ins
     }
 }
 
+/// The Node app the benchmarks run (`tests/apps/server.js`).
+pub fn server_js() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/server.js").to_string()
+}
+
+/// The floor the benchmarks compare against: `node server.js` spawned directly, until its
+/// first 200.
+pub async fn node_alone(http: &reqwest::Client) -> Duration {
+    let port = crate::support::free_addr().port();
+    let started = Instant::now();
+    let child = Command::new("node")
+        .arg(server_js())
+        .env("PORT0", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node");
+    let _child = Killed(child);
+    until_200(http, &format!("http://127.0.0.1:{port}/"), "floor", started).await
+}
+
 /// `ROUNDS`: how many times each part times its thing (default 10).
 pub fn rounds() -> usize {
     std::env::var("ROUNDS")

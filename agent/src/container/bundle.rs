@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, MountBuilder, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceType, Mount, PosixRlimitBuilder, PosixRlimitType, ProcessBuilder, RootBuilder,
+    Spec, SpecBuilder, UserBuilder,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -255,30 +255,22 @@ fn build(
         .build()
 }
 
-fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+fn mount(
+    dest: impl Into<PathBuf>,
+    typ: &str,
+    source: impl Into<PathBuf>,
+    options: &[&str],
+) -> Mount {
     let mut m = Mount::default();
-    m.set_destination(PathBuf::from(dest));
+    m.set_destination(dest.into());
     m.set_typ(Some(typ.to_string()));
-    m.set_source(Some(PathBuf::from(source)));
+    m.set_source(Some(source.into()));
     m.set_options(Some(options.iter().map(|s| s.to_string()).collect()));
     m
 }
 
 fn bind(source: &Path, dest: &Path, options: &[&str]) -> Mount {
-    let built = MountBuilder::default()
-        .destination(dest)
-        .typ("bind")
-        .source(source)
-        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .build();
-    built.unwrap_or_else(|_| {
-        mount(
-            &dest.display().to_string(),
-            "bind",
-            &source.display().to_string(),
-            options,
-        )
-    })
+    mount(dest, "bind", source, options)
 }
 
 fn ro_bind(source: &Path, dest: &Path) -> Mount {

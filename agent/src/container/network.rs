@@ -38,7 +38,7 @@ pub const IPAM_DIR: &str = "/run/drove/cni";
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("{what}: {source}")]
-    Spawn {
+    Io {
         what: String,
         source: std::io::Error,
     },
@@ -106,6 +106,11 @@ struct Pool {
     closed: bool,
 }
 
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NetworkError {
+    let what = what.into();
+    move |source| NetworkError::Io { what, source }
+}
+
 fn run(what: &str, cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String, NetworkError> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
@@ -114,23 +119,11 @@ fn run(what: &str, cmd: &mut Command, stdin: Option<&[u8]>) -> Result<String, Ne
     })
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| NetworkError::Spawn {
-        what: what.to_string(),
-        source,
-    })?;
+    let mut child = cmd.spawn().map_err(io(what.to_string()))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input)
-            .map_err(|source| NetworkError::Spawn {
-                what: what.to_string(),
-                source,
-            })?;
+        pipe.write_all(input).map_err(io(what.to_string()))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| NetworkError::Spawn {
-            what: what.to_string(),
-            source,
-        })?;
+    let out = child.wait_with_output().map_err(io(what.to_string()))?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let mut output = text;
@@ -187,22 +180,13 @@ impl Network {
                 return Err(NetworkError::NoPlugins(self.plugin_dir.clone()));
             }
         }
-        std::fs::create_dir_all(IPAM_DIR).map_err(|source| NetworkError::Spawn {
-            what: format!("creating {IPAM_DIR}"),
-            source,
-        })?;
+        std::fs::create_dir_all(IPAM_DIR).map_err(io(format!("creating {IPAM_DIR}")))?;
         // Agents of one host set the same rules up: one at a time, so none is added twice.
         let lock_path = std::path::Path::new(IPAM_DIR).join("iptables.lock");
-        let lock_file =
-            std::fs::File::create(&lock_path).map_err(|source| NetworkError::Spawn {
-                what: format!("creating {}", lock_path.display()),
-                source,
-            })?;
+        let lock_file = std::fs::File::create(&lock_path)
+            .map_err(io(format!("creating {}", lock_path.display())))?;
         let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
-            .map_err(|(_, e)| NetworkError::Spawn {
-                what: format!("locking {}", lock_path.display()),
-                source: e.into(),
-            })?;
+            .map_err(|(_, e)| io(format!("locking {}", lock_path.display()))(e.into()))?;
         let s = self.subnet.as_str();
         let rules: [(&str, Vec<&str>); 5] = [
             (

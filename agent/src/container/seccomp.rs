@@ -213,9 +213,12 @@ pub fn docker_default() -> &'static LinuxSeccomp {
         let profile: Value = serde_json::from_str(PROFILE).unwrap_or(Value::Null);
         serde_json::from_value(convert(&profile, &[])).unwrap_or_else(|e| {
             // The profile is compiled in and covered by a test: this cannot happen at run time
-            // without that test failing first. Refuse everything rather than nothing.
+            // without that test failing first. Refuse everything rather than nothing (the
+            // default filter would allow every call): containers then fail, loudly.
             tracing::error!(error = %e, "converting the seccomp profile");
-            LinuxSeccomp::default()
+            let mut deny = LinuxSeccomp::default();
+            deny.set_default_action(oci_spec::runtime::LinuxSeccompAction::ScmpActErrno);
+            deny
         })
     })
 }

@@ -347,6 +347,23 @@ pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> Ag
     }
 }
 
+/// A fake master and an in-process agent registered with it (its `agent_args`, changed by
+/// `adjust`): the master, the work dir, the cgroup root, the agent and its endpoint.
+pub async fn started_with(
+    tag: &str,
+    adjust: impl FnOnce(&mut AgentArgs),
+) -> (FakeMaster, tempfile::TempDir, CgroupRoot, TestAgent, String) {
+    init_tracing();
+    let master = FakeMaster::start().await;
+    let dir = tempdir();
+    let root = CgroupRoot::new(tag);
+    let mut args = agent_args(&master, dir.path(), &root.0);
+    adjust(&mut args);
+    let agent = TestAgent::start(args);
+    let reg = master.wait_registrations(1).await;
+    (master, dir, root, agent, reg.endpoint)
+}
+
 /// A running in-process agent.
 pub struct TestAgent {
     pub token: CancellationToken,
