@@ -642,13 +642,17 @@ async fn an_apps_past_outlives_a_restart() {
         .expect("create");
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     let (url, host) = up.app_request("napper");
-    let r = http
-        .get(&url)
-        .header("Host", &host)
-        .send()
-        .await
-        .expect("a request wakes it");
-    assert_eq!(r.status(), 200);
+    // The route reaches the router a moment after the 201 (it streams from the PaaS): until
+    // then the host is unknown (404). Once known, one request wakes the app.
+    let status = eventually("the router knows the app", Duration::from_secs(10), || {
+        let (http, url, host) = (&http, &url, &host);
+        async move {
+            let r = http.get(url).header("Host", host).send().await.ok()?;
+            (r.status() != 404).then_some(r.status())
+        }
+    })
+    .await;
+    assert_eq!(status, 200, "a request wakes it");
     let (url, token) = (
         format!("{}/v1/apps/napper/scaling", up.paas_url),
         up.token.clone(),
