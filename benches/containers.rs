@@ -8,7 +8,7 @@
 //! 2. **Density**: `drove up`'s RSS before and after creating 200 apps at zero.
 //! 3. **20 woken at once**: one request to each of 20 apps at zero, all sent together; each
 //!    one's time to its 200.
-//! 4. **Per-instance supervisor**: what watches each instance (crun's monitor; `drove
+//! 4. **Per-instance supervisor**: what watches each instance (`drove-monitor`; `drove
 //!    executor` without containers): RSS, PSS and private memory, beside the node process.
 //! 5. **Launch throughput** through the v1 API: a 40-instance app of `sleep`, created → all
 //!    running, in tasks/s.
@@ -232,11 +232,11 @@ async fn supervisor(up: &BenchUp, isolation: &str) {
     tokio::time::sleep(Duration::from_secs(1)).await;
     println!("per-instance supervisor (3 instances), KiB: RSS / PSS / private");
     for node in node_pids("/mem") {
-        // Up the tree to what supervises it: crun's monitor, or drove's executor.
+        // Up the tree to what supervises it: drove-monitor, or drove's executor.
         let mut p = parent_of(node);
         while let Some(pid) = p {
             let c = comm(pid);
-            if c == "crun" || c == "runc" || c == "drove" || pid <= 1 {
+            if c == "drove-monitor" || c == "drove" || pid <= 1 {
                 break;
             }
             p = parent_of(pid);

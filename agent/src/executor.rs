@@ -9,8 +9,8 @@
 //! also works after the agent restarted and is no longer the supervisor's parent.
 //!
 //! For a container (`--isolation container`) it only joins the cgroup, opens the streams and
-//! then execs the OCI runtime's foreground `run` ([`ExecutorSpec::exec`]): the runtime's
-//! monitor (crun: ~0.3 MB of its own) is then the supervisor.
+//! then execs `drove-monitor` ([`ExecutorSpec::exec`]), which runs the OCI runtime's detached
+//! `run` and supervises the container (~0.1 MB of its own).
 
 use std::fs;
 use std::io::Write;
@@ -52,9 +52,9 @@ pub struct ExecutorSpec {
     pub cgroup_procs: Vec<PathBuf>,
     pub pid_file: PathBuf,
     pub status_file: PathBuf,
-    /// Become the command (exec, same pid) instead of supervising it: for an OCI runtime's
-    /// foreground `run`, whose monitor then is the supervisor (it writes the task's pid file;
-    /// the agent reaps it and records its exit status).
+    /// Become the command (exec, same pid) instead of supervising it: for `drove-monitor`,
+    /// which then is the supervisor (its runtime writes the task's pid file, it writes the
+    /// exit status).
     #[serde(default)]
     pub exec: bool,
 }

@@ -587,10 +587,16 @@ async fn prepare_and_start(
             if let Some(rec) = node.tasks().get_mut(key) {
                 rec.steps.push(("bundle", began.elapsed()));
             }
+            let mut args = vec![
+                status_file.display().to_string(),
+                pid_file.display().to_string(),
+                c.runtime.path.display().to_string(),
+            ];
+            args.extend(c.runtime.run_args(&bundle_dir, &rid, &pid_file));
             ExecutorSpec {
-                program: c.runtime.path.display().to_string(),
+                program: c.monitor.display().to_string(),
                 arg0: None,
-                args: c.runtime.run_args(&bundle_dir, &rid, &pid_file),
+                args,
                 env: vec![("PATH".into(), DEFAULT_PATH.into())],
                 cwd: PathBuf::from("/"),
                 uid: None,
@@ -710,15 +716,16 @@ fn wants_host_network(task: &drove_proto::mesos::TaskInfo) -> Result<bool, Strin
 }
 
 /// Gives back what a container held besides its cgroup: its network namespace (released; the
-/// pool refills) and what the runtime keeps of it when its monitor did not end normally.
-async fn release_container(node: &Arc<Node>, rec: &TaskRecord, monitor_ended: bool) {
+/// pool refills) and what the runtime keeps of it (its state; a detached `run` leaves it),
+/// once its runtime was `spawned`.
+async fn release_container(node: &Arc<Node>, rec: &TaskRecord, spawned: bool) {
     let Some(c) = node.config.containers.clone() else {
         return;
     };
     let network = rec.network.clone();
     let rid = rec.runtime_id.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        if let (Some(rid), false) = (&rid, monitor_ended) {
+        if let (Some(rid), true) = (&rid, spawned) {
             c.runtime.delete(rid);
         }
         if let Some(a) = network {
@@ -734,9 +741,9 @@ async fn release_container(node: &Arc<Node>, rec: &TaskRecord, monitor_ended: bo
 async fn cleanup_container(node: &Arc<Node>, key: &TaskKey) {
     let rec = node.tasks().get(key).cloned();
     if let Some(rec) = rec {
-        // A runtime was asked for nothing unless its monitor was spawned.
-        let nothing_to_delete = rec.executor_pid.is_none();
-        release_container(node, &rec, nothing_to_delete).await;
+        // A runtime was asked for nothing unless its supervisor was spawned.
+        let spawned = rec.executor_pid.is_some();
+        release_container(node, &rec, spawned).await;
     }
     let cgroup = node.tasks().get(key).and_then(|r| r.cgroup.clone());
     if let (Some(path), Some(mgr)) = (cgroup, node.config.cgroups.clone()) {
@@ -782,6 +789,23 @@ pub fn proc_stat(pid: u32) -> Option<ProcStat> {
         pgid: f.get(2)?.parse().ok()?,
         start: f.get(19)?.parse().ok()?,
     })
+}
+
+/// Whether `pid` is `ancestor` or one of its near descendants: a container's process is the
+/// child of the runtime's (the supervisor's child) until the runtime exits and the supervisor
+/// adopts it.
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut pid = pid;
+    for _ in 0..3 {
+        if pid == ancestor {
+            return true;
+        }
+        match proc_stat(pid) {
+            Some(s) if s.ppid != 0 => pid = s.ppid,
+            _ => return false,
+        }
+    }
+    pid == ancestor
 }
 
 /// `/proc/<pid>/stat` field 22 (start time in clock ticks).
@@ -882,7 +906,7 @@ fn group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// How supervisors that were the agent's children ended, by pid, until [`take_reaped`] reads
-/// it: a container's supervisor is its runtime's monitor, whose exit status is the task's.
+/// it: a container's supervisor is `drove-monitor`, whose exit status is the task's.
 fn reaped() -> std::sync::MutexGuard<'static, std::collections::HashMap<u32, WaitStatus>> {
     static REAPED: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<u32, WaitStatus>>,
@@ -899,8 +923,8 @@ fn take_reaped(pid: u32) -> Option<WaitStatus> {
     reaped().remove(&pid)
 }
 
-/// The exit record of a container whose runtime monitor the agent reaped: the runtime exits
-/// with the task's status (128+N for signal N).
+/// The exit record of a container whose monitor the agent reaped: it exits with the task's
+/// status (128+N for signal N).
 fn container_exit(pid: u32) -> Option<ExitRecord> {
     match take_reaped(pid)? {
         WaitStatus::Exited(_, code) => {
@@ -1134,7 +1158,7 @@ fn mark_running(node: &Node, key: &TaskKey, pid: u32) {
         }
         if let (Some(stat), Some(epid)) = (proc_stat(pid), rec.executor_pid) {
             let supervisor_alive = process_alive(epid, rec.executor_start);
-            if supervisor_alive && stat.ppid == epid && stat.pgid == pid {
+            if supervisor_alive && descends_from(stat.ppid, epid) && stat.pgid == pid {
                 rec.task_start = Some(stat.start);
                 rec.task_pgid = Some(stat.pgid);
             }
@@ -1182,8 +1206,8 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
     };
     let cdir = node.meta.container_dir(&snap.container_id);
     let mut exit: Option<ExitRecord> = read_exit_record(&cdir.join("exit_status.json"));
-    // How its supervisor ended, if the agent reaped it: the task's own status for a container
-    // (its runtime's monitor); for `drove executor`, which writes its record, only taken.
+    // How its supervisor ended, if the agent reaped it: for a container whose monitor wrote
+    // no record (it was killed), the best there is; otherwise only taken.
     let reaped = snap.executor_pid.and_then(container_exit);
     if snap.runtime_id.is_some() {
         exit = exit.or(reaped);
@@ -1217,7 +1241,7 @@ async fn finish(node: &Arc<Node>, key: &TaskKey) {
         signal_task_group(&snap, Signal::SIGKILL);
     }
     if snap.runtime_id.is_some() {
-        release_container(node, &snap, exit.is_some()).await;
+        release_container(node, &snap, true).await;
     }
     if snap.kill == Some(KillCause::MemoryLimit) && oom.is_none() {
         oom = Some((None, None));

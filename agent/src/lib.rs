@@ -247,8 +247,16 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
     } else {
         format!("http://{bound}")
     };
+    let executor_path = match &args.executor_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe().map_err(AgentError::ExecutorPath)?,
+    };
     let containers = match args.isolation {
-        Isolation::Container => Some(std::sync::Arc::new(containers(args, &work_dir)?)),
+        Isolation::Container => Some(std::sync::Arc::new(containers(
+            args,
+            &work_dir,
+            &executor_path,
+        )?)),
         _ => None,
     };
     let cgroups = match args.isolation {
@@ -261,10 +269,6 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         sandbox::check_reachable(&work_dir)?;
     }
     let task_uids = std::sync::Arc::new(sandbox::TaskUids::open(&work_dir, &args.task_uids)?);
-    let executor_path = match &args.executor_path {
-        Some(p) => p.clone(),
-        None => std::env::current_exe().map_err(AgentError::ExecutorPath)?,
-    };
     let mut master = args.master.trim().trim_end_matches('/').to_string();
     if !master.contains("://") {
         master = format!("http://{master}");
@@ -303,9 +307,17 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
 fn containers(
     args: &AgentArgs,
     work_dir: &std::path::Path,
+    executor: &std::path::Path,
 ) -> Result<container::Containers, AgentError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(container::ContainerError::NotRoot.into());
+    }
+    let monitor = executor
+        .parent()
+        .unwrap_or(std::path::Path::new("/"))
+        .join(container::MONITOR);
+    if !monitor.is_file() {
+        return Err(container::ContainerError::NoMonitor(monitor).into());
     }
     let runtime = container::Runtime::resolve(&args.oci_runtime)?;
     if runtime.kind == container::RuntimeKind::Crun {
@@ -349,6 +361,7 @@ fn containers(
         tmp_bytes: args.task_tmp_bytes,
         allow_host_network: args.allow_host_network,
         init,
+        monitor,
     })
 }
 

@@ -443,11 +443,29 @@ async fn fifty_launches_and_kills_leave_nothing_behind() {
     agent.stop().await;
 }
 
+/// An agent restart kills no container, and one that ended while no agent ran is reported
+/// with its exit status (its monitor wrote it down).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarted_agent_keeps_its_containers() {
+async fn a_restarted_agent_keeps_its_containers_and_learns_how_they_ended() {
     let (master, dir, root, agent, ep) = started("recover", "crun").await;
     let body = launch_body("survivor", "sleep 300", 0.1, 32.0, None);
     assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    // A second one ends with status 3 on SIGUSR1, sent while the agent is down.
+    let body = launch_body(
+        "quitter",
+        "trap 'exit 3' USR1; while :; do sleep 0.05; done",
+        0.1,
+        32.0,
+        None,
+    );
+    assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
+    let quitter = master.wait_state("quitter", TaskState::TaskRunning).await;
+    let quitter_monitor = quitter
+        .status
+        .container_status
+        .unwrap()
+        .executor_pid
+        .unwrap();
     let running = master.wait_state("survivor", TaskState::TaskRunning).await;
     let pid = running
         .status
@@ -466,6 +484,27 @@ async fn a_restarted_agent_keeps_its_containers() {
         .to_string();
     agent.stop().await;
     assert!(pid_alive(pid), "the container outlives its agent");
+    // The container's process is its monitor's (adopted) child.
+    let children = std::fs::read_to_string(format!(
+        "/proc/{quitter_monitor}/task/{quitter_monitor}/children"
+    ))
+    .unwrap();
+    let init: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(init),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    // Reaped here, as if by the agent that is gone: its exit status is not what tells.
+    wait_until("the quitter's monitor to end", || {
+        let pid = nix::unistd::Pid::from_raw(quitter_monitor as i32);
+        let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
+        !matches!(
+            nix::sys::wait::waitpid(pid, flags),
+            Ok(nix::sys::wait::WaitStatus::StillAlive)
+        )
+    })
+    .await;
     master.lock().knows_agent = false;
     let mut args = agent_args(&master, dir.path(), &root.0);
     args.isolation = Isolation::Container;
@@ -477,6 +516,10 @@ async fn a_restarted_agent_keeps_its_containers() {
         .find(|t| t.task.task_id.value == "survivor")
         .unwrap();
     assert_eq!(survivor.state, TaskState::TaskRunning);
+    // How the other ended while no agent watched is known: its monitor recorded it.
+    let failed = master.wait_state("quitter", TaskState::TaskFailed).await;
+    let said = failed.status.message.clone().unwrap_or_default();
+    assert!(said.contains("exited with status 3"), "{failed:?}");
     // Its network is still its own: the sweep of unused namespaces spared it.
     let (netns, _, _) = network_footprint(dir.path());
     assert!(netns >= 1);

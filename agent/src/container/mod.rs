@@ -4,11 +4,13 @@
 //!
 //! The agent writes a bundle per task ([`bundle`]: `config.json` typed with `oci-spec`, an
 //! empty root directory and a generated `/etc`), wires a network namespace with the standard
-//! CNI plugins ([`network`]), then the supervisor joins the task's cgroup and *becomes* the
-//! runtime's foreground `run` (exec, same pid): the runtime's own monitor is what watches the
-//! container, its exit status is the task's, and the agent reaps it. The container's pid 1 is
-//! `tini` when the host has it (Docker's `--init`): signals reach the task, zombies are
-//! reaped.
+//! CNI plugins ([`network`]), then the supervisor joins the task's cgroup and *becomes*
+//! `drove-monitor` (exec, same pid), which runs the runtime's detached `run` and, as child
+//! subreaper, adopts the container's process once the runtime exits: it records that
+//! process's exit status in the container's `exit_status.json` (read by the agent, also after
+//! an agent restart) and is all that stays beside the instance (~2 MB, mostly the shared C
+//! library; crun's own monitor is 3.3 MB). The container's pid 1 is `tini` when the host has
+//! it (Docker's `--init`): signals reach the task, zombies are reaped.
 
 pub mod bundle;
 pub mod network;
@@ -30,7 +32,12 @@ pub enum ContainerError {
     NotRoot,
     #[error(transparent)]
     Network(#[from] NetworkError),
+    #[error("{0}: no container monitor there (build it: `cargo build --release --workspace --bins`, which puts it next to `drove`)")]
+    NoMonitor(PathBuf),
 }
+
+/// The container supervisor's binary name; the agent looks for it next to the executor's.
+pub const MONITOR: &str = "drove-monitor";
 
 /// Which OCI runtime, and how it is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +94,10 @@ impl Runtime {
             .to_string()
     }
 
-    /// Arguments of a foreground `run` of the bundle in `bundle` (the caller execs it). crun
-    /// leaves cgroups alone (the supervisor already joined the task's); runc and the others
-    /// are given a child of the task's cgroup (`cgroups_path`), which they remove on exit.
+    /// Arguments of a detached `run` of the bundle in `bundle`: the runtime exits once the
+    /// container runs, leaving it to [`MONITOR`]. crun leaves cgroups alone (the supervisor
+    /// already joined the task's); runc and the others are given a child of the task's cgroup
+    /// (`cgroups_path`), which their `delete` removes.
     pub fn run_args(&self, bundle: &Path, id: &str, pid_file: &Path) -> Vec<String> {
         let mut args = Vec::new();
         if self.kind == RuntimeKind::Crun {
@@ -97,6 +105,7 @@ impl Runtime {
         }
         args.extend([
             "run".to_string(),
+            "--detach".to_string(),
             "--bundle".to_string(),
             bundle.display().to_string(),
             "--pid-file".to_string(),
@@ -111,8 +120,8 @@ impl Runtime {
         self.kind != RuntimeKind::Crun
     }
 
-    /// Removes what the runtime keeps of a container whose monitor died without cleaning up
-    /// (its state directory); nothing when it is already gone.
+    /// Removes what the runtime keeps of an ended container (its state directory; runc's
+    /// cgroup); nothing when it is already gone.
     pub fn delete(&self, id: &str) {
         let out = std::process::Command::new(&self.path)
             .args(["delete", "--force", id])
@@ -140,6 +149,8 @@ pub struct Containers {
     pub init: Option<PathBuf>,
     /// The seccomp filter compiled once (crun only; see [`seccomp::precompile`]).
     pub seccomp_bpf: Option<String>,
+    /// The container supervisor ([`MONITOR`]).
+    pub monitor: PathBuf,
 }
 
 /// The container id the runtime knows a task's container by.
@@ -147,8 +158,8 @@ pub fn runtime_id(container_id: &str) -> String {
     format!("drove-{container_id}")
 }
 
-/// A crun exit status of 128+N means the container's process died of signal N (the shell's
-/// convention, which crun, runc and tini follow).
+/// A monitor's (or runtime's) exit status of 128+N means the container's process died of
+/// signal N (the shell's convention, which crun, runc, tini and `drove-monitor` follow).
 pub fn split_status(code: i32) -> (Option<i32>, Option<i32>) {
     if (129..=128 + 64).contains(&code) {
         (None, Some(code - 128))

@@ -11,8 +11,7 @@
 //! the 32-bit ABIs, `x86` and `x32` on x86_64): a task runs the host's 64-bit runtime, a
 //! 32-bit system call is refused, and the filter compiles in a third of the time.
 //!
-//! Compiling the filter (libseccomp, in crun) takes ~10 ms of every start and stays in the
-//! runtime's monitor's memory, so with crun the agent compiles it once at its start
+//! Compiling the filter (libseccomp, in crun) takes ~10 ms of every start, so with crun the agent compiles it once at its start
 //! ([`precompile`]: crun's own output for a container it creates and deletes) and hands the
 //! BPF to every container in crun's `run.oci.seccomp_bpf_data` annotation.
 
