@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cgroups::Limits;
 use crate::checkpoint::{KillCause, TaskRecord};
+use crate::container::network::{PortMap, Protocol};
 use crate::executor::{read_exit_record, read_pid_file, ExecutorSpec, ExitRecord};
 use crate::health::{self, CheckTarget, HealthAction};
 use crate::layers::Layers;
@@ -133,7 +134,67 @@ pub fn validate(req: &LaunchTask) -> Result<Resources, String> {
     }
     let res = Resources::from_mesos(&task.resources)
         .map_err(|e| format!("invalid task resources: {e}"))?;
+    port_mappings(task, &res)?;
     Ok(res)
+}
+
+/// The host ports a task asks to have forwarded to its container (`ContainerInfo.network_infos
+/// [].port_mappings`): each host port one of the task's own port resources, as in Mesos; only
+/// on the task's own network.
+fn port_mappings(
+    task: &drove_proto::mesos::TaskInfo,
+    res: &Resources,
+) -> Result<Vec<PortMap>, String> {
+    let Some(info) = container_info(task)? else {
+        return Ok(Vec::new());
+    };
+    let mut maps = Vec::new();
+    for (n, net) in info.network_infos.iter().enumerate() {
+        for (m, pm) in net.port_mappings.iter().enumerate() {
+            let field = format!("container.network_infos[{n}].port_mappings[{m}]");
+            if net.name.as_deref() == Some("host") {
+                return Err(format!(
+                    "{field}: the host's network has no port mappings (its ports are the host's)"
+                ));
+            }
+            if !res.ports.values().any(|p| p == u64::from(pm.host_port)) {
+                return Err(format!(
+                    "{field}.host_port: {} is not one of the task's port resources",
+                    pm.host_port
+                ));
+            }
+            let container_port = u16::try_from(pm.container_port)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| {
+                    format!(
+                        "{field}.container_port: expected 1 to 65535, found {}",
+                        pm.container_port
+                    )
+                })?;
+            let protocol = match pm
+                .protocol
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("tcp") => Protocol::Tcp,
+                Some("udp") => Protocol::Udp,
+                Some(other) => {
+                    return Err(format!(
+                        "{field}.protocol: expected tcp or udp, found {other:?}"
+                    ))
+                }
+            };
+            maps.push(PortMap {
+                // Within the task's ports, which are within 0..=65535.
+                host_port: u16::try_from(pm.host_port).unwrap_or(0),
+                container_port,
+                protocol,
+            });
+        }
+    }
+    Ok(maps)
 }
 
 /// Longest health-check delay, interval, timeout or grace period accepted: a week.
@@ -368,10 +429,19 @@ async fn prepare_and_start(
     let network = match &cfg.containers {
         Some(c) if !wants_host_network(&req.task).map_err(launch_failed)? => {
             let c = c.clone();
-            let a = tokio::task::spawn_blocking(move || c.network.attach())
-                .await
-                .map_err(|e| launch_failed(e.to_string()))?
-                .map_err(|e| launch_failed(format!("the task's network: {e}")))?;
+            let maps = port_mappings(&req.task, resources).map_err(launch_failed)?;
+            let a = tokio::task::spawn_blocking(move || {
+                let mut a = c.network.attach()?;
+                if let Err(e) = c.network.map_ports(&mut a, &maps) {
+                    c.network.release(a);
+                    c.network.fill();
+                    return Err(e);
+                }
+                Ok(a)
+            })
+            .await
+            .map_err(|e| launch_failed(e.to_string()))?
+            .map_err(|e| launch_failed(format!("the task's network: {e}")))?;
             Some(a)
         }
         Some(c) if !c.allow_host_network => {

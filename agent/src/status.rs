@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use drove_proto::agent::{AcknowledgeUpdate, StatusUpdate, STATUS_PATH};
 use drove_proto::mesos::{
-    ContainerStatus, IpAddress, Label, Labels, NetworkInfo, TaskSource, TaskState, TaskStatus,
-    STEP_LABEL,
+    ContainerStatus, IpAddress, Label, Labels, NetworkInfo, PortMapping, TaskSource, TaskState,
+    TaskStatus, STEP_LABEL,
 };
 
 use crate::checkpoint::Durable;
@@ -105,7 +105,15 @@ pub fn update(node: &Node, key: &TaskKey, state: TaskState, opts: UpdateOpts) ->
                     protocol: Some("IPv4".into()),
                     ip_address: Some(a.ip.to_string()),
                 }],
-                port_mappings: Vec::new(),
+                port_mappings: a
+                    .ports
+                    .iter()
+                    .map(|p| PortMapping {
+                        host_port: u32::from(p.host_port),
+                        container_port: u32::from(p.container_port),
+                        protocol: Some(p.protocol.as_str().into()),
+                    })
+                    .collect(),
             })
             .collect();
         if state == TaskState::TaskRunning && !rec.steps.is_empty() {

@@ -591,3 +591,90 @@ async fn a_docker_container_is_a_task_error() {
     master.wait_state("mesos", TaskState::TaskFinished).await;
     agent.stop().await;
 }
+
+/// Mesos `port_mappings`: a host port of the task's forwards to its container's port (the CNI
+/// `portmap` plugin), from another machine (here a namespace outside, through the host's
+/// address) as from the host; it goes when the task does. A host port that is not the task's
+/// is refused, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_host_port_reaches_the_container_and_goes_with_it() {
+    let (master, _dir, _root, agent, ep) = started("portmap", "crun").await;
+    let outside = Outside::new(8);
+    let mut mapped = launch_body(
+        "mapped",
+        "exec node -e \"require('http').createServer((q,s)=>s.end('mapped')).listen(8080)\"",
+        0.2,
+        128.0,
+        Some((31020, 31020)),
+    );
+    mapped["task"]["container"] = serde_json::json!({"type": "MESOS", "network_infos": [
+        {"name": "drove", "port_mappings": [{"host_port": 31020, "container_port": 8080}]}]});
+    assert_eq!(post(&ep, "/agent/v1/launch", &mapped).await, 202);
+    let running = master.wait_state("mapped", TaskState::TaskRunning).await;
+    let infos = running.status.container_status.unwrap().network_infos;
+    assert_eq!(infos[0].port_mappings[0].host_port, 31020, "{infos:?}");
+    assert_eq!(infos[0].port_mappings[0].container_port, 8080);
+    // From outside the host, to the host's address and the mapped port.
+    let get = format!(
+        "require('http').get('http://{}:31020/', r => r.on('data', d => process.stdout.write(d)))\
+         .on('error', e => {{ process.stdout.write('error:' + e.code); }})",
+        outside.host_ip
+    );
+    let from_outside = || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &outside.name, "node", "-e", &get])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = from_outside();
+        if said == "mapped" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(said, "mapped", "through the mapping, from outside");
+    // From the host itself, at the same address.
+    let body = reqwest::get(format!("http://{}:31020/", outside.host_ip))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, "mapped");
+    let nat = || {
+        let out = std::process::Command::new("iptables-save")
+            .args(["-t", "nat"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(nat().contains("--dport 31020"), "the mapping's rule");
+    let kill =
+        serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "mapped"}});
+    assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
+    master.wait_state("mapped", TaskState::TaskKilled).await;
+    wait_until("the mapping's rules to go", || {
+        !nat().contains("--dport 31020")
+    })
+    .await;
+    let after = from_outside();
+    assert!(
+        after.starts_with("error:"),
+        "nothing answers once it is gone: {after}"
+    );
+
+    let mut stray = launch_body("stray", "true", 0.1, 32.0, Some((31021, 31021)));
+    stray["task"]["container"] = serde_json::json!({"type": "MESOS", "network_infos": [
+        {"port_mappings": [{"host_port": 31022, "container_port": 80}]}]});
+    assert_eq!(post(&ep, "/agent/v1/launch", &stray).await, 202);
+    let refused = master.wait_state("stray", TaskState::TaskError).await;
+    let msg = refused.status.message.unwrap_or_default();
+    assert!(
+        msg.contains("port_mappings[0].host_port: 31022 is not one of the task's port resources"),
+        "{msg}"
+    );
+    agent.stop().await;
+}

@@ -1,6 +1,7 @@
 //! Task networks: one network namespace per container, wired by the standard CNI plugins
 //! (Debian's `containernetworking-plugins`): `loopback`, then `ptp` with `host-local` addresses
-//! and masquerading for egress.
+//! and masquerading for egress; `portmap` for a task that asks for host ports (Mesos's
+//! `port_mappings`).
 //!
 //! `ptp` rather than `bridge`: every packet between two tasks is routed by the host, so the
 //! host's filter table sees it (on a bridge, tasks would talk at layer 2, past iptables unless
@@ -56,6 +57,33 @@ pub struct Attachment {
     /// Its name under /run/netns (also its CNI container id).
     pub name: String,
     pub ip: Ipv4Addr,
+    /// Host ports forwarded to the container ([`Network::map_ports`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMap>,
+}
+
+/// A port of the host's forwarded to a port of the container (Mesos's `port_mappings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMap {
+    pub host_port: u16,
+    pub container_port: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 impl Attachment {
@@ -281,6 +309,50 @@ impl Network {
         )
     }
 
+    /// The `portmap` plugin's configuration for `a`'s mappings, chained after `ptp` (its
+    /// result is what `portmap` reads the container's address from).
+    fn portmap_config(&self, a: &Attachment) -> Value {
+        let prefix_len = self.subnet.split('/').nth(1).unwrap_or("32");
+        let mappings: Vec<Value> = a
+            .ports
+            .iter()
+            .map(|p| {
+                json!({"hostPort": p.host_port, "containerPort": p.container_port,
+                       "protocol": p.protocol.as_str()})
+            })
+            .collect();
+        json!({
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "snat": true,
+            "runtimeConfig": {"portMappings": mappings},
+            "prevResult": {
+                "cniVersion": "1.0.0",
+                "interfaces": [{"name": "eth0", "sandbox": a.netns_path()}],
+                "ips": [{"address": format!("{}/{prefix_len}", a.ip), "interface": 0}],
+            }
+        })
+    }
+
+    /// Forwards `ports` of the host (every address but loopback) to `a`'s container, with the
+    /// CNI `portmap` plugin (DNAT); [`Network::release`] takes them back. On failure nothing
+    /// stays mapped.
+    pub fn map_ports(&self, a: &mut Attachment, ports: &[PortMap]) -> Result<(), NetworkError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        a.ports = ports.to_vec();
+        let config = self.portmap_config(a);
+        if let Err(e) = self.plugin("portmap", "ADD", &a.name, "eth0", &config) {
+            let _ = self.plugin("portmap", "DEL", &a.name, "eth0", &config);
+            a.ports.clear();
+            return Err(e);
+        }
+        Ok(())
+    }
+
     /// Makes and wires a new namespace.
     fn create(&self) -> Result<Attachment, NetworkError> {
         let name = format!(
@@ -316,7 +388,11 @@ impl Network {
             Ok(ip)
         })();
         match wired {
-            Ok(ip) => Ok(Attachment { name, ip }),
+            Ok(ip) => Ok(Attachment {
+                name,
+                ip,
+                ports: Vec::new(),
+            }),
             Err(e) => {
                 self.destroy_named(&name);
                 Err(e)
@@ -327,6 +403,12 @@ impl Network {
     /// Undoes [`Network::create`]: the plugins' DEL (veth, lease, NAT rules), then the
     /// namespace. Best effort: each step runs whatever the one before did.
     pub fn destroy(&self, a: &Attachment) {
+        if !a.ports.is_empty() {
+            let config = self.portmap_config(a);
+            if let Err(e) = self.plugin("portmap", "DEL", &a.name, "eth0", &config) {
+                tracing::warn!(netns = a.name, error = %e, "removing a task's port mappings");
+            }
+        }
         self.destroy_named(&a.name);
     }
 
