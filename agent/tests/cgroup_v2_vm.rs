@@ -1,6 +1,7 @@
 //! The agent's real cgroup tests on a pure cgroup v2 kernel: `tests/vm/run-cgroup-v2.sh` boots a
 //! qemu VM (Debian's cloud kernel, `cgroup_no_v1=all`, everything in an initramfs) and runs this
-//! build's `drove_agent` unit tests and the `cgroups` and `agent` integration tests in it, then
+//! build's `drove_agent` unit tests, the `cgroups` and `agent` integration tests and the
+//! `containers` ones named below (crun containers on CNI networks) in it, then
 //! the `cgroups` tests again inside a cgroup namespace rooted at a non-root cgroup (as in a
 //! container). The dev host is hybrid (v1), so this is the only real run of the v2 path. Needs
 //! root and Debian's packages (the script installs them); fails — never skips — without them.
@@ -45,6 +46,13 @@ fn sibling(deps: &Path, name: &str, marker: &str) -> PathBuf {
         })
 }
 
+/// The container tests that run in the VM too: a container under its v2 cgroup (confined,
+/// its memory limit, an agent restart) on its own CNI network (egress, refusals).
+const CONTAINER_TESTS: &str = "a_task_runs_confined_with_crun \
+     a_memory_hog_in_a_container_is_a_memory_limitation \
+     a_restarted_agent_keeps_its_containers_and_learns_how_they_ended \
+     a_task_reaches_the_outside_but_not_other_tasks_or_the_host";
+
 #[test]
 fn agent_cgroup_tests_pass_on_a_pure_cgroup_v2_kernel() {
     let exe = std::env::current_exe().unwrap();
@@ -52,7 +60,7 @@ fn agent_cgroup_tests_pass_on_a_pure_cgroup_v2_kernel() {
     // <target>/<profile>/deps/<this binary>
     let target = deps.parent().and_then(Path::parent).unwrap();
     let binaries = format!(
-        "lib={} cgroups={} agent={} executor={}",
+        "lib={} cgroups={} agent={} containers={} executor={}",
         sibling(
             deps,
             "drove_agent",
@@ -61,6 +69,7 @@ fn agent_cgroup_tests_pass_on_a_pure_cgroup_v2_kernel() {
         .display(),
         sibling(deps, "cgroups", "a_nested_cgroup_root_works").display(),
         sibling(deps, "agent", "memory_hog_is_killed_alone").display(),
+        sibling(deps, "containers", "a_task_runs_confined_with_crun").display(),
         env!("CARGO_BIN_EXE_drove-agent-executor"),
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/run-cgroup-v2.sh");
@@ -69,6 +78,8 @@ fn agent_cgroup_tests_pass_on_a_pure_cgroup_v2_kernel() {
         .arg(&script)
         .env("DROVE_VM_BINARIES", &binaries)
         .env("DROVE_VM_WORK", target.join("vm-cgroup-v2"))
+        .env("DROVE_VM_TESTS", "lib cgroups agent containers")
+        .env("DROVE_VM_ARGS_containers", CONTAINER_TESTS)
         .env("DROVE_VM_NS_TESTS", "cgroups")
         .env("DROVE_VM_TIMEOUT", "600")
         .output()

@@ -37,6 +37,13 @@ mount -t cgroup2 none /sys/fs/cgroup
 hostname drove-vm
 ip link set lo up
 dmesg -n 1
+# What task networks need of the kernel (nothing autoloads them: busybox's modprobe is the
+# kernel's helper but the image keeps only the modules below).
+for m in veth nf_tables nft_compat nft_chain_nat nft_masq nft_reject_ipv4 nft_reject_inet \
+    nf_conntrack xt_conntrack xt_comment xt_MASQUERADE xt_addrtype xt_multiport xt_mark xt_nat \
+    xt_tcpudp ipt_REJECT iptable_nat iptable_filter; do
+    modprobe "$m" 2>/dev/null || echo "DROVE-VM-MODULE $m not loaded"
+done
 
 echo "DROVE-VM-KERNEL $(uname -r) $(nproc) cpus $(awk '/MemTotal/{print $2 " kB"}' /proc/meminfo)"
 # 63677270 = CGROUP2_SUPER_MAGIC
@@ -73,8 +80,9 @@ for entry in $(cat /drove-tests/plan); do
             find "/sys/fs/cgroup/ctr-$t" -depth -type d -exec rmdir {} \; 2>/dev/null
             ;;
         *)
+            args=$(cat "/drove-tests/$entry.args" 2>/dev/null)
             # shellcheck disable=SC2086
-            (cd /tmp && /drove-tests/"$entry" --test-threads=1 $filter)
+            (cd /tmp && /drove-tests/"$entry" --test-threads=1 $filter $args)
             rc=$?
             ;;
     esac

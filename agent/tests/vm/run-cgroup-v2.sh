@@ -3,9 +3,10 @@
 #
 # The dev/CI host is hybrid (cpu/memory on v1), so the agent's v2 path cannot be exercised there.
 # This script boots Debian's cloud kernel with `cgroup_no_v1=all` and an initramfs that holds
-# everything (busybox, python3 for the HTTP health-check test, crun and tini for the container
-# tests, the stripped test binaries and the supervisor binary at its compile-time path, their
-# shared libraries), mounts cgroup2 at
+# everything (busybox, python3 for the HTTP health-check test; crun, tini, iproute2, iptables,
+# the CNI plugins, node and the kernel's netfilter and veth modules for the container tests; the
+# stripped test binaries and the supervisor binaries at their compile-time paths, their shared
+# libraries), mounts cgroup2 at
 # /sys/fs/cgroup, runs the tests with --test-threads=1 and powers off. Nothing on the host's
 # cgroups or mounts is touched; the VM has no network device (loopback only).
 #
@@ -22,8 +23,11 @@
 #                        cgroup, as in a container (default: "cgroups agent"; empty: none)
 #   DROVE_VM_SKIP        test names excluded (default: the one timing-provoked race, see below)
 #   DROVE_VM_FILTER      extra arguments for every test binary (e.g. a name filter)
-#   DROVE_VM_BINARIES    "lib=PATH cgroups=PATH agent=PATH executor=PATH": use these instead of
-#                        building (the executor must be the one the tests were compiled against)
+#   DROVE_VM_ARGS_<name> extra arguments for test binary <name> alone (e.g. the test names of
+#                        `containers` that run: DROVE_VM_ARGS_containers="a_task_runs …")
+#   DROVE_VM_BINARIES    "lib=PATH cgroups=PATH agent=PATH containers=PATH executor=PATH":
+#                        use these instead of building (the executor must be the one the tests
+#                        were compiled against; drove-monitor is taken from next to it)
 #   DROVE_VM_WORK        work directory (default: <target>/vm-cgroup-v2)
 #   DROVE_VM_PRE         a shell command the VM runs before the tests (diagnosis)
 #   DROVE_VM_TIMEOUT     seconds for the whole VM run (default 900)
@@ -59,7 +63,7 @@ t0=$(date +%s)
 [ "$(id -u)" = 0 ] || die "must run as root (apt-get; the agent tests need root in the VM)"
 
 # --- packages -----------------------------------------------------------------------------
-pkgs="qemu-system-x86 busybox-static cpio python3 binutils procps util-linux coreutils dash crun tini"
+pkgs="qemu-system-x86 busybox-static cpio python3 binutils procps util-linux coreutils dash crun tini iproute2 iptables containernetworking-plugins kmod nodejs"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -184,12 +188,41 @@ for f in /usr/bin/dash $(dpkg -L coreutils | grep -E '^(/usr)?/s?bin/') /usr/bin
     put_libs "$f"
 done
 ln -sf dash "$root/usr/bin/sh"
-# The OCI runtime and the containers' init: the agent's unit tests run containers with them.
-for f in /usr/bin/crun /usr/bin/tini; do
-    [ -f "$f" ] || die "$f is missing (apt-get install crun tini)"
+# The OCI runtime and the containers' init: the agent's tests run containers with them; their
+# networks need iproute2's ip (busybox's has no netns), iptables (nft), the CNI plugins, and the
+# tasks node.
+for f in /usr/bin/crun /usr/bin/tini /usr/bin/node /usr/sbin/xtables-nft-multi \
+    /usr/lib/cni/loopback /usr/lib/cni/ptp /usr/lib/cni/host-local /usr/lib/cni/portmap; do
+    [ -f "$f" ] || die "$f is missing (apt-get install crun tini nodejs iptables containernetworking-plugins)"
+    rm -f "$root$f"
     put "$f"
     put_libs "$f"
 done
+ipbin=$(command -v ip)
+rm -f "$root/usr/bin/ip" "$root/usr/sbin/ip" "$root/sbin/ip" "$root/bin/ip"
+put "$ipbin" /usr/bin/ip
+put_libs "$ipbin"
+for l in iptables iptables-save iptables-restore; do
+    rm -f "$root/usr/sbin/$l"
+    ln -s xtables-nft-multi "$root/usr/sbin/$l"
+done
+xt=/usr/lib/x86_64-linux-gnu/xtables
+mkdir -p "$root$xt"
+cp "$xt"/*.so "$root$xt/"
+for so in "$xt"/*.so; do put_libs "$so"; done
+mkdir -p "$root/var"
+ln -s /run "$root/var/run"
+# The guest kernel's modules for task networks (netfilter, NAT, veth), with their index.
+kver=$(basename "$(ls -d "$kdir"/lib/modules/*)")
+kmods=$kdir/lib/modules/$kver
+mkdir -p "$root/lib/modules/$kver/kernel/drivers/net"
+for d in net lib crypto arch; do
+    [ -d "$kmods/kernel/$d" ] && cp -a "$kmods/kernel/$d" "$root/lib/modules/$kver/kernel/"
+done
+rm -rf "$root/lib/modules/$kver/kernel/net/"{wireless,mac80211,bluetooth,sunrpc,ceph,9p,rxrpc}
+cp "$kmods/kernel/drivers/net/veth.ko" "$root/lib/modules/$kver/kernel/drivers/net/"
+cp "$kmods"/modules.order "$kmods"/modules.builtin* "$root/lib/modules/$kver/" 2>/dev/null || true
+depmod -b "$root" "$kver"
 
 py=$(readlink -f /usr/bin/python3)
 pyver=$(basename "$py")
@@ -216,10 +249,18 @@ for t in $ns_tests; do
     echo "ns:$t" >>"$plan"
 done
 entries=$(cat "$plan")
-# The tests find the supervisor at its compile-time path (CARGO_BIN_EXE_drove-agent-executor).
+# The tests find the supervisor at its compile-time path (CARGO_BIN_EXE_drove-agent-executor),
+# the container monitor next to it.
 mkdir -p "$root$(dirname "$bin_executor")"
 objcopy --strip-debug "$bin_executor" "$root$bin_executor"
 put_libs "$bin_executor"
+monitor=$(dirname "$bin_executor")/drove-monitor
+[ -f "$monitor" ] || die "no $monitor next to the executor (cargo build -p drove-agent --bins)"
+objcopy --strip-debug "$monitor" "$root$monitor"
+for t in $tests; do
+    var=DROVE_VM_ARGS_$t
+    [ -z "${!var:-}" ] || printf '%s\n' "${!var}" >"$root/drove-tests/$t.args"
+done
 printf '%s\n' "$filter" >"$root/drove-tests/filter"
 printf '%s\n' "${DROVE_VM_PRE:-}" >"$root/drove-tests/pre"
 
