@@ -252,11 +252,7 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
         None => std::env::current_exe().map_err(AgentError::ExecutorPath)?,
     };
     let containers = match args.isolation {
-        Isolation::Container => Some(std::sync::Arc::new(containers(
-            args,
-            &work_dir,
-            &executor_path,
-        )?)),
+        Isolation::Container => Some(std::sync::Arc::new(containers(args, &work_dir)?)),
         _ => None,
     };
     let cgroups = match args.isolation {
@@ -307,18 +303,11 @@ fn configure(args: &AgentArgs, bound: SocketAddr) -> Result<node::Config, AgentE
 fn containers(
     args: &AgentArgs,
     work_dir: &std::path::Path,
-    executor: &std::path::Path,
 ) -> Result<container::Containers, AgentError> {
     if !nix::unistd::geteuid().is_root() {
         return Err(container::ContainerError::NotRoot.into());
     }
-    let monitor = executor
-        .parent()
-        .unwrap_or(std::path::Path::new("/"))
-        .join(container::MONITOR);
-    if !monitor.is_file() {
-        return Err(container::ContainerError::NoMonitor(monitor).into());
-    }
+    let monitor = container::install_monitor(&work_dir.join("meta"))?;
     let runtime = container::Runtime::resolve(&args.oci_runtime)?;
     if runtime.kind == container::RuntimeKind::Crun {
         // crun refuses a hybrid host whose v2 hierarchy holds controllers.

@@ -8,8 +8,8 @@
 //! `drove-monitor` (exec, same pid), which runs the runtime's detached `run` and, as child
 //! subreaper, adopts the container's process once the runtime exits: it records that
 //! process's exit status in the container's `exit_status.json` (read by the agent, also after
-//! an agent restart) and is all that stays beside the instance (~2 MB, mostly the shared C
-//! library; crun's own monitor is 3.3 MB). The container's pid 1 is `tini` when the host has
+//! an agent restart) and is all that stays beside the instance (1.3 MB RSS, static; crun's
+//! own monitor is 3.3 MB). The container's pid 1 is `tini` when the host has
 //! it (Docker's `--init`): signals reach the task, zombies are reaped.
 
 pub mod bundle;
@@ -32,12 +32,39 @@ pub enum ContainerError {
     NotRoot,
     #[error(transparent)]
     Network(#[from] NetworkError),
-    #[error("{0}: no container monitor there (build it: `cargo build --release --workspace --bins`, which puts it next to `drove`)")]
-    NoMonitor(PathBuf),
+    #[error("writing the container monitor to {path}: {source}")]
+    InstallMonitor {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
-/// The container supervisor's binary name; the agent looks for it next to the executor's.
-pub const MONITOR: &str = "drove-monitor";
+/// The container supervisor, `drove-monitor` (`agent/monitor/main.rs`), as `build.rs` built it:
+/// static, ~1.3 MB.
+const MONITOR_BINARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/drove-monitor"));
+
+/// Writes the container monitor into `dir` (the agent's root-only `meta`), mode 0700, unless
+/// the same bytes are there already; its path.
+pub fn install_monitor(dir: &Path) -> Result<PathBuf, ContainerError> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("drove-monitor");
+    let err = |source| ContainerError::InstallMonitor {
+        path: path.clone(),
+        source,
+    };
+    if std::fs::read(&path).is_ok_and(|b| b == MONITOR_BINARY) {
+        return Ok(path);
+    }
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(MONITOR_BINARY).map_err(err)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o700))
+        .map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(&path).map_err(|e| err(e.error))?;
+    Ok(path)
+}
 
 /// Which OCI runtime, and how it is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +122,7 @@ impl Runtime {
     }
 
     /// Arguments of a detached `run` of the bundle in `bundle`: the runtime exits once the
-    /// container runs, leaving it to [`MONITOR`]. crun leaves cgroups alone (the supervisor
+    /// container runs, leaving it to the monitor ([`install_monitor`]). crun leaves cgroups alone (the supervisor
     /// already joined the task's); runc and the others are given a child of the task's cgroup
     /// (`cgroups_path`), which their `delete` removes.
     pub fn run_args(&self, bundle: &Path, id: &str, pid_file: &Path) -> Vec<String> {
@@ -149,7 +176,7 @@ pub struct Containers {
     pub init: Option<PathBuf>,
     /// The seccomp filter compiled once (crun only; see [`seccomp::precompile`]).
     pub seccomp_bpf: Option<String>,
-    /// The container supervisor ([`MONITOR`]).
+    /// The container supervisor ([`install_monitor`]).
     pub monitor: PathBuf,
 }
 

@@ -5,7 +5,7 @@
 # This script boots Debian's cloud kernel with `cgroup_no_v1=all` and an initramfs that holds
 # everything (busybox, python3 for the HTTP health-check test; crun, tini, iproute2, iptables,
 # the CNI plugins, node and the kernel's netfilter and veth modules for the container tests; the
-# stripped test binaries and the supervisor binaries at their compile-time paths, their shared
+# stripped test binaries and the supervisor binary at its compile-time path, their shared
 # libraries), mounts cgroup2 at
 # /sys/fs/cgroup, runs the tests with --test-threads=1 and powers off. Nothing on the host's
 # cgroups or mounts is touched; the VM has no network device (loopback only).
@@ -27,7 +27,7 @@
 #                        `containers` that run: DROVE_VM_ARGS_containers="a_task_runs …")
 #   DROVE_VM_BINARIES    "lib=PATH cgroups=PATH agent=PATH containers=PATH executor=PATH":
 #                        use these instead of building (the executor must be the one the tests
-#                        were compiled against; drove-monitor is taken from next to it)
+#                        were compiled against)
 #   DROVE_VM_WORK        work directory (default: <target>/vm-cgroup-v2)
 #   DROVE_VM_PRE         a shell command the VM runs before the tests (diagnosis)
 #   DROVE_VM_TIMEOUT     seconds for the whole VM run (default 900)
@@ -249,14 +249,10 @@ for t in $ns_tests; do
     echo "ns:$t" >>"$plan"
 done
 entries=$(cat "$plan")
-# The tests find the supervisor at its compile-time path (CARGO_BIN_EXE_drove-agent-executor),
-# the container monitor next to it.
+# The tests find the supervisor at its compile-time path (CARGO_BIN_EXE_drove-agent-executor).
 mkdir -p "$root$(dirname "$bin_executor")"
 objcopy --strip-debug "$bin_executor" "$root$bin_executor"
 put_libs "$bin_executor"
-monitor=$(dirname "$bin_executor")/drove-monitor
-[ -f "$monitor" ] || die "no $monitor next to the executor (cargo build -p drove-agent --bins)"
-objcopy --strip-debug "$monitor" "$root$monitor"
 for t in $tests; do
     var=DROVE_VM_ARGS_$t
     [ -z "${!var:-}" ] || printf '%s\n' "${!var}" >"$root/drove-tests/$t.args"
