@@ -57,7 +57,7 @@ async fn only_the_master(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if !drove_proto::agent::authorized(header, secret) {
+        if !drove_proto::auth::bearer_is(header, secret) {
             return (
                 StatusCode::UNAUTHORIZED,
                 "only the master (with the cluster secret) may do this\n",

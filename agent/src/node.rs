@@ -119,7 +119,7 @@ pub struct Node {
 fn secret_header(secret: Option<&str>) -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(Ok(mut v)) =
-        secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::agent::bearer(s)))
+        secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::auth::bearer(s)))
     {
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);

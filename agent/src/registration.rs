@@ -1,8 +1,8 @@
 //! Registration with the master and the ping loop.
 //!
 //! `POST {master}/agent/v1/register` with [`RegisterAgent`] (the saved agent id and every task
-//! still tracked, on re-registration), retried with a randomized backoff doubling from 0.5 s to
-//! 10 s while the master is unreachable. Then `POST /agent/v1/ping` every
+//! still tracked, on re-registration), retried with a randomized backoff doubling from 0.25 s to
+//! 5 s (plus up to as much jitter) while the master is unreachable. Then `POST /agent/v1/ping` every
 //! `ping_interval_seconds`; a 404 means the master forgot this agent (it restarted, or declared
 //! the agent gone): the agent re-registers at once with the same id and its tasks.
 //!
@@ -14,22 +14,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drove_proto::agent::{Ping, RegisterAgent, Registered, PING_PATH, REGISTER_PATH};
-use rand::Rng;
 
 use crate::node::Node;
 use crate::status;
 
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// A random delay in `[b/2, b]`.
-pub fn jitter(b: Duration) -> Duration {
-    let ms = b.as_millis().max(2) as u64;
-    Duration::from_millis(rand::thread_rng().gen_range(ms / 2..=ms))
-}
-
-pub fn next_backoff(b: Duration) -> Duration {
-    (b * 2).min(MAX_BACKOFF)
+/// Delays between registration attempts: doubling from 0.25 s to 5 s, each with up to as much
+/// again of random jitter (so agents restarted together spread out).
+fn delays() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(MIN_BACKOFF)
+        .with_max_delay(MAX_BACKOFF)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 fn register_body(node: &Node) -> RegisterAgent {
@@ -48,7 +49,7 @@ fn register_body(node: &Node) -> RegisterAgent {
 /// Registers, retrying until it works or the agent shuts down.
 async fn register(node: &Node) -> Option<Registered> {
     let url = format!("{}{}", node.config.master, REGISTER_PATH);
-    let mut backoff = MIN_BACKOFF;
+    let mut delays = delays();
     loop {
         let body = register_body(node);
         let result = node.client.post(&url).json(&body).send().await;
@@ -64,9 +65,8 @@ async fn register(node: &Node) -> Option<Registered> {
             }
             Err(e) => e.to_string(),
         };
-        let delay = jitter(backoff);
+        let delay = delays.next().unwrap_or(MAX_BACKOFF);
         tracing::warn!(master = %node.config.master, error = %err, retry_in = ?delay, "registration failed");
-        backoff = next_backoff(backoff);
         tokio::select! {
             _ = node.shutdown.cancelled() => return None,
             _ = tokio::time::sleep(delay) => {}
@@ -149,13 +149,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_ten_seconds_with_jitter() {
-        let mut b = MIN_BACKOFF;
-        for _ in 0..10 {
-            let j = jitter(b);
-            assert!(j >= b / 2 && j <= b, "{j:?} vs {b:?}");
-            b = next_backoff(b);
+    fn delays_double_to_five_seconds_with_jitter() {
+        let mut want = MIN_BACKOFF;
+        for d in delays().take(12) {
+            assert!(d >= want && d <= want * 2, "{d:?} vs {want:?}");
+            want = (want * 2).min(MAX_BACKOFF);
         }
-        assert_eq!(b, MAX_BACKOFF);
     }
 }

@@ -25,7 +25,7 @@ pub async fn only_agents(
             .headers()
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        if !drove_proto::agent::authorized(header, secret) {
+        if !drove_proto::auth::bearer_is(header, secret) {
             return (
                 axum::http::StatusCode::UNAUTHORIZED,
                 "the agent protocol needs the cluster secret (--cluster-secret)\n",

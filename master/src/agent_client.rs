@@ -21,7 +21,7 @@ use crate::cluster::Internal;
 pub fn agent_http(secret: Option<&str>) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(Ok(mut v)) =
-        secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::agent::bearer(s)))
+        secret.map(|s| reqwest::header::HeaderValue::from_str(&drove_proto::auth::bearer(s)))
     {
         v.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, v);

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
+use drove_proto::auth::{same_secret, Credential};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ pub fn identify(
     authorization: Option<&str>,
 ) -> Option<Reader> {
     if let Some(secret) = cluster_secret {
-        if drove_proto::agent::authorized(authorization, secret) {
+        if drove_proto::auth::bearer_is(authorization, secret) {
             return Some(Reader::Operator);
         }
     }
@@ -169,42 +169,27 @@ impl Credentials {
     /// The principal an `Authorization: Basic` header proves, if it does.
     pub fn principal(&self, authorization: Option<&str>) -> Result<String, Refused> {
         let header = authorization.ok_or(Refused::Missing)?;
-        let b64 = header
-            .trim()
-            .strip_prefix("Basic ")
-            .ok_or(Refused::Invalid)?;
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .map_err(|_| Refused::Invalid)?;
-        let text = String::from_utf8(raw).map_err(|_| Refused::Invalid)?;
-        let (principal, secret) = text.split_once(':').ok_or(Refused::Invalid)?;
-        let expected = self.secrets.get(principal).ok_or(Refused::Invalid)?;
-        if constant_time_eq(expected.as_bytes(), secret.as_bytes()) {
-            Ok(principal.to_string())
+        let Some(Credential::Basic {
+            user: principal,
+            password: secret,
+        }) = Credential::parse(header)
+        else {
+            return Err(Refused::Invalid);
+        };
+        let expected = self.secrets.get(&principal).ok_or(Refused::Invalid)?;
+        if same_secret(&secret, expected) {
+            Ok(principal)
         } else {
             Err(Refused::Invalid)
         }
     }
 }
 
-/// Compares without an early exit on the first differing byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn basic(p: &str, s: &str) -> String {
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{p}:{s}"))
-        )
-    }
+    use drove_proto::auth::basic;
 
     #[test]
     fn both_file_formats_and_checks() {

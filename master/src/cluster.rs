@@ -413,13 +413,7 @@ impl Cluster {
         {
             if let Some(expected) = &known.key_hash {
                 let given = req.agent_key.as_deref().map(key_hash).unwrap_or_default();
-                let same = given.len() == expected.len()
-                    && given
-                        .bytes()
-                        .zip(expected.bytes())
-                        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                        == 0;
-                if !same {
+                if !drove_proto::auth::same_secret(&given, expected) {
                     tracing::warn!(agent = %known.id, endpoint = %req.endpoint,
                         "re-registration with a wrong agent key refused");
                     return Err(RegisterError::NotYours(known.id.value.clone()));

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use rand::RngCore;
-use subtle::ConstantTimeEq;
+
+use drove_proto::auth::{same_secret, Credential};
 
 pub const ADMIN_FILE: &str = "admin-token";
 pub const ROUTER_FILE: &str = "router-token";
@@ -116,32 +117,18 @@ impl Tokens {
     /// Identifies the caller from an `Authorization` header value: `Bearer <token>` or HTTP
     /// basic with the token as password (any user name, as Marathon's `--http_credentials`).
     pub fn caller(&self, authorization: Option<&str>) -> Caller {
-        let Some(presented) = authorization.and_then(presented_secret) else {
+        let Some(presented) = authorization.and_then(Credential::parse) else {
             return Caller::Nobody;
         };
-        let eq = |a: &str, b: &str| bool::from(a.as_bytes().ct_eq(b.as_bytes()));
-        if eq(&presented, &self.admin) {
+        let presented = presented.secret();
+        if same_secret(presented, &self.admin) {
             Caller::Admin
-        } else if eq(&presented, &self.router) {
+        } else if same_secret(presented, &self.router) {
             Caller::Router
         } else {
             Caller::Nobody
         }
     }
-}
-
-fn presented_secret(header: &str) -> Option<String> {
-    let header = header.trim();
-    if let Some(t) = header.strip_prefix("Bearer ") {
-        return Some(t.trim().to_string());
-    }
-    let b64 = header.strip_prefix("Basic ")?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (_, password) = text.split_once(':')?;
-    Some(password.to_string())
 }
 
 #[cfg(test)]

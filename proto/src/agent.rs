@@ -155,31 +155,3 @@ pub struct AgentTaskState {
     /// Updates not yet acknowledged by the framework.
     pub pending_updates: usize,
 }
-
-/// The `Authorization` header value both sides of the agent protocol send when the cluster has
-/// a secret (`--cluster-secret`).
-pub fn bearer(secret: &str) -> String {
-    format!("Bearer {secret}")
-}
-
-/// Whether an `Authorization` header value carries `secret` (compared in constant time).
-pub fn authorized(header: Option<&str>, secret: &str) -> bool {
-    let Some(given) = header.and_then(|h| h.trim().strip_prefix("Bearer ")) else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), secret.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[cfg(test)]
-mod secret_tests {
-    use super::*;
-
-    #[test]
-    fn only_the_secret_is_authorized() {
-        assert!(authorized(Some(&bearer("s3")), "s3"));
-        assert!(!authorized(Some("Bearer s4"), "s3"));
-        assert!(!authorized(Some("Basic czM="), "s3"));
-        assert!(!authorized(None, "s3"));
-    }
-}

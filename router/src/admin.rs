@@ -48,8 +48,7 @@ async fn health(State(s): State<AdminState>) -> impl IntoResponse {
 async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
     if let Some(token) = &s.metrics_token {
         let given = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-        // A bearer check in constant time (the same as the agent protocol's).
-        let ok = drove_proto::agent::authorized(given, token);
+        let ok = drove_proto::auth::bearer_is(given, token);
         if !ok {
             return (
                 StatusCode::UNAUTHORIZED,

@@ -22,11 +22,11 @@ pub struct RouterArgs {
     #[arg(long, default_value_t = 1000)]
     pub hold_queue: usize,
     /// How long a request may be held waiting for a backend (e.g. `30s`, `500ms`).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub hold_timeout: Duration,
     /// While requests stay held and the app has no usable backend, the wake call is repeated
     /// this often.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub wake_resend: Duration,
     /// Seconds announced in `Retry-After` on 503 answers.
     #[arg(long, default_value_t = 5)]
@@ -35,16 +35,16 @@ pub struct RouterArgs {
     #[arg(long)]
     pub threads: Option<usize>,
     /// Upstream connect timeout.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
     /// How long an idle upstream keep-alive connection is kept in the pool.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub upstream_idle_timeout: Duration,
     /// Connect attempts per request (a refused connect moves on to another backend).
     #[arg(long, default_value_t = 3)]
     pub connect_attempts: u32,
     /// How often stats are pushed to the PaaS.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub stats_interval: Duration,
     /// Name this router reports in its stats (default: `router@<listen>`).
     #[arg(long)]
@@ -104,31 +104,6 @@ impl RouterArgs {
     }
 }
 
-/// A duration given on the command line could not be read.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("invalid duration {0:?}: use a number with ms, s or m (e.g. 30s, 500ms)")]
-pub struct DurationError(pub String);
-
-/// Reads `500ms`, `30s`, `2m` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
-    let t = s.trim();
-    let err = || DurationError(s.to_string());
-    let (num, scale_ms) = if let Some(n) = t.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = t.strip_suffix('s') {
-        (n, 1000.0)
-    } else if let Some(n) = t.strip_suffix('m') {
-        (n, 60_000.0)
-    } else {
-        (t, 1000.0)
-    };
-    let v: f64 = num.trim().parse().map_err(|_| err())?;
-    if !v.is_finite() || v < 0.0 {
-        return Err(err());
-    }
-    Ok(Duration::from_micros((v * scale_ms * 1000.0) as u64))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,13 +116,13 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("-1s").is_err());
+    fn durations_read_like_every_other_component_s() {
+        let cli = Cli::try_parse_from(["x", "--paas", "u", "--hold-timeout", "1h"]).expect("1h");
+        assert_eq!(cli.args.hold_timeout, Duration::from_secs(3600));
+        let cli =
+            Cli::try_parse_from(["x", "--paas", "u", "--wake-resend", "1m 30s"]).expect("1m 30s");
+        assert_eq!(cli.args.wake_resend, Duration::from_secs(90));
+        assert!(Cli::try_parse_from(["x", "--paas", "u", "--hold-timeout", "soon"]).is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod server;
 pub mod stats;
 mod wake;
 
-pub use args::{parse_duration, DurationError, RouterArgs};
+pub use args::RouterArgs;
 pub use drove_proto::routing::StatsReport;
 pub use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
 pub use server::{run, start, RouterError, RouterHandle};

@@ -45,7 +45,15 @@ pub async fn follow(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let url = format!("{}{ROUTES_STREAM_PATH}", paas.trim_end_matches('/'));
-    let mut backoff = BACKOFF_MIN;
+    let delays = || {
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_MIN)
+            .with_max_delay(BACKOFF_MAX)
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = delays();
     let mut failures: u32 = 0;
     loop {
         let mut got_snapshot = false;
@@ -57,9 +65,10 @@ pub async fn follow(
             .route_stream_connected
             .store(false, Ordering::Relaxed);
         if got_snapshot {
-            backoff = BACKOFF_MIN;
+            backoff = delays();
             failures = 0;
         }
+        let retry_in = backoff.next().unwrap_or(BACKOFF_MAX);
         let e = match result {
             Ok(()) => StreamError::Closed { url: url.clone() },
             Err(e) => e,
@@ -67,15 +76,14 @@ pub async fn follow(
         failures += 1;
         // Warn on the first failure and then every 20th, not on every retry.
         if failures % 20 == 1 {
-            tracing::warn!(error = %e, retry_in = ?backoff, failures, "route stream lost; serving the last table");
+            tracing::warn!(error = %e, ?retry_in, failures, "route stream lost; serving the last table");
         } else {
-            tracing::debug!(error = %e, retry_in = ?backoff, "route stream still down");
+            tracing::debug!(error = %e, ?retry_in, "route stream still down");
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(retry_in) => {}
             _ = shutdown.changed() => return,
         }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 

@@ -257,7 +257,7 @@ async fn login(
     Form(form): Form<LoginForm>,
 ) -> Response {
     let expected = session::cookie(&headers, session::LOGIN_COOKIE);
-    if !expected.is_some_and(|c| session::equal(&c, &form.csrf)) {
+    if !expected.is_some_and(|c| drove_proto::auth::same_secret(&c, &form.csrf)) {
         return login_form(
             &paas,
             Some("The login form expired or came from elsewhere; try again."),
@@ -266,7 +266,7 @@ async fn login(
     }
     // The admin token is never locked out: nobody guesses 32 random bytes, and whoever holds
     // it must always get in (a task on the same host may spend a client's whole budget).
-    if !session::equal(&form.secret, &paas.tokens.admin) {
+    if !drove_proto::auth::same_secret(&form.secret, &paas.tokens.admin) {
         let client = session::client_of(peer.ip());
         if !paas.admin.sessions.reserve(client) {
             return login_form(
@@ -279,7 +279,7 @@ async fn login(
             .args
             .admin_password
             .as_deref()
-            .is_some_and(|p| !p.is_empty() && session::equal(&form.secret, p));
+            .is_some_and(|p| !p.is_empty() && drove_proto::auth::same_secret(&form.secret, p));
         if !by_password {
             paas.metrics.request(false);
             tracing::warn!(%client, "dashboard: a failed login");

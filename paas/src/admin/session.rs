@@ -16,8 +16,8 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
+use drove_proto::auth::same_secret;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::Paas;
 
@@ -72,11 +72,6 @@ pub fn client_of(ip: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         v4 => v4,
     }
-}
-
-/// Constant-time equality that does not give away the length either.
-pub fn equal(a: &str, b: &str) -> bool {
-    bool::from(Sha256::digest(a.as_bytes()).ct_eq(&Sha256::digest(b.as_bytes())))
 }
 
 impl Sessions {
@@ -299,7 +294,7 @@ pub async fn require(State(paas): State<Arc<Paas>>, req: Request, next: Next) ->
             Ok(b) => b,
             Err(_) => return refused(StatusCode::PAYLOAD_TOO_LARGE, "form too large"),
         };
-        let ok = form_field(&bytes, "csrf").is_some_and(|t| equal(&t, &session.csrf));
+        let ok = form_field(&bytes, "csrf").is_some_and(|t| same_secret(&t, &session.csrf));
         if !ok {
             tracing::warn!(path = %parts.uri.path(), "dashboard: bad or missing CSRF token");
             return refused(
@@ -358,7 +353,7 @@ mod tests {
         s.set_flash(&key, true, "done".into());
         assert_eq!(s.take_flash(&key), Some((true, "done".into())));
         assert_eq!(s.take_flash(&key), None);
-        assert!(equal("a", "a") && !equal("a", "ab"));
+        assert!(same_secret("a", "a") && !same_secret("a", "ab"));
     }
 
     #[test]

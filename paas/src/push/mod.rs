@@ -41,6 +41,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use drove_proto::auth::{same_secret, Credential};
+
 use crate::api::error;
 use crate::app::{normalize_id, route_name};
 use crate::store::Op;
@@ -401,24 +403,13 @@ pub async fn webhook_rotate(State(paas): State<Arc<Paas>>, Path(name): Path<Stri
     webhook_show(State(paas), Path(name)).await
 }
 
+/// The password of an HTTP basic `Authorization` (git asks for it; the user name is free).
 fn basic_password(headers: &HeaderMap) -> Option<String> {
-    use base64::Engine;
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let b64 = v.trim().strip_prefix("Basic ")?;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    Some(
-        text.split_once(':')
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_default(),
-    )
-}
-
-fn equal(a: &str, b: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    match Credential::parse(v)? {
+        Credential::Basic { password, .. } => Some(password),
+        Credential::Bearer(_) => None,
+    }
 }
 
 /// `/git/{repo}/{*rest}`: git's smart HTTP, for the app's deploy token or the admin token.
@@ -435,7 +426,7 @@ pub async fn git(
         return (StatusCode::NOT_FOUND, "no such repository\n").into_response();
     };
     let authorized = basic_password(req.headers())
-        .is_some_and(|p| equal(&p, &app.deploy_token) || equal(&p, &paas.tokens.admin));
+        .is_some_and(|p| same_secret(&p, &app.deploy_token) || same_secret(&p, &paas.tokens.admin));
     if !authorized {
         return (
             StatusCode::UNAUTHORIZED,
@@ -542,12 +533,15 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = headers
+    let token = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if paas.push.redeem(token).as_deref() != Some(name.as_str()) {
+        .and_then(Credential::parse)
+    {
+        Some(Credential::Bearer(t)) => t,
+        _ => String::new(),
+    };
+    if paas.push.redeem(&token).as_deref() != Some(name.as_str()) {
         return (StatusCode::UNAUTHORIZED, "not a push token for this app\n").into_response();
     }
     let mut req: Receive = match serde_json::from_slice(&body) {
