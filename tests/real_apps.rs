@@ -71,8 +71,10 @@ async fn a_crash_at_start_shows_what_the_app_said() {
                      "instances": 1, "cpus": 0.1, "mem": 64,
                      "backoffSeconds": 0.5, "backoffFactor": 1.0});
     d.create(app).await;
+    // Its row says it is failing and why (the first failures may be recorded before the
+    // instance's stderr is read: wait for the line that has both).
     let line = eventually(
-        "looping failing in drove apps",
+        "looping failing in drove apps, with what it said",
         Duration::from_secs(30),
         || {
             let target = target.clone();
@@ -80,6 +82,7 @@ async fn a_crash_at_start_shows_what_the_app_said() {
                 let (ok, out) = cli(&target, &["apps"]).await;
                 out.lines()
                     .find(|l| ok && l.starts_with("/looping") && l.contains("failing"))
+                    .filter(|l| l.contains(said))
                     .map(str::to_string)
             }
         },

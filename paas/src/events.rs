@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use crate::app::AppDefinition;
-use crate::state::{timestamp, Deployment, Instance};
+use crate::state::{timestamp, Action, Deployment, Instance};
 
 #[derive(Clone)]
 pub struct Events {
@@ -75,7 +75,7 @@ fn plan(d: &Deployment, app_id: &str) -> Value {
            "original": {"id": "/", "apps": d.previous.iter().map(|p| p.to_json()).collect::<Vec<_>>()}})
 }
 
-pub fn deployment_info(d: &Deployment, def: &AppDefinition, action: &str) -> Value {
+pub fn deployment_info(d: &Deployment, def: &AppDefinition, action: Action) -> Value {
     let mut p = plan(d, &def.id);
     p["target"] = json!({"id": "/", "apps": [def.to_json()]});
     json!({"eventType": "deployment_info", "plan": p,

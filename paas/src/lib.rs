@@ -9,6 +9,8 @@
 //! - [`task`]: the Mesos task an instance runs as;
 //! - [`store`]: SQLite persistence; [`events`]: Marathon's event bus;
 //! - [`admin`]: the admin dashboard at `/admin`;
+//! - [`ops`]: the service layer, every change for every caller, behind the write gate;
+//! - [`http_error`]: Marathon's error shapes for ops' errors;
 //! - [`api`]: the HTTP API (`/v2`, `/v1` routes for routers, `/ping`, `/metrics`) and its
 //!   access rules; [`tokens`]: the admin and router tokens.
 #![forbid(unsafe_code)]
@@ -17,6 +19,8 @@ pub mod admin;
 pub mod api;
 pub mod app;
 pub mod events;
+pub mod http_error;
+pub mod ops;
 pub mod placement;
 pub mod push;
 pub mod scaler;
@@ -203,9 +207,10 @@ pub struct Paas {
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
     pub shutdown: CancellationToken,
     agents: Mutex<Option<AgentsReading>>,
-    /// Held by every API change from its checks through its store write to its install, so
-    /// changes reach the disk and the state in the same order and never interleave.
-    pub writes: tokio::sync::Mutex<()>,
+    /// The write gate: held (as an [`ops::Tx`], from [`Paas::begin`]) by every change from its
+    /// checks through its store write to its install, so changes reach the disk and the state
+    /// in the same order and never interleave.
+    writes: tokio::sync::Mutex<()>,
     /// Why the PaaS stopped on its own, if it did.
     pub fatal: Mutex<Option<String>>,
 }

@@ -16,10 +16,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::apps::app_json;
-use super::{error, wants};
+use super::wants;
+use crate::http_error::{error, ApiError};
+use crate::ops;
 use crate::placement::Reject;
-use crate::state::{new_rt, timestamp, AppRt};
-use crate::store::Op;
+use crate::state::{timestamp, AppRt};
 use crate::Paas;
 
 fn deployment_json(a: &AppRt) -> Option<Value> {
@@ -70,74 +71,14 @@ pub async fn delete(
     State(paas): State<Arc<Paas>>,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Response {
+) -> Result<Response, ApiError> {
     let force = super::apps::flag(&super::apps::query(&raw), "force");
-    let _gate = paas.writes.lock().await;
-    let found = {
-        let mut s = paas.lock();
-        let app = s
-            .apps
-            .values_mut()
-            .find(|a| a.deployment.as_ref().is_some_and(|d| d.id == id));
-        match app {
-            None => None,
-            Some(a) if force => {
-                a.deployment = None;
-                Some(None)
-            }
-            Some(a) => a.deployment.clone().map(|d| Some((a.def.clone(), d))),
-        }
-    };
-    let Some(rollback) = found else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("DeploymentPlan {id} does not exist"),
-        );
-    };
-    let Some((current, deployment)) = rollback else {
-        return StatusCode::ACCEPTED.into_response();
-    };
-    let version = timestamp();
-    let result = match (deployment.previous, deployment.previous_versions) {
-        // The deployment created the app: rolling back removes it.
-        (None, _) if deployment.action == "StartApplication" => {
-            let mut rt = new_rt(
-                current.clone(),
-                version.clone(),
-                version.clone(),
-                version.clone(),
-            );
-            rt.deleting = true;
-            paas.store
-                .write(Op::DeleteApp(current.id.clone()))
-                .await
-                .map(|_| rt)
-        }
-        (None, _) => {
-            return error(
-                StatusCode::CONFLICT,
-                format!("DeploymentPlan {id} was resumed after a restart and has no earlier version to roll back to; use ?force=true to stop tracking it"),
-            )
-        }
-        (Some(prev), versions) => {
-            let (config, scaling) =
-                versions.unwrap_or_else(|| (version.clone(), version.clone()));
-            let rt = new_rt(prev, version.clone(), config, scaling);
-            paas.store.write(Op::PutApp(rt.stored())).await.map(|_| rt)
-        }
-    };
-    let rt = match result {
-        Ok(rt) => rt,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    };
-    let action = if rt.deleting {
-        "StopApplication"
-    } else {
-        "RestartApplication"
-    };
-    let deployment = paas.lock().install(rt, action, Some(current));
-    paas.kick.notify_one();
-    Json(json!({"deploymentId": deployment, "version": version})).into_response()
+    let tx = paas.begin().await;
+    if force {
+        ops::deployments::forget(&tx, &id)?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    Ok(Json(ops::deployments::rollback(&tx, &id).await?).into_response())
 }
 
 /// Apps waiting for launches, with why: the backoff delay and what the last offers lacked.

@@ -22,13 +22,12 @@ use axum::{Json, Router};
 use drove_proto::routing::{ROUTES_STREAM_PATH, STATS_PATH};
 use serde_json::{json, Value};
 
+use crate::http_error::error;
 use crate::tokens::Caller;
 use crate::Paas;
 
 /// Bodies larger than this are refused (413).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
-/// The largest push (a git pack) accepted.
-pub const PUSH_MAX_BODY: usize = 512 * 1024 * 1024;
 
 /// The API and, beside it, the dashboard (which calls the API in-process).
 pub fn router(paas: Arc<Paas>) -> Router {
@@ -106,7 +105,7 @@ fn routes(paas: Arc<Paas>) -> Router {
                     "/git/{repo}/{*rest}",
                     get(crate::push::git).post(crate::push::git),
                 )
-                .layer(axum::extract::DefaultBodyLimit::max(PUSH_MAX_BODY))
+                .layer(axum::extract::DefaultBodyLimit::max(crate::push::MAX_PACK))
                 .route("/v1/push/apps/{app}/receive", post(crate::push::receive))
                 .route("/v1/artifacts/{name}", get(crate::push::artifacts::serve))
                 .route(
@@ -194,11 +193,6 @@ async fn same_origin_json(req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
-}
-
-/// Marathon's plain error: `{"message": ...}`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"message": message.into()}))).into_response()
 }
 
 async fn not_found() -> Response {

@@ -43,8 +43,8 @@ use serde_json::json;
 
 use drove_proto::auth::{same_secret, Credential};
 
-use crate::api::error;
 use crate::app::{normalize_id, route_name};
+use crate::http_error::{error, ApiError};
 use crate::store::Op;
 use crate::Paas;
 use descriptor::Descriptor;
@@ -146,6 +146,8 @@ const TOKEN_TTL: Duration = Duration::from_secs(3600);
 /// The most a pushed app's repository may hold (its objects, side branches included); a push
 /// to a repository past it is refused until branches are deleted.
 pub const REPO_QUOTA: u64 = 2 << 30;
+/// The largest push (a git pack) accepted.
+pub const MAX_PACK: usize = 512 * 1024 * 1024;
 
 /// The most refs one push may update (each is looked at).
 pub const MAX_UPDATES: usize = 100;
@@ -258,7 +260,7 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
             "name: longer than a DNS label (63)",
         );
     };
-    let _gate = paas.writes.lock().await;
+    let _tx = paas.begin().await;
     if paas.push.app(&name).is_some() || paas.lock().apps.contains_key(&id) {
         return error(
             StatusCode::CONFLICT,
@@ -351,10 +353,9 @@ pub async fn destroy(State(paas): State<Arc<Paas>>, Path(name): Path<String>) ->
     let id = format!("/{name}");
     let exists = paas.lock().apps.get(&id).is_some_and(|a| !a.deleting);
     if exists {
-        let _gate = paas.writes.lock().await;
-        let r = crate::api::apps::delete_app(&paas, &id, true).await;
-        if !r.status().is_success() {
-            return r;
+        let tx = paas.begin().await;
+        if let Err(e) = crate::ops::apps::delete(&tx, &id, true).await {
+            return ApiError(e).into_response();
         }
     }
     if let Err(e) = paas.store.write(Op::DeletePushApp(name.clone())).await {
@@ -387,7 +388,7 @@ pub async fn webhook_show(State(paas): State<Arc<Paas>>, Path(name): Path<String
 
 pub async fn webhook_rotate(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
     // Written first, then used: a secret the store refused is never the one in force.
-    let _gate = paas.writes.lock().await;
+    let _tx = paas.begin().await;
     let Some(mut app) = paas.push.app(&name) else {
         return error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}"));
     };
@@ -399,7 +400,7 @@ pub async fn webhook_rotate(State(paas): State<Arc<Paas>>, Path(name): Path<Stri
     if let Some(a) = locked(&paas.push.apps).get_mut(&name) {
         a.webhook_secret = app.webhook_secret;
     }
-    drop(_gate);
+    drop(_tx);
     webhook_show(State(paas), Path(name)).await
 }
 
@@ -474,7 +475,7 @@ pub async fn git(
             headers: &parts.headers,
             remote_user: name,
             env,
-            max_pack: crate::api::PUSH_MAX_BODY as u64,
+            max_pack: MAX_PACK as u64,
             hold,
         },
         body,

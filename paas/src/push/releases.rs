@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 use super::descriptor::Descriptor;
 use super::relay::Relay;
 use super::{locked, Deploying};
-use crate::api::error;
 use crate::app::AppDefinition;
+use crate::http_error::error;
 use crate::store::Op;
 use crate::Paas;
 
@@ -217,30 +217,11 @@ pub async fn release(
     let mut record = record_of(number, &input, "deploying");
     let want = def.instances;
     let deployment = {
-        let _gate = paas.writes.lock().await;
-        let previous = paas
-            .lock()
-            .apps
-            .get(&id)
-            .filter(|a| !a.deleting)
-            .map(|a| a.def.clone());
-        let action = if previous.is_some() {
-            "RestartApplication"
-        } else {
-            "StartApplication"
-        };
-        let version = crate::state::timestamp();
-        crate::api::apps::install_definition(
-            paas,
-            def,
-            previous,
-            action,
-            version.clone(),
-            version.clone(),
-            version,
-        )
-        .await
-        .map_err(|e| e.to_string())?
+        let tx = paas.begin().await;
+        crate::ops::apps::release(&tx, def)
+            .await
+            .map_err(|e| e.to_string())?
+            .deployment_id
     };
     note(
         out,
@@ -286,12 +267,16 @@ pub async fn release(
                 format!("-----> v{number} failed, rolling back: {why}"),
             )
             .await;
-            let _ = crate::api::deployments::delete(
-                State(paas.clone()),
-                Path(deployment.clone()),
-                RawQuery(None),
-            )
-            .await;
+            let rolled_back = {
+                let tx = paas.begin().await;
+                crate::ops::deployments::rollback(&tx, &deployment).await
+            };
+            if let Err(e) = rolled_back {
+                // The deployment is still there (or already replaced): say so rather than
+                // claim the previous release is back.
+                tracing::warn!(app = %name, %deployment, error = %e, "rolling back failed");
+                note(out, &mut record, format!("-----> rolling back failed: {e}")).await;
+            }
             record.status = "failed".into();
             store_release(paas, name, &record);
             return Err(format!("v{number} did not become healthy: {why}"));

@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use super::{Receive, ZERO};
-use crate::api::error;
+use crate::http_error::error;
 use crate::Paas;
 
 /// GitHub's own limit on a payload.

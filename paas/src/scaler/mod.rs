@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 pub use settings::Scaling;
 
 use crate::app::AppDefinition;
-use crate::state::timestamp;
-use crate::store::{Journal, Op, Store};
+use crate::state::{timestamp, Action};
+use crate::store::{Journal, Store};
 use crate::Paas;
 
 /// How often the scaler looks.
@@ -378,7 +378,7 @@ async fn rescale(
     edit: impl FnOnce(&mut AppDefinition) -> Result<bool, ScaleError>,
     installed: impl FnOnce(&mut crate::state::State),
 ) -> Result<bool, ScaleError> {
-    let _gate = paas.writes.lock().await;
+    let tx = paas.begin().await;
     let (def, config) = {
         let s = paas.lock();
         let Some(a) = s.apps.get(app_id).filter(|a| !a.deleting) else {
@@ -393,24 +393,18 @@ async fn rescale(
     }
     let to = def.instances;
     let version = timestamp();
-    let rt = crate::state::new_rt(def.clone(), version.clone(), config, version);
-    paas.store
-        .write(Op::PutApp(rt.stored()))
-        .await
-        .map_err(|e| ScaleError::Store(e.to_string()))?;
-    let decision = paas
-        .scaler
-        .record(app_id, previous.instances, to, reason, by);
-    {
-        let mut s = paas.lock();
-        s.install(rt, "ScaleApplication", Some(previous));
-        installed(&mut s);
+    let rt = crate::state::new_rt(def, version.clone(), config, version);
+    let from = previous.instances;
+    tx.install(rt, Action::ScaleApplication, Some(previous), |s| {
+        let decision = paas.scaler.record(app_id, from, to, reason, by);
+        installed(s);
         s.events.publish(crate::events::scheduler(
             "drove_scaling_decision_event",
             decision,
         ));
-    }
-    paas.kick.notify_one();
+    })
+    .await
+    .map_err(|e| ScaleError::Store(e.to_string()))?;
     tracing::info!(app = %app_id, to, %reason, %by, "scaled");
     Ok(true)
 }
@@ -471,7 +465,7 @@ pub async fn step(paas: &Arc<Paas>) {
                 let deploying = a
                     .deployment
                     .as_ref()
-                    .is_some_and(|d| d.action != "ScaleApplication");
+                    .is_some_and(|d| d.action != Action::ScaleApplication);
                 let mut tasks: Vec<String> = s
                     .instances_of(&a.def.id)
                     .filter(|i| !i.killing)

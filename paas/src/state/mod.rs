@@ -119,12 +119,21 @@ pub struct OfferStats {
     pub last_unused: VecDeque<Value>,
 }
 
+/// What a deployment does, in Marathon's words (its plans' `action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Action {
+    StartApplication,
+    RestartApplication,
+    ScaleApplication,
+    StopApplication,
+}
+
 /// A change being rolled out.
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub id: String,
     pub version: String,
-    pub action: &'static str,
+    pub action: Action,
     /// The app before the change (None: the app did not exist), for rollback.
     pub previous: Option<AppDefinition>,
     /// Its config and scaling versions then: a rollback restores them, so the instances that
@@ -287,7 +296,7 @@ impl State {
         }
         // Deployments are not stored: an app caught mid-change gets one again, so tools that
         // watch `/v2/deployments` see it finish (or not).
-        let unsettled: Vec<(String, &'static str)> = self
+        let unsettled: Vec<(String, Action)> = self
             .apps
             .values()
             .filter_map(|a| {
@@ -296,9 +305,9 @@ impl State {
                     .iter()
                     .any(|i| i.config_version != a.config_version || i.killing)
                 {
-                    Some((a.def.id.clone(), "RestartApplication"))
+                    Some((a.def.id.clone(), Action::RestartApplication))
                 } else if mine.len() != a.def.instances as usize {
-                    Some((a.def.id.clone(), "ScaleApplication"))
+                    Some((a.def.id.clone(), Action::ScaleApplication))
                 } else {
                     None
                 }
@@ -371,7 +380,7 @@ impl State {
     pub fn install(
         &mut self,
         rt_new: AppRt,
-        action: &'static str,
+        action: Action,
         previous: Option<AppDefinition>,
     ) -> String {
         let id = uuid::Uuid::new_v4().to_string();

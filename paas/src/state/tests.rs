@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use drove_proto::mesos::TaskState;
 
-use super::{new_rt, Instance, State};
+use super::{new_rt, Action, Instance, State};
 use crate::app::AppDefinition;
 use crate::events::Events;
 use crate::store::Store;
@@ -69,7 +69,7 @@ async fn deploying(n: u32, min: f64, max: f64) -> (State, tempfile::TempDir) {
     let (mut s, dir) = state().await;
     s.install(
         new_rt(def(n, min, max, "1"), "c1".into(), "c1".into(), "c1".into()),
-        "StartApplication",
+        Action::StartApplication,
         None,
     );
     for _ in 0..n {
@@ -79,7 +79,7 @@ async fn deploying(n: u32, min: f64, max: f64) -> (State, tempfile::TempDir) {
     assert!(s.apps["/web"].deployment.is_none(), "c1 settled");
     s.install(
         new_rt(def(n, min, max, "2"), "c2".into(), "c2".into(), "c2".into()),
-        "RestartApplication",
+        Action::RestartApplication,
         Some(def(n, min, max, "1")),
     );
     (s, dir)
@@ -151,7 +151,7 @@ async fn a_new_config_drops_the_old_backoff() {
     }
     s.install(
         new_rt(def(1, 1.0, 1.0, "3"), "c3".into(), "c3".into(), "c3".into()),
-        "RestartApplication",
+        Action::RestartApplication,
         None,
     );
     s.plan(Instant::now());
@@ -180,7 +180,7 @@ async fn a_wake_prefers_an_agent_the_app_ran_on() {
     let d = def(1, 1.0, 1.0, "v1");
     s.install(
         new_rt(d.clone(), "v1".into(), "v1".into(), "v1".into()),
-        "StartApplication",
+        Action::StartApplication,
         None,
     );
     s.plan(Instant::now());
@@ -194,13 +194,13 @@ async fn a_wake_prefers_an_agent_the_app_ran_on() {
     zero.instances = 0;
     s.install(
         new_rt(zero, "v2".into(), "v1".into(), "v2".into()),
-        "ScaleApplication",
+        Action::ScaleApplication,
         None,
     );
     s.plan(Instant::now());
     s.install(
         new_rt(d, "v3".into(), "v1".into(), "v3".into()),
-        "ScaleApplication",
+        Action::ScaleApplication,
         None,
     );
     s.plan(Instant::now());
