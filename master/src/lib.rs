@@ -200,6 +200,7 @@ impl Shared {
 
 /// Builds the master's HTTP router.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let registry = Arc::new(read_api::metrics_registry(Arc::downgrade(&shared)));
     Router::new()
         .route("/api/v1/scheduler", post(scheduler_api::scheduler))
         .route("/master/api/v1/scheduler", post(scheduler_api::scheduler))
@@ -219,7 +220,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .route("/state.json", get(read_api::state))
                 .route("/master/state", get(read_api::state))
                 .route("/master/state.json", get(read_api::state))
-                .route("/metrics", get(read_api::metrics))
+                .route("/metrics", get(move || read_api::metrics(registry.clone())))
                 .route_layer(axum::middleware::from_fn_with_state(
                     shared.clone(),
                     auth::only_readers,

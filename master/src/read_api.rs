@@ -1,15 +1,16 @@
 //! Read-only endpoints: `/version`, `/master/state` (Mesos shape), `/health` (503 naming the
 //! store while it cannot persist changes), `/metrics`.
 
-use std::fmt::Write;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use drove_proto::mesos::TaskState;
+use drove_proto::metrics::{self, Collector, DescriptorEncoder, Label, Registry, Scrape};
 use drove_proto::Resources;
 use serde_json::{json, Value};
 
@@ -282,109 +283,123 @@ pub fn state_json(c: &Cluster, pid: &str) -> Value {
     })
 }
 
-pub async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let c = shared.lock();
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: f64| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    let count =
-        |s: fn(&AgentStatus) -> bool| c.agents.values().filter(|a| s(&a.status)).count() as f64;
-    gauge(
-        "drove_master_agents_active",
-        "Registered, reachable agents.",
-        count(|s| *s == AgentStatus::Active),
-    );
-    gauge(
-        "drove_master_agents_unreachable",
-        "Agents declared unreachable.",
-        count(|s| matches!(s, AgentStatus::Unreachable { .. })),
-    );
-    gauge(
-        "drove_master_agents_recovering",
-        "Agents expected to re-register after a master restart.",
-        count(|s| matches!(s, AgentStatus::Recovering { .. })),
-    );
-    gauge(
-        "drove_master_frameworks_connected",
-        "Frameworks with an open subscription.",
-        c.frameworks.values().filter(|f| f.conn.is_some()).count() as f64,
-    );
-    gauge(
-        "drove_master_frameworks_disconnected",
-        "Frameworks within their failover timeout.",
-        c.frameworks.values().filter(|f| f.conn.is_none()).count() as f64,
-    );
-    gauge(
-        "drove_master_offers_outstanding",
-        "Offers sent and not yet answered.",
-        c.offers.len() as f64,
-    );
-    gauge(
-        "drove_master_store_failed",
-        "1 while writing to the store keeps failing (state-changing calls are refused).",
-        if shared.store.failed() { 1.0 } else { 0.0 },
-    );
-    gauge(
-        "drove_master_store_pending_ops",
-        "Changes queued for the store, not yet committed.",
-        shared.store.pending() as f64,
-    );
-    gauge(
-        "drove_master_allocation_last_seconds",
-        "Duration of the last allocation cycle.",
-        c.counters.last_allocation_secs,
-    );
-    let mut by_state: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    for f in c.frameworks.values() {
-        for t in f.tasks.values() {
-            *by_state.entry(t.state.as_str()).or_default() += 1;
+/// `/metrics`: the master's figures, read from the cluster at each scrape.
+pub fn metrics_registry(shared: Weak<Shared>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(MasterMetrics(shared)));
+    registry
+}
+
+pub async fn metrics(registry: Arc<Registry>) -> Response {
+    match metrics::encode(&registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Reads the cluster when scraped (a weak reference: the registry lives beside `Shared`).
+struct MasterMetrics(Weak<Shared>);
+
+impl std::fmt::Debug for MasterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterMetrics")
+    }
+}
+
+impl Collector for MasterMetrics {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(shared) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let mut m = Scrape::new(encoder);
+        let c = shared.lock();
+        let count =
+            |s: fn(&AgentStatus) -> bool| c.agents.values().filter(|a| s(&a.status)).count() as i64;
+        m.gauge(
+            "drove_master_agents_active",
+            "Registered, reachable agents.",
+            count(|s| *s == AgentStatus::Active),
+        )?;
+        m.gauge(
+            "drove_master_agents_unreachable",
+            "Agents declared unreachable.",
+            count(|s| matches!(s, AgentStatus::Unreachable { .. })),
+        )?;
+        m.gauge(
+            "drove_master_agents_recovering",
+            "Agents expected to re-register after a master restart.",
+            count(|s| matches!(s, AgentStatus::Recovering { .. })),
+        )?;
+        m.gauge(
+            "drove_master_frameworks_connected",
+            "Frameworks with an open subscription.",
+            c.frameworks.values().filter(|f| f.conn.is_some()).count() as i64,
+        )?;
+        m.gauge(
+            "drove_master_frameworks_disconnected",
+            "Frameworks within their failover timeout.",
+            c.frameworks.values().filter(|f| f.conn.is_none()).count() as i64,
+        )?;
+        m.gauge(
+            "drove_master_offers_outstanding",
+            "Offers sent and not yet answered.",
+            c.offers.len() as i64,
+        )?;
+        m.gauge(
+            "drove_master_store_failed",
+            "1 while writing to the store keeps failing (state-changing calls are refused).",
+            i64::from(shared.store.failed()),
+        )?;
+        m.gauge(
+            "drove_master_store_pending_ops",
+            "Changes queued for the store, not yet committed.",
+            shared.store.pending() as i64,
+        )?;
+        m.gauge(
+            "drove_master_allocation_last_seconds",
+            "Duration of the last allocation cycle.",
+            c.counters.last_allocation_secs,
+        )?;
+        let mut by_state: BTreeMap<&str, i64> = BTreeMap::new();
+        for f in c.frameworks.values() {
+            for t in f.tasks.values() {
+                *by_state.entry(t.state.as_str()).or_default() += 1;
+            }
         }
-    }
-    let _ = writeln!(out, "# HELP drove_master_tasks Tasks the master tracks, by state.\n# TYPE drove_master_tasks gauge");
-    for (state, n) in by_state {
-        let _ = writeln!(out, "drove_master_tasks{{state=\"{state}\"}} {n}");
-    }
-    let _ = writeln!(out, "# HELP drove_master_calls_total Scheduler calls received, by type.\n# TYPE drove_master_calls_total counter");
-    let mut calls: Vec<_> = c.counters.calls.iter().collect();
-    calls.sort();
-    for (name, n) in calls {
-        let _ = writeln!(out, "drove_master_calls_total{{type=\"{name}\"}} {n}");
-    }
-    for (name, help, v) in [
-        (
-            "drove_master_events_sent_total",
+        m.gauges(
+            "drove_master_tasks",
+            "Tasks the master tracks, by state.",
+            by_state
+                .into_iter()
+                .map(|(state, n)| (vec![("state", Label(state))], n)),
+        )?;
+        let calls: BTreeMap<&str, u64> = c.counters.calls.iter().map(|(k, v)| (*k, *v)).collect();
+        m.counters(
+            "drove_master_calls",
+            "Scheduler calls received, by type.",
+            calls
+                .into_iter()
+                .map(|(name, n)| (vec![("type", Label(name))], n)),
+        )?;
+        m.counter(
+            "drove_master_events_sent",
             "Events sent to frameworks (heartbeats excluded).",
             c.counters.events_sent,
-        ),
-        (
-            "drove_master_offers_total",
+        )?;
+        m.counter(
+            "drove_master_offers",
             "Offers made.",
             c.counters.offers_made,
-        ),
-        (
-            "drove_master_tasks_launched_total",
+        )?;
+        m.counter(
+            "drove_master_tasks_launched",
             "Tasks sent to agents.",
             c.counters.tasks_launched,
-        ),
-        (
-            "drove_master_allocation_runs_total",
+        )?;
+        m.counter(
+            "drove_master_allocation_runs",
             "Allocation cycles run.",
             c.counters.allocation_runs,
-        ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-        );
+        )
     }
-    let mut resp = out.into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    resp
 }

@@ -8,6 +8,8 @@
 //! - [`recordio`]: the RecordIO framing of the scheduler event stream.
 //! - [`routing`]: the router <-> PaaS contract (route stream, wake and stats bodies and paths),
 //!   documented in ARCHITECTURE.md.
+//! - [`metrics`]: how every component answers `/metrics` (prometheus-client, a collector
+//!   over live state).
 //! - [`output`]: what tasks write, as people read it (escapes stripped, bounded).
 //! - [`secret`]: how every component takes a secret (a file or the environment, never argv).
 //! - [`state_dir`]: state directories only root reads (0700, files 0600).
@@ -20,6 +22,7 @@ pub mod agent;
 pub mod auth;
 pub mod json;
 pub mod mesos;
+pub mod metrics;
 pub mod output;
 pub mod recordio;
 pub mod resources;

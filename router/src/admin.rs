@@ -10,14 +10,16 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use drove_proto::metrics::{self, Registry};
 
 use crate::routes::Table;
-use crate::stats::{prometheus, RouterCounters};
+use crate::stats::RouterCounters;
 
 #[derive(Clone)]
 struct AdminState {
     table: Arc<ArcSwap<Table>>,
     global: Arc<RouterCounters>,
+    registry: Arc<Registry>,
     metrics_token: Option<Arc<str>>,
 }
 
@@ -30,6 +32,7 @@ pub fn app(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(AdminState {
+            registry: Arc::new(crate::metrics::registry(table.clone(), global.clone())),
             table,
             global,
             metrics_token: metrics_token.map(Arc::from),
@@ -58,11 +61,10 @@ async fn metrics(State(s): State<AdminState>, headers: HeaderMap) -> Response {
                 .into_response();
         }
     }
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        prometheus(&s.table.load(), &s.global),
-    )
-        .into_response()
+    match metrics::encode(&s.registry) {
+        Ok(text) => ([(CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 pub async fn serve(

@@ -14,6 +14,7 @@
 mod admin;
 mod args;
 mod balance;
+mod metrics;
 mod proxy;
 mod route_stream;
 pub mod routes;

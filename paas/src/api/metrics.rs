@@ -1,15 +1,12 @@
-//! `GET /metrics`: Prometheus text, through prometheus-client.
+//! `GET /metrics`: OpenMetrics text, through prometheus-client (see [`drove_proto::metrics`]).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
-use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::text::encode;
+use drove_proto::metrics::{self, Collector, DescriptorEncoder, Registry, Scrape};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 use crate::Paas;
 
@@ -30,112 +27,95 @@ impl Metrics {
     }
 }
 
-fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
-    let g: Gauge<i64, std::sync::atomic::AtomicI64> = Gauge::default();
-    g.set(i64::try_from(value).unwrap_or(i64::MAX));
-    registry.register(name, help, g);
+/// The registry `/metrics` serves, built once; its collector reads the PaaS at each scrape
+/// (a weak reference: the registry lives in the PaaS's router).
+pub fn registry(paas: Weak<Paas>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(PaasMetrics(paas)));
+    registry
 }
 
-fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
-    let c: Counter<u64, AtomicU64> = Counter::default();
-    c.inc_by(value);
-    registry.register(name, help, c);
+pub async fn metrics(registry: Arc<Registry>) -> Response {
+    match metrics::encode(&registry) {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
-pub async fn metrics(State(paas): State<Arc<Paas>>) -> Response {
-    let mut registry = Registry::with_prefix("drove_paas");
-    {
+struct PaasMetrics(Weak<Paas>);
+
+impl std::fmt::Debug for PaasMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PaasMetrics")
+    }
+}
+
+impl Collector for PaasMetrics {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let Some(paas) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let mut m = Scrape::new(encoder);
         let s = paas.lock();
-        let c = s.counters.clone();
-        gauge(&mut registry, "apps", "Apps defined", s.apps.len() as u64);
-        gauge(
-            &mut registry,
-            "store_failed",
+        let c = &s.counters;
+        m.gauge("drove_paas_apps", "Apps defined", s.apps.len() as i64)?;
+        m.gauge(
+            "drove_paas_store_failed",
             "1 while the store cannot write (changes are refused)",
-            u64::from(paas.store.failed()),
-        );
-        gauge(
-            &mut registry,
-            "store_pending_ops",
+            i64::from(paas.store.failed()),
+        )?;
+        m.gauge(
+            "drove_paas_store_pending_ops",
             "Changes queued and not yet written",
-            paas.store.pending() as u64,
-        );
-        gauge(
-            &mut registry,
-            "instances",
+            paas.store.pending() as i64,
+        )?;
+        m.gauge(
+            "drove_paas_instances",
             "Instances launched and not ended",
-            s.instances.len() as u64,
-        );
-        gauge(
-            &mut registry,
-            "instances_ready",
+            s.instances.len() as i64,
+        )?;
+        m.gauge(
+            "drove_paas_instances_ready",
             "Instances serving (running and healthy)",
-            s.instances.values().filter(|i| i.ready()).count() as u64,
-        );
-        gauge(
-            &mut registry,
-            "deployments",
+            s.instances.values().filter(|i| i.ready()).count() as i64,
+        )?;
+        m.gauge(
+            "drove_paas_deployments",
             "Deployments in progress",
-            s.apps.values().filter(|a| a.deployment.is_some()).count() as u64,
-        );
-        gauge(
-            &mut registry,
-            "subscribed",
+            s.apps.values().filter(|a| a.deployment.is_some()).count() as i64,
+        )?;
+        m.gauge(
+            "drove_paas_subscribed",
             "1 while subscribed to the master",
-            u64::from(s.subscribed),
-        );
-        counter(&mut registry, "launched", "Instances launched", c.launched);
-        counter(
-            &mut registry,
-            "killed",
-            "Instances killed on purpose",
-            c.killed,
-        );
-        counter(
-            &mut registry,
-            "failed",
+            i64::from(s.subscribed),
+        )?;
+        m.counter("drove_paas_launched", "Instances launched", c.launched)?;
+        m.counter("drove_paas_killed", "Instances killed on purpose", c.killed)?;
+        m.counter(
+            "drove_paas_failed",
             "Instances that ended on their own",
             c.failed,
-        );
-        counter(
-            &mut registry,
-            "offers_used",
-            "Offers accepted",
-            c.offers_used,
-        );
-        counter(
-            &mut registry,
-            "offers_declined",
+        )?;
+        m.counter("drove_paas_offers_used", "Offers accepted", c.offers_used)?;
+        m.counter(
+            "drove_paas_offers_declined",
             "Offers declined",
             c.offers_declined,
-        );
-        counter(
-            &mut registry,
-            "status_updates",
+        )?;
+        m.counter(
+            "drove_paas_status_updates",
             "Status updates received",
             c.updates,
-        );
+        )?;
+        m.counter(
+            "drove_paas_api_requests",
+            "API requests allowed",
+            paas.metrics.allowed.get(),
+        )?;
+        m.counter(
+            "drove_paas_api_refused",
+            "API requests refused (401)",
+            paas.metrics.refused.get(),
+        )
     }
-    registry.register(
-        "api_requests",
-        "API requests allowed",
-        paas.metrics.allowed.clone(),
-    );
-    registry.register(
-        "api_refused",
-        "API requests refused (401)",
-        paas.metrics.refused.clone(),
-    );
-    let mut text = String::new();
-    if let Err(e) = encode(&mut text, &registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
 }

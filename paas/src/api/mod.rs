@@ -36,6 +36,7 @@ pub fn router(paas: Arc<Paas>) -> Router {
 }
 
 fn routes(paas: Arc<Paas>) -> Router {
+    let registry = Arc::new(metrics::registry(Arc::downgrade(&paas)));
     Router::new()
         .route("/v2/apps", get(apps::list).post(apps::create))
         .route(
@@ -58,7 +59,7 @@ fn routes(paas: Arc<Paas>) -> Router {
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
         .route("/ping", get(ping))
-        .route("/metrics", get(metrics::metrics))
+        .route("/metrics", get(move || metrics::metrics(registry.clone())))
         .route(ROUTES_STREAM_PATH, get(routing::stream))
         .route("/v1/apps/{app}/wake", post(routing::wake))
         .route("/v1/apps/{app}/stats", get(routing::app_stats))
