@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use drove_proto::paas::ScalingView;
 use serde_json::{json, Value};
 
 /// Where the PaaS is and how to authenticate.
@@ -392,9 +393,9 @@ async fn logs(
 /// `drove suspend` / `drove resume`.
 async fn suspension(c: &Client, id: &str, suspend: bool) -> anyhow::Result<()> {
     let verb = if suspend { "suspend" } else { "resume" };
-    let Some(route) = drove_paas::app::normalize_id(id)
+    let Some(route) = drove_paas::model::app::normalize_id(id)
         .ok()
-        .and_then(|i| drove_paas::app::route_name(&i))
+        .and_then(|i| drove_paas::model::app::route_name(&i))
     else {
         bail!("{id:?} is not an app id");
     };
@@ -620,16 +621,17 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                     .into_iter()
                     .flatten()
                     .find(|q| q["app"]["id"] == id);
-                let route = drove_paas::app::route_name(id).unwrap_or_default();
-                let scaling = c
+                let route = drove_paas::model::app::route_name(id).unwrap_or_default();
+                let scaling: Option<ScalingView> = c
                     .send(
                         reqwest::Method::GET,
                         &format!("/v1/apps/{route}/scaling"),
                         None,
                     )
                     .await
-                    .unwrap_or(Value::Null);
-                let state = app_state(a, queued, &scaling);
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v).ok());
+                let state = app_state(a, queued, scaling.as_ref());
                 println!(
                     "{:<24} {:>9} {:>8} {:>8}  {:<10} {}",
                     id,

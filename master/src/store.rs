@@ -1,4 +1,4 @@
-//! Durable master state in SQL (SQLite by default), schema in `migrations/master/`.
+//! Durable master state in SQL (SQLite by default), schema in `master/migrations/`.
 //!
 //! Writes never block the master: callers queue a [`StoreOp`] and a single writer task applies
 //! the queue in order, batching whatever has accumulated into one transaction. Reads happen once,
@@ -241,7 +241,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        sqlx::migrate!("../migrations/master")
+        sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {

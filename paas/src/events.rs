@@ -1,17 +1,21 @@
-//! Marathon's event bus: every event is a JSON object with `eventType` and `timestamp`,
-//! broadcast to `/v2/events` subscribers (server-sent events). A subscriber that falls behind
-//! loses the oldest events (and is told with a comment line), never slows the scheduler.
+//! Marathon's event bus: every event is an [`Event`] (tagged `eventType`, with a `timestamp`),
+//! broadcast to `/v2/events` subscribers (server-sent events) and the dashboard's live pages. A
+//! subscriber that falls behind loses the oldest events (and is told with a comment line),
+//! never slows the scheduler.
 
 use drove_proto::mesos::TaskStatus;
-use serde_json::{json, Value};
+pub use drove_proto::paas::Event;
+use drove_proto::paas::{Group, Plan, PlanAction, Step};
 use tokio::sync::broadcast;
 
-use crate::app::AppDefinition;
-use crate::state::{timestamp, Action, Deployment, Instance};
+use crate::model::app::AppDefinition;
+use crate::model::deployment::{Action, Deployment};
+use crate::model::instance::Instance;
+use crate::model::timestamp;
 
 #[derive(Clone)]
 pub struct Events {
-    tx: broadcast::Sender<Value>,
+    tx: broadcast::Sender<Event>,
 }
 
 impl Default for Events {
@@ -26,79 +30,130 @@ impl Events {
         Events { tx }
     }
 
-    pub fn publish(&self, mut event: Value) {
-        if event.get("timestamp").is_none() {
-            event["timestamp"] = json!(timestamp());
-        }
-        tracing::debug!(event = %event["eventType"], "event");
+    pub fn publish(&self, event: Event) {
+        tracing::debug!(event = event.kind(), "event");
         let _ = self.tx.send(event);
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Value> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.tx.subscribe()
     }
 }
 
-pub fn api_post(client_ip: &str, uri: &str, def: &AppDefinition) -> Value {
-    json!({"eventType": "api_post_event", "clientIp": client_ip, "uri": uri,
-           "appDefinition": def.to_json()})
-}
-
-pub fn status_update(i: &Instance, status: &TaskStatus) -> Value {
-    json!({
-        "eventType": "status_update_event",
-        "slaveId": i.agent_id, "taskId": i.task_id, "taskStatus": status.state.as_str(),
-        "message": status.message.clone().unwrap_or_default(), "appId": i.app_id,
-        "host": i.host, "ports": i.ports, "ipAddresses": [], "version": i.version,
-    })
-}
-
-pub fn health_changed(i: &Instance, alive: bool) -> Value {
-    json!({"eventType": "health_status_changed_event", "appId": i.app_id, "taskId": i.task_id,
-           "instanceId": i.task_id, "version": i.version, "alive": alive})
-}
-
-pub fn unhealthy_kill(i: &Instance, reason: &str) -> Value {
-    json!({"eventType": "unhealthy_task_kill_event", "appId": i.app_id, "taskId": i.task_id,
-           "version": i.version, "reason": reason, "host": i.host, "slaveId": i.agent_id})
-}
-
-pub fn instance_changed(i: &Instance, condition: &str) -> Value {
-    json!({"eventType": "instance_changed_event", "instanceId": i.task_id,
-           "condition": condition, "runSpecId": i.app_id, "agentId": i.agent_id, "host": i.host,
-           "runSpecVersion": i.version, "goal": if i.killing { "Decommissioned" } else { "Running" }})
-}
-
-fn plan(d: &Deployment, app_id: &str) -> Value {
-    json!({"id": d.id, "version": d.version,
-           "steps": [{"actions": [{"action": d.action, "app": app_id}]}],
-           "original": {"id": "/", "apps": d.previous.iter().map(|p| p.to_json()).collect::<Vec<_>>()}})
-}
-
-pub fn deployment_info(d: &Deployment, def: &AppDefinition, action: Action) -> Value {
-    let mut p = plan(d, &def.id);
-    p["target"] = json!({"id": "/", "apps": [def.to_json()]});
-    json!({"eventType": "deployment_info", "plan": p,
-           "currentStep": {"actions": [{"action": action, "app": def.id}]}})
-}
-
-pub fn deployment_success(d: &Deployment, app_id: &str) -> Value {
-    json!({"eventType": "deployment_success", "id": d.id, "plan": plan(d, app_id)})
-}
-
-pub fn deployment_failed(d: &Deployment, app_id: &str, reason: &str) -> Value {
-    json!({"eventType": "deployment_failed", "id": d.id, "plan": plan(d, app_id),
-           "reason": reason})
-}
-
-pub fn app_terminated(app_id: &str) -> Value {
-    json!({"eventType": "app_terminated_event", "appId": app_id})
-}
-
-pub fn scheduler(event_type: &str, extra: Value) -> Value {
-    let mut v = json!({"eventType": event_type});
-    if let (Value::Object(v), Value::Object(e)) = (&mut v, extra) {
-        v.extend(e);
+pub fn api_post(client_ip: &str, uri: &str, def: &AppDefinition) -> Event {
+    Event::ApiPost {
+        client_ip: client_ip.to_string(),
+        uri: uri.to_string(),
+        app_definition: def.to_json(),
+        timestamp: timestamp(),
     }
-    v
+}
+
+pub fn status_update(i: &Instance, status: &TaskStatus) -> Event {
+    Event::StatusUpdate {
+        slave_id: i.agent_id.clone(),
+        task_id: i.task_id.clone(),
+        task_status: status.state.as_str().to_string(),
+        message: status.message.clone().unwrap_or_default(),
+        app_id: i.app_id.clone(),
+        host: i.host.clone(),
+        ports: i.ports.clone(),
+        ip_addresses: Vec::new(),
+        version: i.version.clone(),
+        timestamp: timestamp(),
+    }
+}
+
+pub fn health_changed(i: &Instance, alive: bool) -> Event {
+    Event::HealthStatusChanged {
+        app_id: i.app_id.clone(),
+        task_id: i.task_id.clone(),
+        instance_id: i.task_id.clone(),
+        version: i.version.clone(),
+        alive,
+        timestamp: timestamp(),
+    }
+}
+
+pub fn unhealthy_kill(i: &Instance, reason: &str) -> Event {
+    Event::UnhealthyTaskKill {
+        app_id: i.app_id.clone(),
+        task_id: i.task_id.clone(),
+        version: i.version.clone(),
+        reason: reason.to_string(),
+        host: i.host.clone(),
+        slave_id: i.agent_id.clone(),
+        timestamp: timestamp(),
+    }
+}
+
+pub fn instance_changed(i: &Instance, condition: &str) -> Event {
+    Event::InstanceChanged {
+        instance_id: i.task_id.clone(),
+        condition: condition.to_string(),
+        run_spec_id: i.app_id.clone(),
+        agent_id: i.agent_id.clone(),
+        host: i.host.clone(),
+        run_spec_version: i.version.clone(),
+        goal: if i.killing {
+            "Decommissioned"
+        } else {
+            "Running"
+        }
+        .to_string(),
+        timestamp: timestamp(),
+    }
+}
+
+fn step(action: Action, app_id: &str) -> Step {
+    Step {
+        actions: vec![PlanAction {
+            action,
+            app: app_id.to_string(),
+        }],
+    }
+}
+
+fn plan(d: &Deployment, app_id: &str) -> Plan {
+    Plan {
+        id: d.id.clone(),
+        version: d.version.clone(),
+        steps: vec![step(d.action, app_id)],
+        original: Group::root(d.previous.iter().map(|p| p.to_json()).collect()),
+        target: None,
+    }
+}
+
+pub fn deployment_info(d: &Deployment, def: &AppDefinition, action: Action) -> Event {
+    let mut p = plan(d, &def.id);
+    p.target = Some(Group::root(vec![def.to_json()]));
+    Event::DeploymentInfo {
+        plan: p,
+        current_step: step(action, &def.id),
+        timestamp: timestamp(),
+    }
+}
+
+pub fn deployment_success(d: &Deployment, app_id: &str) -> Event {
+    Event::DeploymentSuccess {
+        id: d.id.clone(),
+        plan: plan(d, app_id),
+        timestamp: timestamp(),
+    }
+}
+
+pub fn deployment_failed(d: &Deployment, app_id: &str, reason: &str) -> Event {
+    Event::DeploymentFailed {
+        id: d.id.clone(),
+        plan: plan(d, app_id),
+        reason: reason.to_string(),
+        timestamp: timestamp(),
+    }
+}
+
+pub fn app_terminated(app_id: &str) -> Event {
+    Event::AppTerminated {
+        app_id: app_id.to_string(),
+        timestamp: timestamp(),
+    }
 }

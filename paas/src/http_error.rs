@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::app::InvalidApp;
+use crate::model::app::InvalidApp;
 use crate::ops::OpsError;
 
 /// Marathon's plain error: `{"message": ...}`.

@@ -2,8 +2,9 @@
 //! changes behind health checks, serves the router its routes, and answers a
 //! Marathon-compatible `/v2` API.
 //!
-//! - [`app`]: Marathon's app definition and its validation;
-//! - [`placement`]: offers' free resources, constraints, why an offer did not fit;
+//! - [`model`]: the domain types, a leaf: Marathon's app definition and its validation, its
+//!   scaling settings and constraints, instances, deployments, the clock;
+//! - [`placement`]: offers' free resources, where constraints allow, why an offer did not fit;
 //! - [`state`]: the state machine (apps, instances, deployments, offers, updates, routes);
 //! - [`scheduler`]: the loop between the Mesos driver and the state;
 //! - [`task`]: the Mesos task an instance runs as;
@@ -17,9 +18,9 @@
 
 pub mod admin;
 pub mod api;
-pub mod app;
 pub mod events;
 pub mod http_error;
+pub mod model;
 pub mod ops;
 pub mod placement;
 pub mod push;

@@ -22,14 +22,7 @@ struct AppStats {
     history: VecDeque<Value>,
 }
 
-/// An app's load now, summed over the routers that reported it recently.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Load {
-    pub in_flight: u64,
-    pub held: u64,
-    /// The latest request any router saw (ms since the epoch).
-    pub last_request_ms: Option<u64>,
-}
+pub use drove_proto::paas::Load;
 
 /// An app's request counter and latency, for the dashboard's history.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

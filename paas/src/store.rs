@@ -186,7 +186,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(open_err)?;
-        sqlx::migrate!("../migrations/paas")
+        sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate {
@@ -526,7 +526,7 @@ async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(),
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                let route = crate::app::route_name(id).unwrap_or_default();
+                let route = crate::model::app::route_name(id).unwrap_or_default();
                 sqlx::query("DELETE FROM journal WHERE app = $1 OR app = $2")
                     .bind(id)
                     .bind(route)
@@ -608,7 +608,7 @@ async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(),
                     "INSERT INTO settings (key, value) VALUES ('store_probe', $1) \
                      ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 )
-                .bind(crate::state::timestamp())
+                .bind(crate::model::timestamp())
                 .execute(&mut *tx)
                 .await?;
             }

@@ -9,7 +9,7 @@ use drove_proto::mesos::{
     TcpCheckInfo, Uri,
 };
 
-use crate::app::{task_prefix, AppDefinition};
+use crate::model::app::{task_prefix, AppDefinition};
 
 /// The Mesos task for one instance of `def` on `offer`, with host ports `ports`.
 pub fn task_info(def: &AppDefinition, version: &str, offer: &Offer, ports: &[u32]) -> TaskInfo {

@@ -10,6 +10,8 @@
 //!   documented in ARCHITECTURE.md.
 //! - [`metrics`]: how every component answers `/metrics` (prometheus-client, a collector
 //!   over live state).
+//! - [`paas`]: the PaaS's own API types (deployments, scaling decisions, `/v2/events` as one
+//!   enum).
 //! - [`output`]: what tasks write, as people read it (escapes stripped, bounded).
 //! - [`secret`]: how every component takes a secret (a file or the environment, never argv).
 //! - [`state_dir`]: state directories only root reads (0700, files 0600).
@@ -24,6 +26,7 @@ pub mod json;
 pub mod mesos;
 pub mod metrics;
 pub mod output;
+pub mod paas;
 pub mod recordio;
 pub mod resources;
 pub mod routing;

@@ -15,18 +15,7 @@ pub const STEP: Duration = Duration::from_secs(10);
 /// Samples kept per app: an hour.
 pub const KEPT: usize = 360;
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Sample {
-    pub at_ms: u64,
-    /// Requests per second since the previous sample; `None` for the first one (or after the
-    /// routers' counters went backwards: a restarted router).
-    pub rate: Option<f64>,
-    pub p50: Option<f64>,
-    pub p99: Option<f64>,
-    pub wanted: u32,
-    pub ready: u32,
-}
+pub use drove_proto::paas::Sample;
 
 /// What one sampling reads of an app.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -141,7 +130,7 @@ fn sample(paas: &Paas) {
             .values()
             .filter(|a| !a.deleting)
             .filter_map(|a| {
-                let route = crate::app::route_name(&a.def.id)?;
+                let route = crate::model::app::route_name(&a.def.id)?;
                 let ready = s.instances_of(&a.def.id).filter(|i| i.ready()).count() as u32;
                 Some((route, a.def.instances, ready))
             })

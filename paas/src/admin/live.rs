@@ -49,7 +49,7 @@ struct Stream {
     paas: Arc<Paas>,
     page: Page,
     session: Session,
-    events: tokio::sync::broadcast::Receiver<serde_json::Value>,
+    events: tokio::sync::broadcast::Receiver<crate::events::Event>,
     /// Each block's HTML as last sent.
     sent: HashMap<&'static str, String>,
     pending: Vec<Event>,

@@ -1,4 +1,4 @@
-//! The admin dashboard at `/admin`: server-rendered pages from `templates/` (minijinja,
+//! The admin dashboard at `/admin`: server-rendered pages from `paas/templates/` (minijinja,
 //! compiled into the binary), kept live by server-sent events ([`live`]), with SVG charts
 //! drawn here ([`charts`]) from the last hour of every app ([`history`]).
 //!
@@ -106,8 +106,8 @@ impl Page {
     async fn view(&self, paas: &Paas) -> Option<Value> {
         let api = paas.admin.api()?;
         Some(match self {
-            Page::Cluster => views::cluster(paas, &api).await,
-            Page::Apps => views::apps(paas, &api).await,
+            Page::Cluster => views::cluster(paas).await,
+            Page::Apps => views::apps(paas),
             Page::App(name) => views::app(paas, &api, name).await?,
         })
     }
@@ -119,14 +119,11 @@ fn templates() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         let all = [
-            ("base.html", include_str!("../../../templates/base.html")),
-            ("login.html", include_str!("../../../templates/login.html")),
-            (
-                "cluster.html",
-                include_str!("../../../templates/cluster.html"),
-            ),
-            ("apps.html", include_str!("../../../templates/apps.html")),
-            ("app.html", include_str!("../../../templates/app.html")),
+            ("base.html", include_str!("../../templates/base.html")),
+            ("login.html", include_str!("../../templates/login.html")),
+            ("cluster.html", include_str!("../../templates/cluster.html")),
+            ("apps.html", include_str!("../../templates/apps.html")),
+            ("app.html", include_str!("../../templates/app.html")),
         ];
         for (name, source) in all {
             if let Err(e) = env.add_template(name, source) {
@@ -335,7 +332,7 @@ async fn stylesheet() -> Response {
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("../../../templates/admin.css"),
+        include_str!("../../templates/admin.css"),
     )
         .into_response()
 }
@@ -346,7 +343,7 @@ async fn script() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("../../../templates/admin.js"),
+        include_str!("../../templates/admin.js"),
     )
         .into_response()
 }

@@ -1,14 +1,17 @@
-//! What each dashboard page shows, read through the API ([`ApiClient`]) and the master's
-//! `/master/state`, shaped for the templates: plain JSON with the numbers already formatted
-//! and the charts already drawn.
+//! What each dashboard page shows, read from `ops::views` (typed, no HTTP), through the API
+//! ([`ApiClient`]) for what has no typed view yet, and from the master's `/master/state`;
+//! shaped for the templates: plain JSON with the numbers already formatted and the charts
+//! already drawn.
 
 use std::time::SystemTime;
 
+use drove_proto::paas::ScalingView;
 use serde_json::{json, Value};
 
 use super::charts::{self, Chart, Series};
 use super::client::ApiClient;
 use super::history::{self, Sample};
+use crate::ops;
 use crate::Paas;
 
 /// An app's wake or failure counts as recent for this long.
@@ -90,14 +93,20 @@ fn addr(task: &Value) -> String {
 
 /// The app's route name (`/team/shop` → `team-shop`): its name in the dashboard's URLs.
 pub fn route(id: &str) -> String {
-    crate::app::route_name(id).unwrap_or_else(|| id.trim_matches('/').to_string())
+    crate::model::app::route_name(id).unwrap_or_else(|| id.trim_matches('/').to_string())
 }
 
 /// The state an operator reads first: failing, waking, deploying, suspended, at zero, idle or
 /// running; from the app's `/v2/apps` JSON (with its tasks), its `/v2/queue` entry and its
 /// scaling view (`/v1/apps/{app}/scaling`). The dashboard and `drove apps` show it.
-pub fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'static str {
+pub fn app_state(
+    app: &Value,
+    queued: Option<&Value>,
+    scaling: Option<&ScalingView>,
+) -> &'static str {
     let now = now_ms();
+    let waking = scaling.is_some_and(|s| s.waking.is_some());
+    let load = scaling.map(|s| s.load).unwrap_or_default();
     let wanted = app["instances"].as_u64().unwrap_or(0);
     let tasks = app["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     let ready_n = tasks.iter().filter(|t| ready(t)).count() as u64;
@@ -108,7 +117,7 @@ pub fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'stat
     let backing_off = queued.is_some_and(|q| q["delay"]["overdue"] == false);
     if (failed_recently && ready_n < wanted) || backing_off {
         "failing"
-    } else if !scaling["waking"].is_null() {
+    } else if waking {
         "waking"
     } else if app["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
         "deploying"
@@ -120,10 +129,10 @@ pub fn app_state(app: &Value, queued: Option<&Value>, scaling: &Value) -> &'stat
         "suspended"
     } else if wanted == 0 {
         "at zero"
-    } else if scaling["load"]["lastRequestMs"]
-        .as_u64()
+    } else if load
+        .last_request_ms
         .is_none_or(|t| now.saturating_sub(t) > IDLE_MS)
-        && scaling["load"]["inFlight"].as_u64().unwrap_or(0) == 0
+        && load.in_flight == 0
     {
         "idle"
     } else {
@@ -170,11 +179,8 @@ fn waiting(q: &Value) -> Value {
     })
 }
 
-async fn queue(api: &ApiClient) -> Vec<Value> {
-    api.get("/v2/queue").await.body["queue"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+fn queue(paas: &Paas) -> Vec<Value> {
+    ops::views::queue(&paas.lock())
 }
 
 fn queued<'a>(queue: &'a [Value], id: &str) -> Option<&'a Value> {
@@ -190,7 +196,7 @@ fn mb(x: f64) -> String {
 }
 
 /// The Cluster page: agents, frameworks, offers, and who is starving and why.
-pub async fn cluster(paas: &Paas, api: &ApiClient) -> Value {
+pub async fn cluster(paas: &Paas) -> Value {
     let Some(m) = crate::json_answer(paas.master_get("/master/state")).await else {
         return json!({"master_error": format!("the master at {} cannot be read", paas.args.master)});
     };
@@ -285,7 +291,7 @@ pub async fn cluster(paas: &Paas, api: &ApiClient) -> Value {
                 })
         })
         .collect();
-    let starving: Vec<Value> = queue(api).await.iter().map(waiting).collect();
+    let starving: Vec<Value> = queue(paas).iter().map(waiting).collect();
     let totals = |k: &str, of: &str| {
         slaves
             .iter()
@@ -304,18 +310,22 @@ fn rates(samples: &[Sample]) -> Vec<Option<f64>> {
 }
 
 /// The Apps page: every app with its state, instances, load.
-pub async fn apps(paas: &Paas, api: &ApiClient) -> Value {
-    let all = api.get("/v2/apps?embed=apps.tasks").await;
-    if !all.ok() {
-        return json!({"error": all.message()});
-    }
-    let queue = queue(api).await;
+pub fn apps(paas: &Paas) -> Value {
+    let all: Vec<Value> = {
+        let s = paas.lock();
+        s.apps
+            .values()
+            .filter(|a| !a.deleting)
+            .map(|a| ops::views::app(&s, a, true))
+            .collect()
+    };
+    let queue = queue(paas);
     let mut rows = Vec::new();
-    for app in all.body["apps"].as_array().into_iter().flatten() {
+    for app in &all {
         let id = app["id"].as_str().unwrap_or("");
         let name = route(id);
-        let scaling = api.get(&format!("/v1/apps/{name}/scaling")).await.body;
-        let state = app_state(app, queued(&queue, id), &scaling);
+        let scaling = ops::views::scaling(paas, &name);
+        let state = app_state(app, queued(&queue, id), scaling.as_ref());
         let tasks = app["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         let samples = paas.admin.history.of(&name);
         let recent = &samples[samples.len().saturating_sub(30)..];
@@ -327,7 +337,7 @@ pub async fn apps(paas: &Paas, api: &ApiClient) -> Value {
             "spark": charts::sparkline(&rates(recent),
                 &format!("{} req/s now; last 5 min", charts::number(rate_now.unwrap_or(0.0)))),
             "p99": samples.last().and_then(|s| s.p99).map(|p| format!("{} ms", charts::number(p))),
-            "last_request": ago_ms(scaling["load"]["lastRequestMs"].as_u64()),
+            "last_request": ago_ms(scaling.and_then(|s| s.load.last_request_ms)),
             "note": note(app, queued(&queue, id), state),
         }));
     }
@@ -430,15 +440,16 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
         let s = paas.lock();
         s.app_by_route(name)?.def.id.clone()
     };
-    let a = api.get(&format!("/v2/apps{id}?embed=app.tasks")).await;
-    if !a.ok() {
-        return None;
-    }
-    let app = &a.body["app"];
-    let scaling = api.get(&format!("/v1/apps/{name}/scaling")).await.body;
-    let queue = queue(api).await;
+    let app = {
+        let s = paas.lock();
+        let a = s.apps.get(&id).filter(|a| !a.deleting)?;
+        ops::views::app(&s, a, true)
+    };
+    let app = &app;
+    let scaling = ops::views::scaling(paas, name)?;
+    let queue = queue(paas);
     let q = queued(&queue, &id);
-    let state = app_state(app, q, &scaling);
+    let state = app_state(app, q, Some(&scaling));
     let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
     let samples = paas.admin.history.of(name);
     // Every instance's tails at once, each bounded by TAIL_WAIT.
@@ -448,35 +459,24 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
         json!({"id": tid, "addr": addr(t), "stdout": stdout, "stderr": stderr})
     }))
     .await;
-    let decisions: Vec<Value> = scaling["decisions"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let decisions: Vec<Value> = scaling
+        .decisions
+        .iter()
         .rev()
         .map(|d| {
-            json!({"at": clock(d["timestamp"].as_str().unwrap_or("")), "from": d["from"],
-                "to": d["to"], "reason": d["reason"], "by": d["by"]})
+            json!({"at": clock(&d.timestamp), "from": d.from, "to": d.to, "reason": d.reason,
+                "by": d.by})
         })
         .collect();
-    let wakes: Vec<Value> = scaling["wakes"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let wakes: Vec<Value> = scaling
+        .wakes
+        .iter()
         .rev()
         .map(|w| {
-            let steps: Vec<(String, f64)> = w["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|s| {
-                    (
-                        s["step"].as_str().unwrap_or("?").to_string(),
-                        s["ms"].as_f64().unwrap_or(0.0),
-                    )
-                })
-                .collect();
-            json!({"at": clock(w["timestamp"].as_str().unwrap_or("")), "held": w["held"],
-                "total": format!("{} ms", charts::number(w["totalMs"].as_f64().unwrap_or(0.0).round())),
+            let steps: Vec<(String, f64)> =
+                w.steps.iter().map(|s| (s.step.clone(), s.ms)).collect();
+            json!({"at": clock(&w.timestamp), "held": w.held,
+                "total": format!("{} ms", charts::number(w.total_ms.round())),
                 "chart": charts::waterfall(&steps)})
         })
         .collect();
@@ -485,7 +485,7 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
         json!({"min": s["minInstances"], "max": s["maxInstances"], "idle": s["idleSeconds"],
             "target": s["targetConcurrency"], "floor": s["floor"]})
     });
-    let releases = releases(api, name).await;
+    let releases = releases(paas, name).await;
     Some(json!({
         "id": id, "name": name, "state": state, "class": state_class(state),
         "domain": paas.args.domain, "router_port": paas.args.router_port,
@@ -497,11 +497,11 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
         "waiting": q.map(waiting),
         "last_failure": app["lastTaskFailure"]["message"],
         "charts": app_charts(&samples),
-        "scaling": settings, "panicking": scaling["panicking"],
-        "load": {"in_flight": scaling["load"]["inFlight"], "held": scaling["load"]["held"],
-            "last_request": ago_ms(scaling["load"]["lastRequestMs"].as_u64())},
+        "scaling": settings, "panicking": scaling.panicking,
+        "load": {"in_flight": scaling.load.in_flight, "held": scaling.load.held,
+            "last_request": ago_ms(scaling.load.last_request_ms)},
         "decisions": decisions, "wakes": wakes,
-        "waking": !scaling["waking"].is_null(),
+        "waking": scaling.waking.is_some(),
         "releases": releases,
         "logs": logs,
     }))
@@ -509,42 +509,33 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
 
 /// A pushed app's releases, newest first, the latest with their build logs; `null` for an app
 /// deployed through `/v2`.
-async fn releases(api: &ApiClient, name: &str) -> Value {
-    let list = api.get(&format!("/v1/push/apps/{name}/releases")).await;
-    if list.status == axum::http::StatusCode::NOT_FOUND {
+async fn releases(paas: &Paas, name: &str) -> Value {
+    if paas.push.app(name).is_none() {
         return Value::Null;
     }
-    let all: Vec<Value> = list.body["releases"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let all = match crate::push::releases::of(paas, name).await {
+        Ok(all) => all,
+        Err(e) => return json!({"error": e.to_string()}),
+    };
     let current = all
         .iter()
         .rev()
-        .find(|r| r["status"] == "succeeded")
-        .map(|r| r["version"].clone());
+        .find(|r| r.status == "succeeded")
+        .map(|r| r.number);
     let mut out = Vec::new();
     for (i, r) in all.iter().rev().enumerate() {
-        let v = r["version"].as_str().unwrap_or("");
         let log = if i < LOGGED_RELEASES {
-            let info = api.get(&format!("/v1/push/apps/{name}/releases/{v}")).await;
-            let lines: Vec<&str> = info.body["log"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            lines[lines.len().saturating_sub(BUILD_LOG_LINES)..].join("\n")
+            r.log[r.log.len().saturating_sub(BUILD_LOG_LINES)..].join("\n")
         } else {
             String::new()
         };
-        let current = current.as_ref() == Some(&r["version"]);
+        let current = current == Some(r.number);
         out.push(json!({
-            "version": v, "status": r["status"], "by": r["by"],
-            "commit": r["commit"].as_str().map(|c| c.chars().take(8).collect::<String>()),
-            "created": r["created"].as_str().map(|c| format!("{} {}", c.get(..10).unwrap_or(""), clock(c))),
-            "config": r["config"], "current": current,
-            "can_roll_back": !current && r["status"] == "succeeded",
+            "version": format!("v{}", r.number), "status": r.status, "by": r.by,
+            "commit": r.commit.chars().take(8).collect::<String>(),
+            "created": format!("{} {}", r.created.get(..10).unwrap_or(""), clock(&r.created)),
+            "config": r.config.keys().collect::<Vec<_>>(), "current": current,
+            "can_roll_back": !current && r.status == "succeeded",
             "log": log,
         }));
     }
@@ -554,35 +545,66 @@ async fn releases(api: &ApiClient, name: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use drove_proto::paas::{Load, WakeTimeline};
 
     fn app(instances: u32, tasks: Value) -> Value {
         json!({"instances": instances, "tasks": tasks, "deployments": []})
     }
 
+    fn view(last_request_ms: Option<u64>, waking: bool) -> ScalingView {
+        let timeline = WakeTimeline {
+            app_id: "/a".into(),
+            timestamp: crate::model::timestamp(),
+            held: None,
+            total_ms: 0.0,
+            steps: Vec::new(),
+            container: Default::default(),
+        };
+        ScalingView {
+            app_id: "/a".into(),
+            instances: 1,
+            scaling: None,
+            decisions: Vec::new(),
+            panicking: false,
+            idle_seconds: None,
+            concurrency: None,
+            load: Load {
+                in_flight: 0,
+                held: 0,
+                last_request_ms,
+            },
+            wakes: Vec::new(),
+            waking: waking.then_some(timeline),
+            history: Vec::new(),
+        }
+    }
+
     #[test]
     fn states_read_as_an_operator_expects() {
         let running = json!([{"state": "TASK_RUNNING"}]);
-        let fresh = json!({"load": {"lastRequestMs": now_ms(), "inFlight": 0}, "waking": null});
-        let stale = json!({"load": {"lastRequestMs": null, "inFlight": 0}, "waking": null});
-        assert_eq!(app_state(&app(1, running.clone()), None, &fresh), "running");
-        assert_eq!(app_state(&app(1, running.clone()), None, &stale), "idle");
+        let fresh = view(Some(now_ms()), false);
+        let fresh = Some(&fresh);
+        let stale = view(None, false);
+        let stale = Some(&stale);
+        assert_eq!(app_state(&app(1, running.clone()), None, fresh), "running");
+        assert_eq!(app_state(&app(1, running.clone()), None, stale), "idle");
         let mut scaled = app(0, json!([]));
         scaled["scaling"] = json!({"minInstances": 0});
-        assert_eq!(app_state(&scaled, None, &stale), "at zero");
-        assert_eq!(app_state(&app(0, json!([])), None, &stale), "suspended");
+        assert_eq!(app_state(&scaled, None, stale), "at zero");
+        assert_eq!(app_state(&app(0, json!([])), None, stale), "suspended");
         scaled["scaling"]["suspended"] = json!(true);
-        assert_eq!(app_state(&scaled, None, &stale), "suspended");
-        let waking = json!({"load": {}, "waking": {"steps": []}});
-        assert_eq!(app_state(&app(1, json!([])), None, &waking), "waking");
+        assert_eq!(app_state(&scaled, None, stale), "suspended");
+        let waking = view(None, true);
+        assert_eq!(app_state(&app(1, json!([])), None, Some(&waking)), "waking");
         let mut deploying = app(2, running.clone());
         deploying["deployments"] = json!([{"id": "d"}]);
-        assert_eq!(app_state(&deploying, None, &fresh), "deploying");
+        assert_eq!(app_state(&deploying, None, fresh), "deploying");
         let mut failing = app(1, json!([]));
-        failing["lastTaskFailure"] = json!({"timestamp": crate::state::timestamp()});
-        assert_eq!(app_state(&failing, None, &fresh), "failing");
+        failing["lastTaskFailure"] = json!({"timestamp": crate::model::timestamp()});
+        assert_eq!(app_state(&failing, None, fresh), "failing");
         let backoff = json!({"delay": {"overdue": false}});
         assert_eq!(
-            app_state(&app(1, running), Some(&backoff), &fresh),
+            app_state(&app(1, running), Some(&backoff), fresh),
             "failing"
         );
     }

@@ -11,11 +11,11 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::wants;
-use crate::app::{merge, normalize_id, AppDefinition, InvalidApp};
 use crate::events;
 use crate::http_error::{error, ApiError};
-use crate::ops::{self, apps::Killed, OpsError};
-use crate::state::{AppRt, Instance, State as PaasState};
+use crate::model::app::{merge, normalize_id, AppDefinition, InvalidApp};
+use crate::model::instance::Instance;
+use crate::ops::{self, apps::Killed, views, OpsError};
 use crate::Paas;
 
 /// The query parameters of a request, repeated keys kept.
@@ -28,64 +28,6 @@ pub(super) fn query(raw: &Option<String>) -> Vec<(String, String)> {
 pub(super) fn flag(q: &[(String, String)], name: &str) -> bool {
     q.iter()
         .any(|(k, v)| k == name && (v.is_empty() || v == "true" || v == "1"))
-}
-
-pub fn task_json(i: &Instance) -> Value {
-    let mut t = json!({
-        "id": i.task_id, "appId": i.app_id, "host": i.host, "ports": i.ports,
-        "servicePorts": [], "slaveId": i.agent_id, "stagedAt": i.staged_at,
-        "startedAt": i.started_at, "version": i.version, "state": i.state.as_str(),
-        "ipAddresses": [{"ipAddress": i.ip.as_deref().unwrap_or(&i.host), "protocol": "IPv4"}],
-    });
-    if i.has_checks {
-        if let Some(alive) = i.healthy {
-            t["healthCheckResults"] = json!([{
-                "alive": alive, "consecutiveFailures": if alive { 0 } else { 1 },
-                "firstSuccess": null, "lastSuccess": null, "lastFailure": null,
-                "taskId": i.task_id, "instanceId": i.task_id,
-            }]);
-        } else {
-            t["healthCheckResults"] = json!([]);
-        }
-    }
-    t
-}
-
-/// Marathon's app object: the definition plus its version, counts, deployments and tasks.
-pub fn app_json(s: &PaasState, a: &AppRt, tasks: bool) -> Value {
-    let mut v = a.def.to_json();
-    let mine: Vec<&Instance> = s.instances_of(&a.def.id).collect();
-    let running = mine
-        .iter()
-        .filter(|i| i.state == drove_proto::mesos::TaskState::TaskRunning)
-        .count();
-    let healthy = mine
-        .iter()
-        .filter(|i| i.has_checks && i.healthy == Some(true))
-        .count();
-    let unhealthy = mine
-        .iter()
-        .filter(|i| i.has_checks && i.healthy == Some(false))
-        .count();
-    v["version"] = json!(a.version);
-    v["versionInfo"] =
-        json!({"lastScalingAt": a.scaling_version, "lastConfigChangeAt": a.config_version});
-    v["tasksRunning"] = json!(running);
-    v["tasksStaged"] = json!(mine.len() - running);
-    v["tasksHealthy"] = json!(healthy);
-    v["tasksUnhealthy"] = json!(unhealthy);
-    v["deployments"] = json!(a
-        .deployment
-        .iter()
-        .map(|d| json!({"id": d.id}))
-        .collect::<Vec<_>>());
-    if let Some(f) = &a.last_task_failure {
-        v["lastTaskFailure"] = f.clone();
-    }
-    if tasks {
-        v["tasks"] = json!(mine.iter().map(|i| task_json(i)).collect::<Vec<_>>());
-    }
-    v
 }
 
 fn embeds_tasks(q: &[(String, String)]) -> bool {
@@ -122,7 +64,7 @@ pub async fn list(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -> Jso
                     None => a.def.labels.contains_key(f.as_str()),
                 })
         })
-        .map(|a| app_json(&s, a, tasks))
+        .map(|a| views::app(&s, a, tasks))
         .collect();
     Json(json!({ "apps": apps }))
 }
@@ -139,7 +81,7 @@ pub async fn create(
         let s = paas.lock();
         s.events
             .publish(events::api_post(&peer.ip().to_string(), "/v2/apps", &def));
-        s.apps.get(&def.id).map(|a| app_json(&s, a, false))
+        s.apps.get(&def.id).map(|a| views::app(&s, a, false))
     };
     Ok((
         StatusCode::CREATED,
@@ -195,7 +137,7 @@ pub async fn get_sub(
         Sub::App => {
             let s = paas.lock();
             match s.apps.get(&id).filter(|a| !a.deleting) {
-                Some(a) => Json(json!({"app": app_json(&s, a, true)})).into_response(),
+                Some(a) => Json(json!({"app": views::app(&s, a, true)})).into_response(),
                 None => no_app(&id),
             }
         }
@@ -249,13 +191,13 @@ pub async fn get_sub(
                 return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
             }
             let _ = query(&raw);
-            Json(json!({"tasks": tasks.iter().map(|i| task_json(i)).collect::<Vec<_>>()}))
+            Json(json!({"tasks": tasks.iter().map(|i| views::task(i)).collect::<Vec<_>>()}))
                 .into_response()
         }
         Sub::Tasks(Some(t)) => {
             let s = paas.lock();
             match s.instances.get(&t).filter(|i| i.app_id == id) {
-                Some(i) => Json(json!({"task": task_json(i)})).into_response(),
+                Some(i) => Json(json!({"task": views::task(i)})).into_response(),
                 None => error(StatusCode::NOT_FOUND, format!("Task '{t}' does not exist")),
             }
         }
@@ -421,10 +363,11 @@ fn killed_json(killed: Killed, single: bool) -> Response {
     match killed {
         Killed::Scaled(d) => Json(d).into_response(),
         Killed::Tasks(tasks) if single => {
-            Json(json!({"task": tasks.first().map(task_json)})).into_response()
+            Json(json!({"task": tasks.first().map(views::task)})).into_response()
         }
         Killed::Tasks(tasks) => {
-            Json(json!({"tasks": tasks.iter().map(task_json).collect::<Vec<_>>()})).into_response()
+            Json(json!({"tasks": tasks.iter().map(views::task).collect::<Vec<_>>()}))
+                .into_response()
         }
     }
 }
@@ -444,7 +387,7 @@ pub async fn all_tasks(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -
             Some("staging") => i.state == drove_proto::mesos::TaskState::TaskStaging,
             _ => true,
         })
-        .map(task_json)
+        .map(views::task)
         .collect();
     Json(json!({ "tasks": tasks }))
 }

@@ -3,7 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,12 +15,12 @@ use serde_json::{json, Value};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::apps::app_json;
 use super::wants;
+use crate::events::Event;
 use crate::http_error::{error, ApiError};
-use crate::ops;
-use crate::placement::Reject;
-use crate::state::{timestamp, AppRt};
+use crate::model::timestamp;
+use crate::ops::{self, views};
+use crate::state::AppRt;
 use crate::Paas;
 
 fn deployment_json(a: &AppRt) -> Option<Value> {
@@ -83,68 +83,7 @@ pub async fn delete(
 
 /// Apps waiting for launches, with why: the backoff delay and what the last offers lacked.
 pub async fn queue(State(paas): State<Arc<Paas>>) -> Json<Value> {
-    let s = paas.lock();
-    let now = Instant::now();
-    let mut queue = Vec::new();
-    for a in s.apps.values().filter(|a| !a.deleting) {
-        let live = s
-            .instances_of(&a.def.id)
-            .filter(|i| !i.killing && i.config_version == a.config_version)
-            .count();
-        let missing = (a.def.instances as usize).saturating_sub(live);
-        if missing == 0 {
-            continue;
-        }
-        let left = a
-            .delay_until
-            .map(|t| t.saturating_duration_since(now))
-            .unwrap_or(Duration::ZERO);
-        let o = &a.offers;
-        let summary: Vec<Value> = Reject::ALL
-            .iter()
-            .map(|r| {
-                json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
-                            "processed": o.processed})
-            })
-            .collect();
-        queue.push(json!({
-            "app": app_json(&s, a, false),
-            "count": missing,
-            "delay": {"timeLeftSeconds": left.as_secs_f64().ceil() as u64, "overdue": left.is_zero()},
-            "since": a.waiting_since.clone().unwrap_or_else(timestamp),
-            "processedOffersSummary": {
-                "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
-                "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
-                "rejectSummaryLastOffers": summary,
-            },
-            "lastUnusedOffers": o.last_unused.iter().collect::<Vec<_>>(),
-        }));
-    }
-    // Builds waiting for an offer they fit (a push waits on them).
-    for w in s.jobs_waiting() {
-        let o = &w.offers;
-        let summary: Vec<Value> = Reject::ALL
-            .iter()
-            .map(|r| {
-                json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
-                            "processed": o.processed})
-            })
-            .collect();
-        queue.push(json!({
-            "app": {"id": w.def.id, "instances": 1, "cpus": w.def.cpus, "mem": w.def.mem,
-                    "labels": {"DROVE_BUILD": "true"}},
-            "count": 1,
-            "delay": {"timeLeftSeconds": 0, "overdue": true},
-            "since": w.since,
-            "processedOffersSummary": {
-                "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
-                "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
-                "rejectSummaryLastOffers": summary,
-            },
-            "lastUnusedOffers": [],
-        }));
-    }
-    Json(json!({ "queue": queue }))
+    Json(json!({ "queue": views::queue(&paas.lock()) }))
 }
 
 /// `GET /v2/events`: server-sent events, `event_stream_attached` first; `?event_type=` (may
@@ -170,10 +109,12 @@ pub async fn events(
         .map(|(_, v)| v)
         .collect();
     let rx = paas.events.subscribe();
-    let attached = json!({"eventType": "event_stream_attached", "remoteAddress": peer.ip().to_string(),
-                          "timestamp": timestamp()});
+    let attached = Event::StreamAttached {
+        remote_address: peer.ip().to_string(),
+        timestamp: timestamp(),
+    };
     let first =
-        futures::stream::once(async move { Ok::<Value, BroadcastStreamRecvError>(attached) });
+        futures::stream::once(async move { Ok::<Event, BroadcastStreamRecvError>(attached) });
     let stream = first
         .chain(BroadcastStream::new(rx))
         .filter_map(move |item| {
@@ -187,11 +128,12 @@ pub async fn events(
                         ))
                     }
                 };
-                let kind = ev["eventType"].as_str().unwrap_or("event").to_string();
-                if !filter.is_empty() && !filter.contains(&kind) {
+                let kind = ev.kind();
+                if !filter.is_empty() && !filter.iter().any(|f| f == kind) {
                     return None;
                 }
-                Some(Ok(SseEvent::default().event(kind).data(ev.to_string())))
+                let data = serde_json::to_string(&ev).unwrap_or_default();
+                Some(Ok(SseEvent::default().event(kind).data(data)))
             }
         });
     let stream = stream.take_until(paas.shutdown.clone().cancelled_owned());

@@ -121,10 +121,11 @@ pub async fn wake(
         }
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
-    paas.lock().events.publish(crate::events::scheduler(
-        "drove_wake_event",
-        json!({"appId": id, "reason": reason}),
-    ));
+    paas.lock().events.publish(crate::events::Event::Wake {
+        app_id: id.clone(),
+        reason: reason.to_string(),
+        timestamp: crate::model::timestamp(),
+    });
     tracing::info!(app = %id, took = ?started.elapsed(), "woken");
     (
         StatusCode::ACCEPTED,
@@ -173,32 +174,13 @@ async fn suspension(paas: Arc<Paas>, name: String, suspend: bool) -> Response {
 }
 
 pub async fn app_scaling(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
-    let (id, instances, scaling) = {
-        let s = paas.lock();
-        let Some(a) = s.app_by_route(&name) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no app is served as {name:?}"),
-            );
-        };
-        (a.def.id.clone(), a.def.instances, a.def.scaling.clone())
-    };
-    let load = paas
-        .stats
-        .load(&name, crate::scaler::now_ms(), crate::scaler::FRESH_MS);
-    let mut view = paas.scaler.view(&id);
-    {
-        let s = paas.lock();
-        view["wakes"] = json!(s.wakes_of(&id));
-        view["waking"] = json!(s.open_wake(&id));
+    match crate::ops::views::scaling(&paas, &name) {
+        Some(view) => Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no app is served as {name:?}"),
+        ),
     }
-    view["history"] = json!(paas.admin.history.of(&name));
-    view["appId"] = json!(id);
-    view["instances"] = json!(instances);
-    view["scaling"] = json!(scaling);
-    view["load"] = json!({"inFlight": load.in_flight, "held": load.held,
-        "lastRequestMs": load.last_request_ms});
-    Json(view).into_response()
 }
 
 /// `POST /v1/router/stats`.

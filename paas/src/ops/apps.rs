@@ -3,8 +3,11 @@
 use std::collections::HashMap;
 
 use super::{Deployed, OpsError, Tx};
-use crate::app::{route_name, AppDefinition, InvalidApp};
-use crate::state::{new_rt, timestamp, Action, AppRt, Instance};
+use crate::model::app::{route_name, AppDefinition, InvalidApp};
+use crate::model::deployment::Action;
+use crate::model::instance::Instance;
+use crate::model::timestamp;
+use crate::state::{new_rt, AppRt};
 use crate::Paas;
 
 /// The definition of app `id` as it runs now (None: no such app, or it is being deleted).
@@ -133,10 +136,9 @@ pub async fn update(tx: &Tx<'_>, def: AppDefinition, how: Update) -> Result<Depl
     if let Some((from, to)) = manual {
         let reason = format!("manual scale: a floor of {to} until cleared");
         let decision = paas.scaler.record(&app_id, from, to, &reason, "api");
-        paas.lock().events.publish(crate::events::scheduler(
-            "drove_scaling_decision_event",
-            decision,
-        ));
+        paas.lock()
+            .events
+            .publish(crate::events::Event::ScalingDecision(decision));
     }
     Ok(deployed)
 }

@@ -1,7 +1,9 @@
 //! Deployments: roll one back, or stop tracking it.
 
 use super::{Deployed, OpsError, Tx};
-use crate::state::{new_rt, timestamp, Action};
+use crate::model::deployment::Action;
+use crate::model::timestamp;
+use crate::state::new_rt;
 
 fn no_deployment(id: &str) -> OpsError {
     OpsError::NotFound(format!("DeploymentPlan {id} does not exist"))

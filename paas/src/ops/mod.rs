@@ -10,13 +10,13 @@
 
 pub mod apps;
 pub mod deployments;
+pub mod views;
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
-use crate::app::{AppDefinition, InvalidApp};
-use crate::state::{Action, AppRt, State};
+use crate::model::app::{AppDefinition, InvalidApp};
+use crate::model::deployment::Action;
+use crate::state::{AppRt, State};
 use crate::store::{Op, StoreError};
 use crate::Paas;
 
@@ -47,13 +47,7 @@ pub enum OpsError {
     Corrupt(String),
 }
 
-/// A change installed as a deployment.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Deployed {
-    pub deployment_id: String,
-    pub version: String,
-}
+pub use drove_proto::paas::Deployed;
 
 /// The write gate, held: proof that the holder makes the only change under way.
 pub struct Tx<'p> {

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::descriptor::Descriptor;
-use crate::app::AppDefinition;
+use crate::model::app::AppDefinition;
 use crate::Paas;
 
 /// Default bound on a build.

@@ -43,8 +43,8 @@ use serde_json::json;
 
 use drove_proto::auth::{same_secret, Credential};
 
-use crate::app::{normalize_id, route_name};
 use crate::http_error::{error, ApiError};
+use crate::model::app::{normalize_id, route_name};
 use crate::store::Op;
 use crate::Paas;
 use descriptor::Descriptor;

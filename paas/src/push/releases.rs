@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 use super::descriptor::Descriptor;
 use super::relay::Relay;
 use super::{locked, Deploying};
-use crate::app::AppDefinition;
 use crate::http_error::error;
-use crate::store::Op;
+use crate::model::app::AppDefinition;
+use crate::store::{Op, StoreError};
 use crate::Paas;
 
 /// The longest a release's instances may take to become healthy.
@@ -175,7 +175,7 @@ fn record_of(number: u32, input: &Input, status: &str) -> Release {
         config: input.config.clone(),
         by: input.by.clone(),
         status: status.into(),
-        created: crate::state::timestamp(),
+        created: crate::model::timestamp(),
         log: input.build_log.clone(),
     }
 }
@@ -312,11 +312,14 @@ pub async fn release(
 
 /// The app's releases, oldest first.
 async fn all(paas: &Paas, name: &str) -> Result<Vec<Release>, Response> {
-    let rows = paas
-        .store
-        .releases(name)
+    of(paas, name)
         .await
-        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+}
+
+/// App `name`'s releases, oldest first.
+pub(crate) async fn of(paas: &Paas, name: &str) -> Result<Vec<Release>, StoreError> {
+    let rows = paas.store.releases(name).await?;
     Ok(rows
         .iter()
         .filter_map(|r| serde_json::from_str(r).ok())

@@ -11,18 +11,17 @@
 //! An app in a deployment other than a scale is left alone until it finishes.
 
 pub mod policy;
-pub mod settings;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use drove_proto::paas::Decision;
 
-pub use settings::Scaling;
-
-use crate::app::AppDefinition;
-use crate::state::{timestamp, Action};
+use crate::model::app::AppDefinition;
+use crate::model::deployment::Action;
+use crate::model::scaling::Scaling;
+use crate::model::timestamp;
 use crate::store::{Journal, Store};
 use crate::Paas;
 
@@ -50,7 +49,7 @@ struct AppMemory {
     last_change: Instant,
     last_count: u32,
     panic_until: Option<Instant>,
-    decisions: VecDeque<Value>,
+    decisions: VecDeque<Decision>,
     /// Whether "busy on its own" was already recorded for the current idle stretch.
     busy_noted: bool,
     /// (when, total CPU seconds of `cpu_tasks`) while the app looks idle.
@@ -90,10 +89,10 @@ impl Scaler {
         let mut apps: HashMap<String, AppMemory> = HashMap::new();
         let now = Instant::now();
         for (app, data) in restored {
-            let Ok(decision) = serde_json::from_str::<Value>(&data) else {
+            let Ok(decision) = serde_json::from_str::<Decision>(&data) else {
                 continue;
             };
-            let to = decision["to"].as_u64().unwrap_or(0) as u32;
+            let to = decision.to;
             let m = apps.entry(app).or_insert_with(|| AppMemory::new(now, to));
             if m.decisions.len() >= DECISIONS {
                 m.decisions.pop_front();
@@ -116,11 +115,15 @@ impl Scaler {
     }
 
     /// Records a decision (anyone's: the scaler's, a wake's, an operator's) and returns it.
-    pub fn record(&self, app: &str, from: u32, to: u32, reason: &str, by: &str) -> Value {
-        let decision = json!({
-            "appId": app, "from": from, "to": to, "reason": reason, "by": by,
-            "timestamp": timestamp(),
-        });
+    pub fn record(&self, app: &str, from: u32, to: u32, reason: &str, by: &str) -> Decision {
+        let decision = Decision {
+            app_id: app.to_string(),
+            from,
+            to,
+            reason: reason.to_string(),
+            by: by.to_string(),
+            timestamp: timestamp(),
+        };
         let now = Instant::now();
         self.with(app, from, |m| {
             if m.decisions.len() >= DECISIONS {
@@ -135,8 +138,8 @@ impl Scaler {
                 m.busy_noted = false;
             }
         });
-        self.store
-            .journal(app, Journal::Decision, decision.to_string(), DECISIONS);
+        let line = serde_json::to_string(&decision).unwrap_or_default();
+        self.store.journal(app, Journal::Decision, line, DECISIONS);
         decision
     }
 
@@ -258,18 +261,19 @@ impl Scaler {
         self.with(app, 0, |m| m.panic_until = Some(until));
     }
 
-    /// `{"decisions": [...], "panicking", "idleSeconds", "concurrency"}` of an app.
-    pub fn view(&self, app: &str) -> Value {
+    /// What the scaler remembers of an app: its decisions (oldest first), whether it is in
+    /// panic mode, its idle seconds and its concurrency (unknown before it saw the app).
+    pub fn memory(&self, app: &str) -> Memory {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         match apps.get(app) {
-            Some(m) => json!({
-                "decisions": m.decisions,
-                "panicking": m.panic_until.is_some_and(|u| now < u),
-                "idleSeconds": now.duration_since(m.last_activity).as_secs_f64(),
-                "concurrency": m.samples.back().map(|(_, c)| *c).unwrap_or(0.0),
-            }),
-            None => json!({"decisions": [], "panicking": false}),
+            Some(m) => Memory {
+                decisions: m.decisions.iter().cloned().collect(),
+                panicking: m.panic_until.is_some_and(|u| now < u),
+                idle_seconds: Some(now.duration_since(m.last_activity).as_secs_f64()),
+                concurrency: Some(m.samples.back().map(|(_, c)| *c).unwrap_or(0.0)),
+            },
+            None => Memory::default(),
         }
     }
 
@@ -280,6 +284,15 @@ impl Scaler {
             .unwrap_or_else(|p| p.into_inner())
             .remove(app);
     }
+}
+
+/// An app as the scaler remembers it ([`Scaler::memory`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    pub decisions: Vec<Decision>,
+    pub panicking: bool,
+    pub idle_seconds: Option<f64>,
+    pub concurrency: Option<f64>,
 }
 
 /// Why a scale could not be made.
@@ -398,10 +411,8 @@ async fn rescale(
     tx.install(rt, Action::ScaleApplication, Some(previous), |s| {
         let decision = paas.scaler.record(app_id, from, to, reason, by);
         installed(s);
-        s.events.publish(crate::events::scheduler(
-            "drove_scaling_decision_event",
-            decision,
-        ));
+        s.events
+            .publish(crate::events::Event::ScalingDecision(decision));
     })
     .await
     .map_err(|e| ScaleError::Store(e.to_string()))?;
@@ -461,7 +472,7 @@ pub async fn step(paas: &Arc<Paas>) {
             .filter(|a| !a.deleting)
             .filter_map(|a| {
                 let scaling = a.def.scaling.clone().filter(|s| !s.suspended)?;
-                let route = crate::app::route_name(&a.def.id)?;
+                let route = crate::model::app::route_name(&a.def.id)?;
                 let deploying = a
                     .deployment
                     .as_ref()
@@ -527,10 +538,9 @@ pub async fn step(paas: &Arc<Paas>) {
                 let decision = paas
                     .scaler
                     .record(&id, current, current, &change.reason, "scaler");
-                paas.lock().events.publish(crate::events::scheduler(
-                    "drove_scaling_decision_event",
-                    decision,
-                ));
+                paas.lock()
+                    .events
+                    .publish(crate::events::Event::ScalingDecision(decision));
             }
             continue;
         }

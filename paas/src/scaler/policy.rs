@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use super::settings::Scaling;
+use crate::model::scaling::Scaling;
 
 /// CPU (in cores, averaged over the idle period) above which an idle-looking app counts as busy.
 pub const BUSY_CPUS: f64 = 0.02;

@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 use super::Call;
 use super::{gone, State};
-use crate::app::AppDefinition;
+use crate::model::app::AppDefinition;
 use crate::placement::Space;
 use crate::task::task_info;
 
@@ -83,7 +83,7 @@ impl State {
                 cancel: false,
                 kill_sent: false,
                 done: Some(tx),
-                since: super::timestamp(),
+                since: crate::model::timestamp(),
                 offers: Default::default(),
             },
         );
@@ -182,7 +182,7 @@ impl State {
             j.offers.processed += spaces.len() as u64;
             if j.task.is_none() && !spaces.is_empty() {
                 j.offers.unused += spaces.len() as u64;
-                j.offers.last_unused_at = Some(super::timestamp());
+                j.offers.last_unused_at = Some(crate::model::timestamp());
                 j.offers.reasons = lacked;
             }
         }

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use drove_proto::mesos::{OfferId, TaskInfo, TaskState, TaskStatus};
 use drove_proto::routing::{AppSpec, RouteMessage};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use crate::app::{task_prefix, AppDefinition};
 use crate::events::{self, Events};
+use crate::model::app::{task_prefix, AppDefinition};
+use crate::model::deployment::{Action, Deployment};
+use crate::model::instance::Instance;
+use crate::model::timestamp;
 use crate::placement::{AgentFacts, Reject};
 use crate::store::{Op, Store, StoredApp};
 
@@ -54,59 +56,6 @@ pub enum Call {
     Suppress,
 }
 
-/// One launched task of an app.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Instance {
-    pub task_id: String,
-    pub app_id: String,
-    /// The app's `version` when launched (Marathon's task `version`).
-    pub version: String,
-    /// The app's config version when launched: instances of another config are replaced.
-    pub config_version: String,
-    pub agent_id: String,
-    pub host: String,
-    /// The task's own address when it runs in a container on its own network (the agent
-    /// reports it): where it is reached at, on its `ports`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    pub ports: Vec<u32>,
-    pub state: TaskState,
-    pub healthy: Option<bool>,
-    pub staged_at: String,
-    pub started_at: Option<String>,
-    /// Chosen to go: out of the routes, killed once drained.
-    #[serde(default)]
-    pub killing: bool,
-    #[serde(default)]
-    pub has_checks: bool,
-    #[serde(skip)]
-    pub drain_started: Option<Instant>,
-    #[serde(skip)]
-    pub kill_sent: Option<Instant>,
-    #[serde(skip)]
-    pub healthy_since: Option<Instant>,
-}
-
-impl Instance {
-    /// Serving: running and, if the app has health checks, passing them.
-    pub fn ready(&self) -> bool {
-        self.state == TaskState::TaskRunning
-            && !self.killing
-            && if self.has_checks {
-                self.healthy == Some(true)
-            } else {
-                self.healthy != Some(false)
-            }
-    }
-
-    /// Where the instance serves: its own address in a container network, else its agent's
-    /// host, on its first port.
-    pub fn addr(&self) -> Option<String> {
-        let host = self.ip.as_deref().unwrap_or(&self.host);
-        self.ports.first().map(|p| format!("{host}:{p}"))
-    }
-}
-
 /// Why an app's launches wait.
 #[derive(Debug, Default, Clone)]
 pub struct OfferStats {
@@ -117,31 +66,6 @@ pub struct OfferStats {
     /// Per reason, over the last offers processed for this app.
     pub reasons: BTreeMap<Reject, u64>,
     pub last_unused: VecDeque<Value>,
-}
-
-/// What a deployment does, in Marathon's words (its plans' `action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Action {
-    StartApplication,
-    RestartApplication,
-    ScaleApplication,
-    StopApplication,
-}
-
-/// A change being rolled out.
-#[derive(Debug, Clone)]
-pub struct Deployment {
-    pub id: String,
-    pub version: String,
-    pub action: Action,
-    /// The app before the change (None: the app did not exist), for rollback.
-    pub previous: Option<AppDefinition>,
-    /// Its config and scaling versions then: a rollback restores them, so the instances that
-    /// were current then are current again and are not restarted.
-    pub previous_versions: Option<(String, String)>,
-    pub started: String,
-    /// What holds it up, when something does.
-    pub waiting: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,11 +144,6 @@ pub struct Counters {
     pub offers_declined: u64,
     pub offers_used: u64,
     pub updates: u64,
-}
-
-/// Marathon's version timestamp for now.
-pub fn timestamp() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 impl State {

@@ -7,8 +7,10 @@ use std::time::Instant;
 use drove_proto::mesos::{Offer, TaskInfo, TaskState};
 use serde_json::json;
 
-use super::{timestamp, Call, Instance, State, HEALTHY_SPELL, KILL_RESEND};
+use super::{Call, State, HEALTHY_SPELL, KILL_RESEND};
 use crate::events;
+use crate::model::instance::Instance;
+use crate::model::timestamp;
 use crate::placement::{constraints_allow, AgentFacts, Reject, Space};
 use crate::task::task_info;
 

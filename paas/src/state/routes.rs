@@ -7,7 +7,7 @@ use drove_proto::mesos::TaskState;
 use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
 
 use super::{AppRt, State};
-use crate::app::route_name;
+use crate::model::app::route_name;
 
 impl State {
     pub fn route_of(&self, app: &AppRt) -> Option<AppSpec> {

@@ -4,9 +4,11 @@ use std::time::{Duration, Instant};
 
 use drove_proto::mesos::TaskState;
 
-use super::{new_rt, Action, Instance, State};
-use crate::app::AppDefinition;
+use super::{new_rt, State};
 use crate::events::Events;
+use crate::model::app::AppDefinition;
+use crate::model::deployment::Action;
+use crate::model::instance::Instance;
 use crate::store::Store;
 
 async fn state() -> (State, tempfile::TempDir) {

@@ -15,10 +15,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use drove_proto::paas::{WakeStep, WakeTimeline};
 
-use super::{timestamp, State};
+use super::State;
 use crate::events;
+use crate::model::timestamp;
 use crate::store::Journal;
 
 /// Completed timelines kept per app.
@@ -58,30 +59,31 @@ impl Timeline {
         }
     }
 
-    fn to_json(&self, app: &str) -> Value {
-        let held = json!({"step": "held", "ms": -(self.held_for_ms as f64)});
-        let steps: Vec<Value> = std::iter::once(held)
-            .chain(
-                self.marks
-                    .iter()
-                    .map(|(s, d)| json!({"step": s, "ms": d.as_secs_f64() * 1000.0})),
-            )
+    fn timeline(&self, app: &str) -> WakeTimeline {
+        let held = WakeStep {
+            step: "held".into(),
+            ms: -(self.held_for_ms as f64),
+        };
+        let steps = std::iter::once(held)
+            .chain(self.marks.iter().map(|(s, d)| WakeStep {
+                step: s.to_string(),
+                ms: d.as_secs_f64() * 1000.0,
+            }))
             .collect();
         let total = self.marks.last().map(|(_, d)| *d).unwrap_or_default()
             + Duration::from_millis(self.held_for_ms);
-        let container: serde_json::Map<String, Value> = self
-            .container
-            .iter()
-            .map(|(k, v)| (format!("{k}Ms"), json!(v)))
-            .collect();
-        let mut out = json!({
-            "appId": app, "timestamp": self.at, "held": self.held,
-            "totalMs": total.as_secs_f64() * 1000.0, "steps": steps,
-        });
-        if !container.is_empty() {
-            out["container"] = Value::Object(container);
+        WakeTimeline {
+            app_id: app.to_string(),
+            timestamp: self.at.clone(),
+            held: self.held,
+            total_ms: total.as_secs_f64() * 1000.0,
+            steps,
+            container: self
+                .container
+                .iter()
+                .map(|(k, v)| (format!("{k}Ms"), *v))
+                .collect(),
         }
-        out
     }
 }
 
@@ -105,17 +107,16 @@ impl State {
         }
         t.mark(stage, now);
         if stage == "routed" {
-            let done = t.to_json(app);
+            let done = t.timeline(app);
             a.wake = None;
             if a.wakes.len() >= KEPT {
                 a.wakes.pop_front();
             }
             a.wakes.push_back(done.clone());
-            self.store
-                .journal(app, Journal::Wake, done.to_string(), KEPT);
-            tracing::info!(app, total_ms = %done["totalMs"], "wake complete");
-            self.events
-                .publish(events::scheduler("drove_wake_timeline_event", done));
+            let line = serde_json::to_string(&done).unwrap_or_default();
+            self.store.journal(app, Journal::Wake, line, KEPT);
+            tracing::info!(app, total_ms = done.total_ms, "wake complete");
+            self.events.publish(events::Event::WakeTimeline(done));
         }
     }
 
@@ -154,13 +155,13 @@ impl State {
     }
 
     /// The app's open wake (the steps so far), if it is waking.
-    pub fn open_wake(&self, app: &str) -> Option<Value> {
+    pub fn open_wake(&self, app: &str) -> Option<WakeTimeline> {
         let a = self.apps.get(app)?;
-        a.wake.as_ref().map(|t| t.to_json(app))
+        a.wake.as_ref().map(|t| t.timeline(app))
     }
 
     /// The app's recent completed wakes, oldest first.
-    pub fn wakes_of(&self, app: &str) -> Vec<Value> {
+    pub fn wakes_of(&self, app: &str) -> Vec<WakeTimeline> {
         self.apps
             .get(app)
             .map(|a| a.wakes.iter().cloned().collect())
@@ -169,4 +170,4 @@ impl State {
 }
 
 /// The history kept per app.
-pub type History = VecDeque<Value>;
+pub type History = VecDeque<WakeTimeline>;

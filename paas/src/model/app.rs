@@ -287,7 +287,7 @@ pub struct AppDefinition {
     /// drove's own: how the scaler may move `instances` (see `scaler::Scaling`). Absent: the
     /// count stays what it is set to, as in Marathon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scaling: Option<crate::scaler::Scaling>,
+    pub scaling: Option<crate::model::scaling::Scaling>,
 }
 
 fn one_u() -> u32 {
@@ -691,7 +691,7 @@ impl AppDefinition {
             );
         }
         for (i, c) in self.constraints.iter().enumerate() {
-            if let Err(e) = crate::placement::Constraint::parse(c) {
+            if let Err(e) = crate::model::constraint::Constraint::parse(c) {
                 bad(&format!("/constraints({i})"), e);
             }
         }
