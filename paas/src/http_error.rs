@@ -30,26 +30,32 @@ impl From<InvalidApp> for ApiError {
     }
 }
 
+/// The status an op's failure is answered with.
+pub fn status(e: &OpsError) -> StatusCode {
+    match e {
+        OpsError::Invalid(InvalidApp::Json(_)) => StatusCode::BAD_REQUEST,
+        OpsError::Invalid(InvalidApp::Rules(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        OpsError::NoApp(_) | OpsError::NotFound(_) => StatusCode::NOT_FOUND,
+        OpsError::Exists(_) | OpsError::Conflict(_) | OpsError::Locked { .. } => {
+            StatusCode::CONFLICT
+        }
+        OpsError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OpsError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status = status(&self.0);
         let message = self.0.to_string();
         match self.0 {
-            OpsError::Invalid(e) => {
-                let status = match e {
-                    InvalidApp::Json(_) => StatusCode::BAD_REQUEST,
-                    InvalidApp::Rules(_) => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                (status, Json(e.body())).into_response()
-            }
-            OpsError::NoApp(_) | OpsError::NotFound(_) => error(StatusCode::NOT_FOUND, message),
-            OpsError::Exists(_) | OpsError::Conflict(_) => error(StatusCode::CONFLICT, message),
+            OpsError::Invalid(e) => (status, Json(e.body())).into_response(),
             OpsError::Locked { deployment } => (
-                StatusCode::CONFLICT,
+                status,
                 Json(json!({"message": message, "deployments": [{"id": deployment}]})),
             )
                 .into_response(),
-            OpsError::Store(_) => error(StatusCode::SERVICE_UNAVAILABLE, message),
-            OpsError::Corrupt(_) => error(StatusCode::INTERNAL_SERVER_ERROR, message),
+            _ => error(status, message),
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The app page's controls. Each is one call of the PaaS's API (the CLI's call where the CLI
-//! has the command) and answers with the API's outcome: JSON for the page's script, or a
-//! redirect back to the page, which shows the outcome once, for a browser without it.
+//! The app page's controls. Each is one op (`ops`, as the API's change is), or for a pushed
+//! app's releases one call of the API in-process, and answers with its outcome: JSON for the
+//! page's script, or a redirect back to the page, which shows the outcome once, for a browser
+//! without it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +14,8 @@ use axum::{Form, Json};
 use serde_json::{json, Value};
 
 use super::client::Answer;
+use crate::http_error;
+use crate::ops::{self, OpsError};
 use crate::Paas;
 
 /// What a control did.
@@ -67,10 +70,6 @@ fn seconds(form: &HashMap<String, String>, k: &str) -> Result<Option<f64>, Outco
     }
 }
 
-fn deployment(v: &Value) -> String {
-    v["deploymentId"].as_str().unwrap_or("?").to_string()
-}
-
 /// `POST /admin/apps/{app}/{action}`: `instances`, `scaling`, `zero`, `wake`, `restart`,
 /// `auto`, `suspend`, `resume`, `rollback`, `config` (show the config vars' values).
 pub async fn act(
@@ -122,92 +121,111 @@ async fn run(
     form: &HashMap<String, String>,
     peer: SocketAddr,
 ) -> Result<Outcome, Outcome> {
+    let done = |r: Result<String, OpsError>| match r {
+        Ok(message) => Outcome {
+            status: StatusCode::OK,
+            message,
+            html: None,
+        },
+        Err(e) => Outcome {
+            status: http_error::status(&e),
+            message: e.to_string(),
+            html: None,
+        },
+    };
+    // The app's own changes are ops, made here as the API makes them (forced: an operator's
+    // click supersedes a deployment under way).
+    let op = async {
+        let tx = paas.begin().await;
+        Ok::<_, Outcome>(Some(match action {
+            "instances" | "zero" => {
+                let n = if action == "zero" {
+                    0
+                } else {
+                    whole(form, "instances")?.ok_or_else(|| {
+                        Outcome::invalid("instances: expected a whole number".into())
+                    })?
+                };
+                ops::apps::scale(&tx, id, n, true)
+                    .await
+                    .map(|d| format!("scaling {id} to {n}: deployment {}", d.deployment_id))
+            }
+            "scaling" => {
+                let current = paas.lock().apps.get(id).and_then(|a| a.def.scaling.clone());
+                let mut scaling = current
+                    .and_then(|s| serde_json::to_value(s).ok())
+                    .filter(Value::is_object)
+                    .unwrap_or_else(|| json!({}));
+                let fields = [
+                    ("minInstances", whole(form, "min")?.map(|x| json!(x))),
+                    ("maxInstances", whole(form, "max")?.map(|x| json!(x))),
+                    ("idleSeconds", seconds(form, "idle")?.map(|x| json!(x))),
+                    (
+                        "targetConcurrency",
+                        seconds(form, "target")?.map(|x| json!(x)),
+                    ),
+                ];
+                for (k, v) in fields {
+                    if let Some(v) = v {
+                        scaling[k] = v;
+                    }
+                }
+                ops::apps::set_scaling(&tx, id, Some(scaling), true)
+                    .await
+                    .map(|_| format!("{id}: scaling settings saved"))
+            }
+            "auto" => {
+                let current = paas.lock().apps.get(id).and_then(|a| a.def.scaling.clone());
+                let Some(mut scaling) = current else {
+                    return Err(Outcome {
+                        status: StatusCode::CONFLICT,
+                        message: format!("{id} has no scaling settings: its count is fixed"),
+                        html: None,
+                    });
+                };
+                scaling.floor = None;
+                let scaling = serde_json::to_value(scaling).ok();
+                ops::apps::set_scaling(&tx, id, scaling, true)
+                    .await
+                    .map(|_| format!("{id}: the floor is cleared; the scaler decides its count"))
+            }
+            "suspend" => ops::scaling::suspend(&tx, id, "dashboard")
+                .await
+                .map(|changed| match changed {
+                    true => format!("{id}: suspended; its requests get 503"),
+                    false => format!("{id}: already suspended"),
+                }),
+            "resume" => {
+                ops::scaling::resume(&tx, id, "dashboard")
+                    .await
+                    .map(|changed| match changed {
+                        true => format!("{id}: resumed"),
+                        false => format!("{id}: already resumed"),
+                    })
+            }
+            "wake" => ops::scaling::wake(&tx, name, None, 0, "dashboard")
+                .await
+                .map(|w| format!("{id}: awake, {} instance(s) wanted", w.instances)),
+            "restart" => ops::apps::restart(&tx, id, true)
+                .await
+                .map(|d| format!("restarting {id}: deployment {}", d.deployment_id)),
+            _ => return Ok(None),
+        }))
+    };
+    if let Some(r) = op.await? {
+        return Ok(done(r));
+    }
+    // A pushed app's releases are push's: through the API, in-process.
     let api = paas.admin.api().ok_or_else(|| Outcome {
         status: StatusCode::SERVICE_UNAVAILABLE,
         message: "the dashboard is starting".into(),
         html: None,
     })?;
-    let app_path = format!("/v2/apps{id}?force=true");
     let call = |method: Method, uri: String, body: Option<Value>| {
         let api = api.clone();
         async move { api.call(method, &uri, body, peer).await }
     };
     Ok(match action {
-        "instances" | "zero" => {
-            let n = if action == "zero" {
-                0
-            } else {
-                whole(form, "instances")?
-                    .ok_or_else(|| Outcome::invalid("instances: expected a whole number".into()))?
-            };
-            let a = call(Method::PUT, app_path, Some(json!({ "instances": n }))).await;
-            Outcome::from(&a, |v| {
-                format!("scaling {id} to {n}: deployment {}", deployment(v))
-            })
-        }
-        "scaling" => {
-            let current = call(Method::GET, format!("/v2/apps{id}"), None).await;
-            let mut scaling = match current.body["app"]["scaling"].clone() {
-                Value::Object(m) => Value::Object(m),
-                _ => json!({}),
-            };
-            let fields = [
-                ("minInstances", whole(form, "min")?.map(|x| json!(x))),
-                ("maxInstances", whole(form, "max")?.map(|x| json!(x))),
-                ("idleSeconds", seconds(form, "idle")?.map(|x| json!(x))),
-                (
-                    "targetConcurrency",
-                    seconds(form, "target")?.map(|x| json!(x)),
-                ),
-            ];
-            for (k, v) in fields {
-                if let Some(v) = v {
-                    scaling[k] = v;
-                }
-            }
-            let a = call(Method::PATCH, app_path, Some(json!({ "scaling": scaling }))).await;
-            Outcome::from(&a, |_| format!("{id}: scaling settings saved"))
-        }
-        "auto" => {
-            let current = call(Method::GET, format!("/v2/apps{id}"), None).await;
-            let Value::Object(mut scaling) = current.body["app"]["scaling"].clone() else {
-                return Err(Outcome {
-                    status: StatusCode::CONFLICT,
-                    message: format!("{id} has no scaling settings: its count is fixed"),
-                    html: None,
-                });
-            };
-            scaling.remove("floor");
-            let a = call(Method::PATCH, app_path, Some(json!({ "scaling": scaling }))).await;
-            Outcome::from(&a, |_| {
-                format!("{id}: the floor is cleared; the scaler decides its count")
-            })
-        }
-        "suspend" | "resume" => {
-            let a = call(Method::POST, format!("/v1/apps/{name}/{action}"), None).await;
-            Outcome::from(&a, |v| match (v["changed"] == true, action) {
-                (true, "suspend") => format!("{id}: suspended; its requests get 503"),
-                (true, _) => format!("{id}: resumed"),
-                (false, _) => format!("{id}: already {action}d"),
-            })
-        }
-        "wake" => {
-            let a = call(Method::POST, format!("/v1/apps/{name}/wake"), None).await;
-            Outcome::from(&a, |v| {
-                format!("{id}: awake, {} instance(s) wanted", v["instances"])
-            })
-        }
-        "restart" => {
-            let a = call(
-                Method::POST,
-                format!("/v2/apps{id}/restart?force=true"),
-                None,
-            )
-            .await;
-            Outcome::from(&a, |v| {
-                format!("restarting {id}: deployment {}", deployment(v))
-            })
-        }
         "rollback" => {
             let body = field(form, "version").map(|v| json!({ "to": v }));
             let a = call(Method::POST, format!("/v1/push/apps/{name}/rollback"), body).await;

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::wants;
 use crate::events;
 use crate::http_error::{error, ApiError};
-use crate::model::app::{merge, normalize_id, AppDefinition, InvalidApp};
+use crate::model::app::{merge, normalize_id, resume_if_scaled_up, AppDefinition, InvalidApp};
 use crate::model::instance::Instance;
 use crate::ops::{self, apps::Killed, views, OpsError};
 use crate::Paas;
@@ -252,13 +252,7 @@ async fn update(
                 return Err(InvalidApp::field("/", "expected a JSON object").into());
             }
             merged["id"] = json!(id);
-            // Scaling a suspended app up (Marathon's way of bringing an app back) resumes it.
-            let scales_up = patch["instances"].as_u64().is_some_and(|n| n > 0);
-            if scales_up && patch["scaling"].is_null() {
-                if let Some(s) = merged["scaling"].as_object_mut() {
-                    s.remove("suspended");
-                }
-            }
+            resume_if_scaled_up(&patch, &mut merged);
             AppDefinition::from_value(merged)?
         }
         None if create_missing => {

@@ -12,7 +12,8 @@ use drove_proto::routing::{RouteMessage, StatsReport};
 use futures::StreamExt;
 use serde_json::json;
 
-use super::error;
+use crate::http_error::{error, ApiError};
+use crate::ops;
 use crate::Paas;
 
 /// Well under the router's 30 s silence limit.
@@ -67,71 +68,19 @@ pub async fn wake(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
     // The body is informative (how many requests wait); a wake without one still wakes.
     let request = serde_json::from_slice::<drove_proto::routing::WakeRequest>(&body).ok();
     let held = request.as_ref().map(|w| w.held);
     let held_for = request.as_ref().map(|w| w.held_for_ms).unwrap_or(0);
-    let id = {
-        let mut s = paas.lock();
-        let Some(a) = s.app_by_route(&name) else {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no app is served as {name:?}"),
-            );
-        };
-        if a.def.suspended() {
-            return error(
-                StatusCode::CONFLICT,
-                format!("{} is suspended: it is not woken", a.def.id),
-            );
-        }
-        if a.def.instances > 0 {
-            // Awake or waking. Restate its route: a router that woke it because every backend
-            // looked down (passive marks) takes a republished backend as usable again.
-            let (id, n) = (a.def.id.clone(), a.def.instances);
-            s.publish_routes(true, Some(&id));
-            return (
-                StatusCode::ACCEPTED,
-                Json(json!({"app": id, "instances": n})),
-            )
-                .into_response();
-        }
-        a.def.id.clone()
-    };
-    let reason = match held {
-        Some(n) => format!("wake: {n} held"),
-        None => "wake: requests held".to_string(),
-    };
-    // Deduplicated: of concurrent wakes (routers, requests), the first sets 1, the rest find it.
-    let opened = id.clone();
-    let wake = crate::scaler::set_instances_with(&paas, &id, 1, &reason, "router", move |s| {
-        s.wake_started(&opened, held, held_for, started)
-    });
-    match wake.await {
-        Ok(_) => {}
-        Err(crate::scaler::ScaleError::NoApp(_)) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no app is served as {name:?}"),
-            )
-        }
-        Err(e @ crate::scaler::ScaleError::Suspended(_)) => {
-            return error(StatusCode::CONFLICT, e.to_string())
-        }
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    let tx = paas.begin().await;
+    match ops::scaling::wake(&tx, &name, held, held_for, "router").await {
+        Ok(w) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"app": w.app_id, "instances": w.instances})),
+        )
+            .into_response(),
+        Err(e) => ApiError(e).into_response(),
     }
-    paas.lock().events.publish(crate::events::Event::Wake {
-        app_id: id.clone(),
-        reason: reason.to_string(),
-        timestamp: crate::model::timestamp(),
-    });
-    tracing::info!(app = %id, took = ?started.elapsed(), "woken");
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"app": id, "instances": 1})),
-    )
-        .into_response()
 }
 
 /// `GET /v1/apps/{app}/scaling`: an app's scaling settings, its scaler's view (recent
@@ -156,10 +105,11 @@ async fn suspension(paas: Arc<Paas>, name: String, suspend: bool) -> Response {
             format!("no app is served as {name:?}"),
         );
     };
+    let tx = paas.begin().await;
     let changed = if suspend {
-        crate::scaler::suspend(&paas, &id, "api").await
+        ops::scaling::suspend(&tx, &id, "api").await
     } else {
-        crate::scaler::resume(&paas, &id, "api").await
+        ops::scaling::resume(&tx, &id, "api").await
     };
     match changed {
         Ok(changed) => {
@@ -168,8 +118,7 @@ async fn suspension(paas: Arc<Paas>, name: String, suspend: bool) -> Response {
                         "instances": instances}))
             .into_response()
         }
-        Err(e @ crate::scaler::ScaleError::NoApp(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => ApiError(e).into_response(),
     }
 }
 

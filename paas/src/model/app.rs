@@ -736,6 +736,18 @@ impl AppDefinition {
     }
 }
 
+/// Scaling a suspended app up is Marathon's way of bringing an app back: when `patch` raises
+/// the count and leaves the scaling settings alone, the merged definition is no longer
+/// suspended.
+pub fn resume_if_scaled_up(patch: &Value, merged: &mut Value) {
+    let scales_up = patch["instances"].as_u64().is_some_and(|n| n > 0);
+    if scales_up && patch["scaling"].is_null() {
+        if let Some(s) = merged["scaling"].as_object_mut() {
+            s.remove("suspended");
+        }
+    }
+}
+
 /// Applies a PUT/PATCH body onto the current definition: top-level fields given replace the
 /// current ones (Marathon's partial update), `id` stays.
 pub fn merge(current: &AppDefinition, patch: &Value) -> Result<Value, InvalidApp> {

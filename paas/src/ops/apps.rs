@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{Deployed, OpsError, Tx};
-use crate::model::app::{route_name, AppDefinition, InvalidApp};
+use crate::model::app::{merge, resume_if_scaled_up, route_name, AppDefinition, InvalidApp};
 use crate::model::deployment::Action;
 use crate::model::instance::Instance;
 use crate::model::timestamp;
@@ -141,6 +141,43 @@ pub async fn update(tx: &Tx<'_>, def: AppDefinition, how: Update) -> Result<Depl
             .publish(crate::events::Event::ScalingDecision(decision));
     }
     Ok(deployed)
+}
+
+/// Marathon's scale: sets app `id`'s count, a manual scale (on an autoscaled app it holds as
+/// a floor until cleared); scaling a suspended app up resumes it.
+pub async fn scale(
+    tx: &Tx<'_>,
+    id: &str,
+    instances: u32,
+    force: bool,
+) -> Result<Deployed, OpsError> {
+    let cur = current(tx.paas(), id).ok_or_else(|| OpsError::NoApp(id.to_string()))?;
+    let patch = serde_json::json!({ "instances": instances });
+    let mut merged = merge(&cur, &patch)?;
+    resume_if_scaled_up(&patch, &mut merged);
+    let how = Update {
+        force,
+        manual_scale: true,
+    };
+    update(tx, AppDefinition::from_value(merged)?, how).await
+}
+
+/// Replaces app `id`'s scaling settings with `scaling` (JSON, validated as the definition's
+/// field); `None` clears them.
+pub async fn set_scaling(
+    tx: &Tx<'_>,
+    id: &str,
+    scaling: Option<serde_json::Value>,
+    force: bool,
+) -> Result<Deployed, OpsError> {
+    let cur = current(tx.paas(), id).ok_or_else(|| OpsError::NoApp(id.to_string()))?;
+    let patch = serde_json::json!({ "scaling": scaling });
+    let def = AppDefinition::from_value(merge(&cur, &patch)?)?;
+    let how = Update {
+        force,
+        ..Update::default()
+    };
+    update(tx, def, how).await
 }
 
 /// Puts app `id` back to its stored version `version`, as a restart.

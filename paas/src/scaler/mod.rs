@@ -3,7 +3,7 @@
 //!
 //! Once a second it reads what the routers last reported for each such app (in flight, held,
 //! last request; `stats`), keeps a window of concurrency samples, and asks [`policy::decide`].
-//! A change goes through [`set_instances`], the same path as a wake and an API scale: written
+//! A change goes through `ops::scaling::set_instances`, the same path as a wake: written
 //! to the store, installed as a `ScaleApplication` deployment (so scale-downs drain like any
 //! other), published as a `drove_scaling_decision_event` on `/v2/events`, and kept in the
 //! app's recent decisions (`GET /v1/apps/{app}/scaling`).
@@ -18,10 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use drove_proto::paas::Decision;
 
-use crate::model::app::AppDefinition;
 use crate::model::deployment::Action;
 use crate::model::scaling::Scaling;
 use crate::model::timestamp;
+use crate::ops;
 use crate::store::{Journal, Store};
 use crate::Paas;
 
@@ -295,131 +295,6 @@ pub struct Memory {
     pub concurrency: Option<f64>,
 }
 
-/// Why a scale could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ScaleError {
-    #[error("no app {0}")]
-    NoApp(String),
-    #[error("{0} is suspended; resume it first")]
-    Suspended(String),
-    #[error("{0}")]
-    Store(String),
-}
-
-/// Sets an app's instance count for `reason` (said by `by`: "scaler", "router", ...): stored,
-/// installed as a scale deployment, recorded and published. `Ok(false)` when it already had
-/// that many.
-pub async fn set_instances(
-    paas: &Arc<Paas>,
-    app_id: &str,
-    to: u32,
-    reason: &str,
-    by: &str,
-) -> Result<bool, ScaleError> {
-    set_instances_with(paas, app_id, to, reason, by, |_| {}).await
-}
-
-/// [`set_instances`], running `installed` on the state under the same lock as the install (a
-/// wake opens its timeline there, before the scheduler can take a step).
-pub async fn set_instances_with(
-    paas: &Arc<Paas>,
-    app_id: &str,
-    to: u32,
-    reason: &str,
-    by: &str,
-    installed: impl FnOnce(&mut crate::state::State),
-) -> Result<bool, ScaleError> {
-    let edit = |def: &mut AppDefinition| {
-        if def.instances == to {
-            return Ok(false);
-        }
-        if def.suspended() {
-            return Err(ScaleError::Suspended(def.id.clone()));
-        }
-        def.instances = to;
-        Ok(true)
-    };
-    rescale(paas, app_id, reason, by, edit, installed).await
-}
-
-/// Takes an app offline (`drove suspend`, `POST /v1/apps/{app}/suspend`): no instances, and
-/// with `scaling` marked suspended, so neither the scaler nor a wake brings it back; the
-/// routers answer 503. `Ok(false)` when it was suspended already.
-pub async fn suspend(paas: &Arc<Paas>, app_id: &str, by: &str) -> Result<bool, ScaleError> {
-    let edit = |def: &mut AppDefinition| {
-        if def.suspended() {
-            return Ok(false);
-        }
-        def.instances = 0;
-        if let Some(s) = def.scaling.as_mut() {
-            s.suspended = true;
-            s.floor = None;
-        }
-        Ok(true)
-    };
-    rescale(paas, app_id, "suspended by an operator", by, edit, |_| {}).await
-}
-
-/// Brings a suspended app back (`drove resume`): with `scaling`, to its minimum (at 0 it is
-/// idle, and its next request wakes it); without, to one instance. `Ok(false)` when it was
-/// not suspended.
-pub async fn resume(paas: &Arc<Paas>, app_id: &str, by: &str) -> Result<bool, ScaleError> {
-    let edit = |def: &mut AppDefinition| {
-        if !def.suspended() {
-            return Ok(false);
-        }
-        def.instances = match def.scaling.as_mut() {
-            Some(s) => {
-                s.suspended = false;
-                s.min_instances
-            }
-            None => 1,
-        };
-        Ok(true)
-    };
-    rescale(paas, app_id, "resumed by an operator", by, edit, |_| {}).await
-}
-
-/// A scale-only change of an app's definition (its count, its scaling settings) made by
-/// `edit` (`Ok(false)`: nothing to change): stored, installed as a scale deployment,
-/// recorded as a decision and published.
-async fn rescale(
-    paas: &Arc<Paas>,
-    app_id: &str,
-    reason: &str,
-    by: &str,
-    edit: impl FnOnce(&mut AppDefinition) -> Result<bool, ScaleError>,
-    installed: impl FnOnce(&mut crate::state::State),
-) -> Result<bool, ScaleError> {
-    let tx = paas.begin().await;
-    let (def, config) = {
-        let s = paas.lock();
-        let Some(a) = s.apps.get(app_id).filter(|a| !a.deleting) else {
-            return Err(ScaleError::NoApp(app_id.to_string()));
-        };
-        (a.def.clone(), a.config_version.clone())
-    };
-    let previous = def.clone();
-    let mut def = def;
-    if !edit(&mut def)? {
-        return Ok(false);
-    }
-    let to = def.instances;
-    let version = timestamp();
-    let rt = crate::state::new_rt(def, version.clone(), config, version);
-    let from = previous.instances;
-    tx.install(rt, Action::ScaleApplication, Some(previous), |s| {
-        let decision = paas.scaler.record(app_id, from, to, reason, by);
-        installed(s);
-        s.events
-            .publish(crate::events::Event::ScalingDecision(decision));
-    })
-    .await
-    .map_err(|e| ScaleError::Store(e.to_string()))?;
-    tracing::info!(app = %app_id, to, %reason, %by, "scaled");
-    Ok(true)
-}
-
 /// The CPU seconds used so far by all of `tasks` (through the master, which asks their agents),
 /// or None when any cannot be read (no cgroups, an agent away): then CPU use does not count.
 async fn cpu_seconds(paas: &Arc<Paas>, framework: &str, tasks: &[String]) -> Option<f64> {
@@ -550,7 +425,9 @@ pub async fn step(paas: &Arc<Paas>) {
                 now + Duration::from_secs_f64(scaling.stable_window_seconds),
             );
         }
-        if let Err(e) = set_instances(paas, &id, change.to, &change.reason, "scaler").await {
+        let tx = paas.begin().await;
+        let set = ops::scaling::set_instances(&tx, &id, change.to, &change.reason, "scaler");
+        if let Err(e) = set.await {
             tracing::warn!(app = %id, error = %e, "scaling failed");
         }
     }
