@@ -24,6 +24,9 @@ struct AppStats {
 
 pub use drove_proto::paas::Load;
 
+/// A router report older than this no longer counts as the app's load.
+pub const FRESH_MS: u64 = 5_000;
+
 /// An app's request counter and latency, for the dashboard's history.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {

@@ -123,7 +123,7 @@ pub async fn run(paas: Arc<Paas>) {
 }
 
 fn sample(paas: &Paas) {
-    let now = crate::scaler::now_ms();
+    let now = crate::model::now_ms();
     let apps: Vec<(String, u32, u32)> = {
         let s = paas.lock();
         s.apps
@@ -137,7 +137,7 @@ fn sample(paas: &Paas) {
             .collect()
     };
     for (route, wanted, ready) in &apps {
-        let c = paas.stats.counters(route, now, crate::scaler::FRESH_MS);
+        let c = paas.stats.counters(route, now, crate::stats::FRESH_MS);
         let sample = paas.admin.history.record(
             route,
             now,

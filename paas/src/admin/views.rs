@@ -29,7 +29,7 @@ const BUILD_LOG_LINES: usize = 200;
 const TAIL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn now_ms() -> u64 {
-    crate::scaler::now_ms()
+    crate::model::now_ms()
 }
 
 /// An RFC 3339 time as ms since the epoch.

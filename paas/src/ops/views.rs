@@ -29,7 +29,7 @@ pub fn scaling(paas: &Paas, name: &str) -> Option<ScalingView> {
     };
     let load = paas
         .stats
-        .load(name, crate::scaler::now_ms(), crate::scaler::FRESH_MS);
+        .load(name, crate::model::now_ms(), crate::stats::FRESH_MS);
     let memory = paas.scaler.memory(&app_id);
     Some(ScalingView {
         app_id,

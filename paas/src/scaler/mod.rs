@@ -14,7 +14,7 @@ pub mod policy;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use drove_proto::paas::Decision;
 
@@ -29,8 +29,6 @@ use crate::Paas;
 pub const TICK: Duration = Duration::from_secs(1);
 /// Decisions kept per app.
 pub const DECISIONS: usize = 50;
-/// A router report older than this no longer counts as the app's load.
-pub const FRESH_MS: u64 = 5_000;
 
 /// What the scaler remembers of each app.
 pub struct Scaler {
@@ -72,14 +70,6 @@ impl AppMemory {
             cpu_tasks: Vec::new(),
         }
     }
-}
-
-/// Wall-clock milliseconds since the epoch (the routers' report times are on the same clock).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Scaler {
@@ -371,7 +361,7 @@ pub async fn step(paas: &Arc<Paas>) {
         (apps, s.framework_id.clone())
     };
     let now = Instant::now();
-    let at = now_ms();
+    let at = crate::model::now_ms();
     for app in apps {
         let Candidate {
             id,
@@ -381,7 +371,7 @@ pub async fn step(paas: &Arc<Paas>) {
             deploying,
             tasks,
         } = app;
-        let load = paas.stats.load(&route, at, FRESH_MS);
+        let load = paas.stats.load(&route, at, crate::stats::FRESH_MS);
         let mut inputs = paas.scaler.observe(&id, current, &scaling, load, now);
         if deploying {
             continue;
