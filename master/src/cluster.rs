@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_client::AgentClient;
 use crate::allocator::{Allocator, AllocatorConfig};
+use crate::clock::Clock;
 use crate::store::{AgentRow, FrameworkRow, Snapshot, Store, StoreOp, TaskRow};
 
 /// Tunables the master was started with.
@@ -246,12 +247,9 @@ pub struct Cluster {
     next_offer: u64,
     store: Store,
     client: AgentClient,
+    clock: Clock,
     /// Set when something happened that may make new offers possible.
     pub allocation_wanted: bool,
-}
-
-fn now_ms() -> i64 {
-    (now_secs() * 1000.0) as i64
 }
 
 fn framework_role(info: &FrameworkInfo) -> String {
@@ -267,6 +265,7 @@ impl Cluster {
         config: ClusterConfig,
         store: Store,
         client: AgentClient,
+        clock: Clock,
     ) -> Self {
         let allocator = Allocator::new(AllocatorConfig {
             min_allocatable: config.min_allocatable.clone(),
@@ -276,7 +275,7 @@ impl Cluster {
         Cluster {
             master_id: master_info.id.clone(),
             master_info,
-            start_secs: now_secs(),
+            start_secs: clock.unix_secs(),
             config,
             agents: HashMap::new(),
             frameworks: HashMap::new(),
@@ -291,6 +290,7 @@ impl Cluster {
             next_offer: 0,
             store,
             client,
+            clock,
             allocation_wanted: false,
         }
     }
@@ -298,7 +298,7 @@ impl Cluster {
     /// Rebuilds the cluster from the store after a restart. Agents wait to re-register,
     /// frameworks to re-subscribe; nothing is killed.
     pub fn recover(&mut self, snapshot: Snapshot) {
-        let now = Instant::now();
+        let now = self.clock.now();
         for row in snapshot.frameworks {
             let role = framework_role(&row.info);
             self.allocator.add_framework(&row.id, &role, false, false);
@@ -311,7 +311,7 @@ impl Cluster {
                     conn: None,
                     registered_secs: row.registered_at_ms as f64 / 1000.0,
                     disconnected_at: Some(now),
-                    unregistered_secs: Some(now_secs()),
+                    unregistered_secs: Some(self.clock.unix_secs()),
                     suppressed: false,
                     recovered: true,
                     failover_grace: self.config.agent_reregister_timeout,
@@ -430,7 +430,7 @@ impl Cluster {
             }
         };
         let key = id.value.clone();
-        let now = Instant::now();
+        let now = self.clock.now();
         let was = self.agents.get(&key).map(|a| a.status);
         if was.is_some() {
             self.allocator.remove_agent(&key);
@@ -442,7 +442,7 @@ impl Cluster {
             endpoint: req.endpoint.clone(),
             total: total.clone(),
             attributes: req.attributes.clone(),
-            registered_secs: now_secs(),
+            registered_secs: self.clock.unix_secs(),
             last_ping: now,
             session: String::new(),
             key_hash: None,
@@ -571,12 +571,12 @@ impl Cluster {
             }
             if task.state != at.state {
                 task.state = at.state;
-                task.statuses.push((at.state, now_secs(), None));
+                task.statuses.push((at.state, self.clock.unix_secs(), None));
             }
             if let Some(s) = &at.status {
                 task.status = Some(s.clone());
             }
-            let row = task_row(task);
+            let row = task_row(task, self.clock.unix_ms());
             if came_back {
                 let mut status = TaskStatus::new(TaskId::new(&task_key), at.state);
                 status.source = Some(TaskSource::SourceMaster);
@@ -634,7 +634,7 @@ impl Cluster {
     pub fn ping(&mut self, agent: &str) -> bool {
         match self.agents.get_mut(agent) {
             Some(a) if a.status == AgentStatus::Active => {
-                a.last_ping = Instant::now();
+                a.last_ping = self.clock.now();
                 true
             }
             _ => false,
@@ -644,7 +644,7 @@ impl Cluster {
     /// Marks agents unreachable that have been silent too long, or that never came back after a
     /// master restart.
     pub fn check_agents(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let limit = self.config.agent_ping_interval * self.config.max_agent_ping_timeouts;
         let lost: Vec<String> = self
             .agents
@@ -660,7 +660,7 @@ impl Cluster {
             self.mark_agent_unreachable(&id);
         }
         let removal = self.config.agent_removal_timeout.as_secs_f64();
-        let now_s = now_secs();
+        let now_s = self.clock.unix_secs();
         let gone: Vec<String> = self
             .agents
             .values()
@@ -707,7 +707,7 @@ impl Cluster {
             status.agent_id = Some(AgentId::new(agent));
             task.state = state;
             task.released = true;
-            task.statuses.push((state, now_secs(), None));
+            task.statuses.push((state, self.clock.unix_secs(), None));
             task.status = Some(status.clone());
             fw.send(Event::update(status));
             self.counters.events_sent += 1;
@@ -720,7 +720,7 @@ impl Cluster {
     }
 
     fn mark_agent_unreachable(&mut self, agent: &str) {
-        let since = now_secs();
+        let since = self.clock.unix_secs();
         let Some(a) = self.agents.get_mut(agent) else {
             return;
         };
@@ -793,7 +793,7 @@ impl Cluster {
             &offer.agent_id,
             &offer.resources,
             None,
-            Instant::now(),
+            self.clock.now(),
         );
         self.allocation_wanted = true;
     }
@@ -883,12 +883,12 @@ impl Cluster {
             if release {
                 task.released = true;
             }
-            let row = task_row(task);
+            let row = task_row(task, self.clock.unix_ms());
             let res = task.resources.clone();
             self.store.apply(StoreOp::UpsertTask(Box::new(row)));
             if release {
                 self.allocator
-                    .recover(&fw_key, agent, &res, None, Instant::now());
+                    .recover(&fw_key, agent, &res, None, self.clock.now());
                 self.allocation_wanted = true;
             }
         }
@@ -916,8 +916,10 @@ impl Cluster {
                 task.released = true;
                 recover = Some((task.agent_id.value.clone(), task.resources.clone()));
             }
-            self.store
-                .apply(StoreOp::UpsertTask(Box::new(task_row(task))));
+            self.store.apply(StoreOp::UpsertTask(Box::new(task_row(
+                task,
+                self.clock.unix_ms(),
+            ))));
             if status.state.is_terminal() {
                 if let Some(t) = fw.tasks.remove(&task_key) {
                     complete(fw, t, self.config.completed_tasks_per_framework);
@@ -935,7 +937,7 @@ impl Cluster {
                 a.tasks.remove(&(fw_key.to_string(), task_key));
             }
             self.allocator
-                .recover(fw_key, &agent, &res, None, Instant::now());
+                .recover(fw_key, &agent, &res, None, self.clock.now());
             self.allocation_wanted = true;
         }
     }
@@ -1034,7 +1036,7 @@ impl Cluster {
             if suppressed {
                 self.allocator.suppress(&key);
             } else {
-                self.allocator.revive(&key, Instant::now());
+                self.allocator.revive(&key, self.clock.now());
             }
             tracing::info!(framework = %key, name = %info.name, "framework re-subscribed");
         } else {
@@ -1050,7 +1052,7 @@ impl Cluster {
                         tx,
                         overflow: overflow.clone(),
                     }),
-                    registered_secs: now_secs(),
+                    registered_secs: self.clock.unix_secs(),
                     disconnected_at: None,
                     unregistered_secs: None,
                     suppressed,
@@ -1093,15 +1095,15 @@ impl Cluster {
             return;
         }
         fw.conn = None;
-        fw.disconnected_at = Some(Instant::now());
-        fw.unregistered_secs = Some(now_secs());
+        fw.disconnected_at = Some(self.clock.now());
+        fw.unregistered_secs = Some(self.clock.unix_secs());
         let offers: Vec<String> = fw.offers.iter().cloned().collect();
         tracing::info!(framework, failover_timeout = ?fw.info.failover_timeout, "framework disconnected");
         self.allocator.deactivate_framework(framework);
         for id in offers {
             self.rescind_offer(&id, false);
         }
-        if fw_failover_expired(&self.frameworks[framework], Instant::now()) {
+        if fw_failover_expired(&self.frameworks[framework], self.clock.now()) {
             self.teardown(framework);
         }
     }
@@ -1116,7 +1118,7 @@ impl Cluster {
 
     /// Tears down frameworks whose failover timeout has run out.
     pub fn check_frameworks(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let expired: Vec<String> = self
             .frameworks
             .values()
@@ -1222,7 +1224,7 @@ impl Cluster {
                     &offer.agent_id,
                     &offer.resources,
                     Some(Duration::from_secs_f64(refuse)),
-                    Instant::now(),
+                    self.clock.now(),
                 );
             }
         }
@@ -1310,7 +1312,7 @@ impl Cluster {
                         &offer.agent_id,
                         &offer.resources,
                         None,
-                        Instant::now(),
+                        self.clock.now(),
                     );
                 }
             }
@@ -1369,7 +1371,7 @@ impl Cluster {
                 &agent_key,
                 &available,
                 Some(Duration::from_secs_f64(refuse)),
-                Instant::now(),
+                self.clock.now(),
             );
         }
         self.allocation_wanted = true;
@@ -1463,13 +1465,15 @@ impl Cluster {
             resources,
             state: TaskState::TaskStaging,
             status: None,
-            statuses: vec![(TaskState::TaskStaging, now_secs(), None)],
+            statuses: vec![(TaskState::TaskStaging, self.clock.unix_secs(), None)],
             released: false,
             launch_acked: false,
             kill_requested: None,
         };
-        self.store
-            .apply(StoreOp::UpsertTask(Box::new(task_row(&task))));
+        self.store.apply(StoreOp::UpsertTask(Box::new(task_row(
+            &task,
+            self.clock.unix_ms(),
+        ))));
         if let Some(fw) = self.frameworks.get_mut(fw_key) {
             fw.tasks.insert(task_key.clone(), task);
         }
@@ -1658,7 +1662,7 @@ impl Cluster {
         if let Some(fw) = self.frameworks.get_mut(fw_key) {
             fw.suppressed = false;
         }
-        self.allocator.revive(fw_key, Instant::now());
+        self.allocator.revive(fw_key, self.clock.now());
         self.allocation_wanted = true;
     }
 
@@ -1675,7 +1679,7 @@ impl Cluster {
 
     /// Runs one allocation cycle and sends the resulting offers, one OFFERS event per framework.
     pub fn allocate(&mut self) {
-        let started = Instant::now();
+        let started = self.clock.now();
         self.allocation_wanted = false;
         let allocations = self.allocator.allocate(started);
         self.counters.allocation_runs += 1;
@@ -1691,7 +1695,7 @@ impl Cluster {
             self.next_offer += 1;
             agent.offers.insert(id.value.clone());
             fw.offers.insert(id.value.clone());
-            fw.last_offer = Some((now_secs(), alloc.resources.clone()));
+            fw.last_offer = Some((self.clock.unix_secs(), alloc.resources.clone()));
             let offer = Offer {
                 id: id.clone(),
                 framework_id: fw.id.clone(),
@@ -1708,7 +1712,7 @@ impl Cluster {
                     framework_id: alloc.framework.clone(),
                     agent_id: alloc.agent.clone(),
                     resources: alloc.resources,
-                    created_secs: now_secs(),
+                    created_secs: self.clock.unix_secs(),
                 },
             );
             per_framework
@@ -1769,14 +1773,14 @@ fn complete(fw: &mut Framework, task: Task, keep: usize) {
     }
 }
 
-fn task_row(task: &Task) -> TaskRow {
+fn task_row(task: &Task, at_ms: i64) -> TaskRow {
     TaskRow {
         framework_id: task.framework_id.value.clone(),
         agent_id: task.agent_id.value.clone(),
         info: task.info.clone(),
         state: task.state,
         status: task.status.clone(),
-        updated_at_ms: now_ms(),
+        updated_at_ms: at_ms,
     }
 }
 
@@ -1795,3 +1799,6 @@ fn launch_group_tasks(op: &drove_proto::scheduler::Operation) -> Vec<TaskInfo> {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;

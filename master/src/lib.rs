@@ -14,6 +14,7 @@ pub mod agent_api;
 pub mod agent_client;
 pub mod allocator;
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod read_api;
 pub mod scheduler_api;
@@ -314,6 +315,7 @@ pub async fn run(mut args: MasterArgs, shutdown: CancellationToken) -> Result<()
         config,
         store,
         AgentClient::new(internal_tx, args.cluster_secret.as_deref()),
+        clock::Clock::system(),
     );
     for (role, weight) in &args.weights.0 {
         // Parsing already refused non-positive weights.

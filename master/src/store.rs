@@ -4,10 +4,11 @@
 //! the queue in order, batching whatever has accumulated into one transaction. Reads happen once,
 //! at start-up, to recover.
 //!
-//! A write is never dropped. A batch that fails is retried with exponential backoff
-//! ([`QUICK_RETRIES`] more attempts, 0.1 s to 1 s apart); if it still fails the store is *failed*:
-//! the writer keeps the batch and retries it every few seconds (backoff capped at
-//! [`FAILED_RETRY_MAX`]) until the disk takes it, and everything queued behind it waits in order.
+//! Writes go through [`drove_store`], the writer the PaaS's store uses too. A write is never
+//! dropped: a batch that fails is retried ([`drove_store::QUICK_RETRIES`] more attempts, 0.1 s
+//! to 1 s apart); if it still fails the store is *failed*, and the writer keeps it and what
+//! queues behind it, in order, retrying every few seconds (at most
+//! [`drove_store::FAILED_RETRY_MAX`] apart) until the disk takes it.
 //!
 //! The queue is bounded by refusal, not by the channel: [`Store::apply`] is called by the
 //! cluster state machine under its mutex, so it must neither block nor refuse (refusing would
@@ -19,17 +20,14 @@
 //! turns 503 with the same reason. What is still queued then comes from changes already accepted
 //! (timeouts, removals), bounded by the size of the cluster.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
 use drove_proto::mesos::{Attribute, FrameworkInfo, Resource, TaskInfo, TaskState, TaskStatus};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
-use tokio::sync::mpsc;
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -74,6 +72,8 @@ pub enum StoreOp {
         framework_id: String,
         task_id: String,
     },
+    /// Rewrites `store_probe`: how a failed store finds out the disk takes writes again.
+    Probe,
 }
 
 #[derive(Debug, Clone)]
@@ -115,96 +115,20 @@ pub struct Snapshot {
 }
 
 /// Ops waiting to be written beyond which the master takes no new changes.
-pub const QUEUE_LIMIT: usize = 10_000;
-/// Ops written per transaction, at most.
-const BATCH: usize = 512;
-/// Attempts after the first before a batch marks the store failed.
-pub const QUICK_RETRIES: usize = 4;
-/// Backoff of the quick retries: 0.1 s doubling to at most 1 s.
-const QUICK_RETRY_MIN: Duration = Duration::from_millis(100);
-const QUICK_RETRY_MAX: Duration = Duration::from_secs(1);
-/// While failed, the batch is retried from 1 s apart, backing off to this.
-pub const FAILED_RETRY_MAX: Duration = Duration::from_secs(5);
-const FAILED_RETRY_MIN: Duration = Duration::from_secs(1);
+pub const QUEUE_LIMIT: usize = drove_store::QUEUE_LIMIT;
 /// How long a write waits for the pool's one connection (reopened after a failed write).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Whether the store keeps up: queue depth and the failure that stops the writer, if any.
+/// Cheap to clone; shared by the store, its writer and the HTTP faces.
+pub type StoreHealth = drove_store::Health;
+/// The single writer; run it with `StoreWriter::run`.
+pub type StoreWriter = drove_store::Writer<StoreOp>;
 
 /// The queue handle; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::UnboundedSender<StoreOp>,
-    health: StoreHealth,
-}
-
-/// Whether the store keeps up: queue depth and the failure that stops the writer, if any.
-/// Cheap to clone; shared by the store, its writer and the HTTP faces.
-#[derive(Clone)]
-pub struct StoreHealth(Arc<HealthInner>);
-
-struct HealthInner {
-    path: PathBuf,
-    limit: usize,
-    /// Ops queued or being written, not yet committed.
-    pending: AtomicUsize,
-    /// Set while the writer cannot commit: the last error.
-    failure: Mutex<Option<String>>,
-}
-
-impl StoreHealth {
-    fn new(path: PathBuf, limit: usize) -> StoreHealth {
-        StoreHealth(Arc::new(HealthInner {
-            path,
-            limit,
-            pending: AtomicUsize::new(0),
-            failure: Mutex::new(None),
-        }))
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.0.path
-    }
-
-    /// Ops accepted but not yet committed.
-    pub fn pending(&self) -> usize {
-        self.0.pending.load(Ordering::SeqCst)
-    }
-
-    /// Whether the writer gave up on quick retries and is waiting for the disk.
-    pub fn failed(&self) -> bool {
-        self.failure().is_some()
-    }
-
-    fn failure(&self) -> Option<String> {
-        self.0
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_failure(&self, error: Option<String>) {
-        *self.0.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
-    }
-
-    /// Why the master must not take changes it would have to persist now (the store is
-    /// failed, or its queue is full); `None` when it may.
-    pub fn unavailable(&self) -> Option<String> {
-        let pending = self.pending();
-        let path = self.0.path.display();
-        if let Some(error) = self.failure() {
-            return Some(format!(
-                "store: writing {path} failed: {error}; {pending} changes not persisted"
-            ));
-        }
-        if pending >= self.0.limit {
-            return Some(format!(
-                "store: {pending} changes waiting to be written to {path}, at the limit of {}",
-                self.0.limit
-            ));
-        }
-        None
-    }
+    queue: drove_store::Queue<StoreOp>,
 }
 
 impl Store {
@@ -249,115 +173,36 @@ impl Store {
                 source,
             })?;
         let snapshot = read_snapshot(&pool).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let health = StoreHealth::new(path, limit);
-        let writer = StoreWriter {
-            pool,
-            rx,
-            health: health.clone(),
-        };
-        Ok((Store { tx, health }, snapshot, writer))
+        let (queue, writer) = drove_store::open(pool, path, "the master store", Some(limit));
+        Ok((Store { queue }, snapshot, writer))
     }
 
     /// Queues `op`; never blocks and never refuses (see the module doc for the bound).
     pub fn apply(&self, op: StoreOp) {
-        self.health.0.pending.fetch_add(1, Ordering::SeqCst);
-        // The writer only stops at shutdown; a write queued after that is moot.
-        if self.tx.send(op).is_err() {
-            self.health.0.pending.fetch_sub(1, Ordering::SeqCst);
-        }
+        self.queue.enqueue(op);
     }
 
     /// The store's health, for the HTTP faces.
     pub fn health(&self) -> StoreHealth {
-        self.health.clone()
+        self.queue.health().clone()
     }
 }
 
-/// The single writer; run it with [`StoreWriter::run`].
-pub struct StoreWriter {
-    pool: SqlitePool,
-    rx: mpsc::UnboundedReceiver<StoreOp>,
-    health: StoreHealth,
-}
-
-impl StoreWriter {
-    /// Applies queued ops until every [`Store`] handle is dropped. A batch is only let go of
-    /// once committed.
-    pub async fn run(mut self) {
-        let mut batch = Vec::new();
-        while self.rx.recv_many(&mut batch, BATCH).await > 0 {
-            self.persist(&batch).await;
-            self.health
-                .0
-                .pending
-                .fetch_sub(batch.len(), Ordering::SeqCst);
-            batch.clear();
-        }
-        self.pool.close().await;
+impl drove_store::Ops for StoreOp {
+    fn write<'a>(
+        tx: &'a mut SqliteConnection,
+        ops: &'a [&'a StoreOp],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        write_ops(tx, ops)
     }
 
-    /// Writes `batch`, retrying until it is committed: a few quick attempts, then (failed) every
-    /// few seconds for as long as it takes.
-    async fn persist(&self, batch: &[StoreOp]) {
-        let path = self.health.path().display();
-        let write = || write_batch(&self.pool, batch);
-        let quick = ExponentialBuilder::default()
-            .with_min_delay(QUICK_RETRY_MIN)
-            .with_max_delay(QUICK_RETRY_MAX)
-            .with_max_times(QUICK_RETRIES);
-        let error = match write
-            .retry(quick)
-            .notify(|e, after| {
-                tracing::warn!(%path, error = %e, ops = batch.len(), retry_in = ?after,
-                    "writing master state failed; retrying");
-            })
-            .await
-        {
-            Ok(()) => return,
-            Err(e) => e,
-        };
-        self.health.set_failure(Some(error.to_string()));
-        tracing::error!(%path, error = %error, pending = self.health.pending(),
-            "writing master state keeps failing: refusing changes until the store recovers");
-        let patient = ExponentialBuilder::default()
-            .with_min_delay(FAILED_RETRY_MIN)
-            .with_max_delay(FAILED_RETRY_MAX)
-            .without_max_times();
-        // Without a limit on attempts this only ends when a write succeeds.
-        while let Err(e) = write
-            .retry(patient)
-            .notify(|e, after| {
-                self.health.set_failure(Some(e.to_string()));
-                tracing::warn!(%path, error = %e, pending = self.health.pending(),
-                    retry_in = ?after, "master store still failing");
-            })
-            .await
-        {
-            self.health.set_failure(Some(e.to_string()));
-        }
-        self.health.set_failure(None);
-        tracing::info!(%path, pending = self.health.pending(),
-            "master store writable again; taking changes");
+    fn probe() -> StoreOp {
+        StoreOp::Probe
     }
 }
 
-/// Writes `ops` in one transaction on the pool's connection. A connection that failed a write is
-/// closed rather than reused: after a failed COMMIT SQLite has rolled back, but sqlx 0.8 still
-/// counts the transaction as open (cf. sqlx issue #3742), so the next `begin` on it would be a
-/// SAVEPOINT whose RELEASE commits nothing while reporting success. A fresh connection also
-/// reopens the file read-write once the disk lets it (SQLite opens it read-only meanwhile).
-async fn write_batch(pool: &SqlitePool, ops: &[StoreOp]) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let written = write_ops(&mut conn, ops).await;
-    if written.is_err() {
-        conn.close_on_drop();
-    }
-    written
-}
-
-async fn write_ops(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), sqlx::Error> {
-    let mut tx = Connection::begin(conn).await?;
+/// Writes `ops` inside the writer's open transaction `tx`.
+async fn write_ops(tx: &mut SqliteConnection, ops: &[&StoreOp]) -> Result<(), sqlx::Error> {
     for op in ops {
         match op {
             StoreOp::UpsertAgent(a) => {
@@ -442,9 +287,25 @@ async fn write_ops(conn: &mut SqliteConnection, ops: &[StoreOp]) -> Result<(), s
                     .execute(&mut *tx)
                     .await?;
             }
+            StoreOp::Probe => {
+                sqlx::query(
+                    "INSERT INTO store_probe (id, at_ms) VALUES (1, $1)
+                     ON CONFLICT (id) DO UPDATE SET at_ms = $1",
+                )
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
     }
-    tx.commit().await
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -613,7 +474,7 @@ mod tests {
             .unwrap();
         saboteur.close().await;
         wait_for(
-            FAILED_RETRY_MAX + Duration::from_secs(5),
+            drove_store::FAILED_RETRY_MAX + Duration::from_secs(5),
             "store recovered",
             || !health.failed() && health.pending() == 0,
         )

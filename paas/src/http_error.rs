@@ -34,12 +34,15 @@ impl From<InvalidApp> for ApiError {
 pub fn status(e: &OpsError) -> StatusCode {
     match e {
         OpsError::Invalid(InvalidApp::Json(_)) => StatusCode::BAD_REQUEST,
-        OpsError::Invalid(InvalidApp::Rules(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        OpsError::Invalid(InvalidApp::Rules(_)) | OpsError::Failed(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
         OpsError::NoApp(_) | OpsError::NotFound(_) => StatusCode::NOT_FOUND,
         OpsError::Exists(_) | OpsError::Conflict(_) | OpsError::Locked { .. } => {
             StatusCode::CONFLICT
         }
         OpsError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OpsError::Upstream(_) => StatusCode::BAD_GATEWAY,
         OpsError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

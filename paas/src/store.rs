@@ -4,24 +4,18 @@
 //! applies writes in order, in batches; a caller that must not answer before its write is on
 //! disk (an API change) waits for it, the scheduler's own bookkeeping does not.
 //!
-//! The master's guarantee: nothing queued is dropped. A batch that fails is retried
-//! ([`QUICK_RETRIES`] more attempts, 0.1 s to 1 s apart); if it still fails the store is
-//! *failed*. The changes in it that wait for their answer (an API change, whose caller has
-//! changed nothing yet) are then refused, and the rest (what the scheduler already did) is
-//! kept and retried every few seconds until the disk takes it. While failed, or while
-//! [`QUEUE_LIMIT`] ops wait, [`Store::write`] refuses new changes at once (the API answers
-//! 503), `/ping` is 503 with the reason, and `/metrics` says so.
+//! Writes go through [`drove_store`], the writer the master's store uses too: nothing queued
+//! is dropped; an API change ([`Store::write`]) waits for its commit and is refused while the
+//! store is failed or full (the API answers 503, `/ping` is 503 with the reason, `/metrics`
+//! says so); the scheduler's bookkeeping ([`Store::enqueue`]) is kept and retried until the
+//! disk takes it.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use tokio::sync::{mpsc, oneshot};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -132,35 +126,11 @@ pub struct Snapshot {
     pub journal: Vec<(String, Journal, String)>,
 }
 
-type Ack = oneshot::Sender<Result<(), String>>;
-
-/// Ops waiting to be written beyond which no new change is taken.
-pub const QUEUE_LIMIT: usize = 10_000;
-/// Attempts after the first before a batch marks the store failed.
-pub const QUICK_RETRIES: usize = 4;
-/// Ops written per transaction, at most.
-const BATCH: usize = 256;
-
 #[derive(Clone)]
 pub struct Store {
-    tx: mpsc::UnboundedSender<(Op, Option<Ack>)>,
+    queue: drove_store::Queue<Op>,
     pool: SqlitePool,
     path: PathBuf,
-    health: Arc<Health>,
-}
-
-/// Whether the writer keeps up.
-struct Health {
-    /// Ops queued or being written, not yet committed (or refused).
-    pending: AtomicUsize,
-    /// Set while the writer cannot commit: the last error.
-    failure: Mutex<Option<String>>,
-}
-
-impl Health {
-    fn set_failure(&self, error: Option<String>) {
-        *self.failure.lock().unwrap_or_else(|p| p.into_inner()) = error;
-    }
 }
 
 impl Store {
@@ -194,88 +164,36 @@ impl Store {
                 source,
             })?;
         let snapshot = read(&pool, &path).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let health = Arc::new(Health {
-            pending: AtomicUsize::new(0),
-            failure: Mutex::new(None),
-        });
-        tokio::spawn(writer(pool.clone(), rx, health.clone(), path.clone()));
-        Ok((
-            Store {
-                tx,
-                pool,
-                path,
-                health,
-            },
-            snapshot,
-        ))
-    }
-
-    fn send(&self, op: Op, ack: Option<Ack>) -> bool {
-        self.health.pending.fetch_add(1, Ordering::SeqCst);
-        let sent = self.tx.send((op, ack)).is_ok();
-        if !sent {
-            self.health.pending.fetch_sub(1, Ordering::SeqCst);
-        }
-        sent
+        let (queue, writer) = drove_store::open(pool.clone(), path.clone(), "the PaaS store", None);
+        tokio::spawn(writer.run());
+        Ok((Store { queue, pool, path }, snapshot))
     }
 
     /// Queues a write of what already happened (the scheduler's bookkeeping): never refused,
     /// never dropped, written when the disk takes it.
     pub fn enqueue(&self, op: Op) {
-        self.send(op, None);
+        self.queue.enqueue(op);
     }
 
     /// Writes a change and waits until it is committed; refused at once while the store is
     /// failed or full, or when the writer gives up on it (the caller must then not apply it).
     pub async fn write(&self, op: Op) -> Result<(), StoreError> {
-        if let Some(why) = self.unavailable() {
-            return Err(StoreError::Write(why));
-        }
-        let (ack, done) = oneshot::channel();
-        if !self.send(op, Some(ack)) {
-            return Err(StoreError::Write("the store is closed".into()));
-        }
-        done.await
-            .map_err(|_| StoreError::Write("the store is closed".into()))?
-            .map_err(StoreError::Write)
+        self.queue.write(op).await.map_err(StoreError::Write)
     }
 
     /// Ops accepted but not yet committed.
     pub fn pending(&self) -> usize {
-        self.health.pending.load(Ordering::SeqCst)
+        self.queue.health().pending()
     }
 
     /// Whether the writer cannot commit (it keeps trying).
     pub fn failed(&self) -> bool {
-        self.health
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.queue.health().failed()
     }
 
     /// Why no new change may be taken now (the store is failed, or its queue is full).
     pub fn unavailable(&self) -> Option<String> {
-        let pending = self.pending();
-        let path = self.path.display();
-        let failure = self
-            .health
-            .failure
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(error) = failure {
-            return Some(format!(
-                "the PaaS store: writing {path} failed: {error}; {pending} changes not yet written"
-            ));
-        }
-        (pending >= QUEUE_LIMIT).then(|| {
-            format!(
-                "the PaaS store: {pending} changes waiting to be written to {path}, at the limit \
-                 of {QUEUE_LIMIT}"
-            )
-        })
+        self.queue.health().unavailable()
     }
 
     /// Appends a line to an app's journal when the store takes writes; history is not state,
@@ -386,101 +304,21 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
     })
 }
 
-async fn writer(
-    pool: SqlitePool,
-    mut rx: mpsc::UnboundedReceiver<(Op, Option<Ack>)>,
-    health: Arc<Health>,
-    path: PathBuf,
-) {
-    let path = path.display();
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let mut taken = batch.len();
-        let quick = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(1))
-            .with_max_times(QUICK_RETRIES);
-        let ops: Vec<&Op> = batch.iter().map(|(op, _)| op).collect();
-        let first = (|| write_batch(&pool, &ops))
-            .retry(quick)
-            .notify(|e, after| {
-                tracing::warn!(%path, error = %e, ops = ops.len(), retry_in = ?after,
-                    "writing the PaaS state failed; retrying");
-            })
-            .await;
-        match first {
-            Ok(()) => {
-                for (_, ack) in batch.drain(..) {
-                    if let Some(ack) = ack {
-                        let _ = ack.send(Ok(()));
-                    }
-                }
-            }
-            Err(error) => {
-                health.set_failure(Some(error.to_string()));
-                tracing::error!(%path, %error, pending = health.pending.load(Ordering::SeqCst),
-                    "writing the PaaS state keeps failing: refusing changes until it recovers");
-                // Changes waiting for their answer are refused (their callers apply nothing),
-                // those in this batch and those that come while the store fails; what already
-                // happened is kept, in order, until the disk takes it.
-                let why = format!("writing {path} failed: {error}");
-                let mut kept = Vec::new();
-                let sort = |op: Op, ack: Option<Ack>, kept: &mut Vec<Op>| match ack {
-                    Some(ack) => {
-                        let _ = ack.send(Err(why.clone()));
-                    }
-                    None => kept.push(op),
-                };
-                for (op, ack) in batch.drain(..) {
-                    sort(op, ack, &mut kept);
-                }
-                let mut delays = ExponentialBuilder::default()
-                    .with_min_delay(Duration::from_secs(1))
-                    .with_max_delay(Duration::from_secs(5))
-                    .without_max_times()
-                    .build();
-                // A real write is needed to know the disk is back, even with nothing kept.
-                let probe = Op::Probe;
-                loop {
-                    while let Ok((op, ack)) = rx.try_recv() {
-                        taken += 1;
-                        sort(op, ack, &mut kept);
-                    }
-                    let ops: Vec<&Op> = kept.iter().chain(std::iter::once(&probe)).collect();
-                    match write_batch(&pool, &ops).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            health.set_failure(Some(e.to_string()));
-                            let after = delays.next().unwrap_or(Duration::from_secs(5));
-                            tracing::warn!(%path, error = %e, kept = kept.len(), retry_in = ?after,
-                                "the PaaS store still failing");
-                            tokio::time::sleep(after).await;
-                        }
-                    }
-                }
-                health.set_failure(None);
-                tracing::info!(%path, "the PaaS store is writable again; taking changes");
-            }
-        }
-        health.pending.fetch_sub(taken, Ordering::SeqCst);
+impl drove_store::Ops for Op {
+    fn write<'a>(
+        tx: &'a mut SqliteConnection,
+        ops: &'a [&'a Op],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a {
+        write_ops(tx, ops)
+    }
+
+    fn probe() -> Op {
+        Op::Probe
     }
 }
 
-/// Writes a batch in one transaction. A connection whose write failed is closed, never put
-/// back: after a failed COMMIT sqlx 0.8 still counts the transaction as open, so the next
-/// `begin` on that connection would only open a savepoint whose release writes nothing.
-async fn write_batch(pool: &SqlitePool, ops: &[&Op]) -> Result<(), sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    let result = write_ops(&mut conn, ops).await;
-    if result.is_err() {
-        let _ = conn.close().await;
-    }
-    result
-}
-
-async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::Error> {
-    use sqlx::Connection;
-    let mut tx = conn.begin().await?;
+/// Writes `ops` inside the writer's open transaction `tx`.
+async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::Error> {
     for op in ops {
         match op {
             Op::FrameworkId(id) => {
@@ -625,5 +463,5 @@ async fn write_ops(conn: &mut sqlx::SqliteConnection, ops: &[&Op]) -> Result<(),
             }
         }
     }
-    tx.commit().await
+    Ok(())
 }

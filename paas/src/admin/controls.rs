@@ -3,17 +3,16 @@
 //! page's script, or a redirect back to the page, which shows the outcome once, for a browser
 //! without it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
 use serde_json::{json, Value};
 
-use super::client::Answer;
 use crate::http_error;
 use crate::ops::{self, OpsError};
 use crate::Paas;
@@ -27,14 +26,6 @@ struct Outcome {
 }
 
 impl Outcome {
-    fn from(a: &Answer, done: impl FnOnce(&Value) -> String) -> Outcome {
-        Outcome {
-            status: a.status,
-            message: if a.ok() { done(&a.body) } else { a.message() },
-            html: None,
-        }
-    }
-
     fn invalid(message: String) -> Outcome {
         Outcome {
             status: StatusCode::UNPROCESSABLE_ENTITY,
@@ -87,11 +78,11 @@ pub async fn act(
         )
             .into_response();
     };
-    let outcome = match run(&paas, &name, &id, &action, &form, peer).await {
+    let outcome = match run(&paas, &name, &id, &action, &form).await {
         Ok(o) | Err(o) => o,
     };
     if outcome.status.is_success() {
-        tracing::info!(app = %name, action, "dashboard: {}", outcome.message);
+        tracing::info!(app = %name, action, %peer, "dashboard: {}", outcome.message);
     }
     let script = headers
         .get(header::ACCEPT)
@@ -119,7 +110,6 @@ async fn run(
     id: &str,
     action: &str,
     form: &HashMap<String, String>,
-    peer: SocketAddr,
 ) -> Result<Outcome, Outcome> {
     let done = |r: Result<String, OpsError>| match r {
         Ok(message) => Outcome {
@@ -212,57 +202,47 @@ async fn run(
             _ => return Ok(None),
         }))
     };
-    if let Some(r) = op.await? {
-        return Ok(done(r));
-    }
-    // A pushed app's releases are push's: through the API, in-process.
-    let api = paas.admin.api().ok_or_else(|| Outcome {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: "the dashboard is starting".into(),
-        html: None,
-    })?;
-    let call = |method: Method, uri: String, body: Option<Value>| {
-        let api = api.clone();
-        async move { api.call(method, &uri, body, peer).await }
-    };
-    Ok(match action {
+    // A pushed app's releases are push's: a rollback is a release, rolled out like a push.
+    match action {
         "rollback" => {
-            let body = field(form, "version").map(|v| json!({ "to": v }));
-            let a = call(Method::POST, format!("/v1/push/apps/{name}/rollback"), body).await;
-            Outcome::from(&a, |v| {
-                format!(
-                    "{name}: rolled back; {} is serving",
-                    v["release"]
-                        .as_str()
-                        .or(v["version"].as_str())
-                        .unwrap_or("the release")
-                )
-            })
+            let to =
+                match field(form, "version") {
+                    None => None,
+                    Some(v) => Some(v.trim_start_matches('v').parse::<u32>().map_err(|_| {
+                        Outcome::invalid(format!("version: expected vN, found {v:?}"))
+                    })?),
+                };
+            let r = crate::push::releases::roll_back(paas, name, to).await;
+            Ok(done(
+                r.map(|n| format!("{name}: rolled back; v{n} is serving")),
+            ))
         }
         "config" => {
-            let a = call(Method::GET, format!("/v1/push/apps/{name}/config"), None).await;
-            let mut o = Outcome::from(&a, |_| format!("{name}: config values shown"));
-            if a.ok() {
-                o.html = Some(("config", config_table(&a.body["config"])));
-            }
-            o
+            let config = crate::push::releases::config_of(paas, name).await;
+            let html = config.as_ref().ok().map(|c| ("config", config_table(c)));
+            let mut o = done(config.map(|_| format!("{name}: config values shown")));
+            o.html = html;
+            Ok(o)
         }
-        other => Outcome {
-            status: StatusCode::NOT_FOUND,
-            message: format!("no control {other:?}"),
-            html: None,
+        _ => match op.await? {
+            Some(r) => Ok(done(r)),
+            None => Ok(Outcome {
+                status: StatusCode::NOT_FOUND,
+                message: format!("no control {action:?}"),
+                html: None,
+            }),
         },
-    })
+    }
 }
 
 /// The config vars with their values (escaped: they are the app's, not ours).
-fn config_table(config: &Value) -> String {
+fn config_table(config: &BTreeMap<String, String>) -> String {
     let mut out = String::from("<table class=\"kv\"><tr><th>name</th><th>value</th></tr>");
-    for (k, v) in config.as_object().into_iter().flatten() {
+    for (k, v) in config {
         out.push_str(&format!(
             "<tr><td><code>{}</code></td><td><code class=\"secret\">{}</code></td></tr>",
             escape(k),
-            escape(v.as_str().unwrap_or(""))
+            escape(v)
         ));
     }
     out.push_str("</table>");

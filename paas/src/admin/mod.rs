@@ -3,12 +3,10 @@
 //! drawn here ([`charts`]) from the last hour of every app ([`history`]).
 //!
 //! - [`session`]: login with the admin token or `--admin-password`, session cookies, CSRF;
-//! - [`client`]: the PaaS's own API, called in-process: every read and every control goes
-//!   through the same routes as the CLI;
-//! - [`views`]: what each page shows; [`controls`]: what its forms do.
+//! - [`views`]: what each page shows, from `ops::views`; [`controls`]: what its forms do,
+//!   through `ops` (the same ops, checks and messages as the API's).
 
 pub mod charts;
-mod client;
 mod controls;
 pub mod history;
 mod live;
@@ -28,15 +26,12 @@ use minijinja::Environment;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub use client::ApiClient;
-
 use crate::Paas;
 
 /// The dashboard's shared parts (on [`Paas`]).
 pub struct Admin {
     pub sessions: session::Sessions,
     pub history: history::History,
-    api: OnceLock<ApiClient>,
 }
 
 impl Admin {
@@ -50,13 +45,7 @@ impl Admin {
         Admin {
             sessions: session::Sessions::new(session_ttl, secure_cookies),
             history: history::History::restore(samples),
-            api: OnceLock::new(),
         }
-    }
-
-    /// The in-process API client (set when the API router is built).
-    pub fn api(&self) -> Option<ApiClient> {
-        self.api.get().cloned()
     }
 }
 
@@ -104,11 +93,10 @@ impl Page {
 
     /// The page's data; `None` for an app that does not exist.
     async fn view(&self, paas: &Paas) -> Option<Value> {
-        let api = paas.admin.api()?;
         Some(match self {
             Page::Cluster => views::cluster(paas).await,
             Page::Apps => views::apps(paas),
-            Page::App(name) => views::app(paas, &api, name).await?,
+            Page::App(name) => views::app(paas, name).await?,
         })
     }
 }
@@ -374,9 +362,8 @@ async fn headers(req: Request, next: Next) -> Response {
     resp
 }
 
-/// The dashboard's routes; `api` is the PaaS's API router, which its reads and controls call.
-pub fn router(paas: Arc<Paas>, api: Router) -> Router {
-    let _ = paas.admin.api.set(ApiClient::new(api, &paas.tokens.admin));
+/// The dashboard's routes.
+pub fn router(paas: Arc<Paas>) -> Router {
     let private = Router::new()
         .route("/admin/cluster", get(cluster))
         .route("/admin/apps", get(apps))

@@ -1,7 +1,6 @@
-//! What each dashboard page shows, read from `ops::views` (typed, no HTTP), through the API
-//! ([`ApiClient`]) for what has no typed view yet, and from the master's `/master/state`;
-//! shaped for the templates: plain JSON with the numbers already formatted and the charts
-//! already drawn.
+//! What each dashboard page shows, read from `ops::views` (the views the API serves, with no
+//! HTTP in between) and the master's `/master/state`; shaped for the templates: plain JSON
+//! with the numbers already formatted and the charts already drawn.
 
 use std::time::SystemTime;
 
@@ -9,9 +8,9 @@ use drove_proto::paas::ScalingView;
 use serde_json::{json, Value};
 
 use super::charts::{self, Chart, Series};
-use super::client::ApiClient;
 use super::history::{self, Sample};
 use crate::ops;
+use crate::ops::views::Stream;
 use crate::Paas;
 
 /// An app's wake or failure counts as recent for this long.
@@ -421,21 +420,24 @@ fn app_charts(samples: &[Sample]) -> Value {
 }
 
 /// The last lines of a task's stream.
-async fn tail(api: &ApiClient, task: &str, stream: &str) -> String {
-    let uri = format!("/v1/tasks/{task}/logs/{stream}?tail={LOG_TAIL}");
-    let Ok(a) = tokio::time::timeout(TAIL_WAIT, api.get(&uri)).await else {
-        return format!("(not read: no answer within {} s)", TAIL_WAIT.as_secs());
+async fn tail(paas: &Paas, task: &str, stream: Stream) -> String {
+    let query = format!("tail={LOG_TAIL}");
+    let read = ops::views::task_log(paas, task, stream, Some(&query));
+    let log = match tokio::time::timeout(TAIL_WAIT, read).await {
+        Err(_) => return format!("(not read: no answer within {} s)", TAIL_WAIT.as_secs()),
+        Ok(Err(e)) => return format!("({e})"),
+        Ok(Ok(log)) => log,
     };
-    if !a.ok() {
-        return format!("({})", a.message());
+    let text = String::from_utf8_lossy(&log.bytes);
+    if !(200..300).contains(&log.status) {
+        return format!("({})", text.trim());
     }
-    let text = String::from_utf8_lossy(&a.bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(LOG_LINES)..].join("\n")
 }
 
 /// One app's page; `None` when there is no such app.
-pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
+pub async fn app(paas: &Paas, name: &str) -> Option<Value> {
     let id = {
         let s = paas.lock();
         s.app_by_route(name)?.def.id.clone()
@@ -455,7 +457,10 @@ pub async fn app(paas: &Paas, api: &ApiClient, name: &str) -> Option<Value> {
     // Every instance's tails at once, each bounded by TAIL_WAIT.
     let logs: Vec<Value> = futures::future::join_all(tasks.iter().map(|t| async move {
         let tid = t["id"].as_str().unwrap_or("");
-        let (stdout, stderr) = tokio::join!(tail(api, tid, "stdout"), tail(api, tid, "stderr"));
+        let (stdout, stderr) = tokio::join!(
+            tail(paas, tid, Stream::Stdout),
+            tail(paas, tid, Stream::Stderr)
+        );
         json!({"id": tid, "addr": addr(t), "stdout": stdout, "stderr": stderr})
     }))
     .await;

@@ -8,7 +8,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::error;
+use crate::http_error::{error, ApiError};
+use crate::ops::views::{self, Stream};
 use crate::Paas;
 
 pub async fn task_log(
@@ -16,48 +17,16 @@ pub async fn task_log(
     Path((task, stream)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    if stream != "stdout" && stream != "stderr" {
+    let Some(stream) = Stream::parse(&stream) else {
         return error(StatusCode::BAD_REQUEST, "stream: expected stdout or stderr");
-    }
-    let (known, framework) = {
-        let state = paas.lock();
-        // A running instance, or an app's last failed one (what it wrote explains why).
-        let known = state.instances.contains_key(&task)
-            || state.apps.values().any(|a| {
-                a.last_task_failure
-                    .as_ref()
-                    .is_some_and(|f| f["taskId"] == task.as_str())
-            });
-        (known, state.framework_id.clone())
     };
-    if !known {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("Task '{task}' does not exist"),
-        );
-    }
-    let Some(framework) = framework else {
-        return error(StatusCode::BAD_GATEWAY, "not subscribed to the master yet");
-    };
-    let mut path = format!("/master/frameworks/{framework}/tasks/{task}/logs/{stream}");
-    if let Some(q) = raw {
-        path.push('?');
-        path.push_str(&q);
-    }
-    match paas.master_get(&path).send().await {
-        Ok(r) => {
-            let status =
-                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-            match r.bytes().await {
-                Ok(b) => (
-                    status,
-                    [(header::CONTENT_TYPE, "application/octet-stream")],
-                    b,
-                )
-                    .into_response(),
-                Err(e) => error(StatusCode::BAD_GATEWAY, format!("reading {path}: {e}")),
-            }
-        }
-        Err(e) => error(StatusCode::BAD_GATEWAY, format!("reading {path}: {e}")),
+    match views::task_log(&paas, &task, stream, raw.as_deref()).await {
+        Ok(log) => (
+            StatusCode::from_u16(log.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            log.bytes,
+        )
+            .into_response(),
+        Err(e) => ApiError(e).into_response(),
     }
 }

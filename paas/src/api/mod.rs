@@ -29,10 +29,9 @@ use crate::Paas;
 /// Bodies larger than this are refused (413).
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// The API and, beside it, the dashboard (which calls the API in-process).
+/// The API and, beside it, the dashboard.
 pub fn router(paas: Arc<Paas>) -> Router {
-    let api = routes(paas.clone());
-    api.clone().merge(crate::admin::router(paas, api))
+    routes(paas.clone()).merge(crate::admin::router(paas))
 }
 
 fn routes(paas: Arc<Paas>) -> Router {

@@ -46,6 +46,13 @@ pub enum OpsError {
     /// What is stored cannot be read back.
     #[error("{0}")]
     Corrupt(String),
+    /// A component drove asks (the master, an agent) did not answer.
+    #[error("{0}")]
+    Upstream(String),
+    /// The change was made and did not work (a release that never became healthy): it was
+    /// undone.
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub use drove_proto::paas::Deployed;

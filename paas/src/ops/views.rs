@@ -13,6 +13,8 @@ use crate::placement::Reject;
 use crate::state::{AppRt, State};
 use crate::Paas;
 
+use super::OpsError;
+
 /// App `name`'s (its route name) scaling view; `None` when no app is served as `name`.
 pub fn scaling(paas: &Paas, name: &str) -> Option<ScalingView> {
     let (app_id, instances, scaling, wakes, waking) = {
@@ -169,4 +171,73 @@ pub fn queue(s: &State) -> Vec<Value> {
         }));
     }
     queue
+}
+
+/// Which of a task's output streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn parse(s: &str) -> Option<Stream> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// A task's log as its agent answered it (through the master): its HTTP status and bytes.
+pub struct TaskLog {
+    pub status: u16,
+    pub bytes: bytes::Bytes,
+}
+
+/// Task `task`'s `stream` (a running instance's, or an app's last failed one's: what it wrote
+/// explains why), read through the master, which checks the PaaS's credentials and asks the
+/// agent that runs it; `query` is passed on (`offset=&length=`, or `tail=<bytes>`).
+pub async fn task_log(
+    paas: &Paas,
+    task: &str,
+    stream: Stream,
+    query: Option<&str>,
+) -> Result<TaskLog, OpsError> {
+    let (known, framework) = {
+        let state = paas.lock();
+        let known = state.instances.contains_key(task)
+            || state.apps.values().any(|a| {
+                a.last_task_failure
+                    .as_ref()
+                    .is_some_and(|f| f["taskId"] == task)
+            });
+        (known, state.framework_id.clone())
+    };
+    if !known {
+        return Err(OpsError::NotFound(format!("Task '{task}' does not exist")));
+    }
+    let framework =
+        framework.ok_or_else(|| OpsError::Upstream("not subscribed to the master yet".into()))?;
+    let mut path = format!(
+        "/master/frameworks/{framework}/tasks/{task}/logs/{}",
+        stream.as_str()
+    );
+    if let Some(q) = query {
+        path.push('?');
+        path.push_str(q);
+    }
+    let upstream = |e: reqwest::Error| OpsError::Upstream(format!("reading {path}: {e}"));
+    let r = paas.master_get(&path).send().await.map_err(upstream)?;
+    let status = r.status().as_u16();
+    let bytes = r.bytes().await.map_err(upstream)?;
+    Ok(TaskLog { status, bytes })
 }

@@ -22,8 +22,9 @@ use serde_json::{json, Value};
 use super::descriptor::Descriptor;
 use super::relay::Relay;
 use super::{locked, Deploying};
-use crate::http_error::error;
+use crate::http_error::{error, ApiError};
 use crate::model::app::AppDefinition;
+use crate::ops::OpsError;
 use crate::store::{Op, StoreError};
 use crate::Paas;
 
@@ -373,13 +374,12 @@ pub async fn info(
     }
 }
 
-/// Runs one release made outside a push (rollback, config) and answers with its outcome.
-async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Response {
+/// Runs one release made outside a push (rollback, config); its number once it serves.
+async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Result<u32, OpsError> {
     if !locked(&paas.push.deploying).insert(name.to_string()) {
-        return error(
-            StatusCode::CONFLICT,
-            format!("another deploy of {name} is in progress; try again when it is done"),
-        );
+        return Err(OpsError::Conflict(format!(
+            "another deploy of {name} is in progress; try again when it is done"
+        )));
     }
     let paas2 = paas.clone();
     let name2 = name.to_string();
@@ -389,10 +389,18 @@ async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Response {
         release(&paas2, &name2, input, &super::relay::Relay::discard()).await
     });
     match task.await {
-        Ok(Ok(n)) => Json(json!({"app": name, "version": format!("v{n}"), "status": "succeeded"}))
+        Ok(Ok(n)) => Ok(n),
+        Ok(Err(why)) => Err(OpsError::Failed(why)),
+        Err(e) => Err(OpsError::Failed(format!("the release stopped: {e}"))),
+    }
+}
+
+/// A release's outcome as the API answers it.
+fn released(name: &str, outcome: Result<u32, OpsError>) -> Response {
+    match outcome {
+        Ok(n) => Json(json!({"app": name, "version": format!("v{n}"), "status": "succeeded"}))
             .into_response(),
-        Ok(Err(why)) => error(StatusCode::UNPROCESSABLE_ENTITY, why),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => ApiError(e).into_response(),
     }
 }
 
@@ -443,39 +451,53 @@ pub async fn rollback(
             Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         }
     };
-    let releases = match all(&paas, &name).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let target = match req.to.as_deref() {
-        Some(v) => {
-            let Some(n) = parse_version(v) else {
+    let to = match req.to.as_deref() {
+        None => None,
+        Some(v) => match parse_version(v) {
+            Some(n) => Some(n),
+            None => {
                 return error(
                     StatusCode::BAD_REQUEST,
                     format!("to: expected vN, found {v:?}"),
-                );
-            };
-            match releases.iter().find(|r| r.number == n) {
-                Some(r) if r.status == "succeeded" => r.clone(),
-                Some(_) => return error(StatusCode::CONFLICT, format!("to: v{n} never succeeded")),
-                None => {
-                    return error(
-                        StatusCode::NOT_FOUND,
-                        format!("to: {name} has no release v{n}"),
-                    )
-                }
+                )
             }
-        }
+        },
+    };
+    released(&name, roll_back(&paas, &name, to).await)
+}
+
+/// Rolls app `name` back to release `to` (default: the succeeded release before the current
+/// one): a new release from its artifact and config, rolled out; its number once it serves.
+pub(crate) async fn roll_back(
+    paas: &Arc<Paas>,
+    name: &str,
+    to: Option<u32>,
+) -> Result<u32, OpsError> {
+    if paas.push.app(name).is_none() {
+        return Err(OpsError::NotFound(format!("no pushed app {name:?}")));
+    }
+    let releases = of(paas, name).await?;
+    let target = match to {
+        Some(n) => match releases.iter().find(|r| r.number == n) {
+            Some(r) if r.status == "succeeded" => r.clone(),
+            Some(_) => {
+                return Err(OpsError::Conflict(format!("to: v{n} never succeeded")));
+            }
+            None => {
+                return Err(OpsError::NotFound(format!(
+                    "to: {name} has no release v{n}"
+                )))
+            }
+        },
         None => {
             let mut ok = releases.iter().rev().filter(|r| r.status == "succeeded");
             let _current = ok.next();
             match ok.next() {
                 Some(r) => r.clone(),
                 None => {
-                    return error(
-                        StatusCode::CONFLICT,
-                        format!("{name} has no earlier release to roll back to"),
-                    )
+                    return Err(OpsError::Conflict(format!(
+                        "{name} has no earlier release to roll back to"
+                    )))
                 }
             }
         }
@@ -485,14 +507,11 @@ pub async fn rollback(
         .chain(target.modules.iter())
         .all(|a| dir.join(a).is_file());
     if !kept {
-        return error(
-            StatusCode::CONFLICT,
-            format!(
-                "v{}'s artifacts are no longer kept (those of the last {} releases are)",
-                target.number,
-                super::artifacts::RELEASES_KEPT
-            ),
-        );
+        return Err(OpsError::Conflict(format!(
+            "v{}'s artifacts are no longer kept (those of the last {} releases are)",
+            target.number,
+            super::artifacts::RELEASES_KEPT
+        )));
     }
     let input = Input {
         commit: target.commit.clone(),
@@ -503,7 +522,7 @@ pub async fn rollback(
         by: format!("rollback to v{}", target.number),
         build_log: Vec::new(),
     };
-    run(&paas, &name, input).await
+    run(paas, name, input).await
 }
 
 /// `GET /v1/push/apps/{app}/config`: the app's config vars.
@@ -511,10 +530,24 @@ pub async fn config(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> 
     if paas.push.app(&name).is_none() {
         return no_app(&name);
     }
-    match current(&paas, &name).await {
-        Ok(r) => Json(json!({"config": r.config})).into_response(),
-        Err(_) => Json(json!({"config": {}})).into_response(),
+    match config_of(&paas, &name).await {
+        Ok(config) => Json(json!({ "config": config })).into_response(),
+        Err(e) => ApiError(e).into_response(),
     }
+}
+
+/// App `name`'s config vars (those of the release serving; none before the first).
+pub(crate) async fn config_of(
+    paas: &Paas,
+    name: &str,
+) -> Result<BTreeMap<String, String>, OpsError> {
+    if paas.push.app(name).is_none() {
+        return Err(OpsError::NotFound(format!("no pushed app {name:?}")));
+    }
+    Ok(current(paas, name)
+        .await
+        .map(|r| r.config)
+        .unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -593,5 +626,5 @@ pub async fn set_config(
         by: "config".into(),
         build_log: Vec::new(),
     };
-    run(&paas, &name, input).await
+    released(&name, run(&paas, &name, input).await)
 }
