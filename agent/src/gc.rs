@@ -177,7 +177,7 @@ fn ended_runs(base: &Path, live: &HashSet<PathBuf>) -> Vec<Ended> {
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 out.push(Ended {
                     discard: discard_marker(&run).exists(),
-                    bytes: tree_bytes(&own),
+                    bytes: crate::layers::tree_bytes(&own),
                     app: (
                         fw.file_name()
                             .map(|n| n.to_string_lossy().into_owned())
@@ -227,29 +227,6 @@ fn remove_run(run: &Path) -> bool {
         let _ = fs::remove_dir(task);
     }
     gone
-}
-
-/// The bytes of the files under `path` (links not followed).
-pub fn tree_bytes(path: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut todo = vec![path.to_path_buf()];
-    while let Some(p) = todo.pop() {
-        let Ok(meta) = fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            todo.extend(
-                fs::read_dir(&p)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .map(|e| e.path()),
-            );
-        } else {
-            total = total.saturating_add(meta.len());
-        }
-    }
-    total
 }
 
 /// The lower dirs of every overlay mounted now (from `/proc/self/mounts`).

@@ -194,7 +194,7 @@ pub async fn probe(
                 c.arg("-c").arg(&value);
                 c
             } else {
-                let (arg0, args) = crate::launcher::split_argv(&value, &cmd.arguments);
+                let (arg0, args) = drove_proto::mesos::split_argv(&value, &cmd.arguments);
                 let mut c = tokio::process::Command::new(&value);
                 c.args(args);
                 if let Some(a) = arg0 {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drove_proto::agent::LaunchTask;
-use drove_proto::mesos::{KillPolicy, TaskState, Uri};
+use drove_proto::mesos::{split_argv, KillPolicy, TaskState, Uri};
 use drove_proto::Resources;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -40,19 +40,6 @@ const STARTING_TICK: Duration = Duration::from_millis(5);
 /// with it), so their first, cold render still runs boosted.
 pub const BOOST_AFTER_READY: Duration = Duration::from_secs(5);
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// `shell: false` commands: Mesos puts `argv[0]` first in `arguments`. When the first argument
-/// is the program (or its base name) it is used as `argv[0]`; otherwise every argument is passed.
-pub fn split_argv<'a>(program: &str, arguments: &'a [String]) -> (Option<&'a str>, &'a [String]) {
-    let base = Path::new(program)
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or(program);
-    match arguments.first() {
-        Some(first) if first == program || first == base => (Some(first.as_str()), &arguments[1..]),
-        _ => (None, arguments),
-    }
-}
 
 /// What a task's environment is made of.
 pub struct EnvInputs<'a> {

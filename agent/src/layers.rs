@@ -135,7 +135,7 @@ impl Layers {
             fs::create_dir_all(&tmp2).map_err(|e| format!("{}: {e}", tmp2.display()))?;
             crate::fetcher::extract_archive(&archive, kind, &tmp2)?;
             chown_recursive(&tmp2, &user2).map_err(|e| e.to_string())?;
-            let bytes = crate::gc::tree_bytes(&tmp2);
+            let bytes = tree_bytes(&tmp2);
             fs::rename(&tmp2, &path2).map_err(|e| format!("{}: {e}", path2.display()))?;
             let _ = fs::write(size_file(&path2), bytes.to_string());
             tracing::info!(uri = %value2, layer = %path2.display(), "artifact layer made");
@@ -284,7 +284,7 @@ pub fn size_of(layer: &Path) -> u64 {
     fs::read_to_string(size_file(layer))
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| crate::gc::tree_bytes(layer))
+        .unwrap_or_else(|| tree_bytes(layer))
 }
 
 /// Marks a layer used now (its modification time), for collecting the least recently used.
@@ -292,4 +292,27 @@ fn touch(dir: &Path) {
     if let Ok(f) = fs::File::open(dir) {
         let _ = f.set_modified(std::time::SystemTime::now());
     }
+}
+
+/// The bytes of the files under `path` (links not followed).
+pub fn tree_bytes(path: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut todo = vec![path.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            todo.extend(
+                std::fs::read_dir(&p)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .map(|e| e.path()),
+            );
+        } else {
+            total = total.saturating_add(meta.len());
+        }
+    }
+    total
 }

@@ -14,8 +14,6 @@ use drove_proto::agent::{
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::cluster::Internal;
-
 /// An HTTP client for calls to agents: every request carries the cluster secret, if any, and
 /// is bounded in time.
 pub fn agent_http(secret: Option<&str>) -> reqwest::Client {
@@ -32,6 +30,20 @@ pub fn agent_http(secret: Option<&str>) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap_or_default()
+}
+
+/// Work for the master's own loop, raised from spawned requests.
+#[derive(Debug)]
+pub enum Internal {
+    LaunchDelivered {
+        framework_id: String,
+        task_id: String,
+    },
+    LaunchFailed {
+        framework_id: String,
+        task_id: String,
+        message: String,
+    },
 }
 
 #[derive(Clone)]

@@ -23,7 +23,7 @@ use drove_proto::Resources;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_client::AgentClient;
+use crate::agent_client::{AgentClient, Internal};
 use crate::allocator::{Allocator, AllocatorConfig};
 use crate::clock::Clock;
 use crate::store::{AgentRow, FrameworkRow, Snapshot, Store, StoreOp, TaskRow};
@@ -200,20 +200,6 @@ pub struct OutstandingOffer {
     pub agent_id: String,
     pub resources: Resources,
     pub created_secs: f64,
-}
-
-/// Work for the master's own loop, raised from spawned requests.
-#[derive(Debug)]
-pub enum Internal {
-    LaunchDelivered {
-        framework_id: String,
-        task_id: String,
-    },
-    LaunchFailed {
-        framework_id: String,
-        task_id: String,
-        message: String,
-    },
 }
 
 /// Counters for `/metrics`.

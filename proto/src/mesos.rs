@@ -695,6 +695,19 @@ pub fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// `shell: false` commands: Mesos puts `argv[0]` first in `arguments`. When the first argument
+/// is the program (or its base name) it is used as `argv[0]`; otherwise every argument is passed.
+pub fn split_argv<'a>(program: &str, arguments: &'a [String]) -> (Option<&'a str>, &'a [String]) {
+    let base = std::path::Path::new(program)
+        .file_name()
+        .and_then(|s| s.to_str())
+        .unwrap_or(program);
+    match arguments.first() {
+        Some(first) if first == program || first == base => (Some(first.as_str()), &arguments[1..]),
+        _ => (None, arguments),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ mod args;
 mod balance;
 mod metrics;
 mod proxy;
+mod report;
 mod route_stream;
 pub mod routes;
 mod server;

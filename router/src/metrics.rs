@@ -11,8 +11,9 @@ use drove_proto::metrics::{
     Collector, DescriptorEncoder, Histogram, Label, Labels, Registry, Scrape,
 };
 
+use crate::report::proxied;
 use crate::routes::{App, Table};
-use crate::stats::{proxied, quantile_ms, Counters, RouterCounters, BUCKETS_US};
+use crate::stats::{quantile_ms, Counters, RouterCounters, BUCKETS_US};
 
 /// The registry the admin listener serves, built once.
 pub fn registry(table: Arc<ArcSwap<Table>>, global: Arc<RouterCounters>) -> Registry {

@@ -244,11 +244,11 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
             global.clone(),
             shutdown_rx.clone(),
         ));
-        control_rt.spawn(crate::stats::window_loop(
+        control_rt.spawn(crate::report::window_loop(
             table.clone(),
             shutdown_rx.clone(),
         ));
-        control_rt.spawn(crate::stats::push_loop(
+        control_rt.spawn(crate::report::push_loop(
             client.clone(),
             paas.clone(),
             router_id,
