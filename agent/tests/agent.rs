@@ -249,7 +249,7 @@ async fn kill_leaves_nothing_behind() {
         Some(pid)
     );
     for p in procs {
-        assert!(!pid_alive(p), "process {p} survived the kill");
+        wait_ended(p, "the kill").await;
     }
     assert!(!cg_dir.exists(), "cgroup {} not removed", cg_dir.display());
     assert!(!cpu_cgroup_dir(&format!(
@@ -377,7 +377,7 @@ async fn restart_reattaches_running_tasks_and_reports_ended_ones() {
     )
     .await;
     master.wait_state("survivor", TaskState::TaskKilled).await;
-    assert!(!pid_alive(pid));
+    wait_ended(pid, "the kill").await;
     agent.stop().await;
 }
 
@@ -631,7 +631,7 @@ async fn isolation_none_runs_and_kills_process_groups() {
     let kill = json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "plain"}});
     post(&ep, "/agent/v1/kill", &kill).await;
     master.wait_state("plain", TaskState::TaskKilled).await;
-    assert!(!pid_alive(pid));
+    wait_ended(pid, "the kill").await;
     let pgrep = std::process::Command::new("pgrep")
         .arg("-g")
         .arg(pid.to_string())

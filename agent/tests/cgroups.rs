@@ -161,8 +161,15 @@ fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
     assert!(cg.kill_all(Duration::from_secs(5)));
     let _ = child.wait();
     cg.destroy(Duration::from_secs(5)).unwrap();
+    // A killed process leaves its cgroup before it is a zombie (cgroup_exit comes first in
+    // do_exit), so the cgroup can be gone while /proc still shows it exiting: wait for each to
+    // end, boundedly, rather than read its state once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
     for p in pids {
-        assert!(!pid_alive(p), "{p} survived");
+        while pid_alive(p) {
+            assert!(std::time::Instant::now() < deadline, "{p} survived");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     assert!(!cg.exists());
 }

@@ -464,6 +464,12 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Waits (boundedly) until process `pid` has ended: a killed process leaves its cgroup before
+/// it is a zombie, so right after a kill is reported it may still be exiting.
+pub async fn wait_ended(pid: u32, what: &str) {
+    wait_until(&format!("{what}: process {pid} to end"), || !pid_alive(pid)).await;
+}
+
 pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + T;
     while !f() {
