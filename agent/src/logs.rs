@@ -16,33 +16,7 @@ pub const DEFAULT_MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// Largest single read the HTTP API serves.
 pub const MAX_READ: u64 = 16 * 1024 * 1024;
 
-/// The two captured streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn parse(s: &str) -> Option<Stream> {
-        match s {
-            "stdout" => Some(Stream::Stdout),
-            "stderr" => Some(Stream::Stderr),
-            _ => None,
-        }
-    }
-
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-
-    pub fn path_in(self, sandbox: &Path) -> PathBuf {
-        sandbox.join(self.file_name())
-    }
-}
+pub use drove_proto::output::Stream;
 
 /// Opens a task's log file as the agent (root) without trusting the task: the last path
 /// component must not be a symlink (`O_NOFOLLOW`), the file must be a regular file, and it must

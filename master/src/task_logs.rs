@@ -96,7 +96,7 @@ pub async fn task_log(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if stream != "stdout" && stream != "stderr" {
+    if drove_proto::output::Stream::parse(&stream).is_none() {
         return refuse(
             StatusCode::BAD_REQUEST,
             format!("stream: expected stdout or stderr, found {stream:?}"),

@@ -3,6 +3,38 @@
 //! lines redrawn in place reduced to their last state, and bounded. The agent puts a failed
 //! task's last lines in its status; the PaaS keeps builds' logs and picks out their errors.
 
+use std::path::{Path, PathBuf};
+
+/// A task's two captured streams: the name in the logs paths (agent, master and PaaS) and the
+/// file in its sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn parse(s: &str) -> Option<Stream> {
+        match s {
+            "stdout" => Some(Stream::Stdout),
+            "stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    /// Its file in a task's sandbox.
+    pub fn path_in(self, sandbox: &Path) -> PathBuf {
+        sandbox.join(self.as_str())
+    }
+}
+
 /// The last lines of a task's output as a person reads them: terminal escapes (colours, cursor
 /// moves) and other control characters removed, blank lines skipped, at most `lines` lines of
 /// at most `width` characters each (a longer one keeps its start, where the message usually

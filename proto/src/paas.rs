@@ -271,6 +271,125 @@ impl Event {
 mod tests {
     use super::*;
 
+    /// `kind()` is what `/v2/events?event_type=` filters on: it must be the tag serde writes,
+    /// for every variant.
+    #[test]
+    fn every_events_kind_is_its_serialized_event_type() {
+        let t = || "2026-12-04T00:00:00.000Z".to_string();
+        let s = || String::from("x");
+        let step = || Step {
+            actions: vec![PlanAction {
+                action: Action::StartApplication,
+                app: s(),
+            }],
+        };
+        let plan = || Plan {
+            id: s(),
+            version: t(),
+            steps: vec![step()],
+            original: Group::root(vec![]),
+            target: None,
+        };
+        let all = vec![
+            Event::StreamAttached {
+                remote_address: s(),
+                timestamp: t(),
+            },
+            Event::ApiPost {
+                client_ip: s(),
+                uri: s(),
+                app_definition: Value::Null,
+                timestamp: t(),
+            },
+            Event::StatusUpdate {
+                slave_id: s(),
+                task_id: s(),
+                task_status: s(),
+                message: s(),
+                app_id: s(),
+                host: s(),
+                ports: vec![],
+                ip_addresses: vec![],
+                version: s(),
+                timestamp: t(),
+            },
+            Event::HealthStatusChanged {
+                app_id: s(),
+                task_id: s(),
+                instance_id: s(),
+                version: s(),
+                alive: true,
+                timestamp: t(),
+            },
+            Event::UnhealthyTaskKill {
+                app_id: s(),
+                task_id: s(),
+                version: s(),
+                reason: s(),
+                host: s(),
+                slave_id: s(),
+                timestamp: t(),
+            },
+            Event::InstanceChanged {
+                instance_id: s(),
+                condition: s(),
+                run_spec_id: s(),
+                agent_id: s(),
+                host: s(),
+                run_spec_version: s(),
+                goal: s(),
+                timestamp: t(),
+            },
+            Event::DeploymentInfo {
+                plan: plan(),
+                current_step: step(),
+                timestamp: t(),
+            },
+            Event::DeploymentSuccess {
+                id: s(),
+                plan: plan(),
+                timestamp: t(),
+            },
+            Event::DeploymentFailed {
+                id: s(),
+                plan: plan(),
+                reason: s(),
+                timestamp: t(),
+            },
+            Event::AppTerminated {
+                app_id: s(),
+                timestamp: t(),
+            },
+            Event::ScalingDecision(Decision {
+                app_id: s(),
+                from: 0,
+                to: 1,
+                reason: s(),
+                by: s(),
+                timestamp: t(),
+            }),
+            Event::Wake {
+                app_id: s(),
+                reason: s(),
+                timestamp: t(),
+            },
+            Event::WakeTimeline(WakeTimeline {
+                app_id: s(),
+                timestamp: t(),
+                held: None,
+                total_ms: 0.0,
+                steps: vec![],
+                container: BTreeMap::new(),
+            }),
+        ];
+        for ev in all {
+            let v = serde_json::to_value(&ev).expect("serializes");
+            assert_eq!(v["eventType"], ev.kind(), "{v}");
+            let back: Event = serde_json::from_value(v).expect("reads back");
+            assert_eq!(back, ev);
+        }
+    }
+
     #[test]
     fn events_carry_marathons_event_type_and_read_back() {
         let decision = Event::ScalingDecision(Decision {

@@ -326,7 +326,7 @@ pub fn apps(paas: &Paas) -> Value {
         let scaling = ops::views::scaling(paas, &name);
         let state = app_state(app, queued(&queue, id), scaling.as_ref());
         let tasks = app["tasks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        let samples = paas.admin.history.of(&name);
+        let samples: &[Sample] = scaling.as_ref().map_or(&[], |s| &s.history);
         let recent = &samples[samples.len().saturating_sub(30)..];
         let rate_now = recent.iter().rev().find_map(|s| s.rate);
         rows.push(json!({
@@ -336,7 +336,7 @@ pub fn apps(paas: &Paas) -> Value {
             "spark": charts::sparkline(&rates(recent),
                 &format!("{} req/s now; last 5 min", charts::number(rate_now.unwrap_or(0.0)))),
             "p99": samples.last().and_then(|s| s.p99).map(|p| format!("{} ms", charts::number(p))),
-            "last_request": ago_ms(scaling.and_then(|s| s.load.last_request_ms)),
+            "last_request": ago_ms(scaling.as_ref().and_then(|s| s.load.last_request_ms)),
             "note": note(app, queued(&queue, id), state),
         }));
     }
@@ -453,7 +453,7 @@ pub async fn app(paas: &Paas, name: &str) -> Option<Value> {
     let q = queued(&queue, &id);
     let state = app_state(app, q, Some(&scaling));
     let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
-    let samples = paas.admin.history.of(name);
+    let samples = &scaling.history;
     // Every instance's tails at once, each bounded by TAIL_WAIT.
     let logs: Vec<Value> = futures::future::join_all(tasks.iter().map(|t| async move {
         let tid = t["id"].as_str().unwrap_or("");
@@ -501,7 +501,7 @@ pub async fn app(paas: &Paas, name: &str) -> Option<Value> {
         "instances": tasks.iter().map(instance).collect::<Vec<_>>(),
         "waiting": q.map(waiting),
         "last_failure": app["lastTaskFailure"]["message"],
-        "charts": app_charts(&samples),
+        "charts": app_charts(samples),
         "scaling": settings, "panicking": scaling.panicking,
         "load": {"in_flight": scaling.load.in_flight, "held": scaling.load.held,
             "last_request": ago_ms(scaling.load.last_request_ms)},

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::model::instance::Instance;
 use crate::model::timestamp;
 use crate::placement::Reject;
-use crate::state::{AppRt, State};
+use crate::state::{AppRt, OfferStats, State};
 use crate::Paas;
 
 use super::OpsError;
@@ -107,6 +107,22 @@ pub fn app(s: &State, a: &AppRt, tasks: bool) -> Value {
     v
 }
 
+/// Marathon's `processedOffersSummary`: what the last offers processed for an app lacked.
+fn offers_summary(o: &OfferStats) -> Value {
+    let reasons: Vec<Value> = Reject::ALL
+        .iter()
+        .map(|r| {
+            json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
+                   "processed": o.processed})
+        })
+        .collect();
+    json!({
+        "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
+        "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
+        "rejectSummaryLastOffers": reasons,
+    })
+}
+
 /// Marathon's launch queue: apps waiting for launches with why (the backoff delay, what the
 /// last offers lacked), then builds waiting for an offer they fit.
 pub fn queue(s: &State) -> Vec<Value> {
@@ -125,77 +141,31 @@ pub fn queue(s: &State) -> Vec<Value> {
             .delay_until
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(Duration::ZERO);
-        let o = &a.offers;
-        let summary: Vec<Value> = Reject::ALL
-            .iter()
-            .map(|r| {
-                json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
-                            "processed": o.processed})
-            })
-            .collect();
         queue.push(json!({
             "app": app(s, a, false),
             "count": missing,
             "delay": {"timeLeftSeconds": left.as_secs_f64().ceil() as u64, "overdue": left.is_zero()},
             "since": a.waiting_since.clone().unwrap_or_else(timestamp),
-            "processedOffersSummary": {
-                "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
-                "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
-                "rejectSummaryLastOffers": summary,
-            },
-            "lastUnusedOffers": o.last_unused.iter().collect::<Vec<_>>(),
+            "processedOffersSummary": offers_summary(&a.offers),
+            "lastUnusedOffers": a.offers.last_unused.iter().collect::<Vec<_>>(),
         }));
     }
     // Builds waiting for an offer they fit (a push waits on them).
     for w in s.jobs_waiting() {
-        let o = &w.offers;
-        let summary: Vec<Value> = Reject::ALL
-            .iter()
-            .map(|r| {
-                json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
-                            "processed": o.processed})
-            })
-            .collect();
         queue.push(json!({
             "app": {"id": w.def.id, "instances": 1, "cpus": w.def.cpus, "mem": w.def.mem,
                     "labels": {"DROVE_BUILD": "true"}},
             "count": 1,
             "delay": {"timeLeftSeconds": 0, "overdue": true},
             "since": w.since,
-            "processedOffersSummary": {
-                "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
-                "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
-                "rejectSummaryLastOffers": summary,
-            },
+            "processedOffersSummary": offers_summary(&w.offers),
             "lastUnusedOffers": [],
         }));
     }
     queue
 }
 
-/// Which of a task's output streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn parse(s: &str) -> Option<Stream> {
-        match s {
-            "stdout" => Some(Stream::Stdout),
-            "stderr" => Some(Stream::Stderr),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
+pub use drove_proto::output::Stream;
 
 /// A task's log as its agent answered it (through the master): its HTTP status and bytes.
 pub struct TaskLog {
