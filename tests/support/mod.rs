@@ -24,11 +24,22 @@ pub const DROVE: &str = env!("CARGO_BIN_EXE_drove");
 
 /// A port that was free on `ip` a moment ago.
 pub fn free_port(ip: &str) -> u16 {
+    // The listener is let go before the port is used, so the kernel may hand the same port out
+    // again: a test's master and router once both got 41451. Never give one out twice.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let ip: IpAddr = ip.parse().expect("test ip");
-    TcpListener::bind(SocketAddr::new(ip, 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..100 {
+        let port = TcpListener::bind(SocketAddr::new(ip, 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port not already given out in 100 tries");
 }
 
 /// A child process killed (SIGKILL) when dropped.
