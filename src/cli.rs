@@ -4,7 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use drove_paas::model::app::AppDefinition;
+use drove_paas::ops::views::App;
+use drove_proto::marathon::{Apps, OneApp, Queue};
 use drove_proto::paas::ScalingView;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 /// Where the PaaS is and how to authenticate.
@@ -272,10 +276,16 @@ impl Client {
         }
     }
 
+    /// A GET of `path`, read as `T`.
+    async fn read<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let v = self.send(reqwest::Method::GET, path, None).await?;
+        serde_json::from_value(v).with_context(|| format!("reading the answer to GET {path}"))
+    }
+
     /// The app `id`, or an error saying there is none.
-    async fn app(&self, id: &str) -> anyhow::Result<Value> {
-        match self.send(reqwest::Method::GET, &app_path(id), None).await {
-            Ok(v) => Ok(v),
+    async fn app(&self, id: &str) -> anyhow::Result<App> {
+        match self.read::<OneApp<AppDefinition>>(&app_path(id)).await {
+            Ok(v) => Ok(v.app),
             Err(e) if e.to_string().starts_with("404") => {
                 bail!("no app {id:?} (drove apps lists them)")
             }
@@ -331,18 +341,15 @@ async fn logs(
             .filter_map(|t| t["id"].as_str().map(str::to_string))
             .collect();
         if tasks.is_empty() && first {
-            let failure = &app["app"]["lastTaskFailure"];
-            match failure["taskId"].as_str() {
-                Some(t) => {
+            match &app.last_task_failure {
+                Some(f) => {
                     eprintln!(
-                        "({id} has no instance running; this is its last failed one, {t}, which \
+                        "({id} has no instance running; this is its last failed one, {}, which \
                          ended: {})",
-                        failure["message"]
-                            .as_str()
-                            .and_then(|m| m.lines().next())
-                            .unwrap_or("?")
+                        f.task_id,
+                        f.message.lines().next().unwrap_or("?")
                     );
-                    tasks.push(t.to_string());
+                    tasks.push(f.task_id.clone());
                 }
                 None => eprintln!("({id} has no instance running, and none has failed)"),
             }
@@ -605,47 +612,34 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             println!("{app}: released {}", v["version"].as_str().unwrap_or("?"));
         }
         ClientCommand::Apps { .. } => {
-            use drove_paas::admin::views::{app_state, note};
-            let v = c
-                .send(reqwest::Method::GET, "/v2/apps?embed=apps.tasks", None)
-                .await?;
-            let queue = c.send(reqwest::Method::GET, "/v2/queue", None).await?;
+            use drove_paas::admin::views::{app_state, note, queued};
+            let apps: Apps<AppDefinition> = c.read("/v2/apps?embed=apps.tasks").await?;
+            let queue: Queue<AppDefinition> = c.read("/v2/queue").await?;
             println!(
                 "{:<24} {:>9} {:>8} {:>8}  {:<10} WHY",
                 "ID", "INSTANCES", "RUNNING", "HEALTHY", "STATE"
             );
-            for a in v["apps"].as_array().into_iter().flatten() {
-                let id = a["id"].as_str().unwrap_or("");
-                let queued = queue["queue"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|q| q["app"]["id"] == id);
+            for a in &apps.apps {
+                let id = &a.definition.id;
+                let queued = queued(&queue.queue, id);
                 let route = drove_paas::model::app::route_name(id).unwrap_or_default();
-                let scaling: Option<ScalingView> = c
-                    .send(
-                        reqwest::Method::GET,
-                        &format!("/v1/apps/{route}/scaling"),
-                        None,
-                    )
-                    .await
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v).ok());
+                let scaling: Option<ScalingView> =
+                    c.read(&format!("/v1/apps/{route}/scaling")).await.ok();
                 let state = app_state(a, queued, scaling.as_ref());
                 println!(
                     "{:<24} {:>9} {:>8} {:>8}  {:<10} {}",
                     id,
-                    a["instances"].to_string(),
-                    a["tasksRunning"].to_string(),
-                    a["tasksHealthy"].to_string(),
+                    a.definition.instances,
+                    a.tasks_running,
+                    a.tasks_healthy,
                     state,
                     note(a, queued, state).unwrap_or_default()
                 );
             }
         }
         ClientCommand::App { id, .. } => {
-            let v = c.app(&id).await?;
-            println!("{}", serde_json::to_string_pretty(&v["app"])?);
+            let app = c.app(&id).await?;
+            println!("{}", serde_json::to_string_pretty(&app)?);
         }
         ClientCommand::Deploy { file, force, .. } => {
             let text = std::fs::read_to_string(&file)
@@ -676,13 +670,10 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             ..
         } => {
             let app = c.app(&id).await?;
-            let Some(mut scaling) = app["app"].get("scaling").cloned().filter(|s| s.is_object())
-            else {
+            let Some(mut scaling) = app.definition.scaling else {
                 anyhow::bail!("{id} has no scaling settings: its count is fixed, nothing to clear");
             };
-            if let Some(o) = scaling.as_object_mut() {
-                o.remove("floor");
-            }
+            scaling.floor = None;
             c.send(
                 reqwest::Method::PATCH,
                 &format!("{}?force=true", app_path(&id)),

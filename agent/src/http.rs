@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use drove_proto::agent::{
-    AcknowledgeUpdate, AgentState, KillTask, LaunchTask, ShutdownFramework, ACKNOWLEDGE_PATH,
-    KILL_PATH, LAUNCH_PATH, SHUTDOWN_PATH, STATE_PATH,
+    AcknowledgeUpdate, AgentState, KillTask, LaunchTask, ResourceStatistics, ResourceUsage,
+    ShutdownFramework, ACKNOWLEDGE_PATH, KILL_PATH, LAUNCH_PATH, SHUTDOWN_PATH, STATE_PATH,
 };
 use drove_proto::mesos::KillPolicy;
 use serde::de::DeserializeOwned;
@@ -256,7 +256,7 @@ async fn task_output(
 
 /// `GET /monitor/statistics` (Mesos's shape): each live task's resource use, read from its
 /// cgroup. For command tasks the executor id is the task id.
-async fn statistics(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
+async fn statistics(State(node): State<Arc<Node>>) -> Json<Vec<ResourceUsage>> {
     let tasks: Vec<_> = node
         .tasks()
         .values()
@@ -280,19 +280,22 @@ async fn statistics(State(node): State<Arc<Node>>) -> Json<serde_json::Value> {
             let cg = node.config.cgroups.as_ref()?.load(cgroup.as_deref()?);
             let (user, system) = cg.cpu_seconds()?;
             let limits = drove_proto::Resources::from_mesos(&resources).ok();
-            Some(serde_json::json!({
-                "framework_id": fw, "executor_id": task, "executor_name": "", "source": task,
-                "statistics": {
-                    "timestamp": now,
-                    "cpus_user_time_secs": user,
-                    "cpus_system_time_secs": system,
-                    "cpus_limit": limits.as_ref().map(|l| l.cpus),
-                    "mem_limit_bytes": cg.memory_limit(),
+            Some(ResourceUsage {
+                framework_id: fw,
+                executor_id: task.clone(),
+                executor_name: String::new(),
+                source: task,
+                statistics: ResourceStatistics {
+                    timestamp: now,
+                    cpus_user_time_secs: user,
+                    cpus_system_time_secs: system,
+                    cpus_limit: limits.as_ref().map(|l| l.cpus),
+                    mem_limit_bytes: cg.memory_limit(),
                 },
-            }))
+            })
         })
-        .collect();
-    Json(serde_json::Value::Array(entries))
+        .collect::<Vec<_>>();
+    Json(entries)
 }
 
 async fn health() -> &'static str {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use drove_proto::agent::ResourceUsage;
 
 use crate::auth::{identify, unauthenticated, Reader};
 use crate::Shared;
@@ -169,7 +170,7 @@ pub async fn task_statistics(
         Err(r) => return *r,
     };
     let url = format!("{endpoint}/monitor/statistics");
-    let all: serde_json::Value = match shared.agent_http.get(&url).send().await {
+    let all: Vec<ResourceUsage> = match shared.agent_http.get(&url).send().await {
         Ok(r) if r.status().is_success() => match r.json().await {
             Ok(v) => v,
             Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
@@ -182,12 +183,11 @@ pub async fn task_statistics(
         }
         Err(e) => return refuse(StatusCode::BAD_GATEWAY, format!("reading {url}: {e}")),
     };
-    let entry = all.as_array().and_then(|a| {
-        a.iter()
-            .find(|e| e["framework_id"] == framework.as_str() && e["executor_id"] == task.as_str())
-    });
+    let entry = all
+        .into_iter()
+        .find(|e| e.framework_id == framework && e.executor_id == task);
     match entry {
-        Some(e) => axum::Json(e["statistics"].clone()).into_response(),
+        Some(e) => axum::Json(e.statistics).into_response(),
         None => refuse(
             StatusCode::NOT_FOUND,
             format!("no statistics for task {task:?} (not running, or no cgroup)"),

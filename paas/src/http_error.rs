@@ -4,14 +4,14 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use drove_proto::marathon::{DeploymentRef, ErrorBody};
 
 use crate::model::app::InvalidApp;
 use crate::ops::OpsError;
 
 /// Marathon's plain error: `{"message": ...}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"message": message.into()}))).into_response()
+    (status, Json(ErrorBody::new(message))).into_response()
 }
 
 /// An op's failure as the API answers it.
@@ -55,7 +55,10 @@ impl IntoResponse for ApiError {
             OpsError::Invalid(e) => (status, Json(e.body())).into_response(),
             OpsError::Locked { deployment } => (
                 status,
-                Json(json!({"message": message, "deployments": [{"id": deployment}]})),
+                Json(ErrorBody {
+                    deployments: vec![DeploymentRef { id: deployment }],
+                    ..ErrorBody::new(message)
+                }),
             )
                 .into_response(),
             _ => error(status, message),

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use drove_driver::{Config, Credentials, Driver};
+use drove_proto::master_state::{self, MasterState};
 use drove_proto::mesos::{Capability, FrameworkId, FrameworkInfo};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -184,7 +185,7 @@ impl PaasArgs {
 }
 
 /// When the master's agents were read, and what they were.
-type AgentsReading = (std::time::Instant, Arc<Vec<serde_json::Value>>);
+type AgentsReading = (std::time::Instant, Arc<Vec<master_state::Agent>>);
 
 /// Everything the API handlers and the scheduler share.
 pub struct Paas {
@@ -223,7 +224,7 @@ impl Paas {
 
     /// The agents of the master's `/master/state` (`slaves`), read at most every few seconds
     /// (`fresh` forces a read); `None` when the master cannot be read.
-    pub async fn agents(&self, fresh: bool) -> Option<Arc<Vec<serde_json::Value>>> {
+    pub async fn agents(&self, fresh: bool) -> Option<Arc<Vec<master_state::Agent>>> {
         const FRESH: Duration = Duration::from_secs(5);
         if !fresh {
             if let Some((at, agents)) = &*self.agents.lock().unwrap_or_else(|p| p.into_inner()) {
@@ -232,8 +233,8 @@ impl Paas {
                 }
             }
         }
-        let state = json_answer(self.master_get("/master/state")).await?;
-        let agents = Arc::new(state["slaves"].as_array().cloned().unwrap_or_default());
+        let state: MasterState = json_answer(self.master_get("/master/state")).await?;
+        let agents = Arc::new(state.slaves);
         *self.agents.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((std::time::Instant::now(), agents.clone()));
         Some(agents)
@@ -252,19 +253,21 @@ impl Paas {
     /// The largest agent's (cpus, mem); `None` when unknown (no master, no agents).
     pub async fn capacity(&self) -> Option<(f64, f64)> {
         let agents = self.agents(false).await?;
-        let max = |k: &str| {
+        let max = |f: fn(&master_state::Scalars) -> f64| {
             agents
                 .iter()
-                .filter_map(|a| a["resources"][k].as_f64())
+                .map(|a| f(&a.resources))
                 .fold(0.0_f64, f64::max)
         };
-        (!agents.is_empty()).then(|| (max("cpus"), max("mem")))
+        (!agents.is_empty()).then(|| (max(|r| r.cpus), max(|r| r.mem)))
     }
 }
 
 /// The JSON a request (to the master, say) answers; `None` when it cannot be sent, is not a
 /// success or is not JSON.
-pub async fn json_answer(req: reqwest::RequestBuilder) -> Option<serde_json::Value> {
+pub async fn json_answer<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+) -> Option<T> {
     req.send()
         .await
         .ok()?

@@ -4,22 +4,21 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use drove_proto::routing::{AppReport, StatsReport};
-use serde_json::{json, Value};
+use drove_proto::routing::{AppReport, AppStats, RouterAppReport, StatsReport, StatsSample};
 
 /// Reports kept per app: 5 minutes at one push a second from one router.
 pub const HISTORY: usize = 300;
 
 #[derive(Default)]
 pub struct RouterStats {
-    apps: Mutex<HashMap<String, AppStats>>,
+    apps: Mutex<HashMap<String, Reports>>,
 }
 
 #[derive(Default)]
-struct AppStats {
+struct Reports {
     /// Router name → its latest report for the app.
     latest: HashMap<String, (u64, AppReport)>,
-    history: VecDeque<Value>,
+    history: VecDeque<StatsSample>,
 }
 
 pub use drove_proto::paas::Load;
@@ -89,25 +88,37 @@ impl RouterStats {
             if entry.history.len() >= HISTORY {
                 entry.history.pop_front();
             }
-            entry.history.push_back(json!({
-                "router": report.router, "at_ms": report.at_ms,
-                "requests": a.counters.requests, "in_flight": a.counters.in_flight,
-                "held": a.held, "last_request_ms": a.counters.last_request_ms,
-                "latency_ms": a.counters.latency_ms,
-            }));
+            entry.history.push_back(StatsSample {
+                router: report.router.clone(),
+                at_ms: report.at_ms,
+                requests: a.counters.requests,
+                in_flight: a.counters.in_flight,
+                held: a.held,
+                last_request_ms: a.counters.last_request_ms,
+                latency_ms: a.counters.latency_ms.clone(),
+            });
         }
     }
 
-    /// `{"app", "routers": {name: {at_ms, report}}, "history": [...]}`, or None if no router
-    /// reported the app.
-    pub fn of(&self, app: &str) -> Option<Value> {
+    /// What the routers reported for `app`, or None if none did.
+    pub fn of(&self, app: &str) -> Option<AppStats> {
         let apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
         let s = apps.get(app)?;
-        let routers: serde_json::Map<String, Value> = s
+        let routers = s
             .latest
             .iter()
-            .map(|(name, (at, r))| (name.clone(), json!({"at_ms": at, "report": r})))
+            .map(|(name, (at_ms, r))| {
+                let report = RouterAppReport {
+                    at_ms: *at_ms,
+                    report: r.clone(),
+                };
+                (name.clone(), report)
+            })
             .collect();
-        Some(json!({"app": app, "routers": routers, "history": s.history}))
+        Some(AppStats {
+            app: app.to_string(),
+            routers,
+            history: s.history.iter().cloned().collect(),
+        })
     }
 }

@@ -14,7 +14,7 @@
 //!
 //! Agent read API: `GET /agent/v1/state` ([`AgentState`]),
 //! `GET /agent/v1/tasks/{task_id}/{stdout|stderr}?offset=N&length=N` (raw log bytes),
-//! `GET /health`.
+//! `GET /monitor/statistics` ([`ResourceUsage`] per task, Mesos' shape), `GET /health`.
 
 use serde::{Deserialize, Serialize};
 
@@ -154,4 +154,38 @@ pub struct AgentTaskState {
     pub sandbox: String,
     /// Updates not yet acknowledged by the framework.
     pub pending_updates: usize,
+}
+
+/// One task's entry of an agent's `/monitor/statistics` (Mesos' `ResourceUsage`, the executor
+/// being the task itself).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceUsage {
+    pub framework_id: String,
+    pub executor_id: String,
+    #[serde(default)]
+    pub executor_name: String,
+    #[serde(default)]
+    pub source: String,
+    pub statistics: ResourceStatistics,
+}
+
+/// What a task has used (Mesos' `ResourceStatistics`, the fields drove measures): the master
+/// answers it at `/master/frameworks/{framework}/tasks/{task}/statistics`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ResourceStatistics {
+    /// Seconds since the epoch when read.
+    pub timestamp: f64,
+    pub cpus_user_time_secs: f64,
+    pub cpus_system_time_secs: f64,
+    #[serde(default)]
+    pub cpus_limit: Option<f64>,
+    #[serde(default)]
+    pub mem_limit_bytes: Option<u64>,
+}
+
+impl ResourceStatistics {
+    /// CPU seconds used so far, user and system.
+    pub fn cpu_seconds(&self) -> f64 {
+        self.cpus_user_time_secs + self.cpus_system_time_secs
+    }
 }

@@ -10,8 +10,11 @@
 //!   documented in ARCHITECTURE.md.
 //! - [`metrics`]: how every component answers `/metrics` (prometheus-client, a collector
 //!   over live state).
+//! - [`marathon`]: Marathon's app, task and queue objects as the PaaS serves them.
+//! - [`master_state`]: the typed subset of the master's `/master/state` drove's readers use.
 //! - [`paas`]: the PaaS's own API types (deployments, scaling decisions, `/v2/events` as one
 //!   enum).
+//! - [`push`]: the PaaS's git-push API answers (apps, releases, config, webhook).
 //! - [`output`]: what tasks write, as people read it (escapes stripped, bounded).
 //! - [`secret`]: how every component takes a secret (a file or the environment, never argv).
 //! - [`state_dir`]: state directories only root reads (0700, files 0600).
@@ -23,10 +26,13 @@
 pub mod agent;
 pub mod auth;
 pub mod json;
+pub mod marathon;
+pub mod master_state;
 pub mod mesos;
 pub mod metrics;
 pub mod output;
 pub mod paas;
+pub mod push;
 pub mod recordio;
 pub mod resources;
 pub mod routing;

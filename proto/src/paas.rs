@@ -139,6 +139,16 @@ impl Group {
     }
 }
 
+/// `POST /v1/apps/{app}/suspend` and `/resume`: whether it changed, and the instances it
+/// now wants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suspension {
+    pub app: String,
+    pub suspended: bool,
+    pub changed: bool,
+    pub instances: Option<u32>,
+}
+
 /// A deployment plan as events carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {

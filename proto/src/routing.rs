@@ -205,6 +205,41 @@ pub struct StatsReport {
     pub apps: Vec<AppReport>,
 }
 
+/// The answer to a wake: the app and the instances it now wants.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WakeAnswer {
+    pub app: String,
+    pub instances: u32,
+}
+
+/// `GET {paas}/v1/apps/{app}/stats`: what the routers reported for an app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AppStats {
+    pub app: String,
+    /// Router name → its latest report.
+    pub routers: std::collections::BTreeMap<String, RouterAppReport>,
+    /// The reports of the last minutes, oldest first.
+    pub history: Vec<StatsSample>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouterAppReport {
+    pub at_ms: u64,
+    pub report: AppReport,
+}
+
+/// One router's report on an app, as the history keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StatsSample {
+    pub router: String,
+    pub at_ms: u64,
+    pub requests: u64,
+    pub in_flight: u64,
+    pub held: u64,
+    pub last_request_ms: Option<u64>,
+    pub latency_ms: Quantiles,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -272,3 +272,30 @@ async fn an_acknowledged_terminal_update_retires_the_task() {
         "retired"
     );
 }
+
+#[tokio::test]
+async fn the_state_reads_as_the_dashboards_types() {
+    let mut f = cluster().await;
+    let agent = register(&mut f.cluster);
+    let mut sub = subscribe(&mut f.cluster, 60.0);
+    let offered = offers(&mut f.cluster, &mut sub);
+    assert_eq!(offered.len(), 1);
+    let v = crate::read_api::state_json(&f.cluster, "master@127.0.0.1:5050");
+    let state: drove_proto::master_state::MasterState =
+        serde_json::from_value(v).expect("reads as the typed subset");
+    assert_eq!(state.slaves.len(), 1);
+    let a = &state.slaves[0];
+    assert_eq!((a.id.as_str(), a.hostname.as_str()), (agent.as_str(), "h1"));
+    assert!(a.active && !a.recovering && a.last_ping_seconds_ago.is_some());
+    assert_eq!((a.resources.cpus, a.resources.mem), (2.0, 1024.0));
+    assert_eq!(a.offered_resources.cpus, 2.0, "all of it is offered");
+    let fw = &state.frameworks[0];
+    assert_eq!((fw.name.as_str(), fw.active), ("f", true));
+    assert_eq!(fw.offers.len(), 1);
+    assert_eq!(fw.offers[0].id, offered[0]);
+    assert_eq!(state.hostname(&fw.offers[0].agent_id), "h1");
+    assert!(fw
+        .allocator
+        .as_ref()
+        .is_some_and(|al| al.last_allocation.is_some()));
+}

@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use crate::http_error;
 use crate::ops::{self, OpsError};
@@ -61,6 +61,18 @@ fn seconds(form: &HashMap<String, String>, k: &str) -> Result<Option<f64>, Outco
     }
 }
 
+/// What a control answers the page's script: its outcome, and the block to replace with the
+/// HTML shown after it (the config values, say).
+#[derive(Serialize)]
+struct Answer {
+    ok: bool,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<String>,
+}
+
 /// `POST /admin/apps/{app}/{action}`: `instances`, `scaling`, `zero`, `wake`, `restart`,
 /// `auto`, `suspend`, `resume`, `rollback`, `config` (show the config vars' values).
 pub async fn act(
@@ -72,11 +84,13 @@ pub async fn act(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let Some(id) = paas.lock().app_by_route(&name).map(|a| a.def.id.clone()) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"ok": false, "message": format!("no app {name:?}")})),
-        )
-            .into_response();
+        let answer = Answer {
+            ok: false,
+            message: format!("no app {name:?}"),
+            target: None,
+            html: None,
+        };
+        return (StatusCode::NOT_FOUND, Json(answer)).into_response();
     };
     let outcome = match run(&paas, &name, &id, &action, &form).await {
         Ok(o) | Err(o) => o,
@@ -89,12 +103,14 @@ pub async fn act(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/json"));
     if script {
-        let mut body = json!({"ok": outcome.status.is_success(), "message": outcome.message});
-        if let Some((target, html)) = outcome.html {
-            body["target"] = json!(target);
-            body["html"] = json!(html);
-        }
-        return (outcome.status, Json(body)).into_response();
+        let (target, html) = outcome.html.unzip();
+        let answer = Answer {
+            ok: outcome.status.is_success(),
+            message: outcome.message,
+            target,
+            html,
+        };
+        return (outcome.status, Json(answer)).into_response();
     }
     // Without the page's script: back to the page (a route name: [a-z0-9-] only), which shows
     // the outcome once.
@@ -142,23 +158,18 @@ async fn run(
             }
             "scaling" => {
                 let current = paas.lock().apps.get(id).and_then(|a| a.def.scaling.clone());
-                let mut scaling = current
-                    .and_then(|s| serde_json::to_value(s).ok())
-                    .filter(Value::is_object)
-                    .unwrap_or_else(|| json!({}));
-                let fields = [
-                    ("minInstances", whole(form, "min")?.map(|x| json!(x))),
-                    ("maxInstances", whole(form, "max")?.map(|x| json!(x))),
-                    ("idleSeconds", seconds(form, "idle")?.map(|x| json!(x))),
-                    (
-                        "targetConcurrency",
-                        seconds(form, "target")?.map(|x| json!(x)),
-                    ),
-                ];
-                for (k, v) in fields {
-                    if let Some(v) = v {
-                        scaling[k] = v;
-                    }
+                let mut scaling = current.unwrap_or_default();
+                if let Some(n) = whole(form, "min")? {
+                    scaling.min_instances = n;
+                }
+                if let Some(n) = whole(form, "max")? {
+                    scaling.max_instances = n;
+                }
+                if let Some(s) = seconds(form, "idle")? {
+                    scaling.idle_seconds = s;
+                }
+                if let Some(x) = seconds(form, "target")? {
+                    scaling.target_concurrency = x;
                 }
                 ops::apps::set_scaling(&tx, id, Some(scaling), true)
                     .await
@@ -174,8 +185,7 @@ async fn run(
                     });
                 };
                 scaling.floor = None;
-                let scaling = serde_json::to_value(scaling).ok();
-                ops::apps::set_scaling(&tx, id, scaling, true)
+                ops::apps::set_scaling(&tx, id, Some(scaling), true)
                     .await
                     .map(|_| format!("{id}: the floor is cleared; the scaler decides its count"))
             }

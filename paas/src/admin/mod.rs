@@ -23,8 +23,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use minijinja::Environment;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use views::View;
 
 use crate::Paas;
 
@@ -92,11 +92,11 @@ impl Page {
     }
 
     /// The page's data; `None` for an app that does not exist.
-    async fn view(&self, paas: &Paas) -> Option<Value> {
+    async fn view(&self, paas: &Paas) -> Option<View> {
         Some(match self {
-            Page::Cluster => views::cluster(paas).await,
-            Page::Apps => views::apps(paas),
-            Page::App(name) => views::app(paas, name).await?,
+            Page::Cluster => View::Cluster(views::cluster(paas).await),
+            Page::Apps => View::Apps(views::apps(paas)),
+            Page::App(name) => View::App(Box::new(views::app(paas, name).await?)),
         })
     }
 }
@@ -123,7 +123,19 @@ fn templates() -> &'static Environment<'static> {
     })
 }
 
-fn render(name: &str, ctx: &Value) -> Result<String, minijinja::Error> {
+/// What a page's template reads: its view (`v`), the session's CSRF token for its forms, which
+/// page it is (for the live updates) and the flash message of the last control used.
+#[derive(Serialize)]
+struct Context<'a> {
+    v: &'a View,
+    csrf: &'a str,
+    page: &'a str,
+    app: &'a str,
+    flash: Option<&'a str>,
+    flash_ok: bool,
+}
+
+fn render(name: &str, ctx: &impl Serialize) -> Result<String, minijinja::Error> {
     templates()
         .get_template(name)?
         .render(minijinja::value::Serde(ctx))
@@ -139,7 +151,14 @@ async fn render_blocks(
     let Some(view) = page.view(paas).await else {
         return Ok(None);
     };
-    let ctx = json!({ "v": view, "csrf": csrf });
+    let ctx = Context {
+        v: &view,
+        csrf,
+        page: "",
+        app: "",
+        flash: None,
+        flash_ok: false,
+    };
     let tmpl = templates().get_template(page.template())?;
     let mut captured = tmpl.render_captured(minijinja::value::Serde(&ctx))?;
     captured
@@ -171,10 +190,14 @@ async fn show(paas: &Paas, page: Page, session: &session::Session) -> Response {
         Page::Apps => ("apps", String::new()),
         Page::App(a) => ("app", a.clone()),
     };
-    let ctx = json!({
-        "v": view, "csrf": session.csrf, "page": live_page, "app": live_app,
-        "flash": flash.as_ref().map(|f| &f.1), "flash_ok": flash.as_ref().is_some_and(|f| f.0),
-    });
+    let ctx = Context {
+        v: &view,
+        csrf: &session.csrf,
+        page: live_page,
+        app: &live_app,
+        flash: flash.as_ref().map(|f| f.1.as_str()),
+        flash_ok: flash.as_ref().is_some_and(|f| f.0),
+    };
     match render(page.template(), &ctx) {
         Ok(html) => Html(html).into_response(),
         Err(e) => page_error(e),
@@ -216,7 +239,10 @@ async fn login_page(State(paas): State<Arc<Paas>>) -> Response {
 
 fn login_form(paas: &Paas, error: Option<&str>, status: StatusCode) -> Response {
     let token = crate::tokens::generate();
-    match render("login.html", &json!({"csrf": token, "error": error})) {
+    match render(
+        "login.html",
+        &minijinja::context! { csrf => &token, error => error },
+    ) {
         Ok(html) => (
             status,
             [(

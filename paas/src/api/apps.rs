@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use drove_proto::marathon::{Apps, OneApp, OneTask, Task, Tasks, Versions};
 use serde_json::{json, Value};
 
 use super::wants;
@@ -35,14 +36,17 @@ fn embeds_tasks(q: &[(String, String)]) -> bool {
         .any(|(k, v)| k == "embed" && (v == "apps.tasks" || v == "app.tasks"))
 }
 
-pub async fn list(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -> Json<Value> {
+pub async fn list(
+    State(paas): State<Arc<Paas>>,
+    RawQuery(raw): RawQuery,
+) -> Json<Apps<AppDefinition>> {
     let q = query(&raw);
     let id_filter = q.iter().find(|(k, _)| k == "id").map(|(_, v)| v.clone());
     let cmd_filter = q.iter().find(|(k, _)| k == "cmd").map(|(_, v)| v.clone());
     let label_filter = q.iter().find(|(k, _)| k == "label").map(|(_, v)| v.clone());
     let tasks = embeds_tasks(&q);
     let s = paas.lock();
-    let apps: Vec<Value> = s
+    let apps: Vec<views::App> = s
         .apps
         .values()
         .filter(|a| !a.deleting)
@@ -66,7 +70,7 @@ pub async fn list(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -> Jso
         })
         .map(|a| views::app(&s, a, tasks))
         .collect();
-    Json(json!({ "apps": apps }))
+    Json(Apps { apps })
 }
 
 pub async fn create(
@@ -137,7 +141,10 @@ pub async fn get_sub(
         Sub::App => {
             let s = paas.lock();
             match s.apps.get(&id).filter(|a| !a.deleting) {
-                Some(a) => Json(json!({"app": views::app(&s, a, true)})).into_response(),
+                Some(a) => Json(OneApp {
+                    app: views::app(&s, a, true),
+                })
+                .into_response(),
                 None => no_app(&id),
             }
         }
@@ -153,15 +160,11 @@ pub async fn get_sub(
                 None => {
                     let mut list: Vec<String> = versions.into_iter().map(|(v, _)| v).collect();
                     list.reverse();
-                    Json(json!({ "versions": list })).into_response()
+                    Json(Versions { versions: list }).into_response()
                 }
                 Some(v) => match versions.into_iter().find(|(ver, _)| *ver == v) {
                     Some((ver, def)) => match serde_json::from_str::<AppDefinition>(&def) {
-                        Ok(d) => {
-                            let mut j = d.to_json();
-                            j["version"] = json!(ver);
-                            Json(j).into_response()
-                        }
+                        Ok(d) => Json(d.shown(Some(&ver))).into_response(),
                         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
                     },
                     None => error(
@@ -191,13 +194,18 @@ pub async fn get_sub(
                 return ([(header::CONTENT_TYPE, "text/plain")], text).into_response();
             }
             let _ = query(&raw);
-            Json(json!({"tasks": tasks.iter().map(|i| views::task(i)).collect::<Vec<_>>()}))
-                .into_response()
+            Json(Tasks {
+                tasks: tasks.iter().map(|i| views::task(i)).collect(),
+            })
+            .into_response()
         }
         Sub::Tasks(Some(t)) => {
             let s = paas.lock();
             match s.instances.get(&t).filter(|i| i.app_id == id) {
-                Some(i) => Json(json!({"task": views::task(i)})).into_response(),
+                Some(i) => Json(OneTask {
+                    task: views::task(i),
+                })
+                .into_response(),
                 None => error(StatusCode::NOT_FOUND, format!("Task '{t}' does not exist")),
             }
         }
@@ -356,24 +364,27 @@ pub async fn delete_sub(
 fn killed_json(killed: Killed, single: bool) -> Response {
     match killed {
         Killed::Scaled(d) => Json(d).into_response(),
-        Killed::Tasks(tasks) if single => {
-            Json(json!({"task": tasks.first().map(views::task)})).into_response()
-        }
-        Killed::Tasks(tasks) => {
-            Json(json!({"tasks": tasks.iter().map(views::task).collect::<Vec<_>>()}))
-                .into_response()
-        }
+        Killed::Tasks(tasks) => match tasks.first() {
+            Some(t) if single => Json(OneTask {
+                task: views::task(t),
+            })
+            .into_response(),
+            _ => Json(Tasks {
+                tasks: tasks.iter().map(views::task).collect(),
+            })
+            .into_response(),
+        },
     }
 }
 
-pub async fn all_tasks(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -> Json<Value> {
+pub async fn all_tasks(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -> Json<Tasks> {
     let q = query(&raw);
     let status = q
         .iter()
         .find(|(k, _)| k == "status")
         .map(|(_, v)| v.to_ascii_lowercase());
     let s = paas.lock();
-    let tasks: Vec<Value> = s
+    let tasks: Vec<Task> = s
         .instances
         .values()
         .filter(|i| match status.as_deref() {
@@ -383,7 +394,7 @@ pub async fn all_tasks(State(paas): State<Arc<Paas>>, RawQuery(raw): RawQuery) -
         })
         .map(views::task)
         .collect();
-    Json(json!({ "tasks": tasks }))
+    Json(Tasks { tasks })
 }
 
 pub async fn delete_tasks(

@@ -10,43 +10,22 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use drove_proto::marathon::{Deployment, Queue};
 use futures::StreamExt;
-use serde_json::{json, Value};
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 use tokio_stream::wrappers::BroadcastStream;
 
 use super::wants;
 use crate::events::Event;
 use crate::http_error::{error, ApiError};
+use crate::model::app::AppDefinition;
 use crate::model::timestamp;
 use crate::ops::{self, views};
-use crate::state::AppRt;
 use crate::Paas;
 
-fn deployment_json(a: &AppRt) -> Option<Value> {
-    let d = a.deployment.as_ref()?;
-    let readiness: Vec<Value> = d
-        .waiting
-        .iter()
-        .map(|w| {
-            json!({"name": "drove", "taskId": null, "ready": false,
-                        "lastResponse": {"status": 0, "contentType": "text/plain", "body": w}})
-        })
-        .collect();
-    Some(json!({
-        "id": d.id, "version": d.version, "affectedApps": [a.def.id], "affectedPods": [],
-        "steps": [{"actions": [{"action": d.action, "app": a.def.id}]}],
-        "currentActions": [{"action": d.action, "app": a.def.id,
-                            "readinessCheckResults": readiness}],
-        "currentStep": 1, "totalSteps": 1,
-    }))
-}
-
-pub async fn list(State(paas): State<Arc<Paas>>) -> Json<Value> {
+pub async fn list(State(paas): State<Arc<Paas>>) -> Json<Vec<Deployment>> {
     let s = paas.lock();
-    Json(Value::Array(
-        s.apps.values().filter_map(deployment_json).collect(),
-    ))
+    Json(s.apps.values().filter_map(views::deployment).collect())
 }
 
 pub async fn get_one(State(paas): State<Arc<Paas>>, Path(id): Path<String>) -> Response {
@@ -55,7 +34,7 @@ pub async fn get_one(State(paas): State<Arc<Paas>>, Path(id): Path<String>) -> R
         .apps
         .values()
         .find(|a| a.deployment.as_ref().is_some_and(|d| d.id == id))
-        .and_then(deployment_json)
+        .and_then(views::deployment)
     {
         Some(d) => Json(d).into_response(),
         None => error(
@@ -82,8 +61,10 @@ pub async fn delete(
 }
 
 /// Apps waiting for launches, with why: the backoff delay and what the last offers lacked.
-pub async fn queue(State(paas): State<Arc<Paas>>) -> Json<Value> {
-    Json(json!({ "queue": views::queue(&paas.lock()) }))
+pub async fn queue(State(paas): State<Arc<Paas>>) -> Json<Queue<AppDefinition>> {
+    Json(Queue {
+        queue: views::queue(&paas.lock()),
+    })
 }
 
 /// `GET /v2/events`: server-sent events, `event_stream_attached` first; `?event_type=` (may

@@ -19,6 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use drove_proto::marathon::{ErrorBody, Leader};
 use drove_proto::routing::{ROUTES_STREAM_PATH, STATS_PATH};
 use serde_json::{json, Value};
 
@@ -147,7 +148,7 @@ async fn auth(State(paas): State<Arc<Paas>>, req: Request, next: Next) -> Respon
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"drove\"")],
-            Json(json!({ "message": message })),
+            Json(ErrorBody::new(message)),
         )
             .into_response();
     }
@@ -244,6 +245,8 @@ async fn info(State(paas): State<Arc<Paas>>) -> Json<Value> {
     }))
 }
 
-async fn leader(State(paas): State<Arc<Paas>>) -> Json<Value> {
-    Json(json!({"leader": paas.args.listen.to_string()}))
+async fn leader(State(paas): State<Arc<Paas>>) -> Json<Leader> {
+    Json(Leader {
+        leader: paas.args.listen.to_string(),
+    })
 }

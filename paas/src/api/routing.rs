@@ -8,9 +8,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use drove_proto::routing::{RouteMessage, StatsReport};
+use drove_proto::paas::Suspension;
+use drove_proto::routing::{RouteMessage, StatsReport, WakeAnswer};
 use futures::StreamExt;
-use serde_json::json;
 
 use crate::http_error::{error, ApiError};
 use crate::ops;
@@ -76,7 +76,10 @@ pub async fn wake(
     match ops::scaling::wake(&tx, &name, held, held_for, "router").await {
         Ok(w) => (
             StatusCode::ACCEPTED,
-            Json(json!({"app": w.app_id, "instances": w.instances})),
+            Json(WakeAnswer {
+                app: w.app_id,
+                instances: w.instances,
+            }),
         )
             .into_response(),
         Err(e) => ApiError(e).into_response(),
@@ -114,8 +117,12 @@ async fn suspension(paas: Arc<Paas>, name: String, suspend: bool) -> Response {
     match changed {
         Ok(changed) => {
             let instances = paas.lock().apps.get(&id).map(|a| a.def.instances);
-            Json(json!({"app": id, "suspended": suspend, "changed": changed,
-                        "instances": instances}))
+            Json(Suspension {
+                app: id,
+                suspended: suspend,
+                changed,
+                instances,
+            })
             .into_response()
         }
         Err(e) => ApiError(e).into_response(),

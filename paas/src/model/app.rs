@@ -4,16 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use drove_proto::marathon::ErrorBody;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// One failed rule: the field's path in Marathon's notation (`/healthChecks(0)/path`) and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Violation {
-    pub path: String,
-    pub errors: Vec<String>,
-}
+pub use drove_proto::marathon::Violation;
 
 /// Why a definition was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,13 +31,20 @@ impl InvalidApp {
     }
 
     /// Marathon's error body.
-    pub fn body(&self) -> Value {
-        match self {
-            InvalidApp::Json(e) => json!({
-                "message": "Invalid JSON",
-                "details": [{"path": "/", "errors": [e]}],
-            }),
-            InvalidApp::Rules(v) => json!({"message": "Object is not valid", "details": v}),
+    pub fn body(&self) -> ErrorBody {
+        let (message, details) = match self {
+            InvalidApp::Json(e) => {
+                let at_root = Violation {
+                    path: "/".into(),
+                    errors: vec![e.clone()],
+                };
+                ("Invalid JSON", vec![at_root])
+            }
+            InvalidApp::Rules(v) => ("Object is not valid", v.clone()),
+        };
+        ErrorBody {
+            details,
+            ..ErrorBody::new(message)
         }
     }
 }
@@ -57,6 +60,18 @@ pub struct PortDefinition {
     pub name: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+}
+
+impl PortDefinition {
+    /// A TCP port the agent picks.
+    pub fn any() -> PortDefinition {
+        PortDefinition {
+            port: 0,
+            protocol: tcp(),
+            name: None,
+            labels: BTreeMap::new(),
+        }
+    }
 }
 
 fn tcp() -> String {
@@ -121,6 +136,19 @@ pub struct FetchUri {
     pub output_file: Option<String>,
 }
 
+impl FetchUri {
+    /// An archive unpacked into the sandbox (`cache`: kept on the agent for the next task).
+    pub fn archive(uri: String, cache: bool) -> FetchUri {
+        FetchUri {
+            uri,
+            executable: false,
+            extract: true,
+            cache,
+            output_file: None,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -151,6 +179,23 @@ pub struct HealthCheckDef {
     pub max_consecutive_failures: u32,
     #[serde(default)]
     pub ignore_http1xx: bool,
+}
+
+impl HealthCheckDef {
+    /// A check on the app's first port: `path` over HTTP, or a TCP connect without one.
+    pub fn first_port(path: Option<String>) -> HealthCheckDef {
+        HealthCheckDef {
+            protocol: if path.is_some() { http() } else { "TCP".into() },
+            path,
+            port_index: 0,
+            command: None,
+            grace_period_seconds: d15(),
+            interval_seconds: d10(),
+            timeout_seconds: d20(),
+            max_consecutive_failures: d3(),
+            ignore_http1xx: false,
+        }
+    }
 }
 
 fn http() -> String {
@@ -369,6 +414,21 @@ impl AppDefinition {
         let value: Value =
             serde_json::from_slice(body).map_err(|e| InvalidApp::Json(e.to_string()))?;
         AppDefinition::from_value(value)
+    }
+
+    /// An app `id` with every other field at its default, to fill in and then
+    /// [`validated`](Self::validated): how drove defines the apps it makes itself (releases,
+    /// builds).
+    pub fn named(id: &str) -> Result<AppDefinition, InvalidApp> {
+        let only_id = serde_json::Map::from_iter([("id".to_string(), Value::from(id))]);
+        serde_json::from_value(Value::Object(only_id)).map_err(|e| InvalidApp::Json(e.to_string()))
+    }
+
+    /// This definition normalized and checked as a posted one is.
+    pub fn validated(mut self) -> Result<AppDefinition, InvalidApp> {
+        self.normalize()?;
+        self.validate()?;
+        Ok(self)
     }
 
     /// Decodes and validates a JSON object (after a merge, for PUT/PATCH).
@@ -720,20 +780,37 @@ impl AppDefinition {
         self.port_definitions.as_deref().unwrap_or_default()
     }
 
-    /// Marathon's JSON for this definition (deprecated `ports` included, as Marathon shows it).
-    pub fn to_json(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or_else(|_| json!({}));
-        v["ports"] = json!(self
-            .port_definitions()
-            .iter()
-            .map(|p| p.port)
-            .collect::<Vec<_>>());
-        v["uris"] = json!(self.fetch.iter().map(|f| &f.uri).collect::<Vec<_>>());
-        v["disk"] = json!(self.disk);
-        v["executor"] = json!("");
-        v["dependencies"] = json!([]);
-        v
+    /// This definition as Marathon shows it, at `version` when given.
+    pub fn shown<'a>(&'a self, version: Option<&'a str>) -> Shown<'a> {
+        Shown {
+            def: self,
+            version,
+            ports: self.port_definitions().iter().map(|p| p.port).collect(),
+            uris: self.fetch.iter().map(|f| f.uri.as_str()).collect(),
+            executor: "",
+            dependencies: [],
+        }
     }
+
+    /// Marathon's JSON for this definition (deprecated `ports` included, as Marathon shows it),
+    /// as events and deployment plans carry it.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.shown(None)).unwrap_or_default()
+    }
+}
+
+/// An app definition as Marathon shows it: the deprecated `ports` (of `portDefinitions`) and
+/// `uris` (of `fetch`) too, and its `version` when it is one of its versions.
+#[derive(Debug, Serialize)]
+pub struct Shown<'a> {
+    #[serde(flatten)]
+    pub def: &'a AppDefinition,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<&'a str>,
+    pub ports: Vec<u32>,
+    pub uris: Vec<&'a str>,
+    pub executor: &'static str,
+    pub dependencies: [String; 0],
 }
 
 /// Scaling a suspended app up is Marathon's way of bringing an app back: when `patch` raises
@@ -783,6 +860,7 @@ pub fn merge(current: &AppDefinition, patch: &Value) -> Result<Value, InvalidApp
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn defaults_are_marathons() {

@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use super::{Deployed, OpsError, Tx};
-use crate::model::app::{merge, resume_if_scaled_up, route_name, AppDefinition, InvalidApp};
+use crate::model::app::{route_name, AppDefinition, InvalidApp};
 use crate::model::deployment::Action;
 use crate::model::instance::Instance;
+use crate::model::scaling::Scaling;
 use crate::model::timestamp;
 use crate::state::{new_rt, AppRt};
 use crate::Paas;
@@ -151,28 +152,30 @@ pub async fn scale(
     instances: u32,
     force: bool,
 ) -> Result<Deployed, OpsError> {
-    let cur = current(tx.paas(), id).ok_or_else(|| OpsError::NoApp(id.to_string()))?;
-    let patch = serde_json::json!({ "instances": instances });
-    let mut merged = merge(&cur, &patch)?;
-    resume_if_scaled_up(&patch, &mut merged);
+    let mut def = current(tx.paas(), id).ok_or_else(|| OpsError::NoApp(id.to_string()))?;
+    def.instances = instances;
+    // Scaling a suspended app up is Marathon's way of bringing it back.
+    if let Some(s) = def.scaling.as_mut().filter(|_| instances > 0) {
+        s.suspended = false;
+    }
     let how = Update {
         force,
         manual_scale: true,
     };
-    update(tx, AppDefinition::from_value(merged)?, how).await
+    update(tx, def.validated()?, how).await
 }
 
-/// Replaces app `id`'s scaling settings with `scaling` (JSON, validated as the definition's
-/// field); `None` clears them.
+/// Replaces app `id`'s scaling settings with `scaling` (validated as the definition's field);
+/// `None` clears them.
 pub async fn set_scaling(
     tx: &Tx<'_>,
     id: &str,
-    scaling: Option<serde_json::Value>,
+    scaling: Option<Scaling>,
     force: bool,
 ) -> Result<Deployed, OpsError> {
-    let cur = current(tx.paas(), id).ok_or_else(|| OpsError::NoApp(id.to_string()))?;
-    let patch = serde_json::json!({ "scaling": scaling });
-    let def = AppDefinition::from_value(merge(&cur, &patch)?)?;
+    let mut def = current(tx.paas(), id).ok_or_else(|| OpsError::NoApp(id.to_string()))?;
+    def.scaling = scaling;
+    let def = def.validated()?;
     let how = Update {
         force,
         ..Update::default()

@@ -1,11 +1,17 @@
 //! Reads: the views the API serves and the dashboard renders, built from the state in one
 //! place (the dashboard calls these directly, with no HTTP in between): drove's typed ones
-//! ([`ScalingView`]) and Marathon's app, task and queue objects (JSON in Marathon's shapes).
+//! ([`ScalingView`]) and Marathon's app, task and queue objects ([`marathon`]'s types).
 
 use std::time::{Duration, Instant};
 
-use drove_proto::paas::ScalingView;
-use serde_json::{json, Value};
+use drove_proto::marathon::{
+    self, CurrentAction, Delay, DeploymentRef, HealthCheckResult, IpAddress, OffersSummary,
+    ReadinessCheckResult, ReadinessResponse, RejectCount, Task, VersionInfo,
+};
+use drove_proto::mesos::TaskState;
+use drove_proto::paas::{PlanAction, ScalingView, Step};
+
+use crate::model::app::AppDefinition;
 
 use crate::model::instance::Instance;
 use crate::model::timestamp;
@@ -48,84 +54,158 @@ pub fn scaling(paas: &Paas, name: &str) -> Option<ScalingView> {
     })
 }
 
+/// Marathon's app object as drove serves it.
+pub type App = marathon::App<AppDefinition>;
+/// An entry of Marathon's launch queue as drove serves it.
+pub type QueueEntry = marathon::QueueEntry<AppDefinition>;
+
 /// Marathon's task object.
-pub fn task(i: &Instance) -> Value {
-    let mut t = json!({
-        "id": i.task_id, "appId": i.app_id, "host": i.host, "ports": i.ports,
-        "servicePorts": [], "slaveId": i.agent_id, "stagedAt": i.staged_at,
-        "startedAt": i.started_at, "version": i.version, "state": i.state.as_str(),
-        "ipAddresses": [{"ipAddress": i.ip.as_deref().unwrap_or(&i.host), "protocol": "IPv4"}],
+pub fn task(i: &Instance) -> Task {
+    let health_check_results = i.has_checks.then(|| {
+        i.healthy
+            .map(|alive| HealthCheckResult {
+                alive,
+                consecutive_failures: u32::from(!alive),
+                first_success: None,
+                last_success: None,
+                last_failure: None,
+                task_id: i.task_id.clone(),
+                instance_id: i.task_id.clone(),
+            })
+            .into_iter()
+            .collect()
     });
-    if i.has_checks {
-        if let Some(alive) = i.healthy {
-            t["healthCheckResults"] = json!([{
-                "alive": alive, "consecutiveFailures": if alive { 0 } else { 1 },
-                "firstSuccess": null, "lastSuccess": null, "lastFailure": null,
-                "taskId": i.task_id, "instanceId": i.task_id,
-            }]);
-        } else {
-            t["healthCheckResults"] = json!([]);
-        }
+    Task {
+        id: i.task_id.clone(),
+        app_id: i.app_id.clone(),
+        host: i.host.clone(),
+        ports: i.ports.clone(),
+        service_ports: Vec::new(),
+        slave_id: i.agent_id.clone(),
+        staged_at: i.staged_at.clone(),
+        started_at: i.started_at.clone(),
+        version: i.version.clone(),
+        state: i.state,
+        ip_addresses: vec![IpAddress {
+            ip_address: i.ip.clone().unwrap_or_else(|| i.host.clone()),
+            protocol: "IPv4".into(),
+        }],
+        health_check_results,
     }
-    t
+}
+
+/// Marathon's app object for definition `def`: its counts from `instances`, its tasks when
+/// `tasks`.
+fn app_object<'a>(
+    def: AppDefinition,
+    version: &str,
+    version_info: VersionInfo,
+    instances: impl Iterator<Item = &'a Instance>,
+    tasks: bool,
+) -> App {
+    let mine: Vec<&Instance> = instances.collect();
+    let count = |f: &dyn Fn(&Instance) -> bool| mine.iter().filter(|i| f(i)).count() as u64;
+    let running = count(&|i| i.state == TaskState::TaskRunning);
+    App {
+        ports: def.port_definitions().iter().map(|p| p.port).collect(),
+        uris: def.fetch.iter().map(|f| f.uri.clone()).collect(),
+        executor: String::new(),
+        dependencies: Vec::new(),
+        version: version.to_string(),
+        version_info,
+        tasks_running: running,
+        tasks_staged: mine.len() as u64 - running,
+        tasks_healthy: count(&|i| i.has_checks && i.healthy == Some(true)),
+        tasks_unhealthy: count(&|i| i.has_checks && i.healthy == Some(false)),
+        deployments: Vec::new(),
+        last_task_failure: None,
+        tasks: tasks.then(|| mine.iter().map(|i| task(i)).collect()),
+        definition: def,
+    }
 }
 
 /// Marathon's app object: the definition plus its version, counts, deployments and tasks.
-pub fn app(s: &State, a: &AppRt, tasks: bool) -> Value {
-    let mut v = a.def.to_json();
-    let mine: Vec<&Instance> = s.instances_of(&a.def.id).collect();
-    let running = mine
-        .iter()
-        .filter(|i| i.state == drove_proto::mesos::TaskState::TaskRunning)
-        .count();
-    let healthy = mine
-        .iter()
-        .filter(|i| i.has_checks && i.healthy == Some(true))
-        .count();
-    let unhealthy = mine
-        .iter()
-        .filter(|i| i.has_checks && i.healthy == Some(false))
-        .count();
-    v["version"] = json!(a.version);
-    v["versionInfo"] =
-        json!({"lastScalingAt": a.scaling_version, "lastConfigChangeAt": a.config_version});
-    v["tasksRunning"] = json!(running);
-    v["tasksStaged"] = json!(mine.len() - running);
-    v["tasksHealthy"] = json!(healthy);
-    v["tasksUnhealthy"] = json!(unhealthy);
-    v["deployments"] = json!(a
+pub fn app(s: &State, a: &AppRt, tasks: bool) -> App {
+    let info = VersionInfo {
+        last_scaling_at: a.scaling_version.clone(),
+        last_config_change_at: a.config_version.clone(),
+    };
+    let mut app = app_object(
+        a.def.clone(),
+        &a.version,
+        info,
+        s.instances_of(&a.def.id),
+        tasks,
+    );
+    app.deployments = a
         .deployment
         .iter()
-        .map(|d| json!({"id": d.id}))
-        .collect::<Vec<_>>());
-    if let Some(f) = &a.last_task_failure {
-        v["lastTaskFailure"] = f.clone();
-    }
-    if tasks {
-        v["tasks"] = json!(mine.iter().map(|i| task(i)).collect::<Vec<_>>());
-    }
-    v
+        .map(|d| DeploymentRef { id: d.id.clone() })
+        .collect();
+    app.last_task_failure = a.last_task_failure.clone();
+    app
 }
 
-/// Marathon's `processedOffersSummary`: what the last offers processed for an app lacked.
-fn offers_summary(o: &OfferStats) -> Value {
-    let reasons: Vec<Value> = Reject::ALL
+/// Marathon's deployment object for app `a`'s deployment under way, if it has one.
+pub fn deployment(a: &AppRt) -> Option<marathon::Deployment> {
+    let d = a.deployment.as_ref()?;
+    let app = a.def.id.clone();
+    let readiness = d
+        .waiting
         .iter()
-        .map(|r| {
-            json!({"reason": r.as_str(), "declined": o.reasons.get(r).copied().unwrap_or(0),
-                   "processed": o.processed})
+        .map(|w| ReadinessCheckResult {
+            name: "drove".into(),
+            task_id: None,
+            ready: false,
+            last_response: ReadinessResponse {
+                status: 0,
+                content_type: "text/plain".into(),
+                body: w.clone(),
+            },
         })
         .collect();
-    json!({
-        "processedOffersCount": o.processed, "unusedOffersCount": o.unused,
-        "lastUnusedOfferAt": o.last_unused_at, "lastUsedOfferAt": o.last_used_at,
-        "rejectSummaryLastOffers": reasons,
+    Some(marathon::Deployment {
+        id: d.id.clone(),
+        version: d.version.clone(),
+        affected_apps: vec![app.clone()],
+        affected_pods: Vec::new(),
+        steps: vec![Step {
+            actions: vec![PlanAction {
+                action: d.action,
+                app: app.clone(),
+            }],
+        }],
+        current_actions: vec![CurrentAction {
+            action: d.action,
+            app,
+            readiness_check_results: readiness,
+        }],
+        current_step: 1,
+        total_steps: 1,
     })
 }
 
+/// Marathon's `processedOffersSummary`: what the last offers processed for an app lacked.
+fn offers_summary(o: &OfferStats) -> OffersSummary {
+    OffersSummary {
+        processed_offers_count: o.processed,
+        unused_offers_count: o.unused,
+        last_unused_offer_at: o.last_unused_at.clone(),
+        last_used_offer_at: o.last_used_at.clone(),
+        reject_summary_last_offers: Reject::ALL
+            .iter()
+            .map(|r| RejectCount {
+                reason: r.as_str().to_string(),
+                declined: o.reasons.get(r).copied().unwrap_or(0),
+                processed: o.processed,
+            })
+            .collect(),
+    }
+}
+
 /// Marathon's launch queue: apps waiting for launches with why (the backoff delay, what the
-/// last offers lacked), then builds waiting for an offer they fit.
-pub fn queue(s: &State) -> Vec<Value> {
+/// last offers lacked), then builds waiting for an offer they fit (labelled `DROVE_BUILD`).
+pub fn queue(s: &State) -> Vec<QueueEntry> {
     let now = Instant::now();
     let mut queue = Vec::new();
     for a in s.apps.values().filter(|a| !a.deleting) {
@@ -141,26 +221,38 @@ pub fn queue(s: &State) -> Vec<Value> {
             .delay_until
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(Duration::ZERO);
-        queue.push(json!({
-            "app": app(s, a, false),
-            "count": missing,
-            "delay": {"timeLeftSeconds": left.as_secs_f64().ceil() as u64, "overdue": left.is_zero()},
-            "since": a.waiting_since.clone().unwrap_or_else(timestamp),
-            "processedOffersSummary": offers_summary(&a.offers),
-            "lastUnusedOffers": a.offers.last_unused.iter().collect::<Vec<_>>(),
-        }));
+        queue.push(QueueEntry {
+            app: app(s, a, false),
+            count: missing as u64,
+            delay: Delay {
+                time_left_seconds: left.as_secs_f64().ceil() as u64,
+                overdue: left.is_zero(),
+            },
+            since: a.waiting_since.clone().unwrap_or_else(timestamp),
+            processed_offers_summary: offers_summary(&a.offers),
+            last_unused_offers: a.offers.last_unused.iter().cloned().collect(),
+        });
     }
     // Builds waiting for an offer they fit (a push waits on them).
     for w in s.jobs_waiting() {
-        queue.push(json!({
-            "app": {"id": w.def.id, "instances": 1, "cpus": w.def.cpus, "mem": w.def.mem,
-                    "labels": {"DROVE_BUILD": "true"}},
-            "count": 1,
-            "delay": {"timeLeftSeconds": 0, "overdue": true},
-            "since": w.since,
-            "processedOffersSummary": offers_summary(&w.offers),
-            "lastUnusedOffers": [],
-        }));
+        let mut def = w.def.clone();
+        def.instances = 1;
+        def.labels.insert("DROVE_BUILD".into(), "true".into());
+        let info = VersionInfo {
+            last_scaling_at: w.since.clone(),
+            last_config_change_at: w.since.clone(),
+        };
+        queue.push(QueueEntry {
+            app: app_object(def, &w.since, info, std::iter::empty(), false),
+            count: 1,
+            delay: Delay {
+                time_left_seconds: 0,
+                overdue: true,
+            },
+            since: w.since.clone(),
+            processed_offers_summary: offers_summary(&w.offers),
+            last_unused_offers: Vec::new(),
+        });
     }
     queue
 }
@@ -188,7 +280,7 @@ pub async fn task_log(
             || state.apps.values().any(|a| {
                 a.last_task_failure
                     .as_ref()
-                    .is_some_and(|f| f["taskId"] == task)
+                    .is_some_and(|f| f.task_id == task)
             });
         (known, state.framework_id.clone())
     };

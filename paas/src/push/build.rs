@@ -15,18 +15,18 @@
 //! cache is the app's own: the tree is taken after the app's install scripts ran, which its
 //! lockfile does not cover, so no other app's build may ever be fed from it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::StatusCode;
 use futures::StreamExt;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::descriptor::Descriptor;
-use crate::model::app::AppDefinition;
+use crate::model::app::{AppDefinition, FetchUri, InvalidApp, Limit, ResourceLimits};
 use crate::Paas;
 
 /// Default bound on a build.
@@ -316,22 +316,22 @@ async fn build(
             .filter(|f| paas.push.artifacts_dir().join(f).is_file())
     });
     let deps_key = lock_hash.filter(|_| cached.is_none());
-    let mut fetch = vec![
-        json!({"uri": format!("{base}/v1/artifacts/{source}"), "extract": true, "cache": false}),
-    ];
+    let mut fetch = vec![FetchUri::archive(
+        format!("{base}/v1/artifacts/{source}"),
+        false,
+    )];
     if let Some(c) = &cached {
-        fetch.push(
-            json!({"uri": format!("{base}/v1/artifacts/{c}"), "extract": true, "cache": true}),
-        );
+        fetch.push(FetchUri::archive(format!("{base}/v1/artifacts/{c}"), true));
     }
     // The app's config vars (VITE_*, NEXT_PUBLIC_* are read at build time), NODE_ENV
     // production unless the config says otherwise, then the build's own.
-    let mut env: serde_json::Map<String, serde_json::Value> = config
+    let mut env: BTreeMap<String, String> = config
         .iter()
         .filter(|(k, _)| super::releases::reserved(k).is_none())
-        .map(|(k, v)| (k.clone(), json!(v)))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    env.entry("NODE_ENV").or_insert(json!("production"));
+    env.entry("NODE_ENV".into())
+        .or_insert_with(|| "production".into());
     for (k, v) in [
         (
             "DROVE_DEPS",
@@ -359,28 +359,32 @@ async fn build(
             (if reused.is_some() { "reuse" } else { "pack" }).into(),
         ),
     ] {
-        env.insert(k.to_string(), json!(v));
+        env.insert(k.to_string(), v);
     }
     let (cpus, mem) = (
         d.drove.build_cpus.unwrap_or(paas.args.build_cpus),
         d.drove.build_mem.unwrap_or(paas.args.build_mem),
     );
-    let def = AppDefinition::from_value(json!({
-        "id": format!("/{name}-build"),
-        "cmd": SCRIPT,
-        "instances": 1,
-        "cpus": cpus,
-        "mem": mem,
-        // Guaranteed its cpus, and bursting into whatever the machine has idle.
-        "resourceLimits": {"cpus": "unlimited"},
-        "user": paas.push.app(name).map(|a| a.task_user()),
-        "portDefinitions": [],
-        "fetch": fetch,
-        "env": env,
-        // Its sandbox goes as soon as it ends: its output is read while it runs.
-        "labels": {"DROVE_BUILD": name, "DROVE_SANDBOX": "discard"},
-    }))
-    .map_err(|e| format!("the build task: {}", e.body()))?;
+    let invalid = |e: InvalidApp| format!("the build task: {e}");
+    let mut def = AppDefinition::named(&format!("/{name}-build")).map_err(invalid)?;
+    def.cmd = Some(SCRIPT.into());
+    def.instances = 1;
+    def.cpus = cpus;
+    def.mem = mem;
+    // Guaranteed its cpus, and bursting into whatever the machine has idle.
+    def.resource_limits = Some(ResourceLimits {
+        cpus: Some(Limit::Named("unlimited".into())),
+    });
+    def.user = paas.push.app(name).map(|a| a.task_user());
+    def.port_definitions = Some(Vec::new());
+    def.fetch = fetch;
+    def.env = env;
+    // Its sandbox goes as soon as it ends: its output is read while it runs.
+    def.labels = BTreeMap::from([
+        ("DROVE_BUILD".into(), name.to_string()),
+        ("DROVE_SANDBOX".into(), "discard".into()),
+    ]);
+    let def = def.validated().map_err(invalid)?;
     let (job, mut ended) = paas.lock().submit_job(def);
     paas.kick.notify_one();
     out.say(format!(

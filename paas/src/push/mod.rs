@@ -39,9 +39,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use drove_proto::auth::{same_secret, Credential};
+use drove_proto::push::{Destroyed, NewApp, Webhook};
 
 use crate::http_error::{error, ApiError};
 use crate::model::app::{normalize_id, route_name};
@@ -326,14 +326,14 @@ pub async fn create(State(paas): State<Arc<Paas>>, body: Bytes) -> Response {
     let base = format!("http://{}", paas.args.listen);
     (
         StatusCode::CREATED,
-        Json(json!({
-            "app": name,
-            "remote": format!("{base}/git/{name}.git"),
-            "deployToken": app.deploy_token,
-            "webhookUrl": format!("{base}/hooks/github/{name}"),
-            "webhookSecret": app.webhook_secret,
-            "url": paas.app_url(&name),
-        })),
+        Json(NewApp {
+            remote: format!("{base}/git/{name}.git"),
+            deploy_token: app.deploy_token.clone(),
+            webhook_url: format!("{base}/hooks/github/{name}"),
+            webhook_secret: app.webhook_secret.clone(),
+            url: paas.app_url(&name),
+            app: name,
+        }),
     )
         .into_response()
 }
@@ -371,16 +371,20 @@ pub async fn destroy(State(paas): State<Arc<Paas>>, Path(name): Path<String>) ->
     if n > 0 {
         tracing::info!(app = %name, artifacts = n, mib = bytes >> 20, "collected its artifacts");
     }
-    Json(json!({"app": name, "destroyed": true})).into_response()
+    Json(Destroyed {
+        app: name,
+        destroyed: true,
+    })
+    .into_response()
 }
 
 /// `GET /v1/push/apps/{app}/webhook` (the URL and secret); `POST` replaces the secret.
 pub async fn webhook_show(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Response {
     match paas.push.app(&name) {
-        Some(a) => Json(json!({
-            "webhookUrl": format!("http://{}/hooks/github/{name}", paas.args.listen),
-            "webhookSecret": a.webhook_secret,
-        }))
+        Some(a) => Json(Webhook {
+            webhook_url: format!("http://{}/hooks/github/{name}", paas.args.listen),
+            webhook_secret: a.webhook_secret,
+        })
         .into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no pushed app {name:?}")),
     }

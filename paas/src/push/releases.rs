@@ -16,14 +16,17 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use drove_proto::push::{ConfigVars, ReleaseSummary, Released, Releases};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::descriptor::Descriptor;
 use super::relay::Relay;
 use super::{locked, Deploying};
 use crate::http_error::{error, ApiError};
-use crate::model::app::AppDefinition;
+use crate::model::app::{
+    AppDefinition, FetchUri, HealthCheckDef, InvalidApp, Limit, PortDefinition, ResourceLimits,
+};
+use crate::model::scaling::Scaling;
 use crate::ops::OpsError;
 use crate::store::{Op, StoreError};
 use crate::Paas;
@@ -75,55 +78,68 @@ fn definition(
     number: u32,
 ) -> Result<AppDefinition, String> {
     let url = |a: &str| format!("http://{}/v1/artifacts/{a}", paas.args.listen);
+    let invalid = |e: InvalidApp| format!("the release's definition: {e}");
+    let mut def = AppDefinition::named(&format!("/{name}")).map_err(invalid)?;
     // Its node_modules below its code: two layers on an agent, the first shared by releases.
-    let mut fetch: Vec<Value> = r
+    def.fetch = r
         .modules
         .iter()
-        .map(|m| json!({"uri": url(m), "extract": true, "cache": true}))
+        .chain([&r.artifact])
+        .map(|a| FetchUri::archive(url(a), true))
         .collect();
-    fetch.push(json!({"uri": url(&r.artifact), "extract": true, "cache": true}));
-    let checks: Vec<Value> = if d.checks.is_empty() {
-        vec![json!({"protocol": "TCP", "portIndex": 0,
-            "gracePeriodSeconds": d.drove.check_grace_seconds, "intervalSeconds": 2,
-            "timeoutSeconds": d.drove.check_timeout_seconds, "maxConsecutiveFailures": 3})]
+    let check = |path: Option<String>| HealthCheckDef {
+        grace_period_seconds: d.drove.check_grace_seconds,
+        interval_seconds: 2,
+        timeout_seconds: d.drove.check_timeout_seconds,
+        ..HealthCheckDef::first_port(path)
+    };
+    def.health_checks = if d.checks.is_empty() {
+        vec![check(None)]
     } else {
         d.checks
             .iter()
-            .map(|c| {
-                json!({"protocol": "HTTP", "path": c.path, "portIndex": 0,
-                    "gracePeriodSeconds": d.drove.check_grace_seconds,
-                    "intervalSeconds": c.interval_seconds,
-                    "timeoutSeconds": d.drove.check_timeout_seconds,
-                    "maxConsecutiveFailures": c.max_consecutive_failures})
+            .map(|c| HealthCheckDef {
+                interval_seconds: c.interval_seconds,
+                max_consecutive_failures: c.max_consecutive_failures,
+                ..check(Some(c.path.clone()))
             })
             .collect()
     };
-    let ports: Vec<Value> = (0..d.ports).map(|_| json!({"port": 0})).collect();
+    def.port_definitions = Some((0..d.ports).map(|_| PortDefinition::any()).collect());
     let max = d.max_instances(&paas.args.ceilings());
     // Production unless the app's config says otherwise (Express and friends read it).
-    let mut env = r.config.clone();
-    env.entry("NODE_ENV".into())
+    def.env = r.config.clone();
+    def.env
+        .entry("NODE_ENV".into())
         .or_insert_with(|| "production".into());
-    let value = json!({
-        "id": format!("/{name}"),
-        "user": paas.push.app(name).map(|a| a.task_user()),
-        "cmd": d.command(),
-        "instances": d.instances.clamp(d.drove.min_instances, max),
-        "cpus": d.cpus,
-        "mem": d.mem,
-        // Guaranteed its cpus; bursting into idle CPU up to its limit.
-        "resourceLimits": {"cpus": d.drove.cpus_limit.unwrap_or(paas.args.app_cpus_limit).max(d.cpus)},
-        "env": env,
-        "fetch": fetch,
-        "portDefinitions": ports,
-        "healthChecks": checks,
-        "labels": {"DROVE_RELEASE": format!("v{number}"), "DROVE_COMMIT": r.commit,
-                   "DROVE_ARTIFACT": r.artifact, "DROVE_PACKAGE": d.name},
-        "scaling": {"minInstances": d.drove.min_instances, "maxInstances": max,
-                    "idleSeconds": d.drove.idle_seconds,
-                    "targetConcurrency": d.drove.target_concurrency},
+    def.user = paas.push.app(name).map(|a| a.task_user());
+    def.cmd = Some(d.command());
+    def.instances = d.instances.clamp(d.drove.min_instances, max);
+    def.cpus = d.cpus;
+    def.mem = d.mem;
+    // Guaranteed its cpus; bursting into idle CPU up to its limit.
+    let limit = d
+        .drove
+        .cpus_limit
+        .unwrap_or(paas.args.app_cpus_limit)
+        .max(d.cpus);
+    def.resource_limits = Some(ResourceLimits {
+        cpus: Some(Limit::Value(limit)),
     });
-    AppDefinition::from_value(value).map_err(|e| format!("the release's definition: {}", e.body()))
+    def.labels = BTreeMap::from([
+        ("DROVE_RELEASE".into(), format!("v{number}")),
+        ("DROVE_COMMIT".into(), r.commit.clone()),
+        ("DROVE_ARTIFACT".into(), r.artifact.clone()),
+        ("DROVE_PACKAGE".into(), d.name.clone()),
+    ]);
+    def.scaling = Some(Scaling {
+        min_instances: d.drove.min_instances,
+        max_instances: max,
+        idle_seconds: f64::from(d.drove.idle_seconds),
+        target_concurrency: d.drove.target_concurrency,
+        ..Scaling::default()
+    });
+    def.validated().map_err(invalid)
 }
 
 fn store_release(paas: &Paas, name: &str, r: &Release) {
@@ -246,8 +262,8 @@ pub async fn release(
             let failure = a
                 .last_task_failure
                 .as_ref()
-                .filter(|f| f["version"] == a.version.as_str())
-                .and_then(|f| f["message"].as_str().map(str::to_string));
+                .filter(|f| f.version == a.version)
+                .map(|f| f.message.clone());
             (pending, failure)
         };
         if !pending {
@@ -337,11 +353,20 @@ pub async fn list(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> Re
         return no_app(&name);
     }
     match all(&paas, &name).await {
-        Ok(rs) => Json(json!({"releases": rs.iter().map(|r| json!({
-            "version": format!("v{}", r.number), "commit": r.commit, "artifact": r.artifact,
-            "by": r.by, "status": r.status, "created": r.created,
-            "config": r.config.keys().collect::<Vec<_>>(),
-        })).collect::<Vec<_>>()}))
+        Ok(rs) => Json(Releases {
+            releases: rs
+                .iter()
+                .map(|r| ReleaseSummary {
+                    version: format!("v{}", r.number),
+                    commit: r.commit.clone(),
+                    artifact: r.artifact.clone(),
+                    by: r.by.clone(),
+                    status: r.status.clone(),
+                    created: r.created.clone(),
+                    config: r.config.keys().cloned().collect(),
+                })
+                .collect(),
+        })
         .into_response(),
         Err(r) => r,
     }
@@ -398,8 +423,12 @@ async fn run(paas: &Arc<Paas>, name: &str, input: Input) -> Result<u32, OpsError
 /// A release's outcome as the API answers it.
 fn released(name: &str, outcome: Result<u32, OpsError>) -> Response {
     match outcome {
-        Ok(n) => Json(json!({"app": name, "version": format!("v{n}"), "status": "succeeded"}))
-            .into_response(),
+        Ok(n) => Json(Released {
+            app: name.to_string(),
+            version: format!("v{n}"),
+            status: "succeeded".into(),
+        })
+        .into_response(),
         Err(e) => ApiError(e).into_response(),
     }
 }
@@ -531,7 +560,7 @@ pub async fn config(State(paas): State<Arc<Paas>>, Path(name): Path<String>) -> 
         return no_app(&name);
     }
     match config_of(&paas, &name).await {
-        Ok(config) => Json(json!({ "config": config })).into_response(),
+        Ok(config) => Json(ConfigVars { config }).into_response(),
         Err(e) => ApiError(e).into_response(),
     }
 }

@@ -22,8 +22,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use drove_proto::push::HookOutcome;
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde::Deserialize;
 use sha2::Sha256;
 
 use super::{Receive, ZERO};
@@ -149,6 +150,31 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// The parts of GitHub's `push` event drove reads (any may be missing or `null`).
+#[derive(Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref", default)]
+    refname: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    deleted: Option<bool>,
+    #[serde(default)]
+    repository: Option<Repository>,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    #[serde(default)]
+    clone_url: Option<String>,
+}
+
+fn ignored(why: String) -> Json<HookOutcome> {
+    Json(HookOutcome::Ignored { ignored: why })
+}
+
 /// `POST /hooks/github/{app}`.
 pub async fn github(
     State(paas): State<Arc<Paas>>,
@@ -171,34 +197,35 @@ pub async fn github(
     }
     let event = header(&headers, "x-github-event");
     if event == "ping" {
-        return Json(json!({"ok": true, "app": name})).into_response();
+        return Json(HookOutcome::Pong {
+            ok: true,
+            app: name,
+        })
+        .into_response();
     }
     if event != "push" {
-        return (
-            StatusCode::ACCEPTED,
-            Json(json!({"ignored": format!("event {event:?}")})),
-        )
-            .into_response();
+        return (StatusCode::ACCEPTED, ignored(format!("event {event:?}"))).into_response();
     }
     let delivery = header(&headers, "x-github-delivery").to_string();
-    let payload: Value = match serde_json::from_slice(&body) {
+    let payload: PushEvent = match drove_proto::decode(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the push payload: {e}")),
     };
-    let refname = payload["ref"].as_str().unwrap_or("").to_string();
-    let after = payload["after"].as_str().unwrap_or("").to_string();
-    let before = payload["before"].as_str().unwrap_or(ZERO).to_string();
+    let refname = payload.refname.unwrap_or_default();
+    let after = payload.after.unwrap_or_default();
+    let before = payload.before.unwrap_or_else(|| ZERO.into());
+    let deleted = payload.deleted == Some(true);
     let Some(branch) = refname.strip_prefix("refs/heads/").map(str::to_string) else {
         return (
             StatusCode::ACCEPTED,
-            Json(json!({"ignored": format!("{refname:?} is not a branch")})),
+            ignored(format!("{refname:?} is not a branch")),
         )
             .into_response();
     };
-    if after.is_empty() || after == ZERO || payload["deleted"] == true {
+    if after.is_empty() || after == ZERO || deleted {
         return (
             StatusCode::ACCEPTED,
-            Json(json!({"ignored": format!("{branch} was deleted")})),
+            ignored(format!("{branch} was deleted")),
         )
             .into_response();
     }
@@ -208,10 +235,10 @@ pub async fn github(
             format!("after: expected a commit id, found {after:?}"),
         );
     }
-    let Some(url) = payload["repository"]["clone_url"]
-        .as_str()
+    let Some(url) = payload
+        .repository
+        .and_then(|r| r.clone_url)
         .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-        .map(str::to_string)
     else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -232,7 +259,7 @@ pub async fn github(
     if paas.push.deliveries.seen(&name, &keys) {
         return (
             StatusCode::ACCEPTED,
-            Json(json!({"ignored": format!("{after} of {refname} was handled already")})),
+            ignored(format!("{after} of {refname} was handled already")),
         )
             .into_response();
     }
@@ -279,7 +306,10 @@ pub async fn github(
     });
     (
         StatusCode::ACCEPTED,
-        Json(json!({"app": name, "deploying": after})),
+        Json(HookOutcome::Deploying {
+            app: name,
+            deploying: after,
+        }),
     )
         .into_response()
 }

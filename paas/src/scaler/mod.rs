@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use drove_proto::agent::ResourceStatistics;
 use drove_proto::paas::Decision;
 
 use crate::model::deployment::Action;
@@ -295,8 +296,8 @@ async fn cpu_seconds(paas: &Arc<Paas>, framework: &str, tasks: &[String]) -> Opt
             ))
             .timeout(Duration::from_secs(2));
         async move {
-            let v = crate::json_answer(req).await?;
-            Some(v["cpus_user_time_secs"].as_f64()? + v["cpus_system_time_secs"].as_f64()?)
+            let s: ResourceStatistics = crate::json_answer(req).await?;
+            Some(s.cpu_seconds())
         }
     });
     let all = futures::future::join_all(reads).await;

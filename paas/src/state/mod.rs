@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use drove_proto::marathon::{TaskFailure, UnusedOffer};
 use drove_proto::mesos::{OfferId, TaskInfo, TaskState, TaskStatus};
 use drove_proto::routing::{AppSpec, RouteMessage};
-use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use crate::events::{self, Events};
@@ -65,7 +65,7 @@ pub struct OfferStats {
     pub last_unused_at: Option<String>,
     /// Per reason, over the last offers processed for this app.
     pub reasons: BTreeMap<Reject, u64>,
-    pub last_unused: VecDeque<Value>,
+    pub last_unused: VecDeque<UnusedOffer>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +79,7 @@ pub struct AppRt {
     pub failures: u32,
     pub delay: f64,
     pub delay_until: Option<Instant>,
-    pub last_task_failure: Option<Value>,
+    pub last_task_failure: Option<TaskFailure>,
     pub offers: OfferStats,
     /// Launches wanted now (computed by `plan`).
     pub wanted: usize,
@@ -472,11 +472,15 @@ impl State {
         if unhealthy {
             self.events.publish(events::unhealthy_kill(i, &message));
         }
-        app.last_task_failure = Some(json!({
-            "appId": i.app_id, "host": i.host, "message": message,
-            "state": status.state.as_str(), "taskId": i.task_id,
-            "timestamp": timestamp(), "version": i.version,
-        }));
+        app.last_task_failure = Some(TaskFailure {
+            app_id: i.app_id.clone(),
+            host: i.host.clone(),
+            message,
+            state: status.state,
+            task_id: i.task_id.clone(),
+            timestamp: timestamp(),
+            version: i.version.clone(),
+        });
         app.delay = if app.failures == 0 {
             app.def.backoff_seconds
         } else {

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use drove_proto::marathon::{OfferSummary, UnusedOffer};
 use drove_proto::mesos::{Offer, TaskInfo, TaskState};
-use serde_json::json;
 
 use super::{Call, State, HEALTHY_SPELL, KILL_RESEND};
 use crate::events;
@@ -191,10 +191,10 @@ impl State {
                 Some(format!("{failing} new instance(s) failing health checks"))
             } else if app.delay_until.is_some_and(|t| t > now) {
                 Some(format!("launches delayed {:.1}s after failures", app.delay))
-            } else if let Some(f) = &app.last_task_failure {
-                f["message"].as_str().map(|m| format!("last failure: {m}"))
             } else {
-                None
+                app.last_task_failure
+                    .as_ref()
+                    .map(|f| format!("last failure: {}", f.message))
             }
         } else {
             None
@@ -346,12 +346,16 @@ impl State {
             }
             if wanted > 0 {
                 for (offer, _, _) in &spaces {
-                    unused.push(json!({
-                        "offer": {"id": offer.id.value, "agentId": offer.agent_id.value,
-                                  "hostname": offer.hostname, "resources": offer.resources},
-                        "timestamp": timestamp(),
-                        "reason": reasons.keys().map(|r| r.as_str()).collect::<Vec<_>>(),
-                    }));
+                    unused.push(UnusedOffer {
+                        offer: OfferSummary {
+                            id: offer.id.value.clone(),
+                            agent_id: offer.agent_id.value.clone(),
+                            hostname: offer.hostname.clone(),
+                            resources: offer.resources.clone(),
+                        },
+                        timestamp: timestamp(),
+                        reason: reasons.keys().map(|r| r.as_str().to_string()).collect(),
+                    });
                 }
             }
             let Some(app) = self.apps.get_mut(&id) else {
