@@ -16,11 +16,7 @@
 //! `ROUNDS` (default 10) sets the wakes of part 1; `PARTS` (default `1,2,3,4,5`) selects. Part 3
 //! runs three bursts.
 
-mod support;
-#[path = "../tests/support/mod.rs"]
-mod test_support;
-#[path = "support/up.rs"]
-mod up;
+use drove_testkit::bench::up;
 
 use std::time::{Duration, Instant};
 
@@ -310,7 +306,7 @@ fn up_rss(up: &BenchUp) -> u64 {
             continue;
         };
         let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if cmd.starts_with(up::DROVE)
+        if cmd.starts_with(drove_testkit::drove())
             && cmd.contains("\0up\0")
             && cmd.contains(up.dir.path().to_str().unwrap_or("?"))
         {

@@ -16,7 +16,7 @@ use drove_proto::mesos::{
 };
 use tokio_util::sync::CancellationToken;
 
-mod support;
+use drove_testkit::bench as support;
 
 const AGENTS: usize = 100;
 const TASKS: usize = 5000;

@@ -13,11 +13,9 @@
 //!
 //! `ROUNDS` (default 10) sets how many wakes, pushes and floors.
 
-mod support;
-#[path = "../tests/support/mod.rs"]
-mod test_support;
-#[path = "support/up.rs"]
-mod up;
+use drove_testkit as test_support;
+use drove_testkit::bench as support;
+use drove_testkit::bench::up;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

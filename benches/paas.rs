@@ -26,11 +26,9 @@
 //! `ROUNDS` (default 10) sets how many deploys parts 1, 5 and 6 (wakes part 4, renders part 7)
 //! time; `PARTS` (default `1,2,3,4,5,6,7`) selects.
 
-mod support;
-#[path = "../tests/support/mod.rs"]
-mod test_support;
-#[path = "support/up.rs"]
-mod up;
+use drove_testkit as test_support;
+use drove_testkit::bench as support;
+use drove_testkit::bench::up;
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! distinct 127.0.0.N addresses, real processes in real cgroups, driven by a v1 framework.
 //! Needs root (cgroups); run by `cargo nextest run` / `cargo test` like everything else.
 
-mod support;
+use drove_testkit as support;
 
 use std::io::{Read, Write};
 use std::time::Duration;

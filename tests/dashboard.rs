@@ -4,7 +4,7 @@
 //! a session or with a bad CSRF token. Screenshots of every page at laptop and phone widths
 //! land in `target/tmp/dashboard/`.
 
-mod support;
+use drove_testkit as support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! watchdog against a stopped master, calls the master refuses, implicit reconciliation, and
 //! cancellation with nobody reading the events. Every wait is bounded.
 
-mod support;
+use drove_testkit as support;
 
 use std::time::Duration;
 

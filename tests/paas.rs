@@ -2,7 +2,7 @@
 //! master, agents on 127.0.0.N, `drove paas` and `drove router`; apps are the Node server in
 //! `tests/apps/server.js`, reached through the router by Host.
 
-mod support;
+use drove_testkit as support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -2,7 +2,7 @@
 //! packs the commit, releases it and rolls it out on a real agent; the app answers through the
 //! router. Bad pushes are rejected with their reason while the previous release keeps serving.
 
-mod support;
+use drove_testkit as support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! What a new user meets with real apps: why an app failed shows where they look, builds can be
 //! followed, the disk stays bounded and wakes do not redo work. Real binaries throughout.
 
-mod support;
+use drove_testkit as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

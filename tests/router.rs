@@ -1,12 +1,9 @@
 //! End-to-end tests of `drove router` as a user runs it: the binary, a fake PaaS serving the
 //! route stream / wake / stats endpoints, and real backend servers, all on loopback.
-//! The cases live in `router/tests/support/cases.rs` (shared with the router crate's
+//! The cases live in `drove_testkit::router::cases` (shared with the router crate's
 //! in-process tests).
 
-#[path = "../router/tests/support/mod.rs"]
-mod support;
-
-use support::{cases, Launch};
+use drove_testkit::router::{cases, Launch};
 
 const DROVE: Launch = Launch::Binary(env!("CARGO_BIN_EXE_drove"));
 

@@ -3,7 +3,7 @@
 //! down), an open WebSocket keeps an app up, a manual scale holds as a floor, and every
 //! decision shows in the API and on `/v2/events`. Real binaries, a real Node app.
 
-mod support;
+use drove_testkit as support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! control plane. Each test runs the real `drove` binary and probes as a task would; each
 //! negative check has its positive control (the same probe succeeding where it should).
 
-mod support;
+use drove_testkit as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;

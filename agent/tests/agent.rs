@@ -2,12 +2,13 @@
 //! the hybrid dev host, v2 in the VM of tests/vm/run-cgroup-v2.sh), real sandboxes. Runs as
 //! root; fails (never skips) without cgroups.
 
-mod support;
+use drove_testkit::agent as support;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use drove_proto::mesos::TaskState;
+use drove_testkit::wait::until;
 use serde_json::json;
 use support::*;
 
@@ -225,7 +226,7 @@ async fn kill_leaves_nothing_behind() {
         .executor_pid
         .unwrap();
     let cg_dir = task_cgroups(&root.0).pop().expect("a task cgroup");
-    wait_until("3 task processes + supervisor in the cgroup", || {
+    until("3 task processes + supervisor in the cgroup", T, || {
         std::fs::read_to_string(cg_dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
@@ -392,7 +393,10 @@ async fn updates_are_retried_until_acked_in_order_and_survive_restart() {
     )
     .await;
     // Only STARTING goes out, again and again, until acked.
-    wait_until("STARTING resent", || master.updates_for("quick").len() >= 2).await;
+    until("STARTING resent", T, || {
+        master.updates_for("quick").len() >= 2
+    })
+    .await;
     let ups = master.updates_for("quick");
     assert!(
         ups.iter()
@@ -416,7 +420,7 @@ async fn updates_are_retried_until_acked_in_order_and_survive_restart() {
     let agent = TestAgent::start(agent_args(&master, dir.path(), &root.0));
     let reg = master.wait_registrations(2).await;
     assert_eq!(reg.tasks[0].state, TaskState::TaskFinished);
-    wait_until("resent after restart", || {
+    until("resent after restart", T, || {
         master.updates_for("quick").len() > before
     })
     .await;
@@ -757,7 +761,10 @@ async fn kills_and_shutdowns_racing_launches_are_never_lost() {
         assert!(files_named(&d, "started").is_empty(), "{fw_task} ran");
     }
     // Nothing left running: every task cgroup is gone.
-    wait_until("task cgroups removed", || task_cgroups(&root.0).is_empty()).await;
+    until("task cgroups removed", T, || {
+        task_cgroups(&root.0).is_empty()
+    })
+    .await;
     agent.stop().await;
 }
 
@@ -778,7 +785,7 @@ async fn status_404s_during_reregistration_register_once() {
         post(&ep, "/agent/v1/launch", &body).await
     }))
     .await;
-    wait_until("every STARTING sent", || {
+    until("every STARTING sent", T, || {
         ids.iter().all(|id| !master.updates_for(id).is_empty())
     })
     .await;
@@ -823,7 +830,7 @@ async fn restart_never_signals_a_reused_task_pid() {
     agent.stop().await;
     // The task ends while the agent is down...
     let meta = dir.path().join("meta");
-    wait_until("the task ended", || {
+    until("the task ended", T, || {
         !files_named(&meta.join("containers"), "exit_status.json").is_empty()
     })
     .await;
@@ -925,8 +932,11 @@ async fn failed_spawn_removes_the_cgroup_even_when_acked_at_once() {
             Some("REASON_CONTAINER_LAUNCH_FAILED")
         );
     }
-    wait_until("no task cgroup left", || task_cgroups(&root.0).is_empty()).await;
-    wait_until("failed tasks forgotten", || {
+    until("no task cgroup left", T, || {
+        task_cgroups(&root.0).is_empty()
+    })
+    .await;
+    until("failed tasks forgotten", T, || {
         std::fs::read_dir(dir.path().join("meta/tasks"))
             .map(|rd| rd.count() == 0)
             .unwrap_or(false)
@@ -977,7 +987,7 @@ async fn a_task_cannot_use_its_log_files_to_reach_host_files() {
     assert_eq!(post(&ep, "/agent/v1/launch", &body).await, 202);
     master.wait_state("sneaky", TaskState::TaskRunning).await;
     let sb = sandbox_of(dir.path(), "fw-1", "sneaky");
-    wait_until("stderr rotated", || sb.join("stderr.1").is_file()).await;
+    until("stderr rotated", T, || sb.join("stderr.1").is_file()).await;
     for f in [&secret, &secret2] {
         assert_eq!(
             std::fs::read_to_string(f).unwrap(),
@@ -1025,7 +1035,7 @@ async fn tasks_of_different_apps_cannot_read_or_signal_each_other() {
     assert_eq!(post(&ep, "/agent/v1/launch", &owner).await, 202);
     master.wait_state("a1", TaskState::TaskRunning).await;
     let a1 = sandbox_of(dir.path(), "fw-1", "a1");
-    wait_until("a1 wrote its file", || a1.join("mine.txt").is_file()).await;
+    until("a1 wrote its file", T, || a1.join("mine.txt").is_file()).await;
     let out = std::fs::read_to_string(a1.join("stdout")).unwrap();
     let pid: u32 = out
         .trim()

@@ -2,7 +2,7 @@
 //! files, the kill-everything path, the OOM counter, a nested root. Fails — never skips — when
 //! cgroups are unusable.
 
-mod support;
+use drove_testkit::agent as support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

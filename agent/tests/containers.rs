@@ -1,10 +1,11 @@
 //! Tasks in containers (`--isolation container`) against a fake master: the real OCI runtime
 //! (crun by default, runc too), real CNI plugins and iptables, real namespaces. Runs as root.
 
-mod support;
+use drove_testkit::agent as support;
 
 use drove_agent::Isolation;
 use drove_proto::mesos::TaskState;
+use drove_testkit::wait::until;
 use support::*;
 
 async fn started(
@@ -429,7 +430,7 @@ async fn fifty_launches_and_kills_leave_nothing_behind() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    wait_until("the task cgroups to go", || {
+    until("the task cgroups to go", T, || {
         task_cgroups(&root.0).is_empty()
     })
     .await;
@@ -439,7 +440,7 @@ async fn fifty_launches_and_kills_leave_nothing_behind() {
     // A bundle goes after its task's end is reported: wait for the last to go.
     let containers = dir.path().join("meta/containers");
     assert!(containers.is_dir(), "the agent keeps its bundles there");
-    wait_until("every container's bundle to go", || {
+    until("every container's bundle to go", T, || {
         std::fs::read_dir(&containers).is_ok_and(|mut d| d.next().is_none())
     })
     .await;
@@ -499,7 +500,7 @@ async fn a_restarted_agent_keeps_its_containers_and_learns_how_they_ended() {
     )
     .unwrap();
     // Reaped here, as if by the agent that is gone: its exit status is not what tells.
-    wait_until("the quitter's monitor to end", || {
+    until("the quitter's monitor to end", T, || {
         let pid = nix::unistd::Pid::from_raw(quitter_monitor as i32);
         let flags = Some(nix::sys::wait::WaitPidFlag::WNOHANG);
         !matches!(
@@ -659,7 +660,7 @@ async fn a_mapped_host_port_reaches_the_container_and_goes_with_it() {
         serde_json::json!({"framework_id": {"value": "fw-1"}, "task_id": {"value": "mapped"}});
     assert_eq!(post(&ep, "/agent/v1/kill", &kill).await, 202);
     master.wait_state("mapped", TaskState::TaskKilled).await;
-    wait_until("the mapping's rules to go", || {
+    until("the mapping's rules to go", T, || {
         !nat().contains("--dport 31020")
     })
     .await;

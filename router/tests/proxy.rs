@@ -2,9 +2,7 @@
 //! servers and a fake PaaS. The same cases run against the `drove router` binary from the
 //! root package's `tests/router.rs`.
 
-mod support;
-
-use support::{cases, Launch};
+use drove_testkit::router::{cases, Launch};
 
 macro_rules! case {
     ($name:ident) => {

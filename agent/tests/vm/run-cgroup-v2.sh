@@ -249,9 +249,9 @@ for t in $ns_tests; do
     echo "ns:$t" >>"$plan"
 done
 entries=$(cat "$plan")
-# The tests find the supervisor at its compile-time path (CARGO_BIN_EXE_drove-agent-executor).
-mkdir -p "$root$(dirname "$bin_executor")"
-objcopy --strip-debug "$bin_executor" "$root$bin_executor"
+# The tests find the supervisor beside themselves, as cargo puts it beside its deps dir
+# (drove_testkit::cargo_bin).
+objcopy --strip-debug "$bin_executor" "$root/drove-tests/drove-agent-executor"
 put_libs "$bin_executor"
 for t in $tests; do
     var=DROVE_VM_ARGS_$t

@@ -1,10 +1,26 @@
-//! Test harness: runs the real `drove` binary (a master and agents on 127.0.0.N) and drives it
-//! as an external framework would, through `drove-driver`.
-#![allow(dead_code)]
+//! drove's test kit: the one place test support lives, for the root package's end-to-end
+//! tests, the router's and the agent's integration tests, and the benches.
+//!
+//! At the root: the real `drove` binary run as processes (a master and agents on 127.0.0.N),
+//! driven as an external framework would drive it (through `drove-driver`), network
+//! namespaces, cgroup and mount clean-up, git and npm helpers; and [`wait`], the one way
+//! a test waits for something (it names what it waited for when it gives up).
+//! - [`paas`]: a whole drove (master, agent, PaaS) and a client for its API; [`up`]: `drove
+//!   up` as a user runs it; [`dashboard`]: logging in to it.
+//! - [`router`]: real backend servers and a fake PaaS for the router, the router in-process or
+//!   as the binary, and the cases both run.
+//! - [`agent`]: a fake master and an in-process agent with the real supervisor and cgroups.
+//! - [`bench`]: the benches' fixtures.
 
+pub mod agent;
+pub mod bench;
 pub mod dashboard;
 pub mod paas;
+pub mod router;
 pub mod up;
+pub mod wait;
+
+pub use wait::eventually;
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -20,7 +36,36 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub const DROVE: &str = env!("CARGO_BIN_EXE_drove");
+/// The path of binary `name` cargo built beside the running test or bench (whose executable
+/// sits in `target/<profile>/deps`).
+pub fn cargo_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe.parent().expect("the test's directory");
+    let dir = if dir.ends_with("deps") {
+        dir.parent().expect("the profile's directory")
+    } else {
+        dir
+    };
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the tests through cargo",
+        path.display()
+    );
+    path
+}
+
+/// The `drove` binary under test.
+pub fn drove() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| cargo_bin("drove").display().to_string())
+}
+
+/// The sample apps the tests deploy (`tests/apps` at the repository's root).
+pub fn test_apps() -> PathBuf {
+    let apps = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/apps");
+    std::fs::canonicalize(apps).expect("tests/apps")
+}
 
 /// A port that was free on `ip` a moment ago.
 pub fn free_port(ip: &str) -> u16 {
@@ -55,7 +100,7 @@ impl Proc {
 
     /// [`Proc::spawn`] with `env` set.
     pub fn spawn_with_env(name: &str, args: &[String], log: &Path, env: &[(&str, &str)]) -> Proc {
-        let mut cmd = Command::new(DROVE);
+        let mut cmd = Command::new(drove());
         cmd.args(args)
             .envs(env.iter().copied())
             .env("DROVE_LOG", "info,drove_master=debug,drove_agent=debug");
@@ -757,24 +802,6 @@ pub fn pid_of(status: &Value) -> Option<i32> {
         .map(|p| p as i32)
 }
 
-/// A temporary directory task users can traverse (mode 0711): a root agent refuses a work
-/// dir its tasks' uids cannot reach, and `mktemp -d` makes 0700 ones.
-/// Polls `f` (every 200 ms) until it gives a value; panics naming `what` after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// A network namespace of the test's own whose loopback device also holds `addr` (an
 /// address outside 127.0.0.0/8, so a component can listen on a non-loopback address without
 /// touching the host's network); deleted when dropped.
@@ -815,7 +842,7 @@ impl Netns {
     /// Runs `drove args…` inside the namespace, output to `log`.
     pub fn spawn(&self, name: &str, args: &[String], log: &Path) -> Proc {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name, DROVE])
+        cmd.args(["netns", "exec", &self.name, drove()])
             .args(args)
             .env("DROVE_LOG", "info");
         Proc::spawn_command(name, cmd, log)
@@ -842,7 +869,7 @@ pub fn tempdir() -> tempfile::TempDir {
 pub async fn drove_cli(args: &[&str]) -> (bool, String) {
     let out = tokio::time::timeout(
         Duration::from_secs(30),
-        tokio::process::Command::new(DROVE).args(args).output(),
+        tokio::process::Command::new(drove()).args(args).output(),
     )
     .await
     .expect("the CLI finished within 30 s")

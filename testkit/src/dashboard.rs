@@ -1,6 +1,5 @@
 //! The dashboard's login as a client without a browser does it: the form's own cookie and
 //! CSRF token, then the session cookie the login answers with.
-#![allow(dead_code)]
 
 /// `GET /admin/login`: the form's cookie (`name=value`) and its CSRF token.
 pub struct LoginForm {

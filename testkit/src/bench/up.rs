@@ -1,12 +1,10 @@
 //! What the benchmarks that run `drove up` share: starting it (a data dir, loopback ports, a
 //! cgroup root of its own whose tasks end with the benchmark), timing pushes by their
 //! `remote:` steps, polling for a first 200, and printing min/median/max.
-#![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const DROVE: &str = env!("CARGO_BIN_EXE_drove");
 pub const TOKEN: &str = "bench-admin-token";
 
 pub struct Killed(pub Child);
@@ -51,13 +49,13 @@ pub async fn until_200(http: &reqwest::Client, url: &str, host: &str, since: Ins
 
 /// The Node app the benchmarks run (`tests/apps/server.js`).
 pub fn server_js() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/server.js").to_string()
+    crate::test_apps().join("server.js").display().to_string()
 }
 
 /// The floor the benchmarks compare against: `node server.js` spawned directly, until its
 /// first 200.
 pub async fn node_alone(http: &reqwest::Client) -> Duration {
-    let port = crate::support::free_addr().port();
+    let port = crate::bench::free_addr().port();
     let started = Instant::now();
     let child = Command::new("node")
         .arg(server_js())
@@ -82,7 +80,7 @@ pub struct EndTasks(pub String);
 
 impl Drop for EndTasks {
     fn drop(&mut self) {
-        crate::test_support::kill_cgroup_tree(&self.0);
+        crate::kill_cgroup_tree(&self.0);
     }
 }
 
@@ -142,7 +140,7 @@ struct Unmount(std::path::PathBuf);
 impl Drop for Unmount {
     fn drop(&mut self) {
         drove_agent::container::network::release_all(&self.0.join("agent"));
-        crate::test_support::unmount_under(&self.0);
+        crate::unmount_under(&self.0);
     }
 }
 
@@ -150,12 +148,12 @@ impl BenchUp {
     /// Starts `drove up` with an agent of 2 cpus and 4 GiB and `extra` flags; returns once its
     /// API answers and its agent has registered.
     pub async fn start(extra: &[&str]) -> BenchUp {
-        let dir = super::support::tempdir();
-        let addr = || super::support::free_addr().to_string();
+        let dir = crate::bench::tempdir();
+        let addr = || crate::bench::free_addr().to_string();
         let (master, agent, paas, router, admin) = (addr(), addr(), addr(), addr(), addr());
         let cgroup_root = format!("drove-bench-{}", std::process::id());
         let end_tasks = EndTasks(cgroup_root.clone());
-        let up = Command::new(DROVE)
+        let up = Command::new(crate::drove())
             .args([
                 "up".to_string(),
                 format!("--data-dir={}", dir.path().join("data").display()),
@@ -167,10 +165,7 @@ impl BenchUp {
                 format!("--router-admin={admin}"),
                 "--resources=cpus:2;mem:4096;ports:[24000-24999]".into(),
                 format!("--cgroup-root={cgroup_root}"),
-                format!(
-                    "--fetch-allow-dir={}",
-                    concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
-                ),
+                format!("--fetch-allow-dir={}", crate::test_apps().display()),
             ])
             .args(extra)
             .env("DROVE_ADMIN_TOKEN", TOKEN)

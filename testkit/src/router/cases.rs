@@ -10,8 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{
-    app_json, client, free_port, get, metric, wait_until, ws_frame, Backend, Launch, Paas,
-    RouterUnderTest,
+    app_json, client, free_port, get, metric, ws_frame, Backend, Launch, Paas, RouterUnderTest,
 };
 
 /// Waits until `host` is routed (answers something other than 404).
@@ -398,7 +397,10 @@ pub async fn held_requests_complete_after_one_wake(l: &Launch) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(all_held, "{n} requests held");
-    assert!(wait_until(Duration::from_secs(5), || !paas.wakes().is_empty()).await);
+    crate::wait::until("the router's wake call", Duration::from_secs(5), || {
+        !paas.wakes().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         paas.wakes(),

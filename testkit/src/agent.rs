@@ -1,6 +1,5 @@
 //! Test harness: a fake master (axum on 127.0.0.1) and an in-process agent using the real
 //! supervisor binary and real cgroups under a unique root per test.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -307,7 +306,7 @@ pub fn task_cgroups(root: &str) -> Vec<PathBuf> {
 }
 
 pub fn executor_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_drove-agent-executor"))
+    crate::cargo_bin("drove-agent-executor")
 }
 
 pub fn agent_args(master: &FakeMaster, work_dir: &Path, cgroup_root: &str) -> AgentArgs {
@@ -467,15 +466,10 @@ pub fn pid_alive(pid: u32) -> bool {
 /// Waits (boundedly) until process `pid` has ended: a killed process leaves its cgroup before
 /// it is a zombie, so right after a kill is reported it may still be exiting.
 pub async fn wait_ended(pid: u32, what: &str) {
-    wait_until(&format!("{what}: process {pid} to end"), || !pid_alive(pid)).await;
-}
-
-pub async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + T;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::wait::until(&format!("{what}: process {pid} to end"), T, || {
+        !pid_alive(pid)
+    })
+    .await;
 }
 
 /// A temporary directory task users can traverse (mode 0711): a root agent refuses a work

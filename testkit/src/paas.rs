@@ -1,7 +1,6 @@
 //! A whole drove for end-to-end tests: the master and agents of [`TestCluster`], plus `drove
 //! paas` and `drove router` as separate processes of the real binary, and an API client that
 //! speaks to the PaaS as Marathon tools do (admin token as a bearer token).
-#![allow(dead_code)]
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -19,7 +18,7 @@ pub const ROUTER_TOKEN: &str = "test-router-token";
 
 /// `tests/apps/server.js`: the dependency-free Node server every test app runs.
 pub fn server_js() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/apps/server.js")
+    super::test_apps().join("server.js")
 }
 
 /// An app running `server.js` with an HTTP health check on `/health`.

@@ -1,7 +1,8 @@
 //! Shared by the benchmarks: a real master in-process (real HTTP, real SQLite) with simulated
 //! agents (one HTTP server answering the agent protocol for all of them: every launch is
 //! reported TASK_RUNNING at once, with a uuid the framework must acknowledge).
-#![allow(dead_code)]
+
+pub mod up;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! `drove up` as a new user runs it: one process with the master, an agent, the PaaS and the
 //! router on loopback ports, its state in a temporary data dir, its admin token read from the
 //! file it saves.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,10 +66,7 @@ impl Up {
                 ports.0, ports.1
             ),
             format!("--cgroup-root={cgroup_root}"),
-            format!(
-                "--fetch-allow-dir={}",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps")
-            ),
+            format!("--fetch-allow-dir={}", super::test_apps().display()),
         ];
         let mut args = args;
         args.extend(extra.iter().map(|a| a.to_string()));

@@ -1,8 +1,7 @@
-//! Test fixtures shared by `router/tests/proxy.rs` (router in-process) and the root package's
-//! `tests/router.rs` (the `drove router` binary): real backend servers, a fake PaaS serving the
-//! route stream / wake / stats endpoints, and a launcher for the router. Only tokio and std are
-//! used for the servers so both test crates can include this file.
-#![allow(dead_code)]
+//! The router's fixtures, for `router/tests/proxy.rs` (the router in-process) and the root
+//! package's `tests/router.rs` (the `drove router` binary): real backend servers, a fake PaaS
+//! serving the route stream / wake / stats endpoints, and a launcher for the router; the cases
+//! both run live in [`cases`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,20 +20,6 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free loopback port")
-}
-
-/// Polls `cond` every 10 ms until it holds or `limit` passes.
-pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        if cond() {
-            return true;
-        }
-        if tokio::time::Instant::now() >= end {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 struct Head {

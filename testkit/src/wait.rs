@@ -1,0 +1,60 @@
+//! How a test waits: for an event, never for a fixed time. Every wait is bounded, polls, and
+//! when it gives up says what it waited for.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How often a condition is looked at again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The value `probe` yields once it yields one, within `limit`; else the test fails naming
+/// `what` it waited for.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Returns once `cond` holds, within `limit`; else the test fails naming `what` it waited for.
+pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_ends_when_its_condition_holds_and_fails_naming_it_when_it_does_not() {
+        let mut n = 0;
+        let got = eventually("the third look", Duration::from_secs(5), || {
+            n += 1;
+            let v = (n >= 3).then_some(n);
+            async move { v }
+        })
+        .await;
+        assert_eq!(got, 3);
+        let never = tokio::spawn(until("the impossible", Duration::from_millis(120), || {
+            false
+        }));
+        let e = never.await.expect_err("gives up");
+        let said = e.into_panic();
+        let said = said.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(said.contains("the impossible: not within"), "{said}");
+    }
+}
