@@ -701,6 +701,22 @@ fn launch_in(fw: &str, task: &str, cmd: &str) -> serde_json::Value {
 async fn kills_and_shutdowns_racing_launches_are_never_lost() {
     let (master, dir, root, agent, ep) = started("race").await;
     let cmd = "touch started; sleep 300";
+    // The positive control: a task let run leaves its marker where the checks below look.
+    assert_eq!(
+        post(&ep, "/agent/v1/launch", &launch_in("fw-1", "control", cmd)).await,
+        202
+    );
+    master.wait_state("control", TaskState::TaskRunning).await;
+    let control = dir.path().join("sandboxes/fw-1/control");
+    until("the control task's marker", T, || {
+        !files_named(&control, "started").is_empty()
+    })
+    .await;
+    assert_eq!(
+        post(&ep, "/agent/v1/kill", &kill_body("fw-1", "control")).await,
+        202
+    );
+    master.wait_state("control", TaskState::TaskKilled).await;
     // A kill overtaken by nothing: it arrives before its launch (reordered requests).
     assert_eq!(
         post(&ep, "/agent/v1/kill", &kill_body("fw-1", "early")).await,
@@ -899,7 +915,9 @@ async fn kill_aborts_a_fetch_in_progress() {
         .iter()
         .all(|u| u.status.state != TaskState::TaskRunning));
     assert!(killed.status.message.is_some());
+    // Its sandbox is where a run would have left the marker (the fetch was writing there).
     let sb = dir.path().join("sandboxes/fw-1/fetching");
+    assert!(sb.is_dir(), "the sandbox {} is there", sb.display());
     assert!(files_named(&sb, "started").is_empty());
     agent.stop().await;
 }

@@ -293,14 +293,14 @@ pub fn cpu_cgroup_dir(rel: &str) -> PathBuf {
 /// leaf `agent` a v2 agent moves itself into when the root of its cgroup namespace holds
 /// processes (see `prepare_v2`).
 pub fn task_cgroups(root: &str) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(cgroup_dir(root))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_dir() && !(cgroup_v2() && p.ends_with("agent")))
-                .collect()
-        })
-        .unwrap_or_default();
+    // A root that is not there would read as "no task cgroup left" whatever the agent did.
+    let dir = cgroup_dir(root);
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("the agent's cgroup root {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !(cgroup_v2() && p.ends_with("agent")))
+        .collect();
     dirs.sort();
     dirs
 }
