@@ -44,7 +44,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Events;
-use crate::state::State;
+use crate::state::{Effect, State};
 use crate::store::Store;
 
 /// `drove paas` flags.
@@ -192,6 +192,8 @@ pub struct Paas {
     state: Mutex<State>,
     pub store: Store,
     pub events: Events,
+    /// Route changes, for the routers' streams (sent as the state makes them).
+    pub routes: tokio::sync::broadcast::Sender<drove_proto::routing::RouteMessage>,
     pub driver: Driver,
     /// Wakes the scheduler loop after an API change.
     pub kick: Notify,
@@ -217,9 +219,54 @@ pub struct Paas {
     pub fatal: Mutex<Option<String>>,
 }
 
+/// The state, locked (from [`Paas::lock`]). What changes to it asked of the world (store
+/// writes, journal lines, events, routes) is done as the guard goes, before the lock is let
+/// go, in the order the state asked.
+pub struct Locked<'a> {
+    paas: &'a Paas,
+    state: MutexGuard<'a, State>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        for effect in self.state.take_effects() {
+            match effect {
+                Effect::Store(op) => self.paas.store.enqueue(op),
+                Effect::Journal {
+                    app,
+                    kind,
+                    line,
+                    keep,
+                } => self.paas.store.journal(&app, kind, line, keep),
+                Effect::Event(e) => self.paas.events.publish(e),
+                Effect::Route(m) => {
+                    // No router listening is fine: each reads a snapshot when it connects.
+                    let _ = self.paas.routes.send(m);
+                }
+            }
+        }
+    }
+}
+
 impl Paas {
-    pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn lock(&self) -> Locked<'_> {
+        Locked {
+            paas: self,
+            state: self.state.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     /// The agents of the master's `/master/state` (`slaves`), read at most every few seconds
@@ -370,12 +417,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         false
     });
     let events = Events::new();
-    let mut state = State::new(
-        store.clone(),
-        events.clone(),
-        args.drain_timeout,
-        args.kill_grace,
-    );
+    let mut state = State::new(args.drain_timeout, args.kill_grace);
     state.restore(snapshot);
     let framework = FrameworkInfo {
         user: args.task_user.clone(),
@@ -416,6 +458,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         state: Mutex::new(state),
         store,
         events,
+        routes: tokio::sync::broadcast::channel(4096).0,
         driver,
         kick: Notify::new(),
         declines: Default::default(),

@@ -82,9 +82,8 @@ pub async fn create(
     let tx = paas.begin().await;
     ops::apps::create(&tx, def.clone()).await?;
     let body = {
-        let s = paas.lock();
-        s.events
-            .publish(events::api_post(&peer.ip().to_string(), "/v2/apps", &def));
+        let mut s = paas.lock();
+        s.publish(events::api_post(&peer.ip().to_string(), "/v2/apps", &def));
         s.apps.get(&def.id).map(|a| views::app(&s, a, false))
     };
     Ok((

@@ -31,7 +31,7 @@ pub async fn stream(State(paas): State<Arc<Paas>>) -> Response {
     // Subscribe before the snapshot, under the same lock, so no change falls between them.
     let (rx, snapshot) = {
         let s = paas.lock();
-        (s.routes.subscribe(), s.route_snapshot())
+        (paas.routes.subscribe(), s.route_snapshot())
     };
     let first = line(&RouteMessage::Snapshot { apps: snapshot });
     // Changes as they come; a heartbeat when the stream has been silent for HEARTBEAT. A reader

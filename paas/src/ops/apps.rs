@@ -138,7 +138,6 @@ pub async fn update(tx: &Tx<'_>, def: AppDefinition, how: Update) -> Result<Depl
         let reason = format!("manual scale: a floor of {to} until cleared");
         let decision = paas.scaler.record(&app_id, from, to, &reason, "api");
         paas.lock()
-            .events
             .publish(crate::events::Event::ScalingDecision(decision));
     }
     Ok(deployed)

@@ -97,7 +97,7 @@ pub async fn wake(
         s.wake_started(&opened, held, held_for_ms, started)
     })
     .await?;
-    paas.lock().events.publish(Event::Wake {
+    paas.lock().publish(Event::Wake {
         app_id: app_id.clone(),
         reason,
         timestamp: timestamp(),
@@ -178,7 +178,7 @@ async fn rescale(
     tx.install(rt, Action::ScaleApplication, Some(previous), |s| {
         let decision = paas.scaler.record(app_id, from, to, reason, by);
         installed(s);
-        s.events.publish(Event::ScalingDecision(decision));
+        s.publish(Event::ScalingDecision(decision));
     })
     .await?;
     tracing::info!(app = %app_id, to, %reason, %by, "scaled");

@@ -405,7 +405,6 @@ pub async fn step(paas: &Arc<Paas>) {
                     .scaler
                     .record(&id, current, current, &change.reason, "scaler");
                 paas.lock()
-                    .events
                     .publish(crate::events::Event::ScalingDecision(decision));
             }
             continue;

@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 use drove_proto::marathon::{TaskFailure, UnusedOffer};
 use drove_proto::mesos::{OfferId, TaskInfo, TaskState, TaskStatus};
 use drove_proto::routing::{AppSpec, RouteMessage};
-use tokio::sync::broadcast;
 
-use crate::events::{self, Events};
+use crate::events::{self, Event};
 use crate::model::app::{task_prefix, AppDefinition};
 use crate::model::deployment::{Action, Deployment};
 use crate::model::instance::Instance;
 use crate::model::timestamp;
 use crate::placement::{AgentFacts, Reject};
-use crate::store::{Op, Store, StoredApp};
+use crate::store::{Journal, Op, StoredApp};
 
 /// How long an instance must stay healthy before its app's launch backoff resets.
 pub const HEALTHY_SPELL: Duration = Duration::from_secs(10);
@@ -123,9 +122,8 @@ pub struct State {
     /// An instance ended since the last `plan`: its resources are free again.
     freed: bool,
     published: HashMap<String, AppSpec>,
-    pub store: Store,
-    pub events: Events,
-    pub routes: broadcast::Sender<RouteMessage>,
+    /// What its changes asked of the world, in order, until taken ([`State::take_effects`]).
+    effects: Vec<Effect>,
     /// In-flight requests per backend address, from the routers' latest stats.
     /// Each router's latest stats push: when, and requests in flight per backend address.
     pub routers: HashMap<String, RouterSeen>,
@@ -146,14 +144,37 @@ pub struct Counters {
     pub updates: u64,
 }
 
+/// The store write that keeps instance `i` as it is now.
+fn put_instance(i: &Instance) -> Effect {
+    Effect::Store(Op::PutInstance {
+        task_id: i.task_id.clone(),
+        app_id: i.app_id.clone(),
+        data: serde_json::to_string(i).unwrap_or_default(),
+    })
+}
+
+/// What a change to the state asks of the world. The state does no I/O: the guard
+/// `Paas::lock` hands out applies these, in order, before it lets the lock go, so writes,
+/// events and routes leave in the order the state made them.
+#[derive(Debug)]
+pub enum Effect {
+    /// A write to the store.
+    Store(Op),
+    /// A line of an app's journal (kept: the last `keep` of its kind).
+    Journal {
+        app: String,
+        kind: Journal,
+        line: String,
+        keep: usize,
+    },
+    /// An event for `/v2/events` and the dashboard.
+    Event(Event),
+    /// A change of the routes, for the routers.
+    Route(RouteMessage),
+}
+
 impl State {
-    pub fn new(
-        store: Store,
-        events: Events,
-        drain_timeout: Duration,
-        kill_grace: Duration,
-    ) -> State {
-        let (routes, _) = broadcast::channel(4096);
+    pub fn new(drain_timeout: Duration, kill_grace: Duration) -> State {
         State {
             apps: BTreeMap::new(),
             instances: BTreeMap::new(),
@@ -165,15 +186,27 @@ impl State {
             last_wanted: 0,
             freed: false,
             published: HashMap::new(),
-            store,
-            events,
-            routes,
+            effects: Vec::new(),
             routers: HashMap::new(),
             drain_timeout,
             kill_grace,
             counters: Counters::default(),
             jobs: Default::default(),
         }
+    }
+
+    /// What its changes asked of the world since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    /// Publishes `event` (once the lock is let go).
+    pub fn publish(&mut self, event: Event) {
+        self.effects.push(Effect::Event(event));
+    }
+
+    fn persist(&mut self, op: Op) {
+        self.effects.push(Effect::Store(op));
     }
 
     /// Restores what the store held.
@@ -283,14 +316,6 @@ impl State {
             .filter(move |i| i.app_id == app)
     }
 
-    fn persist_instance(&self, i: &Instance) {
-        self.store.enqueue(Op::PutInstance {
-            task_id: i.task_id.clone(),
-            app_id: i.app_id.clone(),
-            data: serde_json::to_string(i).unwrap_or_default(),
-        });
-    }
-
     // -----------------------------------------------------------------------------------------
     // API changes (the caller has persisted the app already)
 
@@ -324,7 +349,7 @@ impl State {
                     old.delay_until = None;
                 }
                 if let Some(d) = old.deployment.take() {
-                    self.events.publish(events::deployment_failed(
+                    self.publish(events::deployment_failed(
                         &d,
                         &app_id,
                         "superseded by a newer deployment",
@@ -339,8 +364,7 @@ impl State {
             }
             None => rt_new,
         };
-        self.events
-            .publish(events::deployment_info(&deployment, &rt.def, action));
+        self.publish(events::deployment_info(&deployment, &rt.def, action));
         rt.deployment = Some(deployment);
         self.apps.insert(app_id, rt);
         id
@@ -360,7 +384,7 @@ impl State {
         }
         for t in &killed {
             if let Some(i) = self.instances.get(t) {
-                self.persist_instance(i);
+                self.effects.push(put_instance(i));
             }
         }
         killed
@@ -426,17 +450,17 @@ impl State {
         if i.ready() {
             self.wake_mark(&i.app_id, "ready", now);
         }
-        self.events.publish(events::status_update(&i, status));
+        self.publish(events::status_update(&i, status));
         if old_healthy != i.healthy && i.has_checks {
             if let Some(alive) = i.healthy {
-                self.events.publish(events::health_changed(&i, alive));
+                self.publish(events::health_changed(&i, alive));
             }
         }
         if gone(status.state) {
             self.freed = true;
             self.instances.remove(&task_id);
-            self.store.enqueue(Op::DeleteInstance(task_id.clone()));
-            self.events.publish(events::instance_changed(&i, "Killed"));
+            self.persist(Op::DeleteInstance(task_id.clone()));
+            self.publish(events::instance_changed(&i, "Killed"));
             if !i.killing {
                 self.counters.failed += 1;
                 self.record_failure(&i, status, now);
@@ -444,7 +468,7 @@ impl State {
                 self.counters.killed += 1;
             }
         } else {
-            self.persist_instance(&i);
+            self.effects.push(put_instance(&i));
         }
         let ready = i.ready();
         if ready != was_ready {
@@ -470,7 +494,8 @@ impl State {
             message
         };
         if unhealthy {
-            self.events.publish(events::unhealthy_kill(i, &message));
+            self.effects
+                .push(Effect::Event(events::unhealthy_kill(i, &message)));
         }
         app.last_task_failure = Some(TaskFailure {
             app_id: i.app_id.clone(),

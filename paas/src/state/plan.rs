@@ -7,7 +7,7 @@ use std::time::Instant;
 use drove_proto::marathon::{OfferSummary, UnusedOffer};
 use drove_proto::mesos::{Offer, TaskInfo, TaskState};
 
-use super::{Call, State, HEALTHY_SPELL, KILL_RESEND};
+use super::{Call, Effect, State, HEALTHY_SPELL, KILL_RESEND};
 use crate::events;
 use crate::model::instance::Instance;
 use crate::model::timestamp;
@@ -207,7 +207,7 @@ impl State {
         }
         for t in &to_kill {
             if let Some(i) = self.instances.get(t) {
-                self.persist_instance(i);
+                self.effects.push(super::put_instance(i));
             }
         }
         let Some(app) = self.apps.get_mut(id) else {
@@ -230,11 +230,12 @@ impl State {
         }
         if done {
             if let Some(d) = app.deployment.take() {
-                self.events.publish(events::deployment_success(&d, id));
+                self.effects
+                    .push(Effect::Event(events::deployment_success(&d, id)));
             }
             if app.deleting && self.instances_of(id).next().is_none() {
                 self.apps.remove(id);
-                self.events.publish(events::app_terminated(id));
+                self.publish(events::app_terminated(id));
             }
         }
     }
@@ -331,9 +332,8 @@ impl State {
                     kill_sent: None,
                     healthy_since: None,
                 };
-                self.persist_instance(&instance);
-                self.events
-                    .publish(events::instance_changed(&instance, "Created"));
+                self.effects.push(super::put_instance(&instance));
+                self.publish(events::instance_changed(&instance, "Created"));
                 if let Some(a) = self.apps.get_mut(&id) {
                     a.ran_on.insert(instance.agent_id.clone());
                 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use drove_proto::mesos::TaskState;
 use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
 
-use super::{AppRt, State};
+use super::{AppRt, Effect, State};
 use crate::model::app::route_name;
 
 impl State {
@@ -62,7 +62,8 @@ impl State {
             if let Some(spec) = self.route_of(a) {
                 let forced = force && only == Some(a.def.id.as_str());
                 if forced || self.published.get(&spec.name) != Some(&spec) {
-                    let _ = self.routes.send(RouteMessage::Upsert { app: spec.clone() });
+                    self.effects
+                        .push(Effect::Route(RouteMessage::Upsert { app: spec.clone() }));
                     if a.wake.is_some() && spec.backends.iter().any(|b| b.healthy) {
                         routed.push(a.def.id.clone());
                     }
@@ -76,7 +77,8 @@ impl State {
         }
         for name in self.published.keys() {
             if !seen.contains_key(name) {
-                let _ = self.routes.send(RouteMessage::Remove { app: name.clone() });
+                self.effects
+                    .push(Effect::Route(RouteMessage::Remove { app: name.clone() }));
             }
         }
         self.published = seen;

@@ -4,23 +4,16 @@ use std::time::{Duration, Instant};
 
 use drove_proto::mesos::TaskState;
 
-use super::{new_rt, State};
-use crate::events::Events;
+use drove_proto::routing::RouteMessage;
+
+use super::{new_rt, Effect, State};
 use crate::model::app::AppDefinition;
 use crate::model::deployment::Action;
 use crate::model::instance::Instance;
-use crate::store::Store;
 
-async fn state() -> (State, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _) = Store::open(dir.path()).await.expect("store");
-    let s = State::new(
-        store,
-        Events::new(),
-        Duration::from_secs(10),
-        Duration::from_secs(1),
-    );
-    (s, dir)
+/// A state alone: no store, no event bus, no runtime (its effects are only collected).
+fn state() -> State {
+    State::new(Duration::from_secs(10), Duration::from_secs(1))
 }
 
 fn def(n: u32, min: f64, max: f64, message: &str) -> AppDefinition {
@@ -67,8 +60,8 @@ fn killing(s: &State) -> usize {
 }
 
 /// Installs `c1` with `n` ready instances, then changes the config to `c2`.
-async fn deploying(n: u32, min: f64, max: f64) -> (State, tempfile::TempDir) {
-    let (mut s, dir) = state().await;
+fn deploying(n: u32, min: f64, max: f64) -> State {
+    let mut s = state();
     s.install(
         new_rt(def(n, min, max, "1"), "c1".into(), "c1".into(), "c1".into()),
         Action::StartApplication,
@@ -84,12 +77,12 @@ async fn deploying(n: u32, min: f64, max: f64) -> (State, tempfile::TempDir) {
         Action::RestartApplication,
         Some(def(n, min, max, "1")),
     );
-    (s, dir)
+    s
 }
 
-#[tokio::test]
-async fn default_strategy_starts_all_new_and_keeps_the_old_until_they_serve() {
-    let (mut s, _dir) = deploying(2, 1.0, 1.0).await;
+#[test]
+fn default_strategy_starts_all_new_and_keeps_the_old_until_they_serve() {
+    let mut s = deploying(2, 1.0, 1.0);
     s.plan(Instant::now());
     assert_eq!(s.apps["/web"].wanted, 2);
     assert_eq!(killing(&s), 0);
@@ -115,9 +108,9 @@ async fn default_strategy_starts_all_new_and_keeps_the_old_until_they_serve() {
     assert_eq!(killing(&s), 2);
 }
 
-#[tokio::test]
-async fn one_zero_starts_one_new_then_kills_one_old() {
-    let (mut s, _dir) = deploying(2, 1.0, 0.0).await;
+#[test]
+fn one_zero_starts_one_new_then_kills_one_old() {
+    let mut s = deploying(2, 1.0, 0.0);
     s.plan(Instant::now());
     assert_eq!(s.apps["/web"].wanted, 1, "one extra at a time");
     assert_eq!(killing(&s), 0, "the healthy floor is 2");
@@ -130,9 +123,9 @@ async fn one_zero_starts_one_new_then_kills_one_old() {
     );
 }
 
-#[tokio::test]
-async fn zero_zero_never_runs_more_than_the_instances() {
-    let (mut s, _dir) = deploying(3, 0.0, 0.0).await;
+#[test]
+fn zero_zero_never_runs_more_than_the_instances() {
+    let mut s = deploying(3, 0.0, 0.0);
     s.plan(Instant::now());
     assert_eq!(killing(&s), 3, "no floor: every old instance goes");
     assert_eq!(s.apps["/web"].wanted, 0, "none new while the old still die");
@@ -144,9 +137,9 @@ async fn zero_zero_never_runs_more_than_the_instances() {
     assert_eq!(s.apps["/web"].wanted, 3);
 }
 
-#[tokio::test]
-async fn a_new_config_drops_the_old_backoff() {
-    let (mut s, _dir) = deploying(1, 1.0, 1.0).await;
+#[test]
+fn a_new_config_drops_the_old_backoff() {
+    let mut s = deploying(1, 1.0, 1.0);
     if let Some(a) = s.apps.get_mut("/web") {
         a.failures = 5;
         a.delay_until = Some(Instant::now() + Duration::from_secs(600));
@@ -176,9 +169,9 @@ fn offer(agent: &str) -> drove_proto::mesos::Offer {
 
 /// A woken app starts on an agent it ran on before (its artifacts are in that agent's fetch
 /// cache), whatever order the offers come in.
-#[tokio::test]
-async fn a_wake_prefers_an_agent_the_app_ran_on() {
-    let (mut s, _dir) = state().await;
+#[test]
+fn a_wake_prefers_an_agent_the_app_ran_on() {
+    let mut s = state();
     let d = def(1, 1.0, 1.0, "v1");
     s.install(
         new_rt(d.clone(), "v1".into(), "v1".into(), "v1".into()),
@@ -209,4 +202,52 @@ async fn a_wake_prefers_an_agent_the_app_ran_on() {
     s.on_offers(vec![offer("a1"), offer("a2")], Instant::now());
     let placed: Vec<&str> = s.instances.values().map(|i| i.agent_id.as_str()).collect();
     assert_eq!(placed, vec!["a2"]);
+}
+
+/// The routes a state asked to send, in order.
+fn routes_sent(s: &mut State) -> Vec<RouteMessage> {
+    s.take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Route(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn route_changes_are_effects_sent_once_in_order() {
+    let mut s = state();
+    s.install(
+        new_rt(def(1, 1.0, 1.0, "1"), "c1".into(), "c1".into(), "c1".into()),
+        Action::StartApplication,
+        None,
+    );
+    add(&mut s, "c1", true);
+    s.take_effects();
+    s.publish_routes(false, None);
+    let sent = routes_sent(&mut s);
+    match sent.as_slice() {
+        [RouteMessage::Upsert { app }] => {
+            assert_eq!(app.name, "web");
+            assert_eq!(app.backends.len(), 1, "{app:?}");
+            assert!(app.backends[0].healthy);
+        }
+        other => panic!("one upsert of web: {other:?}"),
+    }
+    s.publish_routes(false, None);
+    assert!(
+        routes_sent(&mut s).is_empty(),
+        "nothing changed, nothing sent"
+    );
+    s.publish_routes(true, Some("/web"));
+    assert_eq!(routes_sent(&mut s).len(), 1, "a forced resend");
+    if let Some(a) = s.apps.get_mut("/web") {
+        a.deleting = true;
+    }
+    s.publish_routes(false, None);
+    assert!(
+        matches!(routes_sent(&mut s).as_slice(), [RouteMessage::Remove { app }] if app == "web"),
+        "a deleted app's route goes"
+    );
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use drove_proto::paas::{WakeStep, WakeTimeline};
 
-use super::State;
+use super::{Effect, State};
 use crate::events;
 use crate::model::timestamp;
 use crate::store::Journal;
@@ -114,9 +114,14 @@ impl State {
             }
             a.wakes.push_back(done.clone());
             let line = serde_json::to_string(&done).unwrap_or_default();
-            self.store.journal(app, Journal::Wake, line, KEPT);
+            self.effects.push(Effect::Journal {
+                app: app.to_string(),
+                kind: Journal::Wake,
+                line,
+                keep: KEPT,
+            });
             tracing::info!(app, total_ms = done.total_ms, "wake complete");
-            self.events.publish(events::Event::WakeTimeline(done));
+            self.publish(events::Event::WakeTimeline(done));
         }
     }
 
