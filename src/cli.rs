@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use drove_paas::model::app::AppDefinition;
 use drove_paas::ops::views::App;
 use drove_proto::marathon::{Apps, OneApp, Queue};
-use drove_proto::paas::ScalingView;
+use drove_proto::paas::{Domain, Domains, NewDomain, ScalingView};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -157,6 +157,32 @@ pub enum ClientCommand {
         /// The app's id again, to confirm.
         #[arg(long)]
         confirm: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// An app's custom domains (its own `<app>.<domain>` is always served too).
+    Domains {
+        /// The app's id (`shop`, `/team/shop`).
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Routes a hostname to an app (refused when another app has it).
+    #[command(name = "domains:add")]
+    DomainsAdd {
+        /// The app's id (`shop`, `/team/shop`).
+        id: String,
+        /// The hostname (`www.example.com`), pointed at drove's routers in DNS.
+        hostname: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stops routing a hostname to an app.
+    #[command(name = "domains:remove")]
+    DomainsRemove {
+        /// The app's id (`shop`, `/team/shop`).
+        id: String,
+        hostname: String,
         #[command(flatten)]
         target: Target,
     },
@@ -397,15 +423,18 @@ async fn logs(
     }
 }
 
+/// App `id`'s route name (its name in `/v1/apps/{name}/…`).
+fn route_of(id: &str) -> anyhow::Result<String> {
+    drove_paas::model::app::normalize_id(id)
+        .ok()
+        .and_then(|i| drove_paas::model::app::route_name(&i))
+        .with_context(|| format!("{id:?} is not an app id"))
+}
+
 /// `drove suspend` / `drove resume`.
 async fn suspension(c: &Client, id: &str, suspend: bool) -> anyhow::Result<()> {
     let verb = if suspend { "suspend" } else { "resume" };
-    let Some(route) = drove_paas::model::app::normalize_id(id)
-        .ok()
-        .and_then(|i| drove_paas::model::app::route_name(&i))
-    else {
-        bail!("{id:?} is not an app id");
-    };
+    let route = route_of(id)?;
     let v = c
         .send(
             reqwest::Method::POST,
@@ -443,6 +472,9 @@ impl ClientCommand {
             | ClientCommand::Scale { target, .. }
             | ClientCommand::Restart { target, .. }
             | ClientCommand::Suspend { target, .. }
+            | ClientCommand::Domains { target, .. }
+            | ClientCommand::DomainsAdd { target, .. }
+            | ClientCommand::DomainsRemove { target, .. }
             | ClientCommand::Delete { target, .. }
             | ClientCommand::Resume { target, .. }
             | ClientCommand::Logs { target, .. } => target,
@@ -701,6 +733,33 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 "scaling {id} to {instances}: deployment {}",
                 v["deploymentId"].as_str().unwrap_or("?")
             );
+        }
+        ClientCommand::Domains { id, .. } => {
+            let path = format!("/v1/apps/{}/domains", route_of(&id)?);
+            let domains: Domains = c.read(&path).await?;
+            if domains.domains.is_empty() {
+                println!("{id} has no custom domains (drove domains:add {id} <hostname>)");
+            }
+            for d in domains.domains {
+                println!("{}  (added {})", d.hostname, d.added);
+            }
+        }
+        ClientCommand::DomainsAdd { id, hostname, .. } => {
+            let path = format!("/v1/apps/{}/domains", route_of(&id)?);
+            let body = serde_json::to_value(NewDomain { hostname })?;
+            let v = c.send(reqwest::Method::POST, &path, Some(body)).await?;
+            let d: Domain = serde_json::from_value(v)?;
+            println!(
+                "{}: routed to {} (point its DNS at drove's routers)",
+                d.hostname, d.app
+            );
+        }
+        ClientCommand::DomainsRemove { id, hostname, .. } => {
+            let route = route_of(&id)?;
+            let path = format!("/v1/apps/{route}/domains/{hostname}");
+            let v = c.send(reqwest::Method::DELETE, &path, None).await?;
+            let d: Domain = serde_json::from_value(v)?;
+            println!("{}: no longer routed to {}", d.hostname, d.app);
         }
         ClientCommand::Suspend { id, .. } => suspension(&c, &id, true).await?,
         ClientCommand::Resume { id, .. } => suspension(&c, &id, false).await?,

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use drove_proto::paas::Domain;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -80,6 +81,10 @@ pub enum Op {
         data: String,
         keep: usize,
     },
+    /// A custom domain claimed by an app.
+    PutDomain(Domain),
+    /// A custom domain let go.
+    DeleteDomain(String),
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
     /// Writes a timestamp: how a failed store finds out that the disk takes writes again.
@@ -124,6 +129,7 @@ pub struct Snapshot {
     pub push_apps: Vec<String>,
     /// Every app's journal, `(app, kind, JSON)`, oldest first.
     pub journal: Vec<(String, Journal, String)>,
+    pub domains: Vec<Domain>,
 }
 
 #[derive(Clone)]
@@ -295,12 +301,24 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
             Some((r.get::<String, _>(0), kind, r.get::<String, _>(2)))
         })
         .collect();
+    let domains = sqlx::query("SELECT hostname, app_id, added FROM domains ORDER BY hostname")
+        .fetch_all(pool)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| Domain {
+            hostname: r.get(0),
+            app: r.get(1),
+            added: r.get(2),
+        })
+        .collect();
     Ok(Snapshot {
         framework_id,
         apps,
         instances,
         push_apps,
         journal,
+        domains,
     })
 }
 
@@ -361,6 +379,10 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query("DELETE FROM app_versions WHERE app_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM domains WHERE app_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
@@ -437,6 +459,20 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .await?;
                 sqlx::query("DELETE FROM releases WHERE app = $1")
                     .bind(name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Op::PutDomain(d) => {
+                sqlx::query("INSERT INTO domains (hostname, app_id, added) VALUES ($1, $2, $3)")
+                    .bind(&d.hostname)
+                    .bind(&d.app)
+                    .bind(&d.added)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Op::DeleteDomain(hostname) => {
+                sqlx::query("DELETE FROM domains WHERE hostname = $1")
+                    .bind(hostname)
                     .execute(&mut *tx)
                     .await?;
             }

@@ -149,6 +149,28 @@ pub struct Suspension {
     pub instances: Option<u32>,
 }
 
+/// A custom domain of an app (`/v1/apps/{app}/domains`): requests for `hostname` go to `app`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domain {
+    pub hostname: String,
+    /// The app's id.
+    pub app: String,
+    /// When it was claimed (RFC 3339).
+    pub added: String,
+}
+
+/// `GET /v1/apps/{app}/domains`: its custom domains (its own `<app>.<domain>` is not listed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Domains {
+    pub domains: Vec<Domain>,
+}
+
+/// `POST /v1/apps/{app}/domains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDomain {
+    pub hostname: String,
+}
+
 /// A deployment plan as events carry it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {

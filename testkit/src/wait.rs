@@ -35,6 +35,27 @@ pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// The value `probe` yields once it is `Ok`, within `limit`; else the test fails naming `what`
+/// it waited for and the last `Err`: what it saw instead (the last answer, the logs).
+pub async fn until_ok<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = match probe().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; last seen: {seen}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +77,14 @@ mod tests {
         let said = e.into_panic();
         let said = said.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(said.contains("the impossible: not within"), "{said}");
+        let never = tokio::spawn(until_ok("a yes", Duration::from_millis(120), || async {
+            Err::<(), _>("a no".to_string())
+        }));
+        let said = never.await.expect_err("gives up").into_panic();
+        let said = said.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            said.contains("a yes: not within") && said.ends_with("last seen: a no"),
+            "{said}"
+        );
     }
 }

@@ -74,7 +74,8 @@ struct Answer {
 }
 
 /// `POST /admin/apps/{app}/{action}`: `instances`, `scaling`, `zero`, `wake`, `restart`,
-/// `auto`, `suspend`, `resume`, `rollback`, `config` (show the config vars' values).
+/// `auto`, `suspend`, `resume`, `domain-add`, `domain-remove`, `rollback`, `config` (show the
+/// config vars' values).
 pub async fn act(
     State(paas): State<Arc<Paas>>,
     Path((name, action)): Path<(String, String)>,
@@ -209,6 +210,18 @@ async fn run(
             "restart" => ops::apps::restart(&tx, id, true)
                 .await
                 .map(|d| format!("restarting {id}: deployment {}", d.deployment_id)),
+            "domain-add" => {
+                let host = field(form, "hostname").unwrap_or_default();
+                ops::domains::add(&tx, id, host)
+                    .await
+                    .map(|d| format!("{}: routed to {id}", d.hostname))
+            }
+            "domain-remove" => {
+                let host = field(form, "hostname").unwrap_or_default();
+                ops::domains::remove(&tx, id, host)
+                    .await
+                    .map(|d| format!("{}: no longer routed to {id}", d.hostname))
+            }
             _ => return Ok(None),
         }))
     };

@@ -85,6 +85,7 @@ impl Page {
                 "instances",
                 "scaler",
                 "wakes",
+                "domains",
                 "releases",
                 "logs",
             ],

@@ -1,5 +1,6 @@
-//! The PaaS's HTTP API. Marathon's `/v2` subset with Marathon's shapes and status codes, the
-//! router contract under `/v1`, `/ping` and `/metrics`.
+//! The PaaS's HTTP API. Marathon's `/v2` subset with Marathon's shapes and status codes; under
+//! `/v1` the router contract and drove's own (custom domains, scaling, suspend, logs, push);
+//! `/ping` and `/metrics`.
 //!
 //! **Access**: every path needs a token (`Authorization: Bearer <t>`, or HTTP basic with the
 //! token as password). The admin token opens everything; the router token opens only the route
@@ -7,6 +8,7 @@
 
 pub(crate) mod apps;
 pub(crate) mod deployments;
+mod domains;
 mod logs;
 pub mod metrics;
 mod routing;
@@ -66,6 +68,14 @@ fn routes(paas: Arc<Paas>) -> Router {
         .route("/v1/apps/{app}/scaling", get(routing::app_scaling))
         .route("/v1/apps/{app}/suspend", post(routing::suspend))
         .route("/v1/apps/{app}/resume", post(routing::resume))
+        .route(
+            "/v1/apps/{app}/domains",
+            get(domains::list).post(domains::add),
+        )
+        .route(
+            "/v1/apps/{app}/domains/{hostname}",
+            axum::routing::delete(domains::remove),
+        )
         .route(STATS_PATH, post(routing::stats))
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
         .route("/v1/push/apps", post(crate::push::create))

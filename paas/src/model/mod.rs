@@ -1,10 +1,11 @@
 //! The PaaS's domain types, a leaf every other module builds on (it names no other module of
 //! the crate): an app's definition with its scaling settings and placement constraints, its
-//! instances, its deployments, and the clock they are stamped with.
+//! instances, its deployments, custom domains' hostnames, and the clock they are stamped with.
 
 pub mod app;
 pub mod constraint;
 pub mod deployment;
+pub mod hostname;
 pub mod instance;
 pub mod scaling;
 

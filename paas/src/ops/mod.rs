@@ -10,6 +10,7 @@
 
 pub mod apps;
 pub mod deployments;
+pub mod domains;
 pub mod scaling;
 pub mod views;
 

@@ -235,10 +235,21 @@ pub async fn release(
     let want = def.instances;
     let deployment = {
         let tx = paas.begin().await;
-        crate::ops::apps::release(&tx, def)
+        // package.json's hostnames are claimed with the release: one another app holds refuses
+        // it before anything changes. Dropping one later does not let it go (domains:remove).
+        for h in &d.drove.hostnames {
+            crate::ops::domains::claimable(paas, &id, h)
+                .map_err(|e| format!("package.json: drove.hostnames: {e}"))?;
+        }
+        let deployed = crate::ops::apps::release(&tx, def)
             .await
-            .map_err(|e| e.to_string())?
-            .deployment_id
+            .map_err(|e| e.to_string())?;
+        for h in &d.drove.hostnames {
+            crate::ops::domains::add(&tx, &id, h)
+                .await
+                .map_err(|e| format!("package.json: drove.hostnames: {e}"))?;
+        }
+        deployed.deployment_id
     };
     note(
         out,

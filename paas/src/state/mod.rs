@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use drove_proto::marathon::{TaskFailure, UnusedOffer};
 use drove_proto::mesos::{OfferId, TaskInfo, TaskState, TaskStatus};
+use drove_proto::paas::Domain;
 use drove_proto::routing::{AppSpec, RouteMessage};
 
 use crate::events::{self, Event};
@@ -132,6 +133,8 @@ pub struct State {
     pub counters: Counters,
     /// One-off tasks (builds).
     pub jobs: jobs::Jobs,
+    /// Custom domains: hostname → the app that claimed it.
+    pub domains: BTreeMap<String, Domain>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -187,6 +190,7 @@ impl State {
             freed: false,
             published: HashMap::new(),
             effects: Vec::new(),
+            domains: BTreeMap::new(),
             routers: HashMap::new(),
             drain_timeout,
             kill_grace,
@@ -212,6 +216,11 @@ impl State {
     /// Restores what the store held.
     pub fn restore(&mut self, snapshot: crate::store::Snapshot) {
         self.framework_id = snapshot.framework_id;
+        self.domains = snapshot
+            .domains
+            .into_iter()
+            .map(|d| (d.hostname.clone(), d))
+            .collect();
         for a in snapshot.apps {
             let def: AppDefinition = match serde_json::from_str(&a.definition) {
                 Ok(d) => d,
@@ -329,6 +338,10 @@ impl State {
     ) -> String {
         let id = uuid::Uuid::new_v4().to_string();
         let app_id = rt_new.def.id.clone();
+        if rt_new.deleting {
+            // Its domains went with it in the store; another app may claim them now.
+            self.domains.retain(|_, d| d.app != app_id);
+        }
         let mut deployment = Deployment {
             id: id.clone(),
             version: rt_new.version.clone(),

@@ -25,9 +25,15 @@ impl State {
                 })
             })
             .collect();
+        let hostnames = self
+            .domains
+            .values()
+            .filter(|d| d.app == app.def.id)
+            .map(|d| d.hostname.clone())
+            .collect();
         Some(AppSpec {
             name,
-            hostnames: Vec::new(),
+            hostnames,
             state: if app.def.suspended() {
                 AppState::Stopped
             } else if app.def.instances == 0 {

@@ -49,6 +49,8 @@ pub struct AppPage {
     pub decisions: Vec<DecisionRow>,
     pub wakes: Vec<WakeRow>,
     pub waking: bool,
+    /// Its custom domains' hostnames.
+    pub domains: Vec<String>,
     /// `None` for an app deployed through `/v2` (it has no releases).
     pub releases: Option<Vec<ReleaseRow>>,
     /// Why its releases could not be read.
@@ -341,6 +343,9 @@ pub async fn app(paas: &Paas, name: &str) -> Option<AppPage> {
         decisions,
         wakes,
         waking: scaling.waking.is_some(),
+        domains: ops::domains::of(paas, &id)
+            .map(|ds| ds.into_iter().map(|d| d.hostname).collect())
+            .unwrap_or_default(),
         releases,
         releases_error,
         logs,

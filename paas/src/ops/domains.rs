@@ -1,0 +1,87 @@
+//! Custom domains: an app claims a hostname (refused, naming the holder, when another app has
+//! it), lets it go, lists its own. The routers route a claimed hostname to its app as they do
+//! its own `<app>.<domain>`.
+
+use drove_proto::paas::Domain;
+
+use super::{OpsError, Tx};
+use crate::model::app::InvalidApp;
+use crate::model::{hostname, timestamp};
+use crate::store::Op;
+use crate::Paas;
+
+/// App `app`'s custom domains, by hostname.
+pub fn of(paas: &Paas, app: &str) -> Result<Vec<Domain>, OpsError> {
+    let s = paas.lock();
+    if s.apps.get(app).is_none_or(|a| a.deleting) {
+        return Err(OpsError::NoApp(app.to_string()));
+    }
+    Ok(s.domains
+        .values()
+        .filter(|d| d.app == app)
+        .cloned()
+        .collect())
+}
+
+/// `host` in drove's spelling, if app `app` may claim it: a valid hostname outside drove's
+/// own domain that no other app holds.
+pub fn claimable(paas: &Paas, app: &str, host: &str) -> Result<String, OpsError> {
+    let hostname =
+        hostname::parse(host, &paas.args.domain).map_err(|e| InvalidApp::field("/hostname", e))?;
+    match paas.lock().domains.get(&hostname) {
+        Some(d) if d.app != app => Err(OpsError::Conflict(format!(
+            "{hostname} belongs to the app {}: it must let it go first",
+            d.app
+        ))),
+        _ => Ok(hostname),
+    }
+}
+
+/// App `app` claims `host`; claiming one it holds already changes nothing.
+pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError> {
+    let paas = tx.paas();
+    let hostname = claimable(paas, app, host)?;
+    {
+        let s = paas.lock();
+        if s.apps.get(app).is_none_or(|a| a.deleting) {
+            return Err(OpsError::NoApp(app.to_string()));
+        }
+        if let Some(d) = s.domains.get(&hostname) {
+            return Ok(d.clone());
+        }
+    }
+    let domain = Domain {
+        hostname: hostname.clone(),
+        app: app.to_string(),
+        added: timestamp(),
+    };
+    paas.store.write(Op::PutDomain(domain.clone())).await?;
+    let mut s = paas.lock();
+    s.domains.insert(hostname, domain.clone());
+    s.publish_routes(false, None);
+    tracing::info!(app, hostname = %domain.hostname, "custom domain claimed");
+    Ok(domain)
+}
+
+/// App `app` lets `host` go.
+pub async fn remove(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError> {
+    let paas = tx.paas();
+    let hostname = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let held = paas
+        .lock()
+        .domains
+        .get(&hostname)
+        .filter(|d| d.app == app)
+        .cloned();
+    let Some(domain) = held else {
+        return Err(OpsError::NotFound(format!(
+            "{app} has no domain {hostname:?}"
+        )));
+    };
+    paas.store.write(Op::DeleteDomain(hostname.clone())).await?;
+    let mut s = paas.lock();
+    s.domains.remove(&hostname);
+    s.publish_routes(false, None);
+    tracing::info!(app, %hostname, "custom domain let go");
+    Ok(domain)
+}
