@@ -40,6 +40,29 @@ pub enum RouteMessage {
     Remove { app: String },
     /// Keeps the connection visibly alive; carries no change.
     Heartbeat,
+    /// The complete set of certificates the routers serve over TLS (each chosen by the
+    /// client's SNI); replaces whatever set the router had.
+    Certificates { certs: Vec<CertSpec> },
+}
+
+/// A certificate chain and its private key (PEM), served for `hostnames`. Its key travels
+/// only on the authenticated route stream; `Debug` leaves it out.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertSpec {
+    pub hostnames: Vec<String>,
+    /// The leaf first, then its intermediates.
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for CertSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertSpec")
+            .field("hostnames", &self.hostnames)
+            .field("chain_pem", &format_args!("{} bytes", self.chain_pem.len()))
+            .field("key_pem", &"(secret)")
+            .finish()
+    }
 }
 
 impl RouteMessage {
@@ -54,7 +77,9 @@ impl RouteMessage {
         match self {
             RouteMessage::Snapshot { apps } => apps.iter().any(named),
             RouteMessage::Upsert { app } => named(app),
-            RouteMessage::Remove { .. } | RouteMessage::Heartbeat => false,
+            RouteMessage::Remove { .. }
+            | RouteMessage::Heartbeat
+            | RouteMessage::Certificates { .. } => false,
         }
     }
 }
@@ -415,5 +440,22 @@ mod tests {
         );
         let back: StatsReport = serde_json::from_value(v).expect("parses back");
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn a_certificate_set_reads_back_and_never_prints_its_key() {
+        let line = r#"{"type":"certificates","certs":[{"hostnames":["a.test"],"chain_pem":"C","key_pem":"SECRET-KEY"}]}"#;
+        let msg: RouteMessage = serde_json::from_str(line).unwrap();
+        let RouteMessage::Certificates { certs } = &msg else {
+            panic!("{msg:?}");
+        };
+        assert_eq!(certs[0].hostnames, ["a.test"]);
+        assert_eq!(certs[0].key_pem, "SECRET-KEY");
+        assert!(!msg.needs_name_lookup());
+        let shown = format!("{msg:?}");
+        assert!(
+            shown.contains("a.test") && !shown.contains("SECRET-KEY"),
+            "{shown}"
+        );
     }
 }

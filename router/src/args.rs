@@ -12,6 +12,10 @@ pub struct RouterArgs {
     /// Address the proxy listens on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Address of the HTTPS listener (TLS with the certificates the PaaS sends, chosen by SNI;
+    /// HTTP/2 and HTTP/1.1); none without it.
+    #[arg(long)]
+    pub https_listen: Option<SocketAddr>,
     /// Address of the admin listener (`/health`, `/metrics`); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin: SocketAddr,
@@ -84,6 +88,7 @@ impl RouterArgs {
         Self {
             paas: paas.into(),
             listen,
+            https_listen: None,
             admin,
             domain: "localhost".into(),
             hold_queue: 1000,

@@ -21,6 +21,7 @@ mod route_stream;
 pub mod routes;
 mod server;
 pub mod stats;
+pub mod tls;
 mod wake;
 
 pub use args::RouterArgs;

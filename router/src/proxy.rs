@@ -347,7 +347,10 @@ impl ProxyHttp for Router {
                 upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
             }
         }
-        upstream_request.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        // Overwritten, never appended: the scheme the client used to reach this router.
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
         if let Some(h) = ctx.host.clone() {
             upstream_request.insert_header("x-forwarded-host", h)?;
         }

@@ -159,6 +159,7 @@ fn apply_line(
                 RouteMessage::Upsert { app } => format!("upsert {}", app.name),
                 RouteMessage::Remove { app } => format!("remove {app}"),
                 RouteMessage::Heartbeat => "heartbeat".into(),
+                RouteMessage::Certificates { certs } => format!("{} certificates", certs.len()),
             };
             // A name lookup blocks: let the control runtime's other tasks (wakes, stats, the
             // admin listener) move to another thread meanwhile.

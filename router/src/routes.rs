@@ -132,6 +132,8 @@ pub enum RouteError {
     AppName(String),
     #[error("app {app}: invalid backend address {addr:?}")]
     BackendAddr { app: String, addr: String },
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::CertError),
 }
 
 fn resolve(addr: &str) -> Option<SocketAddr> {
@@ -146,6 +148,8 @@ pub struct Registry {
     domain: String,
     apps: BTreeMap<String, Arc<App>>,
     table: Arc<ArcSwap<Table>>,
+    /// The HTTPS listener's certificates.
+    certs: Arc<crate::tls::Certs>,
 }
 
 impl Registry {
@@ -154,7 +158,13 @@ impl Registry {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
             apps: BTreeMap::new(),
             table,
+            certs: Arc::default(),
         }
+    }
+
+    /// The certificates the HTTPS listener serves (from the route stream's `certificates`).
+    pub fn certs(&self) -> Arc<crate::tls::Certs> {
+        self.certs.clone()
     }
 
     /// Applies one message; the new table is visible to the proxy when this returns.
@@ -163,6 +173,14 @@ impl Registry {
         let mut errors = Vec::new();
         match msg {
             RouteMessage::Heartbeat => return errors,
+            RouteMessage::Certificates { certs } => {
+                return self
+                    .certs
+                    .replace(&certs)
+                    .into_iter()
+                    .map(RouteError::from)
+                    .collect();
+            }
             RouteMessage::Snapshot { apps } => {
                 let mut seen = std::collections::BTreeSet::new();
                 for spec in apps {

@@ -24,6 +24,8 @@ use crate::wake::Holder;
 pub enum RouterError {
     #[error("invalid --paas URL {url:?}: {reason}")]
     PaasUrl { url: String, reason: String },
+    #[error("the HTTPS listener's TLS settings: {0}")]
+    Tls(String),
     #[error("--listen {0}: choose a fixed port (0 is only allowed for --admin)")]
     ListenPortZero(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
@@ -169,13 +171,13 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
     if args.listen.port() == 0 {
         return Err(RouterError::ListenPortZero(args.listen));
     }
-    // Fail early and clearly if the proxy port is taken (Pingora would only log it).
-    drop(
-        std::net::TcpListener::bind(args.listen).map_err(|source| RouterError::Bind {
-            addr: args.listen,
-            source,
-        })?,
-    );
+    // Fail early and clearly if a proxy port is taken (Pingora would only log it).
+    for addr in std::iter::once(args.listen).chain(args.https_listen) {
+        drop(
+            std::net::TcpListener::bind(addr)
+                .map_err(|source| RouterError::Bind { addr, source })?,
+        );
+    }
     let admin_listener =
         std::net::TcpListener::bind(args.admin).map_err(|source| RouterError::Bind {
             addr: args.admin,
@@ -228,6 +230,7 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
             source,
         })?;
     let control_handle = control_rt.handle().clone();
+    let certs;
     {
         let _guard = control_rt.enter();
         let admin = tokio::net::TcpListener::from_std(admin_listener).map_err(|source| {
@@ -237,6 +240,7 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
             }
         })?;
         let registry = Registry::new(&args.domain, table.clone());
+        certs = registry.certs();
         control_rt.spawn(crate::route_stream::follow(
             client.clone(),
             paas.clone(),
@@ -313,6 +317,10 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
         ..ServerConf::default()
     };
     let listen = args.listen;
+    let https = match args.https_listen {
+        Some(addr) => Some((addr, tls_settings(certs)?)),
+        None => None,
+    };
     let pingora_shutdown = shutdown_rx;
     let proxy = std::thread::Builder::new()
         .name("drove-router-proxy".into())
@@ -325,6 +333,9 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
                 "drove-router",
             );
             service.add_tcp(&listen.to_string());
+            if let Some((addr, settings)) = https {
+                service.add_tls_with_settings(&addr.to_string(), None, settings);
+            }
             server.add_service(service);
             server.run(RunArgs {
                 shutdown_signal: Box::new(WatchShutdown(pingora_shutdown)),
@@ -357,4 +368,17 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
     }
     tracing::info!(%listen, admin = %admin_addr, "router started");
     Ok(handle)
+}
+
+/// The HTTPS listener's TLS (Pingora's Mozilla-intermediate settings: TLS 1.2 and 1.3), the
+/// certificate chosen per SNI from `certs`, HTTP/2 or HTTP/1.1 by ALPN.
+fn tls_settings(
+    certs: std::sync::Arc<crate::tls::Certs>,
+) -> Result<pingora::listeners::tls::TlsSettings, RouterError> {
+    // No files: the resolver supplies every certificate.
+    let mut settings = pingora::listeners::tls::TlsSettings::intermediate("", "")
+        .map_err(|e| RouterError::Tls(e.to_string()))?;
+    settings.set_cert_resolver(certs);
+    settings.enable_h2();
+    Ok(settings)
 }

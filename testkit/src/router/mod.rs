@@ -408,6 +408,14 @@ impl Paas {
             .send(json!({"type": "remove", "app": name}).to_string());
     }
 
+    /// Streams a new certificate set (`[{"hostnames", "chain_pem", "key_pem"}]`) to the
+    /// routers connected now.
+    pub fn certificates(&self, certs: Value) {
+        let _ = self
+            .tx
+            .send(json!({"type": "certificates", "certs": certs}).to_string());
+    }
+
     /// Closes every open route stream (the router should reconnect).
     pub fn drop_streams(&self) {
         self.kick.send_modify(|k| *k += 1);
