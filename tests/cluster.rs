@@ -672,14 +672,12 @@ async fn failover_timeout_expiry_kills_tasks_and_partition_aware_sees_unreachabl
     let pid = pid_of(&short.wait_state("orphan", "TASK_RUNNING", T).await).expect("pid");
     let short_id = short.id.clone();
     drop(short);
-    let deadline = tokio::time::Instant::now() + T;
-    while pid_alive(pid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        !pid_alive(pid),
-        "the task outlived its framework's failover timeout"
-    );
+    wait::until(
+        "the task to end after its framework's failover timeout",
+        T,
+        || !pid_alive(pid),
+    )
+    .await;
     let state = c.state().await;
     assert!(
         state["completed_frameworks"]
@@ -728,27 +726,26 @@ async fn drove_up_runs_master_and_agent() {
     ];
     let _up = Proc::spawn("up", &args, &dir.path().join("up.log"));
     let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + T;
-    let mut active = 0;
     // drove up's master state is for operators: the generated cluster secret reads it.
     let cluster_secret = dir.path().join("cluster-secret");
-    while active != 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let Ok(secret) = std::fs::read_to_string(&cluster_secret) else {
-            continue;
-        };
-        if let Ok(r) = http
+    wait::until_ok("drove up's agent to register", T, || async {
+        let secret = std::fs::read_to_string(&cluster_secret)
+            .map_err(|e| format!("no cluster secret yet: {e}"))?;
+        let v = http
             .get(format!("http://{master}/master/state"))
             .bearer_auth(secret.trim())
             .send()
             .await
-        {
-            if let Ok(v) = r.json::<Value>().await {
-                active = v["activated_slaves"].as_u64().unwrap_or(0);
-            }
+            .map_err(|e| e.to_string())?
+            .json::<Value>()
+            .await
+            .map_err(|e| e.to_string())?;
+        match v["activated_slaves"].as_u64() {
+            Some(1) => Ok(()),
+            active => Err(format!("{active:?} active agents")),
         }
-    }
-    assert_eq!(active, 1, "drove up did not register its agent");
+    })
+    .await;
     let anonymous = http
         .get(format!("http://{master}/master/state"))
         .send()
@@ -839,11 +836,7 @@ async fn an_agent_unreachable_too_long_is_removed_and_its_tasks_stopped() {
     let gone = fw.wait_state("stranded", "TASK_GONE", T).await;
     assert_eq!(gone["reason"], "REASON_AGENT_REMOVED");
     c.agent_proc(0).signal(nix::sys::signal::Signal::SIGCONT);
-    let deadline = tokio::time::Instant::now() + T;
-    while pid_alive(pid) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(!pid_alive(pid), "the removed agent's task kept running");
+    wait::until("the removed agent's task to end", T, || !pid_alive(pid)).await;
     c.wait_agents(1).await;
     let state = c.state().await;
     assert_ne!(
@@ -1055,15 +1048,18 @@ async fn a_store_that_fails_writes_turns_health_red_and_loses_nothing_acknowledg
         .await;
     assert_eq!(code, 202, "{body}");
     fw.wait_state("first", "TASK_RUNNING", T).await;
-    let deadline = tokio::time::Instant::now() + T;
-    while master_gauge(&c, "drove_master_store_pending_ops").await != Some(0.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the store never caught up; logs:\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait::until_ok_with(
+        "the store to catch up",
+        T,
+        || async {
+            match master_gauge(&c, "drove_master_store_pending_ops").await {
+                Some(0.0) => Ok(()),
+                pending => Err(format!("{pending:?} pending")),
+            }
+        },
+        || format!("logs:\n{}", c.logs()),
+    )
+    .await;
     assert_eq!(master_health(&c).await.0, 200);
 
     // The disk stops taking writes (the database and its WAL, which the master has open).
@@ -1080,18 +1076,22 @@ async fn a_store_that_fails_writes_turns_health_red_and_loses_nothing_acknowledg
     assert_eq!(code, 202, "{body}");
 
     // Health turns red, naming the store and its file.
-    let deadline = tokio::time::Instant::now() + T;
-    let (code, why) = loop {
-        let (code, body) = master_health(&c).await;
-        if code != 200 || tokio::time::Instant::now() > deadline {
-            break (code, body);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (code, why) = wait::until_ok_with(
+        "/health to turn red",
+        T,
+        || async {
+            match master_health(&c).await {
+                (200, body) => Err(format!("/health stayed 200: {body}")),
+                answer => Ok(answer),
+            }
+        },
+        || format!("logs:\n{}", c.logs()),
+    )
+    .await;
     assert_eq!(
         code,
         503,
-        "/health stayed {code}: {why}; logs:\n{}",
+        "/health answered {code}: {why}; logs:\n{}",
         c.logs()
     );
     assert!(why.contains("store"), "{why}");
@@ -1152,19 +1152,16 @@ async fn a_store_that_fails_writes_turns_health_red_and_loses_nothing_acknowledg
 
     // The disk is back: the master writes what it kept and turns healthy by itself.
     immutable.clear();
-    let deadline = tokio::time::Instant::now() + T;
-    loop {
-        let (code, body) = master_health(&c).await;
-        if code == 200 {
-            break;
+    wait::until_ok("/health to turn healthy again", T, || async {
+        match master_health(&c).await {
+            (200, _) => Ok(()),
+            (code, body) => Err(format!(
+                "/health stayed {code}: {body}; logs:\n{}",
+                c.logs()
+            )),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/health stayed {code}: {body}; logs:\n{}",
-            c.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(
         master_gauge(&c, "drove_master_store_failed").await,
         Some(0.0)
@@ -1285,8 +1282,7 @@ async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
         "{master}/master/frameworks/{}/tasks/diary/logs/stdout",
         alice.id
     );
-    let deadline = std::time::Instant::now() + T;
-    loop {
+    wait::until_ok("the task's log to show", T, || async {
         let r = anon
             .get(&logs)
             .basic_auth("alice", Some("s3cret-a"))
@@ -1294,12 +1290,14 @@ async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
             .await
             .expect("logs");
         assert_eq!(r.status(), 200, "alice reads her task's logs");
-        if r.text().await.unwrap_or_default().contains("dear-diary") {
-            break;
+        let text = r.text().await.unwrap_or_default();
+        if text.contains("dear-diary") {
+            Ok(())
+        } else {
+            Err(format!("{text:?}"))
         }
-        assert!(std::time::Instant::now() < deadline, "the log never showed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let r = anon
         .get(&logs)
         .basic_auth("bob", Some("s3cret-b"))

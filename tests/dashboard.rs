@@ -13,8 +13,8 @@ use std::time::Duration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use support::up::Up;
+use support::wait::until_ok;
 use support::{dashboard, git};
-use tokio::time::Instant;
 
 const PASSWORD: &str = "correct horse battery staple";
 /// A config value with markup in it: shown only when asked, and as text.
@@ -58,43 +58,16 @@ async fn browser(profile: &Path) -> (ChromeDriver, Client) {
         }),
     );
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let client = loop {
+    let client = until_ok("a WebDriver session", Duration::from_secs(30), || async {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector)
+        ClientBuilder::new(connector)
             .capabilities(caps.clone())
             .connect(&url)
             .await
-        {
-            Ok(c) => break c,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "no WebDriver session: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+            .map_err(|e| e.to_string())
+    })
+    .await;
     (driver, client)
-}
-
-/// Waits (at most `secs`) until `check` gives `Some`; panics with `what` and the last text.
-async fn until<T, F, Fut>(what: &str, secs: u64, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{what} within {secs} s; last: {last}"
-                );
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn text(c: &Client, css: &str) -> String {
@@ -122,7 +95,7 @@ async fn click(c: &Client, css: &str) {
 
 /// The page's result line once it says something other than "working…".
 async fn result(c: &Client) -> String {
-    until("the control's result", 60, || async {
+    until_ok("the control's result", Duration::from_secs(60), || async {
         let t = text(c, "#result").await;
         if t.is_empty() || t.starts_with("working") {
             Err(t)
@@ -239,7 +212,10 @@ async fn the_dashboard_in_a_real_browser() {
         Some(json!({"set": {"MESSAGE": SECRET}})),
     )
     .await;
-    let body = until("v2 serving", 60, || through_router(&up)).await;
+    let body = until_ok("v2 serving", Duration::from_secs(60), || {
+        through_router(&up)
+    })
+    .await;
     assert!(body.starts_with(SECRET), "{body}");
 
     let profile = support::tempdir();
@@ -258,14 +234,18 @@ async fn the_dashboard_in_a_real_browser() {
         .await
         .unwrap();
     click(&c, "#login").await;
-    until("the wrong password refused", 10, || async {
-        let t = text(&c, ".result.err").await;
-        if t.contains("Wrong token or password") {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    })
+    until_ok(
+        "the wrong password refused",
+        Duration::from_secs(10),
+        || async {
+            let t = text(&c, ".result.err").await;
+            if t.contains("Wrong token or password") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    )
     .await;
     c.find(Locator::Id("secret"))
         .await
@@ -274,14 +254,18 @@ async fn the_dashboard_in_a_real_browser() {
         .await
         .unwrap();
     click(&c, "#login").await;
-    until("logged in, on the apps page", 10, || async {
-        let url = c.current_url().await.map_err(|e| e.to_string())?;
-        if url.path() == "/admin/apps" {
-            Ok(())
-        } else {
-            Err(url.to_string())
-        }
-    })
+    until_ok(
+        "logged in, on the apps page",
+        Duration::from_secs(10),
+        || async {
+            let url = c.current_url().await.map_err(|e| e.to_string())?;
+            if url.path() == "/admin/apps" {
+                Ok(())
+            } else {
+                Err(url.to_string())
+            }
+        },
+    )
     .await;
     let cookie = c
         .get_named_cookie("drove_session")
@@ -295,14 +279,18 @@ async fn the_dashboard_in_a_real_browser() {
     assert!(cookie.expires().is_some(), "the session cookie expires");
 
     // The apps page lists the pushed app with its state and instances.
-    let row = until("the app listed as running", 30, || async {
-        let t = text(&c, "tr[data-app=shop]").await;
-        if t.contains("/shop") && t.contains("1 / 1") {
-            Ok(t)
-        } else {
-            Err(t)
-        }
-    })
+    let row = until_ok(
+        "the app listed as running",
+        Duration::from_secs(30),
+        || async {
+            let t = text(&c, "tr[data-app=shop]").await;
+            if t.contains("/shop") && t.contains("1 / 1") {
+                Ok(t)
+            } else {
+                Err(t)
+            }
+        },
+    )
     .await;
     assert!(
         row.contains("idle") || row.contains("running"),
@@ -320,14 +308,18 @@ async fn the_dashboard_in_a_real_browser() {
     click(&c, "#set-instances").await;
     let said = result(&c).await;
     assert!(said.contains("scaling /shop to 2"), "{said}");
-    until("2 instances ready, shown live", 60, || async {
-        let (n, rows) = (text(&c, "#count").await, count(&c, "tr.instance").await);
-        if n == "2 / 2" && rows == 2 {
-            Ok(())
-        } else {
-            Err(format!("count {n:?}, {rows} rows"))
-        }
-    })
+    until_ok(
+        "2 instances ready, shown live",
+        Duration::from_secs(60),
+        || async {
+            let (n, rows) = (text(&c, "#count").await, count(&c, "tr.instance").await);
+            if n == "2 / 2" && rows == 2 {
+                Ok(())
+            } else {
+                Err(format!("count {n:?}, {rows} rows"))
+            }
+        },
+    )
     .await;
     let addrs = text(&c, "#instances-list").await;
     assert!(addrs.contains("127.0.0.1:22"), "host:port shown: {addrs}");
@@ -357,7 +349,7 @@ async fn the_dashboard_in_a_real_browser() {
     click(&c, "#zero").await;
     let said = result(&c).await;
     assert!(said.contains("scaling /shop to 0"), "{said}");
-    until("at zero, shown live", 60, || async {
+    until_ok("at zero, shown live", Duration::from_secs(60), || async {
         let (s, rows) = (text(&c, "#state").await, count(&c, "tr.instance").await);
         if s == "at zero" && rows == 0 {
             Ok(())
@@ -369,7 +361,7 @@ async fn the_dashboard_in_a_real_browser() {
     click(&c, "#wake").await;
     let said = result(&c).await;
     assert!(said.contains("awake"), "{said}");
-    until("awake again", 60, || async {
+    until_ok("awake again", Duration::from_secs(60), || async {
         let (n, s) = (text(&c, "#count").await, text(&c, "#state").await);
         if n == "1 / 1" && s != "at zero" && s != "waking" {
             Ok(())
@@ -389,7 +381,7 @@ async fn the_dashboard_in_a_real_browser() {
     c.accept_alert().await.expect("suspending asks first");
     let said = result(&c).await;
     assert!(said.contains("/shop: suspended"), "{said}");
-    until("suspended, shown live", 60, || async {
+    until_ok("suspended, shown live", Duration::from_secs(60), || async {
         let (s, rows) = (text(&c, "#state").await, count(&c, "tr.instance").await);
         if s == "suspended" && rows == 0 {
             Ok(())
@@ -412,14 +404,18 @@ async fn the_dashboard_in_a_real_browser() {
     click(&c, "#wake").await;
     let said = result(&c).await;
     assert!(said.contains("awake"), "{said}");
-    until("awake after the resume", 60, || async {
-        let (n, s) = (text(&c, "#count").await, text(&c, "#state").await);
-        if n == "1 / 1" && s != "suspended" && s != "waking" {
-            Ok(())
-        } else {
-            Err(format!("{n:?} {s:?}"))
-        }
-    })
+    until_ok(
+        "awake after the resume",
+        Duration::from_secs(60),
+        || async {
+            let (n, s) = (text(&c, "#count").await, text(&c, "#state").await);
+            if n == "1 / 1" && s != "suspended" && s != "waking" {
+                Ok(())
+            } else {
+                Err(format!("{n:?} {s:?}"))
+            }
+        },
+    )
     .await;
 
     // Bad input is refused with the API's message, naming the field; a restart goes through.
@@ -436,16 +432,20 @@ async fn the_dashboard_in_a_real_browser() {
     click(&c, "#restart").await;
     let said = result(&c).await;
     assert!(said.contains("restarting /shop"), "{said}");
-    until("restarted: one new instance ready", 60, || async {
-        let n = text(&c, "#count").await;
-        let rows = count(&c, "tr.instance").await;
-        let now = text(&c, "tr.instance small").await;
-        if n == "1 / 1" && rows == 1 && now != before {
-            Ok(())
-        } else {
-            Err(format!("{n:?}, {rows} rows"))
-        }
-    })
+    until_ok(
+        "restarted: one new instance ready",
+        Duration::from_secs(60),
+        || async {
+            let n = text(&c, "#count").await;
+            let rows = count(&c, "tr.instance").await;
+            let now = text(&c, "tr.instance small").await;
+            if n == "1 / 1" && rows == 1 && now != before {
+                Ok(())
+            } else {
+                Err(format!("{n:?}, {rows} rows"))
+            }
+        },
+    )
     .await;
 
     // Config values are hidden until asked for.
@@ -457,14 +457,18 @@ async fn the_dashboard_in_a_real_browser() {
         "the app's link names the router's port"
     );
     click(&c, "#show-config").await;
-    until("the config value shown", 30, || async {
-        let t = text(&c, "#config").await;
-        if t.contains(SECRET) {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    })
+    until_ok(
+        "the config value shown",
+        Duration::from_secs(30),
+        || async {
+            let t = text(&c, "#config").await;
+            if t.contains(SECRET) {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    )
     .await;
     // The value is the app's text, not markup.
     assert_eq!(count(&c, "#config i").await, 0, "config values are escaped");
@@ -479,7 +483,7 @@ async fn the_dashboard_in_a_real_browser() {
         said.contains("rolled back") && said.contains("v3"),
         "{said}"
     );
-    until("v3 listed as serving", 30, || async {
+    until_ok("v3 listed as serving", Duration::from_secs(30), || async {
         let t = text(&c, "tr.release[data-version=v3]").await;
         if t.contains("serving") && t.contains("rollback to v1") {
             Ok(())
@@ -488,7 +492,10 @@ async fn the_dashboard_in_a_real_browser() {
         }
     })
     .await;
-    let body = until("v1's config serving", 60, || through_router(&up)).await;
+    let body = until_ok("v1's config serving", Duration::from_secs(60), || {
+        through_router(&up)
+    })
+    .await;
     assert!(body.starts_with("hello "), "{body}");
     let build_log = c
         .execute(
@@ -513,14 +520,18 @@ async fn the_dashboard_in_a_real_browser() {
     )
     .await;
     c.goto(&format!("{base}/admin/cluster")).await.unwrap();
-    until("the waiting app explained", 30, || async {
-        let t = text(&c, "#starving").await;
-        if t.contains("/hog") && t.contains("InsufficientCpus") {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    })
+    until_ok(
+        "the waiting app explained",
+        Duration::from_secs(30),
+        || async {
+            let t = text(&c, "#starving").await;
+            if t.contains("/hog") && t.contains("InsufficientCpus") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    )
     .await;
     let agents = text(&c, "#agents").await;
     assert!(
@@ -540,7 +551,7 @@ async fn the_dashboard_in_a_real_browser() {
         })
     };
     c.goto(&format!("{base}/admin/apps/shop")).await.unwrap();
-    until("a request rate drawn", 45, || async {
+    until_ok("a request rate drawn", Duration::from_secs(45), || async {
         let rate = c
             .execute(
                 "return document.querySelector('#charts figure').innerHTML",
@@ -575,14 +586,18 @@ async fn the_dashboard_in_a_real_browser() {
     )
     .await;
     c.goto(&format!("{base}/admin/apps")).await.unwrap();
-    until("the crashing app shown failing", 30, || async {
-        let t = text(&c, "tr[data-app=crash]").await;
-        if t.contains("failing") && t.contains("last failure") {
-            Ok(())
-        } else {
-            Err(t)
-        }
-    })
+    until_ok(
+        "the crashing app shown failing",
+        Duration::from_secs(30),
+        || async {
+            let t = text(&c, "tr[data-app=crash]").await;
+            if t.contains("failing") && t.contains("last failure") {
+                Ok(())
+            } else {
+                Err(t)
+            }
+        },
+    )
     .await;
     let hog = text(&c, "tr[data-app=hog]").await;
     assert!(
@@ -617,7 +632,7 @@ async fn the_dashboard_in_a_real_browser() {
     c.set_window_size(1280, 900).await.unwrap();
     c.goto(&format!("{base}/admin/apps")).await.unwrap();
     click(&c, ".logout button").await;
-    until("logged out", 10, || async {
+    until_ok("logged out", Duration::from_secs(10), || async {
         let url = c.current_url().await.map_err(|e| e.to_string())?;
         if url.path() == "/admin/login" {
             Ok(())

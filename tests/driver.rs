@@ -425,19 +425,17 @@ async fn framework_state(
     what: &str,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
+    let pred = &pred;
+    wait::until_ok(what, within, || async move {
         let state = c.state().await;
-        let fw = state["frameworks"][0].clone();
-        if pred(&fw) {
-            return fw;
+        let fw = &state["frameworks"][0];
+        if pred(fw) {
+            Ok(fw.clone())
+        } else {
+            Err(format!("{state}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} within {within:?}: {state}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Cancelling stops the driver and closes its stream even when its event channel is full and

@@ -15,6 +15,7 @@ use support::drove_cli as cli;
 use support::paas::{
     agent, event_types, node_app, task_pid, watch_events, Drove, ADMIN_TOKEN, ROUTER_TOKEN,
 };
+use support::wait::{eventually, until_ok};
 use tokio::time::Instant;
 
 /// Two healthy instances spread over two agents answer through the router by Host; scaling
@@ -54,20 +55,23 @@ async fn app_is_spread_routed_scaled_and_woken() {
     let (status, _) = d.through_router("nope.localhost", "/").await.unwrap();
     assert_eq!(status, 404);
     // The router's stats for the app are kept and readable.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, stats) = d.call(Method::GET, "/v1/apps/web/stats", None).await;
-        let requests = stats["routers"]
-            .as_object()
-            .and_then(|r| r.values().next())
-            .and_then(|r| r["report"]["requests"].as_u64());
-        if status == 200 && requests >= Some(20) {
-            assert!(stats["history"].as_array().is_some_and(|h| !h.is_empty()));
-            break;
-        }
-        assert!(Instant::now() < deadline, "no stats for web: {stats}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_ok(
+        "the router's stats for web's 20 requests",
+        Duration::from_secs(10),
+        || async {
+            let (status, stats) = d.call(Method::GET, "/v1/apps/web/stats", None).await;
+            let requests = stats["routers"]
+                .as_object()
+                .and_then(|r| r.values().next())
+                .and_then(|r| r["report"]["requests"].as_u64());
+            if status == 200 && requests >= Some(20) {
+                assert!(stats["history"].as_array().is_some_and(|h| !h.is_empty()));
+                return Ok(());
+            }
+            Err(format!("{stats}"))
+        },
+    )
+    .await;
 
     // Scale to 3.
     d.put("web", json!({"instances": 3})).await;
@@ -139,27 +143,28 @@ async fn dead_instances_are_replaced_with_backoff() {
     let (events, _watch) = watch_events(&d);
     tokio::time::sleep(Duration::from_millis(200)).await;
     d.create(crashy).await;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let failures = loop {
-        let failed = events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| {
-                e["eventType"] == "status_update_event"
-                    && e["appId"] == "/crashy"
-                    && e["taskStatus"] == "TASK_FAILED"
-            })
-            .count();
-        if failed >= 4 || Instant::now() > deadline {
-            break failed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(
-        failures >= 4,
-        "the crashing app was relaunched: {failures} failures"
-    );
+    until_ok(
+        "the crashing app to be relaunched and fail 4 times",
+        Duration::from_secs(40),
+        || async {
+            let failed = events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| {
+                    e["eventType"] == "status_update_event"
+                        && e["appId"] == "/crashy"
+                        && e["taskStatus"] == "TASK_FAILED"
+                })
+                .count();
+            if failed >= 4 {
+                Ok(())
+            } else {
+                Err(format!("{failed} failures"))
+            }
+        },
+    )
+    .await;
     let stamps: Vec<std::time::SystemTime> = events
         .lock()
         .unwrap()
@@ -277,26 +282,24 @@ async fn rolling_deploy_under_load_drops_nothing() {
     let mut bad = node_app("/roll", 2, "v3");
     bad["env"]["UNHEALTHY"] = json!("1");
     let deployment = d.put("roll", bad).await;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let reason = loop {
-        let deployments = d.get("/v2/deployments").await;
-        let reason = deployments
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["id"] == deployment.as_str()).cloned())
-            .and_then(|x| {
-                x["currentActions"][0]["readinessCheckResults"][0]["lastResponse"]["body"]
-                    .as_str()
-                    .map(str::to_string)
-            });
-        if let Some(r) = reason.filter(|r| r.contains("health")) {
-            break r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stuck deployment never said why: {deployments}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let reason = until_ok(
+        "the stuck deployment to say why",
+        Duration::from_secs(40),
+        || async {
+            let deployments = d.get("/v2/deployments").await;
+            deployments
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["id"] == deployment.as_str()))
+                .and_then(|x| {
+                    x["currentActions"][0]["readinessCheckResults"][0]["lastResponse"]["body"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .filter(|r| r.contains("health"))
+                .ok_or_else(|| format!("{deployments}"))
+        },
+    )
+    .await;
     assert!(reason.contains("health"), "{reason}");
     for _ in 0..10 {
         let (status, body) = d.through_router("roll.localhost", "/").await.unwrap();
@@ -358,24 +361,26 @@ async fn paas_restart_and_agent_loss() {
     d.cluster.kill_master();
     d.cluster.start_master();
     d.cluster.wait_agents(2).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
     // `/metrics` says whether the PaaS is subscribed (Marathon's /v2/info has no such field).
-    let subscribed = || async {
-        let text = d
-            .api
-            .get(format!("{}/metrics", d.paas_url()))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .unwrap_or_default();
-        text.lines().any(|l| l.trim() == "drove_paas_subscribed 1")
-    };
-    while !subscribed().await {
-        assert!(Instant::now() < deadline, "the PaaS never re-subscribed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the PaaS to subscribe again",
+        Duration::from_secs(30),
+        || async {
+            let text = d
+                .api
+                .get(format!("{}/metrics", d.paas_url()))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .unwrap_or_default();
+            text.lines()
+                .any(|l| l.trim() == "drove_paas_subscribed 1")
+                .then_some(())
+        },
+    )
+    .await;
     let after = d.wait_healthy("steady", 2, Duration::from_secs(30)).await;
     let ids_after = task_ids(&after);
     assert_eq!(ids, ids_after, "the same instances after a master restart");
@@ -402,15 +407,19 @@ async fn paas_restart_and_agent_loss() {
     assert!(forget.success());
     d.start_paas();
     d.wait_paas().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while support::pid_alive(victim_pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the unknown task was not killed\n{}",
-            d.cluster.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    support::wait::until_ok_with(
+        "the unknown task to be killed",
+        Duration::from_secs(30),
+        || async {
+            if support::pid_alive(victim_pid) {
+                Err(format!("pid {victim_pid} is alive"))
+            } else {
+                Ok(())
+            }
+        },
+        || format!("logs:\n{}", d.cluster.logs()),
+    )
+    .await;
     let after = d.wait_healthy("steady", 2, Duration::from_secs(40)).await;
     assert!(after["tasks"]
         .as_array()
@@ -645,25 +654,24 @@ async fn drove_up_and_the_cli() {
     let (ok, out) = cli(&["deploy", example, &paas_arg, &data_arg]).await;
     assert!(ok, "drove deploy: {out}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let body = loop {
-        let r = http
-            .get(format!("http://127.0.0.1:{router}/"))
-            .header("Host", "hello.localhost")
-            .send()
-            .await;
-        if let Ok(r) = r {
-            if r.status() == 200 {
-                break r.text().await.unwrap();
+    let body = support::wait::until_ok_with(
+        "hello to answer",
+        Duration::from_secs(40),
+        || async {
+            let r = http
+                .get(format!("http://127.0.0.1:{router}/"))
+                .header("Host", "hello.localhost")
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 200 => Ok(r.text().await.unwrap()),
+                Ok(r) => Err(format!("{}", r.status())),
+                Err(e) => Err(e.to_string()),
             }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hello never answered:\n{}",
-            log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        },
+        || format!("drove up's log:\n{}", log()),
+    )
+    .await;
     assert!(body.starts_with("hello from drove"), "{body}");
 
     let (ok, out) = cli(&["apps", &paas_arg, &data_arg]).await;
@@ -688,19 +696,19 @@ async fn drove_up_and_the_cli() {
             .unwrap()
     };
     // Both instances up and the deployment over before comparing.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let before = loop {
+    let before = until_ok("hello to settle", Duration::from_secs(30), || async {
         let app = get_app().await;
         let settled = app["app"]["tasksHealthy"] == 2
             && app["app"]["deployments"]
                 .as_array()
                 .is_some_and(|d| d.is_empty());
         if settled {
-            break tasks(&app);
+            Ok(tasks(&app))
+        } else {
+            Err(format!("{app}"))
         }
-        assert!(Instant::now() < deadline, "hello never settled: {app}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     let (ok, out) = cli(&["deploy", example, &paas_arg, &data_arg, "--force"]).await;
     assert!(ok, "drove deploy again: {out}");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -723,23 +731,27 @@ async fn drove_up_and_the_cli() {
     // Scale to zero, then a request wakes it.
     let (ok, out) = cli(&["scale", "hello", "0", &paas_arg, &data_arg]).await;
     assert!(ok, "drove scale: {out}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v: Value = http
-            .get(format!("{paas_url}/v2/apps/hello"))
-            .bearer_auth(token.trim())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["app"]["tasks"].as_array().is_some_and(|t| t.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hello kept instances: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_ok(
+        "hello to give up its instances",
+        Duration::from_secs(30),
+        || async {
+            let v: Value = http
+                .get(format!("{paas_url}/v2/apps/hello"))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["app"]["tasks"].as_array().is_some_and(|t| t.is_empty()) {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        },
+    )
+    .await;
     let r = http
         .get(format!("http://127.0.0.1:{router}/"))
         .header("Host", "hello.localhost")
@@ -758,15 +770,20 @@ async fn drove_up_and_the_cli() {
     std::fs::write(&file, logged.to_string()).unwrap();
     let (ok, out) = cli(&["deploy", file.to_str().unwrap(), &paas_arg, &data_arg]).await;
     assert!(ok, "{out}");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let (ok, out) = cli(&["logs", "talker", &paas_arg, &data_arg]).await;
-        if ok && out.contains("listening on") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no log line: {out}\n{}", log());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    support::wait::until_ok_with(
+        "talker's log line",
+        Duration::from_secs(40),
+        || async {
+            let (ok, out) = cli(&["logs", "talker", &paas_arg, &data_arg]).await;
+            if ok && out.contains("listening on") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+        || format!("drove up's log:\n{}", log()),
+    )
+    .await;
 
     // An app with a 2 s idle period goes to zero by itself under `drove up`, and the next
     // request wakes it; the scaler says why, and the wake's timeline is there.
@@ -787,19 +804,22 @@ async fn drove_up_and_the_cli() {
             .await
             .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let v = scaling().await;
-        let idled =
-            v["decisions"].as_array().into_iter().flatten().any(|d| {
+    until_ok(
+        "sleepy to idle to zero",
+        Duration::from_secs(40),
+        || async {
+            let v = scaling().await;
+            let idled = v["decisions"].as_array().into_iter().flatten().any(|d| {
                 d["to"] == 0 && d["reason"].as_str().is_some_and(|r| r.starts_with("idle"))
             });
-        if idled && v["instances"] == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "sleepy never idled to zero: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            if idled && v["instances"] == 0 {
+                Ok(())
+            } else {
+                Err(format!("{v}"))
+            }
+        },
+    )
+    .await;
     let r = http
         .get(format!("http://127.0.0.1:{router}/"))
         .header("Host", "sleepy.localhost")
@@ -949,32 +969,32 @@ async fn marathon_api_surface() {
     let mut nowhere = node_app("/nowhere", 1, "x");
     nowhere["constraints"] = json!([["hostname", "CLUSTER", "no-such-host"]]);
     d.create(nowhere).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let q = d.get("/v2/queue").await;
-        let entry = q["queue"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["app"]["id"] == "/nowhere")
-            .cloned();
-        let declined = entry.as_ref().and_then(|e| {
-            e["processedOffersSummary"]["rejectSummaryLastOffers"]
-                .as_array()?
+    until_ok(
+        "the queue to explain /nowhere",
+        Duration::from_secs(30),
+        || async {
+            let q = d.get("/v2/queue").await;
+            let entry = q["queue"]
+                .as_array()
+                .unwrap()
                 .iter()
-                .find(|r| r["reason"] == "UnfulfilledConstraint")
-                .and_then(|r| r["declined"].as_u64())
-        });
-        if declined.is_some_and(|n| n > 0) {
-            assert_eq!(entry.unwrap()["count"], 1);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the queue never explained /nowhere: {q}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+                .find(|e| e["app"]["id"] == "/nowhere")
+                .cloned();
+            let declined = entry.as_ref().and_then(|e| {
+                e["processedOffersSummary"]["rejectSummaryLastOffers"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["reason"] == "UnfulfilledConstraint")
+                    .and_then(|r| r["declined"].as_u64())
+            });
+            if declined.is_some_and(|n| n > 0) {
+                assert_eq!(entry.unwrap()["count"], 1);
+                return Ok(());
+            }
+            Err(format!("{q}"))
+        },
+    )
+    .await;
 
     // The event stream wants its media type.
     let r = d
@@ -991,19 +1011,19 @@ async fn marathon_api_surface() {
     assert_eq!(status, 200, "{v}");
     let (status, _) = d.call(Method::GET, "/v2/apps/team/shop", None).await;
     assert_eq!(status, 404);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while support::pid_alive(pid)
-        || d.through_router("team-shop.localhost", "/")
-            .await
-            .map(|r| r.0)
-            != Ok(404)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the deleted app's instance or route stayed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the deleted app's instance and route to go",
+        Duration::from_secs(30),
+        || async {
+            let gone = !support::pid_alive(pid)
+                && d.through_router("team-shop.localhost", "/")
+                    .await
+                    .map(|r| r.0)
+                    == Ok(404);
+            gone.then_some(())
+        },
+    )
+    .await;
 }
 
 /// A PaaS whose database stops taking writes refuses the change (503) instead of answering it,
@@ -1065,8 +1085,7 @@ async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
         .await;
     let second = app["tasks"][0]["id"].as_str().expect("a task").to_string();
     immutable.clear();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    until_ok("the store to recover", Duration::from_secs(20), || async {
         let metrics = d
             .api
             .get(url_of(&d, "/metrics"))
@@ -1081,14 +1100,12 @@ async fn a_failed_store_write_is_refused_and_nothing_answered_is_lost() {
             && metrics.contains("drove_paas_store_failed 0")
             && metrics.contains("drove_paas_store_pending_ops 0")
         {
-            break;
+            Ok(())
+        } else {
+            Err(metrics)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the store never recovered: {metrics}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
     let (status, body) = d
         .call(
             Method::PUT,

@@ -11,6 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use support::git;
 use support::paas::{agent, Drove};
+use support::wait::{eventually, until_ok};
 
 fn commit(dir: &Path, package: &Value, message: &str) {
     std::fs::write(dir.join("package.json"), package.to_string()).expect("package.json");
@@ -199,18 +200,15 @@ async fn git_push_deploys_and_bad_pushes_are_rejected() {
     assert!(!ok && out.contains("nothing destroyed"), "{out}");
     let (ok, out) = cli(&["apps:destroy", "pushed", "--confirm", "pushed"]).await;
     assert!(ok, "{out}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _) = d.call(Method::GET, "/v2/apps/pushed", None).await;
-        if status == 404 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the app outlived its destruction"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the destroyed app to go",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = d.call(Method::GET, "/v2/apps/pushed", None).await;
+            (status == 404).then_some(())
+        },
+    )
+    .await;
     let (ok, out) = git(dir, &["ls-remote", &authed]);
     assert!(!ok, "the repository is gone: {out}");
     let (status, _) = d
@@ -528,25 +526,26 @@ async fn dependencies_are_built_on_the_cluster_and_cached() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let _ = push.kill();
     let _ = push.wait();
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    let releases = loop {
-        let (_, v) = d
-            .call(Method::GET, "/v1/push/apps/built/releases", None)
-            .await;
-        let settled = v["releases"]
-            .as_array()
-            .is_some_and(|r| r.iter().all(|x| x["status"] != "deploying"));
-        let app = d.app("/built").await;
-        let idle = app["deployments"].as_array().is_some_and(|x| x.is_empty());
-        if settled && idle {
-            break v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "a deploy was left half-way: {v} {app}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let releases = until_ok(
+        "the deploy the pusher left to run to an end",
+        Duration::from_secs(40),
+        || async {
+            let (_, v) = d
+                .call(Method::GET, "/v1/push/apps/built/releases", None)
+                .await;
+            let settled = v["releases"]
+                .as_array()
+                .is_some_and(|r| r.iter().all(|x| x["status"] != "deploying"));
+            let app = d.app("/built").await;
+            let idle = app["deployments"].as_array().is_some_and(|x| x.is_empty());
+            if settled && idle {
+                Ok(v)
+            } else {
+                Err(format!("{v} {app}"))
+            }
+        },
+    )
+    .await;
     let latest = releases["releases"]
         .as_array()
         .and_then(|r| r.iter().rev().find(|x| x["status"] == "succeeded"))

@@ -10,6 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 use support::paas::{agent, node_app, task_pid, watch_events, Drove};
+use support::wait::{until, until_ok};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
@@ -83,22 +84,25 @@ async fn an_idle_app_goes_to_zero_and_the_next_request_wakes_it() {
         a["instances"] == 0 && a["tasks"].as_array().is_some_and(|t| t.is_empty())
     })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nix_alive(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "pid {pid} outlived the scale to zero"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while used_cpus(&d).await > 0.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the app's resources were not given back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        &format!("pid {pid} to end after the scale to zero"),
+        Duration::from_secs(10),
+        || !nix_alive(pid),
+    )
+    .await;
+    until_ok(
+        "the app's resources to be given back",
+        Duration::from_secs(10),
+        || async {
+            let used = used_cpus(&d).await;
+            if used > 0.0 {
+                Err(format!("{used} cpus in use"))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
 
     let started = Instant::now();
     let (status, body) = d
@@ -166,29 +170,32 @@ async fn an_idle_app_goes_to_zero_and_the_next_request_wakes_it() {
         "the container steps ({inside} ms) fit between starting and running: {wake}"
     );
     eprintln!("wake timeline: {steps:?} container: {}", wake["container"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let published = events
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|e| e["eventType"] == "drove_scaling_decision_event")
-            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
-            .collect::<Vec<_>>();
-        let timeline = events
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|e| e["eventType"] == "drove_wake_timeline_event" && e["appId"] == "/sleepy");
-        if published.iter().any(|r| r.starts_with("idle"))
-            && published.iter().any(|r| r.starts_with("wake"))
-            && timeline
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "events: {published:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ok(
+        "the idle and wake decisions and the wake's timeline published as events",
+        Duration::from_secs(5),
+        || async {
+            let published = events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| e["eventType"] == "drove_scaling_decision_event")
+                .map(|e| e["reason"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>();
+            let timeline =
+                events.lock().unwrap().iter().any(|e| {
+                    e["eventType"] == "drove_wake_timeline_event" && e["appId"] == "/sleepy"
+                });
+            if published.iter().any(|r| r.starts_with("idle"))
+                && published.iter().any(|r| r.starts_with("wake"))
+                && timeline
+            {
+                Ok(())
+            } else {
+                Err(format!("events: {published:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 fn nix_alive(pid: i32) -> bool {

@@ -8,12 +8,25 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use drove_proto::mesos::TaskState;
-use drove_testkit::wait::until;
+use drove_testkit::wait::{until, until_ok};
 use serde_json::json;
 use support::*;
 
 async fn started(tag: &str) -> (FakeMaster, tempfile::TempDir, CgroupRoot, TestAgent, String) {
     started_with(tag, |_| {}).await
+}
+
+/// Waits for `what`: the agent at `ep` listing no task.
+async fn forgotten(ep: &str, what: &str) {
+    until_ok(what, T, || async {
+        let st = get_json(&format!("{ep}/agent/v1/state")).await;
+        if st["tasks"].as_array().unwrap().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{st}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,15 +84,7 @@ async fn registers_runs_a_task_and_serves_its_logs() {
 
     // The terminal task is forgotten once everything is acked, but its sandbox (and so its
     // logs) stays.
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let st = get_json(&format!("{ep}/agent/v1/state")).await;
-        if st["tasks"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not forgotten: {st}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    forgotten(&ep, "the terminal task to be forgotten").await;
     let logged = reqwest::get(format!("{ep}/agent/v1/tasks/hello/stderr"))
         .await
         .unwrap()
@@ -405,15 +410,15 @@ async fn updates_are_retried_until_acked_in_order_and_survive_restart() {
     );
     assert_eq!(ups[0].status.uuid, ups[1].status.uuid);
     // `true` ends at once; on a slow (emulated) CPU that may take longer than the first resend.
-    let deadline = std::time::Instant::now() + T;
-    loop {
+    until_ok("all 3 updates pending", T, || async {
         let st = get_json(&format!("{ep}/agent/v1/state")).await;
         if st["tasks"][0]["pending_updates"].as_u64() == Some(3) {
-            break;
+            Ok(())
+        } else {
+            Err(format!("{st}"))
         }
-        assert!(std::time::Instant::now() < deadline, "{st}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     // Restart the agent with the updates unacked: they are resent.
     agent.stop().await;
     let before = master.updates_for("quick").len();
@@ -436,18 +441,7 @@ async fn updates_are_retried_until_acked_in_order_and_survive_restart() {
         assert_eq!(post(&ep, "/agent/v1/acknowledge", &ack).await, 202);
     }
     // Fully acked terminal task → forgotten.
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let st = get_json(&format!("{ep}/agent/v1/state")).await;
-        if st["tasks"].as_array().unwrap().is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "task not forgotten: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    forgotten(&ep, "the fully acked terminal task to be forgotten").await;
     agent.stop().await;
 }
 
@@ -537,15 +531,15 @@ async fn fork_bomb_stops_at_pids_max_and_the_agent_lives() {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
     assert_eq!(read("pids.max").trim(), "64");
     // Bounded wait until the bomb has filled its cgroup (the shell keeps failing to fork).
-    let deadline = std::time::Instant::now() + T;
-    while read("pids.current").trim().parse::<u64>().unwrap_or(0) < 60 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the bomb never filled its cgroup: pids.current {}",
-            read("pids.current")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok("the bomb to fill its cgroup", T, || async {
+        let current = read("pids.current");
+        if current.trim().parse::<u64>().unwrap_or(0) < 60 {
+            Err(format!("pids.current {current}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let current: u64 = read("pids.current").trim().parse().unwrap_or(999);
     assert!(current <= 64, "pids.current {current} above pids.max");
@@ -578,24 +572,14 @@ async fn failing_health_check_kills_the_task() {
         "consecutive_failures": 3, "grace_period_seconds": 5.0
     });
     post(&ep, "/agent/v1/launch", &body).await;
-    let healthy = {
-        let deadline = std::time::Instant::now() + T;
-        loop {
-            if let Some(u) = master
-                .updates_for("web")
-                .into_iter()
-                .find(|u| u.status.healthy == Some(true))
-            {
-                break u;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never healthy: {:?}",
-                master.updates_for("web")
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    let healthy = until_ok("a healthy update for web", T, || async {
+        let updates = master.updates_for("web");
+        match updates.iter().find(|u| u.status.healthy == Some(true)) {
+            Some(u) => Ok(u.clone()),
+            None => Err(format!("{updates:?}")),
         }
-    };
+    })
+    .await;
     assert_eq!(healthy.status.state, TaskState::TaskRunning);
     let killed = master.wait_state("web", TaskState::TaskKilled).await;
     assert_eq!(killed.status.healthy, Some(false));

@@ -5,7 +5,7 @@ use drove_testkit::agent as support;
 
 use drove_agent::Isolation;
 use drove_proto::mesos::TaskState;
-use drove_testkit::wait::until;
+use drove_testkit::wait::{until, until_ok};
 use support::*;
 
 async fn started(
@@ -181,18 +181,19 @@ fn probe_cmd(targets: &[(&str, String)]) -> String {
 }
 
 async fn wait_output(dir: &std::path::Path, task: &str, marker: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let out = stdout_of(dir, task);
-        if out.contains(marker) {
-            return out;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {marker:?} from {task}: {out}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_ok(
+        &format!("{marker:?} from {task}"),
+        std::time::Duration::from_secs(30),
+        || async {
+            let out = stdout_of(dir, task);
+            if out.contains(marker) {
+                Ok(out)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -237,18 +238,16 @@ async fn a_task_reaches_the_outside_but_not_other_tasks_or_the_host() {
         .unwrap();
     // Positive control: the host (the router, health checks) reaches B at its address.
     let b_url = format!("http://{b_ip}:31010/");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        if let Ok(r) = reqwest::get(&b_url).await {
+    until_ok(
+        "B to answer the host",
+        std::time::Duration::from_secs(20),
+        || async {
+            let r = reqwest::get(&b_url).await.map_err(|e| e.to_string())?;
             assert_eq!(r.text().await.unwrap(), "b");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "B never answered the host"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            Ok(())
+        },
+    )
+    .await;
     // And the host reaches its own service and the agent (controls of the refusals below).
     assert!(std::net::TcpStream::connect((outside.host_ip.as_str(), host_port)).is_ok());
     let agent_port = ep.rsplit(':').next().unwrap().to_string();
@@ -421,15 +420,19 @@ async fn fifty_launches_and_kills_leave_nothing_behind() {
     // Everything of the 51 containers is released; what remains is the pool of ready
     // namespaces (2 in these tests), each with its lease and NAT rule, and nothing else.
     let settled = |f: (usize, usize, usize)| f.0 <= 2 && f.1 == f.0 && f.2 == f.0;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !settled(network_footprint(dir.path())) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "namespaces, leases and NAT rules left: {:?}",
-            network_footprint(dir.path())
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    until_ok(
+        "the containers' namespaces, leases and NAT rules to be released",
+        std::time::Duration::from_secs(20),
+        || async {
+            let left = network_footprint(dir.path());
+            if settled(left) {
+                Ok(())
+            } else {
+                Err(format!("namespaces, leases and NAT rules left: {left:?}"))
+            }
+        },
+    )
+    .await;
     until("the task cgroups to go", T, || {
         task_cgroups(&root.0).is_empty()
     })

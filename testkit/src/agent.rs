@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -154,20 +154,17 @@ impl FakeMaster {
 
     /// Waits for an update of `task` in `state`.
     pub async fn wait_state(&self, task: &str, state: TaskState) -> StatusUpdate {
-        let deadline = Instant::now() + T;
-        loop {
-            if let Some(u) = self
-                .updates_for(task)
-                .into_iter()
-                .find(|u| u.status.state == state)
-            {
-                return u;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "no {} for {task}; updates: {:#?}",
-                    state.as_str(),
-                    self.updates_for(task)
+        crate::wait::until_ok(
+            &format!("a {} update for {task}", state.as_str()),
+            T,
+            || async {
+                let updates = self.updates_for(task);
+                if let Some(u) = updates.iter().find(|u| u.status.state == state) {
+                    return Ok(u.clone());
+                }
+                Err(format!(
+                    "updates: {:#?}",
+                    updates
                         .iter()
                         .map(|u| (
                             u.status.state,
@@ -175,24 +172,19 @@ impl FakeMaster {
                             u.status.reason.clone()
                         ))
                         .collect::<Vec<_>>()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                ))
+            },
+        )
+        .await
     }
 
     pub async fn wait_registrations(&self, n: usize) -> RegisterAgent {
-        let deadline = Instant::now() + T;
-        loop {
-            {
-                let st = self.lock();
-                if st.registrations.len() >= n {
-                    return st.registrations[n - 1].clone();
-                }
-            }
-            assert!(Instant::now() < deadline, "fewer than {n} registrations");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::wait::eventually(&format!("{n} registrations"), T, || {
+            let st = self.lock();
+            let reg = st.registrations.get(n - 1).cloned();
+            async move { reg }
+        })
+        .await
     }
 
     pub fn stop(&self) {

@@ -325,16 +325,19 @@ impl TestCluster {
     }
 
     async fn wait_http(&self, url: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = self.http.get(url).send().await {
-                if r.status().is_success() {
-                    return;
+        wait::until_ok_with(
+            &format!("{url} to come up"),
+            Duration::from_secs(20),
+            || async {
+                match self.http.get(url).send().await {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("{}", r.status())),
+                    Err(e) => Err(e.to_string()),
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{url} did not come up; logs:\n{}", self.logs());
+            },
+            || format!("logs:\n{}", self.logs()),
+        )
+        .await;
     }
 
     pub async fn state(&self) -> Value {
@@ -361,23 +364,27 @@ impl TestCluster {
 
     /// Waits until `n` agents are registered and active.
     pub async fn wait_agents(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/master/state", self.master_url()))
-                .send()
-                .await
-            {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["activated_slaves"].as_u64() == Some(n as u64) {
-                        return;
+        wait::until_ok_with(
+            &format!("{n} agents to register"),
+            Duration::from_secs(20),
+            || async {
+                if let Ok(r) = self
+                    .http
+                    .get(format!("{}/master/state", self.master_url()))
+                    .send()
+                    .await
+                {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if v["activated_slaves"].as_u64() == Some(n as u64) {
+                            return Ok(());
+                        }
                     }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{n} agents did not register; logs:\n{}", self.logs());
+                Err("fewer active agents".into())
+            },
+            || format!("logs:\n{}", self.logs()),
+        )
+        .await;
     }
 
     pub fn logs(&self) -> String {

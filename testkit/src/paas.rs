@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::{json, Value};
-use tokio::time::Instant;
 
-use super::{free_port, Proc, TestCluster};
+use super::{free_port, wait, Proc, TestCluster};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const ROUTER_TOKEN: &str = "test-router-token";
@@ -128,21 +127,24 @@ impl Drove {
     }
 
     pub async fn wait_paas(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(r) = self
-                .api
-                .get(format!("{}/ping", self.paas_url()))
-                .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
+        wait::until_ok_with(
+            "the PaaS to come up",
+            Duration::from_secs(20),
+            || async {
+                match self
+                    .api
+                    .get(format!("{}/ping", self.paas_url()))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("{}", r.status())),
+                    Err(e) => Err(e.to_string()),
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the PaaS did not come up; logs:\n{}", self.cluster.logs());
+            },
+            || format!("logs:\n{}", self.cluster.logs()),
+        )
+        .await;
     }
 
     pub fn start_router(&mut self) {
@@ -160,21 +162,25 @@ impl Drove {
 
     async fn wait_router(&self) {
         let url = format!("http://127.0.0.1:{}/health", self.router_admin);
-        let deadline = Instant::now() + Duration::from_secs(20);
         // The admin listener answers before Pingora's proxy listener is bound: wait for both.
-        while Instant::now() < deadline {
-            if let Ok(r) = self.anon.get(&url).send().await {
-                if r.status().is_success()
-                    && tokio::net::TcpStream::connect(self.router_addr())
-                        .await
-                        .is_ok()
-                {
-                    return;
+        wait::until_ok_with(
+            "the router to come up",
+            Duration::from_secs(20),
+            || async {
+                if let Ok(r) = self.anon.get(&url).send().await {
+                    if r.status().is_success()
+                        && tokio::net::TcpStream::connect(self.router_addr())
+                            .await
+                            .is_ok()
+                    {
+                        return Ok(());
+                    }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the router did not come up; logs:\n{}", self.cluster.logs());
+                Err("its admin or proxy listener does not answer".into())
+            },
+            || format!("logs:\n{}", self.cluster.logs()),
+        )
+        .await;
     }
 
     /// Calls the API with the admin token; returns the status and the JSON body (or Null).
@@ -247,7 +253,7 @@ impl Drove {
             .unwrap_or_default()
     }
 
-    /// Waits until `cond` holds for the app, polling every 100 ms up to `limit`.
+    /// Waits until `cond` holds for the app, within `limit`.
     pub async fn wait_app(
         &self,
         id: &str,
@@ -255,28 +261,28 @@ impl Drove {
         what: &str,
         cond: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + limit;
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            let (status, v) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/v2/apps/{}", id.trim_start_matches('/')),
-                    None,
-                )
-                .await;
-            if status == 200 {
-                last = v["app"].clone();
-                if cond(&last) {
-                    return last;
+        let path = format!("/v2/apps/{}", id.trim_start_matches('/'));
+        let cond = &cond;
+        wait::until_ok_with(
+            &format!("app {id} to reach: {what}"),
+            limit,
+            || {
+                let path = &path;
+                async move {
+                    let (status, v) = self.call(reqwest::Method::GET, path, None).await;
+                    let app = &v["app"];
+                    if status == 200 && cond(app) {
+                        return Ok(app.clone());
+                    }
+                    Err(format!(
+                        "GET {path} answered {status}: {}",
+                        if status == 200 { app } else { &v }
+                    ))
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "app {id} never reached: {what}; last seen {last}\nlogs:\n{}",
-            self.cluster.logs()
-        );
+            },
+            || format!("logs:\n{}", self.cluster.logs()),
+        )
+        .await
     }
 
     /// Waits until the app has exactly `n` tasks, all healthy, and no deployment.

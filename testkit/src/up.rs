@@ -5,9 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-use super::{free_port, CgroupTree, Proc};
+use super::{free_port, wait, CgroupTree, Proc};
 
 /// Dropped in order: the process, its tasks' cgroups, the agent's work dir, then the data dir.
 pub struct Up {
@@ -92,15 +90,20 @@ impl Up {
 
     /// Waits until `drove up` says it is up; reads its admin token and agent work dir.
     async fn wait_up(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.data.join("paas/admin-token").exists() || !self.log().contains("drove is up") {
-            assert!(
-                Instant::now() < deadline,
-                "drove up did not start:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let this = &*self;
+        wait::until_ok(
+            "drove up to start",
+            Duration::from_secs(30),
+            || async move {
+                let log = this.log();
+                if this.data.join("paas/admin-token").exists() && log.contains("drove is up") {
+                    Ok(())
+                } else {
+                    Err(format!("its log:\n{log}"))
+                }
+            },
+        )
+        .await;
         self.token = std::fs::read_to_string(self.data.join("paas/admin-token"))
             .expect("the admin token file")
             .trim()
@@ -128,11 +131,11 @@ impl Up {
     /// returns once it is up. Its tasks keep running meanwhile.
     pub async fn restart(&mut self) {
         self.proc.signal(nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while super::pid_alive(self.proc.pid()) {
-            assert!(Instant::now() < deadline, "drove up did not stop");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let pid = self.proc.pid();
+        wait::until("drove up to stop", Duration::from_secs(20), || {
+            !super::pid_alive(pid)
+        })
+        .await;
         let _ = self.proc.child.wait();
         let env: Vec<(&str, &str)> = self
             .env

@@ -56,6 +56,34 @@ where
     }
 }
 
+/// As [`until_ok`]; when it gives up, what `context` says then (the logs) is shown too. It is
+/// read once, at the end, not on every look.
+pub async fn until_ok_with<T, F, Fut>(
+    what: &str,
+    limit: Duration,
+    mut probe: F,
+    context: impl FnOnce() -> String,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let seen = match probe().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            panic!(
+                "{what}: not within {limit:?}; last seen: {seen}\n{}",
+                context()
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

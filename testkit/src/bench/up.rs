@@ -180,18 +180,15 @@ impl BenchUp {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("client");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http
-            .get(format!("{paas}/ping"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map(|r| !r.status().is_success())
-            .unwrap_or(true)
-        {
-            assert!(Instant::now() < deadline, "drove up did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::wait::eventually("drove up to start", Duration::from_secs(30), || async {
+            http.get(format!("{paas}/ping"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+                .then_some(())
+        })
+        .await;
         // Let the agent register and the PaaS subscribe.
         tokio::time::sleep(Duration::from_secs(1)).await;
         BenchUp {

@@ -9,52 +9,46 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::wait::{eventually, until, until_ok};
+
 use super::{
     app_json, client, free_port, get, metric, ws_frame, Backend, Launch, Paas, RouterUnderTest,
 };
 
 /// Waits until `host` is routed (answers something other than 404).
 async fn wait_routed(c: &reqwest::Client, r: &RouterUnderTest, host: &str) {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _, _) = get(c, r, host, "/").await;
-        if status != 404 {
-            return;
-        }
-        assert!(Instant::now() < end, "{host} never became routed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("{host} to be routed"),
+        Duration::from_secs(10),
+        || async { (get(c, r, host, "/").await.0 != 404).then_some(()) },
+    )
+    .await;
 }
 
 /// Waits until the admin listener lists `app` (its route was applied).
 async fn wait_known(r: &RouterUnderTest, app: &str) {
     let series = format!("drove_router_app_held{{app=\"{app}\"}}");
-    let end = Instant::now() + Duration::from_secs(10);
-    while metric(&r.metrics().await, &series).is_none() {
-        assert!(
-            Instant::now() < end,
-            "{app} never appeared in the route table"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        &format!("{app} to appear in the route table"),
+        Duration::from_secs(10),
+        || async { metric(&r.metrics().await, &series).map(|_| ()) },
+    )
+    .await;
 }
 
-/// Waits (at most 10 s) for a stats push whose entry for `app` satisfies `want`, and returns
-/// the newest such push.
-async fn push_where(paas: &Paas, app: &str, want: impl Fn(&Value) -> bool) -> Option<Value> {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
+/// Waits (at most 10 s) for `what`: a stats push whose entry for `app` satisfies `want`, and
+/// returns the newest such push.
+async fn push_where(paas: &Paas, what: &str, app: &str, want: impl Fn(&Value) -> bool) -> Value {
+    eventually(what, Duration::from_secs(10), || {
         let found = paas.stats().into_iter().rev().find(|s| {
             s["apps"]
                 .as_array()
                 .and_then(|a| a.iter().find(|x| x["app"] == app))
                 .is_some_and(&want)
         });
-        if found.is_some() || Instant::now() >= end {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        async move { found }
+    })
+    .await
 }
 
 async fn held(r: &RouterUnderTest, app: &str) -> f64 {
@@ -63,6 +57,25 @@ async fn held(r: &RouterUnderTest, app: &str) -> f64 {
         &format!("drove_router_app_held{{app=\"{app}\"}}"),
     )
     .unwrap_or(-1.0)
+}
+
+/// Waits (at most `limit`) for `what`: the count of `app`'s held requests satisfying `want`.
+async fn held_reaches(
+    r: &RouterUnderTest,
+    app: &str,
+    what: &str,
+    limit: Duration,
+    want: impl Fn(f64) -> bool,
+) {
+    until_ok(what, limit, || async {
+        let h = held(r, app).await;
+        if want(h) {
+            Ok(())
+        } else {
+            Err(format!("{h} held"))
+        }
+    })
+    .await;
 }
 
 pub async fn host_routing_and_unknown_hosts(l: &Launch) {
@@ -264,21 +277,20 @@ pub async fn backup_serves_only_while_primaries_are_down(l: &Launch) {
         "bk",
         &[(pa, false, false), (p2a, true, false), (ka, true, true)],
     ));
-    let c2 = c.clone();
-    let ok = {
-        let end = Instant::now() + Duration::from_secs(5);
-        loop {
-            let (_, _, body) = get(&c2, &r, "bk.localhost", "/").await;
-            let (_, _, body2) = get(&c2, &r, "bk.localhost", "/").await;
+    until_ok(
+        "the unhealthy primary to be left out",
+        Duration::from_secs(5),
+        || async {
+            let (_, _, body) = get(&c, &r, "bk.localhost", "/").await;
+            let (_, _, body2) = get(&c, &r, "bk.localhost", "/").await;
             if body == "primary2" && body2 == "primary2" {
-                break true;
+                Ok(())
+            } else {
+                Err(format!("answered {body:?}, {body2:?}"))
             }
-            if Instant::now() > end {
-                break false;
-            }
-        }
-    };
-    assert!(ok, "unhealthy primary left out");
+        },
+    )
+    .await;
     for _ in 0..10 {
         assert_eq!(get(&c, &r, "bk.localhost", "/").await.2, "primary2");
     }
@@ -287,10 +299,7 @@ pub async fn backup_serves_only_while_primaries_are_down(l: &Launch) {
         "bk",
         &[(pa, false, false), (p2a, false, false), (ka, true, true)],
     ));
-    let end = Instant::now() + Duration::from_secs(5);
-    while get(&c, &r, "bk.localhost", "/").await.2 != "backup" {
-        assert!(Instant::now() < end, "backup never used");
-    }
+    served_by(&c, &r, "backup", "the backup to be used").await;
     for _ in 0..10 {
         assert_eq!(get(&c, &r, "bk.localhost", "/").await.2, "backup");
     }
@@ -299,10 +308,7 @@ pub async fn backup_serves_only_while_primaries_are_down(l: &Launch) {
         "bk",
         &[(pa, true, false), (p2a, false, false), (ka, true, true)],
     ));
-    let end = Instant::now() + Duration::from_secs(5);
-    while get(&c, &r, "bk.localhost", "/").await.2 != "primary" {
-        assert!(Instant::now() < end, "primary never came back");
-    }
+    served_by(&c, &r, "primary", "the primary to come back").await;
     let kb = k.hits.load(Ordering::SeqCst);
     for _ in 0..10 {
         assert_eq!(get(&c, &r, "bk.localhost", "/").await.2, "primary");
@@ -323,10 +329,20 @@ pub async fn backup_serves_only_while_primaries_are_down(l: &Launch) {
         "bk",
         &[(pa, true, false), (p2a, false, false), (ka, true, true)],
     ));
-    let end = Instant::now() + Duration::from_secs(5);
-    while get(&c, &r, "bk.localhost", "/").await.2 != "primary" {
-        assert!(Instant::now() < end, "restated primary never used");
-    }
+    served_by(&c, &r, "primary", "the restated primary to be used").await;
+}
+
+/// Waits (at most 5 s) for `what`: `bk.localhost` answered by `backend`.
+async fn served_by(c: &reqwest::Client, r: &RouterUnderTest, backend: &str, what: &str) {
+    until_ok(what, Duration::from_secs(5), || async {
+        let (_, _, body) = get(c, r, "bk.localhost", "/").await;
+        if body == backend {
+            Ok(())
+        } else {
+            Err(format!("answered {body:?}"))
+        }
+    })
+    .await;
 }
 
 pub async fn dead_backend_is_retried_elsewhere(l: &Launch) {
@@ -387,17 +403,15 @@ pub async fn held_requests_complete_after_one_wake(l: &Launch) {
             Ok::<_, reqwest::Error>((status, resp.text().await?, Instant::now()))
         }));
     }
-    let mut all_held = false;
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        if held(&r, "sleepy").await == n as f64 {
-            all_held = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(all_held, "{n} requests held");
-    crate::wait::until("the router's wake call", Duration::from_secs(5), || {
+    held_reaches(
+        &r,
+        "sleepy",
+        &format!("{n} requests to be held"),
+        Duration::from_secs(10),
+        |h| h == n as f64,
+    )
+    .await;
+    until("the router's wake call", Duration::from_secs(5), || {
         !paas.wakes().is_empty()
     })
     .await;
@@ -440,11 +454,14 @@ pub async fn held_requests_complete_after_one_wake(l: &Launch) {
                 .map(|r| r.status().as_u16())
         }));
     }
-    let end = Instant::now() + Duration::from_secs(10);
-    while held(&r, "limited").await < 8.0 {
-        assert!(Instant::now() < end, "limited requests held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    held_reaches(
+        &r,
+        "limited",
+        "the 8 limited requests to be held",
+        Duration::from_secs(10),
+        |h| h >= 8.0,
+    )
+    .await;
     let first = Backend::start("first").await;
     let second = Backend::start("second").await;
     paas.upsert(
@@ -476,21 +493,24 @@ pub async fn held_client_that_hangs_up_leaves_the_queue(l: &Launch) {
     sock.write_all(b"GET /gone HTTP/1.1\r\nHost: sleepy.localhost\r\n\r\n")
         .await
         .expect("send request");
-    let end = Instant::now() + Duration::from_secs(10);
-    while held(&r, "sleepy").await < 1.0 {
-        assert!(Instant::now() < end, "request held");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    held_reaches(
+        &r,
+        "sleepy",
+        "the request to be held",
+        Duration::from_secs(10),
+        |h| h >= 1.0,
+    )
+    .await;
     drop(sock);
     // Well before the 30 s hold timeout.
-    let end = Instant::now() + Duration::from_secs(5);
-    while held(&r, "sleepy").await != 0.0 {
-        assert!(
-            Instant::now() < end,
-            "a hung-up client still holds a place in the queue"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    held_reaches(
+        &r,
+        "sleepy",
+        "the hung-up client to leave the queue",
+        Duration::from_secs(5),
+        |h| h == 0.0,
+    )
+    .await;
     let b = Backend::start("awake").await;
     paas.upsert(app_json("sleepy", &[(b.addr, true, false)]));
     let c = client();
@@ -768,9 +788,10 @@ pub async fn stats_match_requests_sent(l: &Launch) {
     for _ in 0..3 {
         assert_eq!(get(&c, &r, "nobody.localhost", "/").await.0, 404);
     }
-    let report = push_where(&paas, "counted", |x| x["requests"] == 30)
-        .await
-        .expect("a stats push with the 30 requests");
+    let report = push_where(&paas, "a stats push with the 30 requests", "counted", |x| {
+        x["requests"] == 30
+    })
+    .await;
     assert_eq!(report["unknown_host"], 3);
     let app = report["apps"]
         .as_array()
@@ -876,11 +897,13 @@ pub async fn hung_paas_does_not_slow_the_proxy(l: &Launch) {
         "pushes to a hung PaaS must time out and be counted (got {stalled})"
     );
     paas.stall_stats(false);
-    push_where(&paas, "steady", |x| {
-        x["requests"] == 40 && x["responses"]["2xx"] == 40
-    })
-    .await
-    .expect("a push with the 40 requests after the PaaS recovered");
+    push_where(
+        &paas,
+        "a push with the 40 requests after the PaaS recovered",
+        "steady",
+        |x| x["requests"] == 40 && x["responses"]["2xx"] == 40,
+    )
+    .await;
 }
 
 /// Stopping the router with a request held and another in flight is prompt: neither the
@@ -906,11 +929,19 @@ pub async fn stop_with_held_and_inflight_requests_is_prompt(l: &Launch) {
                 .map(|r| r.status())
         }));
     }
-    let end = Instant::now() + Duration::from_secs(10);
-    while held(&r, "sleepy").await < 1.0 || b.inflight.load(Ordering::SeqCst) < 1 {
-        assert!(Instant::now() < end, "one request held and one in flight");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_ok(
+        "one request held and one in flight",
+        Duration::from_secs(10),
+        || async {
+            let (held, inflight) = (held(&r, "sleepy").await, b.inflight.load(Ordering::SeqCst));
+            if held >= 1.0 && inflight >= 1 {
+                Ok(())
+            } else {
+                Err(format!("{held} held, {inflight} in flight"))
+            }
+        },
+    )
+    .await;
     let took = r.stop(Duration::from_secs(15)).await;
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     for t in clients {
@@ -943,11 +974,12 @@ pub async fn route_stream_reconnects_and_keeps_serving(l: &Launch) {
     assert_eq!(get(&c, &r, "second.localhost", "/").await.2, "second");
     // Removal applies too.
     paas.remove("first");
-    let end = Instant::now() + Duration::from_secs(5);
-    while get(&c, &r, "first.localhost", "/").await.0 != 404 {
-        assert!(Instant::now() < end, "removed app still routed");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(
+        "the removed app to be no longer routed",
+        Duration::from_secs(5),
+        || async { (get(&c, &r, "first.localhost", "/").await.0 == 404).then_some(()) },
+    )
+    .await;
     // A change is live within 100 ms of being streamed.
     let t = Instant::now();
     paas.upsert(app_json("third", &[(b.addr, true, false)]));

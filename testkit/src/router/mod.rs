@@ -604,25 +604,27 @@ impl RouterUnderTest {
         };
         let c = client();
         let url = format!("http://{admin}/health");
-        let end = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = c.get(&url).send().await {
-                if r.status().is_success() && tokio::net::TcpStream::connect(proxy).await.is_ok() {
-                    break;
+        // Up (`Ok`), or exited while starting (`Err`: then the caller tries again).
+        let started =
+            crate::wait::eventually("drove router to come up", Duration::from_secs(20), || {
+                let exited = rut.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                let (c, url) = (&c, &url);
+                async move {
+                    if let Ok(r) = c.get(url).send().await {
+                        if r.status().is_success()
+                            && tokio::net::TcpStream::connect(proxy).await.is_ok()
+                        {
+                            return Some(Ok(()));
+                        }
+                    }
+                    exited.map(Err)
                 }
-            }
-            if let Some(child) = rut.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    eprintln!("drove router exited while starting ({status}); retrying");
-                    rut.child = None;
-                    return None;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "drove router did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            })
+            .await;
+        if let Err(status) = started {
+            eprintln!("drove router exited while starting ({status}); retrying");
+            rut.child = None;
+            return None;
         }
         Some(rut)
     }
