@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use drove_paas::model::app::AppDefinition;
 use drove_paas::ops::views::App;
 use drove_proto::marathon::{Apps, OneApp, Queue};
-use drove_proto::paas::{Domain, Domains, NewDomain, ScalingView};
+use drove_proto::paas::{Certificate, Domain, Domains, NewCertificate, NewDomain, ScalingView};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -174,6 +174,22 @@ pub enum ClientCommand {
         id: String,
         /// The hostname (`www.example.com`), pointed at drove's routers in DNS.
         hostname: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Serves a domain over HTTPS with a certificate you provide (PEM files, read here and
+    /// sent to the PaaS; the key never goes on a command line).
+    #[command(name = "domains:cert")]
+    DomainsCert {
+        /// The app's id (`shop`, `/team/shop`).
+        id: String,
+        hostname: String,
+        /// The certificate chain (PEM, the leaf first).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
         #[command(flatten)]
         target: Target,
     },
@@ -475,6 +491,7 @@ impl ClientCommand {
             | ClientCommand::Domains { target, .. }
             | ClientCommand::DomainsAdd { target, .. }
             | ClientCommand::DomainsRemove { target, .. }
+            | ClientCommand::DomainsCert { target, .. }
             | ClientCommand::Delete { target, .. }
             | ClientCommand::Resume { target, .. }
             | ClientCommand::Logs { target, .. } => target,
@@ -741,7 +758,11 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 println!("{id} has no custom domains (drove domains:add {id} <hostname>)");
             }
             for d in domains.domains {
-                println!("{}  (added {})", d.hostname, d.added);
+                let https = match &d.certificate {
+                    Some(c) => format!("HTTPS until {} ({})", c.not_after, c.source),
+                    None => "no certificate".into(),
+                };
+                println!("{}  (added {}; {https})", d.hostname, d.added);
             }
         }
         ClientCommand::DomainsAdd { id, hostname, .. } => {
@@ -752,6 +773,35 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             println!(
                 "{}: routed to {} (point its DNS at drove's routers)",
                 d.hostname, d.app
+            );
+        }
+        ClientCommand::DomainsCert {
+            id,
+            hostname,
+            cert,
+            key,
+            ..
+        } => {
+            let read = |p: &PathBuf| {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+            };
+            let new = NewCertificate {
+                chain_pem: read(&cert)?,
+                key_pem: read(&key)?,
+            };
+            let route = route_of(&id)?;
+            let path = format!("/v1/apps/{route}/domains/{hostname}/certificate");
+            let v = c
+                .send(
+                    reqwest::Method::PUT,
+                    &path,
+                    Some(serde_json::to_value(new)?),
+                )
+                .await?;
+            let shown: Certificate = serde_json::from_value(v)?;
+            println!(
+                "{hostname}: served over HTTPS with this certificate (issued by {}, expires {})",
+                shown.issuer, shown.not_after
             );
         }
         ClientCommand::DomainsRemove { id, hostname, .. } => {

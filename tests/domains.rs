@@ -295,3 +295,189 @@ async fn package_json_hostnames_are_claimed_with_a_release() {
         "{listed}"
     );
 }
+
+/// A test CA (rcgen) and the certificates it issues, as PEM files an operator would have.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "drove test CA");
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let cert = p.self_signed(&key).expect("CA certificate");
+        Ca { cert, key }
+    }
+
+    /// A certificate for `name`: (chain PEM, key PEM).
+    fn issue(&self, name: &str) -> (String, String) {
+        let p = rcgen::CertificateParams::new(vec![name.to_string()]).expect("leaf params");
+        let key = rcgen::KeyPair::generate().expect("leaf key");
+        let cert = p
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("leaf certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A client that trusts only this CA and reaches `name` at the router's HTTPS port.
+    fn client(&self, d: &Drove, name: &str) -> reqwest::Client {
+        let root = reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).expect("root");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .resolve(name, ([127, 0, 0, 1], d.router_https).into())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client")
+    }
+}
+
+/// `domains:cert` gives a domain the operator's certificate: the router serves the app over
+/// HTTPS with it (checked by a client trusting only the operator's CA), across restarts of
+/// the PaaS and the router; a certificate that does not fit is refused saying why; letting
+/// the domain go stops it being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_certificates_serve_https_through_the_router() {
+    let mut d = Drove::start(&[&agent(39)]).await;
+    d.create(node_app("/secure", 1, "secure")).await;
+    d.wait_healthy("secure", 1, T).await;
+    let (ok, out) = cli(&d, &["domains:add", "secure", "secure.test"]).await;
+    assert!(ok, "{out}");
+    let ca = Ca::new();
+    let https = ca.client(&d, "secure.test");
+    let url = format!("https://secure.test:{}/", d.router_https);
+    // No certificate yet: no HTTPS for it (plain HTTP routes it).
+    assert!(
+        https.get(&url).send().await.is_err(),
+        "HTTPS without a certificate"
+    );
+    routed(&d, "secure.test", 200, "secure ").await;
+
+    let dir = support::tempdir();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("pem file");
+        p.display().to_string()
+    };
+    let (chain, key) = ca.issue("secure.test");
+    let (cert_file, key_file) = (write("cert.pem", &chain), write("key.pem", &key));
+    let (ok, out) = cli(
+        &d,
+        &[
+            "domains:cert",
+            "secure",
+            "secure.test",
+            "--cert",
+            &cert_file,
+            "--key",
+            &key_file,
+        ],
+    )
+    .await;
+    assert!(
+        ok && out.contains("served over HTTPS"),
+        "drove domains:cert: {out}"
+    );
+    assert!(
+        !out.contains("PRIVATE KEY"),
+        "the key is never echoed: {out}"
+    );
+    let served = || async {
+        match https.get(&url).send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                if status == 200 && body.starts_with("secure ") {
+                    Ok(())
+                } else {
+                    Err(format!("{status} {body}"))
+                }
+            }
+            Err(e) => Err(format!("{e:?}")),
+        }
+    };
+    until_ok("secure.test over HTTPS", T, served).await;
+    let (ok, out) = cli(&d, &["domains", "secure"]).await;
+    assert!(
+        ok && out.contains("secure.test") && out.contains("HTTPS until"),
+        "{out}"
+    );
+
+    // Certificates that do not fit: refused naming the field and why; the one served stays.
+    let (other_chain, other_key) = ca.issue("other.test");
+    for (chain, key, field, why) in [
+        (
+            other_chain.as_str(),
+            other_key.as_str(),
+            "/chain_pem",
+            "not secure.test",
+        ),
+        (
+            chain.as_str(),
+            other_key.as_str(),
+            "/key_pem",
+            "not the certificate's key",
+        ),
+        ("not pem", key.as_str(), "/chain_pem", "no certificate"),
+    ] {
+        let (status, body) = d
+            .call(
+                Method::PUT,
+                "/v1/apps/secure/domains/secure.test/certificate",
+                Some(json!({"chain_pem": chain, "key_pem": key})),
+            )
+            .await;
+        assert_eq!(status, 422, "{field}: {body}");
+        let said = body.to_string();
+        assert!(
+            said.contains(field) && said.contains(why),
+            "{field}: {said}"
+        );
+        assert!(!said.contains("PRIVATE KEY"), "{said}");
+    }
+    let (status, body) = d
+        .call(
+            Method::PUT,
+            "/v1/apps/secure/domains/nodomain.test/certificate",
+            Some(json!({"chain_pem": chain, "key_pem": key})),
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "a certificate for a domain the app lacks: {body}"
+    );
+    until_ok("secure.test still over HTTPS", T, served).await;
+
+    // Kept across restarts: a new PaaS and a new router serve it from the store.
+    d.kill_paas();
+    d.start_paas();
+    d.wait_paas().await;
+    d.router = None;
+    d.start_router();
+    d.wait_router().await;
+    let https = ca.client(&d, "secure.test");
+    let served = || async {
+        match https.get(&url).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    until_ok("secure.test over HTTPS after restarts", T, served).await;
+
+    // Let go: no longer served, over HTTPS either.
+    let (ok, out) = cli(&d, &["domains:remove", "secure", "secure.test"]).await;
+    assert!(ok, "{out}");
+    let fresh = ca.client(&d, "secure.test");
+    until_ok("secure.test's certificate to go", T, || async {
+        match fresh.get(&url).send().await {
+            Err(_) => Ok(()),
+            Ok(r) => Err(format!("{}", r.status())),
+        }
+    })
+    .await;
+}

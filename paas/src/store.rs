@@ -83,8 +83,10 @@ pub enum Op {
     },
     /// A custom domain claimed by an app.
     PutDomain(Domain),
-    /// A custom domain let go.
+    /// A custom domain let go (and its certificate).
     DeleteDomain(String),
+    /// A domain's certificate, replacing the one it had.
+    PutCertificate(StoredCert),
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
     /// Writes a timestamp: how a failed store finds out that the disk takes writes again.
@@ -130,6 +132,31 @@ pub struct Snapshot {
     /// Every app's journal, `(app, kind, JSON)`, oldest first.
     pub journal: Vec<(String, Journal, String)>,
     pub domains: Vec<Domain>,
+    pub certificates: Vec<StoredCert>,
+}
+
+/// A row of `certificates`: what the routers serve for `hostname` over HTTPS.
+#[derive(Clone)]
+pub struct StoredCert {
+    pub hostname: String,
+    pub chain_pem: String,
+    pub key_pem: String,
+    /// `operator`.
+    pub source: String,
+    pub not_after: String,
+    pub issuer: String,
+    pub added: String,
+}
+
+impl std::fmt::Debug for StoredCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredCert")
+            .field("hostname", &self.hostname)
+            .field("source", &self.source)
+            .field("not_after", &self.not_after)
+            .field("key_pem", &"(secret)")
+            .finish()
+    }
 }
 
 #[derive(Clone)]
@@ -310,8 +337,27 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
             hostname: r.get(0),
             app: r.get(1),
             added: r.get(2),
+            certificate: None,
         })
         .collect();
+    let certificates = sqlx::query(
+        "SELECT hostname, chain_pem, key_pem, source, not_after, issuer, added \
+         FROM certificates ORDER BY hostname",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(err)?
+    .iter()
+    .map(|r| StoredCert {
+        hostname: r.get(0),
+        chain_pem: r.get(1),
+        key_pem: r.get(2),
+        source: r.get(3),
+        not_after: r.get(4),
+        issuer: r.get(5),
+        added: r.get(6),
+    })
+    .collect();
     Ok(Snapshot {
         framework_id,
         apps,
@@ -319,6 +365,7 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
         push_apps,
         journal,
         domains,
+        certificates,
     })
 }
 
@@ -382,6 +429,13 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(
+                    "DELETE FROM certificates WHERE hostname IN \
+                     (SELECT hostname FROM domains WHERE app_id = $1)",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query("DELETE FROM domains WHERE app_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -471,10 +525,28 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .await?;
             }
             Op::DeleteDomain(hostname) => {
-                sqlx::query("DELETE FROM domains WHERE hostname = $1")
-                    .bind(hostname)
-                    .execute(&mut *tx)
-                    .await?;
+                for table in ["certificates", "domains"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE hostname = $1"))
+                        .bind(hostname)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            Op::PutCertificate(c) => {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO certificates \
+                     (hostname, chain_pem, key_pem, source, not_after, issuer, added) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&c.hostname)
+                .bind(&c.chain_pem)
+                .bind(&c.key_pem)
+                .bind(&c.source)
+                .bind(&c.not_after)
+                .bind(&c.issuer)
+                .bind(&c.added)
+                .execute(&mut *tx)
+                .await?;
             }
             Op::Flush => {}
             Op::Probe => {

@@ -157,6 +157,37 @@ pub struct Domain {
     pub app: String,
     /// When it was claimed (RFC 3339).
     pub added: String,
+    /// The certificate the routers serve for it over HTTPS, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
+}
+
+/// A domain's certificate as the API shows it (never its key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    /// `operator` (given with `domains:cert`).
+    pub source: String,
+    /// When it expires (RFC 3339).
+    pub not_after: String,
+    pub issuer: String,
+}
+
+/// `PUT /v1/apps/{app}/domains/{hostname}/certificate`: a certificate the operator provides.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewCertificate {
+    /// PEM, the leaf first, then its intermediates.
+    pub chain_pem: String,
+    /// PEM.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for NewCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCertificate")
+            .field("chain_pem", &format_args!("{} bytes", self.chain_pem.len()))
+            .field("key_pem", &"(secret)")
+            .finish()
+    }
 }
 
 /// `GET /v1/apps/{app}/domains`: its custom domains (its own `<app>.<domain>` is not listed).

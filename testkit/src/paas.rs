@@ -46,6 +46,8 @@ pub struct Drove {
     pub paas_port: u16,
     pub router: Option<Proc>,
     pub router_port: u16,
+    /// The router's HTTPS listener (certificates from the PaaS, by SNI).
+    pub router_https: u16,
     pub router_admin: u16,
     pub api: reqwest::Client,
     /// A client with no token at all.
@@ -77,6 +79,7 @@ impl Drove {
             paas_port: free_port("127.0.0.1"),
             router: None,
             router_port: free_port("127.0.0.1"),
+            router_https: free_port("127.0.0.1"),
             router_admin: free_port("127.0.0.1"),
             api: client(Some(ADMIN_TOKEN)),
             anon: client(None),
@@ -152,6 +155,7 @@ impl Drove {
             "router".to_string(),
             format!("--paas={}", self.paas_url()),
             format!("--listen=127.0.0.1:{}", self.router_port),
+            format!("--https-listen=127.0.0.1:{}", self.router_https),
             format!("--admin=127.0.0.1:{}", self.router_admin),
             format!("--paas-token={ROUTER_TOKEN}"),
             "--threads=1".into(),
@@ -160,7 +164,7 @@ impl Drove {
         self.router = Some(Proc::spawn("router", &args, &log));
     }
 
-    async fn wait_router(&self) {
+    pub async fn wait_router(&self) {
         let url = format!("http://127.0.0.1:{}/health", self.router_admin);
         // The admin listener answers before Pingora's proxy listener is bound: wait for both.
         wait::until_ok_with(

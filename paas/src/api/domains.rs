@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use drove_proto::paas::{Domains, NewDomain};
+use drove_proto::paas::{Certificate, Domains, NewCertificate, NewDomain};
 
 use crate::http_error::ApiError;
 use crate::model::app::InvalidApp;
@@ -69,4 +69,22 @@ pub async fn remove(
     let tx = paas.begin().await;
     let domain = ops::domains::remove(&tx, &id, &hostname).await?;
     Ok(Json(domain).into_response())
+}
+
+/// `PUT /{hostname}/certificate {"chain_pem", "key_pem"}`: the certificate the routers serve
+/// for it (422 naming the field when it does not fit the hostname).
+pub async fn certificate(
+    State(paas): State<Arc<Paas>>,
+    Path((name, hostname)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Certificate>, ApiError> {
+    let new: NewCertificate = drove_proto::decode(&body).map_err(|e| {
+        let path = format!("/{}", e.path.trim_start_matches('.').replace('.', "/"));
+        InvalidApp::field(&path, e.message)
+    })?;
+    let id = app_id(&paas, &name)?;
+    let tx = paas.begin().await;
+    Ok(Json(
+        ops::domains::set_certificate(&tx, &id, &hostname, &new).await?,
+    ))
 }

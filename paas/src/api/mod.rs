@@ -76,6 +76,10 @@ fn routes(paas: Arc<Paas>) -> Router {
             "/v1/apps/{app}/domains/{hostname}",
             axum::routing::delete(domains::remove),
         )
+        .route(
+            "/v1/apps/{app}/domains/{hostname}/certificate",
+            axum::routing::put(domains::certificate),
+        )
         .route(STATS_PATH, post(routing::stats))
         .route("/v1/tasks/{task}/logs/{stream}", get(logs::task_log))
         .route("/v1/push/apps", post(crate::push::create))

@@ -29,11 +29,18 @@ fn line(msg: &RouteMessage) -> Bytes {
 /// keep up is cut off; it reconnects and gets a fresh snapshot.
 pub async fn stream(State(paas): State<Arc<Paas>>) -> Response {
     // Subscribe before the snapshot, under the same lock, so no change falls between them.
-    let (rx, snapshot) = {
+    let (rx, snapshot, certs) = {
         let s = paas.lock();
-        (paas.routes.subscribe(), s.route_snapshot())
+        (
+            paas.routes.subscribe(),
+            s.route_snapshot(),
+            s.certificate_set(),
+        )
     };
-    let first = line(&RouteMessage::Snapshot { apps: snapshot });
+    // The table first, then the certificates for its hostnames.
+    let mut first = line(&RouteMessage::Snapshot { apps: snapshot }).to_vec();
+    first.extend_from_slice(&line(&RouteMessage::Certificates { certs }));
+    let first = Bytes::from(first);
     // Changes as they come; a heartbeat when the stream has been silent for HEARTBEAT. A reader
     // that lagged behind the channel, or a PaaS shutting down, ends the stream: the router
     // reconnects and starts again from a snapshot.

@@ -3,6 +3,7 @@
 //! instances, its deployments, custom domains' hostnames, and the clock they are stamped with.
 
 pub mod app;
+pub mod certificate;
 pub mod constraint;
 pub mod deployment;
 pub mod hostname;

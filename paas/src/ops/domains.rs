@@ -2,12 +2,12 @@
 //! it), lets it go, lists its own. The routers route a claimed hostname to its app as they do
 //! its own `<app>.<domain>`.
 
-use drove_proto::paas::Domain;
+use drove_proto::paas::{Certificate, Domain, NewCertificate};
 
 use super::{OpsError, Tx};
 use crate::model::app::InvalidApp;
-use crate::model::{hostname, timestamp};
-use crate::store::Op;
+use crate::model::{certificate, hostname, timestamp};
+use crate::store::{Op, StoredCert};
 use crate::Paas;
 
 /// App `app`'s custom domains, by hostname.
@@ -19,7 +19,10 @@ pub fn of(paas: &Paas, app: &str) -> Result<Vec<Domain>, OpsError> {
     Ok(s.domains
         .values()
         .filter(|d| d.app == app)
-        .cloned()
+        .map(|d| Domain {
+            certificate: s.certificates.get(&d.hostname).map(shown),
+            ..d.clone()
+        })
         .collect())
 }
 
@@ -54,6 +57,7 @@ pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError>
         hostname: hostname.clone(),
         app: app.to_string(),
         added: timestamp(),
+        certificate: None,
     };
     paas.store.write(Op::PutDomain(domain.clone())).await?;
     let mut s = paas.lock();
@@ -82,6 +86,68 @@ pub async fn remove(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsErr
     let mut s = paas.lock();
     s.domains.remove(&hostname);
     s.publish_routes(false, None);
+    if s.certificates.remove(&hostname).is_some() {
+        s.publish_certificates();
+    }
     tracing::info!(app, %hostname, "custom domain let go");
     Ok(domain)
+}
+
+/// App `app`'s domain `host` is served over HTTPS with the certificate the operator gives
+/// (replacing the one it had): refused, saying why, unless its chain parses, its key is its
+/// own, it names `host` and it has not expired.
+pub async fn set_certificate(
+    tx: &Tx<'_>,
+    app: &str,
+    host: &str,
+    new: &NewCertificate,
+) -> Result<Certificate, OpsError> {
+    let paas = tx.paas();
+    let hostname = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let held = paas.lock().domains.get(&hostname).map(|d| d.app.clone());
+    if held.as_deref() != Some(app) {
+        return Err(OpsError::NotFound(format!(
+            "{app} has no domain {hostname:?} (drove domains:add first)"
+        )));
+    }
+    let checked = certificate::check(
+        &hostname,
+        &new.chain_pem,
+        &new.key_pem,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| {
+        let (field, why) = e.split_once(": ").unwrap_or(("cert", e.as_str()));
+        let field = if field == "key" {
+            "/key_pem"
+        } else {
+            "/chain_pem"
+        };
+        InvalidApp::field(field, why)
+    })?;
+    let stored = StoredCert {
+        hostname: hostname.clone(),
+        chain_pem: new.chain_pem.clone(),
+        key_pem: new.key_pem.clone(),
+        source: "operator".into(),
+        not_after: checked.not_after,
+        issuer: checked.issuer,
+        added: timestamp(),
+    };
+    paas.store.write(Op::PutCertificate(stored.clone())).await?;
+    let shown = shown(&stored);
+    let mut s = paas.lock();
+    s.certificates.insert(hostname.clone(), stored);
+    s.publish_certificates();
+    tracing::info!(app, %hostname, not_after = %shown.not_after, "certificate set");
+    Ok(shown)
+}
+
+/// A certificate as the API shows it (never its key).
+pub fn shown(c: &StoredCert) -> Certificate {
+    Certificate {
+        source: c.source.clone(),
+        not_after: c.not_after.clone(),
+        issuer: c.issuer.clone(),
+    }
 }

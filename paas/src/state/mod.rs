@@ -17,7 +17,7 @@ use crate::model::deployment::{Action, Deployment};
 use crate::model::instance::Instance;
 use crate::model::timestamp;
 use crate::placement::{AgentFacts, Reject};
-use crate::store::{Journal, Op, StoredApp};
+use crate::store::{Journal, Op, StoredApp, StoredCert};
 
 /// How long an instance must stay healthy before its app's launch backoff resets.
 pub const HEALTHY_SPELL: Duration = Duration::from_secs(10);
@@ -135,6 +135,8 @@ pub struct State {
     pub jobs: jobs::Jobs,
     /// Custom domains: hostname → the app that claimed it.
     pub domains: BTreeMap<String, Domain>,
+    /// Their certificates, by hostname.
+    pub certificates: BTreeMap<String, StoredCert>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -191,6 +193,7 @@ impl State {
             published: HashMap::new(),
             effects: Vec::new(),
             domains: BTreeMap::new(),
+            certificates: BTreeMap::new(),
             routers: HashMap::new(),
             drain_timeout,
             kill_grace,
@@ -220,6 +223,11 @@ impl State {
             .domains
             .into_iter()
             .map(|d| (d.hostname.clone(), d))
+            .collect();
+        self.certificates = snapshot
+            .certificates
+            .into_iter()
+            .map(|c| (c.hostname.clone(), c))
             .collect();
         for a in snapshot.apps {
             let def: AppDefinition = match serde_json::from_str(&a.definition) {
@@ -341,6 +349,12 @@ impl State {
         if rt_new.deleting {
             // Its domains went with it in the store; another app may claim them now.
             self.domains.retain(|_, d| d.app != app_id);
+            let before = self.certificates.len();
+            let domains = &self.domains;
+            self.certificates.retain(|h, _| domains.contains_key(h));
+            if self.certificates.len() != before {
+                self.publish_certificates();
+            }
         }
         let mut deployment = Deployment {
             id: id.clone(),

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use drove_proto::mesos::TaskState;
-use drove_proto::routing::{AppSpec, AppState, BackendSpec, RouteMessage};
+use drove_proto::routing::{AppSpec, AppState, BackendSpec, CertSpec, RouteMessage};
 
 use super::{AppRt, Effect, State};
 use crate::model::app::route_name;
@@ -58,6 +58,26 @@ impl State {
             .filter(|a| !a.deleting)
             .filter_map(|a| self.route_of(a))
             .collect()
+    }
+
+    /// The certificates the routers serve: those of the domains claimed now.
+    pub fn certificate_set(&self) -> Vec<CertSpec> {
+        self.certificates
+            .values()
+            .filter(|c| self.domains.contains_key(&c.hostname))
+            .map(|c| CertSpec {
+                hostnames: vec![c.hostname.clone()],
+                chain_pem: c.chain_pem.clone(),
+                key_pem: c.key_pem.clone(),
+            })
+            .collect()
+    }
+
+    /// Sends the routers the whole certificate set (after a change to it).
+    pub fn publish_certificates(&mut self) {
+        let certs = self.certificate_set();
+        self.effects
+            .push(Effect::Route(RouteMessage::Certificates { certs }));
     }
 
     /// Sends upserts for apps whose route changed (or `force` for `only`), removes for apps gone.
