@@ -15,23 +15,12 @@ const T: Duration = Duration::from_secs(40);
 
 /// `drove <args>` against `d`'s PaaS, the token in the environment as a user sets it.
 async fn cli(d: &Drove, args: &[&str]) -> (bool, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(support::drove())
-            .args(args)
-            .env("DROVE_PAAS_URL", d.paas_url())
-            .env("DROVE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output(),
-    )
-    .await
-    .expect("the CLI finished within 30 s")
-    .expect("running the CLI");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let url = d.paas_url();
+    let env = [
+        ("DROVE_PAAS_URL", url.as_str()),
+        ("DROVE_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    support::drove_cli_env(args, &env).await
 }
 
 /// Waits until a request for `host` through the router answers `status` with a body starting

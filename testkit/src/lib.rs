@@ -874,13 +874,18 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// Runs the `drove` CLI; its exit status and output.
 pub async fn drove_cli(args: &[&str]) -> (bool, String) {
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::process::Command::new(drove()).args(args).output(),
-    )
-    .await
-    .expect("the CLI finished within 30 s")
-    .expect("running the CLI");
+    drove_cli_env(args, &[]).await
+}
+
+/// Runs the `drove` CLI with `env` set (`DROVE_PAAS_URL`, `DROVE_ADMIN_TOKEN`, as a user sets
+/// them); its exit status and output.
+pub async fn drove_cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(drove());
+    cmd.args(args).envs(env.iter().copied());
+    let out = tokio::time::timeout(Duration::from_secs(30), cmd.output())
+        .await
+        .expect("the CLI finished within 30 s")
+        .expect("running the CLI");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -37,23 +37,12 @@ pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) 
 
 /// The value `probe` yields once it is `Ok`, within `limit`; else the test fails naming `what`
 /// it waited for and the last `Err`: what it saw instead (the last answer, the logs).
-pub async fn until_ok<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+pub async fn until_ok<T, F, Fut>(what: &str, limit: Duration, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        let seen = match probe().await {
-            Ok(v) => return v,
-            Err(seen) => seen,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; last seen: {seen}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    until_ok_with(what, limit, probe, String::new).await
 }
 
 /// As [`until_ok`]; when it gives up, what `context` says then (the logs) is shown too. It is
@@ -75,10 +64,9 @@ where
             Err(seen) => seen,
         };
         if Instant::now() >= deadline {
-            panic!(
-                "{what}: not within {limit:?}; last seen: {seen}\n{}",
-                context()
-            );
+            let context = context();
+            let sep = if context.is_empty() { "" } else { "\n" };
+            panic!("{what}: not within {limit:?}; last seen: {seen}{sep}{context}");
         }
         tokio::time::sleep(POLL).await;
     }

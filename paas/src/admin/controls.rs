@@ -214,7 +214,7 @@ async fn run(
                 let host = field(form, "hostname").unwrap_or_default();
                 ops::domains::add(&tx, id, host)
                     .await
-                    .map(|d| format!("{}: routed to {id}", d.hostname))
+                    .map(|c| format!("{}: routed to {id}", c.domain.hostname))
             }
             "domain-remove" => {
                 let host = field(form, "hostname").unwrap_or_default();

@@ -47,17 +47,13 @@ pub async fn add(
     })?;
     let id = app_id(&paas, &name)?;
     let tx = paas.begin().await;
-    let had = ops::domains::of(&paas, &id)?.iter().any(|d| {
-        d.hostname
-            .eq_ignore_ascii_case(new.hostname.trim_end_matches('.'))
-    });
-    let domain = ops::domains::add(&tx, &id, &new.hostname).await?;
-    let status = if had {
-        StatusCode::OK
-    } else {
+    let claimed = ops::domains::add(&tx, &id, &new.hostname).await?;
+    let status = if claimed.new {
         StatusCode::CREATED
+    } else {
+        StatusCode::OK
     };
-    Ok((status, Json(domain)).into_response())
+    Ok((status, Json(claimed.domain)).into_response())
 }
 
 /// `DELETE /{hostname}`: lets it go.

@@ -5,7 +5,7 @@
 /// a label, 253 in all), not an address, not a wildcard, and not under `domain`, the PaaS's own
 /// (each `<app>.<domain>` is already its app's).
 pub fn parse(host: &str, domain: &str) -> Result<String, String> {
-    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let h = spelling(host);
     if h.is_empty() {
         return Err("a hostname is required".into());
     }
@@ -46,6 +46,12 @@ pub fn parse(host: &str, domain: &str) -> Result<String, String> {
         ));
     }
     Ok(h)
+}
+
+/// `host` in the one spelling drove keeps (lowercase, no trailing dot), unchecked: how a
+/// hostname given to look one up is compared.
+pub fn spelling(host: &str) -> String {
+    host.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -40,8 +40,15 @@ pub fn claimable(paas: &Paas, app: &str, host: &str) -> Result<String, OpsError>
     }
 }
 
+/// What a claim did.
+pub struct Claimed {
+    pub domain: Domain,
+    /// False when the app held it already (nothing changed).
+    pub new: bool,
+}
+
 /// App `app` claims `host`; claiming one it holds already changes nothing.
-pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError> {
+pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Claimed, OpsError> {
     let paas = tx.paas();
     let hostname = claimable(paas, app, host)?;
     {
@@ -50,7 +57,10 @@ pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError>
             return Err(OpsError::NoApp(app.to_string()));
         }
         if let Some(d) = s.domains.get(&hostname) {
-            return Ok(d.clone());
+            return Ok(Claimed {
+                domain: d.clone(),
+                new: false,
+            });
         }
     }
     let domain = Domain {
@@ -64,13 +74,13 @@ pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError>
     s.domains.insert(hostname, domain.clone());
     s.publish_routes(false, None);
     tracing::info!(app, hostname = %domain.hostname, "custom domain claimed");
-    Ok(domain)
+    Ok(Claimed { domain, new: true })
 }
 
 /// App `app` lets `host` go.
 pub async fn remove(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsError> {
     let paas = tx.paas();
-    let hostname = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let hostname = hostname::spelling(host);
     let held = paas
         .lock()
         .domains
@@ -103,7 +113,7 @@ pub async fn set_certificate(
     new: &NewCertificate,
 ) -> Result<Certificate, OpsError> {
     let paas = tx.paas();
-    let hostname = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let hostname = hostname::spelling(host);
     let held = paas.lock().domains.get(&hostname).map(|d| d.app.clone());
     if held.as_deref() != Some(app) {
         return Err(OpsError::NotFound(format!(
