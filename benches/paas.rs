@@ -521,6 +521,11 @@ async fn scheduling_throughput() {
         admin_session: Duration::from_secs(3600),
         router_port: 8080,
         admin_secure_cookies: false,
+        acme_directory: None,
+        acme_ca_file: None,
+        acme_email: None,
+        local_ca: false,
+        certificate_retry: Duration::from_secs(60),
     };
     let started = drove_paas::start(args, shutdown.clone())
         .await

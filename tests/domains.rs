@@ -9,6 +9,7 @@ use drove_testkit as support;
 use reqwest::Method;
 use serde_json::json;
 use support::paas::{agent, node_app, Drove, ADMIN_TOKEN};
+use support::tls::TestCa;
 use support::wait::until_ok;
 
 const T: Duration = Duration::from_secs(40);
@@ -285,44 +286,23 @@ async fn package_json_hostnames_are_claimed_with_a_release() {
     );
 }
 
-/// A test CA (rcgen) and the certificates it issues, as PEM files an operator would have.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
+/// A test CA and the certificates it issues, as PEM files an operator would have.
+struct Ca(TestCa);
 
 impl Ca {
     fn new() -> Ca {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "drove test CA");
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let cert = p.self_signed(&key).expect("CA certificate");
-        Ca { cert, key }
+        Ca(TestCa::new("drove test CA"))
     }
 
     /// A certificate for `name`: (chain PEM, key PEM).
     fn issue(&self, name: &str) -> (String, String) {
-        let p = rcgen::CertificateParams::new(vec![name.to_string()]).expect("leaf params");
-        let key = rcgen::KeyPair::generate().expect("leaf key");
-        let cert = p
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("leaf certificate");
-        (cert.pem(), key.serialize_pem())
+        self.0.issue(&[name])
     }
 
     /// A client that trusts only this CA and reaches `name` at the router's HTTPS port.
     fn client(&self, d: &Drove, name: &str) -> reqwest::Client {
-        let root = reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).expect("root");
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(root)
-            .resolve(name, ([127, 0, 0, 1], d.router_https).into())
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("client")
+        self.0
+            .client(&[(name, ([127, 0, 0, 1], d.router_https).into())])
     }
 }
 

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod api;
 pub mod events;
 pub mod http_error;
+pub mod issuer;
 pub mod model;
 pub mod ops;
 pub mod placement;
@@ -40,6 +41,7 @@ use std::time::Duration;
 use drove_driver::{Config, Credentials, Driver};
 use drove_proto::master_state::{self, MasterState};
 use drove_proto::mesos::{Capability, FrameworkId, FrameworkInfo};
+use drove_proto::routing::RouteMessage;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -161,6 +163,26 @@ pub struct PaasArgs {
     /// Between SIGTERM and SIGKILL when an instance is killed.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub kill_grace: Duration,
+    /// An ACME CA's directory URL (RFC 8555): custom domains then get their certificates from
+    /// it, proved by HTTP-01 through the routers' HTTP port, and renewed. `letsencrypt` is
+    /// Let's Encrypt's production directory, `letsencrypt-staging` its staging one.
+    #[arg(long, env = "DROVE_ACME_DIRECTORY")]
+    pub acme_directory: Option<String>,
+    /// Roots (PEM) to trust for the ACME directory's HTTPS, besides the system's.
+    #[arg(long, value_name = "FILE", requires = "acme_directory")]
+    pub acme_ca_file: Option<PathBuf>,
+    /// A contact address for the ACME account (the CA's notices).
+    #[arg(long, requires = "acme_directory")]
+    pub acme_email: Option<String>,
+    /// Sign each app's own `<app>.<domain>` hostname with drove's local CA, made in the data
+    /// dir (`local-ca/root.pem` is what browsers must trust): HTTPS on a machine of one's
+    /// own, as `drove up` does it.
+    #[arg(long, conflicts_with = "acme_directory")]
+    pub local_ca: bool,
+    /// After a certificate could not be had, the first retry's delay; it doubles with each
+    /// failure in a row, up to 6 hours.
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub certificate_retry: Duration,
 }
 
 impl Paas {
@@ -208,6 +230,8 @@ pub struct Paas {
     pub http: reqwest::Client,
     pub metrics: api::metrics::Metrics,
     pub admin: admin::Admin,
+    /// Certificates from the PaaS's authority, if it has one.
+    pub issuer: issuer::Issuer,
     /// Ends the long-lived responses (route streams, event streams) at shutdown.
     pub shutdown: CancellationToken,
     agents: Mutex<Option<AgentsReading>>,
@@ -253,6 +277,10 @@ impl Drop for Locked<'_> {
                 } => self.paas.store.journal(&app, kind, line, keep),
                 Effect::Event(e) => self.paas.events.publish(e),
                 Effect::Route(m) => {
+                    if matches!(m, RouteMessage::Upsert { .. }) {
+                        // A new app may want its own hostname's certificate (the local CA).
+                        self.paas.issuer.nudge.notify_one();
+                    }
                     // No router listening is fine: each reads a snapshot when it connects.
                     let _ = self.paas.routes.send(m);
                 }
@@ -344,6 +372,8 @@ pub enum PaasError {
     Invalid(String),
     #[error(transparent)]
     StateDir(#[from] drove_proto::state_dir::StateDirError),
+    #[error(transparent)]
+    LocalCa(#[from] issuer::local_ca::LocalCaError),
 }
 
 /// A started PaaS: its API address and the tokens in force.
@@ -416,6 +446,22 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         }
         false
     });
+    let authority = if let Some(directory) = &args.acme_directory {
+        Some(issuer::Authority::Acme(issuer::acme::Acme::new(
+            directory,
+            args.acme_ca_file.clone(),
+            args.acme_email.as_deref(),
+            &snapshot.settings,
+        )))
+    } else if args.local_ca {
+        let ca = issuer::local_ca::LocalCa::open_or_create(
+            &args.data_dir.join("local-ca"),
+            &args.domain,
+        )?;
+        Some(issuer::Authority::Local(Box::new(ca)))
+    } else {
+        None
+    };
     let events = Events::new();
     let mut state = State::new(args.drain_timeout, args.kill_grace);
     state.restore(snapshot);
@@ -454,6 +500,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
     let push_dir = args.data_dir.clone();
     let (admin_session, admin_secure_cookies) = (args.admin_session, args.admin_secure_cookies);
     let scaler = scaler::Scaler::new(store.clone(), decisions);
+    let issuer = issuer::Issuer::new(authority, args.certificate_retry);
     let paas = Arc::new(Paas {
         state: Mutex::new(state),
         store,
@@ -473,6 +520,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
             .unwrap_or_default(),
         metrics: api::metrics::Metrics::default(),
         admin: admin::Admin::new(admin_session, admin_secure_cookies, samples),
+        issuer,
         shutdown: shutdown.clone(),
         agents: Mutex::new(None),
         writes: tokio::sync::Mutex::new(()),
@@ -487,6 +535,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
     ));
     tokio::spawn(scaler::run(paas.clone()));
     tokio::spawn(admin::history::run(paas.clone()));
+    tokio::spawn(issuer::run(paas.clone()));
     let app = api::router(paas.clone());
     let task = tokio::spawn(async move {
         axum::serve(

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use drove_proto::paas::Domain;
+use drove_proto::paas::{Domain, Issuance, IssuanceState};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqliteConnection, SqlitePool};
 
@@ -87,6 +87,10 @@ pub enum Op {
     DeleteDomain(String),
     /// A domain's certificate, replacing the one it had.
     PutCertificate(StoredCert),
+    /// Where a hostname's automatic certificate stands, replacing what it was.
+    PutIssuance(String, Issuance),
+    /// A setting: the ACME account's credentials, say.
+    PutSetting(Setting),
     /// Writes nothing: waiting for it waits for every write queued before it.
     Flush,
     /// Writes a timestamp: how a failed store finds out that the disk takes writes again.
@@ -133,6 +137,26 @@ pub struct Snapshot {
     pub journal: Vec<(String, Journal, String)>,
     pub domains: Vec<Domain>,
     pub certificates: Vec<StoredCert>,
+    /// `(hostname, issuance)`.
+    pub issuance: Vec<(String, Issuance)>,
+    /// The ACME accounts' settings.
+    pub settings: Vec<Setting>,
+}
+
+/// A row of `settings`; its value may be a secret, which `Debug` leaves out.
+#[derive(Clone)]
+pub struct Setting {
+    pub key: String,
+    pub value: String,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting")
+            .field("key", &self.key)
+            .field("value", &"(secret)")
+            .finish()
+    }
 }
 
 /// A row of `certificates`: what the routers serve for `hostname` over HTTPS.
@@ -338,6 +362,7 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
             app: r.get(1),
             added: r.get(2),
             certificate: None,
+            issuance: None,
         })
         .collect();
     let certificates = sqlx::query(
@@ -358,6 +383,36 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
         added: r.get(6),
     })
     .collect();
+    let issuance = sqlx::query(
+        "SELECT hostname, state, authority, error, attempts, next_attempt, updated \
+         FROM issuance ORDER BY hostname",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(err)?
+    .iter()
+    .filter_map(|r| {
+        let issuance = Issuance {
+            state: IssuanceState::parse(&r.get::<String, _>(1))?,
+            authority: r.get(2),
+            error: r.get(3),
+            attempts: u32::try_from(r.get::<i64, _>(4)).unwrap_or(u32::MAX),
+            next: r.get(5),
+            updated: r.get(6),
+        };
+        Some((r.get::<String, _>(0), issuance))
+    })
+    .collect();
+    let settings = sqlx::query("SELECT key, value FROM settings WHERE key LIKE 'acme%'")
+        .fetch_all(pool)
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| Setting {
+            key: r.get(0),
+            value: r.get(1),
+        })
+        .collect();
     Ok(Snapshot {
         framework_id,
         apps,
@@ -366,6 +421,8 @@ async fn read(pool: &SqlitePool, path: &Path) -> Result<Snapshot, StoreError> {
         journal,
         domains,
         certificates,
+        issuance,
+        settings,
     })
 }
 
@@ -429,13 +486,15 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
-                    "DELETE FROM certificates WHERE hostname IN \
-                     (SELECT hostname FROM domains WHERE app_id = $1)",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+                for table in ["certificates", "issuance"] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE hostname IN \
+                         (SELECT hostname FROM domains WHERE app_id = $1)"
+                    ))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 sqlx::query("DELETE FROM domains WHERE app_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
@@ -525,7 +584,7 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .await?;
             }
             Op::DeleteDomain(hostname) => {
-                for table in ["certificates", "domains"] {
+                for table in ["certificates", "issuance", "domains"] {
                     sqlx::query(&format!("DELETE FROM {table} WHERE hostname = $1"))
                         .bind(hostname)
                         .execute(&mut *tx)
@@ -545,6 +604,32 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                 .bind(&c.not_after)
                 .bind(&c.issuer)
                 .bind(&c.added)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Op::PutIssuance(hostname, i) => {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO issuance \
+                     (hostname, state, authority, error, attempts, next_attempt, updated) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(hostname)
+                .bind(i.state.as_str())
+                .bind(&i.authority)
+                .bind(&i.error)
+                .bind(i64::from(i.attempts))
+                .bind(&i.next)
+                .bind(&i.updated)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Op::PutSetting(Setting { key, value }) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
                 .execute(&mut *tx)
                 .await?;
             }

@@ -160,12 +160,65 @@ pub struct Domain {
     /// The certificate the routers serve for it over HTTPS, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate: Option<Certificate>,
+    /// How getting (or renewing) its certificate from the PaaS's certificate authority
+    /// stands, when the PaaS has one (`--acme-directory`, or `drove up`'s local CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuance: Option<Issuance>,
+}
+
+/// Where a hostname's automatic certificate stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issuance {
+    pub state: IssuanceState,
+    /// Who issues it: the ACME directory's URL, or `local` (drove's own CA).
+    pub authority: String,
+    /// Why the last attempt failed, in the CA's words when it gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failed attempts in a row (0 once one succeeds).
+    pub attempts: u32,
+    /// When the PaaS tries next (RFC 3339): the retry after a failure, or the renewal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    /// When this changed last (RFC 3339).
+    pub updated: String,
+}
+
+/// `pending` until the first certificate arrives; `issued` while one is served and its
+/// renewal not due; `failed` when the last attempt failed (a certificate issued before, if
+/// any, is still served until it expires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuanceState {
+    Pending,
+    Issued,
+    Failed,
+}
+
+impl IssuanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IssuanceState::Pending => "pending",
+            IssuanceState::Issued => "issued",
+            IssuanceState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IssuanceState> {
+        [
+            IssuanceState::Pending,
+            IssuanceState::Issued,
+            IssuanceState::Failed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
 }
 
 /// A domain's certificate as the API shows it (never its key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Certificate {
-    /// `operator` (given with `domains:cert`).
+    /// `operator` (given with `domains:cert`), or the issuing authority (`acme`, `local`).
     pub source: String,
     /// When it expires (RFC 3339).
     pub not_after: String,

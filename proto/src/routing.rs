@@ -8,6 +8,10 @@
 //! - `POST {paas}`[`wake_path`]`(app)`: body [`WakeRequest`]; the PaaS answers `2xx` and then
 //!   announces the instance with an upsert on the route stream. `404` = unknown app.
 //! - `POST {paas}`[`STATS_PATH`]: body [`StatsReport`], every second.
+//! - `GET {paas}`[`ACME_CHALLENGES_PATH`]`/{token}?host={hostname}`: the key authorization
+//!   (`text/plain`) of the PaaS's pending ACME HTTP-01 challenge `token` for `hostname`, which
+//!   the router answers `GET http://{hostname}/.well-known/acme-challenge/{token}` with;
+//!   `404` = no such challenge pending.
 //!
 //! These are plain serde types with no behaviour beyond the pure checks a PaaS may want as
 //! well ([`valid_app_name`]); the router's live state stays in the router.
@@ -20,6 +24,21 @@ use serde::{Deserialize, Serialize};
 pub const ROUTES_STREAM_PATH: &str = "/v1/routes/stream";
 /// The stats push: `POST {paas}/v1/router/stats` with a [`StatsReport`].
 pub const STATS_PATH: &str = "/v1/router/stats";
+
+/// Pending ACME HTTP-01 challenges: `GET {paas}/v1/acme/challenges/{token}?host={hostname}`.
+pub const ACME_CHALLENGES_PATH: &str = "/v1/acme/challenges";
+/// Where an ACME CA fetches an HTTP-01 challenge's answer: `/.well-known/acme-challenge/{token}`
+/// on port 80 of the hostname (RFC 8555 §8.3).
+pub const ACME_WELL_KNOWN: &str = "/.well-known/acme-challenge/";
+
+/// Whether `token` may be an ACME challenge token: base64url, as RFC 8555 §8.3 makes them
+/// (anything else is never looked up).
+pub fn valid_acme_token(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
 
 /// The wake call's path for `app`: `/v1/apps/{app}/wake` (`POST`, body [`WakeRequest`]).
 /// `app` is a route-stream app name, which [`valid_app_name`] restricts to characters that

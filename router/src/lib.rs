@@ -11,6 +11,7 @@
 //! runtimes) and returns a [`RouterHandle`]; it may be called from inside a tokio runtime.
 #![forbid(unsafe_code)]
 
+mod acme;
 mod admin;
 mod args;
 mod balance;

@@ -16,6 +16,8 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 use tokio::time::Instant;
 
+use drove_proto::routing::ACME_WELL_KNOWN;
+
 use crate::balance::Lease;
 use crate::routes::{App, BackendLive, Table};
 use crate::stats::{now_ms, RouterCounters};
@@ -37,6 +39,8 @@ pub struct Router {
     /// Seconds put in `Retry-After` on 503s.
     pub retry_after_secs: u64,
     pub request_ids: RequestIds,
+    /// ACME HTTP-01 answers, from the PaaS.
+    pub challenges: crate::acme::Challenges,
 }
 
 /// Generates `X-Request-Id`s: UUIDv4-shaped, random per process, unique by a counter (no
@@ -201,6 +205,24 @@ impl ProxyHttp for Router {
                 .and_then(|h| table.lookup(h))
                 .cloned()
         };
+        let token = req
+            .uri
+            .path()
+            .strip_prefix(ACME_WELL_KNOWN)
+            .map(str::to_string);
+        if let Some(token) = token {
+            let host = host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("");
+            if let Some(answer) = self.challenges.answer(host, &token).await {
+                let mut resp = ResponseHeader::build(200, Some(3))?;
+                resp.insert_header(CONTENT_TYPE, "text/plain")?;
+                resp.insert_header(http::header::CONTENT_LENGTH, answer.len().to_string())?;
+                session.write_response_header(Box::new(resp), false).await?;
+                session
+                    .write_response_body(Some(Bytes::from(answer)), true)
+                    .await?;
+                return Ok(true);
+            }
+        }
         let Some(app) = app else {
             self.global.unknown_host.fetch_add(1, Ordering::Relaxed);
             let resp = plain(404, UNKNOWN_HOST_BODY, None, self.request_id(session))?;

@@ -231,6 +231,7 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
         })?;
     let control_handle = control_rt.handle().clone();
     let certs;
+    let challenges;
     {
         let _guard = control_rt.enter();
         let admin = tokio::net::TcpListener::from_std(admin_listener).map_err(|source| {
@@ -261,6 +262,8 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
             global.clone(),
             shutdown_rx.clone(),
         ));
+        challenges =
+            crate::acme::Challenges::new(client.clone(), &paas, control_rt.handle().clone());
         control_rt.spawn(crate::wake::wake_loop(
             client,
             paas,
@@ -304,6 +307,7 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
         idle_timeout: args.upstream_idle_timeout,
         retry_after_secs: args.retry_after,
         request_ids: crate::proxy::RequestIds::new(),
+        challenges,
     };
     let conf = ServerConf {
         threads,

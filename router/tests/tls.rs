@@ -8,51 +8,30 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use drove_testkit::router::{app_json, free_port, Backend, Paas, RouterUnderTest};
+use drove_testkit::tls::TestCa;
 use drove_testkit::wait::until_ok;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(20);
 
-/// A test CA: its certificate (PEM) and what signs with it.
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
+/// A test CA, issuing certificates as the route stream carries them.
+struct Ca(TestCa);
 
 impl Ca {
     fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        let key = KeyPair::generate().expect("CA key");
-        let cert = p.self_signed(&key).expect("CA certificate");
-        Ca { cert, key }
+        Ca(TestCa::new(name))
     }
 
     /// A certificate for `names` signed by this CA, as the route stream carries it.
     fn issue(&self, names: &[&str]) -> Value {
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let p = CertificateParams::new(names.clone()).expect("leaf params");
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = p
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("leaf certificate");
-        json!({"hostnames": names, "chain_pem": cert.pem(), "key_pem": key.serialize_pem()})
+        let (chain, key) = self.0.issue(names);
+        json!({"hostnames": names, "chain_pem": chain, "key_pem": key})
     }
 
     /// An HTTPS client trusting only this CA, reaching every name at `addr`.
     fn client(&self, addr: SocketAddr, names: &[&str]) -> reqwest::Client {
-        let root = reqwest::Certificate::from_pem(self.cert.pem().as_bytes()).expect("root");
-        let mut b = reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(root)
-            .timeout(Duration::from_secs(5));
-        for n in names {
-            b = b.resolve(n, addr);
-        }
-        b.build().expect("client")
+        let resolve: Vec<(&str, SocketAddr)> = names.iter().map(|n| (*n, addr)).collect();
+        self.0.client(&resolve)
     }
 }
 

@@ -16,7 +16,9 @@ pub mod agent;
 pub mod bench;
 pub mod dashboard;
 pub mod paas;
+pub mod pebble;
 pub mod router;
+pub mod tls;
 pub mod up;
 pub mod wait;
 

@@ -40,10 +40,23 @@ pub fn node_app(id: &str, instances: u32, message: &str) -> Value {
     })
 }
 
+/// How a test's drove differs from [`Drove::start`]'s.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// More flags for every agent.
+    pub agent_args: Vec<String>,
+    /// More flags for the PaaS (kept across its restarts).
+    pub paas_args: Vec<String>,
+    /// The router's HTTP port (a free one when `None`).
+    pub router_port: Option<u16>,
+}
+
 pub struct Drove {
     pub cluster: TestCluster,
     pub paas: Option<Proc>,
     pub paas_port: u16,
+    /// The PaaS's flags beyond the defaults.
+    pub paas_args: Vec<String>,
     pub router: Option<Proc>,
     pub router_port: u16,
     /// The router's HTTPS listener (certificates from the PaaS, by SNI).
@@ -63,6 +76,15 @@ impl Drove {
 
     /// [`Drove::start`] with more flags for every agent.
     pub async fn start_with_agent_args(agents: &[&String], extra: &[&str]) -> Drove {
+        let options = Options {
+            agent_args: extra.iter().map(|s| s.to_string()).collect(),
+            ..Options::default()
+        };
+        Drove::start_with(agents, options).await
+    }
+
+    /// [`Drove::start`] as `options` say.
+    pub async fn start_with(agents: &[&String], options: Options) -> Drove {
         let agents: Vec<&str> = agents.iter().map(|a| a.as_str()).collect();
         // The apps fetch `server.js` from the checkout: the agents allow that directory only.
         let apps = server_js();
@@ -71,14 +93,17 @@ impl Drove {
             apps.parent().unwrap_or(&apps).display()
         );
         let mut agent_args = vec![allow.as_str()];
-        agent_args.extend_from_slice(extra);
+        agent_args.extend(options.agent_args.iter().map(String::as_str));
         let cluster = TestCluster::start_with_agents(&agents, &[], &agent_args).await;
         let mut d = Drove {
             cluster,
             paas: None,
             paas_port: free_port("127.0.0.1"),
+            paas_args: options.paas_args,
             router: None,
-            router_port: free_port("127.0.0.1"),
+            router_port: options
+                .router_port
+                .unwrap_or_else(|| free_port("127.0.0.1")),
             router_https: free_port("127.0.0.1"),
             router_admin: free_port("127.0.0.1"),
             api: client(Some(ADMIN_TOKEN)),
@@ -102,7 +127,7 @@ impl Drove {
 
     pub fn start_paas(&mut self) {
         self.paas_starts += 1;
-        let args = vec![
+        let mut args = vec![
             "paas".to_string(),
             format!("--master={}", self.cluster.master_url()),
             format!("--listen=127.0.0.1:{}", self.paas_port),
@@ -115,6 +140,7 @@ impl Drove {
             "--drain-timeout=3s".into(),
             "--kill-grace=2s".into(),
         ];
+        args.extend(self.paas_args.iter().cloned());
         let log = self
             .cluster
             .dir

@@ -1,5 +1,6 @@
 // A dependency-free HTTP server for drove's tests and examples.
 // Listens on $HOST (default all interfaces) port $PORT0 (or $PORT, or 3000). GET /health answers 200, or 500 when UNHEALTHY=1.
+// GET /headers answers the request's headers, one `name: value` per line.
 // Every other path answers "<MESSAGE> <instance>\n" (after ?delay_ms=N): its task id under drove
 // (each container's own pid is 2), else its pid. A WebSocket upgrade is
 // accepted and the connection held open (frames are ignored) until the client closes it.
@@ -16,6 +17,11 @@ const server = http.createServer((req, res) => {
   if (req.url === '/health') {
     res.writeHead(unhealthy ? 500 : 200, { 'Content-Type': 'text/plain' });
     res.end(unhealthy ? 'unhealthy\n' : 'ok\n');
+    return;
+  }
+  if (req.url === '/headers') {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.end(Object.entries(req.headers).map(([k, v]) => `${k}: ${v}`).join('\n') + '\n');
     return;
   }
   const delay = Number(new URL(req.url, 'http://x').searchParams.get('delay_ms') || 0);

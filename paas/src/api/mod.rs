@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use drove_proto::marathon::{ErrorBody, Leader};
-use drove_proto::routing::{ROUTES_STREAM_PATH, STATS_PATH};
+use drove_proto::routing::{ACME_CHALLENGES_PATH, ROUTES_STREAM_PATH, STATS_PATH};
 use serde_json::{json, Value};
 
 use crate::http_error::error;
@@ -64,6 +64,10 @@ fn routes(paas: Arc<Paas>) -> Router {
         .route("/metrics", get(move || metrics::metrics(registry.clone())))
         .route(ROUTES_STREAM_PATH, get(routing::stream))
         .route("/v1/apps/{app}/wake", post(routing::wake))
+        .route(
+            &format!("{ACME_CHALLENGES_PATH}/{{token}}"),
+            get(routing::acme_challenge),
+        )
         .route("/v1/apps/{app}/stats", get(routing::app_stats))
         .route("/v1/apps/{app}/scaling", get(routing::app_scaling))
         .route("/v1/apps/{app}/suspend", post(routing::suspend))
@@ -138,6 +142,9 @@ fn router_may(path: &str) -> bool {
     path == ROUTES_STREAM_PATH
         || path == STATS_PATH
         || (path.starts_with("/v1/apps/") && path.ends_with("/wake"))
+        || path
+            .strip_prefix(ACME_CHALLENGES_PATH)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 async fn auth(State(paas): State<Arc<Paas>>, req: Request, next: Next) -> Response {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -91,6 +91,26 @@ pub async fn wake(
             .into_response(),
         Err(e) => ApiError(e).into_response(),
     }
+}
+
+/// `GET /v1/acme/challenges/{token}?host={hostname}`: the key authorization of a pending
+/// HTTP-01 challenge, which the router answers the CA with; 404 when none is pending.
+pub async fn acme_challenge(
+    State(paas): State<Arc<Paas>>,
+    Path(token): Path<String>,
+    Query(q): Query<ChallengeQuery>,
+) -> Response {
+    match paas.issuer.challenges.answer(&token, &q.host) {
+        Some(key_authorization) => {
+            ([(header::CONTENT_TYPE, "text/plain")], key_authorization).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, "no such challenge is pending"),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct ChallengeQuery {
+    host: String,
 }
 
 /// `GET /v1/apps/{app}/scaling`: an app's scaling settings, its scaler's view (recent

@@ -16,6 +16,9 @@ pub struct Checked {
     pub not_after: String,
     /// Who issued it (its issuer's distinguished name).
     pub issuer: String,
+    /// The span it is valid for (notBefore, notAfter).
+    pub valid_from: SystemTime,
+    pub valid_until: SystemTime,
 }
 
 /// Whether `chain_pem` (leaf first) with `key_pem` may serve `hostname` at `now`; why not.
@@ -58,8 +61,9 @@ pub fn check(
             "cert: it names {names:?}, not {hostname} (its subject alternative names)"
         ));
     }
-    let not_after = cert.validity().not_after.timestamp();
-    let expires = SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64);
+    let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0).unsigned_abs());
+    let valid_from = at(cert.validity().not_before.timestamp());
+    let expires = at(cert.validity().not_after.timestamp());
     let not_after = humantime::format_rfc3339_seconds(expires).to_string();
     if expires <= now {
         return Err(format!("cert: it expired at {not_after}"));
@@ -67,6 +71,8 @@ pub fn check(
     Ok(Checked {
         not_after,
         issuer: cert.issuer().to_string(),
+        valid_from,
+        valid_until: expires,
     })
 }
 

@@ -21,6 +21,7 @@ pub fn of(paas: &Paas, app: &str) -> Result<Vec<Domain>, OpsError> {
         .filter(|d| d.app == app)
         .map(|d| Domain {
             certificate: s.certificates.get(&d.hostname).map(shown),
+            issuance: s.issuance.get(&d.hostname).cloned(),
             ..d.clone()
         })
         .collect())
@@ -68,11 +69,15 @@ pub async fn add(tx: &Tx<'_>, app: &str, host: &str) -> Result<Claimed, OpsError
         app: app.to_string(),
         added: timestamp(),
         certificate: None,
+        issuance: None,
     };
     paas.store.write(Op::PutDomain(domain.clone())).await?;
     let mut s = paas.lock();
     s.domains.insert(hostname, domain.clone());
     s.publish_routes(false, None);
+    drop(s);
+    // Its certificate, when the PaaS has a CA.
+    paas.issuer.nudge.notify_one();
     tracing::info!(app, hostname = %domain.hostname, "custom domain claimed");
     Ok(Claimed { domain, new: true })
 }
@@ -96,6 +101,7 @@ pub async fn remove(tx: &Tx<'_>, app: &str, host: &str) -> Result<Domain, OpsErr
     let mut s = paas.lock();
     s.domains.remove(&hostname);
     s.publish_routes(false, None);
+    s.issuance.remove(&hostname);
     if s.certificates.remove(&hostname).is_some() {
         s.publish_certificates();
     }

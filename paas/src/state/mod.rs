@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use drove_proto::marathon::{TaskFailure, UnusedOffer};
 use drove_proto::mesos::{OfferId, TaskInfo, TaskState, TaskStatus};
-use drove_proto::paas::Domain;
+use drove_proto::paas::{Domain, Issuance};
 use drove_proto::routing::{AppSpec, RouteMessage};
 
 use crate::events::{self, Event};
@@ -135,8 +135,11 @@ pub struct State {
     pub jobs: jobs::Jobs,
     /// Custom domains: hostname → the app that claimed it.
     pub domains: BTreeMap<String, Domain>,
-    /// Their certificates, by hostname.
+    /// Certificates by hostname: custom domains', and apps' own hostnames' (from drove's
+    /// local CA).
     pub certificates: BTreeMap<String, StoredCert>,
+    /// Where each hostname's automatic certificate stands.
+    pub issuance: BTreeMap<String, Issuance>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -194,6 +197,7 @@ impl State {
             effects: Vec::new(),
             domains: BTreeMap::new(),
             certificates: BTreeMap::new(),
+            issuance: BTreeMap::new(),
             routers: HashMap::new(),
             drain_timeout,
             kill_grace,
@@ -229,6 +233,7 @@ impl State {
             .into_iter()
             .map(|c| (c.hostname.clone(), c))
             .collect();
+        self.issuance = snapshot.issuance.into_iter().collect();
         for a in snapshot.apps {
             let def: AppDefinition = match serde_json::from_str(&a.definition) {
                 Ok(d) => d,
@@ -347,12 +352,21 @@ impl State {
         let id = uuid::Uuid::new_v4().to_string();
         let app_id = rt_new.def.id.clone();
         if rt_new.deleting {
-            // Its domains went with it in the store; another app may claim them now.
-            self.domains.retain(|_, d| d.app != app_id);
-            let before = self.certificates.len();
-            let domains = &self.domains;
-            self.certificates.retain(|h, _| domains.contains_key(h));
-            if self.certificates.len() != before {
+            // Its domains (with their certificates and issuance) went with it in the store;
+            // another app may claim them now.
+            let gone: Vec<String> = self
+                .domains
+                .values()
+                .filter(|d| d.app == app_id)
+                .map(|d| d.hostname.clone())
+                .collect();
+            let mut certified = false;
+            for h in &gone {
+                self.domains.remove(h);
+                self.issuance.remove(h);
+                certified |= self.certificates.remove(h).is_some();
+            }
+            if certified {
                 self.publish_certificates();
             }
         }

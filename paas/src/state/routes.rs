@@ -60,11 +60,10 @@ impl State {
             .collect()
     }
 
-    /// The certificates the routers serve: those of the domains claimed now.
+    /// The certificates the routers serve (a custom domain's goes with it).
     pub fn certificate_set(&self) -> Vec<CertSpec> {
         self.certificates
             .values()
-            .filter(|c| self.domains.contains_key(&c.hostname))
             .map(|c| CertSpec {
                 hostnames: vec![c.hostname.clone()],
                 chain_pem: c.chain_pem.clone(),

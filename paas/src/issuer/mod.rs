@@ -1,0 +1,247 @@
+//! Automatic certificates: every hostname that needs one gets it from the PaaS's authority (an
+//! ACME CA, or drove's local CA under `drove up`) and gets a new one at about two thirds of its
+//! lifetime. A failure is kept with the CA's reason, shown on the app, and retried with capped
+//! exponential backoff; the last certificate keeps serving meanwhile. Certificates an operator
+//! gave (`domains:cert`) are theirs to renew.
+//!
+//! [`schedule`] decides which hostnames are due and when the next one is; [`run`] does them.
+
+pub mod acme;
+pub mod local_ca;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use drove_proto::paas::{Issuance, IssuanceState};
+use tokio::sync::Notify;
+
+use crate::model::{certificate, timestamp};
+use crate::store::{Op, StoredCert};
+use crate::Paas;
+
+/// A certificate and its key, as the authority issued them (PEM).
+pub struct Issued {
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+/// Who signs the PaaS's certificates.
+pub enum Authority {
+    Acme(acme::Acme),
+    Local(Box<local_ca::LocalCa>),
+}
+
+impl Authority {
+    /// How [`Issuance::authority`] names it.
+    pub fn name(&self) -> &str {
+        match self {
+            Authority::Acme(a) => &a.directory,
+            Authority::Local(_) => "local",
+        }
+    }
+
+    /// What certificates it issued say they come from (`source`).
+    fn source(&self) -> &'static str {
+        match self {
+            Authority::Acme(_) => "acme",
+            Authority::Local(_) => "local",
+        }
+    }
+
+    /// Whether it signs apps' own `<app>.<domain>` hostnames (the local CA: `*.localhost` has
+    /// no public DNS for an ACME CA to validate) or custom domains (ACME).
+    pub fn signs_own_hostnames(&self) -> bool {
+        matches!(self, Authority::Local(_))
+    }
+}
+
+/// HTTP-01 answers waiting for the CA, by token.
+#[derive(Default)]
+pub struct Challenges {
+    by_token: Mutex<HashMap<String, (String, String)>>,
+}
+
+impl Challenges {
+    fn insert(&self, token: &str, hostname: &str, key_authorization: String) {
+        self.lock()
+            .insert(token.to_string(), (hostname.to_string(), key_authorization));
+    }
+
+    fn remove(&self, tokens: &[String]) {
+        let mut m = self.lock();
+        for t in tokens {
+            m.remove(t);
+        }
+    }
+
+    /// The key authorization for `token` if it is pending for `hostname`.
+    pub fn answer(&self, token: &str, hostname: &str) -> Option<String> {
+        let host = crate::model::hostname::spelling(hostname);
+        let host = host.split(':').next().unwrap_or_default();
+        self.lock()
+            .get(token)
+            .filter(|(h, _)| h == host)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.by_token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The PaaS's certificate issuing: its authority (none: only operators' certificates), the
+/// challenges in flight, and a nudge for when hostnames change.
+pub struct Issuer {
+    pub authority: Option<Authority>,
+    pub challenges: Challenges,
+    /// Wakes [`run`] (a hostname was claimed).
+    pub nudge: Notify,
+    /// The first retry's delay after a failure; it doubles up to [`schedule::RETRY_MAX`].
+    pub retry: Duration,
+}
+
+impl Issuer {
+    pub fn new(authority: Option<Authority>, retry: Duration) -> Issuer {
+        Issuer {
+            authority,
+            challenges: Challenges::default(),
+            nudge: Notify::new(),
+            retry,
+        }
+    }
+}
+
+/// Keeps every hostname's certificate issued and fresh, until the PaaS shuts down.
+pub async fn run(paas: Arc<Paas>) {
+    let Some(authority) = &paas.issuer.authority else {
+        return;
+    };
+    loop {
+        let now = SystemTime::now();
+        let plan = {
+            let s = paas.lock();
+            schedule::plan(&s, authority, &paas.args.domain, now)
+        };
+        for hostname in &plan.due {
+            if paas.shutdown.is_cancelled() {
+                return;
+            }
+            attempt(&paas, authority, hostname).await;
+        }
+        if !plan.due.is_empty() {
+            continue;
+        }
+        let wait = plan
+            .next
+            .and_then(|t| t.duration_since(now).ok())
+            .unwrap_or(schedule::IDLE_CHECK)
+            .min(schedule::IDLE_CHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = paas.issuer.nudge.notified() => {}
+            _ = paas.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// One try at `hostname`'s certificate; its outcome is stored and shown either way.
+async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
+    let before = paas.lock().issuance.get(hostname).cloned();
+    let attempts = before
+        .as_ref()
+        .filter(|i| i.state == IssuanceState::Failed)
+        .map_or(0, |i| i.attempts);
+    if before.is_none() {
+        let _tx = paas.begin().await;
+        if !schedule::wanted(&paas.lock(), authority, &paas.args.domain, hostname) {
+            return;
+        }
+        let pending = Issuance {
+            state: IssuanceState::Pending,
+            authority: authority.name().to_string(),
+            error: None,
+            attempts: 0,
+            next: None,
+            updated: timestamp(),
+        };
+        put_issuance(paas, hostname, pending).await;
+    }
+    tracing::info!(%hostname, authority = authority.name(), "requesting a certificate");
+    let issued = match authority {
+        Authority::Acme(acme) => {
+            acme.issue(&paas.store, &paas.issuer.challenges, hostname)
+                .await
+        }
+        Authority::Local(ca) => ca.issue(hostname),
+    };
+    let now = SystemTime::now();
+    let checked = issued.and_then(|i| {
+        certificate::check(hostname, &i.chain_pem, &i.key_pem, now)
+            .map(|c| (i, c))
+            .map_err(|e| format!("the CA's certificate is unfit: {e}"))
+    });
+    let tx = paas.begin().await;
+    if !schedule::wanted(&paas.lock(), authority, &paas.args.domain, hostname) {
+        return; // let go meanwhile
+    }
+    let issuance = match checked {
+        Ok((issued, checked)) => {
+            let stored = StoredCert {
+                hostname: hostname.to_string(),
+                chain_pem: issued.chain_pem,
+                key_pem: issued.key_pem,
+                source: authority.source().into(),
+                not_after: checked.not_after.clone(),
+                issuer: checked.issuer,
+                added: timestamp(),
+            };
+            if let Err(e) = paas.store.write(Op::PutCertificate(stored.clone())).await {
+                tracing::warn!(%hostname, error = %e, "the issued certificate could not be stored");
+                return;
+            }
+            let renew = schedule::renewal(checked.valid_from, checked.valid_until, rand::random());
+            tracing::info!(%hostname, not_after = %checked.not_after, "certificate issued");
+            {
+                let mut s = paas.lock();
+                s.certificates.insert(hostname.to_string(), stored);
+                s.publish_certificates();
+            }
+            Issuance {
+                state: IssuanceState::Issued,
+                authority: authority.name().to_string(),
+                error: None,
+                attempts: 0,
+                next: Some(humantime::format_rfc3339_seconds(renew).to_string()),
+                updated: timestamp(),
+            }
+        }
+        Err(why) => {
+            let attempts = attempts.saturating_add(1);
+            let retry = schedule::retry_in(paas.issuer.retry, attempts);
+            tracing::warn!(%hostname, error = %why, attempts, ?retry, "certificate not issued");
+            Issuance {
+                state: IssuanceState::Failed,
+                authority: authority.name().to_string(),
+                error: Some(why),
+                attempts,
+                next: Some(humantime::format_rfc3339_seconds(now + retry).to_string()),
+                updated: timestamp(),
+            }
+        }
+    };
+    put_issuance(paas, hostname, issuance).await;
+    drop(tx);
+}
+
+async fn put_issuance(paas: &Paas, hostname: &str, issuance: Issuance) {
+    if let Err(e) = paas
+        .store
+        .write(Op::PutIssuance(hostname.to_string(), issuance.clone()))
+        .await
+    {
+        tracing::warn!(%hostname, error = %e, "the certificate's issuance could not be stored");
+    }
+    paas.lock().issuance.insert(hostname.to_string(), issuance);
+}

@@ -1,0 +1,302 @@
+//! Automatic certificates end to end, against a real ACME CA (Debian's Pebble) whose HTTP-01
+//! validations reach drove's router: a custom domain gets a certificate chained to Pebble's
+//! root and is served over HTTPS (HTTP/2 by ALPN); a CA refusal and a failed validation show
+//! their reasons on the app and are retried with growing delays until one succeeds; a
+//! certificate near its end is renewed and swapped while a client keeps sending.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use drove_testkit as support;
+use reqwest::Method;
+use serde_json::{json, Value};
+use support::paas::{agent, node_app, Drove, Options, ADMIN_TOKEN};
+use support::pebble::{https_client, Pebble, PebbleOptions};
+use support::wait::until_ok;
+
+const T: Duration = Duration::from_secs(60);
+
+/// drove with its PaaS getting certificates from `pebble` (whose HTTP-01 checks come to the
+/// router's port `router_port`), retrying failures after 1 s, 2 s, 4 s…
+async fn drove_with(agent_range: u32, router_port: u16, pebble: &Pebble) -> Drove {
+    let mut paas_args = pebble.paas_args();
+    paas_args.push("--certificate-retry=1s".into());
+    let options = Options {
+        paas_args,
+        router_port: Some(router_port),
+        ..Options::default()
+    };
+    Drove::start_with(&[&agent(agent_range)], options).await
+}
+
+/// App `app`'s domain `host` as the API shows it.
+async fn domain(d: &Drove, app: &str, host: &str) -> Value {
+    let listed = d.get(&format!("/v1/apps/{app}/domains")).await;
+    listed["domains"]
+        .as_array()
+        .and_then(|ds| ds.iter().find(|x| x["hostname"] == host))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Waits until `host`'s issuance satisfies `ok`; returns the domain.
+async fn issuance_until(
+    d: &Drove,
+    app: &str,
+    host: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    until_ok(&format!("{host}: {what}"), T, || async {
+        let dom = domain(d, app, host).await;
+        if ok(&dom["issuance"]) {
+            Ok(dom)
+        } else {
+            Err(dom.to_string())
+        }
+    })
+    .await
+}
+
+fn rfc3339(v: &Value) -> SystemTime {
+    humantime::parse_rfc3339(v.as_str().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{v} is not RFC 3339: {e}"))
+}
+
+/// The router's HTTPS address.
+fn https(d: &Drove) -> SocketAddr {
+    ([127, 0, 0, 1], d.router_https).into()
+}
+
+/// The leaf certificate `client` was served for `url` (DER).
+async fn served(client: &reqwest::Client, url: &str) -> Result<(u16, Vec<u8>, String), String> {
+    let r = client.get(url).send().await.map_err(|e| format!("{e:?}"))?;
+    let cert = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|t| t.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    let status = r.status().as_u16();
+    Ok((status, cert, r.text().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
+    let router_port = support::free_port("127.0.0.1");
+    let pebble = Pebble::start(router_port, PebbleOptions::default()).await;
+    let d = drove_with(40, router_port, &pebble).await;
+    d.create(node_app("/shop", 1, "shop")).await;
+    d.wait_healthy("shop", 1, T).await;
+
+    // Before any certificate the name gets no TLS at all (the control for what follows).
+    let root = pebble.issuing_root().await;
+    let client = https_client(&root, &["www.shop.test"], https(&d));
+    let url = format!("https://www.shop.test:{}/", d.router_https);
+    assert!(
+        client.get(&url).send().await.is_err(),
+        "served before issued"
+    );
+
+    let url_env = d.paas_url();
+    let env = [
+        ("DROVE_PAAS_URL", url_env.as_str()),
+        ("DROVE_ADMIN_TOKEN", ADMIN_TOKEN),
+    ];
+    let (ok, out) = support::drove_cli_env(&["domains:add", "shop", "www.shop.test"], &env).await;
+    assert!(ok, "{out}");
+    let dom = issuance_until(&d, "shop", "www.shop.test", "issued", |i| {
+        i["state"] == "issued"
+    })
+    .await;
+    assert_eq!(dom["certificate"]["source"], "acme", "{dom}");
+    assert_eq!(dom["issuance"]["authority"], pebble.directory(), "{dom}");
+    assert_eq!(dom["issuance"]["attempts"], 0, "{dom}");
+    // Renewal is planned at about two thirds of Pebble's five years, not sooner.
+    let next = rfc3339(&dom["issuance"]["next"]);
+    let soon = SystemTime::now() + Duration::from_secs(3 * 365 * 86_400);
+    assert!(next > soon, "renewal planned at {next:?}: {dom}");
+
+    // Served over HTTPS by the router, the chain checked against Pebble's root and the name,
+    // HTTP/2 by ALPN; the app sees that the request came over HTTPS.
+    let r = until_ok("www.shop.test over HTTPS", T, || async {
+        client
+            .get(format!("{url}headers"))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))
+    })
+    .await;
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("x-forwarded-proto: https"), "{body}");
+    // The CLI shows it.
+    let (ok, out) = support::drove_cli_env(&["domains", "shop"], &env).await;
+    assert!(ok && out.contains("issued"), "drove domains: {out}");
+
+    // A second app's claim on the hostname is refused, naming the holder.
+    d.create(node_app("/blog", 0, "blog")).await;
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/v1/apps/blog/domains",
+            Some(json!({"hostname": "www.shop.test"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("/shop"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_show_their_reason_and_are_retried_with_backoff() {
+    let router_port = support::free_port("127.0.0.1");
+    let options = PebbleOptions {
+        blocklist: vec!["blocked.test".into()],
+        ..PebbleOptions::default()
+    };
+    let pebble = Pebble::start(router_port, options).await;
+    let d = drove_with(41, router_port, &pebble).await;
+    d.create(node_app("/shop", 1, "shop")).await;
+    d.wait_healthy("shop", 1, T).await;
+
+    // The CA refuses to issue for a name it blocks: its reason is on the app, and the tries
+    // go on, each after a longer wait (1 s, 2 s, 4 s).
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/v1/apps/shop/domains",
+            Some(json!({"hostname": "blocked.test"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dom = issuance_until(&d, "shop", "blocked.test", "failed 3 times", |i| {
+        i["state"] == "failed" && i["attempts"].as_u64() >= Some(3)
+    })
+    .await;
+    let i = &dom["issuance"];
+    let error = i["error"].as_str().unwrap_or_default();
+    assert!(error.contains("rejectedIdentifier"), "{dom}");
+    let waited = rfc3339(&i["next"])
+        .duration_since(rfc3339(&i["updated"]))
+        .unwrap_or_default();
+    let attempts = i["attempts"].as_u64().unwrap_or(0) as u32;
+    let expected = Duration::from_secs(1 << (attempts - 1)).min(Duration::from_secs(6 * 3600));
+    // RFC 3339 seconds: a second either way.
+    assert!(
+        waited + Duration::from_secs(1) >= expected && waited <= expected + Duration::from_secs(1),
+        "after {attempts} failures the next try waits {waited:?}, not {expected:?}: {dom}"
+    );
+    assert!(dom["certificate"].is_null(), "{dom}");
+
+    // A validation that cannot reach the router (the name resolves elsewhere) fails with the
+    // CA's reason; once the name points at the router again, a retry gets the certificate.
+    pebble.resolve("late.test", "127.0.0.2").await;
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/v1/apps/shop/domains",
+            Some(json!({"hostname": "late.test"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let dom = issuance_until(&d, "shop", "late.test", "failed validation", |i| {
+        i["state"] == "failed"
+    })
+    .await;
+    let error = dom["issuance"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("acme:error:connection"), "{dom}");
+    assert!(
+        error.contains("127.0.0.2"),
+        "the CA's reason names where it went: {dom}"
+    );
+    pebble.unresolve("late.test").await;
+    let dom = issuance_until(&d, "shop", "late.test", "issued after retries", |i| {
+        i["state"] == "issued"
+    })
+    .await;
+    assert_eq!(dom["certificate"]["source"], "acme", "{dom}");
+    let root = pebble.issuing_root().await;
+    let client = https_client(&root, &["late.test"], https(&d));
+    let (status, _, body) = served(&client, &format!("https://late.test:{}/", d.router_https))
+        .await
+        .expect("late.test over HTTPS");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("shop "), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_is_renewed_while_a_client_keeps_sending() {
+    let router_port = support::free_port("127.0.0.1");
+    // Certificates of 15 s: renewed about 10 s in.
+    let options = PebbleOptions {
+        validity_seconds: Some(15),
+        ..PebbleOptions::default()
+    };
+    let pebble = Pebble::start(router_port, options).await;
+    let d = drove_with(42, router_port, &pebble).await;
+    d.create(node_app("/shop", 1, "shop")).await;
+    d.wait_healthy("shop", 1, T).await;
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/v1/apps/shop/domains",
+            Some(json!({"hostname": "renew.test"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let first = issuance_until(&d, "shop", "renew.test", "issued", |i| {
+        i["state"] == "issued"
+    })
+    .await;
+    let first_expiry = first["certificate"]["not_after"].clone();
+
+    // One client on one kept-alive connection sends all along, while new connections look
+    // at the certificate served.
+    let root = pebble.issuing_root().await;
+    let url = format!("https://renew.test:{}/", d.router_https);
+    let steady = https_client(&root, &["renew.test"], https(&d));
+    let (_, original, _) =
+        until_ok("the first certificate served", T, || served(&steady, &url)).await;
+    let sender = {
+        let (steady, url) = (steady.clone(), url.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0u32, Vec::new());
+            let end = tokio::time::Instant::now() + Duration::from_secs(25);
+            while tokio::time::Instant::now() < end {
+                match served(&steady, &url).await {
+                    Ok((200, _, _)) => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+                sent += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (sent, failed)
+        })
+    };
+    // A new client each time: one that kept its TLS session would resume it, and a resumed
+    // session shows the certificate it began with.
+    until_ok("a renewed certificate on new connections", T, || async {
+        let fresh = https_client(&root, &["renew.test"], https(&d));
+        let (status, cert, _) = served(&fresh, &url).await?;
+        if status == 200 && !cert.is_empty() && cert != original {
+            Ok(())
+        } else {
+            Err(format!("{status}, the same certificate"))
+        }
+    })
+    .await;
+    let renewed = domain(&d, "shop", "renew.test").await;
+    assert_ne!(
+        renewed["certificate"]["not_after"], first_expiry,
+        "{renewed}"
+    );
+    assert_eq!(renewed["issuance"]["state"], "issued", "{renewed}");
+    let (sent, failed) = sender.await.expect("sender");
+    assert!(sent > 100, "only {sent} requests were sent");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed: {failed:?}",
+        failed.len()
+    );
+}
