@@ -7,9 +7,7 @@ use anyhow::{bail, Context};
 use drove_paas::model::app::AppDefinition;
 use drove_paas::ops::views::App;
 use drove_proto::marathon::{Apps, OneApp, Queue};
-use drove_proto::paas::{
-    Certificate, Domain, Domains, IssuanceState, NewCertificate, NewDomain, ScalingView,
-};
+use drove_proto::paas::{Certificate, Domain, Domains, NewCertificate, NewDomain, ScalingView};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
@@ -760,24 +758,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 println!("{id} has no custom domains (drove domains:add {id} <hostname>)");
             }
             for d in domains.domains {
-                let https = match &d.certificate {
-                    Some(c) => format!("HTTPS until {} ({})", c.not_after, c.source),
-                    None => "no certificate".into(),
-                };
-                println!("{}  (added {}; {https})", d.hostname, d.added);
-                if let Some(i) = &d.issuance {
-                    let mut line =
-                        format!("  certificate from {}: {}", i.authority, i.state.as_str());
-                    if let Some(e) = &i.error {
-                        line += &format!(" ({} attempts): {e}", i.attempts);
-                    }
-                    match (i.state, &i.next) {
-                        (IssuanceState::Failed, Some(n)) => line += &format!("; retried at {n}"),
-                        (IssuanceState::Issued, Some(n)) => line += &format!("; renewed at {n}"),
-                        _ => {}
-                    }
-                    println!("{line}");
-                }
+                println!("{}  (added {}; {})", d.hostname, d.added, d.https_note());
             }
         }
         ClientCommand::DomainsAdd { id, hostname, .. } => {

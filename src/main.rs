@@ -80,6 +80,11 @@ struct UpArgs {
     paas_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:8080")]
     router_listen: SocketAddr,
+    /// The router's HTTPS listener: each app's own `<app>.<domain>` is served there with a
+    /// certificate from drove's local CA (`<data-dir>/paas/local-ca/root.pem`, what a browser
+    /// must trust).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    router_https_listen: SocketAddr,
     #[arg(long, default_value = "127.0.0.1:8081")]
     router_admin: SocketAddr,
     /// Apps are served at `<app>.<domain>`.
@@ -326,6 +331,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         format!("--domain={}", args.domain),
         format!("--master-principal={UP_PRINCIPAL}"),
         format!("--master-secret={secret}"),
+        "--local-ca".to_string(),
     ])
     .context("PaaS flags")?
     .inner;
@@ -336,6 +342,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         ("agent", args.agent_listen),
         ("PaaS", args.paas_listen),
         ("router", args.router_listen),
+        ("router HTTPS", args.router_https_listen),
         ("router admin", args.router_admin),
     ] {
         std::net::TcpListener::bind(addr).with_context(|| {
@@ -363,6 +370,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         args.router_admin,
     );
     router.domain = args.domain.clone();
+    router.https_listen = Some(args.router_https_listen);
     router.paas_token = Some(paas.router_token.clone());
     // Operators read the router's metrics with the admin token.
     router.metrics_token = Some(paas.admin_token.clone());
@@ -370,8 +378,9 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         .await
         .context("router start task")?
         .context("router failed to start")?;
+    let root = data_dir.join("paas").join("local-ca").join("root.pem");
     println!(
-        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}  (work dir {})\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
+        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}  (work dir {})\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}  and  https://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nHTTPS: certificates come from drove's local CA, which can only sign names under .{}; trust\n  its root, {}, e.g. `curl --cacert {} https://hello.{}:{}/`, or for the whole machine\n  `cp {} /usr/local/share/ca-certificates/drove.crt && update-ca-certificates`\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
         args.master_listen,
         args.agent_listen,
         agent_work_dir.display(),
@@ -379,8 +388,16 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         paas.addr,
         args.domain,
         args.router_listen.port(),
+        args.domain,
+        args.router_https_listen.port(),
         paas.admin_token,
         data_dir.join("paas").join("admin-token").display(),
+        args.domain,
+        root.display(),
+        root.display(),
+        args.domain,
+        args.router_https_listen.port(),
+        root.display(),
         args.domain,
         args.router_listen.port(),
     );

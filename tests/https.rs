@@ -300,3 +300,109 @@ async fn a_certificate_is_renewed_while_a_client_keeps_sending() {
         failed.len()
     );
 }
+
+/// `drove up` serves every app's own `<app>.localhost` over HTTPS with a certificate from its
+/// local CA (kept in the data dir, its key root's alone); an app that asks for it gets
+/// HTTP→HTTPS redirects and HSTS, one that does not gets neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drove_up_serves_apps_over_https_with_redirects_and_hsts_when_asked() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = support::up::Up::start((28600, 28799), &[]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let mut strict = node_app("/strict", 1, "strict");
+    strict["https"] = json!({"redirect": true, "hstsMaxAge": 600});
+    for app in [node_app("/plain", 1, "plain"), strict] {
+        let r = http
+            .post(format!("{}/v2/apps", up.paas_url))
+            .bearer_auth(&up.token)
+            .json(&app)
+            .send()
+            .await
+            .expect("POST /v2/apps");
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    }
+    // A bad HSTS age is refused naming the field.
+    let mut bad = node_app("/bad", 1, "bad");
+    bad["https"] = json!({"hstsMaxAge": 999_999_999u64});
+    let r = http
+        .post(format!("{}/v2/apps", up.paas_url))
+        .bearer_auth(&up.token)
+        .json(&bad)
+        .send()
+        .await
+        .expect("POST /v2/apps");
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap_or_default();
+    assert!(body.contains("/https/hstsMaxAge"), "{body}");
+
+    let ca = up.data.join("paas/local-ca");
+    let root = std::fs::read_to_string(ca.join("root.pem")).expect("drove up's root");
+    let key_mode = std::fs::metadata(ca.join("root.key"))
+        .expect("root key")
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o077, 0, "the CA's key is its owner's alone");
+    assert!(up.log().contains("root.pem"), "drove up says what to trust");
+    let https_addr: SocketAddr = ([127, 0, 0, 1], up.router_https).into();
+    let client = support::tls::client_trusting(
+        &root,
+        &[
+            ("plain.localhost", https_addr),
+            ("strict.localhost", https_addr),
+        ],
+    );
+    let get = |host: &'static str| {
+        let (client, port) = (client.clone(), up.router_https);
+        async move {
+            let r = client
+                .get(format!("https://{host}:{port}/"))
+                .send()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let hsts = r
+                .headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap_or_default().to_string());
+            let status = r.status().as_u16();
+            let body = r.text().await.unwrap_or_default();
+            if status == 200 {
+                Ok((body, hsts))
+            } else {
+                Err(format!("{status} {body}"))
+            }
+        }
+    };
+    let (body, hsts) = until_ok("plain over HTTPS", T, || get("plain.localhost")).await;
+    assert!(body.starts_with("plain "), "{body}");
+    assert_eq!(hsts, None, "an app that did not ask gets no HSTS");
+    let (body, hsts) = until_ok("strict over HTTPS", T, || get("strict.localhost")).await;
+    assert!(body.starts_with("strict "), "{body}");
+    assert_eq!(hsts.as_deref(), Some("max-age=600"));
+
+    // Plain HTTP: the app that asked is redirected to the same URL over HTTPS; the other is
+    // served.
+    let over_http = |host: &'static str| {
+        let http = http.clone();
+        let router = up.router_port;
+        async move {
+            http.get(format!("http://127.0.0.1:{router}/path?q=1"))
+                .header("Host", host)
+                .send()
+                .await
+                .expect("HTTP request")
+        }
+    };
+    let r = over_http("strict.localhost").await;
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("https://strict.localhost:{}/path?q=1", up.router_https).as_str())
+    );
+    assert!(r.headers().get("strict-transport-security").is_none());
+    let r = over_http("plain.localhost").await;
+    assert_eq!(r.status(), 200);
+}

@@ -166,6 +166,29 @@ pub struct Domain {
     pub issuance: Option<Issuance>,
 }
 
+impl Domain {
+    /// Its HTTPS in a line, as the CLI and the dashboard show it: the certificate served (until
+    /// when, from whom) and how getting the next one stands.
+    pub fn https_note(&self) -> String {
+        let mut note = match &self.certificate {
+            Some(c) => format!("HTTPS until {} ({})", c.not_after, c.source),
+            None => "no certificate".to_string(),
+        };
+        if let Some(i) = &self.issuance {
+            note += &format!("; {} from {}", i.state.as_str(), i.authority);
+            if let Some(e) = &i.error {
+                note += &format!(" after {} attempts: {e}", i.attempts);
+            }
+            match (i.state, &i.next) {
+                (IssuanceState::Failed, Some(n)) => note += &format!("; retried at {n}"),
+                (IssuanceState::Issued, Some(n)) => note += &format!("; renewed at {n}"),
+                _ => {}
+            }
+        }
+        note
+    }
+}
+
 /// Where a hostname's automatic certificate stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issuance {

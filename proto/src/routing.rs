@@ -119,6 +119,33 @@ pub struct AppSpec {
     pub concurrency_limit: u32,
     #[serde(default)]
     pub backends: Vec<BackendSpec>,
+    /// What the router does about HTTPS for it (nothing unless the app asks).
+    #[serde(default, skip_serializing_if = "HttpsPolicy::is_off")]
+    pub https: HttpsPolicy,
+}
+
+/// An app's HTTPS asks, off by default (`"https"` in its definition; `drove.httpsRedirect` and
+/// `drove.hstsMaxAge` in `package.json`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpsPolicy {
+    /// Plain HTTP requests for a hostname the router has a certificate for are redirected
+    /// (308) to the same URL over HTTPS.
+    #[serde(default)]
+    pub redirect: bool,
+    /// HTTPS responses carry `Strict-Transport-Security: max-age=<this>` (seconds; 0: none)
+    /// unless the app set one.
+    #[serde(default)]
+    pub hsts_max_age: u32,
+}
+
+impl HttpsPolicy {
+    /// The longest HSTS max-age accepted: two years (hstspreload.org asks for one at least).
+    pub const HSTS_MAX: u32 = 2 * 365 * 86_400;
+
+    pub fn is_off(&self) -> bool {
+        *self == HttpsPolicy::default()
+    }
 }
 
 /// One instance of an app.
@@ -291,6 +318,7 @@ mod tests {
 
     fn spec(name: &str, addrs: &[&str]) -> AppSpec {
         AppSpec {
+            https: Default::default(),
             name: name.into(),
             hostnames: vec![],
             state: AppState::Running,

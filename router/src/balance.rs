@@ -121,6 +121,7 @@ mod tests {
         let mut reg = Registry::new("localhost", table.clone());
         reg.apply(RouteMessage::Snapshot {
             apps: vec![AppSpec {
+                https: Default::default(),
                 name: "a".into(),
                 hostnames: vec![],
                 state: AppState::Running,

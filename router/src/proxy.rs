@@ -9,7 +9,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use http::header::{HeaderValue, CONTENT_TYPE, HOST, STRICT_TRANSPORT_SECURITY};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
@@ -41,6 +41,10 @@ pub struct Router {
     pub request_ids: RequestIds,
     /// ACME HTTP-01 answers, from the PaaS.
     pub challenges: crate::acme::Challenges,
+    /// The certificates the HTTPS listener serves, and its port (`None`: no HTTPS listener),
+    /// for apps that ask for HTTP→HTTPS redirects.
+    pub certs: Arc<crate::tls::Certs>,
+    pub https_port: Option<u16>,
 }
 
 /// Generates `X-Request-Id`s: UUIDv4-shaped, random per process, unique by a counter (no
@@ -131,6 +135,27 @@ fn plain(
 
 impl Router {
     /// The client's `X-Request-Id` if it sent a sane one, else a new one.
+    /// Where an HTTP request for `host` is redirected to over HTTPS: the same host and path on
+    /// the HTTPS listener, when there is one and it has a certificate for the host (a redirect
+    /// to a name it cannot serve would only fail).
+    fn https_location(&self, session: &Session, host: Option<&HeaderValue>) -> Option<String> {
+        let port = self.https_port?;
+        let host = host?.to_str().ok()?;
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !self.certs.covers(name) {
+            return None;
+        }
+        let path = session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        Some(match port {
+            443 => format!("https://{name}{path}"),
+            port => format!("https://{name}:{port}{path}"),
+        })
+    }
+
     fn request_id(&self, session: &Session) -> HeaderValue {
         match session.req_header().headers.get(X_REQUEST_ID) {
             Some(v) if valid_request_id(v) => v.clone(),
@@ -232,6 +257,17 @@ impl ProxyHttp for Router {
                 .await?;
             return Ok(true);
         };
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if !tls && app.route.load().https.redirect {
+            if let Some(location) = self.https_location(session, host.as_ref()) {
+                let mut resp = ResponseHeader::build(308, Some(4))?;
+                resp.insert_header(http::header::LOCATION, location)?;
+                resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                resp.insert_header(X_REQUEST_ID, self.request_id(session))?;
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(true);
+            }
+        }
         app.stats.start(now_ms());
         app.inflight.fetch_add(1, Ordering::Relaxed);
         let stopped = app.route.load().state == drove_proto::routing::AppState::Stopped;
@@ -384,10 +420,24 @@ impl ProxyHttp for Router {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        let hsts = ctx
+            .app
+            .as_ref()
+            .map_or(0, |a| a.0.route.load().https.hsts_max_age);
+        if hsts > 0
+            && upstream_response
+                .headers
+                .get(STRICT_TRANSPORT_SECURITY)
+                .is_none()
+            && session.digest().is_some_and(|d| d.ssl_digest.is_some())
+        {
+            upstream_response
+                .insert_header(STRICT_TRANSPORT_SECURITY, format!("max-age={hsts}"))?;
+        }
         if upstream_response.headers.get(X_REQUEST_ID).is_none() {
             if let Some(id) = ctx.request_id.clone() {
                 upstream_response.insert_header(X_REQUEST_ID, id)?;

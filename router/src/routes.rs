@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use drove_proto::routing::valid_app_name;
+use drove_proto::routing::{valid_app_name, HttpsPolicy};
 use tokio::sync::Notify;
 
 // The route stream's wire types are the router <-> PaaS contract, defined in `drove-proto`.
@@ -46,6 +46,7 @@ pub struct BackendLive {
 #[derive(Debug)]
 pub struct AppRoute {
     pub state: AppState,
+    pub https: HttpsPolicy,
     pub concurrency_limit: u32,
     pub hostnames: Vec<String>,
     pub backends: Vec<BackendRoute>,
@@ -270,6 +271,7 @@ impl Registry {
         hostnames.dedup();
         let route = AppRoute {
             state: spec.state,
+            https: spec.https,
             concurrency_limit: spec.concurrency_limit,
             hostnames,
             backends,
@@ -337,6 +339,7 @@ mod tests {
 
     fn spec(name: &str, backends: &[(&str, bool, bool)]) -> AppSpec {
         AppSpec {
+            https: Default::default(),
             name: name.into(),
             hostnames: vec!["Shop.Example.COM".into()],
             state: AppState::Running,

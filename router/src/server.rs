@@ -308,6 +308,8 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
         retry_after_secs: args.retry_after,
         request_ids: crate::proxy::RequestIds::new(),
         challenges,
+        certs: certs.clone(),
+        https_port: args.https_listen.map(|a| a.port()),
     };
     let conf = ServerConf {
         threads,

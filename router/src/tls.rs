@@ -54,6 +54,12 @@ impl Certs {
         errors
     }
 
+    /// Whether `hostname` has a certificate.
+    pub fn covers(&self, hostname: &str) -> bool {
+        let name = hostname.trim_end_matches('.').to_ascii_lowercase();
+        self.by_host.load().contains_key(&name)
+    }
+
     /// How many hostnames have a certificate.
     pub fn len(&self) -> usize {
         self.by_host.load().len()

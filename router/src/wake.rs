@@ -300,6 +300,7 @@ mod tests {
 
     fn spec(backends: Vec<BackendSpec>, limit: u32, state: AppState) -> AppSpec {
         AppSpec {
+            https: Default::default(),
             name: "a".into(),
             hostnames: vec![],
             state,

@@ -19,6 +19,8 @@ pub struct Up {
     pub args: Vec<String>,
     pub paas_url: String,
     pub router_port: u16,
+    /// The router's HTTPS port (certificates from drove up's local CA).
+    pub router_https: u16,
     pub token: String,
     env: Vec<(String, String)>,
 }
@@ -49,6 +51,7 @@ impl Up {
         let dir = super::tempdir();
         let port = || free_port("127.0.0.1");
         let (master, agent, paas, router, admin) = (port(), port(), port(), port(), port());
+        let https = port();
         let cgroup_root = format!("drove-test-{}", super::uuid_like());
         let data = dir.path().join("data");
         let args: Vec<String> = vec![
@@ -59,6 +62,7 @@ impl Up {
             format!("--paas-listen=127.0.0.1:{paas}"),
             format!("--router-listen=127.0.0.1:{router}"),
             format!("--router-admin=127.0.0.1:{admin}"),
+            format!("--router-https-listen=127.0.0.1:{https}"),
             format!(
                 "--resources=cpus:2;mem:2048;ports:[{}-{}]",
                 ports.0, ports.1
@@ -75,6 +79,7 @@ impl Up {
             args,
             paas_url: format!("http://127.0.0.1:{paas}"),
             router_port: router,
+            router_https: https,
             token: String::new(),
             _cgroups: CgroupTree(cgroup_root),
             agent_work: RemovedOnDrop(PathBuf::new()),

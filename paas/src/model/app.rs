@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use drove_proto::marathon::ErrorBody;
+use drove_proto::routing::HttpsPolicy;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -333,6 +334,9 @@ pub struct AppDefinition {
     /// count stays what it is set to, as in Marathon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<crate::model::scaling::Scaling>,
+    /// drove's own: HTTP→HTTPS redirects and HSTS (both off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub https: Option<drove_proto::routing::HttpsPolicy>,
 }
 
 fn one_u() -> u32 {
@@ -590,6 +594,18 @@ impl AppDefinition {
                     format!("expected at least cpus ({}), found {c}", self.cpus),
                 ),
                 Some(_) => {}
+            }
+        }
+        if let Some(h) = &self.https {
+            if h.hsts_max_age > HttpsPolicy::HSTS_MAX {
+                bad(
+                    "/https/hstsMaxAge",
+                    format!(
+                        "expected at most {} seconds (two years), found {}",
+                        HttpsPolicy::HSTS_MAX,
+                        h.hsts_max_age
+                    ),
+                );
             }
         }
         if let Some(s) = &self.scaling {

@@ -6,11 +6,13 @@
 //! "intervalSeconds", "maxConsecutiveFailures"}]`. drove's own, all optional, under `"drove"`
 //! (defaults in [`DroveKeys::default`] and the README): `minInstances`, `maxInstances`,
 //! `idleSeconds`, `targetConcurrency`, `hostnames`, `checkTimeoutSeconds`,
-//! `checkGraceSeconds`, `branch`.
+//! `checkGraceSeconds`, `branch`, `pruneDevDependencies`, `buildCpus`, `buildMem`, `cpusLimit`,
+//! `httpsRedirect`, `hstsMaxAge`.
 //!
 //! Every error names the key, what was expected and what was found:
 //! `flock.mem: expected a number of MiB ≥ 16, found "32MB"`.
 
+use drove_proto::routing::HttpsPolicy;
 use serde_json::{json, Map, Value};
 
 /// A descriptor that cannot be used.
@@ -82,6 +84,8 @@ pub struct DroveKeys {
     /// The most cpus an instance may burst to when the machine has them idle (its `cpus` is
     /// what it is guaranteed); the operator's default when not given.
     pub cpus_limit: Option<f64>,
+    /// `drove.httpsRedirect` and `drove.hstsMaxAge`.
+    pub https: HttpsPolicy,
 }
 
 impl Default for DroveKeys {
@@ -95,6 +99,7 @@ impl Default for DroveKeys {
             check_timeout_seconds: 2,
             check_grace_seconds: 30,
             branch: "main".into(),
+            https: HttpsPolicy::default(),
             prune_dev_dependencies: true,
             build_cpus: None,
             build_mem: None,
@@ -298,7 +303,7 @@ impl Descriptor {
         let mut drove = DroveKeys::default();
         if let Some(d) = object(pkg, "drove", "drove")? {
             for key in d.keys() {
-                const KNOWN: [&str; 12] = [
+                const KNOWN: [&str; 14] = [
                     "minInstances",
                     "maxInstances",
                     "idleSeconds",
@@ -311,6 +316,8 @@ impl Descriptor {
                     "buildCpus",
                     "buildMem",
                     "cpusLimit",
+                    "httpsRedirect",
+                    "hstsMaxAge",
                 ];
                 if !KNOWN.contains(&key.as_str()) {
                     return Err(bad(
@@ -379,6 +386,23 @@ impl Descriptor {
                         Some(other),
                     ))
                 }
+            }
+            match d.get("httpsRedirect") {
+                None | Some(Value::Null) => {}
+                Some(Value::Bool(b)) => drove.https.redirect = *b,
+                Some(other) => {
+                    return Err(bad("drove.httpsRedirect", "true or false", Some(other)))
+                }
+            }
+            let seconds = "a whole number of seconds from 0 to 63072000 (two years)";
+            if let Some(n) = whole(
+                d,
+                "hstsMaxAge",
+                "drove.hstsMaxAge",
+                seconds,
+                0..=HttpsPolicy::HSTS_MAX,
+            )? {
+                drove.https.hsts_max_age = n;
             }
             drove.build_cpus = number(
                 d,

@@ -139,6 +139,7 @@ fn definition(
         target_concurrency: d.drove.target_concurrency,
         ..Scaling::default()
     });
+    def.https = (!d.drove.https.is_off()).then_some(d.drove.https);
     def.validated().map_err(invalid)
 }
 

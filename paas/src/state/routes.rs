@@ -48,6 +48,7 @@ impl State {
                 .map(|s| s.concurrency_limit)
                 .unwrap_or(0),
             backends,
+            https: app.def.https.unwrap_or_default(),
         })
     }
 

@@ -163,6 +163,7 @@ impl BenchUp {
                 format!("--paas-listen={paas}"),
                 format!("--router-listen={router}"),
                 format!("--router-admin={admin}"),
+                format!("--router-https-listen={}", addr()),
                 "--resources=cpus:2;mem:4096;ports:[24000-24999]".into(),
                 format!("--cgroup-root={cgroup_root}"),
                 format!("--fetch-allow-dir={}", crate::test_apps().display()),

@@ -13,6 +13,14 @@ use crate::ops::views::Stream;
 use crate::push::releases::Release;
 use crate::Paas;
 
+/// A custom domain as its row shows it.
+#[derive(Debug, Serialize)]
+pub struct DomainRow {
+    pub hostname: String,
+    /// Its certificate and issuance, in a line.
+    pub https: String,
+}
+
 /// Lines of each instance's stdout and stderr shown.
 const LOG_LINES: usize = 40;
 /// Bytes read from the end of each log.
@@ -49,8 +57,8 @@ pub struct AppPage {
     pub decisions: Vec<DecisionRow>,
     pub wakes: Vec<WakeRow>,
     pub waking: bool,
-    /// Its custom domains' hostnames.
-    pub domains: Vec<String>,
+    /// Its custom domains.
+    pub domains: Vec<DomainRow>,
     /// `None` for an app deployed through `/v2` (it has no releases).
     pub releases: Option<Vec<ReleaseRow>>,
     /// Why its releases could not be read.
@@ -344,7 +352,14 @@ pub async fn app(paas: &Paas, name: &str) -> Option<AppPage> {
         wakes,
         waking: scaling.waking.is_some(),
         domains: ops::domains::of(paas, &id)
-            .map(|ds| ds.into_iter().map(|d| d.hostname).collect())
+            .map(|ds| {
+                ds.into_iter()
+                    .map(|d| DomainRow {
+                        https: d.https_note(),
+                        hostname: d.hostname,
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         releases,
         releases_error,
