@@ -3,8 +3,12 @@
 (GET /v1/routes/stream, NDJSON) and accepts wake/stats POSTs.
 
 usage: paas.py PORT APP BACKEND_ADDR [BACKEND_ADDR...]
+
+With HOSTNAMES=a,b the app is also served at those names, and with CERT=chain.pem KEY=key.pem
+that certificate is sent for them (the router's HTTPS listener serves it by SNI).
 """
 import json
+import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +18,12 @@ APP = {
     "name": sys.argv[2],
     "state": "running",
     "backends": [{"addr": a, "healthy": True, "backup": False} for a in sys.argv[3:]],
+    "hostnames": [h for h in os.environ.get("HOSTNAMES", "").split(",") if h],
 }
+CERTS = []
+if os.environ.get("CERT"):
+    with open(os.environ["CERT"]) as c, open(os.environ["KEY"]) as k:
+        CERTS = [{"hostnames": APP["hostnames"], "chain_pem": c.read(), "key_pem": k.read()}]
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -38,6 +47,8 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             self.chunk(json.dumps({"type": "snapshot", "apps": [APP]}))
+            if CERTS:
+                self.chunk(json.dumps({"type": "certificates", "certs": CERTS}))
             while True:
                 time.sleep(10)
                 self.chunk('{"type":"heartbeat"}')

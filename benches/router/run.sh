@@ -29,15 +29,23 @@
 # five header inserts drove makes, to take drove's cost over the floor apart.
 # DROVE_BEFORE=path adds a row for a second drove binary (e.g. a build of the previous commit),
 # run alongside, for before/after figures from the same run.
+#
+# TLS=1 measures HTTPS instead: drove's HTTPS listener (rustls) against HAProxy's `bind ... ssl`
+# (OpenSSL), the same ECDSA P-256 certificate for `localhost` in both (made here with openssl;
+# drove gets it on the route stream). Each connection count is run twice: keep-alive (CPU per
+# request over TLS) and `Connection: close`, a new TLS handshake per request (handshakes/s and
+# CPU per handshake). wrk offers TLS 1.3 and HTTP/1.1; the SNI is `localhost`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 THREADS=${THREADS:-1}
+TLS=${TLS:-0}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-"64 8 1"}
 REPEAT=${REPEAT:-3}
 PIN=${PIN:-auto}
 HOST=bench.localhost
+[ "$TLS" = 1 ] && HOST=localhost
 DROVE=${DROVE:-target/dist/drove}
 DROVE_BEFORE=${DROVE_BEFORE:-}
 BARE=${BARE:-target/dist/examples/bare_pingora}
@@ -59,6 +67,7 @@ LOADGEN=()
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 B1=$(free_port); B2=$(free_port); PAAS=$(free_port); ROUTER=$(free_port); ADMIN=$(free_port); HAP=$(free_port)
 BARE_PORT=$(free_port); BARE_TO_PORT=$(free_port); BARE_HDR_PORT=$(free_port)
+ROUTER_TLS=$(free_port); HAP_TLS=$(free_port)
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -89,12 +98,25 @@ http {
 CONF
 nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
 
+ROUTER_HTTPS=()
+HAP_BIND_TLS=
+CURL_TLS=()
+if [ "$TLS" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+  cat "$WORK/cert.pem" "$WORK/key.pem" >"$WORK/haproxy.pem"
+  export HOSTNAMES=localhost CERT="$WORK/cert.pem" KEY="$WORK/key.pem"
+  ROUTER_HTTPS=(--https-listen "127.0.0.1:$ROUTER_TLS")
+  HAP_BIND_TLS="bind 127.0.0.1:$HAP_TLS ssl crt $WORK/haproxy.pem alpn http/1.1"
+  CURL_TLS=(--cacert "$WORK/cert.pem")
+fi
 python3 benches/router/paas.py "$PAAS" bench "127.0.0.1:$B1" "127.0.0.1:$B2" &
 PIDS+=($!)
 PAAS_PID=$!
 
 DROVE_LOG=warn "$DROVE" router --paas "http://127.0.0.1:$PAAS" --listen "127.0.0.1:$ROUTER" \
-  --admin "127.0.0.1:$ADMIN" --threads "$THREADS" 2>"$WORK/router.log" &
+  --admin "127.0.0.1:$ADMIN" --threads "$THREADS" "${ROUTER_HTTPS[@]}" 2>"$WORK/router.log" &
 PIDS+=($!)
 DROVE_PID=$!
 BEFORE_PID=
@@ -135,8 +157,10 @@ defaults
   option http-keep-alive
 frontend http-in
   bind 127.0.0.1:$HAP
+  $HAP_BIND_TLS
   option forwardfor
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   unique-id-format %{+X}o\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
   unique-id-header X-Request-Id
@@ -156,9 +180,10 @@ HAP_PID=$!
 URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/" "http://127.0.0.1:$BARE_PORT/")
 [ -n "$BEFORE_PID" ] && URLS+=("http://127.0.0.1:$ROUTER_B/")
 [ -n "$BARE_TO_PID" ] && URLS+=("http://127.0.0.1:$BARE_TO_PORT/" "http://127.0.0.1:$BARE_HDR_PORT/")
+[ "$TLS" = 1 ] && URLS+=("https://localhost:$ROUTER_TLS/" "https://localhost:$HAP_TLS/")
 for url in "${URLS[@]}"; do
   for _ in $(seq 100); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $HOST" "$url" || true)
+    code=$(curl -s -o /dev/null -w '%{http_code}' "${CURL_TLS[@]}" -H "Host: $HOST" "$url" 2>/dev/null || true)
     [ "$code" = 200 ] && break
     sleep 0.1
   done
@@ -174,24 +199,35 @@ to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /m
 cpu_ticks() { [ -n "$1" ] && awk '{print $14+$15}' "/proc/$1/stat" || echo 0; }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 RAW="$WORK/raw"
-measure() { # name port conns pid-of-proxy-or-empty -> one raw line
-  local out t0 t1 n
-  t0=$(cpu_ticks "$4")
-  out=$("${LOADGEN[@]}" wrk -t1 -c"$3" -d"${DURATION}s" --latency -H "Host: $HOST" "http://127.0.0.1:$2/")
-  t1=$(cpu_ticks "$4")
+measure() { # name url conns pid-of-proxy-or-empty [wrk args...] -> one raw line
+  local out t0 t1 n name=$1 url=$2 conns=$3 pid=$4
+  shift 4
+  t0=$(cpu_ticks "$pid")
+  out=$("${LOADGEN[@]}" wrk -t1 -c"$conns" -d"${DURATION}s" --latency -H "Host: $HOST" "$@" "$url")
+  t1=$(cpu_ticks "$pid")
   n=$(echo "$out" | awk '/requests in/ {print $1}')
-  printf '%s|%s|%s|%s|%s|%s|%s\n' "$1" "$3" \
+  printf '%s|%s|%s|%s|%s|%s|%s\n' "$name" "$conns" \
     "$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
     "$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)" \
     "$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)" \
-    "$([ -n "$4" ] && awk -v t=$((t1 - t0)) -v n="$n" -v u="$TICK_US" 'BEGIN {printf "%.1f", t * u / n}' || echo -)" \
+    "$([ -n "$pid" ] && awk -v t=$((t1 - t0)) -v n="$n" -v u="$TICK_US" 'BEGIN {printf "%.1f", t * u / n}' || echo -)" \
     "$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ' | sed 's/ *$//')" >>"$RAW"
 }
-TARGETS=("direct (nginx)|$B1|" "drove router|$ROUTER|$DROVE_PID")
-[ -n "$BEFORE_PID" ] && TARGETS+=("drove router (DROVE_BEFORE)|$ROUTER_B|$BEFORE_PID")
-TARGETS+=("pingora alone (no drove code)|$BARE_PORT|$BARE_PID")
-[ -n "$BARE_TO_PID" ] && TARGETS+=("pingora + drove's peer timeouts|$BARE_TO_PORT|$BARE_TO_PID" "pingora + drove's 5 header inserts|$BARE_HDR_PORT|$BARE_HDR_PID")
-TARGETS+=("haproxy 2.6|$HAP|$HAP_PID")
+# name|url|pid|extra wrk header (a new connection per request: a TLS handshake each)
+if [ "$TLS" = 1 ]; then
+  TARGETS=("drove router, HTTPS keep-alive|https://localhost:$ROUTER_TLS/|$DROVE_PID|"
+    "haproxy 2.6, HTTPS keep-alive|https://localhost:$HAP_TLS/|$HAP_PID|"
+    "drove router, HTTPS handshake per request|https://localhost:$ROUTER_TLS/|$DROVE_PID|Connection: close"
+    "haproxy 2.6, HTTPS handshake per request|https://localhost:$HAP_TLS/|$HAP_PID|Connection: close")
+else
+  TARGETS=("direct (nginx)|http://127.0.0.1:$B1/||" "drove router|http://127.0.0.1:$ROUTER/|$DROVE_PID|")
+  [ -n "$BEFORE_PID" ] && TARGETS+=("drove router (DROVE_BEFORE)|http://127.0.0.1:$ROUTER_B/|$BEFORE_PID|")
+  TARGETS+=("pingora alone (no drove code)|http://127.0.0.1:$BARE_PORT/|$BARE_PID|")
+  [ -n "$BARE_TO_PID" ] && TARGETS+=("pingora + drove's peer timeouts|http://127.0.0.1:$BARE_TO_PORT/|$BARE_TO_PID|" "pingora + drove's 5 header inserts|http://127.0.0.1:$BARE_HDR_PORT/|$BARE_HDR_PID|")
+  TARGETS+=("haproxy 2.6|http://127.0.0.1:$HAP/|$HAP_PID|")
+fi
+# wrk's extra arguments for a target's header field (none, or -H "...").
+extra() { [ -n "$1" ] && printf '%s\0%s\0' -H "$1"; }
 
 echo "machine: $(nproc) cores, $(awk '/model name/ {$1=$2=$3=""; print; exit}' /proc/cpuinfo | sed 's/^ *//'), $(uname -r), load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 echo "versions: $(haproxy -v | head -1 | cut -d' ' -f1-3), $(nginx -v 2>&1 | cut -d' ' -f3), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $("$DROVE" --version) ($DROVE${DROVE_BEFORE:+; before: $DROVE_BEFORE})"
@@ -200,13 +236,15 @@ echo "runs: ${DURATION}s each after a 2s warm-up, $REPEAT interleaved runs per r
 echo
 for c in $CONNS; do
   for t in "${TARGETS[@]}"; do
-    IFS='|' read -r _ port _ <<<"$t"
-    "${LOADGEN[@]}" wrk -t1 -c"$c" -d2s -H "Host: $HOST" "http://127.0.0.1:$port/" >/dev/null 2>&1
+    IFS='|' read -r _ url _ hdr <<<"$t"
+    mapfile -d '' args < <(extra "$hdr")
+    "${LOADGEN[@]}" wrk -t1 -c"$c" -d2s -H "Host: $HOST" "${args[@]}" "$url" >/dev/null 2>&1
   done
   for _ in $(seq "$REPEAT"); do
     for t in "${TARGETS[@]}"; do
-      IFS='|' read -r name port pid <<<"$t"
-      measure "$name" "$port" "$c" "$pid"
+      IFS='|' read -r name url pid hdr <<<"$t"
+      mapfile -d '' args < <(extra "$hdr")
+      measure "$name" "$url" "$c" "$pid" "${args[@]}"
     done
   done
 done
