@@ -54,7 +54,7 @@ for tool in wrk haproxy nginx python3 taskset; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install -y wrk haproxy nginx-light util-linux)" >&2; exit 1; }
 done
 [ -x "$DROVE" ] || cargo build --profile dist --bin drove
-[ -x "$BARE" ] || cargo build --profile dist -p drove-router --example bare_pingora
+[ "$TLS" = 1 ] || [ -x "$BARE" ] || cargo build --profile dist -p drove-router --example bare_pingora
 
 if [ "$PIN" = auto ]; then
   if [ "$THREADS" = 1 ] && [ "$(nproc)" -ge 2 ]; then PIN=1; else PIN=0; fi
@@ -129,9 +129,12 @@ if [ -n "$DROVE_BEFORE" ]; then
 fi
 
 # Pingora alone: one worker thread, work stealing on (as drove runs it), one fixed upstream.
-"$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$B1" "$THREADS" steal 2>>"$WORK/router.log" &
-PIDS+=($!)
-BARE_PID=$!
+BARE_PID=
+if [ "$TLS" != 1 ]; then
+  "$BARE" "127.0.0.1:$BARE_PORT" "127.0.0.1:$B1" "$THREADS" steal 2>>"$WORK/router.log" &
+  PIDS+=($!)
+  BARE_PID=$!
+fi
 # BARE_VARIANTS=1: the floor plus drove's peer timeouts, and plus drove's five header inserts.
 BARE_TO_PID=; BARE_HDR_PID=
 if [ "${BARE_VARIANTS:-0}" = 1 ]; then
@@ -177,7 +180,8 @@ PIDS+=($!)
 HAP_PID=$!
 
 # Wait until all three answer.
-URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/" "http://127.0.0.1:$BARE_PORT/")
+URLS=("http://127.0.0.1:$B1/" "http://127.0.0.1:$ROUTER/" "http://127.0.0.1:$HAP/")
+[ -n "$BARE_PID" ] && URLS+=("http://127.0.0.1:$BARE_PORT/")
 [ -n "$BEFORE_PID" ] && URLS+=("http://127.0.0.1:$ROUTER_B/")
 [ -n "$BARE_TO_PID" ] && URLS+=("http://127.0.0.1:$BARE_TO_PORT/" "http://127.0.0.1:$BARE_HDR_PORT/")
 [ "$TLS" = 1 ] && URLS+=("https://localhost:$ROUTER_TLS/" "https://localhost:$HAP_TLS/")
@@ -192,7 +196,7 @@ done
 NGINX_PIDS=$(cat "$WORK/nginx.pid"; pgrep -P "$(cat "$WORK/nginx.pid")" || true)
 # shellcheck disable=SC2086
 pin 0 $NGINX_PIDS "$PAAS_PID"
-pin 1 "$DROVE_PID" "$HAP_PID" "$BARE_PID" $BEFORE_PID $BARE_TO_PID $BARE_HDR_PID
+pin 1 "$DROVE_PID" "$HAP_PID" $BARE_PID $BEFORE_PID $BARE_TO_PID $BARE_HDR_PID
 
 # wrk prints e.g. "Requests/sec:  12345.67" and "     50%  1.23ms" — normalise latencies to ms.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us$/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms$/,"",v)} else if (v ~ /s$/) {sub(/s$/,"",v); v=v*1000}; printf "%.3f", v}'; }
