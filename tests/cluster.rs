@@ -1238,6 +1238,19 @@ async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");
+    master_reads_need_credentials(&c, &anon).await;
+    task_logs_go_to_their_own_framework(&c, &anon, &alice).await;
+    the_agent_answers_the_master_only(&c, &anon).await;
+    let (code, _) = alice
+        .call(json!({"type": "KILL", "kill": {"task_id": {"value": "diary"}}}))
+        .await;
+    assert_eq!(code, 202);
+    alice.wait_state("diary", "TASK_KILLED", T).await;
+}
+
+/// The master's state and metrics: 401 without credentials or with a wrong secret, 200 for any
+/// framework principal and for the cluster secret; `/health` and `/version` stay open.
+async fn master_reads_need_credentials(c: &TestCluster, anon: &reqwest::Client) {
     let master = c.master_url();
     for path in ["/master/state", "/state.json", "/metrics"] {
         let r = anon
@@ -1277,7 +1290,16 @@ async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
             .expect(path);
         assert_eq!(r.status(), 200, "{path} stays open");
     }
+}
 
+/// A task's logs, read through the master: its own framework reads them, another framework
+/// gets 403 and nothing of them, no credentials 401, the cluster secret reads any.
+async fn task_logs_go_to_their_own_framework(
+    c: &TestCluster,
+    anon: &reqwest::Client,
+    alice: &Framework,
+) {
+    let master = c.master_url();
     let logs = format!(
         "{master}/master/frameworks/{}/tasks/diary/logs/stdout",
         alice.id
@@ -1319,8 +1341,10 @@ async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
         200,
         "an operator with the cluster secret reads any"
     );
+}
 
-    // The agent serves state and logs to the master only.
+/// The agent serves its state and task logs to the master only (the cluster secret).
+async fn the_agent_answers_the_master_only(c: &TestCluster, anon: &reqwest::Client) {
     let agent = c.agent_url(0);
     for path in ["/agent/v1/state", "/agent/v1/tasks/diary/stdout"] {
         let r = anon.get(format!("{agent}{path}")).send().await.expect(path);
@@ -1333,9 +1357,4 @@ async fn reads_need_credentials_and_logs_go_to_their_own_framework() {
             .expect(path);
         assert_eq!(r.status(), 200, "{path} on the agent with the secret");
     }
-    let (code, _) = alice
-        .call(json!({"type": "KILL", "kill": {"task_id": {"value": "diary"}}}))
-        .await;
-    assert_eq!(code, 202);
-    alice.wait_state("diary", "TASK_KILLED", T).await;
 }

@@ -454,6 +454,15 @@ async fn paas_restart_and_agent_loss() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_bad_input() {
     let d = Drove::start(&[&agent(7)]).await;
+    only_the_right_tokens_get_in(&d).await;
+    bad_definitions_are_refused_naming_the_field(&d).await;
+    a_deployment_in_progress_locks_the_app_unless_forced(&d).await;
+    nothing_refused_was_lost(&d).await;
+}
+
+/// 401 without a token or with a wrong one (with `WWW-Authenticate`); the admin token works as
+/// a bearer token and as the basic password; the router token only wakes.
+async fn only_the_right_tokens_get_in(d: &Drove) {
     let url = |p: &str| format!("{}{p}", d.paas_url());
     let r = d.anon.get(url("/v2/apps")).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -503,7 +512,12 @@ async fn tokens_and_bad_input() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
 
+/// Malformed JSON is a 400; each invalid definition a 422 naming its field; a duplicate id a
+/// 409; two apps whose ids make the same host name are refused; an unknown app is a 404.
+async fn bad_definitions_are_refused_naming_the_field(d: &Drove) {
+    let url = |p: &str| format!("{}{p}", d.paas_url());
     d.create(node_app("/keep", 1, "v1")).await;
     d.wait_healthy("keep", 1, Duration::from_secs(40)).await;
 
@@ -574,7 +588,10 @@ async fn tokens_and_bad_input() {
     assert!(v["message"].as_str().unwrap().contains("already exists"));
     let (status, _) = d.call(Method::GET, "/v2/apps/missing", None).await;
     assert_eq!(status, 404);
-    // A deployment in progress locks the app unless forced.
+}
+
+/// A deployment in progress locks the app unless forced.
+async fn a_deployment_in_progress_locks_the_app_unless_forced(d: &Drove) {
     let (status, v) = d
         .call(
             Method::PUT,
@@ -596,8 +613,11 @@ async fn tokens_and_bad_input() {
         )
         .await;
     assert_eq!(status, 422, "{v}");
+}
 
-    // Nothing was lost: the app is still there, serving, with its versions.
+/// Nothing was lost: the app is still there, serving, with its versions.
+async fn nothing_refused_was_lost(d: &Drove) {
+    let url = |p: &str| format!("{}{p}", d.paas_url());
     let app = d.wait_healthy("keep", 1, Duration::from_secs(40)).await;
     assert_eq!(app["env"]["MESSAGE"], "v2");
     let versions = d.get("/v2/apps/keep/versions").await;
@@ -841,6 +861,18 @@ async fn drove_up_and_the_cli() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn marathon_api_surface() {
     let d = Drove::start(&[&agent(9)]).await;
+    let first = create_list_and_route(&d).await;
+    let oldest = restart_records_both_versions(&d, &first).await;
+    update_then_roll_back_by_version(&d, &oldest).await;
+    tasks_as_text_killed_and_scaled(&d).await;
+    an_unplaceable_app_waits_in_the_queue_saying_why(&d).await;
+    the_event_stream_wants_its_media_type(&d).await;
+    delete_removes_the_app_its_instances_and_route(&d).await;
+}
+
+/// An app in a group is created, served through the router at `team-shop.localhost`, and
+/// listed by id prefix (with its tasks embedded); an unmatched prefix lists nothing.
+async fn create_list_and_route(d: &Drove) -> Value {
     d.create(node_app("/team/shop", 1, "v1")).await;
     let first = d
         .wait_healthy("team/shop", 1, Duration::from_secs(40))
@@ -853,8 +885,12 @@ async fn marathon_api_surface() {
     assert_eq!(listed["apps"][0]["tasks"].as_array().unwrap().len(), 1);
     let none = d.get("/v2/apps?id=nothing-like-it").await;
     assert!(none["apps"].as_array().unwrap().is_empty());
+    first
+}
 
-    // Restart replaces the instance; versions record both.
+/// A restart replaces the instance, and the versions record both definitions (each readable;
+/// an unknown one is a 404). Returns the oldest version.
+async fn restart_records_both_versions(d: &Drove, first: &Value) -> String {
     let old_task = first["tasks"][0]["id"].as_str().unwrap().to_string();
     let (status, v) = d
         .call(Method::POST, "/v2/apps/team/shop/restart", None)
@@ -896,8 +932,11 @@ async fn marathon_api_surface() {
         )
         .await;
     assert_eq!(status, 404);
+    oldest
+}
 
-    // A change, then a rollback to the first version by `{"version": V}`.
+/// A change, then a rollback to the first version by `{"version": V}`.
+async fn update_then_roll_back_by_version(d: &Drove, oldest: &str) {
     d.put("team/shop", json!({"env": {"MESSAGE": "v2"}})).await;
     d.wait_app("team/shop", Duration::from_secs(40), "v2 serving", |a| {
         a["env"]["MESSAGE"] == "v2"
@@ -912,8 +951,11 @@ async fn marathon_api_surface() {
             && a["tasksHealthy"] == 1
     })
     .await;
+}
 
-    // Tasks: plain text, kill with scale, kill without (replaced).
+/// Tasks as plain text; a task killed without `scale` is replaced, with `scale=true` the count
+/// drops.
+async fn tasks_as_text_killed_and_scaled(d: &Drove) {
     let text = d
         .api
         .get(format!("{}/v2/apps/team/shop/tasks", d.paas_url()))
@@ -964,8 +1006,10 @@ async fn marathon_api_surface() {
         .wait_healthy("team/shop", 1, Duration::from_secs(40))
         .await;
     assert_eq!(app["instances"], 1, "scale=true lowered the count");
+}
 
-    // An app no agent can take waits in the queue, which says why.
+/// An app no agent can take waits in the queue, which says why.
+async fn an_unplaceable_app_waits_in_the_queue_saying_why(d: &Drove) {
     let mut nowhere = node_app("/nowhere", 1, "x");
     nowhere["constraints"] = json!([["hostname", "CLUSTER", "no-such-host"]]);
     d.create(nowhere).await;
@@ -995,8 +1039,10 @@ async fn marathon_api_surface() {
         },
     )
     .await;
+}
 
-    // The event stream wants its media type.
+/// `/v2/events` without `Accept: text/event-stream` is refused.
+async fn the_event_stream_wants_its_media_type(d: &Drove) {
     let r = d
         .api
         .get(format!("{}/v2/events", d.paas_url()))
@@ -1004,8 +1050,10 @@ async fn marathon_api_surface() {
         .await
         .unwrap();
     assert_eq!(r.status(), 405);
+}
 
-    // Deleting removes the app, its instances and its route.
+/// Deleting removes the app, its instances and its route.
+async fn delete_removes_the_app_its_instances_and_route(d: &Drove) {
     let pid = task_pid(d.app("team/shop").await["tasks"][0]["id"].as_str().unwrap()).expect("pid");
     let (status, v) = d.call(Method::DELETE, "/v2/apps/team/shop", None).await;
     assert_eq!(status, 200, "{v}");

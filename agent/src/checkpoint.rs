@@ -113,8 +113,10 @@ pub struct TaskRecord {
     pub spawned: Option<Instant>,
     #[serde(skip)]
     pub next_send: Option<Instant>,
+    /// Failed sends of the head of `pending` in a row (its next is after
+    /// [`crate::status::retry_delay`] of this).
     #[serde(skip)]
-    pub backoff: Duration,
+    pub failed_sends: u32,
     #[serde(skip)]
     pub in_flight: bool,
     #[serde(skip)]
@@ -168,7 +170,7 @@ impl TaskRecord {
             steps: Vec::new(),
             spawned: None,
             next_send: None,
-            backoff: Duration::ZERO,
+            failed_sends: 0,
             in_flight: false,
             cancel: None,
             watching: false,

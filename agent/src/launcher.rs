@@ -1603,7 +1603,7 @@ pub async fn recover(node: &Arc<Node>) {
         for mut rec in records {
             let key = key_of(&rec.framework_id, &rec.task.task_id);
             rec.next_send = Some(Instant::now());
-            rec.backoff = status::FIRST_RETRY;
+            rec.failed_sends = 0;
             if !rec.state.is_terminal() {
                 match rec.executor_pid {
                     Some(_) => {

@@ -22,6 +22,22 @@ use crate::node::{key_of, Node, TaskKey};
 pub const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub const MAX_RETRY: Duration = Duration::from_secs(10);
 
+/// How long after `failures` failed sends in a row an update is sent again: [`FIRST_RETRY`],
+/// doubling up to [`MAX_RETRY`] (backon's exponential schedule, without jitter: the master
+/// dedupes by uuid, and agents are few).
+pub fn retry_delay(failures: u32) -> Duration {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(FIRST_RETRY)
+        .with_max_delay(MAX_RETRY)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+        // Past 16 doublings every delay is the cap.
+        .nth(failures.clamp(1, 16) as usize - 1)
+        .unwrap_or(MAX_RETRY)
+}
+
 /// Optional parts of an update.
 #[derive(Debug, Clone, Default)]
 pub struct UpdateOpts {
@@ -151,7 +167,7 @@ pub fn update(node: &Node, key: &TaskKey, state: TaskState, opts: UpdateOpts) ->
         });
         if was_empty {
             rec.next_send = Some(Instant::now());
-            rec.backoff = FIRST_RETRY;
+            rec.failed_sends = 0;
         }
         // Sent only once on disk, so an update the master saw survives an agent crash.
         rec.durable = node.checkpoint(rec);
@@ -177,7 +193,7 @@ pub fn acknowledge(node: &Node, ack: &AcknowledgeUpdate) -> bool {
         if let Some(pos) = pos {
             rec.pending.remove(pos);
             if pos == 0 {
-                rec.backoff = FIRST_RETRY;
+                rec.failed_sends = 0;
                 rec.next_send = Some(Instant::now());
             }
         }
@@ -204,7 +220,7 @@ pub fn resend_all_now(node: &Node) {
     for rec in node.tasks().values_mut() {
         if !rec.pending.is_empty() {
             rec.next_send = Some(now);
-            rec.backoff = FIRST_RETRY;
+            rec.failed_sends = 0;
         }
     }
     node.status_wakeup.notify_one();
@@ -304,13 +320,22 @@ async fn send_one(node: &Node, key: &TaskKey, mut update: StatusUpdate) {
         let same_head =
             rec.pending.front().and_then(|u| u.status.uuid.clone()) == update.status.uuid;
         if same_head {
-            let backoff = if rec.backoff.is_zero() {
-                FIRST_RETRY
-            } else {
-                rec.backoff
-            };
-            rec.next_send = Some(Instant::now() + backoff);
-            rec.backoff = (backoff * 2).min(MAX_RETRY);
+            rec.failed_sends = rec.failed_sends.saturating_add(1);
+            rec.next_send = Some(Instant::now() + retry_delay(rec.failed_sends));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_double_from_the_first_retry_up_to_the_cap() {
+        assert_eq!(retry_delay(1), FIRST_RETRY);
+        assert_eq!(retry_delay(2), FIRST_RETRY * 2);
+        assert_eq!(retry_delay(3), FIRST_RETRY * 4);
+        assert_eq!(retry_delay(5), MAX_RETRY);
+        assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
     }
 }

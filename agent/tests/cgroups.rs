@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use drove_agent::cgroups::{CgroupManager, Limits};
+use drove_testkit::wait::blocking_until;
 use support::{pid_alive, CgroupRoot};
 
 fn read(p: impl AsRef<Path>) -> String {
@@ -148,15 +149,9 @@ fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
         &cg.procs_files(),
         "setsid sleep 300 & sleep 300 & sleep 300",
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cg.pids().len() < 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pids: {:?}",
-            cg.pids()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    blocking_until("4 processes in the cgroup", Duration::from_secs(10), || {
+        cg.pids().len() >= 4
+    });
     let pids = cg.pids();
     assert!(cg.kill_all(Duration::from_secs(5)));
     let _ = child.wait();
@@ -164,13 +159,11 @@ fn kill_all_leaves_no_process_and_destroy_removes_the_cgroup() {
     // A killed process leaves its cgroup before it is a zombie (cgroup_exit comes first in
     // do_exit), so the cgroup can be gone while /proc still shows it exiting: wait for each to
     // end, boundedly, rather than read its state once.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    for p in pids {
-        while pid_alive(p) {
-            assert!(std::time::Instant::now() < deadline, "{p} survived");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    blocking_until(
+        "every killed process to end",
+        Duration::from_secs(5),
+        || pids.iter().all(|p| !pid_alive(*p)),
+    );
     assert!(!cg.exists());
 }
 
@@ -224,11 +217,11 @@ fn a_nested_cgroup_root_works() {
         .unwrap();
     assert_eq!(cg.memory_limit(), Some(48 << 20));
     let mut child = spawn_in(&cg.procs_files(), "sleep 300");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while cg.pids().is_empty() {
-        assert!(std::time::Instant::now() < deadline, "nothing joined");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    blocking_until(
+        "a process to join the cgroup",
+        Duration::from_secs(10),
+        || !cg.pids().is_empty(),
+    );
     assert!(cg.kill_all(Duration::from_secs(5)));
     let _ = child.wait();
     cg.destroy(Duration::from_secs(5)).unwrap();

@@ -1,9 +1,10 @@
 //! The master's in-memory model of the cluster and every transition on it.
 //!
 //! [`Cluster`] owns agents, frameworks, offers and tasks plus the allocator. It is guarded by one
-//! mutex that is never held across an `.await`: side effects leave through non-blocking
-//! channels (framework event streams, the store's write queue, the agent client's spawned
-//! requests), so every method here is synchronous and short.
+//! mutex that is never held across an `.await`, and it does no I/O: every method is synchronous
+//! and short, takes the time from its [`Clock`], and records what it asks of the world (store
+//! writes, calls to agents, events for frameworks) as [`Effect`]s, which the lock's guard does
+//! through non-blocking channels as it lets go.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -23,10 +24,13 @@ use drove_proto::Resources;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_client::{AgentClient, Internal};
+use crate::agent_client::Internal;
 use crate::allocator::{Allocator, AllocatorConfig};
 use crate::clock::Clock;
-use crate::store::{AgentRow, FrameworkRow, Snapshot, Store, StoreOp, TaskRow};
+use crate::store::{AgentRow, FrameworkRow, Snapshot, StoreOp, TaskRow};
+
+pub mod effects;
+pub use effects::{AgentCall, Effect, Outbox};
 
 /// Tunables the master was started with.
 #[derive(Debug, Clone)]
@@ -134,6 +138,7 @@ fn key_hash(key: &str) -> String {
 /// not keep up and closes the stream (the framework then counts as disconnected).
 pub const EVENT_QUEUE: usize = 10_000;
 
+#[derive(Debug, Clone)]
 pub struct Connection {
     pub stream_id: String,
     tx: mpsc::Sender<Event>,
@@ -165,13 +170,15 @@ impl Framework {
     pub fn partition_aware(&self) -> bool {
         self.info.has_capability("PARTITION_AWARE")
     }
+}
 
-    fn send(&self, event: Event) {
-        if let Some(conn) = &self.conn {
-            if let Err(mpsc::error::TrySendError::Full(_)) = conn.tx.try_send(event) {
-                tracing::warn!(framework = %self.id, "event queue full; closing the subscription");
-                conn.overflow.cancel();
-            }
+impl Connection {
+    /// Queues `event` on the stream; a reader so far behind that the queue is full has its
+    /// stream closed.
+    pub fn send(&self, event: Event) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(event) {
+            tracing::warn!(stream = %self.stream_id, "event queue full; closing the subscription");
+            self.overflow.cancel();
         }
     }
 }
@@ -231,8 +238,8 @@ pub struct Cluster {
     next_agent: u64,
     next_framework: u64,
     next_offer: u64,
-    store: Store,
-    client: AgentClient,
+    /// What its changes asked of the world, until taken ([`Cluster::take_effects`]).
+    out: Outbox,
     clock: Clock,
     /// Set when something happened that may make new offers possible.
     pub allocation_wanted: bool,
@@ -246,13 +253,7 @@ fn framework_role(info: &FrameworkInfo) -> String {
 }
 
 impl Cluster {
-    pub fn new(
-        master_info: MasterInfo,
-        config: ClusterConfig,
-        store: Store,
-        client: AgentClient,
-        clock: Clock,
-    ) -> Self {
+    pub fn new(master_info: MasterInfo, config: ClusterConfig, clock: Clock) -> Self {
         let allocator = Allocator::new(AllocatorConfig {
             min_allocatable: config.min_allocatable.clone(),
             filter_min: config.allocation_interval,
@@ -274,11 +275,15 @@ impl Cluster {
             next_agent: 0,
             next_framework: 0,
             next_offer: 0,
-            store,
-            client,
+            out: Outbox::default(),
             clock,
             allocation_wanted: false,
         }
+    }
+
+    /// The effects of the changes made since they were last taken, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.out.take()
     }
 
     /// Rebuilds the cluster from the store after a restart. Agents wait to re-register,
@@ -381,7 +386,7 @@ impl Cluster {
                 let frameworks: HashSet<FrameworkId> =
                     req.tasks.drain(..).map(|t| t.framework_id).collect();
                 for framework_id in frameworks {
-                    self.client
+                    self.out
                         .shutdown(&req.endpoint, ShutdownFramework { framework_id });
                 }
             } else {
@@ -453,7 +458,7 @@ impl Cluster {
                 Some(key)
             }
         };
-        self.store.apply(StoreOp::UpsertAgent(AgentRow {
+        self.out.apply(StoreOp::UpsertAgent(AgentRow {
             id: key.clone(),
             hostname: req.hostname.clone(),
             endpoint: req.endpoint.clone(),
@@ -518,7 +523,7 @@ impl Cluster {
                 tracing::warn!(framework = %fw_key, task = %task_key, agent,
                     "agent runs a task of an unknown framework; shutting it down");
                 if let Some(a) = self.agents.get(agent) {
-                    self.client.shutdown(
+                    self.out.shutdown(
                         &a.endpoint,
                         ShutdownFramework {
                             framework_id: at.framework_id.clone(),
@@ -552,7 +557,7 @@ impl Cluster {
             }
             if let (Some(kill), false) = (&task.kill_requested, at.state.is_terminal()) {
                 if let Some(a) = self.agents.get(agent) {
-                    self.client.kill(&a.endpoint, kill.clone());
+                    self.out.kill(&a.endpoint, kill.clone());
                 }
             }
             if task.state != at.state {
@@ -572,13 +577,13 @@ impl Cluster {
                 status.healthy = at.status.as_ref().and_then(|s| s.healthy);
                 status.container_status =
                     at.status.as_ref().and_then(|s| s.container_status.clone());
-                fw.send(Event::update(status));
+                self.out.send(fw, Event::update(status));
                 self.counters.events_sent += 1;
             }
             if let Some(a) = self.agents.get_mut(agent) {
                 a.tasks.insert((fw_key, task_key));
             }
-            self.store.apply(StoreOp::UpsertTask(Box::new(row)));
+            self.out.apply(StoreOp::UpsertTask(Box::new(row)));
         }
         // Tasks the master placed here that the agent no longer has.
         let known: Vec<(String, String)> = self
@@ -671,7 +676,7 @@ impl Cluster {
         self.removed_agents.insert(agent.to_string());
         tracing::warn!(agent, hostname = %a.hostname, "unreachable agent removed");
         self.allocator.remove_agent(agent);
-        self.store.apply(StoreOp::RemoveAgent(agent.to_string()));
+        self.out.apply(StoreOp::RemoveAgent(agent.to_string()));
         for (fw_key, task_key) in a.tasks {
             let Some(fw) = self.frameworks.get_mut(&fw_key) else {
                 continue;
@@ -695,10 +700,10 @@ impl Cluster {
             task.released = true;
             task.statuses.push((state, self.clock.unix_secs(), None));
             task.status = Some(status.clone());
-            fw.send(Event::update(status));
+            self.out.send(fw, Event::update(status));
             self.counters.events_sent += 1;
             complete(fw, task, self.config.completed_tasks_per_framework);
-            self.store.apply(StoreOp::RemoveTask {
+            self.out.apply(StoreOp::RemoveTask {
                 framework_id: fw_key.clone(),
                 task_id: task_key,
             });
@@ -713,14 +718,14 @@ impl Cluster {
         tracing::warn!(agent, hostname = %a.hostname, "agent unreachable");
         a.status = AgentStatus::Unreachable { since_secs: since };
         let tasks: Vec<(String, String)> = a.tasks.iter().cloned().collect();
-        self.store.apply(StoreOp::SetAgentUnreachable {
+        self.out.apply(StoreOp::SetAgentUnreachable {
             id: agent.to_string(),
             at_ms: Some((since * 1000.0) as i64),
         });
         self.allocator.deactivate_agent(agent);
         self.rescind_agent_offers(agent, true);
         for fw in self.frameworks.values() {
-            fw.send(Event::failure(AgentId::new(agent)));
+            self.out.send(fw, Event::failure(AgentId::new(agent)));
         }
         for (fw_key, task_key) in tasks {
             let Some(fw) = self.frameworks.get(&fw_key) else {
@@ -771,7 +776,7 @@ impl Cluster {
         if let Some(fw) = self.frameworks.get_mut(&offer.framework_id) {
             fw.offers.remove(offer_id);
             if notify {
-                fw.send(Event::rescind(offer.id.clone()));
+                self.out.send(fw, Event::rescind(offer.id.clone()));
             }
         }
         self.allocator.recover(
@@ -803,9 +808,9 @@ impl Cluster {
         let endpoint = a.endpoint.clone();
         let fw_key = framework_id.value.clone();
         let task_key = status.task_id.value.clone();
-        let ack_for_framework = |client: &AgentClient| {
+        let ack_for_framework = |out: &mut Outbox| {
             if let Some(uuid) = &status.uuid {
-                client.acknowledge(
+                out.acknowledge(
                     &endpoint,
                     AcknowledgeUpdate {
                         framework_id: framework_id.clone(),
@@ -818,8 +823,8 @@ impl Cluster {
         let Some(fw) = self.frameworks.get_mut(&fw_key) else {
             // The framework is gone: nobody will acknowledge this, and whatever still runs for
             // it on this agent must stop (a launch may have raced the teardown).
-            ack_for_framework(&self.client);
-            self.client.shutdown(
+            ack_for_framework(&mut self.out);
+            self.out.shutdown(
                 &endpoint,
                 ShutdownFramework {
                     framework_id: framework_id.clone(),
@@ -832,7 +837,7 @@ impl Cluster {
                 // Running, but the master no longer tracks it (e.g. its launch was declared
                 // dropped): stop it rather than let it hold resources nobody accounts for.
                 tracing::warn!(framework = %fw_key, task = %task_key, agent, "killing a task the master does not track");
-                self.client.kill(
+                self.out.kill(
                     &endpoint,
                     KillTask {
                         framework_id: framework_id.clone(),
@@ -840,16 +845,16 @@ impl Cluster {
                         kill_policy: None,
                     },
                 );
-                ack_for_framework(&self.client);
+                ack_for_framework(&mut self.out);
             } else {
-                fw.send(Event::update(status));
+                self.out.send(fw, Event::update(status));
                 self.counters.events_sent += 1;
             }
             return true;
         };
         if task.agent_id.value != agent {
             // A stale update from an agent the task no longer lives on.
-            ack_for_framework(&self.client);
+            ack_for_framework(&mut self.out);
             return true;
         }
         task.launch_acked = true;
@@ -871,14 +876,14 @@ impl Cluster {
             }
             let row = task_row(task, self.clock.unix_ms());
             let res = task.resources.clone();
-            self.store.apply(StoreOp::UpsertTask(Box::new(row)));
+            self.out.apply(StoreOp::UpsertTask(Box::new(row)));
             if release {
                 self.allocator
                     .recover(&fw_key, agent, &res, None, self.clock.now());
                 self.allocation_wanted = true;
             }
         }
-        fw.send(Event::update(status));
+        self.out.send(fw, Event::update(status));
         self.counters.events_sent += 1;
         true
     }
@@ -902,21 +907,21 @@ impl Cluster {
                 task.released = true;
                 recover = Some((task.agent_id.value.clone(), task.resources.clone()));
             }
-            self.store.apply(StoreOp::UpsertTask(Box::new(task_row(
+            self.out.apply(StoreOp::UpsertTask(Box::new(task_row(
                 task,
                 self.clock.unix_ms(),
             ))));
             if status.state.is_terminal() {
                 if let Some(t) = fw.tasks.remove(&task_key) {
                     complete(fw, t, self.config.completed_tasks_per_framework);
-                    self.store.apply(StoreOp::RemoveTask {
+                    self.out.apply(StoreOp::RemoveTask {
                         framework_id: fw_key.to_string(),
                         task_id: task_key.clone(),
                     });
                 }
             }
         }
-        fw.send(Event::update(status));
+        self.out.send(fw, Event::update(status));
         self.counters.events_sent += 1;
         if let Some((agent, res)) = recover {
             if let Some(a) = self.agents.get_mut(&agent) {
@@ -1000,7 +1005,7 @@ impl Cluster {
         }
         if let Some(fw) = self.frameworks.get_mut(&key) {
             if let Some(old) = fw.conn.take() {
-                let _ = old.tx.try_send(Event::error("Framework failed over"));
+                self.out.event(old, Event::error("Framework failed over"));
             }
             fw.failover_grace = Duration::ZERO;
             let old_role = fw.role.clone();
@@ -1053,16 +1058,19 @@ impl Cluster {
             tracing::info!(framework = %key, name = %info.name, "framework subscribed");
         }
         let fw = &self.frameworks[&key];
-        self.store.apply(StoreOp::UpsertFramework(FrameworkRow {
+        self.out.apply(StoreOp::UpsertFramework(FrameworkRow {
             id: key.clone(),
             info,
             registered_at_ms: (fw.registered_secs * 1000.0) as i64,
         }));
-        fw.send(Event::subscribed(Subscribed {
-            framework_id: id.clone(),
-            heartbeat_interval_seconds: Some(self.config.heartbeat_interval.as_secs_f64()),
-            master_info: Some(self.master_info.clone()),
-        }));
+        self.out.send(
+            fw,
+            Event::subscribed(Subscribed {
+                framework_id: id.clone(),
+                heartbeat_interval_seconds: Some(self.config.heartbeat_interval.as_secs_f64()),
+                master_info: Some(self.master_info.clone()),
+            }),
+        );
         self.allocation_wanted = true;
         Ok(Subscription {
             stream_id,
@@ -1170,7 +1178,7 @@ impl Cluster {
         }
         for agent in agents {
             if let Some(a) = self.agents.get(&agent) {
-                self.client.shutdown(
+                self.out.shutdown(
                     &a.endpoint,
                     ShutdownFramework {
                         framework_id: fw.id.clone(),
@@ -1180,7 +1188,8 @@ impl Cluster {
         }
         self.allocator.remove_framework(framework);
         if let Some(conn) = fw.conn.take() {
-            let _ = conn.tx.try_send(Event::error("Framework has been removed"));
+            self.out
+                .event(conn, Event::error("Framework has been removed"));
         }
         self.removed_frameworks.insert(fw.id.value.clone());
         self.completed_frameworks
@@ -1188,7 +1197,7 @@ impl Cluster {
         while self.completed_frameworks.len() > 50 {
             self.completed_frameworks.pop_front();
         }
-        self.store
+        self.out
             .apply(StoreOp::RemoveFramework(framework.to_string()));
         self.allocation_wanted = true;
         tracing::info!(framework, "framework removed");
@@ -1429,7 +1438,7 @@ impl Cluster {
         status.message = Some(message.into());
         status.agent_id = Some(task.agent_id.clone());
         if let Some(fw) = self.frameworks.get(fw_key) {
-            fw.send(Event::update(status));
+            self.out.send(fw, Event::update(status));
             self.counters.events_sent += 1;
         }
     }
@@ -1456,7 +1465,7 @@ impl Cluster {
             launch_acked: false,
             kill_requested: None,
         };
-        self.store.apply(StoreOp::UpsertTask(Box::new(task_row(
+        self.out.apply(StoreOp::UpsertTask(Box::new(task_row(
             &task,
             self.clock.unix_ms(),
         ))));
@@ -1467,7 +1476,7 @@ impl Cluster {
             a.tasks.insert((fw_key.to_string(), task_key));
         }
         self.counters.tasks_launched += 1;
-        self.client.launch(
+        self.out.launch(
             endpoint,
             LaunchTask {
                 framework_id: FrameworkId::new(fw_key),
@@ -1513,7 +1522,7 @@ impl Cluster {
                 t.kill_requested = Some(msg.clone());
                 if let Some(a) = self.agents.get(&t.agent_id.value) {
                     if a.status == AgentStatus::Active {
-                        self.client.kill(&a.endpoint, msg);
+                        self.out.kill(&a.endpoint, msg);
                     }
                 }
             }
@@ -1524,7 +1533,7 @@ impl Cluster {
                 status.reason = Some("REASON_RECONCILIATION".into());
                 status.message = Some("Attempted to kill an unknown task".into());
                 status.agent_id = kill.agent_id.clone();
-                fw.send(Event::update(status));
+                self.out.send(fw, Event::update(status));
                 self.counters.events_sent += 1;
             }
         }
@@ -1550,7 +1559,7 @@ impl Cluster {
                     ack.agent_id
                 ))
             })?;
-        self.client.acknowledge(
+        self.out.acknowledge(
             &endpoint,
             AcknowledgeUpdate {
                 framework_id: FrameworkId::new(fw_key),
@@ -1573,7 +1582,7 @@ impl Cluster {
                         .remove(&(fw_key.to_string(), ack.task_id.value.clone()));
                 }
                 complete(fw, t, self.config.completed_tasks_per_framework);
-                self.store.apply(StoreOp::RemoveTask {
+                self.out.apply(StoreOp::RemoveTask {
                     framework_id: fw_key.to_string(),
                     task_id: ack.task_id.value.clone(),
                 });
@@ -1632,7 +1641,7 @@ impl Cluster {
             updates.push(status);
         }
         for status in updates {
-            fw.send(Event::update(status));
+            self.out.send(fw, Event::update(status));
             self.counters.events_sent += 1;
         }
     }
@@ -1709,7 +1718,7 @@ impl Cluster {
         for (fw_key, offers) in per_framework {
             self.counters.offers_made += offers.len() as u64;
             if let Some(fw) = self.frameworks.get(&fw_key) {
-                fw.send(Event::offers(offers));
+                self.out.send(fw, Event::offers(offers));
                 self.counters.events_sent += 1;
             }
         }

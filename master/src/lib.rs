@@ -180,13 +180,48 @@ pub struct Shared {
     pub readonly_auth: bool,
     /// Calls to agents made on a caller's behalf (task logs), with the cluster secret.
     pub agent_http: reqwest::Client,
+    /// Where the cluster's effects go: its store writes and its calls to agents.
+    store_queue: Store,
+    agents: AgentClient,
+}
+
+/// The cluster, locked (from [`Shared::lock`]). What its changes asked of the world (store
+/// writes, calls to agents, events for frameworks) is done as the guard goes, before the lock
+/// is let go, in the order the cluster asked.
+pub struct Locked<'a> {
+    shared: &'a Shared,
+    cluster: MutexGuard<'a, Cluster>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Cluster {
+        &mut self.cluster
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        for effect in self.cluster.take_effects() {
+            effect.apply(&self.shared.store_queue, &self.shared.agents);
+        }
+    }
 }
 
 impl Shared {
     /// Locks the cluster. A panic while holding the lock must not wedge the master, so a
     /// poisoned lock is taken over as is.
-    pub fn lock(&self) -> MutexGuard<'_, Cluster> {
-        self.cluster.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn lock(&self) -> Locked<'_> {
+        Locked {
+            shared: self,
+            cluster: self.cluster.lock().unwrap_or_else(|p| p.into_inner()),
+        }
     }
 
     /// `Err(reason)` when the store cannot take more changes (see [`StoreHealth::unavailable`]):
@@ -310,13 +345,7 @@ pub async fn run(mut args: MasterArgs, shutdown: CancellationToken) -> Result<()
         completed_tasks_per_framework: 1000,
     };
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel();
-    let mut cluster = Cluster::new(
-        master_info,
-        config,
-        store,
-        AgentClient::new(internal_tx, args.cluster_secret.as_deref()),
-        clock::Clock::system(),
-    );
+    let mut cluster = Cluster::new(master_info, config, clock::Clock::system());
     for (role, weight) in &args.weights.0 {
         // Parsing already refused non-positive weights.
         let _ = cluster.allocator.set_role_weight(role, *weight);
@@ -331,7 +360,11 @@ pub async fn run(mut args: MasterArgs, shutdown: CancellationToken) -> Result<()
         store: store_health.clone(),
         readonly_auth: args.authenticate_http_readonly,
         agent_http: agent_client::agent_http(args.cluster_secret.as_deref()),
+        store_queue: store,
+        agents: AgentClient::new(internal_tx, args.cluster_secret.as_deref()),
     });
+    // What recovering asked for (if anything) is done before the first request.
+    drop(shared.lock());
     tracing::info!(%addr, master_id, "master listening");
 
     // The allocation loop: a batch cycle every interval, plus event-triggered cycles. Notifies

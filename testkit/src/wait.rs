@@ -35,6 +35,18 @@ pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) 
     }
 }
 
+/// [`until`] for a test with no runtime (a synchronous one): blocks the thread between looks.
+pub fn blocking_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+}
+
 /// The value `probe` yields once it is `Ok`, within `limit`; else the test fails naming `what`
 /// it waited for and the last `Err`: what it saw instead (the last answer, the logs).
 pub async fn until_ok<T, F, Fut>(what: &str, limit: Duration, probe: F) -> T

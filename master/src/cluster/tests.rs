@@ -7,26 +7,21 @@ use drove_proto::agent::RegisterAgent;
 use drove_proto::mesos::{MasterInfo, Resource, TaskId, TaskState, TaskStatus};
 use drove_proto::scheduler::{Call, Event, EventType};
 use serde_json::json;
-use tokio::sync::mpsc;
 
-use super::{AgentStatus, Cluster, ClusterConfig, Subscription};
-use crate::agent_client::AgentClient;
+use super::{AgentCall, AgentStatus, Cluster, ClusterConfig, Effect, Subscription};
 use crate::clock::Clock;
-use crate::store::Store;
+use crate::store::StoreOp;
 
 const PING: Duration = Duration::from_secs(1);
+/// The agent's endpoint: calls to it are effects these tests read, never sent.
+const AGENT: &str = "http://agent.test:5051";
 
 struct Fixture {
     cluster: Cluster,
     clock: Clock,
-    _dir: tempfile::TempDir,
 }
 
-async fn cluster() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, _, writer) = Store::open(dir.path()).await.expect("store");
-    tokio::spawn(writer.run());
-    let (internal, _) = mpsc::unbounded_channel();
+fn cluster() -> Fixture {
     let clock = Clock::manual();
     let config = ClusterConfig {
         agent_ping_interval: PING,
@@ -46,18 +41,23 @@ async fn cluster() -> Fixture {
         version: None,
         address: None,
     };
-    let cluster = Cluster::new(
-        info,
-        config,
-        store,
-        AgentClient::new(internal, None),
-        clock.clone(),
-    );
-    Fixture {
-        cluster,
-        clock,
-        _dir: dir,
-    }
+    let cluster = Cluster::new(info, config, clock.clone());
+    Fixture { cluster, clock }
+}
+
+/// Delivers the events the cluster's changes made to their streams, as the lock's guard does;
+/// returns its other effects (store writes, calls to agents), in order.
+fn deliver(c: &mut Cluster) -> Vec<Effect> {
+    c.take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Event { to, event } => {
+                to.send(*event);
+                None
+            }
+            other => Some(other),
+        })
+        .collect()
 }
 
 /// Registers an agent with 2 cpus and 1 GiB; its id.
@@ -66,8 +66,7 @@ fn register(c: &mut Cluster) -> String {
         .register_agent(RegisterAgent {
             agent_id: None,
             hostname: "h1".into(),
-            // Nothing listens: calls to the agent fail, which these tests do not need.
-            endpoint: "http://127.0.0.1:9".into(),
+            endpoint: AGENT.into(),
             resources: vec![
                 Resource::scalar("cpus", 2.0),
                 Resource::scalar("mem", 1024.0),
@@ -95,7 +94,8 @@ fn subscribe(c: &mut Cluster, failover_timeout: f64) -> Subscription {
 }
 
 /// The events sent so far on a subscription, heartbeats left out.
-fn events(sub: &mut Subscription) -> Vec<Event> {
+fn events(c: &mut Cluster, sub: &mut Subscription) -> Vec<Event> {
+    deliver(c);
     let mut out = Vec::new();
     while let Ok(e) = sub.events.try_recv() {
         if e.kind != EventType::Heartbeat {
@@ -108,7 +108,7 @@ fn events(sub: &mut Subscription) -> Vec<Event> {
 /// Allocates and returns the offer ids the framework was sent.
 fn offers(c: &mut Cluster, sub: &mut Subscription) -> Vec<String> {
     c.allocate();
-    events(sub)
+    events(c, sub)
         .into_iter()
         .filter_map(|e| e.offers)
         .flat_map(|o| o.offers)
@@ -129,9 +129,9 @@ fn launch(c: &mut Cluster, fw: &str, offer: &str, agent: &str) {
     c.accept(fw, accept.accept.as_ref().expect("accept"));
 }
 
-#[tokio::test]
-async fn a_registered_agent_is_active_and_a_silent_one_becomes_unreachable() {
-    let mut f = cluster().await;
+#[test]
+fn a_registered_agent_is_active_and_a_silent_one_becomes_unreachable() {
+    let mut f = cluster();
     let agent = register(&mut f.cluster);
     assert_eq!(f.cluster.agents[&agent].status, AgentStatus::Active);
     // Pings within the limit keep it active (the positive control).
@@ -155,12 +155,12 @@ async fn a_registered_agent_is_active_and_a_silent_one_becomes_unreachable() {
     assert!(!f.cluster.agents.contains_key(&agent));
 }
 
-#[tokio::test]
-async fn offers_are_made_declined_accepted_and_rescinded() {
-    let mut f = cluster().await;
+#[test]
+fn offers_are_made_declined_accepted_and_rescinded() {
+    let mut f = cluster();
     let agent = register(&mut f.cluster);
     let mut sub = subscribe(&mut f.cluster, 60.0);
-    let first = events(&mut sub);
+    let first = events(&mut f.cluster, &mut sub);
     assert_eq!(first[0].kind, EventType::Subscribed);
     let fw = sub.framework_id.value.clone();
 
@@ -196,7 +196,7 @@ async fn offers_are_made_declined_accepted_and_rescinded() {
     assert_eq!(rest.len(), 1);
     f.clock.advance(PING * 4);
     f.cluster.check_agents();
-    let rescinded: Vec<String> = events(&mut sub)
+    let rescinded: Vec<String> = events(&mut f.cluster, &mut sub)
         .iter()
         .filter_map(|e| e.rescind.as_ref())
         .map(|r| r.offer_id.value.clone())
@@ -205,9 +205,9 @@ async fn offers_are_made_declined_accepted_and_rescinded() {
     assert!(f.cluster.offers.is_empty());
 }
 
-#[tokio::test]
-async fn a_disconnected_framework_fails_over_within_its_timeout_and_is_removed_after() {
-    let mut f = cluster().await;
+#[test]
+fn a_disconnected_framework_fails_over_within_its_timeout_and_is_removed_after() {
+    let mut f = cluster();
     register(&mut f.cluster);
     let sub = subscribe(&mut f.cluster, 30.0);
     let fw = sub.framework_id.value.clone();
@@ -231,21 +231,34 @@ async fn a_disconnected_framework_fails_over_within_its_timeout_and_is_removed_a
     assert!(f.cluster.subscribe(&again, None).is_err());
 }
 
-#[tokio::test]
-async fn an_acknowledged_terminal_update_retires_the_task() {
-    let mut f = cluster().await;
+#[test]
+fn an_acknowledged_terminal_update_retires_the_task() {
+    let mut f = cluster();
     let agent = register(&mut f.cluster);
     let mut sub = subscribe(&mut f.cluster, 60.0);
     let fw = sub.framework_id.value.clone();
     let offered = offers(&mut f.cluster, &mut sub);
     launch(&mut f.cluster, &fw, &offered[0], &agent);
+    // The launch is stored before it goes to the agent.
+    let launched = deliver(&mut f.cluster);
+    let stored = launched
+        .iter()
+        .position(|e| matches!(e, Effect::Store(StoreOp::UpsertTask(_))));
+    let sent = launched.iter().position(|e| {
+        matches!(e, Effect::Agent { endpoint, call: AgentCall::Launch(l) }
+            if endpoint == AGENT && l.task.task_id.value == "t1")
+    });
+    assert!(
+        matches!((stored, sent), (Some(s), Some(c)) if s < c),
+        "{launched:?}"
+    );
     let uuid = "AAAAAAAAAAAAAAAAAAAAAA==";
     let mut finished = TaskStatus::new(TaskId::new("t1"), TaskState::TaskFinished);
     finished.uuid = Some(uuid.into());
     assert!(f
         .cluster
         .agent_status(&agent, &sub.framework_id.clone(), finished));
-    let update = events(&mut sub)
+    let update = events(&mut f.cluster, &mut sub)
         .into_iter()
         .find_map(|e| e.update)
         .expect("the framework is sent the update");
@@ -271,11 +284,19 @@ async fn an_acknowledged_terminal_update_retires_the_task() {
         !f.cluster.frameworks[&fw].tasks.contains_key("t1"),
         "retired"
     );
+    // The agent is told, so it stops re-sending the update.
+    let acked = deliver(&mut f.cluster);
+    assert!(
+        acked.iter().any(|e| matches!(e,
+            Effect::Agent { endpoint, call: AgentCall::Acknowledge(a) }
+                if endpoint == AGENT && a.uuid == uuid)),
+        "{acked:?}"
+    );
 }
 
-#[tokio::test]
-async fn the_state_reads_as_the_dashboards_types() {
-    let mut f = cluster().await;
+#[test]
+fn the_state_reads_as_the_dashboards_types() {
+    let mut f = cluster();
     let agent = register(&mut f.cluster);
     let mut sub = subscribe(&mut f.cluster, 60.0);
     let offered = offers(&mut f.cluster, &mut sub);
