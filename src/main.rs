@@ -380,7 +380,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         .context("router failed to start")?;
     let root = data_dir.join("paas").join("local-ca").join("root.pem");
     println!(
-        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}  (work dir {})\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}  and  https://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nHTTPS: certificates come from drove's local CA, which can only sign names under .{}; trust\n  its root, {}, e.g. `curl --cacert {} https://hello.{}:{}/`, or for the whole machine\n  `cp {} /usr/local/share/ca-certificates/drove.crt && update-ca-certificates`\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
+        "drove is up:\n  master  http://{}  (cluster state: /master/state, with the cluster secret as a bearer token)\n  agent   http://{}  (work dir {})\n  PaaS    http://{}  (Marathon API: /v2/apps)\n  dashboard http://{}/admin  (log in with the admin token)\n  router  http://<app>.{}:{}  and  https://<app>.{}:{}\n  admin token: {}  (saved in {})\n\nHTTPS certificates come from drove's local CA (it can sign names under .{} only). Trust its\n  root, {}, per command:  curl --cacert {} https://hello.{}:{}/\n  or machine-wide:  cp {} /usr/local/share/ca-certificates/drove.crt && update-ca-certificates\n\nnext: deploy an app, e.g.\n  cargo run --release -- deploy tests/apps/hello.json\n  curl http://hello.{}:{}/",
         args.master_listen,
         args.agent_listen,
         agent_work_dir.display(),
