@@ -524,6 +524,7 @@ async fn scheduling_throughput() {
         acme_directory: None,
         acme_ca_file: None,
         acme_email: None,
+        acme_own_hostnames: false,
         local_ca: false,
         certificate_retry: Duration::from_secs(60),
     };

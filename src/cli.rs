@@ -754,6 +754,9 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Domains { id, .. } => {
             let path = format!("/v1/apps/{}/domains", route_of(&id)?);
             let domains: Domains = c.read(&path).await?;
+            if let Some(d) = &domains.own {
+                println!("{}  (its own; {})", d.hostname, d.https_note());
+            }
             if domains.domains.is_empty() {
                 println!("{id} has no custom domains (drove domains:add {id} <hostname>)");
             }

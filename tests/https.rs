@@ -21,6 +21,8 @@ const T: Duration = Duration::from_secs(60);
 async fn drove_with(agent_range: u32, router_port: u16, pebble: &Pebble) -> Drove {
     let mut paas_args = pebble.paas_args();
     paas_args.push("--certificate-retry=1s".into());
+    // The apps' own `<app>.localhost` too (Pebble's DNS resolves every name to the router).
+    paas_args.push("--acme-own-hostnames".into());
     let options = Options {
         paas_args,
         router_port: Some(router_port),
@@ -134,6 +136,26 @@ async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
     // The CLI shows it.
     let (ok, out) = support::drove_cli_env(&["domains", "shop"], &env).await;
     assert!(ok && out.contains("issued"), "drove domains: {out}");
+
+    // The app's own hostname got one too, shown beside its domains.
+    let own = until_ok("shop.localhost's certificate", T, || async {
+        let listed = d.get("/v1/apps/shop/domains").await;
+        match listed["own"]["issuance"]["state"].as_str() {
+            Some("issued") => Ok(listed["own"].clone()),
+            _ => Err(listed.to_string()),
+        }
+    })
+    .await;
+    assert_eq!(own["hostname"], "shop.localhost", "{own}");
+    assert_eq!(own["certificate"]["source"], "acme", "{own}");
+    let own_client = https_client(&root, &["shop.localhost"], https(&d));
+    let (status, _, body) = served(
+        &own_client,
+        &format!("https://shop.localhost:{}/", d.router_https),
+    )
+    .await
+    .expect("shop.localhost over HTTPS");
+    assert_eq!(status, 200, "{body}");
 
     // A second app's claim on the hostname is refused, naming the holder.
     d.create(node_app("/blog", 0, "blog")).await;
@@ -405,4 +427,40 @@ async fn drove_up_serves_apps_over_https_with_redirects_and_hsts_when_asked() {
     assert!(r.headers().get("strict-transport-security").is_none());
     let r = over_http("plain.localhost").await;
     assert_eq!(r.status(), 200);
+
+    // The app's own hostname is listed with its certificate from the local CA; deleting the
+    // app takes the certificate away (the other app's still serves: the control).
+    let listed: Value = http
+        .get(format!("{}/v1/apps/plain/domains", up.paas_url))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .expect("GET domains")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(listed["own"]["hostname"], "plain.localhost", "{listed}");
+    assert_eq!(listed["own"]["certificate"]["source"], "local", "{listed}");
+    assert_eq!(listed["own"]["issuance"]["authority"], "local", "{listed}");
+    let r = http
+        .delete(format!("{}/v2/apps/plain", up.paas_url))
+        .bearer_auth(&up.token)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(r.status(), 200);
+    until_ok("plain.localhost to lose its certificate", T, || async {
+        let fresh = support::tls::client_trusting(&root, &[("plain.localhost", https_addr)]);
+        match fresh
+            .get(format!("https://plain.localhost:{}/", up.router_https))
+            .send()
+            .await
+        {
+            Err(e) if e.is_connect() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (body, _) = get("strict.localhost").await.expect("strict still serves");
+    assert!(body.starts_with("strict "), "{body}");
 }

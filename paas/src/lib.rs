@@ -174,6 +174,10 @@ pub struct PaasArgs {
     /// A contact address for the ACME account (the CA's notices).
     #[arg(long, requires = "acme_directory")]
     pub acme_email: Option<String>,
+    /// Get the apps' own `<app>.<domain>` certificates from the ACME CA too (one per app,
+    /// proved through the routers: `*.<domain>` must resolve to them).
+    #[arg(long, requires = "acme_directory")]
+    pub acme_own_hostnames: bool,
     /// Sign each app's own `<app>.<domain>` hostname with drove's local CA, made in the data
     /// dir (`local-ca/root.pem` is what browsers must trust): HTTPS on a machine of one's
     /// own, as `drove up` does it.
@@ -500,7 +504,7 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
     let push_dir = args.data_dir.clone();
     let (admin_session, admin_secure_cookies) = (args.admin_session, args.admin_secure_cookies);
     let scaler = scaler::Scaler::new(store.clone(), decisions);
-    let issuer = issuer::Issuer::new(authority, args.certificate_retry);
+    let issuer = issuer::Issuer::new(authority, args.acme_own_hostnames, args.certificate_retry);
     let paas = Arc::new(Paas {
         state: Mutex::new(state),
         store,

@@ -87,6 +87,8 @@ pub enum Op {
     DeleteDomain(String),
     /// A domain's certificate, replacing the one it had.
     PutCertificate(StoredCert),
+    /// A hostname's certificate and issuance go (an app's own, with the app).
+    DeleteCertificate(String),
     /// Where a hostname's automatic certificate stands, replacing what it was.
     PutIssuance(String, Issuance),
     /// A setting: the ACME account's credentials, say.
@@ -606,6 +608,14 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                 .bind(&c.added)
                 .execute(&mut *tx)
                 .await?;
+            }
+            Op::DeleteCertificate(hostname) => {
+                for table in ["certificates", "issuance"] {
+                    sqlx::query(&format!("DELETE FROM {table} WHERE hostname = $1"))
+                        .bind(hostname)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             Op::PutIssuance(hostname, i) => {
                 sqlx::query(

@@ -266,10 +266,14 @@ impl std::fmt::Debug for NewCertificate {
     }
 }
 
-/// `GET /v1/apps/{app}/domains`: its custom domains (its own `<app>.<domain>` is not listed).
+/// `GET /v1/apps/{app}/domains`: its custom domains, and its own `<app>.<domain>` when the
+/// PaaS's authority gives that a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Domains {
     pub domains: Vec<Domain>,
+    /// Its own hostname, with its certificate and issuance (`added`: when that last changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub own: Option<Domain>,
 }
 
 /// `POST /v1/apps/{app}/domains`.

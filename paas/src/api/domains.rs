@@ -31,6 +31,7 @@ pub async fn list(
     let id = app_id(&paas, &name)?;
     Ok(Json(Domains {
         domains: ops::domains::of(&paas, &id)?,
+        own: ops::domains::own(&paas, &id),
     }))
 }
 

@@ -49,12 +49,6 @@ impl Authority {
             Authority::Local(_) => "local",
         }
     }
-
-    /// Whether it signs apps' own `<app>.<domain>` hostnames (the local CA: `*.localhost` has
-    /// no public DNS for an ACME CA to validate) or custom domains (ACME).
-    pub fn signs_own_hostnames(&self) -> bool {
-        matches!(self, Authority::Local(_))
-    }
 }
 
 /// HTTP-01 answers waiting for the CA, by token.
@@ -95,6 +89,8 @@ impl Challenges {
 /// challenges in flight, and a nudge for when hostnames change.
 pub struct Issuer {
     pub authority: Option<Authority>,
+    /// The hostnames it signs.
+    pub scope: schedule::Scope,
     pub challenges: Challenges,
     /// Wakes [`run`] (a hostname was claimed).
     pub nudge: Notify,
@@ -103,9 +99,23 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub fn new(authority: Option<Authority>, retry: Duration) -> Issuer {
+    /// The local CA signs the apps' own hostnames (names under drove's domain, which an ACME
+    /// CA could not validate on a machine of one's own); an ACME CA signs custom domains, and
+    /// the apps' own when `acme_own` (they need DNS for `*.<domain>` pointing at the routers).
+    pub fn new(authority: Option<Authority>, acme_own: bool, retry: Duration) -> Issuer {
+        let scope = match &authority {
+            Some(Authority::Local(_)) => schedule::Scope {
+                custom: false,
+                own: true,
+            },
+            _ => schedule::Scope {
+                custom: true,
+                own: acme_own,
+            },
+        };
         Issuer {
             authority,
+            scope,
             challenges: Challenges::default(),
             nudge: Notify::new(),
             retry,
@@ -122,7 +132,7 @@ pub async fn run(paas: Arc<Paas>) {
         let now = SystemTime::now();
         let plan = {
             let s = paas.lock();
-            schedule::plan(&s, authority, &paas.args.domain, now)
+            schedule::plan(&s, authority, paas.issuer.scope, &paas.args.domain, now)
         };
         for hostname in &plan.due {
             if paas.shutdown.is_cancelled() {
@@ -155,7 +165,7 @@ async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
         .map_or(0, |i| i.attempts);
     if before.is_none() {
         let _tx = paas.begin().await;
-        if !schedule::wanted(&paas.lock(), authority, &paas.args.domain, hostname) {
+        if !schedule::wanted(&paas.lock(), paas.issuer.scope, &paas.args.domain, hostname) {
             return;
         }
         let pending = Issuance {
@@ -183,7 +193,7 @@ async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
             .map_err(|e| format!("the CA's certificate is unfit: {e}"))
     });
     let tx = paas.begin().await;
-    if !schedule::wanted(&paas.lock(), authority, &paas.args.domain, hostname) {
+    if !schedule::wanted(&paas.lock(), paas.issuer.scope, &paas.args.domain, hostname) {
         return; // let go meanwhile
     }
     let issuance = match checked {

@@ -15,6 +15,15 @@ pub const RETRY_MAX: Duration = Duration::from_secs(6 * 3600);
 /// How often the schedule is looked at with nothing due.
 pub const IDLE_CHECK: Duration = Duration::from_secs(3600);
 
+/// Which hostnames the authority signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    /// Custom domains (ACME: validated through the routers).
+    pub custom: bool,
+    /// The apps' own `<app>.<domain>` (the local CA; ACME with `--acme-own-hostnames`).
+    pub own: bool,
+}
+
 /// What is due now, and when the next is.
 #[derive(Debug, Default, PartialEq)]
 pub struct Plan {
@@ -23,9 +32,15 @@ pub struct Plan {
 }
 
 /// The hostnames `authority` signs that need a certificate now, and the earliest later time.
-pub fn plan(state: &State, authority: &Authority, domain: &str, now: SystemTime) -> Plan {
+pub fn plan(
+    state: &State,
+    authority: &Authority,
+    scope: Scope,
+    domain: &str,
+    now: SystemTime,
+) -> Plan {
     let mut plan = Plan::default();
-    for hostname in hostnames(state, authority, domain) {
+    for hostname in hostnames(state, scope, domain) {
         if state
             .certificates
             .get(&hostname)
@@ -53,28 +68,25 @@ pub fn plan(state: &State, authority: &Authority, domain: &str, now: SystemTime)
     plan
 }
 
-/// Whether `hostname` still wants a certificate from `authority`.
-pub fn wanted(state: &State, authority: &Authority, domain: &str, hostname: &str) -> bool {
-    hostnames(state, authority, domain).any(|h| h == hostname)
+/// Whether `hostname` still wants a certificate.
+pub fn wanted(state: &State, scope: Scope, domain: &str, hostname: &str) -> bool {
+    hostnames(state, scope, domain).any(|h| h == hostname)
 }
 
-/// The hostnames `authority` signs: custom domains for an ACME CA, the apps' own for the
-/// local CA.
+/// The hostnames in `scope`: custom domains, the apps' own, or both.
 fn hostnames<'a>(
     state: &'a State,
-    authority: &Authority,
+    scope: Scope,
     domain: &'a str,
-) -> Box<dyn Iterator<Item = String> + 'a> {
-    if authority.signs_own_hostnames() {
-        Box::new(
-            state
-                .route_snapshot()
-                .into_iter()
-                .map(move |a| format!("{}.{domain}", a.name)),
-        )
-    } else {
-        Box::new(state.domains.keys().cloned())
-    }
+) -> impl Iterator<Item = String> + 'a {
+    let custom = state.domains.keys().filter(move |_| scope.custom).cloned();
+    let own = state
+        .apps
+        .values()
+        .filter(move |a| scope.own && !a.deleting)
+        .filter_map(|a| crate::model::app::route_name(&a.def.id))
+        .map(move |name| format!("{name}.{domain}"));
+    custom.chain(own)
 }
 
 /// When a certificate valid from `from` until `until` is renewed: at two thirds of its

@@ -5,7 +5,7 @@
 use drove_proto::paas::{Certificate, Domain, NewCertificate};
 
 use super::{OpsError, Tx};
-use crate::model::app::InvalidApp;
+use crate::model::app::{route_name, InvalidApp};
 use crate::model::{certificate, hostname, timestamp};
 use crate::store::{Op, StoredCert};
 use crate::Paas;
@@ -25,6 +25,25 @@ pub fn of(paas: &Paas, app: &str) -> Result<Vec<Domain>, OpsError> {
             ..d.clone()
         })
         .collect())
+}
+
+/// App `app`'s own `<app>.<domain>`, when it has a certificate or one is being got for it (from
+/// the PaaS's authority).
+pub fn own(paas: &Paas, app: &str) -> Option<Domain> {
+    let hostname = format!("{}.{}", route_name(app)?, paas.args.domain);
+    let s = paas.lock();
+    let certificate = s.certificates.get(&hostname);
+    let issuance = s.issuance.get(&hostname).cloned();
+    let added = certificate
+        .map(|c| c.added.clone())
+        .or_else(|| issuance.as_ref().map(|i| i.updated.clone()))?;
+    Some(Domain {
+        certificate: certificate.map(shown),
+        issuance,
+        added,
+        hostname,
+        app: app.to_string(),
+    })
 }
 
 /// `host` in drove's spelling, if app `app` may claim it: a valid hostname outside drove's

@@ -366,6 +366,22 @@ impl State {
                 self.issuance.remove(h);
                 certified |= self.certificates.remove(h).is_some();
             }
+            // Its own hostname's certificate (the one not a custom domain, named for it).
+            if let Some(route) = crate::model::app::route_name(&app_id) {
+                let own: Vec<String> = self
+                    .certificates
+                    .keys()
+                    .chain(self.issuance.keys())
+                    .filter(|h| !self.domains.contains_key(*h))
+                    .filter(|h| h.split_once('.').is_some_and(|(label, _)| label == route))
+                    .cloned()
+                    .collect();
+                for h in own {
+                    self.issuance.remove(&h);
+                    certified |= self.certificates.remove(&h).is_some();
+                    self.persist(Op::DeleteCertificate(h));
+                }
+            }
             if certified {
                 self.publish_certificates();
             }

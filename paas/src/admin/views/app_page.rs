@@ -59,6 +59,8 @@ pub struct AppPage {
     pub waking: bool,
     /// Its custom domains.
     pub domains: Vec<DomainRow>,
+    /// Its own hostname's certificate, in a line, when it has one or one is being got.
+    pub own_https: Option<String>,
     /// `None` for an app deployed through `/v2` (it has no releases).
     pub releases: Option<Vec<ReleaseRow>>,
     /// Why its releases could not be read.
@@ -361,6 +363,7 @@ pub async fn app(paas: &Paas, name: &str) -> Option<AppPage> {
                     .collect()
             })
             .unwrap_or_default(),
+        own_https: ops::domains::own(paas, &id).map(|d| d.https_note()),
         releases,
         releases_error,
         logs,
