@@ -520,6 +520,7 @@ async fn scheduling_throughput() {
         admin_password_file: None,
         admin_session: Duration::from_secs(3600),
         router_port: 8080,
+        router_https_port: None,
         admin_secure_cookies: false,
         acme_directory: None,
         acme_ca_file: None,

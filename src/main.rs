@@ -327,6 +327,7 @@ async fn up(args: UpArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
         format!("--master=http://{}", args.master_listen),
         format!("--listen={}", args.paas_listen),
         format!("--router-port={}", args.router_listen.port()),
+        format!("--router-https-port={}", args.router_https_listen.port()),
         format!("--data-dir={}", data_dir.join("paas").display()),
         format!("--domain={}", args.domain),
         format!("--master-principal={UP_PRINCIPAL}"),

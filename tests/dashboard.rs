@@ -456,6 +456,18 @@ async fn the_dashboard_in_a_real_browser() {
         page.contains(&link),
         "the app's link names the router's port"
     );
+    // Its own hostname has a certificate from drove up's local CA: the page links it over HTTPS.
+    let https_link = format!("https://shop.localhost:{}/", up.router_https);
+    until_ok("the app's HTTPS link", Duration::from_secs(30), || async {
+        c.refresh().await.map_err(|e| e.to_string())?;
+        let page = c.source().await.map_err(|e| e.to_string())?;
+        if page.contains(&https_link) {
+            Ok(())
+        } else {
+            Err("no HTTPS link yet".to_string())
+        }
+    })
+    .await;
     click(&c, "#show-config").await;
     until_ok(
         "the config value shown",

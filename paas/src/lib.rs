@@ -118,6 +118,9 @@ pub struct PaasArgs {
     /// The port apps are browsed on (the router's), for the dashboard's links to them.
     #[arg(long, default_value_t = 8080)]
     pub router_port: u16,
+    /// The router's HTTPS port, for links to apps whose own hostname has a certificate.
+    #[arg(long)]
+    pub router_https_port: Option<u16>,
     /// A password for the dashboard's login (12 characters at least), besides the admin token
     /// (which always works).
     #[arg(long, env = "DROVE_ADMIN_PASSWORD", hide_env_values = true)]
@@ -196,6 +199,20 @@ impl Paas {
             80 => format!("http://{route}.{}/", self.args.domain),
             port => format!("http://{route}.{}:{port}/", self.args.domain),
         }
+    }
+
+    /// Where people browse it over HTTPS, once its own hostname has a certificate and the
+    /// routers' HTTPS port is known.
+    pub fn app_https_url(&self, route: &str) -> Option<String> {
+        let port = self.args.router_https_port?;
+        let host = format!("{route}.{}", self.args.domain);
+        if !self.lock().certificates.contains_key(&host) {
+            return None;
+        }
+        Some(match port {
+            443 => format!("https://{host}/"),
+            port => format!("https://{host}:{port}/"),
+        })
     }
 }
 

@@ -315,8 +315,11 @@ pub async fn release(
         out,
         &mut record,
         format!(
-            "-----> released v{number}: {} (rolled out in {:.1} s)",
+            "-----> released v{number}: {}{} (rolled out in {:.1} s)",
             paas.app_url(name),
+            paas.app_https_url(name)
+                .map(|u| format!(" and {u}"))
+                .unwrap_or_default(),
             started.elapsed().as_secs_f64()
         ),
     )

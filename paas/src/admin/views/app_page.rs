@@ -8,6 +8,7 @@ use super::{
 };
 use crate::admin::charts::{self, Chart, Series};
 use crate::admin::history::{self, Sample};
+use crate::model::app::route_name;
 use crate::ops;
 use crate::ops::views::Stream;
 use crate::push::releases::Release;
@@ -61,6 +62,8 @@ pub struct AppPage {
     pub domains: Vec<DomainRow>,
     /// Its own hostname's certificate, in a line, when it has one or one is being got.
     pub own_https: Option<String>,
+    /// Its HTTPS address, once it has a certificate.
+    pub https_url: Option<String>,
     /// `None` for an app deployed through `/v2` (it has no releases).
     pub releases: Option<Vec<ReleaseRow>>,
     /// Why its releases could not be read.
@@ -364,6 +367,7 @@ pub async fn app(paas: &Paas, name: &str) -> Option<AppPage> {
             })
             .unwrap_or_default(),
         own_https: ops::domains::own(paas, &id).map(|d| d.https_note()),
+        https_url: route_name(&id).and_then(|r| paas.app_https_url(&r)),
         releases,
         releases_error,
         logs,
