@@ -496,6 +496,9 @@ async fn scheduling_throughput() {
     let args = drove_paas::PaasArgs {
         master,
         listen,
+        tls_listen: None,
+        tls_cert: None,
+        tls_key: None,
         data_dir: dir.path().join("paas"),
         domain: "localhost".into(),
         admin_token: Some(TOKEN.into()),

@@ -464,3 +464,97 @@ async fn drove_up_serves_apps_over_https_with_redirects_and_hsts_when_asked() {
     let (body, _) = get("strict.localhost").await.expect("strict still serves");
     assert!(body.starts_with("strict "), "{body}");
 }
+
+/// A router on another machine follows the PaaS over HTTPS (`drove paas --tls-listen`, `drove
+/// router --paas https://… --paas-ca-file`), so the route stream, which carries certificates'
+/// private keys, crosses only TLS. A router that does not trust the PaaS's certificate gets
+/// nothing from it; the same router trusting it routes the app (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_follows_the_paas_over_https() {
+    let dir = support::tempdir();
+    let ca = support::tls::TestCa::new("the PaaS's CA");
+    let (chain, key) = ca.issue(&["127.0.0.1"]);
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p
+    };
+    let (cert, key, root) = (
+        write("paas.pem", &chain),
+        write("paas.key", &key),
+        write("ca.pem", &ca.pem()),
+    );
+    let tls_port = support::free_port("127.0.0.1");
+    let options = Options {
+        paas_args: vec![
+            format!("--tls-listen=127.0.0.1:{tls_port}"),
+            format!("--tls-cert={}", cert.display()),
+            format!("--tls-key={}", key.display()),
+        ],
+        ..Options::default()
+    };
+    let d = Drove::start_with(&[&agent(45)], options).await;
+    d.create(node_app("/far", 1, "far")).await;
+    d.wait_healthy("far", 1, T).await;
+
+    let router = |name: &str, trust: bool| {
+        let (port, admin) = (
+            support::free_port("127.0.0.1"),
+            support::free_port("127.0.0.1"),
+        );
+        let mut args = vec![
+            "router".to_string(),
+            format!("--paas=https://127.0.0.1:{tls_port}"),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--admin=127.0.0.1:{admin}"),
+            format!("--paas-token={}", support::paas::ROUTER_TOKEN),
+            "--threads=1".into(),
+        ];
+        if trust {
+            args.push(format!("--paas-ca-file={}", root.display()));
+        }
+        let log = dir.path().join(format!("{name}.log"));
+        (support::Proc::spawn(name, &args, &log), port, log)
+    };
+    let via = |port: u16| async move {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .header("Host", "far.localhost")
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let status = r.status().as_u16();
+        Ok::<_, String>((status, r.text().await.unwrap_or_default()))
+    };
+
+    // Not trusting the PaaS's certificate: the stream is refused, and nothing is routed.
+    let (_blind, blind_port, blind_log) = router("blind", false);
+    until_ok(
+        "the untrusting router to give up on the stream",
+        T,
+        || async {
+            let log = std::fs::read_to_string(&blind_log).unwrap_or_default();
+            if log.contains("route stream lost") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .await;
+    let (status, _) = until_ok("the untrusting router to answer", T, || via(blind_port)).await;
+    assert_eq!(status, 404, "nothing routed without the stream");
+
+    // Trusting it: the app is routed, from the stream over HTTPS.
+    let (_far, far_port, _) = router("trusting", true);
+    let (status, body) = until_ok("the app through the HTTPS-following router", T, || async {
+        match via(far_port).await {
+            Ok((200, body)) => Ok((200, body)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.starts_with("far "), "{body}");
+}

@@ -58,6 +58,17 @@ pub struct PaasArgs {
     /// Where the API listens.
     #[arg(long, default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// Where the API also listens over HTTPS (with `--tls-cert` and `--tls-key`): the address
+    /// for routers on other machines, since their route stream carries the certificates'
+    /// private keys (`drove router --paas https://… --paas-ca-file`).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+    /// The HTTPS listener's certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM; keep it 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_listen")]
+    pub tls_key: Option<PathBuf>,
     /// Where the PaaS keeps its database and tokens.
     #[arg(long, default_value = ".drove/paas")]
     pub data_dir: PathBuf,
@@ -395,6 +406,8 @@ pub enum PaasError {
     StateDir(#[from] drove_proto::state_dir::StateDirError),
     #[error(transparent)]
     LocalCa(#[from] issuer::local_ca::LocalCaError),
+    #[error(transparent)]
+    Tls(#[from] api::tls::TlsError),
 }
 
 /// A started PaaS: its API address and the tokens in force.
@@ -517,6 +530,12 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
             source,
         })?;
     let addr = listener.local_addr().map_err(PaasError::Serve)?;
+    let tls_listener = match (args.tls_listen, &args.tls_cert, &args.tls_key) {
+        (Some(at), Some(cert), Some(key)) => {
+            Some(api::tls::TlsListener::bind(at, cert, key).await?)
+        }
+        _ => None,
+    };
     let started_tokens = (tokens.admin.clone(), tokens.router.clone());
     let push_dir = args.data_dir.clone();
     let (admin_session, admin_secure_cookies) = (args.admin_session, args.admin_secure_cookies);
@@ -558,6 +577,23 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
     tokio::spawn(admin::history::run(paas.clone()));
     tokio::spawn(issuer::run(paas.clone()));
     let app = api::router(paas.clone());
+    if let Some(tls) = tls_listener {
+        use axum::serve::{Listener, ListenerExt};
+        let at = tls.local_addr().map_err(PaasError::Serve)?;
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let served = axum::serve(
+                tls.tap_io(|_| {}),
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "the API's HTTPS listener failed");
+            }
+        });
+        tracing::info!(addr = %at, "PaaS API listening over HTTPS too");
+    }
     let task = tokio::spawn(async move {
         axum::serve(
             listener,

@@ -53,6 +53,11 @@ pub struct RouterArgs {
     /// Name this router reports in its stats (default: `router@<listen>`).
     #[arg(long)]
     pub id: Option<String>,
+    /// Roots (PEM) to trust for a PaaS reached over HTTPS (`--paas https://…`, its
+    /// `--tls-listen`): the route stream carries certificates' private keys, so between
+    /// machines it goes over TLS.
+    #[arg(long, value_name = "FILE")]
+    pub paas_ca_file: Option<std::path::PathBuf>,
     /// The PaaS's router token, sent as `Authorization: Bearer` on every call to the PaaS.
     #[arg(long, env = "DROVE_ROUTER_TOKEN", hide_env_values = true)]
     pub paas_token: Option<String>,
@@ -101,6 +106,7 @@ impl RouterArgs {
             connect_attempts: 3,
             stats_interval: Duration::from_secs(1),
             id: None,
+            paas_ca_file: None,
             paas_token: None,
             paas_token_file: None,
             metrics_token: None,

@@ -38,6 +38,11 @@ pub enum RouterError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("--paas-ca-file {path}: {why}")]
+    PaasCa {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     #[error("the PaaS token is not a valid header value")]
@@ -204,12 +209,25 @@ pub fn start(mut args: RouterArgs) -> Result<RouterHandle, RouterError> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    let client = reqwest::Client::builder()
+    let mut client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(30))
-        .default_headers(headers)
-        .build()
-        .map_err(RouterError::Client)?;
+        .default_headers(headers);
+    if let Some(path) = &args.paas_ca_file {
+        let pem = std::fs::read(path).map_err(|e| RouterError::PaasCa {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        let roots =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RouterError::PaasCa {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+        for root in roots {
+            client = client.add_root_certificate(root);
+        }
+    }
+    let client = client.build().map_err(RouterError::Client)?;
     let table = Arc::new(ArcSwap::from_pointee(Table::default()));
     let global = Arc::new(RouterCounters::default());
     let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();

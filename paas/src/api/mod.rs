@@ -12,6 +12,7 @@ mod domains;
 mod logs;
 pub mod metrics;
 mod routing;
+pub mod tls;
 
 use std::sync::Arc;
 
