@@ -196,7 +196,9 @@ async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
     if !schedule::wanted(&paas.lock(), paas.issuer.scope, &paas.args.domain, hostname) {
         return; // let go meanwhile
     }
-    let issuance = match checked {
+    // Kept before it is served; a certificate that cannot be kept counts as a failure (and
+    // waits its backoff), so a full disk does not become an order a second.
+    let kept = match checked {
         Ok((issued, checked)) => {
             let stored = StoredCert {
                 hostname: hostname.to_string(),
@@ -204,13 +206,18 @@ async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
                 key_pem: issued.key_pem,
                 source: authority.source().into(),
                 not_after: checked.not_after.clone(),
-                issuer: checked.issuer,
+                issuer: checked.issuer.clone(),
                 added: timestamp(),
             };
-            if let Err(e) = paas.store.write(Op::PutCertificate(stored.clone())).await {
-                tracing::warn!(%hostname, error = %e, "the issued certificate could not be stored");
-                return;
+            match paas.store.write(Op::PutCertificate(stored.clone())).await {
+                Ok(()) => Ok((stored, checked)),
+                Err(e) => Err(format!("the certificate could not be stored: {e}")),
             }
+        }
+        Err(why) => Err(why),
+    };
+    let issuance = match kept {
+        Ok((stored, checked)) => {
             let renew = schedule::renewal(checked.valid_from, checked.valid_until, rand::random());
             tracing::info!(%hostname, not_after = %checked.not_after, "certificate issued");
             {
