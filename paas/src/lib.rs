@@ -182,7 +182,8 @@ pub struct PaasArgs {
     /// Let's Encrypt's production directory, `letsencrypt-staging` its staging one.
     #[arg(long, env = "DROVE_ACME_DIRECTORY")]
     pub acme_directory: Option<String>,
-    /// Roots (PEM) to trust for the ACME directory's HTTPS, besides the system's.
+    /// The root (PEM, its first certificate) to trust for the ACME directory's HTTPS instead of
+    /// the system's roots: a private or test CA's.
     #[arg(long, value_name = "FILE", requires = "acme_directory")]
     pub acme_ca_file: Option<PathBuf>,
     /// A contact address for the ACME account (the CA's notices).
@@ -567,7 +568,12 @@ pub async fn start(mut args: PaasArgs, shutdown: CancellationToken) -> Result<St
         fatal: Mutex::new(None),
     });
     // The restored instances are routable from the first route snapshot on.
-    paas.lock().publish_routes(false, None);
+    {
+        let mut s = paas.lock();
+        let scope = paas.issuer.authority.as_ref().map(|_| paas.issuer.scope);
+        issuer::prune(&mut s, scope, &paas.args.domain);
+        s.publish_routes(false, None);
+    }
     tokio::spawn(scheduler::run(
         paas.clone(),
         driver_events,

@@ -1,7 +1,7 @@
 //! The router ⇄ PaaS contract: the wire types and paths of ARCHITECTURE.md's
 //! "router ⇄ PaaS" section (what a PaaS must implement for `drove router --paas <url>`).
 //!
-//! All endpoints are plain HTTP/JSON under the PaaS's base URL:
+//! All endpoints are HTTP/JSON under the PaaS's base URL (HTTPS between machines):
 //! - `GET {paas}`[`ROUTES_STREAM_PATH`]: newline-delimited JSON, one [`RouteMessage`] per line
 //!   (a snapshot first, then upserts/removes/heartbeats), each [`AppSpec`] describing an app
 //!   and its [`BackendSpec`]s.

@@ -165,7 +165,7 @@ async fn auth(State(paas): State<Arc<Paas>>, req: Request, next: Next) -> Respon
         let message = match caller {
             Caller::Nobody if header.is_none() => "authentication required: give the admin token as a Bearer token or as the HTTP basic password",
             Caller::Nobody => "invalid credentials",
-            _ => "the router token may only use the route stream, wakes and stats",
+            _ => "the router token may only use the route stream, wakes, stats and ACME challenges",
         };
         return (
             StatusCode::UNAUTHORIZED,

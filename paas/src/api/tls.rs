@@ -17,6 +17,9 @@ use tokio_rustls::TlsAcceptor;
 
 /// How long a client may take over its handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Handshakes in flight at once; more connections wait to be accepted (in the kernel's
+/// backlog), so a flood costs no more than this many handshakes' state.
+const HANDSHAKES: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -79,8 +82,19 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     ready: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
 ) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES));
     loop {
-        let (stream, peer) = match tcp.accept().await {
+        // Ends (letting the port go) once the server is gone.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p,
+            _ = ready.closed() => return,
+        };
+        let Ok(permit) = permit else { return };
+        let accepted = tokio::select! {
+            a = tcp.accept() => a,
+            _ = ready.closed() => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 // Out of file descriptors, say: wait rather than spin.
@@ -89,11 +103,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        if ready.is_closed() {
-            return;
-        }
         let (acceptor, ready) = (acceptor.clone(), ready.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => {
                     let _ = ready.send((tls, peer)).await;

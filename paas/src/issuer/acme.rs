@@ -26,7 +26,7 @@ const POLL: RetryPolicy = RetryPolicy::new()
 
 pub struct Acme {
     pub directory: String,
-    /// Roots trusted for the directory's HTTPS besides the system's (a test CA's, say).
+    /// The root trusted for the directory's HTTPS instead of the system's (a test CA's, say).
     ca_file: Option<PathBuf>,
     /// `mailto:` contacts for the account.
     contact: Vec<String>,

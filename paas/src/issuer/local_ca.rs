@@ -69,8 +69,9 @@ impl LocalCa {
             params.not_before = (now - Duration::from_secs(3600)).into();
             params.not_after = (now + ROOT_LIFETIME).into();
             let cert = params.self_signed(&key)?;
+            // The key first, the root last: the root's presence says the CA is whole.
             write_private(&key_path, &key.serialize_pem()).map_err(io(&key_path))?;
-            std::fs::write(&root_path, cert.pem()).map_err(io(&root_path))?;
+            write_private(&root_path, &cert.pem()).map_err(io(&root_path))?;
             tracing::info!(root = %root_path.display(), "local CA created");
         }
         let root_pem = std::fs::read_to_string(&root_path).map_err(io(&root_path))?;
@@ -128,14 +129,19 @@ impl LocalCa {
     }
 }
 
-/// Writes `text` to a new file only its owner may read.
+/// Writes `text` to `path`, readable by its owner only, whole or not at all (a temporary file
+/// renamed over it): a crash midway leaves no half-made CA that stops the next start.
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(text.as_bytes())
+        .open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }

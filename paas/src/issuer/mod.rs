@@ -116,10 +116,36 @@ impl Issuer {
         Issuer {
             authority,
             scope,
+            // A retry at once would hammer a CA that refuses.
+            retry: retry.max(Duration::from_secs(1)),
             challenges: Challenges::default(),
             nudge: Notify::new(),
-            retry,
         }
+    }
+}
+
+/// Forgets the certificates of apps' own hostnames that nothing keeps any more (the local CA
+/// or `--acme-own-hostnames` turned off, `--domain` changed), so they are not served on until
+/// they expire. Custom domains' certificates go with their domains.
+pub fn prune(state: &mut crate::state::State, scope: Option<schedule::Scope>, domain: &str) {
+    let own = schedule::Scope {
+        custom: false,
+        own: true,
+    };
+    let kept: std::collections::HashSet<String> = match scope {
+        Some(s) if s.own => schedule::hostnames(state, own, domain).collect(),
+        _ => Default::default(),
+    };
+    let stale: std::collections::BTreeSet<String> = state
+        .certificates
+        .keys()
+        .chain(state.issuance.keys())
+        .filter(|h| !state.domains.contains_key(*h) && !kept.contains(*h))
+        .cloned()
+        .collect();
+    for hostname in stale {
+        tracing::info!(%hostname, "forgetting a certificate nothing renews any more");
+        state.forget_certificate(&hostname);
     }
 }
 
@@ -193,8 +219,17 @@ async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
             .map_err(|e| format!("the CA's certificate is unfit: {e}"))
     });
     let tx = paas.begin().await;
-    if !schedule::wanted(&paas.lock(), paas.issuer.scope, &paas.args.domain, hostname) {
-        return; // let go meanwhile
+    {
+        let s = paas.lock();
+        if !schedule::wanted(&s, paas.issuer.scope, &paas.args.domain, hostname) {
+            return; // let go meanwhile
+        }
+        if s.certificates
+            .get(hostname)
+            .is_some_and(|c| c.source == "operator")
+        {
+            return; // an operator's certificate arrived meanwhile: theirs wins
+        }
     }
     // Kept before it is served; a certificate that cannot be kept counts as a failure (and
     // waits its backoff), so a full disk does not become an order a second.
@@ -218,7 +253,9 @@ async fn attempt(paas: &Arc<Paas>, authority: &Authority, hostname: &str) {
     };
     let issuance = match kept {
         Ok((stored, checked)) => {
-            let renew = schedule::renewal(checked.valid_from, checked.valid_until, rand::random());
+            // Never due at once again (a CA that back-dates, a clock that is off).
+            let renew = schedule::renewal(checked.valid_from, checked.valid_until, rand::random())
+                .max(SystemTime::now() + paas.issuer.retry);
             tracing::info!(%hostname, not_after = %checked.not_after, "certificate issued");
             {
                 let mut s = paas.lock();
@@ -261,4 +298,59 @@ async fn put_issuance(paas: &Paas, hostname: &str, issuance: Issuance) {
         tracing::warn!(%hostname, error = %e, "the certificate's issuance could not be stored");
     }
     paas.lock().issuance.insert(hostname.to_string(), issuance);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use drove_proto::paas::Domain;
+
+    use super::prune;
+    use crate::state::{Effect, State};
+    use crate::store::{Op, StoredCert};
+
+    fn cert(hostname: &str, source: &str) -> StoredCert {
+        StoredCert {
+            hostname: hostname.into(),
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            source: source.into(),
+            not_after: String::new(),
+            issuer: String::new(),
+            added: String::new(),
+        }
+    }
+
+    #[test]
+    fn certificates_nothing_renews_are_forgotten() {
+        let mut s = State::new(Duration::from_secs(1), Duration::from_secs(1));
+        s.domains.insert(
+            "www.shop.test".into(),
+            Domain {
+                hostname: "www.shop.test".into(),
+                app: "/shop".into(),
+                added: String::new(),
+                certificate: None,
+                issuance: None,
+            },
+        );
+        s.certificates
+            .insert("www.shop.test".into(), cert("www.shop.test", "acme"));
+        s.certificates
+            .insert("shop.localhost".into(), cert("shop.localhost", "local"));
+        // No authority signs the apps' own hostnames any more.
+        prune(&mut s, None, "localhost");
+        assert!(
+            s.certificates.contains_key("www.shop.test"),
+            "a domain's stays"
+        );
+        assert!(!s.certificates.contains_key("shop.localhost"));
+        let effects = s.take_effects();
+        assert!(
+            effects.iter().any(|e| matches!(e,
+                Effect::Store(Op::DeleteCertificate(h)) if h == "shop.localhost")),
+            "{effects:?}"
+        );
+    }
 }

@@ -74,7 +74,7 @@ pub fn wanted(state: &State, scope: Scope, domain: &str, hostname: &str) -> bool
 }
 
 /// The hostnames in `scope`: custom domains, the apps' own, or both.
-fn hostnames<'a>(
+pub fn hostnames<'a>(
     state: &'a State,
     scope: Scope,
     domain: &'a str,

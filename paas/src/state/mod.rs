@@ -216,6 +216,17 @@ impl State {
         self.effects.push(Effect::Event(event));
     }
 
+    /// Forgets `hostname`'s certificate and issuance (not a custom domain's claim), on disk too,
+    /// and tells the routers when one was served.
+    pub fn forget_certificate(&mut self, hostname: &str) {
+        self.issuance.remove(hostname);
+        let served = self.certificates.remove(hostname).is_some();
+        self.persist(Op::DeleteCertificate(hostname.to_string()));
+        if served {
+            self.publish_certificates();
+        }
+    }
+
     fn persist(&mut self, op: Op) {
         self.effects.push(Effect::Store(op));
     }
@@ -368,7 +379,7 @@ impl State {
             }
             // Its own hostname's certificate (the one not a custom domain, named for it).
             if let Some(route) = crate::model::app::route_name(&app_id) {
-                let own: Vec<String> = self
+                let own: std::collections::BTreeSet<String> = self
                     .certificates
                     .keys()
                     .chain(self.issuance.keys())
@@ -377,9 +388,7 @@ impl State {
                     .cloned()
                     .collect();
                 for h in own {
-                    self.issuance.remove(&h);
-                    certified |= self.certificates.remove(&h).is_some();
-                    self.persist(Op::DeleteCertificate(h));
+                    self.forget_certificate(&h);
                 }
             }
             if certified {
