@@ -17,7 +17,7 @@ use support::wait::until_ok;
 const T: Duration = Duration::from_secs(60);
 
 /// drove with its PaaS getting certificates from `pebble` (whose HTTP-01 checks come to the
-/// router's port `router_port`), retrying failures after 1 s, 2 s, 4 s…
+/// router's port `router_port`), retrying failures after 1 s, 2 s, 4 s…, and app shop serving.
 async fn drove_with(agent_range: u32, router_port: u16, pebble: &Pebble) -> Drove {
     let mut paas_args = pebble.paas_args();
     paas_args.push("--certificate-retry=1s".into());
@@ -28,7 +28,22 @@ async fn drove_with(agent_range: u32, router_port: u16, pebble: &Pebble) -> Drov
         router_port: Some(router_port),
         ..Options::default()
     };
-    Drove::start_with(&[&agent(agent_range)], options).await
+    let d = Drove::start_with(&[&agent(agent_range)], options).await;
+    d.create(node_app("/shop", 1, "shop")).await;
+    d.wait_healthy("shop", 1, T).await;
+    d
+}
+
+/// App shop claims `host` through the API.
+async fn claim(d: &Drove, host: &str) {
+    let (status, body) = d
+        .call(
+            Method::POST,
+            "/v1/apps/shop/domains",
+            Some(json!({ "hostname": host })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
 
 /// App `app`'s domain `host` as the API shows it.
@@ -88,8 +103,6 @@ async fn a_custom_domain_gets_a_certificate_from_the_acme_ca() {
     let router_port = support::free_port("127.0.0.1");
     let pebble = Pebble::start(router_port, PebbleOptions::default()).await;
     let d = drove_with(40, router_port, &pebble).await;
-    d.create(node_app("/shop", 1, "shop")).await;
-    d.wait_healthy("shop", 1, T).await;
 
     // Before any certificate the name gets no TLS at all (the control for what follows).
     let root = pebble.issuing_root().await;
@@ -179,19 +192,10 @@ async fn refusals_show_their_reason_and_are_retried_with_backoff() {
     };
     let pebble = Pebble::start(router_port, options).await;
     let d = drove_with(41, router_port, &pebble).await;
-    d.create(node_app("/shop", 1, "shop")).await;
-    d.wait_healthy("shop", 1, T).await;
 
     // The CA refuses to issue for a name it blocks: its reason is on the app, and the tries
     // go on, each after a longer wait (1 s, 2 s, 4 s).
-    let (status, body) = d
-        .call(
-            Method::POST,
-            "/v1/apps/shop/domains",
-            Some(json!({"hostname": "blocked.test"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    claim(&d, "blocked.test").await;
     let dom = issuance_until(&d, "shop", "blocked.test", "failed 3 times", |i| {
         i["state"] == "failed" && i["attempts"].as_u64() >= Some(3)
     })
@@ -214,14 +218,7 @@ async fn refusals_show_their_reason_and_are_retried_with_backoff() {
     // A validation that cannot reach the router (the name resolves elsewhere) fails with the
     // CA's reason; once the name points at the router again, a retry gets the certificate.
     pebble.resolve("late.test", "127.0.0.2").await;
-    let (status, body) = d
-        .call(
-            Method::POST,
-            "/v1/apps/shop/domains",
-            Some(json!({"hostname": "late.test"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    claim(&d, "late.test").await;
     let dom = issuance_until(&d, "shop", "late.test", "failed validation", |i| {
         i["state"] == "failed"
     })
@@ -257,16 +254,7 @@ async fn a_certificate_is_renewed_while_a_client_keeps_sending() {
     };
     let pebble = Pebble::start(router_port, options).await;
     let d = drove_with(42, router_port, &pebble).await;
-    d.create(node_app("/shop", 1, "shop")).await;
-    d.wait_healthy("shop", 1, T).await;
-    let (status, body) = d
-        .call(
-            Method::POST,
-            "/v1/apps/shop/domains",
-            Some(json!({"hostname": "renew.test"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    claim(&d, "renew.test").await;
     let first = issuance_until(&d, "shop", "renew.test", "issued", |i| {
         i["state"] == "issued"
     })
@@ -338,28 +326,15 @@ async fn drove_up_serves_apps_over_https_with_redirects_and_hsts_when_asked() {
     let mut strict = node_app("/strict", 1, "strict");
     strict["https"] = json!({"redirect": true, "hstsMaxAge": 600});
     for app in [node_app("/plain", 1, "plain"), strict] {
-        let r = http
-            .post(format!("{}/v2/apps", up.paas_url))
-            .bearer_auth(&up.token)
-            .json(&app)
-            .send()
-            .await
-            .expect("POST /v2/apps");
-        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+        let (status, body) = up.call(Method::POST, "/v2/apps", Some(app)).await;
+        assert_eq!(status, 201, "{body}");
     }
     // A bad HSTS age is refused naming the field.
     let mut bad = node_app("/bad", 1, "bad");
     bad["https"] = json!({"hstsMaxAge": 999_999_999u64});
-    let r = http
-        .post(format!("{}/v2/apps", up.paas_url))
-        .bearer_auth(&up.token)
-        .json(&bad)
-        .send()
-        .await
-        .expect("POST /v2/apps");
-    assert_eq!(r.status(), 422);
-    let body = r.text().await.unwrap_or_default();
-    assert!(body.contains("/https/hstsMaxAge"), "{body}");
+    let (status, body) = up.call(Method::POST, "/v2/apps", Some(bad)).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"][0]["path"], "/https/hstsMaxAge", "{body}");
 
     let ca = up.data.join("paas/local-ca");
     let root = std::fs::read_to_string(ca.join("root.pem")).expect("drove up's root");
@@ -430,25 +405,13 @@ async fn drove_up_serves_apps_over_https_with_redirects_and_hsts_when_asked() {
 
     // The app's own hostname is listed with its certificate from the local CA; deleting the
     // app takes the certificate away (the other app's still serves: the control).
-    let listed: Value = http
-        .get(format!("{}/v1/apps/plain/domains", up.paas_url))
-        .bearer_auth(&up.token)
-        .send()
-        .await
-        .expect("GET domains")
-        .json()
-        .await
-        .expect("JSON");
+    let (status, listed) = up.call(Method::GET, "/v1/apps/plain/domains", None).await;
+    assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["own"]["hostname"], "plain.localhost", "{listed}");
     assert_eq!(listed["own"]["certificate"]["source"], "local", "{listed}");
     assert_eq!(listed["own"]["issuance"]["authority"], "local", "{listed}");
-    let r = http
-        .delete(format!("{}/v2/apps/plain", up.paas_url))
-        .bearer_auth(&up.token)
-        .send()
-        .await
-        .expect("DELETE");
-    assert_eq!(r.status(), 200);
+    let (status, body) = up.call(Method::DELETE, "/v2/apps/plain", None).await;
+    assert_eq!(status, 200, "{body}");
     until_ok("plain.localhost to lose its certificate", T, || async {
         let fresh = support::tls::client_trusting(&root, &[("plain.localhost", https_addr)]);
         match fresh

@@ -636,14 +636,8 @@ async fn an_apps_past_outlives_a_restart() {
     let http = reqwest::Client::new();
     let mut app = support::paas::node_app("/napper", 0, "zzz");
     app["scaling"] = json!({"minInstances": 0, "idleSeconds": 3600});
-    let r = http
-        .post(format!("{}/v2/apps", up.paas_url))
-        .bearer_auth(&up.token)
-        .json(&app)
-        .send()
-        .await
-        .expect("create");
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let (status, body) = up.call(reqwest::Method::POST, "/v2/apps", Some(app)).await;
+    assert_eq!(status, 201, "{body}");
     let (url, host) = up.app_request("napper");
     // The route reaches the router a moment after the 201 (it streams from the PaaS): until
     // then the host is unknown (404). Once known, one request wakes the app.

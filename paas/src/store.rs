@@ -441,6 +441,21 @@ impl drove_store::Ops for Op {
     }
 }
 
+/// Deletes `hostname`'s rows from each of `tables`.
+async fn delete_hostname(
+    tx: &mut SqliteConnection,
+    tables: &[&str],
+    hostname: &str,
+) -> Result<(), sqlx::Error> {
+    for table in tables {
+        sqlx::query(&format!("DELETE FROM {table} WHERE hostname = $1"))
+            .bind(hostname)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Writes `ops` inside the writer's open transaction `tx`.
 async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::Error> {
     for op in ops {
@@ -586,12 +601,7 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                     .await?;
             }
             Op::DeleteDomain(hostname) => {
-                for table in ["certificates", "issuance", "domains"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE hostname = $1"))
-                        .bind(hostname)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                delete_hostname(tx, &["certificates", "issuance", "domains"], hostname).await?;
             }
             Op::PutCertificate(c) => {
                 sqlx::query(
@@ -610,12 +620,7 @@ async fn write_ops(tx: &mut SqliteConnection, ops: &[&Op]) -> Result<(), sqlx::E
                 .await?;
             }
             Op::DeleteCertificate(hostname) => {
-                for table in ["certificates", "issuance"] {
-                    sqlx::query(&format!("DELETE FROM {table} WHERE hostname = $1"))
-                        .bind(hostname)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                delete_hostname(tx, &["certificates", "issuance"], hostname).await?;
             }
             Op::PutIssuance(hostname, i) => {
                 sqlx::query(

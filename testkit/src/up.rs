@@ -164,6 +164,26 @@ impl Up {
         format!("--paas={}", self.paas_url)
     }
 
+    /// Calls the PaaS's API with the admin token; the status and the JSON body (or Null).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.paas_url))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("API call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or_default())
+    }
+
     /// The router's URL for `app`'s host, as a `(url, Host header)` pair.
     pub fn app_request(&self, app: &str) -> (String, String) {
         (
